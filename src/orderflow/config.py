@@ -1,0 +1,109 @@
+"""Settings, read once from ``ORDERFLOW_*`` environment variables: the only environment reader.
+
+Faust reads its own unprefixed variables (``WEB_PORT``, ``BROKER_URL``, ...) and lets them override
+``faust.App`` arguments; ``orderflow.app`` gives Faust an ``env_prefix`` of its own so that only
+these settings decide.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ConfigError", "Settings"]
+
+
+class ConfigError(ValueError):
+    """An ``ORDERFLOW_*`` variable has a value we cannot use; the message names it."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={value} must be > 0")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker can be told from outside."""
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    # The URL other workers use to reach this one (GET/POST routing to the partition owner).
+    canonical_url: str = ""
+    data_dir: Path = Path(".run/worker-data")
+    store: str = "rocksdb"  # or "memory": replays the whole changelog at every start
+    partitions: int = 8
+    replication_factor: int = 1
+    # Empty: the worker embeds the sandbox gateway on gateway_sandbox_port (0 = any free port).
+    gateway_url: str = ""
+    gateway_sandbox_port: int = 0
+    gateway_sandbox_db: Path = Path(".run/sandbox-gateway.db")
+    gateway_timeout_s: float = 5.0
+    gateway_deadline_s: float = 15.0
+    # Payments charged concurrently per batch; the events of one order stay in order.
+    payment_batch_size: int = 64
+    reconcile_interval_s: float = 2.0
+    post_wait_s: float = 10.0
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the ``ORDERFLOW_*`` variables (``os.environ`` by default)."""
+        env = os.environ if env is None else env
+        web_host = env.get("ORDERFLOW_WEB_HOST") or cls.web_host
+        web_port = _int(env, "ORDERFLOW_WEB_PORT", cls.web_port)
+        return cls(
+            kafka_bootstrap=env.get("ORDERFLOW_KAFKA_BOOTSTRAP") or cls.kafka_bootstrap,
+            web_host=web_host,
+            web_port=web_port,
+            canonical_url=env.get("ORDERFLOW_CANONICAL_URL")
+            or f"http://{'127.0.0.1' if web_host == '0.0.0.0' else web_host}:{web_port}",
+            data_dir=Path(env.get("ORDERFLOW_DATA_DIR") or cls.data_dir),
+            store=_choice(env, "ORDERFLOW_STORE", cls.store, ("rocksdb", "memory")),
+            partitions=_int(env, "ORDERFLOW_PARTITIONS", cls.partitions),
+            replication_factor=_int(env, "ORDERFLOW_REPLICATION_FACTOR", cls.replication_factor),
+            gateway_url=env.get("ORDERFLOW_GATEWAY_URL", ""),
+            gateway_sandbox_port=_int(env, "ORDERFLOW_SANDBOX_PORT", 0, minimum=0),
+            gateway_sandbox_db=Path(env.get("ORDERFLOW_SANDBOX_DB") or cls.gateway_sandbox_db),
+            gateway_timeout_s=_float(env, "ORDERFLOW_GATEWAY_TIMEOUT", cls.gateway_timeout_s),
+            gateway_deadline_s=_float(env, "ORDERFLOW_GATEWAY_DEADLINE", cls.gateway_deadline_s),
+            payment_batch_size=_int(env, "ORDERFLOW_PAYMENT_BATCH", cls.payment_batch_size),
+            reconcile_interval_s=_float(
+                env, "ORDERFLOW_RECONCILE_INTERVAL", cls.reconcile_interval_s
+            ),
+            post_wait_s=_float(env, "ORDERFLOW_POST_WAIT", cls.post_wait_s),
+            log_level=_choice(
+                env, "ORDERFLOW_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")
+            ),
+        )

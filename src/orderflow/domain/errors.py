@@ -1,0 +1,17 @@
+"""The domain's exception tree."""
+
+from __future__ import annotations
+
+__all__ = ["DomainError", "EventDecodeError", "MoneyError"]
+
+
+class DomainError(Exception):
+    """Base of every domain error."""
+
+
+class MoneyError(DomainError):
+    """An amount is out of range or mixes currencies."""
+
+
+class EventDecodeError(DomainError):
+    """An event's payload does not match its schema; the message says which field and why."""

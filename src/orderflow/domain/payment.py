@@ -1,0 +1,152 @@
+"""Payments: the gateway's possible answers, the decline taxonomy, and the payment decision."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+__all__ = [
+    "DECLINE_MESSAGES",
+    "Approved",
+    "ChargeOutcome",
+    "Decline",
+    "Declined",
+    "PaymentAction",
+    "PaymentRecord",
+    "PaymentStatus",
+    "decide_payment",
+    "idempotency_key_for",
+    "next_reconcile_delay",
+    "sandbox_decision",
+]
+
+
+class PaymentStatus(enum.StrEnum):
+    """Where a payment attempt stands. UNKNOWN: the gateway may have charged; ask it again."""
+
+    ATTEMPTING = "ATTEMPTING"
+    UNKNOWN = "UNKNOWN"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+    @property
+    def is_settled(self) -> bool:
+        return self in (PaymentStatus.COMPLETED, PaymentStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class Decline:
+    """Why a payment failed; ``retryable`` says whether the same payment may succeed later."""
+
+    code: str
+    message: str
+    retryable: bool
+
+
+# Decline codes of the gateway (Stripe's names) and what each means for the customer.
+DECLINE_MESSAGES: dict[str, Decline] = {
+    "card_declined": Decline("card_declined", "The card was declined.", False),
+    "insufficient_funds": Decline(
+        "insufficient_funds", "The card has insufficient funds.", True
+    ),
+    "expired_card": Decline("expired_card", "The card has expired.", False),
+    "invalid_token": Decline("invalid_token", "The payment token is not valid.", False),
+}
+
+
+def decline_for(code: str, message: str | None = None) -> Decline:
+    known = DECLINE_MESSAGES.get(code)
+    if known is None:
+        return Decline(code, message or "The payment was declined.", False)
+    return known if message is None else replace(known, message=message)
+
+
+@dataclass(frozen=True)
+class Approved:
+    """The gateway charged the card."""
+
+    charge_id: str
+
+
+@dataclass(frozen=True)
+class Declined:
+    """The gateway refused the charge; nothing was taken."""
+
+    decline: Decline
+    charge_id: str | None = None
+
+
+ChargeOutcome = Approved | Declined
+
+# The sandbox gateway's test tokens (Stripe's), so replay --dry-run can re-decide offline.
+_SANDBOX_DECLINES = {
+    "tok_chargeDeclined": "card_declined",
+    "tok_chargeDeclinedInsufficientFunds": "insufficient_funds",
+    "tok_chargeDeclinedExpiredCard": "expired_card",
+}
+
+
+def sandbox_decision(token: str) -> Approved | Decline:
+    """What the sandbox gateway does with a token: approve, or decline with a reason."""
+    if token == "tok_visa":
+        return Approved(charge_id="")
+    return decline_for(_SANDBOX_DECLINES.get(token, "invalid_token"))
+
+
+def idempotency_key_for(order_id: str) -> str:
+    """The gateway idempotency key: one per order, stable across retries, restarts, replays."""
+    return f"orderflow-charge-{order_id}"
+
+
+@dataclass(frozen=True)
+class PaymentRecord:
+    """PaymentDB's entry for one order: the attempt and, once known, its outcome."""
+
+    order_id: str
+    idempotency_key: str
+    amount: int
+    currency: str
+    status: PaymentStatus
+    attempts: int = 0
+    charge_id: str | None = None
+    decline: Decline | None = None
+    updated_at: float = 0.0  # epoch seconds
+    next_attempt_at: float = 0.0  # for UNKNOWN: when the reconciler asks the gateway again
+
+    def attempt(self, now: float) -> PaymentRecord:
+        return replace(self, status=PaymentStatus.ATTEMPTING, attempts=self.attempts + 1,
+                       updated_at=now)  # fmt: skip
+
+    def settle(self, outcome: ChargeOutcome, now: float) -> PaymentRecord:
+        if isinstance(outcome, Approved):
+            return replace(self, status=PaymentStatus.COMPLETED, charge_id=outcome.charge_id,
+                           decline=None, updated_at=now)  # fmt: skip
+        return replace(self, status=PaymentStatus.FAILED, charge_id=outcome.charge_id,
+                       decline=outcome.decline, updated_at=now)  # fmt: skip
+
+    def unknown(self, now: float) -> PaymentRecord:
+        delay = next_reconcile_delay(self.attempts)
+        return replace(self, status=PaymentStatus.UNKNOWN, updated_at=now,
+                       next_attempt_at=now + delay)  # fmt: skip
+
+
+def next_reconcile_delay(attempts: int, base: float = 1.0, cap: float = 60.0) -> float:
+    """Seconds until an UNKNOWN payment is asked about again: doubling, capped, never zero."""
+    return float(min(cap, base * 2 ** max(0, attempts - 1)))
+
+
+class PaymentAction(enum.Enum):
+    """What the payment service does with an ``order.created`` event."""
+
+    CHARGE = "charge"  # first sight, or an attempt whose answer we never recorded
+    REPUBLISH = "republish"  # settled already: publish the result again (it may have been lost)
+    WAIT = "wait"  # UNKNOWN: the reconciler owns it
+
+
+def decide_payment(record: PaymentRecord | None) -> PaymentAction:
+    """Decide from PaymentDB alone; the gateway's idempotency key makes CHARGE safe to repeat."""
+    if record is None or record.status is PaymentStatus.ATTEMPTING:
+        return PaymentAction.CHARGE
+    if record.status.is_settled:
+        return PaymentAction.REPUBLISH
+    return PaymentAction.WAIT

@@ -1,0 +1,1 @@
+"""The payment gateway edge: the interface, the HTTP client, and the sandbox gateway server."""
