@@ -286,7 +286,9 @@ class KafkaCluster:
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             if result.returncode != 0:
-                raise KafkaLauncherError(f"StorageTool format failed:\n{result.stdout}{result.stderr}")
+                raise KafkaLauncherError(
+                    f"StorageTool format failed:\n{result.stdout}{result.stderr}"
+                )
 
     def running_pid(self, node_id: int) -> int | None:
         """The pid of this node's JVM if it is alive (and really ours), else None."""
@@ -327,7 +329,9 @@ class KafkaCluster:
     def start(self, timeout: float = READY_TIMEOUT_S) -> float:
         """Fetch, format, start every node and wait until all brokers answer; returns seconds."""
         began = time.monotonic()
-        busy = [p.broker for p in self.ports if _port_in_use(p.broker) or _port_in_use(p.controller)]
+        busy = [
+            p.broker for p in self.ports if _port_in_use(p.broker) or _port_in_use(p.controller)
+        ]
         if busy and not self.is_running():
             raise KafkaLauncherError(
                 f"port {busy[0]} on 127.0.0.1 is taken by another process; stop it, or point "
@@ -384,10 +388,10 @@ class KafkaCluster:
 
 async def wait_for_brokers(bootstrap: str, expected: int, timeout: float) -> bool:
     """True once a metadata request lists ``expected`` brokers, False at the deadline."""
+    import logging
+
     from aiokafka.admin import AIOKafkaAdminClient  # imported late: `status` runs without it
     from aiokafka.errors import KafkaError
-
-    import logging
 
     # Refused connections are the expected answer while the broker boots: not worth a line each.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -425,7 +429,7 @@ def _default_state_dir(nodes: int) -> Path:
     return root if nodes == 1 else root.with_name(root.name + f"-{nodes}nodes")
 
 
-def _main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orderflow.localkafka", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status", "logs", "fetch"])
     parser.add_argument("--nodes", type=int, choices=[1, 3], default=1)
@@ -477,4 +481,4 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main())
+    sys.exit(main())

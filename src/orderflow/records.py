@@ -11,7 +11,13 @@ from typing import Any
 import orjson
 
 from orderflow.domain.errors import EventDecodeError
-from orderflow.domain.events import Event, items_to_list, FieldReader, event_from_dict, event_to_dict
+from orderflow.domain.events import (
+    Event,
+    FieldReader,
+    event_from_dict,
+    event_to_dict,
+    items_to_list,
+)
 from orderflow.domain.order import Order, OrderStatus
 from orderflow.domain.payment import Decline, PaymentRecord, PaymentStatus
 
@@ -126,6 +132,7 @@ def payment_to_bytes(record: PaymentRecord) -> bytes:
             "decline": _decline_to_dict(record.decline),
             "updated_at": record.updated_at,
             "next_attempt_at": record.next_attempt_at,
+            "payment_token": record.payment_token,
         }
     )
 
@@ -143,4 +150,5 @@ def payment_from_bytes(raw: bytes) -> PaymentRecord:
         decline=_decline_from(data.get("decline")),
         updated_at=data["updated_at"],
         next_attempt_at=data["next_attempt_at"],
+        payment_token=data.get("payment_token", ""),
     )

@@ -8,6 +8,7 @@ duplicate from a second event.
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,15 +21,15 @@ from orderflow.domain.validation import LineItem
 __all__ = [
     "EVENT_TYPES",
     "Event",
+    "FieldReader",
     "OrderCreated",
     "PaymentCompleted",
     "PaymentFailed",
     "PlaceOrder",
     "event_from_dict",
-    "event_to_dict",
-    "FieldReader",
-    "items_to_list",
     "event_id_for",
+    "event_to_dict",
+    "items_to_list",
     "rfc3339",
 ]
 
@@ -40,8 +41,8 @@ def event_id_for(order_id: str, event_type: str) -> str:
 
 
 def rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
 
 
@@ -54,40 +55,45 @@ class FieldReader:
         self.data = data
         self.where = where
 
-    def _get(self, key: str, kind: type | tuple[type, ...], kind_name: str) -> Any:
-        path = f"{self.where}.{key}" if self.where else key
+    def _path(self, key: builtins.str) -> builtins.str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def _get(
+        self, key: builtins.str, kind: type | tuple[type, ...], kind_name: builtins.str
+    ) -> Any:
+        path = self._path(key)
         if key not in self.data:
             raise EventDecodeError(f"{path}: missing")
         value = self.data[key]
-        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             raise EventDecodeError(f"{path}: expected {kind_name}")
         return value
 
-    def str(self, key: str) -> str:
-        value: str = self._get(key, str, "a string")
+    def str(self, key: builtins.str) -> builtins.str:
+        value: builtins.str = self._get(key, builtins.str, "a string")
         if not value:
-            raise EventDecodeError(f"{self.where}.{key}: empty")
+            raise EventDecodeError(f"{self._path(key)}: empty")
         return value
 
-    def opt_str(self, key: str) -> str | None:
+    def opt_str(self, key: builtins.str) -> builtins.str | None:
         return None if self.data.get(key) is None else self.str(key)
 
-    def int(self, key: str) -> int:
-        value: int = self._get(key, int, "an integer")
+    def int(self, key: builtins.str) -> builtins.int:
+        value: builtins.int = self._get(key, builtins.int, "an integer")
         return value
 
-    def bool(self, key: str) -> bool:
-        value: bool = self._get(key, bool, "a boolean")
+    def bool(self, key: builtins.str) -> builtins.bool:
+        value: builtins.bool = self._get(key, builtins.bool, "a boolean")
         return value
 
-    def obj(self, key: str) -> FieldReader:
-        return FieldReader(self._get(key, dict, "an object"), f"{self.where}.{key}".lstrip("."))
+    def obj(self, key: builtins.str) -> FieldReader:
+        return FieldReader(self._get(key, dict, "an object"), self._path(key))
 
-    def items(self, key: str) -> tuple[LineItem, ...]:
+    def items(self, key: builtins.str) -> tuple[LineItem, ...]:
         raw = self._get(key, list, "an array")
         out = []
         for i, entry in enumerate(raw):
-            r = FieldReader(entry, f"{key}[{i}]")
+            r = FieldReader(entry, f"{self._path(key)}[{i}]")
             out.append(LineItem(r.str("sku"), r.int("quantity"), r.int("unit_amount")))
         return tuple(out)
 
@@ -161,8 +167,9 @@ class OrderCreated:
 
     @classmethod
     def from_reader(cls, r: FieldReader) -> OrderCreated:
-        return cls(r.str("order_id"), r.str("customer_id"), r.str("currency"), r.int("amount"),
-                   r.items("items"), r.obj("payment").str("token"), r.str("occurred_at"))  # fmt: skip
+        return cls(r.str("order_id"), r.str("customer_id"), r.str("currency"),
+                   r.int("amount"), r.items("items"), r.obj("payment").str("token"),
+                   r.str("occurred_at"))  # fmt: skip
 
 
 @dataclass(frozen=True)

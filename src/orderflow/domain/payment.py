@@ -46,9 +46,7 @@ class Decline:
 # Decline codes of the gateway (Stripe's names) and what each means for the customer.
 DECLINE_MESSAGES: dict[str, Decline] = {
     "card_declined": Decline("card_declined", "The card was declined.", False),
-    "insufficient_funds": Decline(
-        "insufficient_funds", "The card has insufficient funds.", True
-    ),
+    "insufficient_funds": Decline("insufficient_funds", "The card has insufficient funds.", True),
     "expired_card": Decline("expired_card", "The card has expired.", False),
     "invalid_token": Decline("invalid_token", "The payment token is not valid.", False),
 }
@@ -112,6 +110,7 @@ class PaymentRecord:
     decline: Decline | None = None
     updated_at: float = 0.0  # epoch seconds
     next_attempt_at: float = 0.0  # for UNKNOWN: when the reconciler asks the gateway again
+    payment_token: str = ""  # kept so the reconciler can repeat the same charge request
 
     def attempt(self, now: float) -> PaymentRecord:
         return replace(self, status=PaymentStatus.ATTEMPTING, attempts=self.attempts + 1,
@@ -132,7 +131,9 @@ class PaymentRecord:
 
 def next_reconcile_delay(attempts: int, base: float = 1.0, cap: float = 60.0) -> float:
     """Seconds until an UNKNOWN payment is asked about again: doubling, capped, never zero."""
-    return float(min(cap, base * 2 ** max(0, attempts - 1)))
+    # Bound the exponent: the cap applies long before, and base * 2**1024 overflows a float.
+    exponent = min(max(0, attempts - 1), 64)
+    return float(min(cap, base * 2**exponent))
 
 
 class PaymentAction(enum.Enum):

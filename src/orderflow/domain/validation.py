@@ -71,7 +71,8 @@ def _string(
     if not isinstance(value, str):
         problems.append(Problem(path, "type", "must be a string"))
         return ""
-    if not pattern.match(value):
+    # fullmatch, not match: with match, `$` also matches before a trailing newline ("c1\n").
+    if not pattern.fullmatch(value):
         problems.append(Problem(path, "format", f"must match {pattern.pattern}"))
     return value
 

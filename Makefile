@@ -1,0 +1,72 @@
+# orderflow: `make run` starts the whole system, `make test` installs everything and tests it.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help install run test test-unit test-integration test-e2e lint format \
+        kafka-up kafka-down kafka-status kafka-logs kafka-up-cluster kafka-down-cluster \
+        sandbox-gateway clean
+
+help:
+	@echo "make run         start local Kafka (unless ORDERFLOW_KAFKA_BOOTSTRAP answers) + a worker on :6066"
+	@echo "make test        install, start a test broker, run every test tier, stop the broker"
+	@echo "make lint        ruff, mypy, import contracts"
+	@echo "make kafka-up / kafka-down / kafka-status / kafka-logs   the local development broker"
+	@echo "make kafka-up-cluster / kafka-down-cluster               a 3-node KRaft cluster on loopback"
+
+$(STAMP): setup.cfg pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ is required ($(PYTHON) not found)"; exit 1; }
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	@scripts/run.sh
+
+test: install
+	$(PY) -m orderflow.localkafka fetch >/dev/null
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: install
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+format: install
+	$(VENV)/bin/ruff check --fix src tests
+	$(VENV)/bin/ruff format src tests
+
+kafka-up: install
+	$(PY) -m orderflow.localkafka up
+kafka-down: install
+	$(PY) -m orderflow.localkafka down
+kafka-status: install
+	$(PY) -m orderflow.localkafka status
+kafka-logs: install
+	$(PY) -m orderflow.localkafka logs
+kafka-up-cluster: install
+	$(PY) -m orderflow.localkafka up --nodes 3
+kafka-down-cluster: install
+	$(PY) -m orderflow.localkafka down --nodes 3
+
+sandbox-gateway: install
+	$(PY) -m orderflow sandbox-gateway --port 8099
+
+clean: kafka-down
+	rm -rf .run

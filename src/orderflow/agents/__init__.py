@@ -1,0 +1,1 @@
+"""Thin Faust agents around the domain: who consumes which topic (see ``orderflow.topics``)."""

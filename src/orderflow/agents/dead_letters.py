@@ -1,0 +1,49 @@
+"""The dead-letter topic: events no agent could process, kept byte for byte, with the reason."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from orderflow.domain.events import rfc3339
+from orderflow.topics import (
+    DLQ_HEADER_ERROR,
+    DLQ_HEADER_FAILED_AT,
+    DLQ_HEADER_OFFSET,
+    DLQ_HEADER_PARTITION,
+    DLQ_HEADER_REASON,
+    DLQ_HEADER_TOPIC,
+)
+
+__all__ = ["DeadLetters"]
+
+log = logging.getLogger(__name__)
+
+
+class DeadLetters:
+    """Sends a failed event to the dead-letter topic; the agent then moves on."""
+
+    def __init__(self, topic: Any) -> None:
+        self.topic = topic
+        self.count = 0
+
+    async def send(self, event: Any, reason: str, error: BaseException | None = None) -> None:
+        message = event.message
+        log.warning(
+            "dead-lettering %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason
+        )
+        headers = [
+            (DLQ_HEADER_REASON, reason.encode()),
+            (DLQ_HEADER_ERROR, type(error).__name__.encode() if error else b""),
+            (DLQ_HEADER_TOPIC, message.topic.encode()),
+            (DLQ_HEADER_PARTITION, str(message.partition).encode()),
+            (DLQ_HEADER_OFFSET, str(message.offset).encode()),
+            (DLQ_HEADER_FAILED_AT, rfc3339(time.time()).encode()),
+        ]
+        # The original headers ride along (a redrive restores them); ours come first.
+        headers.extend(
+            (k, v) for k, v in (message.headers or ()) if not k.startswith("orderflow-dlq")
+        )
+        await self.topic.send(key=message.key, value=message.value, headers=headers)
+        self.count += 1

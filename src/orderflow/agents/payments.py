@@ -1,0 +1,199 @@
+"""The payment service: charges each order once through the gateway and publishes the outcome.
+
+Charging is safe to repeat: the gateway idempotency key is derived from the order id, so a
+redelivered ``order.created`` (crash, rebalance, duplicate) gets the first charge's answer back.
+Gateway calls of one batch run concurrently, one task per order, while one order's events stay in
+order inside its task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+
+from orderflow.agents.dead_letters import DeadLetters
+from orderflow.domain.errors import DomainError, EventDecodeError
+from orderflow.domain.events import OrderCreated, PaymentCompleted, PaymentFailed, rfc3339
+from orderflow.domain.payment import (
+    Approved,
+    Decline,
+    Declined,
+    PaymentAction,
+    PaymentRecord,
+    PaymentStatus,
+    decide_payment,
+    idempotency_key_for,
+)
+from orderflow.gateway.base import (
+    ChargeRequest,
+    PaymentGateway,
+    PermanentGatewayError,
+    TransientGatewayError,
+)
+from orderflow.records import decode_event, decode_json, encode_event
+from orderflow.tables import PaymentTable, bind_event
+from orderflow.topics import ORDER_CREATED, PAYMENT_RECONCILE
+
+__all__ = ["PaymentService", "UnknownPayments"]
+
+log = logging.getLogger(__name__)
+
+
+class UnknownPayments:
+    """In-memory index of UNKNOWN payments (order id -> next attempt time) for the reconciler.
+
+    Rebuilt from PaymentDB after every rebalance, so losing it (a crash) loses nothing.
+    """
+
+    def __init__(self) -> None:
+        self.due_at: dict[str, float] = {}
+        self.requested: set[str] = set()
+        self.needs_rescan = True
+
+    def track(self, record: PaymentRecord) -> None:
+        if record.status is PaymentStatus.UNKNOWN:
+            self.due_at[record.order_id] = record.next_attempt_at
+        else:
+            self.due_at.pop(record.order_id, None)
+        self.requested.discard(record.order_id)
+
+    def take_due(self, now: float) -> list[str]:
+        due = [o for o, at in self.due_at.items() if at <= now and o not in self.requested]
+        self.requested.update(due)
+        return due
+
+
+class PaymentService:
+    """Consumes ``order.created`` and reconcile requests; never raises."""
+
+    def __init__(
+        self,
+        payments: PaymentTable,
+        gateway: Callable[[], Awaitable[PaymentGateway]],
+        publish: Callable[[str, bytes, bytes], Awaitable[None]],
+        dead_letters: DeadLetters,
+        unknown: UnknownPayments,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.payments = payments
+        self.gateway = gateway
+        self.publish = publish  # (topic, key, value)
+        self.dead_letters = dead_letters
+        self.unknown = unknown
+        self.clock = clock
+        self.charges_started = 0
+
+    async def handle_batch(self, events: Sequence[Any]) -> None:
+        """Group the batch by order id and run the groups concurrently."""
+        by_order: dict[bytes, list[Any]] = {}
+        for event in events:
+            by_order.setdefault(event.message.key or b"", []).append(event)
+        await asyncio.gather(*(self._handle_in_order(group) for group in by_order.values()))
+
+    async def _handle_in_order(self, events: list[Any]) -> None:
+        for event in events:
+            bind_event(event)  # table writes go to this event's partition (see bind_event)
+            await self.handle(event)
+
+    async def handle(self, event: Any) -> None:
+        message = event.message
+        try:
+            if message.topic == PAYMENT_RECONCILE:
+                await self._reconcile(message)
+                return
+            created = decode_event(message.value, ORDER_CREATED)
+            assert isinstance(created, OrderCreated)
+            if message.key != created.order_id.encode():
+                raise EventDecodeError(f"key {message.key!r} differs from order_id")
+            await self._on_order_created(created)
+        except (EventDecodeError, DomainError) as exc:
+            await self.dead_letters.send(event, f"malformed: {exc}", exc)
+        except Exception as exc:  # a bug must not stop the partition: park the event, go on
+            log.exception("payment service failed on %s@%s", message.topic, message.offset)
+            await self.dead_letters.send(event, f"unexpected: {exc!r}", exc)
+
+    async def _on_order_created(self, created: OrderCreated) -> None:
+        record = self.payments.get(created.order_id)
+        action = decide_payment(record)
+        if action is PaymentAction.REPUBLISH:
+            assert record is not None
+            await self._publish_outcome(record)
+        elif action is PaymentAction.CHARGE:
+            if record is None:
+                record = PaymentRecord(
+                    order_id=created.order_id,
+                    idempotency_key=idempotency_key_for(created.order_id),
+                    amount=created.amount,
+                    currency=created.currency,
+                    status=PaymentStatus.ATTEMPTING,
+                    payment_token=created.payment_token,
+                )
+            await self._charge(record)
+
+    async def _reconcile(self, message: Any) -> None:
+        data = decode_json(message.value)
+        order_id = data.get("order_id") if isinstance(data, dict) else None
+        if not isinstance(order_id, str) or message.key != order_id.encode():
+            raise EventDecodeError("reconcile request: order_id missing or not the key")
+        record = self.payments.get(order_id)
+        if record is not None and record.status is PaymentStatus.UNKNOWN:
+            await self._charge(record)  # same idempotency key: answers, never double-charges
+        elif record is not None:
+            self.unknown.track(record)
+
+    async def _charge(self, record: PaymentRecord) -> None:
+        record = record.attempt(self.clock())
+        self.payments.put(record)
+        request = ChargeRequest(record.idempotency_key, record.order_id, record.amount,
+                                record.currency, record.payment_token)  # fmt: skip
+        self.charges_started += 1
+        try:
+            gateway = await self.gateway()
+            outcome: Approved | Declined = await gateway.charge(request)
+        except TransientGatewayError as exc:
+            # The card may have been charged: never call it failed. The reconciler asks again.
+            record = record.unknown(self.clock())
+            log.warning("payment %s UNKNOWN (%s); retry in %.0fs", record.order_id, exc,
+                        record.next_attempt_at - record.updated_at)  # fmt: skip
+            self.payments.put(record)
+            self.unknown.track(record)
+            return
+        except PermanentGatewayError as exc:
+            # The gateway refused the request itself: nothing was charged.
+            outcome = Declined(Decline("gateway_rejected", str(exc), False))
+        record = record.settle(outcome, self.clock())
+        self.payments.put(record)
+        self.unknown.track(record)
+        await self._publish_outcome(record)
+
+    async def _publish_outcome(self, record: PaymentRecord) -> None:
+        at = rfc3339(record.updated_at)
+        event: PaymentCompleted | PaymentFailed
+        if record.status is PaymentStatus.COMPLETED:
+            assert record.charge_id is not None
+            event = PaymentCompleted(record.order_id, record.amount, record.currency,
+                                     record.charge_id, at)  # fmt: skip
+        else:
+            assert record.decline is not None
+            event = PaymentFailed(record.order_id, record.amount, record.currency,
+                                  record.decline, at, record.charge_id)  # fmt: skip
+        await self.publish(event.event_type, record.order_id.encode(), encode_event(event))
+
+    async def request_due_reconciliations(self) -> int:
+        """Ask the owner of each due UNKNOWN payment to settle it (via the reconcile topic)."""
+        if self.unknown.needs_rescan:
+            self.unknown.needs_rescan = False
+            self.unknown.due_at.clear()
+            self.unknown.requested.clear()
+            for record in self.payments.records():
+                self.unknown.track(record)
+        due = self.unknown.take_due(self.clock())
+        for order_id in due:
+            await self.publish(PAYMENT_RECONCILE, order_id.encode(),
+                               orjson.dumps({"order_id": order_id}))  # fmt: skip
+        return len(due)

@@ -1,0 +1,194 @@
+"""The Faust app and its wiring: ``faust -A orderflow.app worker`` (or ``orderflow worker``).
+
+Processing guarantee: **at_least_once**, with idempotent consumers. Every handler decides from its
+table (OrderDB / PaymentDB) whether an event is new, a replay to answer again, or a duplicate, and
+the gateway is called with an idempotency key derived from the order id; Faust flushes the
+producer (changelogs and outputs) before it commits offsets. So a crash, rebalance or duplicate
+re-runs a handler and changes nothing. ``exactly_once`` is not used: its transactions cannot cover
+the gateway call anyway, sends from web views fail on partitions the worker does not own, and it
+has open duplicate/ProducerFenced bugs on rebalance (faust-streaming #177, #517, #323).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from orderflow.agents.dead_letters import DeadLetters
+from orderflow.agents.orders import OrderService
+from orderflow.agents.payments import PaymentService, UnknownPayments
+from orderflow.config import Settings
+from orderflow.gateway.base import PaymentGateway
+from orderflow.tables import OrderTable, PaymentTable
+from orderflow.topics import (
+    APP_ID,
+    DEAD_LETTERS,
+    ORDER_COMMANDS,
+    ORDER_CREATED,
+    PAYMENT_COMPLETED,
+    PAYMENT_FAILED,
+    PAYMENT_RECONCILE,
+)
+from orderflow.watch import OrderWatch
+from orderflow.web.orders import OrderApi
+from orderflow.web.routing import OwnerLookup
+from orderflow.web.views import register_views
+
+__all__ = ["Orderflow", "app", "build", "orderflow"]
+
+log = logging.getLogger(__name__)
+
+
+class GatewayHolder:
+    """Creates the gateway client once, in the worker's loop; embeds the sandbox when no URL."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._gateway: PaymentGateway | None = None
+        self._sandbox: Any = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> PaymentGateway:
+        if self._gateway is not None:
+            return self._gateway
+        async with self._lock:
+            if self._gateway is None:
+                from orderflow.gateway.http import HttpPaymentGateway
+
+                url = self.settings.gateway_url
+                if not url:
+                    from orderflow.gateway.sandbox import SandboxGateway
+
+                    self._sandbox = SandboxGateway(self.settings.gateway_sandbox_db)
+                    await self._sandbox.start("127.0.0.1", self.settings.gateway_sandbox_port)
+                    url = self._sandbox.url
+                    log.info("embedded sandbox gateway at %s", url)
+                self._gateway = HttpPaymentGateway(
+                    url,
+                    request_timeout=self.settings.gateway_timeout_s,
+                    deadline=self.settings.gateway_deadline_s,
+                )
+            return self._gateway
+
+    async def close(self) -> None:
+        if self._gateway is not None:
+            await self._gateway.close()
+        if self._sandbox is not None:
+            await self._sandbox.stop()
+
+
+@dataclass
+class Orderflow:
+    """Everything a worker runs, built once; tests and CLI commands reach the parts here."""
+
+    settings: Settings
+    app: Any
+    orders: OrderTable
+    payments: PaymentTable
+    order_service: OrderService
+    payment_service: PaymentService
+    gateway: GatewayHolder
+    topics: dict[str, Any]
+
+
+def _topic(app: Any, settings: Settings, *names: str) -> Any:
+    # internal=True: Faust creates the topic at start-up with our partition count, so topics are
+    # never left to the broker's auto-create (disabled on our local broker).
+    return app.topic(
+        *names,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+        replicas=settings.replication_factor,
+        internal=True,
+    )
+
+
+def build(settings: Settings) -> Orderflow:
+    """Create the Faust app with its topics, tables, agents, timers and views."""
+    store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
+    app = faust.App(
+        APP_ID,
+        env={},  # Faust's own unprefixed variables (WEB_PORT, BROKER_URL...) must not win
+        broker=[f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(",")],
+        store=store,
+        datadir=str(settings.data_dir),
+        autodiscover=False,
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger=0.002,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        canonical_url=settings.canonical_url,
+        web_tables_enabled=False,  # it would serve raw table data to anyone
+        web_graph_enabled=False,
+        web_router_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
+        worker_redirect_stdouts=False,
+    )
+    topics = {name: _topic(app, settings, name) for name in (
+        ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED, PAYMENT_RECONCILE,
+        DEAD_LETTERS)}  # fmt: skip
+    orders = OrderTable(app, settings.partitions)
+    payments = PaymentTable(app, settings.partitions)
+    watch = OrderWatch()
+    dead_letters = DeadLetters(topics[DEAD_LETTERS])
+    gateway = GatewayHolder(settings)
+    unknown = UnknownPayments()
+
+    async def publish(topic: str, key: bytes, value: bytes) -> None:
+        await topics[topic].send(key=key, value=value)
+
+    order_service = OrderService(orders, topics[ORDER_CREATED], dead_letters, watch)
+    payment_service = PaymentService(payments, gateway.get, publish, dead_letters, unknown)
+
+    @app.agent(_topic(app, settings, ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED),
+               name="order-service")  # fmt: skip
+    async def order_agent(stream: Any) -> None:
+        async for event in stream.events():
+            await order_service.handle(event)
+
+    @app.agent(_topic(app, settings, ORDER_CREATED, PAYMENT_RECONCILE), name="payment-service")
+    async def payment_agent(stream: Any) -> None:
+        # Batches let one partition's gateway calls overlap; acks follow the whole batch.
+        async for events in stream.take_events(settings.payment_batch_size, within=0.005):
+            await payment_service.handle_batch(events)
+
+    @app.timer(interval=settings.reconcile_interval_s)
+    async def reconcile_unknown_payments() -> None:
+        await payment_service.request_due_reconciliations()
+
+    @app.task
+    async def start_gateway() -> None:
+        await gateway.get()  # fail fast (in the log) and warm the connection pool
+
+    @app.on_rebalance_complete.connect
+    async def rescan_after_rebalance(sender: Any, **kwargs: Any) -> None:
+        unknown.needs_rescan = True
+
+    @app.on_before_shutdown.connect
+    async def close_gateway(sender: Any, **kwargs: Any) -> None:
+        await gateway.close()
+
+    routing = OwnerLookup(app, OrderTable.NAME)
+    api = OrderApi(orders, topics[ORDER_COMMANDS], watch, routing, settings.post_wait_s)
+    register_views(app, api, routing)
+    return Orderflow(settings, app, orders, payments, order_service, payment_service, gateway,
+                     topics)  # fmt: skip
+
+
+orderflow = build(Settings.from_env())
+app = orderflow.app

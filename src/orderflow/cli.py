@@ -1,0 +1,36 @@
+"""The ``orderflow`` command.
+
+    orderflow worker [faust worker options]     the service (same as faust -A orderflow.app worker)
+    orderflow sandbox-gateway --port P --db F   the sandbox payment gateway on its own
+    orderflow kafka up|down|status|logs         the local development broker
+    orderflow <any faust command>               e.g. `orderflow agents`, app commands
+
+The worker and app commands are Faust's own CLI with ``-A orderflow.app`` filled in; the sandbox
+and Kafka commands do not import the app (so they do not need a broker).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "sandbox-gateway":
+        from orderflow.gateway.sandbox import main as sandbox_main
+
+        return sandbox_main(args[1:])
+    if args and args[0] == "kafka":
+        from orderflow.localkafka import main as kafka_main
+
+        return kafka_main(args[1:])
+    from faust.cli.faust import cli
+
+    try:
+        cli.main(args=["-A", "orderflow.app", *args], prog_name="orderflow")
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0

@@ -1,0 +1,374 @@
+"""The HTTP payment gateway client: timeouts, retries with the same idempotency key, a breaker.
+
+Every attempt of one charge carries the same ``Idempotency-Key``, so a retry after a lost answer
+returns the charge the gateway already made instead of making a second one. Transient failures
+(timeout, connection error, disconnect, 5xx, 409, 429) are retried with exponential backoff and
+full jitter under one total deadline; other 4xx are permanent and never retried. A circuit breaker
+stops calling a gateway that keeps failing.
+
+The retry loop is our own (~40 lines) rather than a library's: it has to combine a total deadline,
+``Retry-After``, the breaker and our error tree, which a generic retry decorator would need as
+much code to express.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+
+from orderflow.domain.payment import Approved, ChargeOutcome, Declined, decline_for
+from orderflow.gateway.base import (
+    ChargeRequest,
+    CircuitOpenError,
+    PermanentGatewayError,
+    TransientGatewayError,
+)
+
+__all__ = [
+    "BreakerState",
+    "CircuitBreaker",
+    "HttpPaymentGateway",
+    "backoff_ceiling",
+    "backoff_delays",
+]
+
+log = logging.getLogger(__name__)
+
+
+def backoff_ceiling(attempt: int, base: float, cap: float) -> float:
+    """The most we wait before retry ``attempt`` (0-based): ``base * 2**attempt``, capped."""
+    # The exponent is clamped so a long-running loop cannot overflow the float.
+    return min(cap, base * 2.0 ** min(attempt, 64))
+
+
+def backoff_delays(base: float, cap: float, rng: random.Random) -> Iterator[float]:
+    """Endless retry delays with full jitter: uniform in ``[0, backoff_ceiling(n)]``.
+
+    Full jitter spreads the retries of many clients that failed together (AWS's "Exponential
+    Backoff and Jitter"), instead of having them retry in lock-step.
+    """
+    attempt = 0
+    while True:
+        yield rng.uniform(0.0, backoff_ceiling(attempt, base, cap))
+        attempt += 1
+
+
+class BreakerState(enum.Enum):
+    """Where a circuit breaker stands."""
+
+    CLOSED = "closed"  # calls go through
+    OPEN = "open"  # calls fail fast until the cool-down has passed
+    HALF_OPEN = "half-open"  # one probe call may go through; its result decides
+
+
+class CircuitBreaker:
+    """Opens after N consecutive transient failures; after a cool-down, lets one probe through.
+
+    Callers ask ``allow()`` before each call and report exactly one of ``record_success()``,
+    ``record_failure()`` or ``release()`` (no verdict, e.g. cancelled) afterwards.
+    """
+
+    def __init__(
+        self,
+        failure_threshold: int = 10,
+        cooldown_s: float = 5.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failure_threshold < 1:
+            raise ValueError("failure_threshold must be >= 1")
+        if cooldown_s < 0:
+            raise ValueError("cooldown_s must be >= 0")
+        self.failure_threshold = failure_threshold
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._state = BreakerState.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+
+    def _refresh(self) -> None:
+        if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self.cooldown_s:
+            self._state = BreakerState.HALF_OPEN
+            self._probing = False
+
+    @property
+    def state(self) -> BreakerState:
+        self._refresh()
+        return self._state
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
+
+    def allow(self) -> bool:
+        """May a call go out now? In half-open, True once: that call is the probe."""
+        self._refresh()
+        if self._state is BreakerState.CLOSED:
+            return True
+        if self._state is BreakerState.OPEN or self._probing:
+            return False
+        self._probing = True
+        return True
+
+    def record_success(self) -> None:
+        """The gateway answered (approvals, declines and 4xx all count): close."""
+        self._state = BreakerState.CLOSED
+        self._failures = 0
+        self._probing = False
+
+    def record_failure(self) -> None:
+        """A transient failure: a failed probe reopens; the threshold-th in a row opens."""
+        self._refresh()
+        self._failures += 1
+        if self._state is BreakerState.HALF_OPEN or (
+            self._state is BreakerState.CLOSED and self._failures >= self.failure_threshold
+        ):
+            self._state = BreakerState.OPEN
+            self._opened_at = self._clock()
+        self._probing = False
+
+    def release(self) -> None:
+        """The call ended without a verdict: free the probe slot, change nothing else."""
+        self._probing = False
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: Mapping[str, object]
+    retry_after: float | None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds; the HTTP-date form is ignored (our gateways don't send it)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return max(0.0, seconds) if seconds == seconds else None  # NaN is no advice
+
+
+def _is_transient(status: int) -> bool:
+    # 409: a request with the same key is still in flight (Stripe); 429: rate limited.
+    return status in (409, 429) or status >= 500
+
+
+def _error_field(body: Mapping[str, object], name: str) -> str | None:
+    error = body.get("error")
+    value = error.get(name) if isinstance(error, dict) else None
+    return value if isinstance(value, str) else None
+
+
+class HttpPaymentGateway:
+    """``PaymentGateway`` over HTTP to a Stripe-like gateway, on one ``aiohttp.ClientSession``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout: float = 2.0,
+        request_timeout: float = 5.0,
+        deadline: float = 15.0,
+        max_attempts: int = 8,
+        breaker: CircuitBreaker | None = None,
+        backoff_base: float = 0.1,
+        backoff_cap: float = 2.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if min(connect_timeout, request_timeout, deadline) <= 0:
+            raise ValueError("timeouts and the deadline must be > 0")
+        self.base_url = base_url.rstrip("/")
+        self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
+        self.deadline = deadline
+        self.max_attempts = max_attempts
+        self.breaker = breaker or CircuitBreaker()
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._rng = rng or random.Random()
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the running loop the session will belong to.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(raise_for_status=False)
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session and its pooled connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        """Charge once per idempotency key: ``Approved``/``Declined``, or a ``GatewayError``."""
+        body = {
+            "amount": request.amount,
+            "currency": request.currency,
+            "source": request.payment_token,
+            "metadata": {"order_id": request.order_id},
+        }
+        reply = await self._exchange(
+            "POST", "/v1/charges", request.idempotency_key,
+            json_body=body, headers={"Idempotency-Key": request.idempotency_key},
+        )  # fmt: skip
+        if reply.status == 402:
+            code = _error_field(reply.body, "code") or "card_declined"
+            decline = decline_for(code, _error_field(reply.body, "message"))
+            return Declined(decline, _error_field(reply.body, "charge"))
+        charge_id = reply.body.get("id")
+        if not isinstance(charge_id, str):
+            # The charge may exist; the caller treats this like a lost answer and asks again.
+            raise TransientGatewayError("charge answer without an id", status=reply.status)
+        return Approved(charge_id)
+
+    async def find_charge(self, idempotency_key: str) -> ChargeOutcome | None:
+        """The charge recorded for the key, or None when the gateway has none."""
+        reply = await self._exchange(
+            "GET", "/v1/charges", idempotency_key, params={"idempotency_key": idempotency_key}
+        )
+        data = reply.body.get("data")
+        if not isinstance(data, list):
+            raise TransientGatewayError("charge list without data", status=reply.status)
+        if not data:
+            return None
+        charge = data[0]
+        status = charge.get("status") if isinstance(charge, dict) else None
+        charge_id = charge.get("id") if isinstance(charge, dict) else None
+        if not isinstance(charge_id, str):
+            raise TransientGatewayError("charge without an id", status=reply.status)
+        if status == "succeeded":
+            return Approved(charge_id)
+        if status == "failed":
+            code, message = charge.get("failure_code"), charge.get("failure_message")
+            return Declined(
+                decline_for(
+                    code if isinstance(code, str) else "card_declined",
+                    message if isinstance(message, str) else None,
+                ),
+                charge_id,
+            )
+        raise TransientGatewayError(f"charge {charge_id} is {status!r}, not settled")
+
+    async def _attempt(
+        self,
+        method: str,
+        url: str,
+        limit: float,
+        json_body: object,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+    ) -> _Reply:
+        """One HTTP exchange; transport failures become ``TransientGatewayError``."""
+        client_timeout = aiohttp.ClientTimeout(
+            total=limit, connect=min(self.connect_timeout, limit)
+        )
+        try:
+            async with self._client().request(
+                method, url, json=json_body, params=params, headers=headers,
+                timeout=client_timeout,
+            ) as resp:  # fmt: skip
+                raw = await resp.read()
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+                status = resp.status
+        except aiohttp.InvalidURL as exc:
+            raise PermanentGatewayError(f"invalid gateway URL: {exc}") from exc
+        except TimeoutError as exc:
+            raise TransientGatewayError(f"{method} {url}: no answer in {limit:.3g}s") from exc
+        except aiohttp.ClientError as exc:
+            raise TransientGatewayError(f"{method} {url}: {exc!r}") from exc
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        if not _is_transient(status) and not (200 <= status < 300 or status == 402):
+            message = _error_field(body, "message") or raw[:200].decode(errors="replace")
+            raise PermanentGatewayError(f"{method} {url}: HTTP {status}: {message}", status=status)
+        if status < 300 and not body:
+            raise TransientGatewayError(
+                f"{method} {url}: HTTP {status} without JSON", status=status
+            )
+        return _Reply(status, body, retry_after)
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        idempotency_key: str,
+        *,
+        json_body: object = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> _Reply:
+        """Send until an answer that is not transient, or raise when the deadline passes."""
+        if not self.breaker.allow():
+            raise CircuitOpenError(f"circuit open: {method} {path} not sent")
+        loop = asyncio.get_running_loop()
+        deadline_at = loop.time() + self.deadline
+        url = self.base_url + path
+        delays = backoff_delays(self.backoff_base, self.backoff_cap, self._rng)
+        sent = 0
+        while True:  # the breaker has allowed this attempt
+            sent += 1
+            limit = min(self.request_timeout, deadline_at - loop.time())
+            retry_after: float | None = None
+            try:
+                reply = await self._attempt(method, url, limit, json_body, params, headers)
+            except TransientGatewayError as exc:
+                self.breaker.record_failure()
+                last = exc
+            except PermanentGatewayError:
+                self.breaker.record_success()  # the gateway is up; the request is wrong
+                raise
+            except BaseException:
+                self.breaker.release()
+                raise
+            else:
+                if not _is_transient(reply.status):
+                    self.breaker.record_success()
+                    return reply
+                if reply.status == 409:
+                    self.breaker.release()  # a concurrent twin, not a sick gateway
+                else:
+                    self.breaker.record_failure()
+                last = TransientGatewayError(
+                    f"{method} {path}: HTTP {reply.status}", status=reply.status
+                )
+                retry_after = reply.retry_after
+
+            delay = next(delays) if retry_after is None else max(retry_after, next(delays))
+            stop: str | None = None
+            if sent >= self.max_attempts:
+                stop = "gave up"
+            elif loop.time() + delay >= deadline_at:
+                # Never sleep past the deadline (nor a Retry-After beyond it): answer now.
+                stop = f"deadline of {self.deadline}s passed"
+            else:
+                log.debug("retrying %s %s (key %s) in %.3fs: %s", method, path,
+                          idempotency_key, delay, last)  # fmt: skip
+                await asyncio.sleep(delay)
+                if loop.time() >= deadline_at:  # the sleep overshot; aiohttp reads 0 as no limit
+                    stop = f"deadline of {self.deadline}s passed"
+                elif not self.breaker.allow():
+                    # Not CircuitOpenError: an earlier attempt reached the gateway and may
+                    # have charged.
+                    stop = "circuit opened"
+            if stop is not None:
+                raise TransientGatewayError(
+                    f"{stop} after {sent} attempt(s): {last}", status=last.status
+                ) from last

@@ -1,0 +1,80 @@
+"""Sending a request to the worker that owns an order's partition.
+
+Faust's ``table_route`` forwards only a GET's method and headers and drops the owner's response
+headers (``Location``, ``Retry-After``); orders need the body forwarded for POST and those headers
+back, so we route with Faust's router (``key_store``) and forward ourselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+__all__ = ["FORWARDED_HEADER", "NotReady", "Owner", "OwnerLookup"]
+
+FORWARDED_HEADER = "X-Orderflow-Forwarded"
+_KEPT_RESPONSE_HEADERS = ("Location", "Retry-After", "Idempotent-Replayed")
+_DROPPED_REQUEST_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
+
+
+class NotReady(Exception):
+    """This worker cannot answer yet (no assignment, recovering, rebalancing): HTTP 503."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Where a key's partition lives: here, or at ``url``."""
+
+    is_local: bool
+    url: URL
+
+
+def _ident(url: URL) -> tuple[str, int]:
+    return (url.host or "", int(url.port or 80))
+
+
+class OwnerLookup:
+    """Finds the owner of an order id and forwards requests to it."""
+
+    def __init__(self, app: Any, table_name: str) -> None:
+        self.app = app
+        self.table_name = table_name
+
+    def is_ready(self) -> bool:
+        app = self.app
+        recovery = app.tables.recovery
+        return bool(not app.rebalancing and not app.in_recovery and recovery.completed.is_set())
+
+    def owner(self, order_id: str) -> Owner:
+        if not self.is_ready():
+            raise NotReady("recovering or rebalancing")
+        try:
+            url = URL(str(self.app.router.key_store(self.table_name, order_id.encode())))
+        except Exception as exc:  # KeyError before the first assignment, and friends
+            raise NotReady(f"no owner known for the key yet ({exc!r})") from None
+        local = _ident(url) == _ident(URL(str(self.app.conf.canonical_url)))
+        return Owner(local, url)
+
+    async def forward(
+        self, owner: Owner, request: Any, body: bytes | None, timeout: float
+    ) -> tuple[int, bytes, str, dict[str, str]]:
+        """Replay the request at the owner; returns (status, body, content type, headers)."""
+        url = owner.url.with_path(request.path).with_query(request.query)
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in _DROPPED_REQUEST_HEADERS}  # fmt: skip
+        headers[FORWARDED_HEADER] = "1"
+        session: aiohttp.ClientSession = self.app.http_client
+        try:
+            async with session.request(
+                request.method, url, headers=headers, data=body,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:  # fmt: skip
+                payload = await response.read()
+                kept = {h: response.headers[h] for h in _KEPT_RESPONSE_HEADERS
+                        if h in response.headers}  # fmt: skip
+                return response.status, payload, response.content_type, kept
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise NotReady(f"the owner at {owner.url} did not answer ({exc!r})") from None

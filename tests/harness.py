@@ -1,0 +1,213 @@
+"""Processes for tests: a worker (``faust -A orderflow.app worker``) and the sandbox gateway.
+
+Every process is started in its own session and stopped (SIGTERM, then SIGKILL) by its fixture,
+so no test leaves a process behind for the next run or for CI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = [
+    "ManagedProcess",
+    "free_port",
+    "http_json",
+    "poll_until",
+    "start_sandbox",
+    "start_worker",
+]
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def poll_until(
+    check: Callable[[], T | None], timeout: float, interval: float = 0.1, what: str = "condition"
+) -> T:
+    """Call ``check`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_json(
+    method: str, url: str, body: Any = None, headers: Mapping[str, str] | None = None,
+    timeout: float = 35.0,
+) -> tuple[int, Any, dict[str, str]]:  # fmt: skip
+    """A small blocking HTTP client: (status, decoded JSON or None, headers)."""
+    data = (
+        body if isinstance(body, bytes) else (None if body is None else json.dumps(body).encode())
+    )
+    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw, status, hdrs = response.read(), response.status, dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        raw, status, hdrs = exc.read(), exc.code, dict(exc.headers)
+    try:
+        return status, json.loads(raw) if raw else None, hdrs
+    except ValueError:
+        return status, raw.decode(errors="replace"), hdrs
+
+
+@dataclass
+class ManagedProcess:
+    """A subprocess with its log file; ``stop`` is graceful, ``kill`` is SIGKILL."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL the whole process group; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._reap_group()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def _reap_group(self) -> None:
+        # Children (none expected) must not outlive the test either.
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def _base_env(extra: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
+    env.update(extra)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def start_sandbox(tmp: Path, port: int | None = None, db: Path | None = None) -> ManagedProcess:
+    """The sandbox gateway as its own process, with its SQLite ledger at ``db``."""
+    port = port or free_port()
+    db = db or tmp / "ledger.db"
+    proc = ManagedProcess(
+        "sandbox",
+        [
+            sys.executable,
+            "-m",
+            "orderflow",
+            "sandbox-gateway",
+            "--port",
+            str(port),
+            "--db",
+            str(db),
+        ],
+        _base_env({}),
+        tmp / f"sandbox-{port}.log",
+        meta={"url": f"http://127.0.0.1:{port}", "db": db, "port": port},
+    ).start()
+    poll_until(
+        lambda: _answers(f"http://127.0.0.1:{port}/_admin/stats") or _dead(proc),
+        30, what="the sandbox gateway to answer",
+    )  # fmt: skip
+    return proc
+
+
+def _answers(url: str) -> bool:
+    try:
+        return http_json("GET", url, timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def _dead(proc: ManagedProcess) -> bool:
+    if not proc.alive:
+        raise AssertionError(f"{proc.name} exited:\n{proc.log_tail()}")
+    return False
+
+
+def start_worker(
+    tmp: Path, bootstrap: str, gateway_url: str, *, name: str = "w1",
+    port: int | None = None, data_dir: Path | None = None, extra: Mapping[str, str] | None = None,
+    wait_ready: bool = True, timeout: float = 120.0,
+) -> ManagedProcess:  # fmt: skip
+    """``faust -A orderflow.app worker`` with its own web port and data dir; waits for /ready."""
+    port = port or free_port()
+    data_dir = data_dir or tmp / f"data-{name}"
+    env = _base_env({
+        "ORDERFLOW_KAFKA_BOOTSTRAP": bootstrap,
+        "ORDERFLOW_WEB_PORT": str(port),
+        "ORDERFLOW_DATA_DIR": str(data_dir),
+        "ORDERFLOW_GATEWAY_URL": gateway_url,
+        "ORDERFLOW_RECONCILE_INTERVAL": "0.5",
+        **(extra or {}),
+    })  # fmt: skip
+    proc = ManagedProcess(
+        name,
+        [sys.executable, "-m", "faust", "-A", "orderflow.app", "worker", "-l", "info"],
+        env,
+        tmp / f"worker-{name}.log",
+        meta={"url": f"http://127.0.0.1:{port}", "port": port, "data_dir": data_dir},
+    ).start()
+    if wait_ready:
+        wait_worker_ready(proc, timeout)
+    return proc
+
+
+def wait_worker_ready(proc: ManagedProcess, timeout: float = 120.0) -> None:
+    url = f"{proc.meta['url']}/ready"
+    poll_until(lambda: _answers(url) or _dead(proc), timeout, 0.2, f"{proc.name} to be ready")

@@ -1,0 +1,1 @@
+"""Integration tests: real servers (and, for the Kafka ones, the real broker)."""

@@ -1,0 +1,1 @@
+"""Unit tests: pure domain, records and schemas; no event loop, no broker."""

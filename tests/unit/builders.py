@@ -1,0 +1,65 @@
+"""Builders of valid domain objects; a test overrides only the fields it is about."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from orderflow.domain.events import PlaceOrder
+from orderflow.domain.order import Order, place_order
+from orderflow.domain.payment import PaymentRecord, PaymentStatus, idempotency_key_for
+from orderflow.domain.validation import LineItem
+
+T0 = "2024-05-01T12:00:00.000Z"
+T1 = "2024-05-01T12:00:05.250Z"
+REQUEST_ID = "5b0c7d7e-8f7a-4c6e-9d52-1f0e2b3a4c5d"
+TOKEN = "tok_visa"
+ITEMS = (LineItem("sku-1", 2, 1999), LineItem("sku-2", 1, 500))
+ITEMS_TOTAL = 2 * 1999 + 500
+
+
+def valid_body(**overrides: Any) -> dict[str, Any]:
+    """A POST /orders body that validates; ``overrides`` replace top-level fields."""
+    body: dict[str, Any] = {
+        "customer_id": "cust-42",
+        "currency": "USD",
+        "items": [
+            {"sku": "sku-1", "quantity": 2, "unit_amount": 1999},
+            {"sku": "sku-2", "quantity": 1, "unit_amount": 500},
+        ],
+        "payment": {"token": TOKEN},
+    }
+    body.update(overrides)
+    return body
+
+
+def place_command(**overrides: Any) -> PlaceOrder:
+    command = PlaceOrder(
+        order_id="ord-1",
+        request_id=REQUEST_ID,
+        fingerprint="fp-aaaa",
+        customer_id="cust-42",
+        currency="USD",
+        items=ITEMS,
+        payment_token=TOKEN,
+        occurred_at=T0,
+    )
+    return dataclasses.replace(command, **overrides)
+
+
+def pending_order(**overrides: Any) -> Order:
+    """The order ``place_order`` creates from ``place_command()``, with ``overrides`` applied."""
+    return dataclasses.replace(place_order(None, place_command()).order, **overrides)
+
+
+def payment_record(**overrides: Any) -> PaymentRecord:
+    record = PaymentRecord(
+        order_id="ord-1",
+        idempotency_key=idempotency_key_for("ord-1"),
+        amount=ITEMS_TOTAL,
+        currency="USD",
+        status=PaymentStatus.ATTEMPTING,
+        attempts=1,
+        updated_at=1714564800.125,
+    )
+    return dataclasses.replace(record, **overrides)

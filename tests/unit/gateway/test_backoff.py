@@ -1,0 +1,171 @@
+"""Backoff delays, the circuit breaker's state machine (injected clock), and fault settings."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from orderflow.gateway.http import BreakerState, CircuitBreaker, backoff_ceiling, backoff_delays
+from orderflow.gateway.sandbox import Faults
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# -- backoff ---------------------------------------------------------------------------------------
+
+
+def test_backoff_ceiling_doubles_from_base_then_stays_at_cap() -> None:
+    ceilings = [backoff_ceiling(n, base=0.1, cap=1.0) for n in range(7)]
+    assert ceilings == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0])
+
+
+def test_backoff_ceiling_does_not_overflow_after_many_attempts() -> None:
+    assert backoff_ceiling(10_000, base=0.1, cap=2.0) == 2.0
+
+
+def test_backoff_delays_stay_within_zero_and_the_ceiling() -> None:
+    delays = list(itertools.islice(backoff_delays(0.05, 1.5, random.Random(7)), 200))
+    for n, delay in enumerate(delays):
+        assert 0.0 <= delay <= backoff_ceiling(n, 0.05, 1.5)
+
+
+def test_backoff_delays_are_jittered_not_fixed() -> None:
+    # Full jitter: at the cap, delays spread over [0, cap] instead of repeating the cap.
+    late = list(itertools.islice(backoff_delays(0.05, 1.0, random.Random(3)), 20, 120))
+    assert min(late) < 0.25
+    assert max(late) > 0.75
+
+
+def test_backoff_delays_are_reproducible_with_a_seed() -> None:
+    first = list(itertools.islice(backoff_delays(0.1, 2.0, random.Random(42)), 10))
+    again = list(itertools.islice(backoff_delays(0.1, 2.0, random.Random(42)), 10))
+    assert first == again
+
+
+# -- circuit breaker -------------------------------------------------------------------------------
+
+
+def test_breaker_opens_after_threshold_consecutive_failures() -> None:
+    breaker = CircuitBreaker(failure_threshold=3, cooldown_s=10, clock=FakeClock())
+    for _ in range(2):
+        assert breaker.allow()
+        breaker.record_failure()
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.allow()
+    breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN
+    assert not breaker.allow()
+
+
+def test_breaker_success_resets_the_consecutive_count() -> None:
+    breaker = CircuitBreaker(failure_threshold=3, cooldown_s=10, clock=FakeClock())
+    breaker.record_failure()
+    breaker.record_failure()
+    breaker.record_success()
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.consecutive_failures == 2
+
+
+def test_open_breaker_allows_exactly_one_probe_after_the_cooldown() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_s=10, clock=clock)
+    breaker.record_failure()
+    clock.now += 9.9
+    assert not breaker.allow()
+    clock.now += 0.1
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.allow()  # the probe
+    assert not breaker.allow()  # nobody else while it is out
+
+
+def test_successful_probe_closes_the_breaker() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_s=10, clock=clock)
+    breaker.record_failure()
+    clock.now += 10
+    assert breaker.allow()
+    breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.allow()
+    assert breaker.allow()
+
+
+def test_failed_probe_reopens_for_a_fresh_cooldown() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=2, cooldown_s=10, clock=clock)
+    breaker.record_failure()
+    breaker.record_failure()
+    clock.now += 10
+    assert breaker.allow()
+    breaker.record_failure()  # one failure is enough in half-open
+    assert breaker.state is BreakerState.OPEN
+    clock.now += 9
+    assert not breaker.allow()
+    clock.now += 1
+    assert breaker.allow()
+
+
+def test_released_probe_frees_the_slot_without_a_verdict() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_s=10, clock=clock)
+    breaker.record_failure()
+    clock.now += 10
+    assert breaker.allow()
+    breaker.release()  # e.g. the probe was cancelled
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.allow()
+
+
+def test_breaker_refuses_nonsense_settings() -> None:
+    with pytest.raises(ValueError):
+        CircuitBreaker(failure_threshold=0)
+    with pytest.raises(ValueError):
+        CircuitBreaker(cooldown_s=-1.0)
+
+
+# -- fault settings --------------------------------------------------------------------------------
+
+
+def test_faults_default_to_none() -> None:
+    assert Faults().to_json() == {
+        "latency_ms": 0.0,
+        "latency_jitter_ms": 0.0,
+        "error_rate": 0.0,
+        "timeout_rate": 0.0,
+        "drop_response_rate": 0.0,
+        "hang_s": 60.0,
+    }
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"error_rate": 1.5},
+        {"timeout_rate": -0.1},
+        {"latency_ms": float("nan")},
+        {"drop_response_rate": "often"},
+        {"error_rate": True},
+        {"errors": 0.5},
+        ["error_rate", 0.5],
+    ],
+)
+def test_faults_refuse_invalid_settings(data: object) -> None:
+    with pytest.raises(ValueError):
+        Faults.from_json(data)
+
+
+def test_faults_from_json_keeps_given_fields_and_defaults_the_rest() -> None:
+    faults = Faults.from_json({"error_rate": 0.3, "latency_ms": 5})
+    assert faults == Faults(error_rate=0.3, latency_ms=5)

@@ -1,0 +1,168 @@
+"""The payment decision, PaymentRecord's moves, the reconcile back-off and the sandbox tokens."""
+
+from __future__ import annotations
+
+import pytest
+
+from orderflow.domain.payment import (
+    DECLINE_MESSAGES,
+    Approved,
+    Decline,
+    Declined,
+    PaymentAction,
+    PaymentStatus,
+    decide_payment,
+    decline_for,
+    idempotency_key_for,
+    next_reconcile_delay,
+    sandbox_decision,
+)
+from tests.unit.builders import payment_record
+
+NOW = 1714564900.5
+
+
+@pytest.mark.parametrize(
+    ("status", "action"),
+    [
+        pytest.param(None, PaymentAction.CHARGE, id="first-sight"),
+        pytest.param(PaymentStatus.ATTEMPTING, PaymentAction.CHARGE, id="answer-never-recorded"),
+        pytest.param(PaymentStatus.UNKNOWN, PaymentAction.WAIT, id="reconciler-owns-it"),
+        pytest.param(PaymentStatus.COMPLETED, PaymentAction.REPUBLISH, id="completed"),
+        pytest.param(PaymentStatus.FAILED, PaymentAction.REPUBLISH, id="failed"),
+    ],
+)
+def test_decide_payment(status: PaymentStatus | None, action: PaymentAction) -> None:
+    record = None if status is None else payment_record(status=status)
+
+    assert decide_payment(record) is action
+
+
+@pytest.mark.parametrize(
+    ("status", "settled"),
+    [
+        (PaymentStatus.ATTEMPTING, False),
+        (PaymentStatus.UNKNOWN, False),
+        (PaymentStatus.COMPLETED, True),
+        (PaymentStatus.FAILED, True),
+    ],
+)
+def test_only_completed_and_failed_are_settled(status: PaymentStatus, settled: bool) -> None:
+    assert status.is_settled is settled
+
+
+def test_attempt_counts_the_attempt_and_leaves_the_original_unchanged() -> None:
+    record = payment_record(status=PaymentStatus.UNKNOWN, attempts=2)
+
+    attempted = record.attempt(NOW)
+
+    assert attempted.status is PaymentStatus.ATTEMPTING
+    assert attempted.attempts == 3
+    assert attempted.updated_at == NOW
+    assert (record.status, record.attempts) == (PaymentStatus.UNKNOWN, 2)
+
+
+def test_settle_approved_completes_with_charge_id_and_clears_an_earlier_decline() -> None:
+    record = payment_record(decline=decline_for("card_declined"))
+
+    settled = record.settle(Approved("ch_1"), NOW)
+
+    assert settled.status is PaymentStatus.COMPLETED
+    assert settled.charge_id == "ch_1"
+    assert settled.decline is None
+    assert settled.updated_at == NOW
+
+
+def test_settle_declined_fails_with_the_decline() -> None:
+    decline = decline_for("expired_card")
+
+    settled = payment_record().settle(Declined(decline, charge_id="ch_2"), NOW)
+
+    assert settled.status is PaymentStatus.FAILED
+    assert settled.decline == decline
+    assert settled.charge_id == "ch_2"
+    assert settled.updated_at == NOW
+
+
+@pytest.mark.parametrize("attempts", [1, 3, 10])
+def test_unknown_schedules_the_next_reconcile_by_the_back_off(attempts: int) -> None:
+    record = payment_record(attempts=attempts)
+
+    unknown = record.unknown(NOW)
+
+    assert unknown.status is PaymentStatus.UNKNOWN
+    assert unknown.updated_at == NOW
+    assert unknown.next_attempt_at == NOW + next_reconcile_delay(attempts)
+    assert unknown.attempts == attempts
+
+
+@pytest.mark.parametrize(
+    ("attempts", "delay"),
+    [(0, 1.0), (1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (6, 32.0), (7, 60.0), (50, 60.0)],
+)
+def test_reconcile_delay_doubles_up_to_the_cap(attempts: int, delay: float) -> None:
+    assert next_reconcile_delay(attempts) == delay
+
+
+def test_reconcile_delay_honours_base_and_cap() -> None:
+    delays = [next_reconcile_delay(n, base=0.5, cap=3.0) for n in range(1, 6)]
+
+    assert delays == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+@pytest.mark.parametrize("attempts", [1024, 1100, 10**6])
+def test_reconcile_delay_after_very_many_attempts_is_the_cap_not_an_overflow(
+    attempts: int,
+) -> None:
+    # Regression: base * 2 ** (attempts - 1) raised OverflowError from 1025 attempts on (about
+    # 17 hours of retries at the 60 s cap), crashing whoever schedules the next reconcile.
+    assert next_reconcile_delay(attempts) == 60.0
+
+
+def test_reconcile_delay_is_never_zero_and_never_shrinks() -> None:
+    delays = [next_reconcile_delay(n) for n in range(0, 200)]
+
+    assert min(delays) > 0
+    assert delays == sorted(delays)
+
+
+@pytest.mark.parametrize(
+    ("token", "code", "retryable"),
+    [
+        ("tok_chargeDeclined", "card_declined", False),
+        ("tok_chargeDeclinedInsufficientFunds", "insufficient_funds", True),
+        ("tok_chargeDeclinedExpiredCard", "expired_card", False),
+        ("tok_mastercard", "invalid_token", False),
+        ("", "invalid_token", False),
+    ],
+)
+def test_sandbox_declines_tokens_with_their_reason(token: str, code: str, retryable: bool) -> None:
+    decision = sandbox_decision(token)
+
+    assert isinstance(decision, Decline)
+    assert decision == DECLINE_MESSAGES[code]
+    assert decision.retryable is retryable
+
+
+def test_sandbox_approves_tok_visa() -> None:
+    assert isinstance(sandbox_decision("tok_visa"), Approved)
+
+
+def test_decline_for_unknown_code_keeps_the_code_and_is_not_retryable() -> None:
+    assert decline_for("do_not_honor") == Decline(
+        "do_not_honor", "The payment was declined.", False
+    )
+    assert decline_for("do_not_honor", "Call your bank.").message == "Call your bank."
+
+
+def test_decline_for_known_code_with_gateway_message_keeps_retryable() -> None:
+    decline = decline_for("insufficient_funds", "Not enough money.")
+
+    assert decline == Decline("insufficient_funds", "Not enough money.", True)
+
+
+def test_idempotency_key_is_stable_per_order_and_distinct_across_orders() -> None:
+    assert idempotency_key_for("ord-1") == idempotency_key_for("ord-1")
+    assert idempotency_key_for("ord-1") != idempotency_key_for("ord-2")
+    # Pinned: changing the format would make the gateway charge in-flight orders a second time.
+    assert idempotency_key_for("ord-1") == "orderflow-charge-ord-1"

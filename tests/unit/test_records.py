@@ -1,0 +1,117 @@
+"""Table values on the wire: Order and PaymentRecord bytes round trips, and the public view."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import orjson
+import pytest
+
+from orderflow.domain.order import Order, OrderStatus
+from orderflow.domain.payment import PaymentRecord, PaymentStatus, decline_for
+from orderflow.records import (
+    order_from_bytes,
+    order_to_bytes,
+    order_to_public,
+    payment_from_bytes,
+    payment_to_bytes,
+)
+from tests.unit.builders import T1, payment_record, pending_order
+
+SECRET_TOKEN = "tok_secret_4242424242"
+
+ORDERS = [
+    pytest.param(pending_order(), id="PENDING"),
+    pytest.param(pending_order(status=OrderStatus.PAID, charge_id="ch_1"), id="PAID"),
+    pytest.param(
+        pending_order(
+            status=OrderStatus.PAYMENT_FAILED, decline=decline_for("expired_card"), updated_at=T1
+        ),
+        id="PAYMENT_FAILED",
+    ),
+    pytest.param(
+        pending_order(
+            status=OrderStatus.PAYMENT_FAILED,
+            decline=decline_for("do_not_honor", "Call your bank."),
+            charge_id="ch_2",
+        ),
+        id="PAYMENT_FAILED-with-charge",
+    ),
+    pytest.param(pending_order(currency="JPY", amount=1500), id="JPY"),
+]
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_order_survives_a_bytes_round_trip(order: Order) -> None:
+    assert order_from_bytes(order_to_bytes(order)) == order
+
+
+def test_order_bytes_are_plain_json_holding_the_token_for_the_payment_service() -> None:
+    data = orjson.loads(order_to_bytes(pending_order(payment_token=SECRET_TOKEN)))
+
+    assert data["payment_token"] == SECRET_TOKEN
+    assert data["status"] == "PENDING"
+    assert type(data["amount"]) is int
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        pytest.param(payment_record(), id="ATTEMPTING"),
+        pytest.param(payment_record(status=PaymentStatus.COMPLETED, charge_id="ch_1"), id="DONE"),
+        pytest.param(
+            payment_record(status=PaymentStatus.FAILED, decline=decline_for("insufficient_funds")),
+            id="FAILED",
+        ),
+        pytest.param(
+            payment_record(status=PaymentStatus.UNKNOWN, attempts=4, next_attempt_at=1714564908.3),
+            id="UNKNOWN",
+        ),
+        pytest.param(payment_record(updated_at=0.1 + 0.2), id="float-timestamp-exact"),
+        pytest.param(payment_record(payment_token="tok_visa"), id="with-token"),
+    ],
+)
+def test_payment_record_survives_a_bytes_round_trip(record: PaymentRecord) -> None:
+    decoded = payment_from_bytes(payment_to_bytes(record))
+
+    assert decoded == record
+    assert decoded.status is record.status
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_order_to_public_never_contains_the_payment_token(order: Order) -> None:
+    order = dataclasses.replace(order, payment_token=SECRET_TOKEN)
+
+    public = order_to_public(order)
+
+    assert SECRET_TOKEN.encode() not in orjson.dumps(public)
+    assert "payment_token" not in public
+    assert "fingerprint" not in public
+
+
+@pytest.mark.parametrize(
+    ("status", "payment_status"),
+    [
+        (OrderStatus.PENDING, "PENDING"),
+        (OrderStatus.PAID, "COMPLETED"),
+        (OrderStatus.PAYMENT_FAILED, "FAILED"),
+    ],
+)
+def test_order_to_public_shows_the_payment_status(status: OrderStatus, payment_status: str) -> None:
+    public = order_to_public(pending_order(status=status))
+
+    assert public["status"] == str(status)
+    assert public["payment"]["status"] == payment_status
+
+
+def test_order_to_public_shows_the_decline_of_a_failed_order() -> None:
+    order = pending_order(status=OrderStatus.PAYMENT_FAILED, decline=decline_for("expired_card"))
+
+    payment = order_to_public(order)["payment"]
+
+    assert payment["decline_code"] == "expired_card"
+    assert payment["decline"] == {
+        "code": "expired_card",
+        "message": "The card has expired.",
+        "retryable": False,
+    }
