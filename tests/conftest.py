@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from orderflow.localkafka import KafkaCluster, broker_is_reachable
+from tests.harness import STARTED
 
 # The tests' broker listens away from 9092 so that `make test` runs beside a `make run`.
 TEST_BASE_PORT = int(os.environ.get("ORDERFLOW_TEST_KAFKA_PORT", "19092"))
@@ -28,6 +29,15 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield cluster.bootstrap
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """A safety net: whatever a failed test did not stop is stopped here."""
+    yield
+    for proc in STARTED:
+        if proc.alive:
+            proc.stop(timeout=10)
 
 
 @pytest.fixture

@@ -32,6 +32,9 @@ __all__ = [
 
 T = TypeVar("T")
 
+# Every process a test started: the session's last fixture stops any a failing test left behind.
+STARTED: list[ManagedProcess] = []
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -87,6 +90,7 @@ class ManagedProcess:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> ManagedProcess:
+        STARTED.append(self)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(

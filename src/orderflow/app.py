@@ -175,12 +175,23 @@ def build(settings: Settings) -> Orderflow:
     async def start_gateway() -> None:
         await gateway.get()  # fail fast (in the log) and warm the connection pool
 
+    declared: list[bool] = []
+
+    @app.on_partitions_assigned.connect
+    async def declare_output_topics(sender: Any, *args: Any, **kwargs: Any) -> None:
+        # Faust declares the topics it consumes; the dead-letter topic is only written to, and
+        # must exist before the first poison message (the broker's auto-create is off).
+        if not declared:
+            for topic in topics.values():
+                await topic.maybe_declare()
+            declared.append(True)
+
     @app.on_rebalance_complete.connect
-    async def rescan_after_rebalance(sender: Any, **kwargs: Any) -> None:
+    async def rescan_after_rebalance(sender: Any, *args: Any, **kwargs: Any) -> None:
         unknown.needs_rescan = True
 
     @app.on_before_shutdown.connect
-    async def close_gateway(sender: Any, **kwargs: Any) -> None:
+    async def close_gateway(sender: Any, *args: Any, **kwargs: Any) -> None:
         await gateway.close()
 
     routing = OwnerLookup(app, OrderTable.NAME)

@@ -389,6 +389,7 @@ class SandboxGateway:
             return False
         return True
 
+    @web.middleware
     async def _fault_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/v1/"):
             return await handler(request)

@@ -11,6 +11,11 @@ from orderflow.gateway.http import BreakerState, CircuitBreaker, backoff_ceiling
 from orderflow.gateway.sandbox import Faults
 
 
+def state_of(breaker: CircuitBreaker) -> BreakerState:
+    """Read the state afresh (mypy would otherwise keep a narrowed ``breaker.state``)."""
+    return breaker.state
+
+
 class FakeClock:
     """A monotonic clock the test moves by hand."""
 
@@ -60,10 +65,10 @@ def test_breaker_opens_after_threshold_consecutive_failures() -> None:
     for _ in range(2):
         assert breaker.allow()
         breaker.record_failure()
-    assert breaker.state is BreakerState.CLOSED
+    assert state_of(breaker) is BreakerState.CLOSED
     assert breaker.allow()
     breaker.record_failure()
-    assert breaker.state is BreakerState.OPEN
+    assert state_of(breaker) is BreakerState.OPEN
     assert not breaker.allow()
 
 
@@ -74,7 +79,7 @@ def test_breaker_success_resets_the_consecutive_count() -> None:
     breaker.record_success()
     breaker.record_failure()
     breaker.record_failure()
-    assert breaker.state is BreakerState.CLOSED
+    assert state_of(breaker) is BreakerState.CLOSED
     assert breaker.consecutive_failures == 2
 
 
@@ -85,7 +90,7 @@ def test_open_breaker_allows_exactly_one_probe_after_the_cooldown() -> None:
     clock.now += 9.9
     assert not breaker.allow()
     clock.now += 0.1
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert state_of(breaker) is BreakerState.HALF_OPEN
     assert breaker.allow()  # the probe
     assert not breaker.allow()  # nobody else while it is out
 
@@ -97,7 +102,7 @@ def test_successful_probe_closes_the_breaker() -> None:
     clock.now += 10
     assert breaker.allow()
     breaker.record_success()
-    assert breaker.state is BreakerState.CLOSED
+    assert state_of(breaker) is BreakerState.CLOSED
     assert breaker.allow()
     assert breaker.allow()
 
@@ -110,7 +115,7 @@ def test_failed_probe_reopens_for_a_fresh_cooldown() -> None:
     clock.now += 10
     assert breaker.allow()
     breaker.record_failure()  # one failure is enough in half-open
-    assert breaker.state is BreakerState.OPEN
+    assert state_of(breaker) is BreakerState.OPEN
     clock.now += 9
     assert not breaker.allow()
     clock.now += 1
@@ -124,7 +129,7 @@ def test_released_probe_frees_the_slot_without_a_verdict() -> None:
     clock.now += 10
     assert breaker.allow()
     breaker.release()  # e.g. the probe was cancelled
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert state_of(breaker) is BreakerState.HALF_OPEN
     assert breaker.allow()
 
 

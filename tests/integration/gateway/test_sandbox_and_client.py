@@ -1,0 +1,552 @@
+"""The real sandbox gateway (temp SQLite ledger) driven by the real HTTP client, on 127.0.0.1.
+
+No Kafka. Timeouts and deadlines are small so the whole file runs in seconds. Tests count what
+reached the server (``charge_requests``) and what the ledger holds, not only what the client said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from orderflow.domain.payment import DECLINE_MESSAGES, Approved, Declined, idempotency_key_for
+from orderflow.gateway.base import (
+    ChargeRequest,
+    CircuitOpenError,
+    PaymentGateway,
+    PermanentGatewayError,
+    TransientGatewayError,
+)
+from orderflow.gateway.http import BreakerState, CircuitBreaker, HttpPaymentGateway
+from orderflow.gateway.sandbox import SandboxGateway
+
+
+def charge_request(
+    order_id: str, token: str = "tok_visa", amount: int = 1999, currency: str = "usd"
+) -> ChargeRequest:
+    return ChargeRequest(
+        idempotency_key=idempotency_key_for(order_id),
+        order_id=order_id,
+        amount=amount,
+        currency=currency,
+        payment_token=token,
+    )
+
+
+def state_of(breaker: CircuitBreaker) -> BreakerState:
+    """Read the state afresh (mypy would otherwise keep a narrowed ``breaker.state``)."""
+    return breaker.state
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Admin:
+    """The sandbox's admin API, as a test uses it."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session = session
+        self.url = url
+
+    async def set_faults(self, **faults: float) -> None:
+        async with self.session.post(f"{self.url}/_admin/faults", json=faults) as resp:
+            assert resp.status == 200, await resp.text()
+
+    async def clear_faults(self) -> None:
+        async with self.session.delete(f"{self.url}/_admin/faults") as resp:
+            assert resp.status == 200
+
+    async def stats(self) -> dict[str, Any]:
+        async with self.session.get(f"{self.url}/_admin/stats") as resp:
+            result: dict[str, Any] = await resp.json()
+            return result
+
+    async def ledger(self, order_id: str | None = None) -> list[dict[str, Any]]:
+        params = {} if order_id is None else {"order_id": order_id}
+        async with self.session.get(f"{self.url}/_admin/ledger", params=params) as resp:
+            rows: list[dict[str, Any]] = (await resp.json())["data"]
+            return rows
+
+
+class MakeClient(Protocol):
+    def __call__(self, url: str | None = None, **overrides: Any) -> HttpPaymentGateway: ...
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path) -> AsyncIterator[SandboxGateway]:
+    gateway = SandboxGateway(tmp_path / "ledger.db", seed=1234)
+    await gateway.start()
+    yield gateway
+    await gateway.stop()
+
+
+@pytest.fixture
+async def admin(sandbox: SandboxGateway) -> AsyncIterator[Admin]:
+    async with aiohttp.ClientSession() as session:
+        yield Admin(session, sandbox.url)
+
+
+@pytest.fixture
+async def make_client(sandbox: SandboxGateway) -> AsyncIterator[MakeClient]:
+    clients: list[HttpPaymentGateway] = []
+
+    def make(url: str | None = None, **overrides: Any) -> HttpPaymentGateway:
+        settings: dict[str, Any] = {
+            "connect_timeout": 0.5,
+            "request_timeout": 0.5,
+            "deadline": 3.0,
+            "max_attempts": 15,
+            "backoff_base": 0.01,
+            "backoff_cap": 0.1,
+            "rng": random.Random(99),
+            # Out of the way unless a test is about the breaker.
+            "breaker": CircuitBreaker(failure_threshold=10_000),
+        }
+        settings.update(overrides)
+        client = HttpPaymentGateway(url or sandbox.url, **settings)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+def test_http_client_is_a_payment_gateway() -> None:
+    gateway: PaymentGateway = HttpPaymentGateway("http://127.0.0.1:1")
+    assert gateway is not None
+
+
+# -- answers -------------------------------------------------------------------------------------
+
+
+async def test_visa_is_approved_with_one_succeeded_charge(
+    make_client: MakeClient, admin: Admin
+) -> None:
+    outcome = await make_client().charge(charge_request("o-visa"))
+
+    assert isinstance(outcome, Approved)
+    assert outcome.charge_id.startswith("ch_")
+    rows = await admin.ledger("o-visa")
+    assert [(r["id"], r["status"], r["amount"]) for r in rows] == [
+        (outcome.charge_id, "succeeded", 1999)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("token", "code"),
+    [
+        ("tok_chargeDeclined", "card_declined"),
+        ("tok_chargeDeclinedInsufficientFunds", "insufficient_funds"),
+        ("tok_chargeDeclinedExpiredCard", "expired_card"),
+        ("tok_nonsense", "invalid_token"),
+    ],
+)
+async def test_decline_token_gives_its_code_and_is_never_retried(
+    make_client: MakeClient, admin: Admin, sandbox: SandboxGateway, token: str, code: str
+) -> None:
+    # A threshold of 1: if a decline counted as a failure, the breaker would open.
+    breaker = CircuitBreaker(failure_threshold=1)
+    outcome = await make_client(breaker=breaker).charge(charge_request(f"o-{code}", token))
+
+    assert isinstance(outcome, Declined)
+    assert outcome.decline == DECLINE_MESSAGES[code]
+    assert sandbox.charge_requests == 1
+    rows = await admin.ledger(f"o-{code}")
+    assert [(r["id"], r["status"], r["failure_code"]) for r in rows] == [
+        (outcome.charge_id, "failed", code)
+    ]
+    assert state_of(breaker) is BreakerState.CLOSED
+
+
+async def test_same_key_with_other_parameters_is_refused_and_nothing_stored(
+    make_client: MakeClient, admin: Admin, sandbox: SandboxGateway
+) -> None:
+    client = make_client()
+    first = await client.charge(charge_request("o-reuse", amount=1999))
+
+    with pytest.raises(PermanentGatewayError) as refused:
+        await client.charge(charge_request("o-reuse", amount=2999))
+
+    assert refused.value.status == 400
+    assert "same parameters" in str(refused.value)
+    assert sandbox.charge_requests == 2  # a 400 is not retried
+    rows = await admin.ledger("o-reuse")
+    assert isinstance(first, Approved)
+    assert [(r["id"], r["amount"]) for r in rows] == [(first.charge_id, 1999)]
+
+
+async def test_same_key_and_parameters_replay_the_first_response_exactly(
+    sandbox: SandboxGateway, admin: Admin
+) -> None:
+    for order_id, token, status in [("o-raw-ok", "tok_visa", 200), ("o-raw-no", "tok_x", 402)]:
+        body = {
+            "amount": 500,
+            "currency": "eur",
+            "source": token,
+            "metadata": {"order_id": order_id},
+        }
+        headers = {"Idempotency-Key": idempotency_key_for(order_id)}
+        answers = []
+        for _ in range(2):
+            async with admin.session.post(
+                f"{sandbox.url}/v1/charges", json=body, headers=headers
+            ) as resp:
+                answers.append(
+                    (resp.status, await resp.text(), resp.headers.get("Idempotent-Replayed"))
+                )
+
+        (status1, text1, replayed1), (status2, text2, replayed2) = answers
+        assert (status1, replayed1) == (status, None)
+        assert (status2, text2, replayed2) == (status1, text1, "true")
+    assert (await admin.stats())["charges"] == 2
+
+
+async def test_charge_without_idempotency_key_or_valid_body_is_400_and_not_stored(
+    sandbox: SandboxGateway, admin: Admin
+) -> None:
+    body = {"amount": 500, "currency": "eur", "source": "tok_visa", "metadata": {"order_id": "o"}}
+    url = f"{sandbox.url}/v1/charges"
+    async with admin.session.post(url, json=body) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["param"] == "Idempotency-Key"
+    async with admin.session.post(
+        url, json={**body, "amount": -5}, headers={"Idempotency-Key": "k"}
+    ) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["param"] == "amount"
+    assert (await admin.stats())["charges"] == 0
+
+
+async def test_charges_can_be_read_by_id_and_unknown_ids_are_404(
+    make_client: MakeClient, admin: Admin, sandbox: SandboxGateway
+) -> None:
+    outcome = await make_client().charge(charge_request("o-get"))
+    assert isinstance(outcome, Approved)
+
+    async with admin.session.get(f"{sandbox.url}/v1/charges/{outcome.charge_id}") as resp:
+        charge = await resp.json()
+    assert (resp.status, charge["id"], charge["status"], charge["order_id"]) == (
+        200, outcome.charge_id, "succeeded", "o-get",
+    )  # fmt: skip
+    async with admin.session.get(f"{sandbox.url}/v1/charges/ch_unknown") as resp:
+        assert resp.status == 404
+        assert (await resp.json())["error"]["code"] == "resource_missing"
+
+
+async def test_find_charge_reports_approved_declined_or_none(make_client: MakeClient) -> None:
+    client = make_client()
+    approved = await client.charge(charge_request("o-find-ok"))
+    declined = await client.charge(charge_request("o-find-no", "tok_chargeDeclinedExpiredCard"))
+
+    assert await client.find_charge(idempotency_key_for("o-find-ok")) == approved
+    assert await client.find_charge(idempotency_key_for("o-find-no")) == declined
+    assert await client.find_charge(idempotency_key_for("o-never-seen")) is None
+
+
+async def test_admin_faults_validate_report_and_reset(
+    sandbox: SandboxGateway, admin: Admin
+) -> None:
+    url = f"{sandbox.url}/_admin/faults"
+    async with admin.session.post(url, json={"error_rate": 2}) as resp:
+        assert resp.status == 400
+    await admin.set_faults(error_rate=0.25, latency_ms=3)
+    async with admin.session.get(url) as resp:
+        faults = await resp.json()
+    assert (faults["error_rate"], faults["latency_ms"], faults["timeout_rate"]) == (0.25, 3, 0)
+    await admin.clear_faults()
+    async with admin.session.get(url) as resp:
+        assert (await resp.json())["error_rate"] == 0
+
+
+# -- faults and retries --------------------------------------------------------------------------
+
+
+async def test_flaky_gateway_charges_every_order_exactly_once(
+    make_client: MakeClient, admin: Admin, sandbox: SandboxGateway
+) -> None:
+    await admin.set_faults(error_rate=0.3)
+    client = make_client()
+    order_ids = [f"o-flaky-{n}" for n in range(40)]
+
+    outcomes = await asyncio.gather(*(client.charge(charge_request(o)) for o in order_ids))
+
+    assert all(isinstance(o, Approved) for o in outcomes)
+    stats = await admin.stats()
+    assert stats["per_order"] == {o: 1 for o in order_ids}
+    assert stats["charges"] == stats["succeeded"] == 40
+    assert stats["charge_requests"] > 40  # faults did fire, and retries answered them
+    ledger_ids = {r["order_id"]: r["id"] for r in await admin.ledger()}
+    charged = {o: c.charge_id for o, c in zip(order_ids, outcomes, strict=True)}
+    assert charged == ledger_ids
+
+
+async def test_dropped_response_after_charging_is_recovered_with_the_same_key(
+    make_client: MakeClient, admin: Admin, sandbox: SandboxGateway
+) -> None:
+    await admin.set_faults(drop_response_rate=1.0)
+
+    outcome = await make_client().charge(charge_request("o-drop"))
+
+    assert sandbox.charge_requests == 2  # charged and dropped, then the replay answered
+    rows = await admin.ledger("o-drop")
+    assert isinstance(outcome, Approved)
+    assert [r["id"] for r in rows] == [outcome.charge_id]
+
+
+async def test_total_outage_raises_transient_within_the_deadline_then_a_retry_succeeds(
+    make_client: MakeClient, admin: Admin, sandbox: SandboxGateway
+) -> None:
+    await admin.set_faults(error_rate=1.0)
+    client = make_client(deadline=1.0)
+    loop = asyncio.get_running_loop()
+
+    started = loop.time()
+    with pytest.raises(TransientGatewayError) as outage:
+        await client.charge(charge_request("o-outage"))
+    elapsed = loop.time() - started
+
+    assert not isinstance(outage.value, CircuitOpenError)
+    assert outage.value.status in (500, 503)
+    assert elapsed < 1.0 + 0.3
+    assert sandbox.charge_requests > 1
+    assert (await admin.stats())["charges"] == 0
+
+    await admin.clear_faults()
+    outcome = await client.charge(charge_request("o-outage"))
+    assert isinstance(outcome, Approved)
+    assert [r["id"] for r in await admin.ledger("o-outage")] == [outcome.charge_id]
+
+
+async def test_hanging_gateway_times_out_per_attempt_then_a_retry_succeeds(
+    make_client: MakeClient, admin: Admin, sandbox: SandboxGateway
+) -> None:
+    await admin.set_faults(timeout_rate=1.0)
+    client = make_client(request_timeout=0.2, deadline=0.9)
+    loop = asyncio.get_running_loop()
+
+    started = loop.time()
+    with pytest.raises(TransientGatewayError):
+        await client.charge(charge_request("o-hang"))
+
+    assert loop.time() - started < 0.9 + 0.3
+    assert sandbox.charge_requests >= 2
+    await admin.clear_faults()
+    outcome = await client.charge(charge_request("o-hang"))
+    assert isinstance(outcome, Approved)
+    assert [r["id"] for r in await admin.ledger("o-hang")] == [outcome.charge_id]
+
+
+async def test_unreachable_gateway_is_transient_within_the_deadline(
+    make_client: MakeClient, tmp_path: Path
+) -> None:
+    closed = SandboxGateway(tmp_path / "gone.db")
+    await closed.start()
+    url = closed.url
+    await closed.stop()  # nothing listens on that port now
+    loop = asyncio.get_running_loop()
+
+    started = loop.time()
+    with pytest.raises(TransientGatewayError):
+        await make_client(url, deadline=0.5).charge(charge_request("o-unreachable"))
+    assert loop.time() - started < 0.5 + 0.3
+
+
+async def test_circuit_opens_after_consecutive_failures_and_then_fails_fast(
+    make_client: MakeClient, admin: Admin, sandbox: SandboxGateway
+) -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=3, cooldown_s=30, clock=clock)
+    client = make_client(breaker=breaker)
+    await admin.set_faults(error_rate=1.0)
+
+    with pytest.raises(TransientGatewayError) as first:
+        await client.charge(charge_request("o-breaker-1"))
+    # Requests went out for this charge, so it is not "not called at all".
+    assert not isinstance(first.value, CircuitOpenError)
+    assert sandbox.charge_requests == 3
+    assert state_of(breaker) is BreakerState.OPEN
+
+    with pytest.raises(CircuitOpenError):
+        await client.charge(charge_request("o-breaker-2"))
+    assert sandbox.charge_requests == 3  # nothing reached the server
+
+    await admin.clear_faults()
+    clock.now += 30  # cool-down over: one probe may go
+    outcome = await client.charge(charge_request("o-breaker-2"))
+    assert isinstance(outcome, Approved)
+    assert state_of(breaker) is BreakerState.CLOSED
+    assert (await admin.stats())["per_order"] == {"o-breaker-2": 1}
+
+
+# -- ledger --------------------------------------------------------------------------------------
+
+
+async def test_ledger_survives_a_restart_and_the_same_key_answers_the_same_charge(
+    tmp_path: Path, make_client: MakeClient
+) -> None:
+    db = tmp_path / "restart.db"
+    first = SandboxGateway(db)
+    await first.start()
+    try:
+        before = await make_client(first.url).charge(charge_request("o-restart"))
+    finally:
+        await first.stop()
+
+    second = SandboxGateway(db)
+    await second.start()
+    try:
+        client = make_client(second.url)
+        after = await client.charge(charge_request("o-restart"))
+        found = await client.find_charge(idempotency_key_for("o-restart"))
+        rows = await second.ledger.rows("o-restart")
+    finally:
+        await second.stop()
+
+    assert isinstance(before, Approved)
+    assert after == found == before
+    assert [r.id for r in rows] == [before.charge_id]
+
+
+async def test_concurrent_charges_with_one_key_make_one_charge(
+    make_client: MakeClient, admin: Admin, sandbox: SandboxGateway
+) -> None:
+    await admin.set_faults(latency_ms=20)  # so the ten requests are in the server together
+    client = make_client()
+
+    outcomes = await asyncio.gather(*(client.charge(charge_request("o-race")) for _ in range(10)))
+
+    assert sandbox.charge_requests == 10
+    assert len(set(outcomes)) == 1
+    rows = await admin.ledger("o-race")
+    assert isinstance(outcomes[0], Approved)
+    assert [r["id"] for r in rows] == [outcomes[0].charge_id]
+
+
+# -- client against scripted servers -------------------------------------------------------------
+
+
+@dataclass
+class Script:
+    """A server that answers from a list of (status, body, headers) and records each request."""
+
+    answers: list[tuple[int, dict[str, Any], dict[str, str]]]
+    seen: list[tuple[float, str | None]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.seen.append(
+            (asyncio.get_running_loop().time(), request.headers.get("Idempotency-Key"))
+        )
+        status, body, headers = self.answers[min(len(self.seen), len(self.answers)) - 1]
+        return web.json_response(body, status=status, headers=headers)
+
+
+@contextlib.asynccontextmanager
+async def serve(handler: Callable[[web.Request], Awaitable[web.Response]]) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+CHARGED: tuple[int, dict[str, Any], dict[str, str]] = (
+    200,
+    {"id": "ch_scripted", "status": "succeeded"},
+    {},
+)
+
+
+async def test_retry_after_is_honoured_and_the_key_is_kept(make_client: MakeClient) -> None:
+    script = Script([(429, {"error": {"type": "rate_limit"}}, {"Retry-After": "0.4"}), CHARGED])
+    async with serve(script.handle) as url:
+        outcome = await make_client(url).charge(charge_request("o-429"))
+
+    assert outcome == Approved("ch_scripted")
+    (t1, key1), (t2, key2) = script.seen
+    assert t2 - t1 >= 0.39
+    assert key1 == key2 == idempotency_key_for("o-429")
+
+
+async def test_retry_after_beyond_the_deadline_gives_up_at_once(make_client: MakeClient) -> None:
+    script = Script([(503, {}, {"Retry-After": "30"})])
+    loop = asyncio.get_running_loop()
+    async with serve(script.handle) as url:
+        started = loop.time()
+        with pytest.raises(TransientGatewayError) as gave_up:
+            await make_client(url, deadline=2.0).charge(charge_request("o-503"))
+
+    assert loop.time() - started < 0.5
+    assert gave_up.value.status == 503
+    assert len(script.seen) == 1
+
+
+async def test_conflict_is_retried_but_other_4xx_are_not(make_client: MakeClient) -> None:
+    conflict = Script([(409, {"error": {"type": "idempotency_error"}}, {}), CHARGED])
+    invalid = Script([(422, {"error": {"message": "bad currency"}}, {}), CHARGED])
+    async with serve(conflict.handle) as url:
+        assert await make_client(url).charge(charge_request("o-409")) == Approved("ch_scripted")
+    async with serve(invalid.handle) as url:
+        with pytest.raises(PermanentGatewayError) as refused:
+            await make_client(url).charge(charge_request("o-422"))
+
+    assert len(conflict.seen) == 2
+    assert len(invalid.seen) == 1
+    assert refused.value.status == 422
+    assert "bad currency" in str(refused.value)
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_sandbox_command_prints_its_url_serves_and_stops_cleanly_on_signal(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    code = "import sys; from orderflow.gateway.sandbox import main; sys.exit(main(sys.argv[1:]))"
+    db = tmp_path / "cli.db"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, "--port", "0", "--db", str(db),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), timeout=10)).decode()
+        match = re.fullmatch(r"sandbox-gateway listening on (http://127\.0\.0\.1:\d+)\n", line)
+        assert match, line
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{match.group(1)}/_admin/stats") as resp,
+        ):
+            assert (await resp.json())["charges"] == 0
+
+        proc.send_signal(sig)
+        assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert db.exists()

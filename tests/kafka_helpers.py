@@ -1,0 +1,108 @@
+"""Reading topics in tests with a plain aiokafka consumer (no group: never moves any offset)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+__all__ = ["Record", "end_offsets_total", "read_topic", "wait_for_records"]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One consumed record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+    """The topic's partition numbers (empty when it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for t in described if t["error_code"] == 0
+                  for p in t["partitions"])  # fmt: skip
+
+
+async def _stop(consumer: AIOKafkaConsumer) -> None:
+    # aiokafka cancels a background task at stop; one that never ran yet re-raises the
+    # cancellation (seen with very short-lived consumers): let it start first.
+    await asyncio.sleep(0.05)
+    await consumer.stop()
+
+
+async def _read(bootstrap: str, topic: str) -> list[Record]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, isolation_level="read_committed")  # fmt: skip
+    await consumer.start()
+    try:
+        partitions = await partitions_of(bootstrap, topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[Record] = []
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, messages in batch.items():
+                for m in messages:
+                    if m.offset < ends[tp]:
+                        out.append(Record(m.topic, m.partition, m.offset, m.key, m.value,
+                                          tuple(m.headers or ())))  # fmt: skip
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return out
+    finally:
+        await _stop(consumer)
+
+
+def read_topic(bootstrap: str, topic: str) -> list[Record]:
+    """Every record of ``topic`` up to its end offsets at the time of the call."""
+    return asyncio.run(_read(bootstrap, topic))
+
+
+def wait_for_records(
+    bootstrap: str, topic: str, match: Callable[[Record], bool], count: int = 1,
+    timeout: float = 30.0,
+) -> list[Record]:  # fmt: skip
+    """Poll the topic until ``count`` records match (fails at the deadline)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [r for r in read_topic(bootstrap, topic) if match(r)]
+        if len(found) >= count or time.monotonic() > deadline:
+            assert len(found) >= count, f"{len(found)}/{count} matching records on {topic}"
+            return found
+        time.sleep(0.3)
+
+
+async def _end_offsets(bootstrap: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        partitions = await partitions_of(bootstrap, topic)
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return sum(ends.values())
+    finally:
+        await _stop(consumer)
+
+
+def end_offsets_total(bootstrap: str, topic: str) -> int:
+    """The number of records ever written to ``topic`` (sum of end offsets)."""
+    return asyncio.run(_end_offsets(bootstrap, topic))
