@@ -127,6 +127,8 @@ def build(settings: Settings) -> Orderflow:
         producer_acks=-1,
         producer_linger=0.002,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
         stream_wait_empty=False,
         web_host=settings.web_host,
         web_bind=settings.web_host,

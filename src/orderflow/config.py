@@ -75,6 +75,8 @@ class Settings:
     payment_batch_size: int = 64
     reconcile_interval_s: float = 2.0
     post_wait_s: float = 10.0
+    # How soon a crashed worker's partitions move to the others (Kafka's session timeout).
+    session_timeout_s: float = 10.0
     log_level: str = "info"
 
     @classmethod
@@ -103,6 +105,7 @@ class Settings:
                 env, "ORDERFLOW_RECONCILE_INTERVAL", cls.reconcile_interval_s
             ),
             post_wait_s=_float(env, "ORDERFLOW_POST_WAIT", cls.post_wait_s),
+            session_timeout_s=_float(env, "ORDERFLOW_SESSION_TIMEOUT", cls.session_timeout_s),
             log_level=_choice(
                 env, "ORDERFLOW_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")
             ),
