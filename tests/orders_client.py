@@ -15,7 +15,9 @@ from tests.harness import http_json
 __all__ = ["get_terminal", "ledger_stats", "order_body", "place", "set_faults"]
 
 
-def order_body(token: str = "tok_visa", quantity: int = 2, unit_amount: int = 1999) -> dict[str, Any]:
+def order_body(
+    token: str = "tok_visa", quantity: int = 2, unit_amount: int = 1999
+) -> dict[str, Any]:
     return {
         "customer_id": "c-1",
         "currency": "EUR",
@@ -24,13 +26,17 @@ def order_body(token: str = "tok_visa", quantity: int = 2, unit_amount: int = 19
     }
 
 
-def place(base_url: str, body: dict[str, Any], key: str | None = None, timeout: float = 60) -> dict[str, Any]:
+def place(
+    base_url: str, body: dict[str, Any], key: str | None = None, timeout: float = 60
+) -> dict[str, Any]:
     """POST /orders until it answers 201 (503 while workers rebalance is retried, same key)."""
     key = key or f"test-{uuid.uuid4()}"
     deadline = time.monotonic() + timeout
     while True:
         try:
-            status, answer, _ = http_json("POST", f"{base_url}/orders", body, {"Idempotency-Key": key})
+            status, answer, _ = http_json(
+                "POST", f"{base_url}/orders", body, {"Idempotency-Key": key}
+            )
         except OSError:
             status, answer = 0, None
         if status == 201:

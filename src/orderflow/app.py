@@ -179,8 +179,8 @@ def build(settings: Settings) -> Orderflow:
 
     declared: list[bool] = []
 
-    @app.on_partitions_assigned.connect
-    async def declare_output_topics(sender: Any, *args: Any, **kwargs: Any) -> None:
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode: too narrow a stub
+    async def declare_output_topics(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Faust declares the topics it consumes; the dead-letter topic is only written to, and
         # must exist before the first poison message (the broker's auto-create is off).
         if not declared:
@@ -188,12 +188,12 @@ def build(settings: Settings) -> Orderflow:
                 await topic.maybe_declare()
             declared.append(True)
 
-    @app.on_rebalance_complete.connect
-    async def rescan_after_rebalance(sender: Any, *args: Any, **kwargs: Any) -> None:
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def rescan_after_rebalance(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         unknown.needs_rescan = True
 
-    @app.on_before_shutdown.connect
-    async def close_gateway(sender: Any, *args: Any, **kwargs: Any) -> None:
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def close_gateway(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         await gateway.close()
 
     routing = OwnerLookup(app, OrderTable.NAME)

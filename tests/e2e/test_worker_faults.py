@@ -28,7 +28,9 @@ def _place_many(url: str, count: int, prefix: str) -> list[tuple[str, str, str]]
     jobs = [(f"{prefix}-{i}", token) for i, token in zip(range(count), itertools.cycle(TOKENS))]
     with ThreadPoolExecutor(8) as pool:
         placed = list(pool.map(lambda job: place(url, order_body(job[1]), job[0]), jobs))
-    return [(key, order["order_id"], token) for (key, token), order in zip(jobs, placed)]
+    return [
+        (key, order["order_id"], token) for (key, token), order in zip(jobs, placed, strict=False)
+    ]
 
 
 def _assert_exactly_once(url: str, gateway: str, orders: list[tuple[str, str, str]]) -> None:

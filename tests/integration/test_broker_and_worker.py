@@ -49,7 +49,9 @@ async def test_produce_consume_round_trip_on_the_real_broker(kafka_bootstrap: st
     assert sorted(got) == sorted((f"k{i}".encode(), f"v{i}".encode()) for i in range(10))
 
 
-def test_worker_starts_creates_topics_and_stops_cleanly(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_worker_starts_creates_topics_and_stops_cleanly(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     sandbox = start_sandbox(tmp_path)
     worker = start_worker(tmp_path, kafka_bootstrap, sandbox.meta["url"])
     try:

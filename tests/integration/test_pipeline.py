@@ -18,7 +18,9 @@ from tests.harness import ManagedProcess, http_json, start_sandbox, start_worker
 from tests.kafka_helpers import end_offsets_total, wait_for_records
 
 
-def order_body(token: str = "tok_visa", quantity: int = 2, unit_amount: int = 1999) -> dict[str, Any]:
+def order_body(
+    token: str = "tok_visa", quantity: int = 2, unit_amount: int = 1999
+) -> dict[str, Any]:
     return {
         "customer_id": "c-1",
         "currency": "EUR",
@@ -43,7 +45,9 @@ def stack(
         sandbox.stop()
 
 
-def _post(worker: ManagedProcess, body: Any, key: str | None = None) -> tuple[int, Any, dict[str, str]]:
+def _post(
+    worker: ManagedProcess, body: Any, key: str | None = None
+) -> tuple[int, Any, dict[str, str]]:
     headers = {"Idempotency-Key": key} if key else {}
     return http_json("POST", f"{worker.meta['url']}/orders", body, headers)
 
@@ -137,7 +141,11 @@ def test_replayed_post_with_the_same_key_gives_one_order_and_one_charge(
     order_id = order_ids.pop()
     assert _wait_terminal(worker, order_id)["status"] == "PAID"
     status, again, headers = _post(worker, order_body(), key)
-    assert (status, again["order_id"], headers.get("Idempotent-Replayed")) == (201, order_id, "true")
+    assert (status, again["order_id"], headers.get("Idempotent-Replayed")) == (
+        201,
+        order_id,
+        "true",
+    )
     assert again["status"] == "PAID"
     assert _ledger(sandbox)["per_order"][order_id] == 1
 
@@ -168,21 +176,40 @@ def test_same_key_with_another_body_is_refused_and_changes_nothing(
             {"customer_id", "currency", "items"},
         ),
         (
-            {"customer_id": "c-1", "currency": "EUR", "payment": {"token": "tok_visa"},
-             "items": [{"sku": "A", "quantity": 0, "unit_amount": 10},
-                       {"sku": "B", "quantity": 1, "unit_amount": 9.99},
-                       {"sku": "C", "quantity": "2", "unit_amount": -1}]},
-            {"items[0].quantity", "items[1].unit_amount", "items[2].quantity",
-             "items[2].unit_amount"},
-        ),  # fmt: skip
+            {
+                "customer_id": "c-1",
+                "currency": "EUR",
+                "payment": {"token": "tok_visa"},
+                "items": [
+                    {"sku": "A", "quantity": 0, "unit_amount": 10},
+                    {"sku": "B", "quantity": 1, "unit_amount": 9.99},
+                    {"sku": "C", "quantity": "2", "unit_amount": -1},
+                ],
+            },
+            {
+                "items[0].quantity",
+                "items[1].unit_amount",
+                "items[2].quantity",
+                "items[2].unit_amount",
+            },
+        ),
         (
-            {**order_body(), "items": [{"sku": f"S{i}", "quantity": 1, "unit_amount": 1}
-                                       for i in range(101)]},
+            {
+                **order_body(),
+                "items": [{"sku": f"S{i}", "quantity": 1, "unit_amount": 1} for i in range(101)],
+            },
             {"items"},
-        ),  # fmt: skip
+        ),
     ],
-    ids=["not-json", "not-object", "too-large", "empty-object", "wrong-types", "bad-items",
-         "too-many-items"],  # fmt: skip
+    ids=[
+        "not-json",
+        "not-object",
+        "too-large",
+        "empty-object",
+        "wrong-types",
+        "bad-items",
+        "too-many-items",
+    ],
 )
 def test_invalid_bodies_answer_400_naming_every_field_and_publish_nothing(
     stack: tuple[ManagedProcess, ManagedProcess], kafka_bootstrap: str, body: Any, fields: set[str]

@@ -18,7 +18,9 @@ def _both_ready(urls: list[str]) -> bool:
     return all(http_json("GET", f"{u}/ready", timeout=5)[0] == 200 for u in urls)
 
 
-def test_two_workers_serve_any_order_from_either_worker(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_two_workers_serve_any_order_from_either_worker(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     sandbox = start_sandbox(tmp_path)
     first = start_worker(tmp_path, kafka_bootstrap, sandbox.meta["url"], name="one")
     second = start_worker(tmp_path, kafka_bootstrap, sandbox.meta["url"], name="two")
