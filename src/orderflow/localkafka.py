@@ -362,25 +362,30 @@ class KafkaCluster:
 
     def stop_node(self, node_id: int, sig: signal.Signals = signal.SIGTERM) -> None:
         """Signal one node and wait for its JVM to exit (SIGKILL after a grace period)."""
-        pid = self.running_pid(node_id)
-        if pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while self.running_pid(node_id) is not None:
-            if time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                deadline = time.monotonic() + 10
-            time.sleep(0.1)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)  # reap it when we are its parent
-        self.pid_file(node_id).unlink(missing_ok=True)
+        self._stop_nodes([node_id], sig)
 
     def stop(self) -> None:
-        for ports in reversed(self.ports):
-            self.stop_node(ports.node_id)
+        """Stop every node together: one by one, the last ones would wait for a lost quorum."""
+        self._stop_nodes([p.node_id for p in self.ports], signal.SIGTERM)
+
+    def _stop_nodes(self, node_ids: list[int], sig: signal.Signals) -> None:
+        pids = {n: pid for n in node_ids if (pid := self.running_pid(n)) is not None}
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while any(self.running_pid(n) is not None for n in pids):
+            if time.monotonic() > deadline:
+                for pid in pids.values():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 10
+            time.sleep(0.1)
+            for pid in pids.values():
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)  # reap it when we are its parent
+        for n in pids:
+            self.pid_file(n).unlink(missing_ok=True)
 
     def is_running(self) -> bool:
         return any(self.running_pid(p.node_id) is not None for p in self.ports)
