@@ -1,0 +1,269 @@
+"""What the commands read and how they select it: ``TopicRecord``, ``Selection`` and helpers.
+
+A ``TopicRecord`` is one Kafka record exactly as stored (key, value and header bytes untouched),
+whether it came from the broker or from a capture file, so every command works on either source.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from orderflow.domain.events import rfc3339
+from orderflow.replay.errors import SelectionError
+from orderflow.replay.window import TimeWindow
+from orderflow.topics import (
+    DEAD_LETTERS,
+    DLQ_HEADER_OFFSET,
+    DLQ_HEADER_PARTITION,
+    DLQ_HEADER_REASON,
+    DLQ_HEADER_TOPIC,
+    changelog_topic,
+)
+
+__all__ = [
+    "ORDER_CHANGELOG",
+    "ORIGIN_HEADER_OFFSET",
+    "ORIGIN_HEADER_PARTITION",
+    "ORIGIN_HEADER_TOPIC",
+    "PAYMENT_CHANGELOG",
+    "REDRIVEN_FROM_HEADER",
+    "Selection",
+    "TopicRecord",
+    "describe",
+    "event_type_of",
+    "json_value",
+    "key_partition",
+    "key_text",
+    "record_to_json",
+]
+
+ORDER_CHANGELOG = changelog_topic("OrderDB")
+PAYMENT_CHANGELOG = changelog_topic("PaymentDB")
+
+# `replay --to-topic` stamps every copy with where it was read from.
+ORIGIN_HEADER_TOPIC = "orderflow-origin-topic"
+ORIGIN_HEADER_PARTITION = "orderflow-origin-partition"
+ORIGIN_HEADER_OFFSET = "orderflow-origin-offset"
+# `dlq redrive` stamps every copy with "dead-letters:<partition>:<offset>", which is also how a
+# second redrive recognises a dead letter that was redriven already.
+REDRIVEN_FROM_HEADER = "orderflow-redriven-from"
+
+_NOT_JSON = object()
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRecord:
+    """One Kafka record as stored: the bytes are never re-encoded."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int  # milliseconds since the epoch, as the broker returned it
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def at(self) -> str:
+        """``topic:partition:offset``, the record's address."""
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+    def header(self, name: str) -> bytes | None:
+        """The last value of header ``name`` (Kafka allows repeats), or None."""
+        found = None
+        for key, value in self.headers:
+            if key == name:
+                found = value
+        return found
+
+    def header_text(self, name: str) -> str | None:
+        raw = self.header(name)
+        return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def json_value(record: TopicRecord) -> Any:
+    """The value parsed as JSON, or ``None`` when it is empty or not JSON."""
+    if not record.value:
+        return None
+    try:
+        return orjson.loads(record.value)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def key_text(record: TopicRecord) -> str | None:
+    if record.key is None:
+        return None
+    return record.key.decode("utf-8", "replace")
+
+
+def event_type_of(record: TopicRecord, value: Any = _NOT_JSON) -> str | None:
+    """The value's ``event_type`` field (events only; changelogs and dead letters have none)."""
+    data = json_value(record) if value is _NOT_JSON else value
+    if isinstance(data, dict) and isinstance(data.get("event_type"), str):
+        return str(data["event_type"])
+    return None
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition the Java/aiokafka default partitioner (murmur2) gives ``key``.
+
+    Every orderflow producer keys by order id with that partitioner, and Faust writes table
+    changelogs to the partition of the event being processed, so one order lives on one
+    partition number of every topic: a trace reads 1/N of the data.
+    """
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def _belongs_to(record: TopicRecord, order_ids: frozenset[str], needles: tuple[bytes, ...]) -> bool:
+    if record.key is not None and record.key.decode("utf-8", "replace") in order_ids:
+        return True
+    # A malformed event may carry another key than its order id (that is why it was
+    # dead-lettered): look inside the value, but parse only values that mention the id.
+    if record.value and any(n in record.value for n in needles):
+        data = json_value(record)
+        return isinstance(data, dict) and data.get("order_id") in order_ids
+    return False
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which records to read. Empty fields select everything.
+
+    ``topics`` empty means each source's default (the input topics on the broker, everything in a
+    capture file). Offsets are inclusive on both ends and need ``partitions``; the time window is
+    ``[since, until)``.
+    """
+
+    topics: tuple[str, ...] = ()
+    partitions: tuple[int, ...] = ()
+    from_offset: int | None = None
+    to_offset: int | None = None
+    window: TimeWindow = field(default_factory=TimeWindow)
+    order_ids: frozenset[str] = frozenset()
+    event_types: frozenset[str] = frozenset()
+    # Only the partitions these keys hash to (per topic): how trace avoids reading everything.
+    key_partitions_of: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.from_offset is not None or self.to_offset is not None) and not self.partitions:
+            raise SelectionError("--from-offset/--to-offset need --partition")
+        if min(self.from_offset or 0, self.to_offset or 0) < 0:
+            raise SelectionError("offsets must be >= 0")
+        if (
+            self.from_offset is not None
+            and self.to_offset is not None
+            and self.from_offset > self.to_offset
+        ):
+            raise SelectionError("--from-offset must not be greater than --to-offset")
+
+    @property
+    def needles(self) -> tuple[bytes, ...]:
+        return tuple(f'"{order_id}"'.encode() for order_id in sorted(self.order_ids))
+
+    def matches(self, record: TopicRecord) -> bool:
+        """Every filter, applied to one record (the reader also applies the cheap ones early)."""
+        if self.topics and record.topic not in self.topics:
+            return False
+        if self.partitions and record.partition not in self.partitions:
+            return False
+        if self.from_offset is not None and record.offset < self.from_offset:
+            return False
+        if self.to_offset is not None and record.offset > self.to_offset:
+            return False
+        if not self.window.contains(record.timestamp):
+            return False
+        if self.order_ids and not _belongs_to(record, self.order_ids, self.needles):
+            return False
+        return not self.event_types or event_type_of(record) in self.event_types
+
+
+def _text_or_b64(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(raw).decode()
+
+
+def record_to_json(record: TopicRecord) -> dict[str, Any]:
+    """The record for JSON output: JSON values inline, other bytes as text or base64."""
+    out: dict[str, Any] = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp": record.timestamp,
+        "time": rfc3339(record.timestamp / 1000),
+        "key": None if record.key is None else _text_or_b64(record.key),
+    }
+    value = json_value(record)
+    out["event_type"] = event_type_of(record, value)
+    out["headers"] = {k: _text_or_b64(v) for k, v in record.headers}
+    if value is None and record.value:
+        out["value"] = None
+        out["value_raw"] = _text_or_b64(record.value)  # not JSON: shown, not parsed
+    else:
+        out["value"] = value
+    return out
+
+
+def _describe_order(data: dict[str, Any]) -> str:
+    status = data.get("status", "?")
+    if status == "PAID":
+        return f"OrderDB <- PAID charge={data.get('charge_id')}"
+    if status == "PAYMENT_FAILED":
+        decline = data.get("decline") or {}
+        return f"OrderDB <- PAYMENT_FAILED ({decline.get('code')})"
+    return f"OrderDB <- {status} {data.get('amount')} {data.get('currency')}"
+
+
+def _describe_payment(data: dict[str, Any]) -> str:
+    text = f"PaymentDB <- {data.get('status')} attempt {data.get('attempts')}"
+    if data.get("charge_id"):
+        text += f" charge={data['charge_id']}"
+    if data.get("decline"):
+        text += f" ({data['decline'].get('code')})"
+    return text
+
+
+def _describe_event(event_type: str, data: dict[str, Any]) -> str:
+    money = f"{data.get('amount')} {data.get('currency')}"
+    token = (data.get("payment") or {}).get("token")
+    if event_type == "order.place":
+        return f"order.place {len(data.get('items') or [])} item(s) token={token}"
+    if event_type == "order.created":
+        return f"order.created {money} token={token}"
+    if event_type == "payment.completed":
+        return f"payment.completed {money} charge={data.get('charge_id')}"
+    if event_type == "payment.failed":
+        return f"payment.failed ({(data.get('reason') or {}).get('code')}) {money}"
+    return event_type
+
+
+def describe(record: TopicRecord) -> str:
+    """One line saying what the record is, for tables."""
+    if record.topic == DEAD_LETTERS:
+        source = ":".join(
+            record.header_text(h) or "?"
+            for h in (DLQ_HEADER_TOPIC, DLQ_HEADER_PARTITION, DLQ_HEADER_OFFSET)
+        )
+        return f"dead letter of {source}: {record.header_text(DLQ_HEADER_REASON)}"
+    if record.value is None:
+        return "(tombstone)"
+    data = json_value(record)
+    if not isinstance(data, dict):
+        return f"undecodable value {record.value[:40]!r}"
+    if record.topic == ORDER_CHANGELOG:
+        return _describe_order(data)
+    if record.topic == PAYMENT_CHANGELOG:
+        return _describe_payment(data)
+    event_type = event_type_of(record, data)
+    if event_type is not None:
+        return _describe_event(event_type, data)
+    if set(data) == {"order_id"}:
+        return "reconcile request"
+    return f"{len(record.value)} bytes of JSON"
