@@ -31,6 +31,7 @@ from orderflow.domain.payment import (
 )
 from orderflow.gateway.base import (
     ChargeRequest,
+    GatewayError,
     PaymentGateway,
     PermanentGatewayError,
     TransientGatewayError,
@@ -50,9 +51,12 @@ class UnknownPayments:
     Rebuilt from PaymentDB after every rebalance, so losing it (a crash) loses nothing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, request_timeout: float = 30.0) -> None:
         self.due_at: dict[str, float] = {}
-        self.requested: set[str] = set()
+        # order id -> when its reconcile request was sent; asked again if nothing came of it
+        # (the request went to a partition that moved, or its handling failed).
+        self.requested: dict[str, float] = {}
+        self.request_timeout = request_timeout
         self.needs_rescan = True
 
     def track(self, record: PaymentRecord) -> None:
@@ -60,11 +64,14 @@ class UnknownPayments:
             self.due_at[record.order_id] = record.next_attempt_at
         else:
             self.due_at.pop(record.order_id, None)
-        self.requested.discard(record.order_id)
+        self.requested.pop(record.order_id, None)
 
     def take_due(self, now: float) -> list[str]:
-        due = [o for o, at in self.due_at.items() if at <= now and o not in self.requested]
-        self.requested.update(due)
+        stale = now - self.request_timeout
+        due = [
+            o for o, at in self.due_at.items() if at <= now and self.requested.get(o, 0) <= stale
+        ]
+        self.requested.update(dict.fromkeys(due, now))
         return due
 
 
@@ -141,10 +148,20 @@ class PaymentService:
         if not isinstance(order_id, str) or message.key != order_id.encode():
             raise EventDecodeError("reconcile request: order_id missing or not the key")
         record = self.payments.get(order_id)
-        if record is not None and record.status is PaymentStatus.UNKNOWN:
-            await self._charge(record)  # same idempotency key: answers, never double-charges
-        elif record is not None:
-            self.unknown.track(record)
+        if record is None or record.status is not PaymentStatus.UNKNOWN:
+            if record is not None:
+                self.unknown.track(record)
+            return
+        try:
+            gateway = await self.gateway()
+            found = await gateway.find_charge(record.idempotency_key)
+        except GatewayError as exc:  # the charge below decides what the failure means
+            log.info("reconcile %s: charge lookup failed (%s)", order_id, exc)
+            found = None
+        if found is not None:  # the charge happened (or was declined); only its answer was lost
+            await self._settle(record, found)
+        else:  # never reached the gateway, or it is still down: the same key makes this safe
+            await self._charge(record)
 
     async def _charge(self, record: PaymentRecord) -> None:
         record = record.attempt(self.clock())
@@ -166,6 +183,9 @@ class PaymentService:
         except PermanentGatewayError as exc:
             # The gateway refused the request itself: nothing was charged.
             outcome = Declined(Decline("gateway_rejected", str(exc), False))
+        await self._settle(record, outcome)
+
+    async def _settle(self, record: PaymentRecord, outcome: Approved | Declined) -> None:
         record = record.settle(outcome, self.clock())
         self.payments.put(record)
         self.unknown.track(record)
