@@ -69,7 +69,9 @@ class UnknownPayments:
     def take_due(self, now: float) -> list[str]:
         stale = now - self.request_timeout
         due = [
-            o for o, at in self.due_at.items() if at <= now and self.requested.get(o, 0) <= stale
+            o
+            for o, at in self.due_at.items()
+            if at <= now and (o not in self.requested or self.requested[o] <= stale)
         ]
         self.requested.update(dict.fromkeys(due, now))
         return due
