@@ -51,10 +51,13 @@ class GatewayHolder:
         self._gateway: PaymentGateway | None = None
         self._sandbox: Any = None
         self._lock = asyncio.Lock()
+        self._closed = False
 
     async def get(self) -> PaymentGateway:
         if self._gateway is not None:
             return self._gateway
+        if self._closed:
+            raise RuntimeError("the worker is stopping")
         async with self._lock:
             if self._gateway is None:
                 from orderflow.gateway.http import HttpPaymentGateway
@@ -75,6 +78,7 @@ class GatewayHolder:
             return self._gateway
 
     async def close(self) -> None:
+        self._closed = True
         if self._gateway is not None:
             await self._gateway.close()
         if self._sandbox is not None:

@@ -154,7 +154,11 @@ class Ledger:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(self.path)
+        connection = aiosqlite.connect(self.path)
+        # aiosqlite runs a thread per connection; a daemon one never keeps a stopping worker
+        # (which embeds the sandbox) alive if the sandbox was not closed.
+        connection._thread.daemon = True  # (private: aiosqlite offers no option for it)
+        db = await connection
         # WAL: readers never block the writer, and a committed charge survives a killed process.
         await db.execute("PRAGMA journal_mode=WAL")
         await db.executescript(_SCHEMA)
