@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make run         start local Kafka (unless ORDERFLOW_KAFKA_BOOTSTRAP answers) + a worker on :6066"
-	@echo "make test        install, start a test broker, run every test tier, stop the broker"
+	@echo "make test        install, lint, start a test broker, run every test tier, stop the broker"
 	@echo "make lint        ruff, mypy, import contracts"
 	@echo "make kafka-up / kafka-down / kafka-status / kafka-logs   the local development broker"
 	@echo "make kafka-up-cluster / kafka-down-cluster               a 3-node KRaft cluster on loopback"
@@ -29,7 +29,7 @@ install: $(STAMP)
 run: install
 	@scripts/run.sh
 
-test: install
+test: install lint
 	$(PY) -m orderflow.localkafka fetch >/dev/null
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
