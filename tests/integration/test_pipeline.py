@@ -16,17 +16,7 @@ from orderflow.schemas import validate_event_dict
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
 from tests.harness import ManagedProcess, http_json, start_sandbox, start_worker
 from tests.kafka_helpers import end_offsets_total, wait_for_records
-
-
-def order_body(
-    token: str = "tok_visa", quantity: int = 2, unit_amount: int = 1999
-) -> dict[str, Any]:
-    return {
-        "customer_id": "c-1",
-        "currency": "EUR",
-        "items": [{"sku": "SKU-1", "quantity": quantity, "unit_amount": unit_amount}],
-        "payment": {"token": token},
-    }
+from tests.orders_client import ledger_stats, order_body
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +49,6 @@ def _wait_terminal(worker: ManagedProcess, order_id: str) -> dict[str, Any]:
     return dict(body)
 
 
-def _ledger(sandbox: ManagedProcess) -> dict[str, Any]:
-    status, body, _ = http_json("GET", f"{sandbox.meta['url']}/_admin/stats")
-    assert status == 200
-    return dict(body)
-
-
 def _event_for(bootstrap: str, topic: str, order_id: str) -> dict[str, Any]:
     records = wait_for_records(bootstrap, topic, lambda r: r.key == order_id.encode())
     event: dict[str, Any] = orjson.loads(records[0].value or b"")
@@ -94,7 +78,7 @@ def test_approved_order_reaches_paid_and_publishes_payment_completed(
     assert completed["event_type"] == "payment.completed"
     assert completed["charge_id"] == order["payment"]["charge_id"]
     assert (completed["amount"], completed["currency"]) == (3750, "EUR")
-    assert _ledger(sandbox)["per_order"][order_id] == 1
+    assert ledger_stats(sandbox.meta["url"])["per_order"][order_id] == 1
 
 
 @pytest.mark.parametrize(
@@ -147,7 +131,7 @@ def test_replayed_post_with_the_same_key_gives_one_order_and_one_charge(
         "true",
     )
     assert again["status"] == "PAID"
-    assert _ledger(sandbox)["per_order"][order_id] == 1
+    assert ledger_stats(sandbox.meta["url"])["per_order"][order_id] == 1
 
 
 def test_same_key_with_another_body_is_refused_and_changes_nothing(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from orderflow.domain.errors import DomainError
 from orderflow.domain.events import rfc3339
 from orderflow.topics import (
     DLQ_HEADER_ERROR,
@@ -47,3 +49,18 @@ class DeadLetters:
         )
         await self.topic.send(key=message.key, value=message.value, headers=headers)
         self.count += 1
+
+    async def guard(self, event: Any, handle: Callable[[Any], Awaitable[None]]) -> None:
+        """Run ``handle(event)``; whatever it raises parks the event here and the agent goes on.
+
+        An exception escaping an agent's loop would ack and skip the event (Faust), losing it.
+        """
+        try:
+            await handle(event)
+        except DomainError as exc:  # malformed or contradictory input: the data is the problem
+            await self.send(event, f"malformed: {exc}", exc)
+        except Exception as exc:  # a bug must not stop the partition
+            message = event.message
+            log.exception("handler failed on %s[%s]@%s", message.topic, message.partition,
+                          message.offset)  # fmt: skip
+            await self.send(event, f"unexpected: {exc!r}", exc)

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from orderflow.agents.dead_letters import DeadLetters
-from orderflow.domain.errors import DomainError, EventDecodeError
+from orderflow.domain.errors import EventDecodeError
 from orderflow.domain.events import PaymentCompleted, PaymentFailed, PlaceOrder, rfc3339
 from orderflow.domain.order import PlacementKind, apply_payment, place_order
 from orderflow.records import decode_event, encode_event
@@ -38,21 +38,18 @@ class OrderService:
         self.watch = watch
 
     async def handle(self, event: Any) -> None:
+        await self.dead_letters.guard(event, self._handle)
+
+    async def _handle(self, event: Any) -> None:
         message = event.message
-        try:
-            decoded = decode_event(message.value, _EXPECTED_TYPE.get(message.topic))
-            if message.key != decoded.order_id.encode():
-                # The key decides the partition, hence the single writer of this order.
-                raise EventDecodeError(f"key {message.key!r} differs from order_id")
-            if isinstance(decoded, PlaceOrder):
-                await self._place(decoded)
-            elif isinstance(decoded, PaymentCompleted | PaymentFailed):
-                await self._record_payment(event, decoded)
-        except (EventDecodeError, DomainError) as exc:
-            await self.dead_letters.send(event, f"malformed: {exc}", exc)
-        except Exception as exc:  # a bug must not stop the partition: park the event, go on
-            log.exception("order service failed on %s@%s", message.topic, message.offset)
-            await self.dead_letters.send(event, f"unexpected: {exc!r}", exc)
+        decoded = decode_event(message.value, _EXPECTED_TYPE.get(message.topic))
+        if message.key != decoded.order_id.encode():
+            # The key decides the partition, hence the single writer of this order.
+            raise EventDecodeError(f"key {message.key!r} differs from order_id")
+        if isinstance(decoded, PlaceOrder):
+            await self._place(decoded)
+        elif isinstance(decoded, PaymentCompleted | PaymentFailed):
+            await self._record_payment(event, decoded)
 
     async def _place(self, command: PlaceOrder) -> None:
         placement = place_order(self.orders.get(command.order_id), command)

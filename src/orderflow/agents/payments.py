@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from orderflow.agents.dead_letters import DeadLetters
-from orderflow.domain.errors import DomainError, EventDecodeError
+from orderflow.domain.errors import EventDecodeError
 from orderflow.domain.events import OrderCreated, PaymentCompleted, PaymentFailed, rfc3339
 from orderflow.domain.payment import (
     Approved,
@@ -110,21 +110,18 @@ class PaymentService:
             await self.handle(event)
 
     async def handle(self, event: Any) -> None:
+        await self.dead_letters.guard(event, self._handle)
+
+    async def _handle(self, event: Any) -> None:
         message = event.message
-        try:
-            if message.topic == PAYMENT_RECONCILE:
-                await self._reconcile(message)
-                return
-            created = decode_event(message.value, ORDER_CREATED)
-            assert isinstance(created, OrderCreated)
-            if message.key != created.order_id.encode():
-                raise EventDecodeError(f"key {message.key!r} differs from order_id")
-            await self._on_order_created(created)
-        except (EventDecodeError, DomainError) as exc:
-            await self.dead_letters.send(event, f"malformed: {exc}", exc)
-        except Exception as exc:  # a bug must not stop the partition: park the event, go on
-            log.exception("payment service failed on %s@%s", message.topic, message.offset)
-            await self.dead_letters.send(event, f"unexpected: {exc!r}", exc)
+        if message.topic == PAYMENT_RECONCILE:
+            await self._reconcile(message)
+            return
+        created = decode_event(message.value, ORDER_CREATED)
+        assert isinstance(created, OrderCreated)
+        if message.key != created.order_id.encode():
+            raise EventDecodeError(f"key {message.key!r} differs from order_id")
+        await self._on_order_created(created)
 
     async def _on_order_created(self, created: OrderCreated) -> None:
         record = self.payments.get(created.order_id)
@@ -212,7 +209,7 @@ class PaymentService:
             self.unknown.needs_rescan = False
             self.unknown.due_at.clear()
             self.unknown.requested.clear()
-            for record in self.payments.records():
+            for record in self.payments.values():
                 self.unknown.track(record)
         due = self.unknown.take_due(self.clock())
         for order_id in due:
