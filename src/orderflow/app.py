@@ -23,6 +23,7 @@ from orderflow.agents.orders import OrderService
 from orderflow.agents.payments import PaymentService, UnknownPayments
 from orderflow.config import Settings
 from orderflow.gateway.base import PaymentGateway
+from orderflow.replay.faust_commands import register_commands
 from orderflow.tables import OrderTable, PaymentTable
 from orderflow.topics import (
     APP_ID,
@@ -203,6 +204,7 @@ def build(settings: Settings) -> Orderflow:
     routing = OwnerLookup(app, OrderTable.NAME)
     api = OrderApi(orders, topics[ORDER_COMMANDS], watch, routing, settings.post_wait_s)
     register_views(app, api, routing)
+    register_commands(app)  # replay / trace / dlq as `faust -A orderflow.app <command>`
     return Orderflow(settings, app, orders, payments, order_service, payment_service, gateway,
                      topics)  # fmt: skip
 

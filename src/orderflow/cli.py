@@ -3,10 +3,12 @@
     orderflow worker [faust worker options]     the service (same as faust -A orderflow.app worker)
     orderflow sandbox-gateway --port P --db F   the sandbox payment gateway on its own
     orderflow kafka up|down|status|logs         the local development broker
+    orderflow replay|trace|dlq ...              debugging: re-read events, trace an order,
+                                                dead letters (``orderflow.replay``)
     orderflow <any faust command>               e.g. `orderflow agents`, app commands
 
-The worker and app commands are Faust's own CLI with ``-A orderflow.app`` filled in; the sandbox
-and Kafka commands do not import the app (so they do not need a broker).
+The worker and app commands are Faust's own CLI with ``-A orderflow.app`` filled in; the sandbox,
+Kafka and debugging commands do not import the app (so they start fast and need no worker).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orderflow.localkafka import main as kafka_main
 
         return kafka_main(args[1:])
+    if args and args[0] in ("replay", "trace", "dlq"):
+        from orderflow.replay.cli import main as debug_main
+
+        return debug_main(args)
     from faust.cli.faust import cli
 
     try:

@@ -11,9 +11,10 @@ skips what is there: captures can be merged. Open one with ``sqlite3 incident.db
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 from pathlib import Path
 
 import aiosqlite
@@ -65,8 +66,8 @@ async def write_capture(
     path: Path, records: AsyncIterable[TopicRecord], meta: Mapping[str, object]
 ) -> tuple[int, int]:
     """Store ``records`` in ``path`` (created or extended); returns (new, already there)."""
-    existed = path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    existed = await asyncio.to_thread(path.exists)
+    await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
     async with aiosqlite.connect(path) as db:
         if existed:
             await _check_format(db, path)
@@ -110,9 +111,9 @@ async def _insert(db: aiosqlite.Connection, batch: list[TopicRecord]) -> int:
     return added
 
 
-async def read_capture(path: Path, selection: Selection) -> AsyncIterator[TopicRecord]:
+async def read_capture(path: Path, selection: Selection) -> AsyncGenerator[TopicRecord, None]:
     """Yield the file's records that match ``selection``, ordered by topic, partition, offset."""
-    if not path.is_file():
+    if not await asyncio.to_thread(path.is_file):
         raise CaptureError(f"{path}: no such capture file")
     async with aiosqlite.connect(path) as db:
         await _check_format(db, path)

@@ -13,15 +13,19 @@ from typing import Any
 import orjson
 from aiokafka.partitioner import murmur2
 
-from orderflow.domain.events import rfc3339
 from orderflow.replay.errors import SelectionError
-from orderflow.replay.window import TimeWindow
+from orderflow.replay.window import TimeWindow, ms_to_rfc3339
 from orderflow.topics import (
     DEAD_LETTERS,
     DLQ_HEADER_OFFSET,
     DLQ_HEADER_PARTITION,
     DLQ_HEADER_REASON,
     DLQ_HEADER_TOPIC,
+    ORDER_COMMANDS,
+    ORDER_CREATED,
+    PAYMENT_COMPLETED,
+    PAYMENT_FAILED,
+    PAYMENT_RECONCILE,
     changelog_topic,
 )
 
@@ -40,6 +44,7 @@ __all__ = [
     "key_partition",
     "key_text",
     "record_to_json",
+    "time_order",
 ]
 
 ORDER_CHANGELOG = changelog_topic("OrderDB")
@@ -54,6 +59,18 @@ ORIGIN_HEADER_OFFSET = "orderflow-origin-offset"
 REDRIVEN_FROM_HEADER = "orderflow-redriven-from"
 
 _NOT_JSON = object()
+
+# Within one millisecond, the order in which the pipeline writes these topics.
+_RANK = {
+    ORDER_COMMANDS: 0,
+    ORDER_CHANGELOG: 1,
+    ORDER_CREATED: 2,
+    PAYMENT_CHANGELOG: 3,
+    PAYMENT_RECONCILE: 4,
+    PAYMENT_COMPLETED: 5,
+    PAYMENT_FAILED: 5,
+    DEAD_LETTERS: 6,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +101,15 @@ class TopicRecord:
     def header_text(self, name: str) -> str | None:
         raw = self.header(name)
         return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def time_order(record: TopicRecord) -> tuple[int, int, str, int]:
+    """Sort key putting one order's records from several topics in the order they happened.
+
+    Offsets order a partition; across topics only timestamps do (clocks of one worker), with
+    the pipeline's own order breaking ties inside a millisecond.
+    """
+    return (record.timestamp, _RANK.get(record.topic, 9), record.topic, record.offset)
 
 
 def json_value(record: TopicRecord) -> Any:
@@ -117,7 +143,7 @@ def key_partition(key: bytes, partitions: int) -> int:
     changelogs to the partition of the event being processed, so one order lives on one
     partition number of every topic: a trace reads 1/N of the data.
     """
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def _belongs_to(record: TopicRecord, order_ids: frozenset[str], needles: tuple[bytes, ...]) -> bool:
@@ -197,7 +223,7 @@ def record_to_json(record: TopicRecord) -> dict[str, Any]:
         "partition": record.partition,
         "offset": record.offset,
         "timestamp": record.timestamp,
-        "time": rfc3339(record.timestamp / 1000),
+        "time": ms_to_rfc3339(record.timestamp),
         "key": None if record.key is None else _text_or_b64(record.key),
     }
     value = json_value(record)

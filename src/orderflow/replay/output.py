@@ -29,8 +29,10 @@ Format = Literal["json", "table"]
 
 def resolve_format(requested: str | None, stream: IO[str] | None = None) -> Format:
     """The format asked for, else a table on a terminal and JSON lines otherwise."""
-    if requested == "json" or requested == "table":
-        return requested
+    if requested == "json":
+        return "json"
+    if requested == "table":
+        return "table"
     stream = stream or sys.stdout
     return "table" if stream.isatty() else "json"
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from orderflow.replay.errors import ReplayError, TopicNotFound
 from orderflow.replay.model import Selection, TopicRecord, key_partition
@@ -54,6 +55,9 @@ def make_consumer(bootstrap: str) -> AIOKafkaConsumer:
         isolation_level="read_committed",
         auto_offset_reset="earliest",
         client_id="orderflow-replay",
+        # Only records that exist are read: a fetch that finds nothing need not wait for more
+        # (the default 500 ms long poll would add up to half a second at the end of a replay).
+        fetch_max_wait_ms=20,
     )
 
 
@@ -64,26 +68,34 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     await consumer.stop()
 
 
-async def topic_partitions(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> dict[str, int]:
+async def topic_partitions(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
     """Partition count of each of ``topics`` that exists (missing ones are left out)."""
-    await consumer.topics()  # refreshes the cluster metadata
-    counts = {}
-    for topic in topics:
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions:
-            counts[topic] = len(partitions)
-    return counts
+    # The admin client, not the consumer's metadata: a consumer that subscribes to nothing
+    # only learns about topics through aiokafka internals.
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="orderflow-replay")
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    return {t["topic"]: len(t["partitions"]) for t in described
+            if t["error_code"] == 0 and t["partitions"]}  # fmt: skip
 
 
 async def plan_partitions(
-    consumer: AIOKafkaConsumer, selection: Selection, topics: Sequence[str], *, missing_ok: bool
+    bootstrap: str,
+    consumer: AIOKafkaConsumer,
+    selection: Selection,
+    topics: Sequence[str],
+    *,
+    missing_ok: bool,
 ) -> tuple[list[PartitionPlan], list[str]]:
     """Offset ranges (one per partition with something to read), and the topics not found."""
-    counts = await topic_partitions(consumer, topics)
+    counts = await topic_partitions(bootstrap, topics)
     missing = [t for t in topics if t not in counts]
     if missing and not missing_ok:
         raise TopicNotFound(f"topic {', '.join(missing)} does not exist")
-    tps = []
+    tps: list[TopicPartition] = []
     for topic, count in counts.items():
         wanted = set(range(count))
         if selection.partitions:
@@ -93,6 +105,10 @@ async def plan_partitions(
         tps.extend(TopicPartition(topic, p) for p in sorted(wanted))
     if not tps:
         return [], missing
+    # Assigned (paused, so nothing is fetched yet) before asking for offsets: aiokafka then
+    # learns every topic's metadata at once instead of one topic per 100 ms retry.
+    consumer.assign(tps)
+    consumer.pause(*tps)
     starts: dict[Any, int] = await consumer.beginning_offsets(tps)
     stops: dict[Any, int] = await consumer.end_offsets(tps)  # LSO under read_committed
     window = selection.window
@@ -126,7 +142,7 @@ async def read_records(
     progress: Progress | None = None,
     missing_ok: bool = False,
     skipped: list[str] | None = None,
-) -> AsyncIterator[TopicRecord]:
+) -> AsyncGenerator[TopicRecord, None]:
     """Yield the selected records of ``topics``, each partition in offset order.
 
     A topic that does not exist raises ``TopicNotFound``; with ``missing_ok`` it is appended to
@@ -136,7 +152,9 @@ async def read_records(
     consumer = make_consumer(bootstrap)
     await consumer.start()
     try:
-        plans, missing = await plan_partitions(consumer, selection, topics, missing_ok=missing_ok)
+        plans, missing = await plan_partitions(
+            bootstrap, consumer, selection, topics, missing_ok=missing_ok
+        )
         if skipped is not None:
             skipped.extend(missing)
         elif missing:
@@ -145,9 +163,9 @@ async def read_records(
         if not plans:
             return
         remaining = {p.tp: p for p in plans}
-        consumer.assign(list(remaining))
         for plan in plans:
             consumer.seek(plan.tp, plan.start)
+        consumer.resume(*remaining)
         async for record in _drain(consumer, remaining, selection, progress):
             yield record
     finally:
@@ -160,7 +178,7 @@ async def _drain(
     remaining: dict[Any, PartitionPlan],
     selection: Selection,
     progress: Progress,
-) -> AsyncIterator[TopicRecord]:
+) -> AsyncGenerator[TopicRecord, None]:
     last_progress = time.monotonic()
     while remaining:
         batch = await consumer.getmany(*remaining, timeout_ms=500)
@@ -192,4 +210,3 @@ async def _drain(
         elif now - last_progress > STALL_TIMEOUT_S:
             stuck = ", ".join(f"{p.topic}[{p.partition}]" for p in remaining.values())
             raise ReplayError(f"no progress for {STALL_TIMEOUT_S:.0f}s reading {stuck}")
-

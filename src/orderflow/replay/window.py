@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from orderflow.replay.errors import SelectionError
 
-__all__ = ["TimeWindow", "parse_duration", "parse_instant", "to_epoch_ms"]
+__all__ = ["TimeWindow", "ms_to_rfc3339", "parse_duration", "parse_instant", "to_epoch_ms"]
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # One or more <number><unit> parts: "90s", "1h30m", "1.5h". Units are case-sensitive ("m" is a
@@ -64,9 +64,18 @@ def parse_instant(text: str, now: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def to_epoch_ms(value: datetime) -> int:
-    """Kafka timestamps are integer milliseconds since the epoch."""
-    return int(value.timestamp() * 1000)
+    """Kafka timestamps are integer milliseconds since the epoch (exact: no float rounding)."""
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
+def ms_to_rfc3339(timestamp_ms: int) -> str:
+    """A Kafka timestamp as RFC 3339 in UTC, to the millisecond (exact, unlike via a float)."""
+    value = _EPOCH + timedelta(milliseconds=timestamp_ms)
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

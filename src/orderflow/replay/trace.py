@@ -1,0 +1,201 @@
+"""``trace ORDER_ID``: one order's whole story, from the topics alone, with a verdict.
+
+Every record of the order on every orderflow topic (the input topics, the dead letters and both
+table changelogs) in time order; the current OrderDB and PaymentDB entries, read as the latest
+changelog value for the key (so no worker needs to run); the gateway ledger's rows when a gateway
+URL is known; and a one-line verdict (``orderflow.replay.verdict``).
+
+Only the partition the order id hashes to is read on each topic (see ``key_partition``);
+``--all-partitions`` reads everything, to find records produced with a wrong key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from orderflow.domain.order import Order
+from orderflow.domain.payment import PaymentRecord
+from orderflow.records import (
+    order_from_bytes,
+    order_to_public,
+    payment_from_bytes,
+    payment_to_bytes,
+)
+from orderflow.replay.dlq import DeadLetter
+from orderflow.replay.model import (
+    ORDER_CHANGELOG,
+    PAYMENT_CHANGELOG,
+    Selection,
+    TopicRecord,
+    describe,
+    record_to_json,
+    time_order,
+)
+from orderflow.replay.output import Progress
+from orderflow.replay.reader import read_records
+from orderflow.replay.verdict import Charge, Verdict, judge
+from orderflow.topics import DEAD_LETTERS, all_topic_names
+
+__all__ = ["OrderTrace", "fetch_ledger", "trace_lines", "trace_order"]
+
+LEDGER_TIMEOUT_S = 5.0
+
+
+@dataclass
+class OrderTrace:
+    """Everything known about one order, and the verdict."""
+
+    order_id: str
+    events: list[TopicRecord]
+    order: Order | None
+    payment: PaymentRecord | None
+    ledger: list[dict[str, Any]] | None  # None: the gateway was not asked
+    verdict: Verdict
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        payment = self.payment
+        return {
+            "order_id": self.order_id,
+            "verdict": self.verdict.text,
+            "verdict_status": self.verdict.status,
+            "events": [record_to_json(r) for r in self.events],
+            "order": None if self.order is None else order_to_public(self.order),
+            "payment": None if payment is None else orjson.loads(payment_to_bytes(payment)),
+            "ledger": self.ledger,
+            "notes": self.notes,
+        }
+
+
+def _latest(records: list[TopicRecord], topic: str, key: bytes) -> TopicRecord | None:
+    found = None
+    for record in records:
+        same = record.topic == topic and record.key == key
+        if same and (found is None or record.offset > found.offset):
+            found = record
+    return found
+
+
+async def fetch_ledger(
+    gateway_url: str | None, order_id: str, timeout: float = LEDGER_TIMEOUT_S
+) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """The gateway ledger's rows for the order, or (None, why not)."""
+    if not gateway_url:
+        return None, "ledger: not checked (no --gateway-url and ORDERFLOW_GATEWAY_URL is unset)"
+    url = f"{gateway_url.rstrip('/')}/_admin/ledger"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.get(url, params={"order_id": order_id}) as response,
+        ):
+            if response.status != 200:
+                return None, f"ledger: not checked ({url} answered HTTP {response.status})"
+            body = await response.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return None, f"ledger: not checked ({gateway_url} unreachable: {exc!r})"
+    rows = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(rows, list):
+        return None, f"ledger: not checked ({url} answered no 'data' list)"
+    return rows, None
+
+
+def _decode(record: TopicRecord | None, what: str, notes: list[str], decoder: Any) -> Any:
+    if record is None or record.value is None:
+        return None
+    try:
+        return decoder(record.value)
+    except (ValueError, KeyError, TypeError) as exc:
+        notes.append(f"{what}: the entry at {record.at} does not decode ({exc!r})")
+        return None
+
+
+async def trace_order(
+    bootstrap: str,
+    order_id: str,
+    *,
+    gateway_url: str | None,
+    all_partitions: bool = False,
+    progress: Progress | None = None,
+) -> OrderTrace:
+    """Read the order's records and the ledger (concurrently) and judge."""
+    key = order_id.encode()
+    selection = Selection(order_ids=frozenset({order_id}),
+                          key_partitions_of=() if all_partitions else (key,))  # fmt: skip
+    skipped: list[str] = []
+
+    async def read() -> list[TopicRecord]:
+        records = read_records(bootstrap, selection, all_topic_names(), progress=progress,
+                               missing_ok=True, skipped=skipped)  # fmt: skip
+        async with contextlib.aclosing(records):
+            return [r async for r in records]
+
+    events, (ledger, ledger_note) = await asyncio.gather(
+        read(), fetch_ledger(gateway_url, order_id)
+    )
+    events.sort(key=time_order)
+    notes = [f"topic not on the broker: {t}" for t in skipped]
+    if ledger_note:
+        notes.append(ledger_note)
+    order = _decode(_latest(events, ORDER_CHANGELOG, key), "OrderDB", notes, order_from_bytes)
+    payment = _decode(_latest(events, PAYMENT_CHANGELOG, key), "PaymentDB", notes,
+                      payment_from_bytes)  # fmt: skip
+    charges = None
+    if ledger is not None:
+        try:
+            charges = [Charge.from_json(row) for row in ledger]
+        except (KeyError, TypeError, ValueError) as exc:
+            notes.append(f"ledger: rows not understood ({exc!r})")
+    dead = [DeadLetter(r) for r in events if r.topic == DEAD_LETTERS]
+    for letter in dead:
+        notes.append(f"dead letter {letter.address} (from {letter.source}): {letter.reason}")
+    verdict = judge(order, payment, charges, events=len(events), dead_letters=len(dead))
+    return OrderTrace(order_id, events, order, payment, ledger, verdict, notes)
+
+
+def trace_lines(trace: OrderTrace) -> list[str]:
+    """The trace as a readable report (``--format table``)."""
+    lines = [f"order {trace.order_id}", ""]
+    header = f"{'TIME':<24}  {'TOPIC':<29}  {'P':>2}  {'OFFSET':>6}  WHAT"
+    lines.append(header)
+    for r in trace.events:
+        time_text = record_to_json(r)["time"]
+        lines.append(f"{time_text:<24}  {r.topic:<29}  {r.partition:>2}  {r.offset:>6}  "
+                     f"{describe(r)}")  # fmt: skip
+    if not trace.events:
+        lines.append("(no records)")
+    lines.append("")
+    order = trace.order
+    if order is None:
+        lines.append("OrderDB:   (no entry)")
+    else:
+        extra = f" charge {order.charge_id}" if order.charge_id else ""
+        if order.decline:
+            extra += f" decline {order.decline.code}"
+        lines.append(f"OrderDB:   {order.status} {order.amount} {order.currency}{extra}, "
+                     f"updated {order.updated_at}")  # fmt: skip
+    payment = trace.payment
+    if payment is None:
+        lines.append("PaymentDB: (no entry)")
+    else:
+        extra = f" charge {payment.charge_id}" if payment.charge_id else ""
+        if payment.decline:
+            extra += f" decline {payment.decline.code}"
+        lines.append(f"PaymentDB: {payment.status} after {payment.attempts} attempt(s){extra}")
+    if trace.ledger is None:
+        lines.append("Ledger:    (not checked)")
+    else:
+        lines.append(f"Ledger:    {len(trace.ledger)} row(s)")
+        for row in trace.ledger:
+            code = f" ({row.get('failure_code')})" if row.get("failure_code") else ""
+            lines.append(f"           {row.get('id')} {row.get('status')}{code} "
+                         f"{row.get('amount')} {row.get('currency')}")  # fmt: skip
+    for text in trace.notes:
+        lines.append(f"note:      {text}")
+    lines.append(f"Verdict:   {trace.verdict.text}")
+    return lines

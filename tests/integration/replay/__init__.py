@@ -1,0 +1,1 @@
+"""Replay, trace and dead-letter commands against the real broker."""
