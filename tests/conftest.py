@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from orderflow.localkafka import KafkaCluster, broker_is_reachable
-from tests.harness import STARTED
+from tests.harness import STARTED, ManagedProcess, start_sandbox, start_worker
 
 # The tests' broker listens away from 9092 so that `make test` runs beside a `make run`.
 TEST_BASE_PORT = int(os.environ.get("ORDERFLOW_TEST_KAFKA_PORT", "19092"))
@@ -40,6 +39,18 @@ def no_process_left_behind() -> Iterator[None]:
             proc.stop(timeout=10)
 
 
-@pytest.fixture
-def tmp_dir(tmp_path: Path) -> Path:
-    return tmp_path
+@pytest.fixture(scope="module")
+def stack(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ManagedProcess, ManagedProcess]]:
+    """One worker and its own sandbox gateway, shared by the tests of a module."""
+    tmp = tmp_path_factory.mktemp("stack")
+    sandbox = start_sandbox(tmp)
+    try:
+        worker = start_worker(tmp, kafka_bootstrap, sandbox.meta["url"])
+        try:
+            yield worker, sandbox
+        finally:
+            worker.stop()
+    finally:
+        sandbox.stop()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,25 +12,9 @@ import pytest
 
 from orderflow.schemas import validate_event_dict
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
-from tests.harness import ManagedProcess, http_json, start_sandbox, start_worker
+from tests.harness import ManagedProcess, http_json
 from tests.kafka_helpers import end_offsets_total, wait_for_records
 from tests.orders_client import ledger_stats, order_body
-
-
-@pytest.fixture(scope="module")
-def stack(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[ManagedProcess, ManagedProcess]]:
-    tmp: Path = tmp_path_factory.mktemp("pipeline")
-    sandbox = start_sandbox(tmp)
-    try:
-        worker = start_worker(tmp, kafka_bootstrap, sandbox.meta["url"])
-        try:
-            yield worker, sandbox
-        finally:
-            worker.stop()
-    finally:
-        sandbox.stop()
 
 
 def _post(

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import pytest
-
 from orderflow.topics import ORDER_COMMANDS
-from tests.harness import ManagedProcess, http_json, start_sandbox, start_worker
+from tests.harness import ManagedProcess, http_json
 from tests.integration.replay.support import (
     cli,
     dead_letter,
@@ -22,22 +19,6 @@ from tests.integration.replay.support import (
 )
 
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def stack(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[ManagedProcess, ManagedProcess]]:
-    tmp: Path = tmp_path_factory.mktemp("replay-worker")
-    sandbox = start_sandbox(tmp)
-    try:
-        worker = start_worker(tmp, kafka_bootstrap, sandbox.meta["url"])
-        try:
-            yield worker, sandbox
-        finally:
-            worker.stop()
-    finally:
-        sandbox.stop()
 
 
 async def _poll(check: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
