@@ -4,7 +4,9 @@ Processing guarantee: **at_least_once**, with idempotent consumers. Every handle
 table (OrderDB / PaymentDB) whether an event is new, a replay to answer again, or a duplicate, and
 the gateway is called with an idempotency key derived from the order id; Faust flushes the
 producer (changelogs and outputs) before it commits offsets. So a crash, rebalance or duplicate
-re-runs a handler and changes nothing. ``exactly_once`` is not used: its transactions cannot cover
+re-runs a handler and changes nothing. Where at-least-once can still drop progress (a batch acked
+at shutdown, a publish lost with its broker), the order service publishes ``order.created`` again
+for any order PENDING too long (``StalledOrders``), and UNKNOWN payments are reconciled. ``exactly_once`` is not used: its transactions cannot cover
 the gateway call anyway, sends from web views fail on partitions the worker does not own, and it
 has open duplicate/ProducerFenced bugs on rebalance (faust-streaming #177, #517, #323).
 """
@@ -19,7 +21,7 @@ from typing import Any
 import faust
 
 from orderflow.agents.dead_letters import DeadLetters
-from orderflow.agents.orders import OrderService
+from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.payments import PaymentService, UnknownPayments
 from orderflow.config import Settings
 from orderflow.gateway.base import PaymentGateway
@@ -159,24 +161,36 @@ def build(settings: Settings) -> Orderflow:
     async def publish(topic: str, key: bytes, value: bytes) -> None:
         await topics[topic].send(key=key, value=value)
 
-    order_service = OrderService(orders, topics[ORDER_CREATED], dead_letters, watch)
+    routing = OwnerLookup(app, OrderTable.NAME)
+    stalled = StalledOrders(settings.stall_after_s)
+    order_service = OrderService(orders, topics[ORDER_CREATED], dead_letters, watch, stalled)
     payment_service = PaymentService(payments, gateway.get, publish, dead_letters, unknown)
+
+    def still_assigned(event: Any) -> bool:
+        # Events buffered before a rebalance took their partition away belong to the new owner
+        # now: handling them here too would make two writers of one order.
+        return event.message.tp in app.consumer.assignment()
 
     @app.agent(_topic(app, settings, ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED),
                name="order-service")  # fmt: skip
     async def order_agent(stream: Any) -> None:
         async for event in stream.events():
-            await order_service.handle(event)
+            if still_assigned(event):
+                await order_service.handle(event)
 
     @app.agent(_topic(app, settings, ORDER_CREATED, PAYMENT_RECONCILE), name="payment-service")
     async def payment_agent(stream: Any) -> None:
         # Batches let one partition's gateway calls overlap; acks follow the whole batch.
         async for events in stream.take_events(settings.payment_batch_size, within=0.005):
-            await payment_service.handle_batch(events)
+            await payment_service.handle_batch([e for e in events if still_assigned(e)])
 
     @app.timer(interval=settings.reconcile_interval_s)
     async def reconcile_unknown_payments() -> None:
         await payment_service.request_due_reconciliations()
+
+    @app.timer(interval=max(0.5, settings.stall_after_s / 5))
+    async def nudge_stalled_orders() -> None:
+        await order_service.nudge_stalled(routing.owns)
 
     @app.task
     async def start_gateway() -> None:
@@ -196,12 +210,12 @@ def build(settings: Settings) -> Orderflow:
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def rescan_after_rebalance(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         unknown.needs_rescan = True
+        stalled.needs_rescan = True
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_gateway(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         await gateway.close()
 
-    routing = OwnerLookup(app, OrderTable.NAME)
     api = OrderApi(orders, topics[ORDER_COMMANDS], watch, routing, settings.post_wait_s)
     register_views(app, api, routing)
     register_commands(app)  # replay / trace / dlq as `faust -A orderflow.app <command>`

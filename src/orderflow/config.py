@@ -1,8 +1,8 @@
 """Settings, read once from ``ORDERFLOW_*`` environment variables: the only environment reader.
 
 Faust reads its own unprefixed variables (``WEB_PORT``, ``BROKER_URL``, ...) and lets them override
-``faust.App`` arguments; ``orderflow.app`` gives Faust an ``env_prefix`` of its own so that only
-these settings decide.
+``faust.App`` arguments; ``orderflow.app`` hands Faust an empty environment (``env={}``) so that
+only these settings decide.
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ class Settings:
     # Payments charged concurrently per batch; the events of one order stay in order.
     payment_batch_size: int = 64
     reconcile_interval_s: float = 2.0
+    # A PENDING order that has not moved for this long gets its order.created published again.
+    stall_after_s: float = 30.0
     post_wait_s: float = 10.0
     # How soon a crashed worker's partitions move to the others (Kafka's session timeout).
     session_timeout_s: float = 10.0
@@ -105,6 +107,7 @@ class Settings:
                 env, "ORDERFLOW_RECONCILE_INTERVAL", cls.reconcile_interval_s
             ),
             post_wait_s=_float(env, "ORDERFLOW_POST_WAIT", cls.post_wait_s),
+            stall_after_s=_float(env, "ORDERFLOW_STALL_AFTER", cls.stall_after_s),
             session_timeout_s=_float(env, "ORDERFLOW_SESSION_TIMEOUT", cls.session_timeout_s),
             log_level=_choice(
                 env, "ORDERFLOW_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")

@@ -1,20 +1,31 @@
 """Faults injected into a running system: nothing lost, nothing charged twice.
 
-Each test counts charges per order at the sandbox gateway's ledger (SQLite, outside the worker),
-so a double charge cannot hide in a worker's memory.
+Each test checks the gateway's ledger (SQLite, outside the worker: one charge per order) and what
+the services wrote on the topics (one terminal state per order, reached once; one outcome; table
+entries on the order's partition), so neither a lost order nor a double outcome can hide.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
 
+from orderflow.domain.events import rfc3339
+from orderflow.domain.order import Order, OrderStatus
+from orderflow.domain.validation import LineItem
+from orderflow.records import order_to_bytes
 from orderflow.topics import changelog_topic
 from tests.harness import ManagedProcess, poll_until, start_sandbox, start_worker
+from tests.invariants import assert_orders_settled_once
 from tests.kafka_helpers import read_topic
 from tests.orders_client import get_terminal, ledger_stats, order_body, place, set_faults
 
@@ -33,43 +44,59 @@ def _place_many(url: str, count: int, prefix: str) -> list[tuple[str, str, str]]
     ]
 
 
-def _assert_exactly_once(url: str, gateway: str, orders: list[tuple[str, str, str]]) -> None:
+def _assert_exactly_once(
+    url: str, gateway: str, orders: list[tuple[str, str, str]], bootstrap: str
+) -> None:
     finals = {order_id: get_terminal(url, order_id) for _, order_id, _ in orders}
     per_order = ledger_stats(gateway)["per_order"]
     for _, order_id, token in orders:
         assert finals[order_id]["status"] == EXPECTED[token], finals[order_id]
         # A decline is recorded by the gateway too, but nothing is taken: one row either way.
         assert per_order.get(order_id) == 1, (order_id, per_order.get(order_id))
+    assert_orders_settled_once(bootstrap, set(finals))
 
 
-def _worker(tmp: Path, bootstrap: str, gateway: str, name: str, **extra: str) -> ManagedProcess:
-    env = {"ORDERFLOW_GATEWAY_DEADLINE": "3", "ORDERFLOW_GATEWAY_TIMEOUT": "1", **extra}
-    return start_worker(tmp, bootstrap, gateway, name=name, extra=env)
+# Short gateway deadlines and stall detection, so faults play out in seconds.
+_FAST = {"ORDERFLOW_GATEWAY_DEADLINE": "3", "ORDERFLOW_GATEWAY_TIMEOUT": "1",
+         "ORDERFLOW_STALL_AFTER": "4"}  # fmt: skip
 
 
-def test_sigkill_mid_flight_then_restart_every_order_terminal_and_charged_at_most_once(
-    kafka_bootstrap: str, tmp_path: Path
+def _worker(tmp: Path, bootstrap: str, gateway: str, name: str) -> ManagedProcess:
+    return start_worker(tmp, bootstrap, gateway, name=name, extra=_FAST)
+
+
+@pytest.mark.parametrize(
+    ("stop", "fresh_data_dir"),
+    [("sigkill", True), ("sigterm", False)],
+    ids=["sigkill-rebuild-tables-from-changelog", "sigterm-resume-rocksdb"],
+)
+def test_worker_stopped_mid_flight_then_restarted_settles_every_order_exactly_once(
+    kafka_bootstrap: str, tmp_path: Path, stop: str, fresh_data_dir: bool
 ) -> None:
     sandbox = start_sandbox(tmp_path)
     gateway = sandbox.meta["url"]
     try:
         set_faults(gateway, latency_ms=400, latency_jitter_ms=300)  # keep charges in flight
         first = _worker(tmp_path, kafka_bootstrap, gateway, "victim")
-        orders = _place_many(first.meta["url"], 40, f"kill-{tmp_path.name}")
-        # Kill while payments are in flight: some orders charged, some not, some unanswered.
+        orders = _place_many(first.meta["url"], 40, f"{stop}-{tmp_path.name}")
+        # Stop while payments are in flight: some charged, some not, some answers unread.
         poll_until(lambda: ledger_stats(gateway)["charges"] >= 3, 30, what="first charges")
-        first.kill()
+        if stop == "sigkill":
+            first.kill()
+        else:
+            first.stop()  # graceful: Faust acks the batch it was handling as it stops
         charged_before_restart = ledger_stats(gateway)["charges"]
-        assert charged_before_restart < len(orders), "the kill came too late to prove anything"
+        assert charged_before_restart < len(orders), "the stop came too late to prove anything"
         set_faults(gateway)
         # A fresh data dir: OrderDB and PaymentDB must be rebuilt from their changelogs.
-        second = _worker(tmp_path, kafka_bootstrap, gateway, "survivor")
+        data_dir = None if fresh_data_dir else first.meta["data_dir"]
+        second = start_worker(tmp_path, kafka_bootstrap, gateway, name="survivor",
+                              data_dir=data_dir, extra=_FAST)  # fmt: skip
         try:
-            _assert_exactly_once(second.meta["url"], gateway, orders)
-            # The rebuilt OrderDB still knows every idempotency key: replays give the same order.
+            _assert_exactly_once(second.meta["url"], gateway, orders, kafka_bootstrap)
+            # The restarted OrderDB still knows every idempotency key: replays give the same order.
             for key, order_id, token in orders[:5]:
                 assert place(second.meta["url"], order_body(token), key)["order_id"] == order_id
-            assert ledger_stats(gateway)["charges"] >= len(orders)
         finally:
             assert second.stop() == 0, second.log_tail()
     finally:
@@ -86,7 +113,7 @@ def test_gateway_faults_retries_and_lost_responses_end_with_one_charge_per_order
         # 30% 5xx plus 30% "charged, then the answer is lost": retries with the same key.
         set_faults(gateway, error_rate=0.3, drop_response_rate=0.3)
         orders = _place_many(worker.meta["url"], 30, f"flaky-{tmp_path.name}")
-        _assert_exactly_once(worker.meta["url"], gateway, orders)
+        _assert_exactly_once(worker.meta["url"], gateway, orders, kafka_bootstrap)
         assert ledger_stats(gateway)["charge_requests"] > len(orders)  # faults really happened
     finally:
         set_faults(gateway)
@@ -107,27 +134,35 @@ def test_total_gateway_outage_leaves_orders_waiting_then_completes_them(
         # Every order was tried and its payment recorded UNKNOWN (may have been charged: ask
         # again later), never FAILED.
         ids = {order_id for _, order_id, _ in orders}
-        poll_until(lambda: _payment_statuses(kafka_bootstrap, ids) == dict.fromkeys(ids, "UNKNOWN"),
-                   60, 0.5, "every payment to be UNKNOWN")  # fmt: skip
+        poll_until(lambda: _all_waiting(kafka_bootstrap, ids), 60, 0.5,
+                   "every payment to be UNKNOWN")  # fmt: skip
         statuses: list[Any] = [get_status(url, order_id) for _, order_id, _ in orders]
         assert statuses == ["PENDING"] * len(orders)
         assert ledger_stats(gateway)["charges"] == 0
         set_faults(gateway)
-        _assert_exactly_once(url, gateway, orders)
+        _assert_exactly_once(url, gateway, orders, kafka_bootstrap)
     finally:
         set_faults(gateway)
         worker.stop()
         sandbox.stop()
 
 
-def _payment_statuses(bootstrap: str, order_ids: set[str]) -> dict[str, str]:
-    """The latest PaymentDB status per order, read from the table's changelog topic."""
-    latest: dict[str, str] = {}
+def _payment_history(bootstrap: str, order_ids: set[str]) -> dict[str, list[str]]:
+    """Every PaymentDB status each order went through, from the table's changelog topic."""
+    history: dict[str, list[str]] = {}
     for record in read_topic(bootstrap, changelog_topic("PaymentDB")):
         order_id = (record.key or b"").decode()
         if order_id in order_ids and record.value:
-            latest[order_id] = orjson.loads(record.value)["status"]
-    return latest
+            history.setdefault(order_id, []).append(orjson.loads(record.value)["status"])
+    return history
+
+
+def _all_waiting(bootstrap: str, order_ids: set[str]) -> bool:
+    """True once every payment went UNKNOWN; fails at once if any was settled meanwhile."""
+    history = _payment_history(bootstrap, order_ids)
+    settled = {o: h for o, h in history.items() if {"COMPLETED", "FAILED"} & set(h)}
+    assert not settled, f"settled during the outage: {settled}"
+    return set(history) == order_ids and all("UNKNOWN" in h for h in history.values())
 
 
 def get_status(url: str, order_id: str) -> str:
@@ -136,3 +171,41 @@ def get_status(url: str, order_id: str) -> str:
     status, body, _ = http_json("GET", f"{url}/orders/{order_id}")
     assert status == 200, body
     return str(body["status"])
+
+
+async def _write_changelog(bootstrap: str, order: Order) -> None:
+    # The same key bytes and default partitioner as Faust's table writes: the same partition.
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(changelog_topic("OrderDB"), key=order.order_id.encode(),
+                                     value=order_to_bytes(order))  # fmt: skip
+    finally:
+        await producer.stop()
+
+
+def test_order_stored_but_never_published_is_nudged_to_completion(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # What a crash between the OrderDB write and the order.created publish leaves behind: a
+    # PENDING order in the changelog, and no event anywhere that would move it.
+    order_id = "ord_" + uuid.uuid4().hex
+    now = rfc3339(time.time())
+    items = (LineItem("SKU-1", 1, 500),)
+    order = Order(order_id, "c-1", "EUR", items, 500, "tok_visa", OrderStatus.PENDING, now, now,
+                  "fingerprint", "request")  # fmt: skip
+    sandbox = start_sandbox(tmp_path)
+    try:
+        # A first worker creates the topics and leaves; the order appears while nobody owns it.
+        assert _worker(tmp_path, kafka_bootstrap, sandbox.meta["url"], "creator").stop() == 0
+        asyncio.run(_write_changelog(kafka_bootstrap, order))
+        worker = _worker(tmp_path, kafka_bootstrap, sandbox.meta["url"], "nudger")
+        try:
+            final = get_terminal(worker.meta["url"], order_id, timeout=60)
+            assert final["status"] == "PAID"
+            assert ledger_stats(sandbox.meta["url"])["per_order"][order_id] == 1
+            assert "still PENDING: publishing order.created again" in worker.log_tail(200_000)
+        finally:
+            worker.stop()
+    finally:
+        sandbox.stop()

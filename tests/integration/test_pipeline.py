@@ -13,8 +13,9 @@ import pytest
 from orderflow.schemas import validate_event_dict
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
 from tests.harness import ManagedProcess, http_json
+from tests.invariants import assert_orders_settled_once
 from tests.kafka_helpers import end_offsets_total, wait_for_records
-from tests.orders_client import ledger_stats, order_body
+from tests.orders_client import get_terminal, ledger_stats, order_body
 
 
 def _post(
@@ -25,10 +26,7 @@ def _post(
 
 
 def _wait_terminal(worker: ManagedProcess, order_id: str) -> dict[str, Any]:
-    status, body, _ = http_json("GET", f"{worker.meta['url']}/orders/{order_id}?wait=30")
-    assert status == 200, body
-    assert body["status"] in ("PAID", "PAYMENT_FAILED"), body
-    return dict(body)
+    return get_terminal(worker.meta["url"], order_id)
 
 
 def _event_for(bootstrap: str, topic: str, order_id: str) -> dict[str, Any]:
@@ -61,6 +59,7 @@ def test_approved_order_reaches_paid_and_publishes_payment_completed(
     assert completed["charge_id"] == order["payment"]["charge_id"]
     assert (completed["amount"], completed["currency"]) == (3750, "EUR")
     assert ledger_stats(sandbox.meta["url"])["per_order"][order_id] == 1
+    assert_orders_settled_once(kafka_bootstrap, {order_id})
 
 
 @pytest.mark.parametrize(
@@ -83,6 +82,7 @@ def test_declined_order_reaches_payment_failed_with_the_decline_code(
     assert order["payment"]["decline_code"] == code
     failed = _event_for(kafka_bootstrap, PAYMENT_FAILED, created["order_id"])
     assert failed["reason"]["code"] == code
+    assert_orders_settled_once(kafka_bootstrap, {created["order_id"]})
     assert isinstance(failed["reason"]["retryable"], bool)
 
 

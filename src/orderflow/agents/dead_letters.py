@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from aiokafka.errors import KafkaError
 
 from orderflow.domain.errors import DomainError
 from orderflow.domain.events import rfc3339
@@ -47,7 +50,17 @@ class DeadLetters:
         headers.extend(
             (k, v) for k, v in (message.headers or ()) if not k.startswith("orderflow-dlq")
         )
-        await self.topic.send(key=message.key, value=message.value, headers=headers)
+        delay = 0.1
+        while True:  # a dead letter is the only copy of a failed event: it must reach Kafka
+            try:
+                delivery = await self.topic.send(key=message.key, value=message.value,
+                                                 headers=headers)  # fmt: skip
+                await delivery
+                break
+            except KafkaError as exc:
+                log.error("dead letter not delivered (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
         self.count += 1
 
     async def guard(self, event: Any, handle: Callable[[Any], Awaitable[None]]) -> None:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from orderflow.agents.dead_letters import DeadLetters
 from orderflow.domain.errors import EventDecodeError
 from orderflow.domain.events import PaymentCompleted, PaymentFailed, PlaceOrder, rfc3339
-from orderflow.domain.order import PlacementKind, apply_payment, place_order
+from orderflow.domain.order import Order, PlacementKind, apply_payment, place_order
 from orderflow.records import decode_event, encode_event
 from orderflow.tables import OrderTable
 from orderflow.topics import ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED
 from orderflow.watch import OrderWatch
 
-__all__ = ["OrderService"]
+__all__ = ["OrderService", "StalledOrders"]
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +27,56 @@ _EXPECTED_TYPE = {
 }
 
 
+class StalledOrders:
+    """PENDING orders and when to nudge each again if it has not moved (in memory).
+
+    The safety net under at-least-once: whatever lost an order's progress (an event acked but
+    not processed at shutdown, a publish lost with a broker, a handler that failed on an
+    infrastructure error), publishing ``order.created`` again restarts it, and every consumer
+    downstream is idempotent. Rebuilt from OrderDB after each rebalance.
+    """
+
+    def __init__(self, stall_after: float, cap: float = 300.0) -> None:
+        self.stall_after = stall_after
+        self.cap = cap
+        self.due_at: dict[str, float] = {}
+        self.nudges: dict[str, int] = {}
+        self.needs_rescan = True
+
+    def track(self, order: Order, now: float) -> None:
+        if order.status.is_terminal:
+            self.due_at.pop(order.order_id, None)
+            self.nudges.pop(order.order_id, None)
+        else:
+            self.due_at.setdefault(order.order_id, now + self.stall_after)
+
+    def take_due(self, now: float) -> list[str]:
+        """Orders due for a nudge; each is rescheduled with a doubling, capped delay."""
+        due = [order_id for order_id, at in self.due_at.items() if at <= now]
+        for order_id in due:
+            n = self.nudges[order_id] = self.nudges.get(order_id, 0) + 1
+            self.due_at[order_id] = now + min(self.cap, self.stall_after * 2 ** min(n, 16))
+        return due
+
+
 class OrderService:
-    """Handles one event at a time; never raises (failures go to the dead-letter topic)."""
+    """Handles one event at a time; failures go to the dead-letter topic, never out of the loop."""
 
     def __init__(
-        self, orders: OrderTable, order_created: Any, dead_letters: DeadLetters, watch: OrderWatch
+        self,
+        orders: OrderTable,
+        order_created: Any,
+        dead_letters: DeadLetters,
+        watch: OrderWatch,
+        stalled: StalledOrders,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.orders = orders
         self.order_created = order_created
         self.dead_letters = dead_letters
         self.watch = watch
+        self.stalled = stalled
+        self.clock = clock
 
     async def handle(self, event: Any) -> None:
         await self.dead_letters.guard(event, self._handle)
@@ -57,6 +98,8 @@ class OrderService:
             self.orders.put(placement.order)
         elif placement.kind is PlacementKind.CONFLICT:
             log.info("order %s: idempotency key reused with another body", command.order_id)
+        if placement.kind is not PlacementKind.CONFLICT:
+            self.stalled.track(placement.order, self.clock())
         if placement.publish is not None:
             await self.order_created.send(
                 key=command.order_id.encode(), value=encode_event(placement.publish)
@@ -71,6 +114,31 @@ class OrderService:
         transition = apply_payment(order, payment, rfc3339(time.time()))
         if transition.changed:
             self.orders.put(transition.order)
+            self.stalled.track(transition.order, self.clock())
             self.watch.notify(order.order_id)
         elif transition.anomaly:
             await self.dead_letters.send(event, f"refused: {transition.reason}")
+
+    async def nudge_stalled(self, is_owner: Callable[[str], bool]) -> int:
+        """Publish ``order.created`` again for orders PENDING too long; returns how many."""
+        now = self.clock()
+        if self.stalled.needs_rescan:
+            self.stalled.needs_rescan = False
+            self.stalled.due_at.clear()
+            for known in self.orders.values():
+                self.stalled.track(known, now)
+        nudged = 0
+        for order_id in self.stalled.take_due(now):
+            order = self.orders.get(order_id)
+            if order is None or order.status.is_terminal:
+                self.stalled.due_at.pop(order_id, None)
+                continue
+            if not is_owner(order_id):  # a standby copy: the owner nudges it
+                continue
+            log.warning("order %s still PENDING: publishing order.created again (nudge %d)",
+                        order_id, self.stalled.nudges[order_id])  # fmt: skip
+            await self.order_created.send(
+                key=order_id.encode(), value=encode_event(order.created_event())
+            )
+            nudged += 1
+        return nudged

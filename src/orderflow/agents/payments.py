@@ -48,7 +48,9 @@ log = logging.getLogger(__name__)
 class UnknownPayments:
     """In-memory index of UNKNOWN payments (order id -> next attempt time) for the reconciler.
 
-    Rebuilt from PaymentDB after every rebalance, so losing it (a crash) loses nothing.
+    Rebuilt from PaymentDB after every rebalance, so losing it (a crash) loses nothing. Payments
+    left ATTEMPTING (a crash mid-charge) are restarted by the order service's stalled-order nudge,
+    which publishes ``order.created`` again.
     """
 
     def __init__(self, request_timeout: float = 30.0) -> None:
@@ -78,7 +80,7 @@ class UnknownPayments:
 
 
 class PaymentService:
-    """Consumes ``order.created`` and reconcile requests; never raises."""
+    """Consumes ``order.created`` and reconcile requests; failures go to the dead-letter topic."""
 
     def __init__(
         self,
@@ -173,16 +175,25 @@ class PaymentService:
             outcome: Approved | Declined = await gateway.charge(request)
         except TransientGatewayError as exc:
             # The card may have been charged: never call it failed. The reconciler asks again.
-            record = record.unknown(self.clock())
-            log.warning("payment %s UNKNOWN (%s); retry in %.0fs", record.order_id, exc,
-                        record.next_attempt_at - record.updated_at)  # fmt: skip
-            self.payments.put(record)
-            self.unknown.track(record)
+            self._mark_unknown(record, exc)
             return
         except PermanentGatewayError as exc:
-            # The gateway refused the request itself: nothing was charged.
-            outcome = Declined(Decline("gateway_rejected", str(exc), False))
+            # A refusal of the request itself. An earlier attempt with this key (a timeout, a
+            # crash) may still have charged, so the gateway's record decides, not the error.
+            try:
+                found = await gateway.find_charge(record.idempotency_key)
+            except GatewayError as lookup_error:
+                self._mark_unknown(record, lookup_error)
+                return
+            outcome = found or Declined(Decline("gateway_rejected", str(exc), False))
         await self._settle(record, outcome)
+
+    def _mark_unknown(self, record: PaymentRecord, reason: Exception) -> None:
+        record = record.unknown(self.clock())
+        log.warning("payment %s UNKNOWN (%s); asking again in %.0fs", record.order_id, reason,
+                    record.next_attempt_at - record.updated_at)  # fmt: skip
+        self.payments.put(record)
+        self.unknown.track(record)
 
     async def _settle(self, record: PaymentRecord, outcome: Approved | Declined) -> None:
         record = record.settle(outcome, self.clock())

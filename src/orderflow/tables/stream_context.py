@@ -14,8 +14,9 @@ def bind_event(event: Any) -> None:
     """Make ``event`` the current event of this asyncio task.
 
     Faust writes a table entry to the changelog partition (and RocksDB partition) of the *current*
-    event. When a batch from ``take_events`` is processed concurrently, the current event is the
-    batch's last one, which may belong to another partition than the key being written. The
-    context variable is task-local, so each task of an ``asyncio.gather`` binds its own event.
+    event, a task-local context variable set while a stream iterates. Events of a
+    ``take_events`` batch are buffered by another task, so the agent's task has no current event
+    (a table write would raise), and a batch mixes partitions anyway. Each task of the batch's
+    ``asyncio.gather`` binds the event it handles, so its writes land on that event's partition.
     """
     _current_event.set(weakref.ref(event))

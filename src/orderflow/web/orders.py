@@ -108,7 +108,7 @@ class OrderApi:
                     return await self._forward(owner, request, body_bytes=request["raw_body"])
             else:
                 order_id = self._local_order_id()
-            return await self._place(order_id, validated)
+            return await self._place(order_id, validated, keyed=key is not None)
         except NotReady as exc:
             return _unavailable(str(exc))
 
@@ -120,7 +120,7 @@ class OrderApi:
                 return order_id
         raise NotReady("this worker owns no partition")
 
-    async def _place(self, order_id: str, request: OrderRequest) -> ApiResponse:
+    async def _place(self, order_id: str, request: OrderRequest, keyed: bool) -> ApiResponse:
         fingerprint = _fingerprint(request)
         existing = self.orders.get(order_id)
         request_id = str(uuid.uuid4())
@@ -133,9 +133,14 @@ class OrderApi:
                 order_id, lambda: self.orders.get(order_id), lambda o: o is not None,
                 self.post_wait_s,
             )  # fmt: skip
-            if existing is None:
+            if existing is None and keyed:
                 return _unavailable("the order was not stored in time; retry with the same "
                                     "Idempotency-Key")  # fmt: skip
+            if existing is None:
+                # Without a key a retry would be a second order (and charge): say it was taken.
+                body = {"order_id": order_id, "status": "ACCEPTED",
+                        "message": "accepted; not stored yet: GET the Location to follow it"}  # fmt: skip
+                return ApiResponse(202, body, {"Location": f"/orders/{order_id}"})
         if existing.fingerprint != fingerprint:
             return _problems(422, "idempotency_key_reused", [Problem(
                 "Idempotency-Key", "reused",

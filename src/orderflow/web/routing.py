@@ -58,6 +58,13 @@ class OwnerLookup:
         local = _ident(url) == _ident(URL(str(self.app.conf.canonical_url)))
         return Owner(local, url)
 
+    def owns(self, order_id: str) -> bool:
+        """True when this worker is, right now, the owner of the order's partition."""
+        try:
+            return self.owner(order_id).is_local
+        except NotReady:
+            return False
+
     async def forward(
         self, owner: Owner, request: Any, body: bytes | None, timeout: float
     ) -> tuple[int, bytes, str, dict[str, str]]:

@@ -1,8 +1,10 @@
-"""The reconciler's index of UNKNOWN payments: due times, and asking again when nothing happens."""
+"""The in-memory safety nets: UNKNOWN payments to reconcile, PENDING orders to nudge."""
 
 from __future__ import annotations
 
+from orderflow.agents.orders import StalledOrders
 from orderflow.agents.payments import UnknownPayments
+from orderflow.domain.order import Order, OrderStatus
 from orderflow.domain.payment import PaymentRecord, PaymentStatus
 
 
@@ -32,3 +34,26 @@ def test_settled_payment_leaves_the_index() -> None:
     index.track(_record("o1", PaymentStatus.UNKNOWN))
     index.track(_record("o1", PaymentStatus.COMPLETED))
     assert index.take_due(1e12) == []
+
+
+def _order(order_id: str, status: str) -> Order:
+    return Order(order_id, "c-1", "EUR", (), 100, "tok_visa", OrderStatus(status),
+                 "t0", "t0", "fp", "req")  # fmt: skip
+
+
+def test_pending_order_is_nudged_after_stall_time_then_with_doubling_delays() -> None:
+    stalled = StalledOrders(stall_after=10, cap=35)
+    stalled.track(_order("o1", "PENDING"), now=0)
+    assert stalled.take_due(9) == []
+    assert stalled.take_due(10) == ["o1"]  # next at 10 + 20
+    assert stalled.take_due(29) == []
+    assert stalled.take_due(30) == ["o1"]  # next at 30 + min(35, 40)
+    assert stalled.take_due(64) == []
+    assert stalled.take_due(65) == ["o1"]
+
+
+def test_terminal_order_is_never_nudged() -> None:
+    stalled = StalledOrders(stall_after=10)
+    stalled.track(_order("o1", "PENDING"), now=0)
+    stalled.track(_order("o1", "PAID"), now=1)
+    assert stalled.take_due(1e9) == []

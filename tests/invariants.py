@@ -1,0 +1,69 @@
+"""What must hold on the topics for a set of orders, whatever faults happened.
+
+The gateway ledger counts charges, but the sandbox refuses a second charge for one idempotency
+key, so the ledger alone cannot show every kind of double processing. These checks read what the
+services themselves wrote.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import orjson
+
+from orderflow.topics import (
+    DEAD_LETTERS,
+    DLQ_HEADER_REASON,
+    ORDER_CREATED,
+    PAYMENT_COMPLETED,
+    PAYMENT_FAILED,
+    changelog_topic,
+)
+from tests.kafka_helpers import Record, read_topic
+
+__all__ = ["assert_orders_settled_once"]
+
+_TERMINAL = {"PAID", "PAYMENT_FAILED"}
+
+
+def _by_order(records: list[Record], order_ids: set[str]) -> dict[str, list[Record]]:
+    out: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        key = (record.key or b"").decode(errors="replace")
+        if key in order_ids:
+            out[key].append(record)
+    return out
+
+
+def assert_orders_settled_once(bootstrap: str, order_ids: set[str]) -> None:
+    """Every order: one terminal state reached once, never left; one outcome; tables agree."""
+    orders = _by_order(read_topic(bootstrap, changelog_topic("OrderDB")), order_ids)
+    payments = _by_order(read_topic(bootstrap, changelog_topic("PaymentDB")), order_ids)
+    created = _by_order(read_topic(bootstrap, ORDER_CREATED), order_ids)
+    completed = _by_order(read_topic(bootstrap, PAYMENT_COMPLETED), order_ids)
+    failed = _by_order(read_topic(bootstrap, PAYMENT_FAILED), order_ids)
+    for order_id in order_ids:
+        statuses = [orjson.loads(r.value or b"{}")["status"] for r in orders[order_id]]
+        assert statuses, f"{order_id}: never stored in OrderDB"
+        first_terminal = next((i for i, s in enumerate(statuses) if s in _TERMINAL), None)
+        assert first_terminal is not None, f"{order_id}: never terminal: {statuses}"
+        assert set(statuses[:first_terminal]) == {"PENDING"}, (order_id, statuses)
+        assert set(statuses[first_terminal:]) == {statuses[first_terminal]}, (order_id, statuses)
+        final = statuses[first_terminal]
+        # One outcome: never both a completion and a failure for one order.
+        assert not (completed[order_id] and failed[order_id]), f"{order_id}: paid and failed"
+        assert (final == "PAID") == bool(completed[order_id]), (order_id, final)
+        payment = orjson.loads(payments[order_id][-1].value or b"{}")
+        expected = "COMPLETED" if final == "PAID" else "FAILED"
+        assert payment["status"] == expected, (order_id, payment["status"], final)
+        # Every write for the order landed on its partition (bind_event in batched agents).
+        partitions = {
+            r.partition for r in orders[order_id] + payments[order_id] + created[order_id]
+        }
+        assert len(partitions) == 1, (order_id, partitions)
+    refused = [
+        r for r in read_topic(bootstrap, DEAD_LETTERS)
+        if (r.key or b"").decode(errors="replace") in order_ids
+        and dict(r.headers).get(DLQ_HEADER_REASON, b"").startswith(b"refused")
+    ]  # fmt: skip
+    assert not refused, f"contradicting events were dead-lettered: {refused[:3]}"
