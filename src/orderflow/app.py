@@ -130,6 +130,7 @@ def build(settings: Settings) -> Orderflow:
         processing_guarantee="at_least_once",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger=0.002,
@@ -199,7 +200,8 @@ def build(settings: Settings) -> Orderflow:
     declared: list[bool] = []
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode: too narrow a stub
-    async def declare_output_topics(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def on_partitions_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        routing.mark_moving()  # until this assignment's tables are recovered
         # Faust declares the topics it consumes; the dead-letter topic is only written to, and
         # must exist before the first poison message (the broker's auto-create is off).
         if not declared:
@@ -209,8 +211,14 @@ def build(settings: Settings) -> Orderflow:
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def rescan_after_rebalance(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Sent once the new assignment's tables are recovered, just before streams resume.
         unknown.needs_rescan = True
         stalled.needs_rescan = True
+        routing.mark_settled()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def stop_serving_moved_keys(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        routing.mark_moving()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_gateway(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -77,7 +77,10 @@ def test_worker_stopped_mid_flight_then_restarted_settles_every_order_exactly_on
     gateway = sandbox.meta["url"]
     try:
         set_faults(gateway, latency_ms=400, latency_jitter_ms=300)  # keep charges in flight
-        first = _worker(tmp_path, kafka_bootstrap, gateway, "victim")
+        # Small payment batches: a graceful stop finishes its current batch, and the orders
+        # queued behind it must still be waiting when the worker goes.
+        first = start_worker(tmp_path, kafka_bootstrap, gateway, name="victim",
+                             extra={**_FAST, "ORDERFLOW_PAYMENT_BATCH": "4"})  # fmt: skip
         orders = _place_many(first.meta["url"], 40, f"{stop}-{tmp_path.name}")
         # Stop while payments are in flight: some charged, some not, some answers unread.
         poll_until(lambda: ledger_stats(gateway)["charges"] >= 3, 30, what="first charges")
@@ -208,4 +211,33 @@ def test_order_stored_but_never_published_is_nudged_to_completion(
         finally:
             worker.stop()
     finally:
+        sandbox.stop()
+
+
+def test_rebalances_while_orders_are_in_flight_settle_every_order_exactly_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(tmp_path)
+    gateway = sandbox.meta["url"]
+    first = _worker(tmp_path, kafka_bootstrap, gateway, "first")
+    second: ManagedProcess | None = None
+    try:
+        set_faults(gateway, latency_ms=300, latency_jitter_ms=300)
+        with ThreadPoolExecutor(1) as background:
+            # Orders keep arriving at the first worker while a second one joins (a rebalance
+            # moves half the partitions, with payments in flight on them).
+            early = background.submit(_place_many, first.meta["url"], 30, f"rb1-{tmp_path.name}")
+            poll_until(lambda: ledger_stats(gateway)["charge_requests"] >= 3, 30,
+                       what="payments in flight")  # fmt: skip
+            second = _worker(tmp_path, kafka_bootstrap, gateway, "second")
+            orders = early.result()
+        orders += _place_many(second.meta["url"], 20, f"rb2-{tmp_path.name}")
+        # The first worker leaves with payments in flight: a second rebalance.
+        assert first.stop() == 0, first.log_tail()
+        set_faults(gateway)
+        _assert_exactly_once(second.meta["url"], gateway, orders, kafka_bootstrap)
+    finally:
+        if second is not None:
+            second.stop()
+        first.stop()
         sandbox.stop()

@@ -61,7 +61,7 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_worker_keeps_going(
             (f"bad-{tag}-1".encode(), b"\xff\xfe not json"),
             (f"bad-{tag}-2".encode(), b'{"event_type": "order.created", "schema_version": 1}'),
             (f"bad-{tag}-3".encode(), b'{"event_type": "order.created", "schema_version": 99}'),
-            (None, b"[]"),
+            (None, f'["{tag}"]'.encode()),  # keyless, and unique to this run
         ]
         asyncio.run(_produce(kafka_bootstrap, ORDER_CREATED, poison))
         keys = {key for key, _ in poison}

@@ -42,11 +42,20 @@ class OwnerLookup:
     def __init__(self, app: Any, table_name: str) -> None:
         self.app = app
         self.table_name = table_name
+        # False from the moment partitions move until Faust has recovered the tables of the new
+        # assignment (its rebalancing/in_recovery flags leave a gap between the two, where a
+        # newly owned order would wrongly look unknown: a 404 instead of a 503).
+        self.settled = False
+
+    def mark_moving(self) -> None:
+        self.settled = False
+
+    def mark_settled(self) -> None:
+        self.settled = True
 
     def is_ready(self) -> bool:
         app = self.app
-        recovery = app.tables.recovery
-        return bool(not app.rebalancing and not app.in_recovery and recovery.completed.is_set())
+        return bool(self.settled and not app.rebalancing and not app.in_recovery)
 
     def owner(self, order_id: str) -> Owner:
         if not self.is_ready():
