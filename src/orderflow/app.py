@@ -136,6 +136,10 @@ def build(settings: Settings) -> Orderflow:
         producer_linger=0.002,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_s,
+        # A topic created at start-up can miss the first metadata snapshot of the subscription
+        # (seen: "Ignoring missing topic: payment.completed"); then the worker would not consume it
+        # until the next refresh, 5 minutes by default.
+        consumer_metadata_max_age_ms=30_000,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
         stream_wait_empty=False,
         web_host=settings.web_host,
