@@ -31,6 +31,7 @@ from orderflow.gateway.base import (
 )
 from orderflow.gateway.http import BreakerState, CircuitBreaker, HttpPaymentGateway
 from orderflow.gateway.sandbox import SandboxGateway
+from tests.breaker_helpers import FakeClock, state_of
 
 
 def charge_request(
@@ -43,21 +44,6 @@ def charge_request(
         currency=currency,
         payment_token=token,
     )
-
-
-def state_of(breaker: CircuitBreaker) -> BreakerState:
-    """Read the state afresh (mypy would otherwise keep a narrowed ``breaker.state``)."""
-    return breaker.state
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Admin:

@@ -9,22 +9,7 @@ import pytest
 
 from orderflow.gateway.http import BreakerState, CircuitBreaker, backoff_ceiling, backoff_delays
 from orderflow.gateway.sandbox import Faults
-
-
-def state_of(breaker: CircuitBreaker) -> BreakerState:
-    """Read the state afresh (mypy would otherwise keep a narrowed ``breaker.state``)."""
-    return breaker.state
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
+from tests.breaker_helpers import FakeClock, state_of
 
 # -- backoff ---------------------------------------------------------------------------------------
 
