@@ -113,13 +113,15 @@ def load_rule(spec: str) -> Any:
 async def _take(
     records: AsyncGenerator[TopicRecord, None], limit: int | None
 ) -> AsyncGenerator[TopicRecord, None]:
+    if limit is not None and limit <= 0:
+        return
     count = 0
     async with contextlib.aclosing(records):
         async for record in records:
-            if limit is not None and count >= limit:
-                return
-            count += 1
             yield record
+            count += 1
+            if limit is not None and count >= limit:
+                return  # stop reading now, not at the next match (which may be far away)
 
 
 @click.group(name="orderflow")

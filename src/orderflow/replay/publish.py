@@ -22,7 +22,7 @@ from orderflow.replay.model import (
     TopicRecord,
 )
 from orderflow.replay.reader import topic_partitions
-from orderflow.topics import INPUT_TOPICS
+from orderflow.topics import INPUT_TOPICS, all_topic_names
 
 __all__ = ["check_target", "make_producer", "origin_headers", "publish_records", "send_all"]
 
@@ -31,11 +31,18 @@ _IN_FLIGHT = 5000  # sends awaited in chunks: bounded memory, still batched by t
 
 
 def check_target(topic: str, *, force: bool) -> None:
-    """Refuse a live input topic unless forced."""
-    if topic in INPUT_TOPICS and not force:
+    """Refuse any live orderflow topic (inputs, changelogs, dead letters) unless forced."""
+    if force:
+        return
+    if topic in INPUT_TOPICS:
         raise PublishRefused(
             f"{topic} is a live input topic: its agent would process the copies. Publish to a "
             "scratch topic, or add --force if that is what you want"
+        )
+    if topic in all_topic_names() or topic.endswith("-changelog"):
+        raise PublishRefused(
+            f"{topic} is live orderflow state (a table changelog or the dead letters): old "
+            "copies would become the newest values. Publish to a scratch topic, or add --force"
         )
 
 

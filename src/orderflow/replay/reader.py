@@ -75,11 +75,14 @@ async def topic_partitions(bootstrap: str, topics: Sequence[str]) -> dict[str, i
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="orderflow-replay")
     await admin.start()
     try:
-        described = await admin.describe_topics(list(topics))
+        # No topic names in the request: a metadata request that names topics lets a broker
+        # with auto.create.topics.enable (Kafka's default) create them. Listing creates nothing.
+        described = await admin.describe_topics()
     finally:
         await admin.close()
+    wanted = set(topics)
     return {t["topic"]: len(t["partitions"]) for t in described
-            if t["error_code"] == 0 and t["partitions"]}  # fmt: skip
+            if t["topic"] in wanted and t["error_code"] == 0 and t["partitions"]}  # fmt: skip
 
 
 async def plan_partitions(

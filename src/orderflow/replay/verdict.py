@@ -77,6 +77,9 @@ def _paid(order: Order, ok: list[Charge]) -> Verdict:
 
 def _pending(payment: PaymentRecord | None, ok: list[Charge] | None) -> Verdict:
     if payment is None:
+        if ok:
+            return Verdict("inconsistent", f"INCONSISTENT: PENDING with no payment attempt but "
+                                           f"charged {_charges(len(ok))}")  # fmt: skip
         return Verdict("pending", "PENDING: no payment attempt yet")
     if payment.status is PaymentStatus.ATTEMPTING:
         return Verdict("pending", f"PENDING: payment attempt {payment.attempts} in progress")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+from collections.abc import AsyncGenerator
+from typing import Any
 
 import click
 import pytest
 
 from orderflow.replay.cli import debug_cli
+from orderflow.replay.errors import PublishRefused
 from orderflow.replay.output import (
     NullProgress,
     TerminalProgress,
@@ -78,3 +81,32 @@ def test_bad_option_combinations_fail_before_touching_kafka(args: list[str], mes
     with pytest.raises(click.UsageError) as caught:
         debug_cli.main(args=args, prog_name="orderflow", standalone_mode=False)
     assert message in caught.value.format_message()
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["order.created", "orderflow-OrderDB-changelog", "orderflow-PaymentDB-changelog",
+     "orderflow.dead-letters", "other-app-Table-changelog"],
+)  # fmt: skip
+def test_publishing_into_live_orderflow_state_needs_force(topic: str) -> None:
+    from orderflow.replay.publish import check_target
+
+    with pytest.raises(PublishRefused):
+        check_target(topic, force=False)
+    check_target(topic, force=True)
+    check_target("scratch.copy", force=False)
+
+
+async def test_limit_stops_reading_at_the_last_wanted_record() -> None:
+    from orderflow.replay.cli import _take
+
+    pulled: list[int] = []
+
+    async def records() -> AsyncGenerator[Any, None]:
+        for i in range(10):
+            pulled.append(i)
+            yield i
+
+    got: list[Any] = [r async for r in _take(records(), 2)]
+    assert got == [0, 1]
+    assert pulled == [0, 1]  # the third record was never read

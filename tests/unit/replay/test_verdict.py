@@ -40,6 +40,8 @@ DECLINED = Charge("ch_1", "failed", ITEMS_TOTAL, "USD", "card_declined")
         (FAILED, None, [OK], "inconsistent",
          "INCONSISTENT: PAYMENT_FAILED (card_declined) but charged once"),
         (pending_order(), None, None, "pending", "PENDING: no payment attempt yet"),
+        (pending_order(), None, [OK], "inconsistent",
+         "INCONSISTENT: PENDING with no payment attempt but charged once"),
         (pending_order(), payment_record(status=PaymentStatus.ATTEMPTING, attempts=1), None,
          "pending", "PENDING: payment attempt 1 in progress"),
         (pending_order(), payment_record(status=PaymentStatus.UNKNOWN, attempts=3), [OK],
