@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS headers (
     "offset"  INTEGER NOT NULL,
     position  INTEGER NOT NULL,
     name      TEXT    NOT NULL,
-    value     BLOB    NOT NULL,
+    value     BLOB,
     PRIMARY KEY (topic, partition, "offset", position)
 );
 CREATE INDEX IF NOT EXISTS records_timestamp ON records (timestamp);
@@ -78,12 +78,16 @@ async def write_capture(
         for name, value in meta.items():
             await db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                              (f"last_{name}", json.dumps(value)))  # fmt: skip
+        # Committed before any record: a capture that fails or is interrupted leaves a valid
+        # file with what it had stored so far, which a later run can extend.
+        await db.commit()
         added = seen = 0
         batch: list[TopicRecord] = []
         async for record in records:
             batch.append(record)
             if len(batch) >= _BATCH:
                 added += await _insert(db, batch)
+                await db.commit()
                 seen += len(batch)
                 batch.clear()
         added += await _insert(db, batch)
@@ -129,10 +133,11 @@ async def read_capture(path: Path, selection: Selection) -> AsyncGenerator[Topic
             pending = await headers.fetchone()
             async for topic, partition, offset, timestamp, key, value in records:
                 ident = (topic, partition, offset)
-                found: list[tuple[str, bytes]] = []
+                found: list[tuple[str, bytes | None]] = []
                 while pending is not None and tuple(pending[:3]) <= ident:
                     if tuple(pending[:3]) == ident:
-                        found.append((pending[3], bytes(pending[4])))
+                        raw = pending[4]
+                        found.append((pending[3], None if raw is None else bytes(raw)))
                     pending = await headers.fetchone()
                 record = TopicRecord(topic, partition, offset, timestamp,
                                      None if key is None else bytes(key),

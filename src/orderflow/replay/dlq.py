@@ -96,7 +96,7 @@ class DeadLetter:
             for h in (DLQ_HEADER_TOPIC, DLQ_HEADER_PARTITION, DLQ_HEADER_OFFSET)
         )
 
-    def original_headers(self) -> list[tuple[str, bytes]]:
+    def original_headers(self) -> list[tuple[str, bytes | None]]:
         """The headers the event had before it was dead-lettered."""
         return [(k, v) for k, v in self.record.headers if not k.startswith(_DLQ_PREFIX)]
 
@@ -243,7 +243,7 @@ async def redrive(bootstrap: str, flt: DlqFilter, *, dry_run: bool) -> list[Redr
         return actions
 
     async def items() -> AsyncGenerator[
-        tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]], None
+        tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]]], None
     ]:
         for a in to_send:
             r = a.letter.record

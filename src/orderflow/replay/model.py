@@ -83,7 +83,7 @@ class TopicRecord:
     timestamp: int  # milliseconds since the epoch, as the broker returned it
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: tuple[tuple[str, bytes | None], ...] = ()  # aiokafka: None for a null value
 
     @property
     def at(self) -> str:
@@ -228,7 +228,8 @@ def record_to_json(record: TopicRecord) -> dict[str, Any]:
     }
     value = json_value(record)
     out["event_type"] = event_type_of(record, value)
-    out["headers"] = {k: _text_or_b64(v) for k, v in record.headers}
+    # aiokafka gives None for a header sent with a null value.
+    out["headers"] = {k: None if v is None else _text_or_b64(v) for k, v in record.headers}
     if value is None and record.value:
         out["value"] = None
         out["value_raw"] = _text_or_b64(record.value)  # not JSON: shown, not parsed

@@ -57,7 +57,7 @@ async def require_topics(bootstrap: str, topics: list[str]) -> None:
         )
 
 
-def origin_headers(record: TopicRecord) -> list[tuple[str, bytes]]:
+def origin_headers(record: TopicRecord) -> list[tuple[str, bytes | None]]:
     """The record's headers without older origin stamps, plus its own origin."""
     kept = [(k, v) for k, v in record.headers if k not in _ORIGIN_HEADERS]
     return [
@@ -76,7 +76,7 @@ def make_producer(bootstrap: str) -> AIOKafkaProducer:
 
 async def send_all(
     producer: AIOKafkaProducer,
-    items: AsyncIterable[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]],
+    items: AsyncIterable[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]]]],
 ) -> int:
     """Send (topic, key, value, headers) items; returns how many were acknowledged."""
     pending: list[asyncio.Future[object]] = []
@@ -99,7 +99,7 @@ async def publish_records(
     await require_topics(bootstrap, [to_topic])
 
     async def items() -> AsyncGenerator[
-        tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]], None
+        tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]]], None
     ]:
         async for record in records:
             yield to_topic, record.key, record.value, origin_headers(record)

@@ -28,13 +28,14 @@ from tests.integration.replay.support import (
 from tests.kafka_helpers import read_topic
 
 # Bytes that any text or JSON round trip would damage: NUL, invalid UTF-8, an empty key next to
-# a missing one, a tombstone, repeated and empty headers.
+# a missing one, a tombstone, repeated, empty and null-valued headers.
 AWKWARD = [
     Out("", b"\x00\xff\xfebinary", bytes(range(256)),
         (("h", b"\x00\x01"), ("h", b""), ("text", "é".encode()))),
     Out("", None, b'{"event_type": "order.created", "order_id": "x"}'),
     Out("", b"k", None, (("only", b"\xff"),)),
     Out("", b"", b"", ()),
+    Out("", b"null-header", b"v", (("nullable", None),)),  # type: ignore[arg-type]
 ]  # fmt: skip
 
 

@@ -83,3 +83,8 @@ def test_time_order_breaks_millisecond_ties_by_the_pipeline_order() -> None:
     command = rec(topic="orderflow.order-commands", timestamp=5, offset=9)
     earlier = rec(topic="payment.completed", timestamp=4, offset=7)
     assert sorted([created, command, earlier], key=time_order) == [earlier, command, created]
+
+
+def test_a_header_with_a_null_value_prints_as_null() -> None:
+    out = record_to_json(rec(headers=(("nullable", None), ("text", b"t"))))
+    assert out["headers"] == {"nullable": None, "text": "t"}
