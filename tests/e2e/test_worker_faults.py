@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -106,48 +107,47 @@ def test_worker_stopped_mid_flight_then_restarted_settles_every_order_exactly_on
         sandbox.stop()
 
 
-def test_gateway_faults_retries_and_lost_responses_end_with_one_charge_per_order(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
+@pytest.fixture
+def fast_stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A sandbox gateway and one worker with short deadlines: (worker URL, gateway URL)."""
     sandbox = start_sandbox(tmp_path)
-    gateway = sandbox.meta["url"]
-    worker = _worker(tmp_path, kafka_bootstrap, gateway, "faults")
     try:
-        # 30% 5xx plus 30% "charged, then the answer is lost": retries with the same key.
-        set_faults(gateway, error_rate=0.3, drop_response_rate=0.3)
-        orders = _place_many(worker.meta["url"], 30, f"flaky-{tmp_path.name}")
-        _assert_exactly_once(worker.meta["url"], gateway, orders, kafka_bootstrap)
-        assert ledger_stats(gateway)["charge_requests"] > len(orders)  # faults really happened
+        worker = _worker(tmp_path, kafka_bootstrap, sandbox.meta["url"], "worker")
+        try:
+            yield worker.meta["url"], sandbox.meta["url"]
+        finally:
+            worker.stop()
     finally:
-        set_faults(gateway)
-        worker.stop()
         sandbox.stop()
+
+
+def test_gateway_faults_retries_and_lost_responses_end_with_one_charge_per_order(
+    kafka_bootstrap: str, tmp_path: Path, fast_stack: tuple[str, str]
+) -> None:
+    url, gateway = fast_stack
+    # 30% 5xx plus 30% "charged, then the answer is lost": retries with the same key.
+    set_faults(gateway, error_rate=0.3, drop_response_rate=0.3)
+    orders = _place_many(url, 30, f"flaky-{tmp_path.name}")
+    _assert_exactly_once(url, gateway, orders, kafka_bootstrap)
+    assert ledger_stats(gateway)["charge_requests"] > len(orders)  # faults really happened
 
 
 def test_total_gateway_outage_leaves_orders_waiting_then_completes_them(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, fast_stack: tuple[str, str]
 ) -> None:
-    sandbox = start_sandbox(tmp_path)
-    gateway = sandbox.meta["url"]
-    worker = _worker(tmp_path, kafka_bootstrap, gateway, "outage")
-    url = worker.meta["url"]
-    try:
-        set_faults(gateway, error_rate=1.0)
-        orders = _place_many(url, 10, f"outage-{tmp_path.name}")
-        # Every order was tried and its payment recorded UNKNOWN (may have been charged: ask
-        # again later), never FAILED.
-        ids = {order_id for _, order_id, _ in orders}
-        poll_until(lambda: _all_waiting(kafka_bootstrap, ids), 60, 0.5,
-                   "every payment to be UNKNOWN")  # fmt: skip
-        statuses: list[Any] = [get_status(url, order_id) for _, order_id, _ in orders]
-        assert statuses == ["PENDING"] * len(orders)
-        assert ledger_stats(gateway)["charges"] == 0
-        set_faults(gateway)
-        _assert_exactly_once(url, gateway, orders, kafka_bootstrap)
-    finally:
-        set_faults(gateway)
-        worker.stop()
-        sandbox.stop()
+    url, gateway = fast_stack
+    set_faults(gateway, error_rate=1.0)
+    orders = _place_many(url, 10, f"outage-{tmp_path.name}")
+    # Every order was tried and its payment recorded UNKNOWN (may have been charged: ask
+    # again later), never FAILED.
+    ids = {order_id for _, order_id, _ in orders}
+    poll_until(lambda: _all_waiting(kafka_bootstrap, ids), 60, 0.5,
+               "every payment to be UNKNOWN")  # fmt: skip
+    statuses: list[Any] = [get_status(url, order_id) for _, order_id, _ in orders]
+    assert statuses == ["PENDING"] * len(orders)
+    assert ledger_stats(gateway)["charges"] == 0
+    set_faults(gateway)
+    _assert_exactly_once(url, gateway, orders, kafka_bootstrap)
 
 
 def _payment_history(bootstrap: str, order_ids: set[str]) -> dict[str, list[str]]:

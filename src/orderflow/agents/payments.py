@@ -97,7 +97,6 @@ class PaymentService:
         self.dead_letters = dead_letters
         self.unknown = unknown
         self.clock = clock
-        self.charges_started = 0
 
     async def handle_batch(self, events: Sequence[Any]) -> None:
         """Group the batch by order id and run the groups concurrently."""
@@ -169,7 +168,6 @@ class PaymentService:
         self.payments.put(record)
         request = ChargeRequest(record.idempotency_key, record.order_id, record.amount,
                                 record.currency, record.payment_token)  # fmt: skip
-        self.charges_started += 1
         try:
             gateway = await self.gateway()
             outcome: Approved | Declined = await gateway.charge(request)

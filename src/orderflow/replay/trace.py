@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 
 from orderflow.domain.order import Order
-from orderflow.domain.payment import PaymentRecord
+from orderflow.domain.payment import Decline, PaymentRecord
 from orderflow.records import (
     order_from_bytes,
     order_to_public,
@@ -40,6 +40,7 @@ from orderflow.replay.model import (
 from orderflow.replay.output import Progress
 from orderflow.replay.reader import read_records
 from orderflow.replay.verdict import Charge, Verdict, judge
+from orderflow.replay.window import ms_to_rfc3339
 from orderflow.topics import DEAD_LETTERS, all_topic_names
 
 __all__ = ["OrderTrace", "fetch_ledger", "trace_lines", "trace_order"]
@@ -158,13 +159,18 @@ async def trace_order(
     return OrderTrace(order_id, events, order, payment, ledger, verdict, notes)
 
 
+def _charge_text(charge_id: str | None, decline: Decline | None) -> str:
+    text = f" charge {charge_id}" if charge_id else ""
+    return text + (f" decline {decline.code}" if decline else "")
+
+
 def trace_lines(trace: OrderTrace) -> list[str]:
     """The trace as a readable report (``--format table``)."""
     lines = [f"order {trace.order_id}", ""]
     header = f"{'TIME':<24}  {'TOPIC':<29}  {'P':>2}  {'OFFSET':>6}  WHAT"
     lines.append(header)
     for r in trace.events:
-        time_text = record_to_json(r)["time"]
+        time_text = ms_to_rfc3339(r.timestamp)
         lines.append(f"{time_text:<24}  {r.topic:<29}  {r.partition:>2}  {r.offset:>6}  "
                      f"{describe(r)}")  # fmt: skip
     if not trace.events:
@@ -174,18 +180,14 @@ def trace_lines(trace: OrderTrace) -> list[str]:
     if order is None:
         lines.append("OrderDB:   (no entry)")
     else:
-        extra = f" charge {order.charge_id}" if order.charge_id else ""
-        if order.decline:
-            extra += f" decline {order.decline.code}"
+        extra = _charge_text(order.charge_id, order.decline)
         lines.append(f"OrderDB:   {order.status} {order.amount} {order.currency}{extra}, "
                      f"updated {order.updated_at}")  # fmt: skip
     payment = trace.payment
     if payment is None:
         lines.append("PaymentDB: (no entry)")
     else:
-        extra = f" charge {payment.charge_id}" if payment.charge_id else ""
-        if payment.decline:
-            extra += f" decline {payment.decline.code}"
+        extra = _charge_text(payment.charge_id, payment.decline)
         lines.append(f"PaymentDB: {payment.status} after {payment.attempts} attempt(s){extra}")
     if trace.ledger is None:
         lines.append("Ledger:    (not checked)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -58,6 +59,13 @@ async def _charge(gateway: SandboxGateway, order_id: str, token: str, key: str) 
 
 
 def _declined_history(order_id: str) -> list[Out]:
+    """One declined order's records, 1 ms apart: time order, not topic order or tie-breaks."""
+    base = int(time.time() * 1000)
+    return [dataclasses.replace(out, timestamp_ms=base + i)
+            for i, out in enumerate(_declined_records(order_id))]  # fmt: skip
+
+
+def _declined_records(order_id: str) -> list[Out]:
     key = order_id.encode()
     command = decode_event(place(order_id, "tok_chargeDeclined"))
     assert isinstance(command, PlaceOrder)
