@@ -7,6 +7,7 @@ services themselves wrote.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 import orjson
@@ -21,7 +22,7 @@ from orderflow.topics import (
 )
 from tests.kafka_helpers import Record, read_topic
 
-__all__ = ["assert_orders_settled_once"]
+__all__ = ["assert_not_nudged", "assert_orders_settled_once", "nudged_orders"]
 
 _TERMINAL = {"PAID", "PAYMENT_FAILED"}
 
@@ -35,8 +36,14 @@ def _by_order(records: list[Record], order_ids: set[str]) -> dict[str, list[Reco
     return out
 
 
-def assert_orders_settled_once(bootstrap: str, order_ids: set[str]) -> None:
-    """Every order: one terminal state reached once, never left; one outcome; tables agree."""
+def assert_orders_settled_once(
+    bootstrap: str, order_ids: set[str], expected_dead_letters: tuple[str, ...] = ()
+) -> None:
+    """Every order: one terminal state reached once, never left; one outcome; tables agree.
+
+    No event of these orders may have been dead-lettered, except with a reason starting with one
+    of ``expected_dead_letters`` (a test that sends poison says which).
+    """
     orders = _by_order(read_topic(bootstrap, changelog_topic("OrderDB")), order_ids)
     payments = _by_order(read_topic(bootstrap, changelog_topic("PaymentDB")), order_ids)
     created = _by_order(read_topic(bootstrap, ORDER_CREATED), order_ids)
@@ -61,9 +68,27 @@ def assert_orders_settled_once(bootstrap: str, order_ids: set[str]) -> None:
             r.partition for r in orders[order_id] + payments[order_id] + created[order_id]
         }
         assert len(partitions) == 1, (order_id, partitions)
-    refused = [
-        r for r in read_topic(bootstrap, DEAD_LETTERS)
+    dead = [
+        (r.key, dict(r.headers).get(DLQ_HEADER_REASON, b"").decode(errors="replace"))
+        for r in read_topic(bootstrap, DEAD_LETTERS)
         if (r.key or b"").decode(errors="replace") in order_ids
-        and dict(r.headers).get(DLQ_HEADER_REASON, b"").startswith(b"refused")
     ]  # fmt: skip
-    assert not refused, f"contradicting events were dead-lettered: {refused[:3]}"
+    unexpected = [
+        (key, why) for key, why in dead
+        if not (expected_dead_letters and why.startswith(expected_dead_letters))
+    ]  # fmt: skip
+    assert not unexpected, f"events of these orders were dead-lettered: {unexpected[:5]}"
+
+
+_NUDGE = re.compile(r"order (ord_[0-9a-f]{32}) still PENDING")
+
+
+def nudged_orders(worker_log: str) -> set[str]:
+    """The orders a worker's stall watchdog had to publish again (from its log)."""
+    return set(_NUDGE.findall(worker_log))
+
+
+def assert_not_nudged(worker_logs: list[str], order_ids: set[str]) -> None:
+    """No order finished only thanks to the stall watchdog: the normal path carried each one."""
+    nudged = set().union(*(nudged_orders(log) for log in worker_logs)) & order_ids
+    assert not nudged, f"orders needed the stall nudge to finish: {sorted(nudged)[:5]}"

@@ -13,7 +13,7 @@ import pytest
 from orderflow.schemas import validate_event_dict
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
 from tests.harness import ManagedProcess, http_json
-from tests.invariants import assert_orders_settled_once
+from tests.invariants import assert_not_nudged, assert_orders_settled_once
 from tests.kafka_helpers import end_offsets_total, wait_for_records
 from tests.orders_client import get_terminal, ledger_stats, order_body
 
@@ -26,7 +26,10 @@ def _post(
 
 
 def _wait_terminal(worker: ManagedProcess, order_id: str) -> dict[str, Any]:
-    return get_terminal(worker.meta["url"], order_id)
+    """The order once terminal; it must have got there without the stall watchdog's help."""
+    order = get_terminal(worker.meta["url"], order_id)
+    assert_not_nudged([worker.log_path.read_text(errors="replace")], {order_id})
+    return order
 
 
 def _event_for(bootstrap: str, topic: str, order_id: str) -> dict[str, Any]:

@@ -50,7 +50,7 @@ async def _get(url: str) -> tuple[int, Any]:
 
 
 async def test_trace_of_a_real_order_shows_its_history_and_paid_charged_once(
-    stack: tuple[ManagedProcess, ManagedProcess], replay_bootstrap: str
+    stack: tuple[ManagedProcess, ManagedProcess], kafka_bootstrap: str
 ) -> None:
     worker, sandbox = stack
     body = {"customer_id": "c-1", "currency": "EUR", "payment": {"token": "tok_visa"},
@@ -62,7 +62,7 @@ async def test_trace_of_a_real_order_shows_its_history_and_paid_charged_once(
     status, final = await _get(f"{worker.meta['url']}/orders/{order_id}?wait=30")
     assert (status, final["status"]) == (200, "PAID"), final
 
-    trace = await _settled_trace(replay_bootstrap, order_id, sandbox.meta["url"])
+    trace = await _settled_trace(kafka_bootstrap, order_id, sandbox.meta["url"])
     assert trace["verdict"] == "PAID, charged once"
     topics = [e["topic"] for e in trace["events"]]
     for topic in ("orderflow.order-commands", "order.created", "payment.completed",
@@ -80,20 +80,20 @@ async def test_trace_of_a_real_order_shows_its_history_and_paid_charged_once(
 
 
 async def test_redriving_a_dead_lettered_command_completes_the_order_exactly_once(
-    stack: tuple[ManagedProcess, ManagedProcess], replay_bootstrap: str
+    stack: tuple[ManagedProcess, ManagedProcess], kafka_bootstrap: str
 ) -> None:
     worker, sandbox = stack
     order_id = new_order_id()
     # A valid command that a (since fixed) bug in the order service dead-lettered: the bytes
     # were fine, the code was not, so redriving the bytes as they are is the fix.
-    [letter] = await produce(replay_bootstrap, [
+    [letter] = await produce(kafka_bootstrap, [
         dead_letter(order_id, place(order_id), ORDER_COMMANDS,
                     "unexpected: RuntimeError('simulated bug')", error_type="RuntimeError")
     ])  # fmt: skip
     status, _ = await _get(f"{worker.meta['url']}/orders/{order_id}")
     assert status == 404  # nothing happened to it yet
 
-    done = await cli(replay_bootstrap, "dlq", "redrive", "--order-id", order_id)
+    done = await cli(kafka_bootstrap, "dlq", "redrive", "--order-id", order_id)
     assert [(a["dead_letter"], a["action"], a["to_topic"]) for a in done.lines] == [
         (f"{letter.partition}:{letter.offset}", "redriven", ORDER_COMMANDS)
     ]
@@ -106,13 +106,13 @@ async def test_redriving_a_dead_lettered_command_completes_the_order_exactly_onc
     order = await _poll(placed, 30, f"{order_id} to be placed and settled")
     assert order["status"] == "PAID", order
 
-    trace = await _settled_trace(replay_bootstrap, order_id, sandbox.meta["url"])
+    trace = await _settled_trace(kafka_bootstrap, order_id, sandbox.meta["url"])
     assert trace["verdict"] == "PAID, charged once"
 
-    commands = await end_offsets(replay_bootstrap, [ORDER_COMMANDS])
-    again = await cli(replay_bootstrap, "dlq", "redrive", "--order-id", order_id)
+    commands = await end_offsets(kafka_bootstrap, [ORDER_COMMANDS])
+    again = await cli(kafka_bootstrap, "dlq", "redrive", "--order-id", order_id)
     assert [a["action"] for a in again.lines] == ["already_redriven"]
-    assert await end_offsets(replay_bootstrap, [ORDER_COMMANDS]) == commands
+    assert await end_offsets(kafka_bootstrap, [ORDER_COMMANDS]) == commands
     status, stats, _ = await asyncio.to_thread(http_json, "GET",
                                                f"{sandbox.meta['url']}/_admin/stats")  # fmt: skip
     assert stats["per_order"][order_id] == 1
