@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from aiohttp.web import RequestPayloadError
 
+from orderflow.config import Settings
 from orderflow.domain.events import PlaceOrder, rfc3339
 from orderflow.domain.order import Order
 from orderflow.domain.validation import OrderRequest, Problem, validate_order_request
@@ -140,7 +141,9 @@ class OrderApi:
         self.watch = watch
         self.routing = routing
         self.post_wait_s = post_wait_s
-        self.long_polls = long_polls or LongPolls(256, 32)
+        self.long_polls = long_polls or LongPolls(
+            Settings.max_long_polls, Settings.max_long_polls_per_client
+        )
 
     async def create(self, request: Any) -> ApiResponse:
         body, refused = await self._read_body(request)

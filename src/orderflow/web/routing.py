@@ -14,6 +14,8 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from orderflow.config import Settings
+
 __all__ = ["FORWARDED_HEADER", "NotReady", "Owner", "OwnerLookup"]
 
 FORWARDED_HEADER = "X-Orderflow-Forwarded"
@@ -46,7 +48,9 @@ def _ident(url: URL) -> tuple[str, int]:
 class OwnerLookup:
     """Finds the owner of an order id and forwards requests to it."""
 
-    def __init__(self, app: Any, table_name: str, max_long_polls: int = 256) -> None:
+    def __init__(
+        self, app: Any, table_name: str, max_long_polls: int = Settings.max_long_polls
+    ) -> None:
         self.app = app
         self.table_name = table_name
         self.max_long_polls = max_long_polls
