@@ -487,3 +487,33 @@ async def test_post_forwarded_to_an_unreachable_owner_is_503_with_retry_after() 
     for answer in (response, polled):
         assert (answer.status, answer.headers.get("Retry-After")) == (503, "1"), answer
         assert answer.body["error"] == "unavailable"
+
+
+async def test_forwarded_long_polls_cannot_take_the_connections_of_forwarded_posts() -> None:
+    from aiohttp import web
+
+    release = asyncio.Event()
+
+    async def owner(request: web.Request) -> web.Response:
+        if request.method == "GET":  # a long-poll: holds its connection
+            await release.wait()
+            return web.json_response({}, status=404)
+        return web.json_response({}, status=201)
+
+    runner, where = await _owner_server(owner)
+    routing = OwnerLookup(_App(), "orders", max_long_polls=150)
+    polls: list[asyncio.Future[Any]] = []
+    try:
+        for i in range(120):  # more than the whole pool of connections for forwarded requests
+            request = _get_request(30, f"10.2.0.{i}")
+            polls.append(asyncio.ensure_future(
+                routing.forward(where, request, None, timeout=60, long_poll=True)))  # fmt: skip
+        await asyncio.sleep(0.2)  # the polls take their connections
+        post = _Request(order_body(), {"Idempotency-Key": "k-beside-polls"})
+        status, *_ = await routing.forward(where, post, orjson.dumps(order_body()), timeout=5)
+        assert status == 201
+    finally:
+        release.set()
+        await asyncio.gather(*polls, return_exceptions=True)
+        await routing.close()
+        await runner.cleanup()
