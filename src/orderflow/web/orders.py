@@ -318,8 +318,9 @@ class OrderApi:
                 chunks.append(chunk)
                 size += len(chunk)
         except RequestPayloadError as exc:  # bad gzip/deflate data, a broken chunked encoding
+            where = "Content-Encoding" if encoding not in ("", "identity") else "$"
             return None, _problems(400, "invalid_request", [Problem(
-                "Content-Encoding", "undecodable", f"the body could not be read: {exc}")])  # fmt: skip
+                where, "undecodable", f"the body could not be read: {exc}")])  # fmt: skip
         if size > MAX_BODY_BYTES:
             return None, _problems(400, "invalid_request", [too_large])
         raw = b"".join(chunks)
