@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -86,6 +87,9 @@ def test_long_polls_spanning_a_partition_move_never_answer_404(
         statuses = [status for _, status, _ in answers]
         assert 404 not in statuses, [a for a in answers if a[1] == 404]
         assert set(statuses) <= {200, 503}, answers
+        # The polls really spanned the move: the first worker answered some with 503 during it.
+        assert 503 in statuses, statuses
+        print(f"long-poll answers during the move: {Counter(statuses)}, moved: {len(moved)}/8")
         # Each order still exists and is served, from either worker.
         for order_id in orders:
             for url in urls:
