@@ -57,7 +57,8 @@ def get_terminal(base_url: str, order_id: str, timeout: float = 90) -> dict[str,
             status = 0
         if status == 200 and last["status"] in ("PAID", "PAYMENT_FAILED"):
             return dict(last)
-        assert status in (0, 200, 503), (status, last)
+        # 429: over the worker's long-poll caps; a careful client retries as told.
+        assert status in (0, 200, 429, 503), (status, last)
         if status != 200:
             time.sleep(0.2)
     raise AssertionError(f"order {order_id} not terminal after {timeout}s: {last}")

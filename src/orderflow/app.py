@@ -37,7 +37,7 @@ from orderflow.topics import (
     PAYMENT_RECONCILE,
 )
 from orderflow.watch import OrderWatch
-from orderflow.web.orders import OrderApi
+from orderflow.web.orders import LongPolls, OrderApi
 from orderflow.web.routing import OwnerLookup
 from orderflow.web.views import register_views
 
@@ -166,7 +166,7 @@ def build(settings: Settings) -> Orderflow:
     async def publish(topic: str, key: bytes, value: bytes) -> None:
         await topics[topic].send(key=key, value=value)
 
-    routing = OwnerLookup(app, OrderTable.NAME)
+    routing = OwnerLookup(app, OrderTable.NAME, settings.max_long_polls)
     stalled = StalledOrders(settings.stall_after_s)
     order_service = OrderService(orders, topics[ORDER_CREATED], dead_letters, watch, stalled)
     payment_service = PaymentService(payments, gateway.get, publish, dead_letters, unknown)
@@ -223,12 +223,15 @@ def build(settings: Settings) -> Orderflow:
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def stop_serving_moved_keys(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         routing.mark_moving()
+        watch.notify_all()  # waiting GETs re-check that they still own their order
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_gateway(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         await gateway.close()
+        await routing.close()
 
-    api = OrderApi(orders, topics[ORDER_COMMANDS], watch, routing, settings.post_wait_s)
+    long_polls = LongPolls(settings.max_long_polls, settings.max_long_polls_per_client)
+    api = OrderApi(orders, topics[ORDER_COMMANDS], watch, routing, settings.post_wait_s, long_polls)
     register_views(app, api, routing)
     register_commands(app)  # replay / trace / dlq as `faust -A orderflow.app <command>`
     return Orderflow(settings, app, orders, payments, order_service, payment_service, gateway,

@@ -85,6 +85,10 @@ class Settings:
     # How soon a crashed worker's partitions move to the others (Kafka's session timeout).
     session_timeout_s: float = 10.0
     log_level: str = "info"
+    # Long-polls (GET ?wait=S) this worker holds at once, and per client (TCP peer address).
+    # Forwarded long-polls count only at the worker the client reached.
+    max_long_polls: int = 256
+    max_long_polls_per_client: int = 32
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -119,5 +123,9 @@ class Settings:
             session_timeout_s=_float(env, "ORDERFLOW_SESSION_TIMEOUT", cls.session_timeout_s),
             log_level=_choice(
                 env, "ORDERFLOW_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")
+            ),
+            max_long_polls=_int(env, "ORDERFLOW_MAX_LONG_POLLS", cls.max_long_polls),
+            max_long_polls_per_client=_int(
+                env, "ORDERFLOW_MAX_LONG_POLLS_PER_CLIENT", cls.max_long_polls_per_client
             ),
         )

@@ -26,6 +26,13 @@ class OrderWatch:
         for event in self._waiters.pop(order_id, ()):
             event.set()
 
+    def notify_all(self) -> None:
+        """Wake every waiter: partitions moved, so each must check it still owns its order."""
+        waiters, self._waiters = self._waiters, defaultdict(set)
+        for events in waiters.values():
+            for event in events:
+                event.set()
+
     async def wait_for(
         self, order_id: str, read: Callable[[], T], done: Callable[[T], bool], timeout: float
     ) -> T:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
+import pytest
+from aiokafka.errors import KafkaTimeoutError
 
 from orderflow.watch import OrderWatch
 from orderflow.web.orders import OrderApi
-from orderflow.web.routing import FORWARDED_HEADER, NotReady, Owner
+from orderflow.web.routing import FORWARDED_HEADER, NotReady, Owner, OwnerLookup
 from tests.orders_client import order_body
+from tests.unit.builders import pending_order
 
 
 class _Content:
@@ -17,7 +21,8 @@ class _Content:
         self.raw = raw
 
     async def read(self, limit: int) -> bytes:
-        return self.raw[:limit]
+        head, self.raw = self.raw[:limit], self.raw[limit:]
+        return head
 
 
 class _Request(dict[str, Any]):
@@ -28,7 +33,7 @@ class _Request(dict[str, Any]):
         super().__init__()
         raw = orjson.dumps(body) if body is not None else b""
         self.content = _Content(raw)
-        self.content_length = len(raw)
+        self.content_length: int | None = len(raw)
         self.headers = headers or {}
         self.query = query or {}
         self.method, self.path = "POST", "/orders"
@@ -78,3 +83,437 @@ async def test_invalid_post_is_refused_before_any_routing() -> None:
     response = await _api(None).create(_Request({"currency": "EUR"}))
     assert response.status == 400
     assert {p["field"] for p in response.body["problems"]} == {"customer_id", "items", "payment"}
+
+
+# -- fakes for the POST and long-poll paths ---------------------------------------------------
+
+
+class _Segments:
+    """A body that arrives in pieces: ``read(n)`` returns at most what has arrived so far."""
+
+    def __init__(self, *segments: bytes, error: Exception | None = None) -> None:
+        self.segments = list(segments)
+        self.error = error
+
+    async def read(self, limit: int) -> bytes:
+        if not self.segments:
+            if self.error is not None:
+                raise self.error
+            return b""
+        head = self.segments.pop(0)
+        if len(head) > limit:
+            self.segments.insert(0, head[limit:])
+            head = head[:limit]
+        return head
+
+
+def _raw_request(
+    *segments: bytes, headers: dict[str, str] | None = None, length: int | None = None,
+    error: Exception | None = None,
+) -> _Request:  # fmt: skip
+    request = _Request(None, headers)
+    request.content = _Segments(*segments, error=error)  # type: ignore[assignment]
+    request.content_length = length
+    return request
+
+
+class _Table:
+    def __init__(self) -> None:
+        self.rows: dict[str, Any] = {}
+
+    def get(self, order_id: str) -> Any:
+        return self.rows.get(order_id)
+
+
+class _Commands:
+    """The PlaceOrder topic: ``outcome`` says what the broker does with a sent command."""
+
+    def __init__(self, table: _Table, watch: OrderWatch, outcome: str = "stored") -> None:
+        self.table, self.watch, self.outcome = table, watch, outcome
+        self.sent: list[bytes] = []
+
+    async def send(self, key: bytes, value: bytes) -> Any:
+        if self.outcome == "send_hangs":  # no metadata: the send itself never returns
+            await asyncio.Event().wait()
+        self.sent.append(value)
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.outcome == "fails":
+            delivery.set_exception(KafkaTimeoutError())
+        elif self.outcome in ("delivered", "stored"):
+            delivery.set_result(None)
+            if self.outcome == "stored":  # the order service stores it a moment later
+                asyncio.get_running_loop().call_later(0.01, self._store, value)
+        return delivery  # "hangs": never completes
+
+    def _store(self, value: bytes) -> None:
+        command = orjson.loads(value)
+        order = pending_order(order_id=command["order_id"], fingerprint=command["fingerprint"],
+                              request_id=command["request_id"])  # fmt: skip
+        self.table.rows[order.order_id] = order
+        self.watch.notify(order.order_id)
+
+
+class _LocalRouting:
+    """This worker owns every order until ``moved``; peers in ``workers`` are other workers."""
+
+    def __init__(self, workers: frozenset[str] = frozenset()) -> None:
+        self.moved = False
+        self.workers = workers
+
+    def owner(self, order_id: str) -> Owner:
+        from yarl import URL
+
+        if self.moved:
+            raise NotReady("rebalancing")
+        return Owner(is_local=True, url=URL("http://127.0.0.1:1"))
+
+    def owns(self, order_id: str) -> bool:
+        return not self.moved
+
+    async def is_worker_peer(self, remote: str | None) -> bool:
+        return remote in self.workers
+
+
+def _post_api(outcome: str, post_wait_s: float = 0.3) -> tuple[OrderApi, _Commands]:
+    table, watch = _Table(), OrderWatch()
+    commands = _Commands(table, watch, outcome)
+    return OrderApi(table, commands, watch, _LocalRouting(), post_wait_s), commands  # type: ignore[arg-type]
+
+
+# -- reading the body ---------------------------------------------------------------------------
+
+
+async def test_body_arriving_in_two_segments_is_read_whole() -> None:
+    items = [{"sku": f"SKU-{i:03d}-" + "x" * 50, "quantity": 1, "unit_amount": 100}
+             for i in range(40)]  # fmt: skip
+    raw = orjson.dumps(order_body() | {"items": items})  # about 3 KB
+    assert len(raw) > 3000
+    api, _ = _post_api("stored")
+    request = _raw_request(raw[:1500], raw[1500:], length=len(raw))
+    response = await api.create(request)
+    assert response.status == 201, response.body
+
+
+async def test_chunked_body_without_length_is_read_whole() -> None:
+    raw = orjson.dumps(order_body())
+    api, _ = _post_api("stored")
+    response = await api.create(_raw_request(raw[:10], raw[10:40], raw[40:], length=None))
+    assert response.status == 201, response.body
+
+
+async def test_chunked_body_over_the_limit_is_400_too_large() -> None:
+    api, commands = _post_api("stored")
+    chunks = [b" " * 8192] * 9  # 72 KiB, no Content-Length
+    response = await api.create(_raw_request(*chunks, length=None))
+    assert response.status == 400
+    assert response.body["problems"][0]["code"] == "too_large"
+    assert commands.sent == []
+
+
+async def test_undecodable_content_encoding_is_json_400() -> None:
+    from aiohttp.web import RequestPayloadError
+
+    api, commands = _post_api("stored")
+    error = RequestPayloadError("Can not decode content-encoding: gzip")
+    request = _raw_request(b"", headers={"Content-Encoding": "gzip"}, length=10, error=error)
+    request.content = _Segments(error=error)  # type: ignore[assignment]
+    response = await api.create(request)
+    assert response.status == 400
+    assert response.body["problems"][0]["field"] == "Content-Encoding"
+    assert commands.sent == []
+
+
+async def test_unsupported_content_encoding_is_json_415() -> None:
+    raw = orjson.dumps(order_body())
+    api, commands = _post_api("stored")
+    response = await api.create(_raw_request(raw, headers={"Content-Encoding": "compress"}))
+    assert response.status == 415
+    assert response.body["problems"][0]["field"] == "Content-Encoding"
+    assert commands.sent == []
+
+
+async def test_body_not_utf8_is_400_invalid_json() -> None:
+    api, _ = _post_api("stored")
+    response = await api.create(_raw_request(b'{"customer_id": "\xff\xfe"}'))
+    assert response.status == 400
+    assert response.body["problems"][0]["code"] == "invalid_json"
+
+
+async def test_invalid_idempotency_key_format_is_400_naming_the_header() -> None:
+    api, commands = _post_api("stored")
+    response = await api.create(_Request(order_body(), {"Idempotency-Key": "bad\nkey"}))
+    assert response.status == 400
+    assert [p["field"] for p in response.body["problems"]] == ["Idempotency-Key"]
+    assert commands.sent == []
+
+
+# -- no 2xx before the command is durably in Kafka ---------------------------------------------
+
+
+async def test_stored_order_is_201_with_location() -> None:
+    api, _ = _post_api("stored")
+    response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-201"}))
+    assert response.status == 201
+    assert response.headers["Location"] == f"/orders/{response.body['order_id']}"
+    assert "Idempotent-Replayed" not in response.headers
+
+
+async def test_unkeyed_post_delivered_but_not_stored_in_time_is_202_with_location() -> None:
+    api, commands = _post_api("delivered")
+    response = await api.create(_Request(order_body()))
+    assert response.status == 202
+    assert response.headers["Location"] == f"/orders/{response.body['order_id']}"
+    assert len(commands.sent) == 1
+
+
+async def test_keyed_post_delivered_but_not_stored_in_time_is_503_retry_same_key() -> None:
+    api, _ = _post_api("delivered")
+    response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-503"}))
+    assert (response.status, response.headers.get("Retry-After")) == (503, "1")
+    assert "Idempotency-Key" in response.body["message"]
+
+
+@pytest.mark.parametrize("outcome", ["fails", "hangs", "send_hangs"])
+async def test_unkeyed_post_not_durably_delivered_is_never_2xx(outcome: str) -> None:
+    api, _ = _post_api(outcome)
+    response = await asyncio.wait_for(api.create(_Request(order_body())), timeout=5)
+    assert response.status == 503, response.body
+    assert response.headers["Retry-After"] == "1"
+    order_id = response.body["order_id"]  # so that the client can check before placing again
+    assert response.headers["Location"] == f"/orders/{order_id}"
+
+
+@pytest.mark.parametrize("outcome", ["fails", "hangs", "send_hangs"])
+async def test_keyed_post_not_durably_delivered_is_503_retry_same_key(outcome: str) -> None:
+    api, _ = _post_api(outcome)
+    request = _Request(order_body(), {"Idempotency-Key": f"k-{outcome}"})
+    response = await asyncio.wait_for(api.create(request), timeout=5)
+    assert (response.status, response.headers.get("Retry-After")) == (503, "1")
+
+
+# -- long-polls: a partition move, and caps ----------------------------------------------------
+
+
+def _get_request(wait: float, remote: str = "10.0.0.9", headers: dict[str, str] | None = None,
+                 ) -> _Request:  # fmt: skip
+    request = _Request(None, headers, {"wait": str(wait)})
+    request.method = "GET"
+    request.remote = remote  # type: ignore[attr-defined]
+    return request
+
+
+def _get_api(
+    table: _Table, routing: _LocalRouting, watch: OrderWatch | None = None,
+    max_total: int | None = None, max_per_peer: int = 100,
+) -> OrderApi:  # fmt: skip
+    watch = watch or OrderWatch()
+    if max_total is None:  # the default caps
+        return OrderApi(table, None, watch, routing, 0.1)  # type: ignore[arg-type]
+    from orderflow.web.orders import LongPolls
+
+    return OrderApi(table, None, watch, routing, 0.1,  # type: ignore[arg-type]
+                    long_polls=LongPolls(max_total, max_per_peer))  # fmt: skip
+
+
+async def test_long_poll_spanning_a_partition_move_answers_503_not_404() -> None:
+    table, routing = _Table(), _LocalRouting()
+    order = pending_order(order_id="ord_" + "1" * 32)
+    table.rows[order.order_id] = order
+    api = _get_api(table, routing)
+    poll = asyncio.ensure_future(api.get(_get_request(0.3), order.order_id))
+    await asyncio.sleep(0.05)
+    routing.moved = True  # the partition is revoked: the local store no longer has the order
+    del table.rows[order.order_id]
+    response = await poll
+    assert (response.status, response.headers.get("Retry-After")) == (503, "1"), response.body
+
+
+async def test_long_poll_is_woken_by_a_partition_move() -> None:
+    table, routing, watch = _Table(), _LocalRouting(), OrderWatch()
+    order = pending_order(order_id="ord_" + "2" * 32)
+    table.rows[order.order_id] = order
+    api = _get_api(table, routing, watch)
+    poll = asyncio.ensure_future(api.get(_get_request(30), order.order_id))
+    await asyncio.sleep(0.05)
+    routing.moved = True
+    watch.notify_all()
+    response = await asyncio.wait_for(poll, timeout=5)  # not the 30 s of the wait
+    assert response.status == 503
+
+
+async def _flood(api: OrderApi, peers: list[str], headers: dict[str, str] | None = None,
+                 ) -> list[int]:  # fmt: skip
+    unknown = "ord_" + "3" * 32
+    polls = [asyncio.ensure_future(api.get(_get_request(0.3, p, headers), unknown)) for p in peers]
+    return [r.status for r in await asyncio.gather(*polls)]
+
+
+async def test_long_polls_over_the_per_client_cap_get_429_other_clients_do_not() -> None:
+    api = _get_api(_Table(), _LocalRouting(), max_total=100, max_per_peer=3)
+    statuses = await _flood(api, ["10.0.0.1"] * 5 + ["10.0.0.2"] * 2)
+    assert sorted(statuses) == [404] * 5 + [429] * 2
+    assert statuses[5:] == [404, 404]  # the other client is not limited by the first one
+
+
+async def test_long_polls_over_the_worker_cap_get_429_with_retry_after() -> None:
+    api = _get_api(_Table(), _LocalRouting(), max_total=4, max_per_peer=4)
+    unknown = "ord_" + "4" * 32
+    polls = [asyncio.ensure_future(api.get(_get_request(0.3, f"10.0.1.{i}"), unknown))
+             for i in range(6)]  # fmt: skip
+    responses = await asyncio.gather(*polls)
+    refused = [r for r in responses if r.status == 429]
+    assert len(refused) == 2
+    assert refused[0].headers["Retry-After"] == "1"
+    assert refused[0].body["error"] == "too_many_long_polls"
+    # Once the polls are over, the slots are free again.
+    assert (await api.get(_get_request(0.05, "10.0.1.0"), unknown)).status == 404
+
+
+async def test_forwarded_long_polls_from_a_worker_are_not_counted_twice() -> None:
+    routing = _LocalRouting(workers=frozenset({"10.0.0.7"}))
+    api = _get_api(_Table(), routing, max_total=2, max_per_peer=2)
+    statuses = await _flood(api, ["10.0.0.7"] * 5, {FORWARDED_HEADER: "1"})
+    assert statuses == [404] * 5
+
+
+async def test_forged_forwarded_header_from_a_client_is_still_counted() -> None:
+    api = _get_api(_Table(), _LocalRouting(), max_total=10, max_per_peer=2)
+    statuses = await _flood(api, ["10.0.0.8"] * 4, {FORWARDED_HEADER: "1"})
+    assert sorted(statuses) == [404, 404, 429, 429]
+
+
+async def test_plain_gets_are_not_capped() -> None:
+    api = _get_api(_Table(), _LocalRouting(), max_total=1, max_per_peer=1)
+    unknown = "ord_" + "5" * 32
+    responses = await asyncio.gather(*(api.get(_get_request(0), unknown) for _ in range(5)))
+    assert [r.status for r in responses] == [404] * 5
+
+
+# -- forwarding to the owner, over a real socket ------------------------------------------------
+
+
+class _App:
+    """The parts of the Faust app that OwnerLookup.forward reads."""
+
+    class conf:
+        canonical_url = "http://127.0.0.1:1"
+
+
+async def _owner_server(handler: Any) -> tuple[Any, Owner]:
+    from aiohttp import web
+    from yarl import URL
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, Owner(is_local=False, url=URL(f"http://127.0.0.1:{port}"))
+
+
+async def test_forwarding_keeps_the_owners_location_retry_after_and_replay_headers() -> None:
+    from aiohttp import web
+
+    async def owner_answers(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True}, status=201, headers={
+            "Location": "/orders/ord_x", "Retry-After": "7", "Idempotent-Replayed": "true",
+            "X-Internal": "not forwarded"})  # fmt: skip
+
+    runner, owner = await _owner_server(owner_answers)
+    routing = OwnerLookup(_App(), "orders")
+    try:
+        request = _Request(order_body(), {"Idempotency-Key": "k-fwd"})
+        status, payload, content_type, headers = await routing.forward(
+            owner, request, orjson.dumps(order_body()), timeout=5
+        )
+    finally:
+        await routing.close()
+        await runner.cleanup()
+    assert (status, orjson.loads(payload), content_type) == (201, {"ok": True}, "application/json")
+    assert headers == {"Location": "/orders/ord_x", "Retry-After": "7",
+                       "Idempotent-Replayed": "true"}  # fmt: skip
+
+
+async def test_forwarded_gzip_post_reaches_the_owner_decoded_without_its_encoding() -> None:
+    from aiohttp import web
+
+    received: list[tuple[str | None, bytes]] = []
+
+    async def owner_reads(request: web.Request) -> web.Response:
+        received.append((request.headers.get("Content-Encoding"), await request.read()))
+        return web.json_response({}, status=201)
+
+    runner, owner = await _owner_server(owner_reads)
+    routing = OwnerLookup(_App(), "orders")
+    decoded = orjson.dumps(order_body())  # what aiohttp handed the edge, already gunzipped
+    try:
+        request = _Request(order_body(), {"Idempotency-Key": "k-gz", "Content-Encoding": "gzip"})
+        status, *_ = await routing.forward(owner, request, decoded, timeout=5)
+    finally:
+        await routing.close()
+        await runner.cleanup()
+    assert status == 201
+    assert received == [(None, decoded)]
+
+
+class _OwnedElsewhere(OwnerLookup):
+    """Real forwarding; every order is owned by the worker at ``url``."""
+
+    def __init__(self, url: str) -> None:
+        from yarl import URL
+
+        super().__init__(_App(), "orders")
+        self.url = URL(url)
+
+    def owner(self, order_id: str) -> Owner:
+        return Owner(is_local=False, url=self.url)
+
+
+async def test_post_forwarded_to_an_unreachable_owner_is_503_with_retry_after() -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on any more
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    routing = _OwnedElsewhere(f"http://127.0.0.1:{port}")
+    api = OrderApi(_Table(), None, OrderWatch(), routing, post_wait_s=1)  # type: ignore[arg-type]
+    try:
+        response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-gone"}))
+        polled = await api.get(_get_request(5), "ord_" + "6" * 32)
+    finally:
+        await routing.close()
+    for answer in (response, polled):
+        assert (answer.status, answer.headers.get("Retry-After")) == (503, "1"), answer
+        assert answer.body["error"] == "unavailable"
+
+
+async def test_forwarded_long_polls_cannot_take_the_connections_of_forwarded_posts() -> None:
+    from aiohttp import web
+
+    release = asyncio.Event()
+
+    async def owner(request: web.Request) -> web.Response:
+        if request.method == "GET":  # a long-poll: holds its connection
+            await release.wait()
+            return web.json_response({}, status=404)
+        return web.json_response({}, status=201)
+
+    runner, where = await _owner_server(owner)
+    routing = OwnerLookup(_App(), "orders", max_long_polls=150)
+    polls: list[asyncio.Future[Any]] = []
+    try:
+        for i in range(120):  # more than the whole pool of connections for forwarded requests
+            request = _get_request(30, f"10.2.0.{i}")
+            polls.append(asyncio.ensure_future(
+                routing.forward(where, request, None, timeout=60, long_poll=True)))  # fmt: skip
+        await asyncio.sleep(0.2)  # the polls take their connections
+        post = _Request(order_body(), {"Idempotency-Key": "k-beside-polls"})
+        status, *_ = await routing.forward(where, post, orjson.dumps(order_body()), timeout=5)
+        assert status == 201
+    finally:
+        release.set()
+        await asyncio.gather(*polls, return_exceptions=True)
+        await routing.close()
+        await runner.cleanup()

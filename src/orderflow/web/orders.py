@@ -8,29 +8,41 @@ the worker that owns the order's partition, so that wait is an in-memory signal,
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from aiohttp.web import RequestPayloadError
 
+from orderflow.config import Settings
 from orderflow.domain.events import PlaceOrder, rfc3339
+from orderflow.domain.order import Order
 from orderflow.domain.validation import OrderRequest, Problem, validate_order_request
 from orderflow.records import encode_event, order_to_public
 from orderflow.tables import OrderTable
 from orderflow.watch import OrderWatch
 from orderflow.web.routing import FORWARDED_HEADER, NotReady, OwnerLookup
 
-__all__ = ["MAX_BODY_BYTES", "MAX_WAIT_S", "ApiResponse", "OrderApi", "order_id_for_key"]
+__all__ = [
+    "MAX_BODY_BYTES", "MAX_WAIT_S", "ApiResponse", "LongPolls", "OrderApi", "order_id_for_key",
+]  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_WAIT_S = 30.0
 _KEY_NAMESPACE = uuid.UUID("0b8f7c52-3e0e-4a4f-8f59-0e5f3d7f8a21")
 _MAX_KEY_LENGTH = 255
 _ORDER_ID_LENGTH = len("ord_") + 32
+# The codings aiohttp decodes before we read the body (it passes any other one through raw).
+_DECODED_ENCODINGS = frozenset({"", "identity", "gzip", "deflate"})
 
 
 def order_id_for_key(idempotency_key: str) -> str:
@@ -59,6 +71,19 @@ class ApiResponse:
     content_type: str = "application/json"
 
 
+def _not_durable(order_id: str, keyed: bool) -> ApiResponse:
+    """503 for a PlaceOrder the broker did not confirm: the order may or may not exist."""
+    if keyed:
+        return _unavailable("the order could not be stored durably in time; retry with the "
+                            "same Idempotency-Key")  # fmt: skip
+    # Without a key a blind retry could be a second order: name it so the client can check.
+    body = {"error": "unavailable", "order_id": order_id,
+            "message": "the order could not be confirmed as stored; it may still be placed: "
+                       "GET the Location (until it answers 200 or 404) before placing it again, "
+                       "or send an Idempotency-Key to make retries safe"}  # fmt: skip
+    return ApiResponse(503, body, {"Retry-After": "1", "Location": f"/orders/{order_id}"})
+
+
 def _problems(status: int, error: str, problems: list[Problem]) -> ApiResponse:
     listed = [{"field": p.field, "code": p.code, "message": p.message} for p in problems]
     return ApiResponse(status, {"error": error, "problems": listed})
@@ -66,6 +91,37 @@ def _problems(status: int, error: str, problems: list[Problem]) -> ApiResponse:
 
 def _unavailable(reason: str) -> ApiResponse:
     return ApiResponse(503, {"error": "unavailable", "message": reason}, {"Retry-After": "1"})
+
+
+class LongPolls:
+    """The long-polls (waiting GETs) a worker holds: at most ``max_total``, ``max_per_peer`` each.
+
+    The peer is the TCP peer address, never a header a client could forge.
+    """
+
+    def __init__(self, max_total: int, max_per_peer: int) -> None:
+        self.max_total = max_total
+        self.max_per_peer = max_per_peer
+        self.held: Counter[str] = Counter()
+
+    def try_acquire(self, peer: str) -> bool:
+        if self.held.total() >= self.max_total or self.held[peer] >= self.max_per_peer:
+            return False
+        self.held[peer] += 1
+        return True
+
+    def release(self, peer: str) -> None:
+        self.held[peer] -= 1
+        if self.held[peer] <= 0:
+            del self.held[peer]
+
+
+_TOO_MANY_LONG_POLLS = ApiResponse(
+    429,
+    {"error": "too_many_long_polls",
+     "message": "too many long-polls (GET ?wait=) in progress; retry later or without wait"},
+    {"Retry-After": "1"},
+)  # fmt: skip
 
 
 class OrderApi:
@@ -78,17 +134,21 @@ class OrderApi:
         watch: OrderWatch,
         routing: OwnerLookup,
         post_wait_s: float,
+        long_polls: LongPolls | None = None,
     ) -> None:
         self.orders = orders
         self.commands = commands
         self.watch = watch
         self.routing = routing
         self.post_wait_s = post_wait_s
+        self.long_polls = long_polls or LongPolls(
+            Settings.max_long_polls, Settings.max_long_polls_per_client
+        )
 
     async def create(self, request: Any) -> ApiResponse:
-        body, problem = await self._read_body(request)
-        if problem is not None:
-            return _problems(400, "invalid_request", [problem])
+        body, refused = await self._read_body(request)
+        if refused is not None:
+            return refused
         key = request.headers.get("Idempotency-Key")
         problems: list[Problem] = []
         if key is not None and not (0 < len(key) <= _MAX_KEY_LENGTH and key.isprintable()):
@@ -128,10 +188,13 @@ class OrderApi:
             command = PlaceOrder(order_id, request_id, fingerprint, request.customer_id,
                                  request.currency, request.items, request.payment_token,
                                  rfc3339(time.time()))  # fmt: skip
-            await self.commands.send(key=order_id.encode(), value=encode_event(command))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.post_wait_s
+            if not await self._send_durably(order_id, encode_event(command)):
+                return _not_durable(order_id, keyed)
             existing = await self.watch.wait_for(
                 order_id, lambda: self.orders.get(order_id), lambda o: o is not None,
-                self.post_wait_s,
+                max(0.0, deadline - loop.time()),
             )  # fmt: skip
             if existing is None and keyed:
                 return _unavailable("the order was not stored in time; retry with the same "
@@ -150,6 +213,21 @@ class OrderApi:
             headers["Idempotent-Replayed"] = "true"
         return ApiResponse(201, order_to_public(existing), headers)
 
+    async def _send_durably(self, order_id: str, command: bytes) -> bool:
+        """Send the PlaceOrder command and wait for the broker's ack (acks=all), within the
+        POST wait: no 2xx may be given for an order that could still be lost with this process.
+        """
+        try:
+            async with asyncio.timeout(self.post_wait_s):
+                delivery = await self.commands.send(key=order_id.encode(), value=command)
+                # shield: a timeout must not cancel the producer's own future (it may still
+                # be delivered; the client is told to check).
+                await asyncio.shield(delivery)
+            return True
+        except Exception as exc:  # KafkaError, a timeout: not known to be durable either way
+            log.warning("PlaceOrder for %s not confirmed by the broker: %r", order_id, exc)
+            return False
+
     async def get(self, request: Any, order_id: str) -> ApiResponse:
         problems: list[Problem] = []
         if not (order_id.startswith("ord_") and len(order_id) == _ORDER_ID_LENGTH):
@@ -167,16 +245,42 @@ class OrderApi:
                 )
         if problems:
             return _problems(400, "invalid_request", problems)
+        if wait <= 0:
+            return await self._get(request, order_id, wait)
+        # Counted where the client's connection arrives; a worker's forward was counted there.
+        peer = str(request.remote or "")
+        counted = not (
+            request.headers.get(FORWARDED_HEADER) and await self.routing.is_worker_peer(peer)
+        )
+        if counted and not self.long_polls.try_acquire(peer):
+            return _TOO_MANY_LONG_POLLS
+        try:
+            return await self._get(request, order_id, wait)
+        finally:
+            if counted:
+                self.long_polls.release(peer)
+
+    async def _get(self, request: Any, order_id: str, wait: float) -> ApiResponse:
         try:
             owner = self.routing.owner(order_id)
             if not owner.is_local:
                 return await self._forward(owner, request, body_bytes=None, extra=wait)
         except NotReady as exc:
             return _unavailable(str(exc))
+
+        def settled(order: Order | None) -> bool:
+            # A partition move (the watch wakes every waiter) ends the wait too.
+            terminal = order is not None and order.status.is_terminal
+            return terminal or not self.routing.owns(order_id)
+
         order = await self.watch.wait_for(
-            order_id, lambda: self.orders.get(order_id),
-            lambda o: o is not None and o.status.is_terminal, wait,
-        )  # fmt: skip
+            order_id, lambda: self.orders.get(order_id), settled, wait
+        )
+        terminal = order is not None and order.status.is_terminal
+        if not terminal and not self.routing.owns(order_id):
+            # The partition moved during the wait: the local store no longer tells the truth
+            # (a 404 here would make a client place an existing order again).
+            return _unavailable("the order's partition moved during the wait; retry")
         if order is None:
             return ApiResponse(404, {"error": "not_found", "order_id": order_id})
         return ApiResponse(200, order_to_public(order))
@@ -188,19 +292,41 @@ class OrderApi:
             # The sender thought we own the key; we think not: assignments are moving.
             raise NotReady("partition ownership is changing")
         status, payload, content_type, headers = await self.routing.forward(
-            owner, request, body_bytes, timeout=self.post_wait_s + extra + 5
+            owner, request, body_bytes, timeout=self.post_wait_s + extra + 5, long_poll=extra > 0
         )
         return ApiResponse(status, None, headers, raw=payload, content_type=content_type)
 
-    async def _read_body(self, request: Any) -> tuple[Any, Problem | None]:
+    async def _read_body(self, request: Any) -> tuple[Any, ApiResponse | None]:
+        """The whole body (decoded), or the JSON 4xx that refuses it; never a bare 500."""
+        too_large = Problem("$", "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in _DECODED_ENCODINGS:
+            return None, _problems(415, "invalid_request", [Problem(
+                "Content-Encoding", "unsupported", "supported: gzip, deflate, identity")])  # fmt: skip
         length = request.content_length
         if length is not None and length > MAX_BODY_BYTES:
-            return None, Problem("$", "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
-        raw = await request.content.read(MAX_BODY_BYTES + 1)
-        if len(raw) > MAX_BODY_BYTES:
-            return None, Problem("$", "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
+            return None, _problems(400, "invalid_request", [too_large])
+        # read(n) returns what has arrived so far: read until the end (chunked bodies have no
+        # Content-Length), and never more than one byte past the limit.
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while size <= MAX_BODY_BYTES:
+                chunk = await request.content.read(MAX_BODY_BYTES + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        except RequestPayloadError as exc:  # bad gzip/deflate data, a broken chunked encoding
+            where = "Content-Encoding" if encoding not in ("", "identity") else "$"
+            return None, _problems(400, "invalid_request", [Problem(
+                where, "undecodable", f"the body could not be read: {exc}")])  # fmt: skip
+        if size > MAX_BODY_BYTES:
+            return None, _problems(400, "invalid_request", [too_large])
+        raw = b"".join(chunks)
         request["raw_body"] = raw
         try:
-            return orjson.loads(raw), None
+            return orjson.loads(raw), None  # also refuses bytes that are not UTF-8
         except orjson.JSONDecodeError:
-            return None, Problem("$", "invalid_json", "the body is not valid JSON")
+            return None, _problems(400, "invalid_request", [
+                Problem("$", "invalid_json", "the body is not valid JSON (UTF-8)")])  # fmt: skip

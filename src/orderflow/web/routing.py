@@ -7,17 +7,26 @@ back, so we route with Faust's router (``key_store``) and forward ourselves.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
+from orderflow.config import Settings
+
 __all__ = ["FORWARDED_HEADER", "NotReady", "Owner", "OwnerLookup"]
 
 FORWARDED_HEADER = "X-Orderflow-Forwarded"
 _KEPT_RESPONSE_HEADERS = ("Location", "Retry-After", "Idempotent-Replayed")
-_DROPPED_REQUEST_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
+# The body we forward is the one we read, already decoded by aiohttp: its Content-Encoding
+# must not travel with it (the owner would try to decode it again).
+_DROPPED_REQUEST_HEADERS = {
+    "host", "content-length", "transfer-encoding", "connection", "content-encoding",
+}  # fmt: skip
+# Connections to the owners for forwarded POSTs and plain GETs; long-polls have their own pool.
+_REQUEST_POOL_SIZE = 100
 
 
 class NotReady(Exception):
@@ -39,9 +48,16 @@ def _ident(url: URL) -> tuple[str, int]:
 class OwnerLookup:
     """Finds the owner of an order id and forwards requests to it."""
 
-    def __init__(self, app: Any, table_name: str) -> None:
+    def __init__(
+        self, app: Any, table_name: str, max_long_polls: int = Settings.max_long_polls
+    ) -> None:
         self.app = app
         self.table_name = table_name
+        self.max_long_polls = max_long_polls
+        # Two client sessions: forwarded long-polls, each holding a connection up to 30 s, must
+        # never take the connections that forwarded POSTs need (they would starve into 503s).
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
+        self._resolved: dict[str, set[str]] = {}
         # False from the moment partitions move until Faust has recovered the tables of the new
         # assignment (its rebalancing/in_recovery flags leave a gap between the two, where a
         # newly owned order would wrongly look unknown: a 404 instead of a 503).
@@ -74,15 +90,56 @@ class OwnerLookup:
         except NotReady:
             return False
 
+    async def is_worker_peer(self, remote: str | None) -> bool:
+        """True when ``remote`` (a TCP peer address) is the host of a worker of this app.
+
+        A client could send the forwarded header itself: it is believed only from a worker.
+        """
+        if not remote:
+            return False
+        try:
+            urls = {str(u) for u in self.app.assignor.tables_metadata()}
+        except Exception:  # no assignment yet
+            urls = set()
+        urls.add(str(self.app.conf.canonical_url))
+        for host in {URL(u).host or "" for u in urls}:
+            if remote == host or remote in await self._addresses(host):
+                return True
+        return False
+
+    async def _addresses(self, host: str) -> set[str]:
+        if host not in self._resolved:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+                self._resolved[host] = {str(info[4][0]) for info in infos}
+            except (OSError, UnicodeError):
+                return set()  # not cached: a later lookup may work
+        return self._resolved[host]
+
+    def _session(self, long_poll: bool) -> aiohttp.ClientSession:
+        session = self._sessions.get(long_poll)
+        if session is None or session.closed:
+            limit = self.max_long_polls if long_poll else _REQUEST_POOL_SIZE
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit))
+            self._sessions[long_poll] = session
+        return session
+
+    async def close(self) -> None:
+        """Close the forwarding sessions (at shutdown)."""
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
     async def forward(
-        self, owner: Owner, request: Any, body: bytes | None, timeout: float
-    ) -> tuple[int, bytes, str, dict[str, str]]:
+        self, owner: Owner, request: Any, body: bytes | None, timeout: float,
+        long_poll: bool = False,
+    ) -> tuple[int, bytes, str, dict[str, str]]:  # fmt: skip
         """Replay the request at the owner; returns (status, body, content type, headers)."""
         url = owner.url.with_path(request.path).with_query(request.query)
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() not in _DROPPED_REQUEST_HEADERS}  # fmt: skip
         headers[FORWARDED_HEADER] = "1"
-        session: aiohttp.ClientSession = self.app.http_client
+        session = self._session(long_poll)
         try:
             async with session.request(
                 request.method, url, headers=headers, data=body,
