@@ -509,25 +509,25 @@ async def test_conflict_is_retried_but_other_4xx_are_not(make_client: MakeClient
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-async def test_sandbox_command_prints_its_url_serves_and_stops_cleanly_on_signal(
+async def test_sandbox_command_prints_its_url_takes_its_settings_and_stops_cleanly_on_signal(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
     code = "import sys; from orderflow.gateway.sandbox import main; sys.exit(main(sys.argv[1:]))"
     db = tmp_path / "cli.db"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, "--port", "0", "--db", str(db),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "--key-ttl", "20", "--strict", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), timeout=10)).decode()
         match = re.fullmatch(r"sandbox-gateway listening on (http://127\.0\.0\.1:\d+)\n", line)
         assert match, line
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{match.group(1)}/_admin/stats") as resp,
-        ):
-            assert (await resp.json())["charges"] == 0
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{match.group(1)}/_admin/stats") as resp:
+                assert (await resp.json())["charges"] == 0
+            async with session.get(f"{match.group(1)}/_admin/config") as resp:
+                assert await resp.json() == {"key_ttl_s": 20, "strict": True}
 
         proc.send_signal(sig)
         assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
