@@ -50,16 +50,16 @@ def _assert_exactly_once(
     url: str, gateway: str, orders: list[tuple[str, str, str]], bootstrap: str
 ) -> GatewayAudit:
     finals = {order_id: get_terminal(url, order_id) for _, order_id, _ in orders}
+    # What the service asked of the gateway (keys expire, sandbox strict): never a second
+    # charge, never a charge request once PaymentDB knew the answer.
+    audit = check_gateway(bootstrap, gateway, set(finals))
+    print(f"gateway audit of {len(finals)} orders: {audit.summary()}")
     per_order = ledger_stats(gateway)["per_order"]
     for _, order_id, token in orders:
         assert finals[order_id]["status"] == EXPECTED[token], finals[order_id]
         # A decline is recorded by the gateway too, but nothing is taken: one row either way.
         assert per_order.get(order_id) == 1, (order_id, per_order.get(order_id))
     assert_orders_settled_once(bootstrap, set(finals))
-    # What the service asked of the gateway (keys expire, sandbox strict): never a second
-    # charge, never a charge request once PaymentDB knew the answer.
-    audit = check_gateway(bootstrap, gateway, set(finals))
-    print(f"gateway audit of {len(finals)} orders: {audit.summary()}")
     return audit
 
 
