@@ -31,7 +31,7 @@ from orderflow.topics import changelog_topic
 from tests.kafka_helpers import Record, read_topic
 from tests.orders_client import gateway_ledger, gateway_requests
 
-__all__ = ["GatewayAudit", "audit_gateway", "check_gateway"]
+__all__ = ["GatewayAudit", "audit_gateway", "check_gateway", "judge_gateway"]
 
 # Kafka timestamps are whole milliseconds (truncated): a request that arrived up to 1 ms after
 # the record's timestamp may still have come before the settle itself.
@@ -76,7 +76,7 @@ class GatewayAudit:
         }
 
 
-def _latest_by_order(records: list[Record], order_ids: set[str]) -> dict[str, list[Record]]:
+def _by_order(records: list[Record], order_ids: set[str]) -> dict[str, list[Record]]:
     out: dict[str, list[Record]] = defaultdict(list)
     for record in records:
         key = (record.key or b"").decode(errors="replace")
@@ -87,15 +87,32 @@ def _latest_by_order(records: list[Record], order_ids: set[str]) -> dict[str, li
 
 def audit_gateway(bootstrap: str, gateway_url: str, order_ids: Iterable[str]) -> GatewayAudit:
     """Collect the audit for ``order_ids``; ``problems`` lists every service fault found."""
-    ids = set(order_ids)
+    return judge_gateway(
+        set(order_ids),
+        requests=gateway_requests(gateway_url),
+        ledger=gateway_ledger(gateway_url),
+        order_changelog=read_topic(bootstrap, changelog_topic("OrderDB")),
+        payment_changelog=read_topic(bootstrap, changelog_topic("PaymentDB")),
+    )
+
+
+def judge_gateway(
+    ids: set[str],
+    *,
+    requests: list[dict[str, Any]],
+    ledger: list[dict[str, Any]],
+    order_changelog: list[Record],
+    payment_changelog: list[Record],
+) -> GatewayAudit:
+    """The audit from what was read: the sandbox's request log and ledger, the two changelogs."""
     by_key = {idempotency_key_for(o): o for o in ids}
-    orders = _latest_by_order(read_topic(bootstrap, changelog_topic("OrderDB")), ids)
-    payments = _latest_by_order(read_topic(bootstrap, changelog_topic("PaymentDB")), ids)
+    orders = _by_order(order_changelog, ids)
+    payments = _by_order(payment_changelog, ids)
     requests = [
-        r for r in gateway_requests(gateway_url)
+        r for r in requests
         if r["order_id"] in ids or by_key.get(r["idempotency_key"] or "") in ids
     ]  # fmt: skip
-    ledger = [row for row in gateway_ledger(gateway_url) if row["order_id"] in ids]
+    ledger = [row for row in ledger if row["order_id"] in ids]
     audit = GatewayAudit()
 
     settled_at: dict[str, float] = {}  # order -> when PaymentDB first recorded the answer (s)

@@ -258,6 +258,10 @@ class Ledger:
             self._db = None
 
     @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    @property
     def db(self) -> aiosqlite.Connection:
         if self._db is None:
             raise RuntimeError("ledger is not open")
@@ -636,7 +640,7 @@ class SandboxGateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
             self._flusher = None
-        if self.ledger._db is not None:
+        if self.ledger.is_open:
             await self.flush()
         await self.ledger.close()
         self._port = None
