@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = [
+    "TEST_KEY_TTL_S",
     "ManagedProcess",
     "free_port",
     "http_json",
@@ -144,22 +145,26 @@ def _base_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def start_sandbox(tmp: Path, port: int | None = None, db: Path | None = None) -> ManagedProcess:
+# Tests run the sandbox strict, with keys that expire after 20 s: longer than any gateway
+# deadline the tests use (so a legitimate retry never crosses it), short enough that a re-charge
+# of a settled payment later in a test makes a second charge, which the audits then see.
+TEST_KEY_TTL_S = 20.0
+
+
+def start_sandbox(
+    tmp: Path, port: int | None = None, db: Path | None = None, *,
+    strict: bool = True, key_ttl_s: float = TEST_KEY_TTL_S,
+) -> ManagedProcess:  # fmt: skip
     """The sandbox gateway as its own process, with its SQLite ledger at ``db``."""
     port = port or free_port()
     db = db or tmp / "ledger.db"
+    args = [sys.executable, "-m", "orderflow", "sandbox-gateway", "--port", str(port),
+            "--db", str(db), "--key-ttl", str(key_ttl_s)]  # fmt: skip
+    if strict:
+        args.append("--strict")
     proc = ManagedProcess(
         "sandbox",
-        [
-            sys.executable,
-            "-m",
-            "orderflow",
-            "sandbox-gateway",
-            "--port",
-            str(port),
-            "--db",
-            str(db),
-        ],
+        args,
         _base_env({}),
         tmp / f"sandbox-{port}.log",
         meta={"url": f"http://127.0.0.1:{port}", "db": db, "port": port},

@@ -22,6 +22,7 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
+    timestamp: int = -1  # the record's timestamp, epoch milliseconds
 
 
 async def partitions_of(bootstrap: str, topic: str) -> list[int]:
@@ -63,7 +64,7 @@ async def _read(bootstrap: str, topic: str) -> list[Record]:
                 for m in messages:
                     if m.offset < ends[tp]:
                         out.append(Record(m.topic, m.partition, m.offset, m.key, m.value,
-                                          tuple(m.headers or ())))  # fmt: skip
+                                          tuple(m.headers or ()), m.timestamp))  # fmt: skip
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
         return out

@@ -9,10 +9,20 @@ from __future__ import annotations
 import time
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from tests.harness import http_json
 
-__all__ = ["get_terminal", "ledger_stats", "order_body", "place", "set_faults"]
+__all__ = [
+    "gateway_ledger",
+    "gateway_requests",
+    "get_terminal",
+    "ledger_stats",
+    "order_body",
+    "place",
+    "set_faults",
+    "set_gateway_config",
+]
 
 
 def order_body(
@@ -75,3 +85,25 @@ def set_faults(gateway_url: str, **faults: float) -> None:
         assert http_json("POST", f"{gateway_url}/_admin/faults", faults)[0] == 200
     else:
         assert http_json("DELETE", f"{gateway_url}/_admin/faults")[0] in (200, 204)
+
+
+def set_gateway_config(gateway_url: str, **config: float | bool) -> dict[str, Any]:
+    """Change the sandbox's runtime settings (``key_ttl_s``, ``strict``)."""
+    status, body, _ = http_json("POST", f"{gateway_url}/_admin/config", config)
+    assert status == 200, body
+    return dict(body)
+
+
+def gateway_requests(gateway_url: str, **filters: str) -> list[dict[str, Any]]:
+    """The sandbox's request log (filters: ``order_id``, ``idempotency_key``)."""
+    query = "&".join(f"{k}={quote(v)}" for k, v in filters.items())
+    status, body, _ = http_json("GET", f"{gateway_url}/_admin/requests?{query}")
+    assert status == 200, body
+    return list(body["data"])
+
+
+def gateway_ledger(gateway_url: str) -> list[dict[str, Any]]:
+    """Every charge the sandbox made, oldest first."""
+    status, body, _ = http_json("GET", f"{gateway_url}/_admin/ledger")
+    assert status == 200, body
+    return list(body["data"])

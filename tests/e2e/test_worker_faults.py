@@ -25,6 +25,7 @@ from orderflow.domain.order import Order, OrderStatus
 from orderflow.domain.validation import LineItem
 from orderflow.records import order_to_bytes
 from orderflow.topics import changelog_topic
+from tests.gateway_audit import GatewayAudit, check_gateway
 from tests.harness import ManagedProcess, poll_until, start_sandbox, start_worker
 from tests.invariants import assert_orders_settled_once
 from tests.kafka_helpers import read_topic
@@ -47,14 +48,19 @@ def _place_many(url: str, count: int, prefix: str) -> list[tuple[str, str, str]]
 
 def _assert_exactly_once(
     url: str, gateway: str, orders: list[tuple[str, str, str]], bootstrap: str
-) -> None:
+) -> GatewayAudit:
     finals = {order_id: get_terminal(url, order_id) for _, order_id, _ in orders}
+    # What the service asked of the gateway (keys expire, sandbox strict): never a second
+    # charge, never a charge request once PaymentDB knew the answer.
+    audit = check_gateway(bootstrap, gateway, set(finals))
+    print(f"gateway audit of {len(finals)} orders: {audit.summary()}")
     per_order = ledger_stats(gateway)["per_order"]
     for _, order_id, token in orders:
         assert finals[order_id]["status"] == EXPECTED[token], finals[order_id]
         # A decline is recorded by the gateway too, but nothing is taken: one row either way.
         assert per_order.get(order_id) == 1, (order_id, per_order.get(order_id))
     assert_orders_settled_once(bootstrap, set(finals))
+    return audit
 
 
 # Short gateway deadlines and stall detection, so faults play out in seconds.
@@ -128,8 +134,15 @@ def test_gateway_faults_retries_and_lost_responses_end_with_one_charge_per_order
     # 30% 5xx plus 30% "charged, then the answer is lost": retries with the same key.
     set_faults(gateway, error_rate=0.3, drop_response_rate=0.3)
     orders = _place_many(url, 30, f"flaky-{tmp_path.name}")
-    _assert_exactly_once(url, gateway, orders, kafka_bootstrap)
-    assert ledger_stats(gateway)["charge_requests"] > len(orders)  # faults really happened
+    audit = _assert_exactly_once(url, gateway, orders, kafka_bootstrap)
+    # The faults really happened, and every payment whose answer was lost was asked about
+    # again (a retry with its key, or a lookup after it went UNKNOWN) and kept its one charge.
+    assert audit.outcomes["fault_5xx"] > 0, audit.summary()
+    assert audit.dropped_responses > 0, audit.summary()
+    for order_id in audit.dropped_orders:
+        asked_again = audit.charge_requests[order_id] >= 2 or order_id in audit.lookups
+        assert asked_again, (order_id, audit.summary())
+        assert audit.succeeded.get(order_id, 0) <= 1
 
 
 def test_total_gateway_outage_leaves_orders_waiting_then_completes_them(
@@ -147,7 +160,10 @@ def test_total_gateway_outage_leaves_orders_waiting_then_completes_them(
     assert statuses == ["PENDING"] * len(orders)
     assert ledger_stats(gateway)["charges"] == 0
     set_faults(gateway)
-    _assert_exactly_once(url, gateway, orders, kafka_bootstrap)
+    audit = _assert_exactly_once(url, gateway, orders, kafka_bootstrap)
+    # Every payment was reconciled: looked up by its key while UNKNOWN, then settled.
+    assert audit.went_unknown == ids
+    assert set(audit.lookups) == ids, audit.summary()
 
 
 def _payment_history(bootstrap: str, order_ids: set[str]) -> dict[str, list[str]]:
@@ -207,6 +223,7 @@ def test_order_stored_but_never_published_is_nudged_to_completion(
             final = get_terminal(worker.meta["url"], order_id, timeout=60)
             assert final["status"] == "PAID"
             assert ledger_stats(sandbox.meta["url"])["per_order"][order_id] == 1
+            check_gateway(kafka_bootstrap, sandbox.meta["url"], {order_id})
             assert "still PENDING: publishing order.created again" in worker.log_tail(200_000)
         finally:
             worker.stop()

@@ -12,6 +12,7 @@ import pytest
 
 from orderflow.schemas import validate_event_dict
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
+from tests.gateway_audit import GatewayAudit, check_gateway
 from tests.harness import ManagedProcess, http_json
 from tests.invariants import assert_not_nudged, assert_orders_settled_once
 from tests.kafka_helpers import end_offsets_total, wait_for_records
@@ -30,6 +31,14 @@ def _wait_terminal(worker: ManagedProcess, order_id: str) -> dict[str, Any]:
     order = get_terminal(worker.meta["url"], order_id)
     assert_not_nudged([worker.log_path.read_text(errors="replace")], {order_id})
     return order
+
+
+def _assert_settled_once(
+    bootstrap: str, sandbox: ManagedProcess, order_ids: set[str]
+) -> GatewayAudit:
+    """One terminal state per order on the topics, and the gateway audit (strict, keys expire)."""
+    assert_orders_settled_once(bootstrap, order_ids)
+    return check_gateway(bootstrap, sandbox.meta["url"], order_ids)
 
 
 def _event_for(bootstrap: str, topic: str, order_id: str) -> dict[str, Any]:
@@ -62,7 +71,8 @@ def test_approved_order_reaches_paid_and_publishes_payment_completed(
     assert completed["charge_id"] == order["payment"]["charge_id"]
     assert (completed["amount"], completed["currency"]) == (3750, "EUR")
     assert ledger_stats(sandbox.meta["url"])["per_order"][order_id] == 1
-    assert_orders_settled_once(kafka_bootstrap, {order_id})
+    audit = _assert_settled_once(kafka_bootstrap, sandbox, {order_id})
+    assert audit.charge_requests == {order_id: 1}
 
 
 @pytest.mark.parametrize(
@@ -77,7 +87,7 @@ def test_approved_order_reaches_paid_and_publishes_payment_completed(
 def test_declined_order_reaches_payment_failed_with_the_decline_code(
     stack: tuple[ManagedProcess, ManagedProcess], kafka_bootstrap: str, token: str, code: str
 ) -> None:
-    worker, _ = stack
+    worker, sandbox = stack
     status, created, _ = _post(worker, order_body(token))
     assert status == 201, created
     order = _wait_terminal(worker, created["order_id"])
@@ -85,12 +95,13 @@ def test_declined_order_reaches_payment_failed_with_the_decline_code(
     assert order["payment"]["decline_code"] == code
     failed = _event_for(kafka_bootstrap, PAYMENT_FAILED, created["order_id"])
     assert failed["reason"]["code"] == code
-    assert_orders_settled_once(kafka_bootstrap, {created["order_id"]})
+    audit = _assert_settled_once(kafka_bootstrap, sandbox, {created["order_id"]})
+    assert audit.charge_requests == {created["order_id"]: 1}
     assert isinstance(failed["reason"]["retryable"], bool)
 
 
 def test_replayed_post_with_the_same_key_gives_one_order_and_one_charge(
-    stack: tuple[ManagedProcess, ManagedProcess],
+    stack: tuple[ManagedProcess, ManagedProcess], kafka_bootstrap: str
 ) -> None:
     worker, sandbox = stack
     key = f"replay-{uuid.uuid4()}"
@@ -117,6 +128,9 @@ def test_replayed_post_with_the_same_key_gives_one_order_and_one_charge(
     )
     assert again["status"] == "PAID"
     assert ledger_stats(sandbox.meta["url"])["per_order"][order_id] == 1
+    assert _assert_settled_once(kafka_bootstrap, sandbox, {order_id}).charge_requests == {
+        order_id: 1
+    }
 
 
 def test_same_key_with_another_body_is_refused_and_changes_nothing(

@@ -1,11 +1,35 @@
 """A Stripe-like sandbox payment gateway: an aiohttp app over an aiosqlite ledger, with faults.
 
-The ledger is a SQLite file, so charges survive restarts. Each idempotency key names at most one
-charge (a UNIQUE constraint, and a per-key lock so concurrent requests with one key queue instead of
-racing); a repeated key with the same parameters gets the first response again, byte for byte.
+The ledger is a SQLite file, so charges survive restarts. A repeated idempotency key with the same
+parameters gets the first response again, byte for byte, while the key is active; a per-key lock
+(and a write transaction across processes) makes concurrent requests with one key queue instead of
+racing. The same key with other parameters is refused (``idempotency_error``).
+
+**Keys expire** like a real gateway's: ``key_ttl_s`` (default 86400 s, ``--key-ttl``) after the
+first use of a key, a charge request with that key creates a NEW charge (new ledger row, new id).
+Expiry is judged at the request's arrival time. ``GET /v1/charges?idempotency_key=K`` still finds
+charges after expiry: it returns the newest charge made with K.
+
+**Request log**: every ``/v1`` request (charge, lookup by key, get by id, list) is recorded in the
+``requests`` table of the same file: arrival time, kind, idempotency key, order reference
+(``metadata.order_id``, or the found charge's), outcome (``created``, ``declined``, ``replayed``,
+``expired_new``, ``invalid``, ``idempotency_error``, ``found``, ``not_found``, ``fault_5xx``,
+``fault_hang``, ``dropped_response``), HTTP status, charge id and ``delivered``: the answer was
+written to a still-open connection (a dropped response, or a client that timed out and closed, is
+not delivered). Rows are written in batches a fraction of a second later (the admin endpoints
+flush first); a request still hanging is logged when it ends.
+
+**Strict mode** (``strict``, ``--strict``): a charge request for a key whose settled answer (a
+succeeded or declined charge, or a lookup that returned it) was already delivered to a client is a
+*violation*: the service should have known. It is flagged in the log (``violation``) and listed at
+``/_admin/violations``, and still answered as a real gateway would.
 
 Faults (latency, 5xx, hangs, and "charge, then drop the response") make the client's retry and
 idempotency paths testable; they are set at construction or through ``/_admin/faults``.
+
+Admin endpoints: ``/_admin/faults`` (GET, POST, DELETE), ``/_admin/config`` (GET, POST
+``{"key_ttl_s": 5, "strict": true}``), ``/_admin/ledger[?order_id=]``, ``/_admin/requests``
+(``?order_id=``, ``?idempotency_key=``), ``/_admin/violations``, ``/_admin/stats``.
 """
 
 from __future__ import annotations
@@ -18,7 +42,6 @@ import logging
 import math
 import random
 import signal
-import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,6 +57,8 @@ __all__ = [
     "ChargeRow",
     "Faults",
     "Ledger",
+    "RequestRow",
+    "SandboxConfig",
     "SandboxGateway",
     "main",
     "run_sandbox",
@@ -106,6 +131,7 @@ class ChargeRow:
     http_status: int
     response_body: str
     created: int
+    created_at: float = 0.0  # epoch seconds, precise: when the key's window opened
 
     def to_charge(self) -> dict[str, object]:
         """The Stripe-like charge object."""
@@ -123,12 +149,31 @@ class ChargeRow:
         }
 
 
+@dataclass(frozen=True)
+class RequestRow:
+    """One ``/v1`` request as the sandbox saw it (the ``requests`` table)."""
+
+    at: float  # arrival, epoch seconds
+    kind: str  # "charge" | "lookup" | "get" | "list"
+    idempotency_key: str | None
+    order_id: str | None
+    outcome: str
+    http_status: int | None  # None: no answer was written (dropped, hung up)
+    charge_id: str | None
+    delivered: bool
+    violation: str | None = None  # strict mode: why this charge request should not have come
+
+
 _COLUMNS = tuple(f.name for f in fields(ChargeRow))
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM charges"
-_SCHEMA = """
+_REQUEST_COLUMNS = tuple(f.name for f in fields(RequestRow))
+_SCHEMA_VERSION = 2
+# Version 2: no UNIQUE idempotency key (keys expire, so one key may name several charges over
+# time; one active charge per key is enforced under the per-key lock), created_at, requests.
+_CHARGES = """
 CREATE TABLE IF NOT EXISTS charges (
     id              TEXT PRIMARY KEY,
-    idempotency_key TEXT NOT NULL UNIQUE,
+    idempotency_key TEXT NOT NULL,
     params          TEXT NOT NULL,
     order_id        TEXT NOT NULL,
     amount          INTEGER NOT NULL,
@@ -139,18 +184,50 @@ CREATE TABLE IF NOT EXISTS charges (
     failure_message TEXT,
     http_status     INTEGER NOT NULL,
     response_body   TEXT NOT NULL,
-    created         INTEGER NOT NULL
-);
+    created         INTEGER NOT NULL,
+    created_at      REAL NOT NULL
+)"""
+_SCHEMA = f"""
+{_CHARGES};
 CREATE INDEX IF NOT EXISTS charges_order_id ON charges (order_id);
+CREATE INDEX IF NOT EXISTS charges_key ON charges (idempotency_key, created_at);
+CREATE TABLE IF NOT EXISTS requests (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    at              REAL NOT NULL,
+    kind            TEXT NOT NULL,
+    idempotency_key TEXT,
+    order_id        TEXT,
+    outcome         TEXT NOT NULL,
+    http_status     INTEGER,
+    charge_id       TEXT,
+    delivered       INTEGER NOT NULL,
+    violation       TEXT
+);
+CREATE INDEX IF NOT EXISTS requests_order_id ON requests (order_id);
+CREATE INDEX IF NOT EXISTS requests_key ON requests (idempotency_key);
+PRAGMA user_version = {_SCHEMA_VERSION};
 """
+# Version 0 (before key expiry): UNIQUE idempotency_key, no created_at. Rebuilt in place.
+_MIGRATE_FROM_0 = f"""
+ALTER TABLE charges RENAME TO charges_v0;
+{_CHARGES.replace("IF NOT EXISTS ", "")};
+INSERT INTO charges ({", ".join(_COLUMNS)})
+    SELECT {", ".join(_COLUMNS[:-1])}, created FROM charges_v0;
+DROP TABLE charges_v0;
+"""
+# Settled answers: once one of these reached a client, the client knows the charge's fate.
+_SETTLED_OUTCOMES = ("created", "declined", "replayed", "expired_new", "found")
 
 
 class Ledger:
-    """The charges table in one SQLite file."""
+    """The charges and requests tables in one SQLite file."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
+        # One write transaction at a time on the connection: a charge's BEGIN IMMEDIATE ...
+        # COMMIT must not interleave with a request-log batch.
+        self._write = asyncio.Lock()
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +238,17 @@ class Ledger:
         db = await connection
         # WAL: readers never block the writer, and a committed charge survives a killed process.
         await db.execute("PRAGMA journal_mode=WAL")
-        await db.executescript(_SCHEMA)
+        # Several sandboxes may share a file: wait for the other's write lock, do not fail.
+        await db.execute("PRAGMA busy_timeout=5000")
+        async with db.execute("PRAGMA user_version") as cursor:
+            version = ((await cursor.fetchone()) or (0,))[0]
+        async with db.execute("SELECT 1 FROM sqlite_master WHERE name = 'charges'") as cursor:
+            has_charges = await cursor.fetchone() is not None
+        if has_charges and version < _SCHEMA_VERSION:
+            log.info("ledger %s: migrating schema %d -> %d", self.path, version, _SCHEMA_VERSION)
+            await db.executescript(f"BEGIN IMMEDIATE; {_MIGRATE_FROM_0} {_SCHEMA} COMMIT;")
+        else:
+            await db.executescript(_SCHEMA)
         await db.commit()
         self._db = db
 
@@ -169,6 +256,10 @@ class Ledger:
         if self._db is not None:
             await self._db.close()
             self._db = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -181,7 +272,11 @@ class Ledger:
             return [ChargeRow(*row) for row in await cursor.fetchall()]
 
     async def by_key(self, idempotency_key: str) -> ChargeRow | None:
-        rows = await self._select("WHERE idempotency_key = ?", (idempotency_key,))
+        """The newest charge made with the key (expired or not)."""
+        rows = await self._select(
+            "WHERE idempotency_key = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (idempotency_key,),
+        )
         return rows[0] if rows else None
 
     async def by_id(self, charge_id: str) -> ChargeRow | None:
@@ -190,22 +285,85 @@ class Ledger:
 
     async def rows(self, order_id: str | None = None) -> list[ChargeRow]:
         if order_id is None:
-            return await self._select("ORDER BY created, rowid")
-        return await self._select("WHERE order_id = ? ORDER BY created, rowid", (order_id,))
+            return await self._select("ORDER BY created_at, rowid")
+        return await self._select("WHERE order_id = ? ORDER BY created_at, rowid", (order_id,))
 
-    async def insert(self, row: ChargeRow) -> bool:
-        """Store ``row``; False when its idempotency key is taken already (nothing stored)."""
-        placeholders = ", ".join("?" for _ in _COLUMNS)
-        try:
-            await self.db.execute(
-                f"INSERT INTO charges ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
-                astuple(row),
+    async def charge_once(
+        self, key: str, arrived_at: float, ttl_s: float, new_row: Callable[[], ChargeRow]
+    ) -> tuple[ChargeRow, str]:
+        """The key's active charge, or a new one: ``(row, "replayed" | "created" | "expired")``.
+
+        The key's newest charge is active while ``arrived_at`` is less than ``ttl_s`` after it
+        was made. Read and insert run in one write transaction, so two processes sharing the file
+        cannot both create a charge for one active key.
+        """
+        async with self._write:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                current = await self.by_key(key)
+                if current is not None and arrived_at - current.created_at < ttl_s:
+                    await self.db.rollback()
+                    return current, "replayed"
+                row = new_row()
+                placeholders = ", ".join("?" for _ in _COLUMNS)
+                await self.db.execute(
+                    f"INSERT INTO charges ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+                    astuple(row),
+                )
+                await self.db.commit()
+            except BaseException:
+                await self.db.rollback()
+                raise
+        return row, "created" if current is None else "expired"
+
+    async def log_requests(self, rows: list[RequestRow]) -> None:
+        """Append request rows in one transaction."""
+        if not rows:
+            return
+        placeholders = ", ".join("?" for _ in _REQUEST_COLUMNS)
+        async with self._write:
+            await self.db.executemany(
+                f"INSERT INTO requests ({', '.join(_REQUEST_COLUMNS)}) VALUES ({placeholders})",
+                [astuple(r) for r in rows],
             )
-        except sqlite3.IntegrityError:
-            await self.db.rollback()
-            return False
-        await self.db.commit()
-        return True
+            await self.db.commit()
+
+    async def requests(
+        self,
+        order_id: str | None = None,
+        idempotency_key: str | None = None,
+        *,
+        violations_only: bool = False,
+    ) -> list[dict[str, object]]:
+        """Logged requests in arrival order, filtered."""
+        where, args = [], []
+        if order_id is not None:
+            where.append("order_id = ?")
+            args.append(order_id)
+        if idempotency_key is not None:
+            where.append("idempotency_key = ?")
+            args.append(idempotency_key)
+        if violations_only:
+            where.append("violation IS NOT NULL")
+        sql = f"SELECT id, {', '.join(_REQUEST_COLUMNS)} FROM requests"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        async with self.db.execute(sql + " ORDER BY at, id", args) as cursor:
+            names = ("id", *_REQUEST_COLUMNS)
+            out = [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+        for row in out:
+            row["delivered"] = bool(row["delivered"])
+        return out
+
+    async def delivered_settled_keys(self) -> dict[str, tuple[float, str | None]]:
+        """Key -> (first time, charge id) of a settled answer delivered for it (strict mode)."""
+        marks = ", ".join("?" for _ in _SETTLED_OUTCOMES)
+        async with self.db.execute(
+            "SELECT idempotency_key, MIN(at), charge_id FROM requests WHERE delivered = 1"
+            f" AND idempotency_key IS NOT NULL AND outcome IN ({marks}) GROUP BY idempotency_key",
+            _SETTLED_OUTCOMES,
+        ) as cursor:
+            return {key: (at, charge) for key, at, charge in await cursor.fetchall()}
 
     async def stats(self) -> dict[str, object]:
         async with self.db.execute(
@@ -213,11 +371,38 @@ class Ledger:
             " COALESCE(SUM(status = 'failed'), 0) FROM charges"
         ) as cursor:
             total, succeeded, failed = await cursor.fetchone() or (0, 0, 0)
+        per_order = await self._counts("SELECT order_id, COUNT(*) FROM charges GROUP BY order_id")
+        succeeded_per_order = await self._counts(
+            "SELECT order_id, COUNT(*) FROM charges WHERE status = 'succeeded' GROUP BY order_id"
+        )
+        charge_requests = await self._counts(
+            "SELECT order_id, COUNT(*) FROM requests WHERE kind = 'charge'"
+            " AND order_id IS NOT NULL GROUP BY order_id"
+        )
+        lookups = await self._counts(
+            "SELECT order_id, COUNT(*) FROM requests WHERE kind = 'lookup'"
+            " AND order_id IS NOT NULL GROUP BY order_id"
+        )
         async with self.db.execute(
-            "SELECT order_id, COUNT(*) FROM charges GROUP BY order_id"
+            "SELECT COALESCE(SUM(violation IS NOT NULL), 0),"
+            " COALESCE(SUM(outcome = 'dropped_response'), 0) FROM requests"
         ) as cursor:
-            per_order = {order_id: count for order_id, count in await cursor.fetchall()}
-        return {"charges": total, "succeeded": succeeded, "failed": failed, "per_order": per_order}
+            violations, dropped = await cursor.fetchone() or (0, 0)
+        return {
+            "charges": total,
+            "succeeded": succeeded,
+            "failed": failed,
+            "per_order": per_order,
+            "succeeded_per_order": succeeded_per_order,
+            "charge_requests_per_order": charge_requests,
+            "lookups_per_order": lookups,
+            "violations": violations,
+            "dropped_responses": dropped,
+        }
+
+    async def _counts(self, sql: str) -> dict[str, int]:
+        async with self.db.execute(sql) as cursor:
+            return {name: count for name, count in await cursor.fetchall()}
 
 
 @dataclass
@@ -300,6 +485,56 @@ def _abort(request: web.Request) -> web.StreamResponse:
     return web.Response(status=500)
 
 
+@dataclass
+class _Seen:
+    """What the request log needs of one ``/v1`` request, filled in as it is handled."""
+
+    at: float
+    kind: str
+    idempotency_key: str | None = None
+    order_id: str | None = None
+    outcome: str = "error"
+    charge_id: str | None = None
+    violation: str | None = None
+
+
+_SEEN = web.RequestKey("sandbox_seen", _Seen)
+
+
+def _kind(request: web.Request) -> str:
+    if request.method == "POST" and request.path == "/v1/charges":
+        return "charge"
+    if request.path == "/v1/charges":
+        return "lookup" if "idempotency_key" in request.query else "list"
+    return "get"
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Settings that can change at runtime (``/_admin/config``)."""
+
+    key_ttl_s: float = 86400.0
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        ttl = self.key_ttl_s
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+            raise ValueError(f"key_ttl_s must be a number, not {ttl!r}")
+        if not math.isfinite(ttl) or ttl <= 0:
+            raise ValueError(f"key_ttl_s={ttl} must be finite and > 0")
+        if not isinstance(self.strict, bool):
+            raise ValueError(f"strict must be true or false, not {self.strict!r}")
+
+    def updated(self, data: object) -> SandboxConfig:
+        """A copy with the fields of a JSON object changed; unknown fields are refused."""
+        if not isinstance(data, dict):
+            raise ValueError("config must be a JSON object")
+        unknown = sorted(set(data) - {f.name for f in fields(self)})
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+        return replace(self, **data)
+
+
 class SandboxGateway:
     """The sandbox gateway server: embedded (``start``/``stop``) or alone (``run_sandbox``)."""
 
@@ -309,9 +544,14 @@ class SandboxGateway:
         *,
         faults: Faults | None = None,
         seed: int | None = None,
+        key_ttl_s: float = 86400.0,
+        strict: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger = Ledger(db_path)
         self.faults = faults or Faults()
+        self.config = SandboxConfig(key_ttl_s, strict)
+        self._clock = clock  # epoch seconds; injectable so tests can expire keys instantly
         # Seedable so a fault pattern can be replayed; charge ids come from uuid4 instead, so a
         # restart with the same seed cannot mint an id the ledger already holds.
         self._rng = random.Random(seed)
@@ -321,6 +561,20 @@ class SandboxGateway:
         self._host = "127.0.0.1"
         self._port: int | None = None
         self.charge_requests = 0  # POST /v1/charges received, faulted or not
+        # Request log rows waiting for the next batch write (one commit per batch, not per
+        # request, keeps the charge path fast).
+        self._pending: list[RequestRow] = []
+        self._flusher: asyncio.Task[None] | None = None
+        # key -> (when, charge id) of the first settled answer delivered for it (strict mode).
+        self._delivered: dict[str, tuple[float, str | None]] = {}
+
+    @property
+    def key_ttl_s(self) -> float:
+        return self.config.key_ttl_s
+
+    @property
+    def strict(self) -> bool:
+        return self.config.strict
 
     @property
     def port(self) -> int:
@@ -342,7 +596,11 @@ class SandboxGateway:
         app.router.add_post("/_admin/faults", self._set_faults)
         app.router.add_get("/_admin/faults", self._get_faults)
         app.router.add_delete("/_admin/faults", self._reset_faults)
+        app.router.add_post("/_admin/config", self._set_config)
+        app.router.add_get("/_admin/config", self._get_config)
         app.router.add_get("/_admin/ledger", self._ledger)
+        app.router.add_get("/_admin/requests", self._requests)
+        app.router.add_get("/_admin/violations", self._violations)
         app.router.add_get("/_admin/stats", self._stats)
         return app
 
@@ -351,6 +609,7 @@ class SandboxGateway:
         if self._runner is not None:
             raise RuntimeError("sandbox gateway is already started")
         await self.ledger.open()
+        self._delivered = await self.ledger.delivered_settled_keys()
         self._stopping = asyncio.Event()
         # A short shutdown timeout: hanging handlers are woken by stop(), the rest are quick.
         runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=5.0)
@@ -365,18 +624,72 @@ class SandboxGateway:
         self._runner = runner
         self._host = host
         self._port = int(runner.addresses[0][1])
+        self._flusher = asyncio.create_task(self._flush_every(0.2))
         log.info("sandbox gateway listening on %s (ledger %s)", self.url, self.ledger.path)
         return self._port
 
     async def stop(self) -> None:
-        """Stop listening, end hanging requests without charging, close the ledger."""
+        """Stop listening, end hanging requests without charging, write the log, close."""
         if self._stopping is not None:
             self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        if self.ledger.is_open:
+            await self.flush()
         await self.ledger.close()
         self._port = None
+
+    # -- request log -----------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Write the request log rows received so far."""
+        rows, self._pending = self._pending, []
+        await self.ledger.log_requests(rows)
+
+    async def _flush_every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.flush()
+            except Exception:  # a full disk must not stop the gateway; the log is best-effort
+                log.exception("sandbox: could not write the request log")
+
+    async def _deliver(self, request: web.Request, response: web.StreamResponse) -> bool:
+        """Write the answer now; True when it went to a connection that was still open."""
+        if response.prepared:
+            return False  # only _abort's placeholder gets here unsent; nothing else streams
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return False
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except ConnectionError:  # aiohttp's ClientConnectionResetError: the client hung up
+            return False
+        return True
+
+    def _record(self, seen: _Seen, status: int | None, delivered: bool) -> None:
+        row = RequestRow(seen.at, seen.kind, seen.idempotency_key, seen.order_id, seen.outcome,
+                         status, seen.charge_id, delivered, seen.violation)  # fmt: skip
+        self._pending.append(row)
+        settled = seen.outcome in _SETTLED_OUTCOMES and seen.kind in ("charge", "lookup")
+        if delivered and settled and seen.idempotency_key is not None:
+            self._delivered.setdefault(seen.idempotency_key, (seen.at, seen.charge_id))
+
+    async def _order_ref(self, request: web.Request) -> str | None:
+        try:
+            body = await request.json()
+        except ValueError:
+            return None
+        metadata = body.get("metadata") if isinstance(body, dict) else None
+        order_id = metadata.get("order_id") if isinstance(metadata, dict) else None
+        return order_id if isinstance(order_id, str) else None
 
     # -- faults ----------------------------------------------------------------------------------
 
@@ -397,16 +710,35 @@ class SandboxGateway:
     async def _fault_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/v1/"):
             return await handler(request)
-        if request.method == "POST" and request.path == "/v1/charges":
+        seen = _Seen(self._clock(), _kind(request))
+        request[_SEEN] = seen
+        if seen.kind == "charge":
             self.charge_requests += 1
+            seen.idempotency_key = request.headers.get("Idempotency-Key", "").strip() or None
+            seen.order_id = await self._order_ref(request)
+            first = self._delivered.get(seen.idempotency_key or "")
+            if self.strict and first is not None:
+                seen.violation = f"charge {first[1]} for this key was answered at {first[0]:.3f}"
+        elif seen.kind == "lookup":
+            seen.idempotency_key = request.query["idempotency_key"]
+        response = await self._faulty(request, handler, seen)
+        delivered = await self._deliver(request, response)
+        self._record(seen, response.status if delivered else None, delivered)
+        return response
+
+    async def _faulty(
+        self, request: web.Request, handler: Handler, seen: _Seen
+    ) -> web.StreamResponse:
         faults = self.faults
         delay_ms = faults.latency_ms + self._rng.uniform(0, faults.latency_jitter_ms)
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
         if self._roll(faults.timeout_rate) and await self._hang():
+            seen.outcome = "fault_hang"
             return _abort(request)
         if self._roll(faults.error_rate):
             status = self._rng.choice((500, 503))
+            seen.outcome = "fault_5xx"
             return _error(status, "api_error", f"sandbox fault: injected HTTP {status}")
         return await handler(request)
 
@@ -427,7 +759,7 @@ class SandboxGateway:
 
     # -- charges ---------------------------------------------------------------------------------
 
-    def _new_row(self, key: str, params: _ChargeParams) -> ChargeRow:
+    def _new_row(self, key: str, params: _ChargeParams, now: float) -> ChargeRow:
         charge_id = f"ch_{uuid.uuid4().hex}"
         decision = sandbox_decision(params.source)
         row = ChargeRow(
@@ -443,7 +775,8 @@ class SandboxGateway:
             failure_message=None,
             http_status=200,
             response_body="",
-            created=int(time.time()),
+            created=int(now),
+            created_at=now,
         )
         if isinstance(decision, Approved):
             return replace(row, response_body=json.dumps(row.to_charge()))
@@ -459,6 +792,8 @@ class SandboxGateway:
         return replace(failed, http_status=402, response_body=json.dumps({"error": error}))
 
     async def _create_charge(self, request: web.Request) -> web.StreamResponse:
+        seen = request[_SEEN]
+        seen.outcome = "invalid"
         key = request.headers.get("Idempotency-Key", "").strip()
         if not key:
             return _error(
@@ -475,62 +810,99 @@ class SandboxGateway:
             return _error(400, "invalid_request_error", message, param=param)
 
         async with self._locks.hold(key):
-            row = await self.ledger.by_key(key)
-            created = row is None
-            if row is None:
-                row = self._new_row(key, params)
-                if not await self.ledger.insert(row):
-                    # Another writer on the same file took the key between our read and write.
-                    created = False
-                    row = await self.ledger.by_key(key)
-                    assert row is not None
-        if not created:
+            now = seen.at  # expiry is judged at arrival: a request delayed by a fault is not late
+            row, how = await self.ledger.charge_once(
+                key, now, self.key_ttl_s, lambda: self._new_row(key, params, now)
+            )
+        seen.charge_id = row.id
+        if how == "replayed":
             if row.params != params.canonical():
+                seen.outcome = "idempotency_error"
                 return _error(
                     400, "idempotency_error",
                     f"Keys for idempotent requests can only be used with the same parameters "
                     f"they were first used with (key {key!r}).",
                 )  # fmt: skip
+            seen.outcome = "replayed"
             return _json_text(row.http_status, row.response_body, replayed=True)
+        if how == "expired":
+            seen.outcome = "expired_new"
+        else:
+            seen.outcome = "created" if row.status == "succeeded" else "declined"
         if self._roll(self.faults.drop_response_rate):
             # The dangerous case for a client: money moved, and it never heard.
             log.info("sandbox fault: dropping the response for %s (%s)", row.id, key)
+            seen.outcome = "dropped_response"
             return _abort(request)
         return _json_text(row.http_status, row.response_body)
 
     async def _get_charge(self, request: web.Request) -> web.Response:
+        seen = request[_SEEN]
         charge_id = request.match_info["charge_id"]
         row = await self.ledger.by_id(charge_id)
         if row is None:
+            seen.outcome = "not_found"
             return _error(
                 404, "invalid_request_error", f"No such charge: {charge_id!r}",
                 code="resource_missing",
             )  # fmt: skip
+        seen.outcome, seen.charge_id, seen.order_id = "found", row.id, row.order_id
+        seen.idempotency_key = row.idempotency_key
         return web.json_response(row.to_charge())
 
     async def _list_charges(self, request: web.Request) -> web.Response:
+        seen = request[_SEEN]
         key = request.query.get("idempotency_key")
         if key is None:
             rows = await self.ledger.rows()
         else:
+            # The newest charge made with the key, even when the key has expired.
             row = await self.ledger.by_key(key)
             rows = [] if row is None else [row]
+        seen.outcome = "found" if rows else "not_found"
+        if key is not None and rows:
+            seen.charge_id, seen.order_id = rows[0].id, rows[0].order_id
         return web.json_response({"object": "list", "data": [r.to_charge() for r in rows]})
 
     # -- admin -----------------------------------------------------------------------------------
+
+    async def _set_config(self, request: web.Request) -> web.Response:
+        try:
+            self.config = self.config.updated(await request.json())
+        except (ValueError, TypeError) as exc:
+            return _error(400, "invalid_request_error", str(exc))
+        log.info("sandbox config set: %s", self.config)
+        return web.json_response(asdict(self.config))
+
+    async def _get_config(self, request: web.Request) -> web.Response:
+        return web.json_response(asdict(self.config))
 
     async def _ledger(self, request: web.Request) -> web.Response:
         rows = await self.ledger.rows(request.query.get("order_id"))
         return web.json_response({"data": [asdict(r) for r in rows]})
 
+    async def _requests(self, request: web.Request) -> web.Response:
+        await self.flush()
+        rows = await self.ledger.requests(
+            request.query.get("order_id"), request.query.get("idempotency_key")
+        )
+        return web.json_response({"data": rows})
+
+    async def _violations(self, request: web.Request) -> web.Response:
+        await self.flush()
+        return web.json_response({"data": await self.ledger.requests(violations_only=True)})
+
     async def _stats(self, request: web.Request) -> web.Response:
+        await self.flush()
         stats = await self.ledger.stats()
         stats["charge_requests"] = self.charge_requests
         return web.json_response(stats)
 
 
-async def _serve(host: str, port: int, db_path: Path, faults: Faults, seed: int | None) -> None:
-    gateway = SandboxGateway(db_path, faults=faults, seed=seed)
+async def _serve(host: str, port: int, db_path: Path, faults: Faults, seed: int | None,
+                 config: SandboxConfig) -> None:  # fmt: skip
+    gateway = SandboxGateway(db_path, faults=faults, seed=seed, key_ttl_s=config.key_ttl_s,
+                             strict=config.strict)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -551,9 +923,12 @@ def run_sandbox(
     db_path: str | Path = Path(".run/sandbox-gateway.db"),
     faults: Faults | None = None,
     seed: int | None = None,
+    config: SandboxConfig | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then close cleanly."""
-    asyncio.run(_serve(host, port, Path(db_path), faults or Faults(), seed))
+    asyncio.run(
+        _serve(host, port, Path(db_path), faults or Faults(), seed, config or SandboxConfig())
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -564,6 +939,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     p.add_argument("--db", type=Path, default=Path(".run/sandbox-gateway.db"), help="ledger file")
     p.add_argument("--seed", type=int, default=None, help="seed for the fault dice")
+    p.add_argument("--key-ttl", dest="key_ttl_s", type=float, default=86400.0, metavar="SECONDS",
+                   help="idempotency keys expire this long after first use (default 86400)")  # fmt: skip
+    p.add_argument("--strict", action="store_true",
+                   help="flag charge requests for keys whose settled answer was delivered")  # fmt: skip
     for f in fields(Faults):
         flag = "--" + f.name.replace("_", "-")
         p.add_argument(flag, dest=f.name, type=float, default=f.default)
@@ -576,8 +955,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         faults = Faults(**{f.name: getattr(args, f.name) for f in fields(Faults)})
+        config = SandboxConfig(args.key_ttl_s, args.strict)
     except ValueError as exc:
         parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    run_sandbox(args.host, args.port, args.db, faults, args.seed)
+    run_sandbox(args.host, args.port, args.db, faults, args.seed, config)
     return 0

@@ -12,6 +12,7 @@ import random
 import re
 import signal
 import sys
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 from aiohttp import web
 
 from orderflow.domain.payment import DECLINE_MESSAGES, Approved, Declined, idempotency_key_for
+from orderflow.gateway import http as http_module
 from orderflow.gateway.base import (
     ChargeRequest,
     CircuitOpenError,
@@ -117,9 +119,37 @@ async def make_client(sandbox: SandboxGateway) -> AsyncIterator[MakeClient]:
         await client.close()
 
 
-def test_http_client_is_a_payment_gateway() -> None:
-    gateway: PaymentGateway = HttpPaymentGateway("http://127.0.0.1:1")
-    assert gateway is not None
+def _http_client_is_a_payment_gateway(client: HttpPaymentGateway) -> PaymentGateway:
+    return client  # mypy --strict checks that the client satisfies the protocol; no runtime test
+
+
+@dataclass
+class FakeTime:
+    """The client's loop clock and backoff sleep, faked: a sleep is recorded and moves the clock.
+
+    ``overshoot`` is extra time every sleep takes, as on a loaded loop. Network timeouts stay
+    real (aiohttp's own), so tests using this answer at once or refuse the connection.
+    """
+
+    now: float = 1000.0
+    overshoot: float = 0.0
+    sleeps: list[float] = field(default_factory=list)
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.sleeps.append(delay)
+        self.now += delay + self.overshoot
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    fake = FakeTime()
+    shim = types.SimpleNamespace(get_running_loop=lambda: fake, sleep=fake.sleep)
+    monkeypatch.setattr(http_module, "asyncio", shim)
+    return fake
 
 
 # -- answers -------------------------------------------------------------------------------------
@@ -299,22 +329,20 @@ async def test_dropped_response_after_charging_is_recovered_with_the_same_key(
     assert [r["id"] for r in rows] == [outcome.charge_id]
 
 
-async def test_total_outage_raises_transient_within_the_deadline_then_a_retry_succeeds(
-    make_client: MakeClient, admin: Admin, sandbox: SandboxGateway
+async def test_total_outage_retries_until_the_deadline_then_a_later_charge_succeeds(
+    make_client: MakeClient, admin: Admin, sandbox: SandboxGateway, fake_time: FakeTime
 ) -> None:
     await admin.set_faults(error_rate=1.0)
-    client = make_client(deadline=1.0)
-    loop = asyncio.get_running_loop()
+    client = make_client(deadline=1.0, max_attempts=1000, backoff_base=0.1, backoff_cap=0.3)
 
-    started = loop.time()
     with pytest.raises(TransientGatewayError) as outage:
         await client.charge(charge_request("o-outage"))
-    elapsed = loop.time() - started
 
     assert not isinstance(outage.value, CircuitOpenError)
     assert outage.value.status in (500, 503)
-    assert elapsed < 1.0 + 0.3
-    assert sandbox.charge_requests > 1
+    assert "deadline of 1.0s passed" in str(outage.value)
+    assert sum(fake_time.sleeps) < 1.0  # it never slept past its deadline
+    assert sandbox.charge_requests == len(fake_time.sleeps) + 1 > 1
     assert (await admin.stats())["charges"] == 0
 
     await admin.clear_faults()
@@ -323,38 +351,38 @@ async def test_total_outage_raises_transient_within_the_deadline_then_a_retry_su
     assert [r["id"] for r in await admin.ledger("o-outage")] == [outcome.charge_id]
 
 
-async def test_hanging_gateway_times_out_per_attempt_then_a_retry_succeeds(
+async def test_hanging_gateway_times_out_each_attempt_and_stops_at_the_deadline(
     make_client: MakeClient, admin: Admin, sandbox: SandboxGateway
 ) -> None:
     await admin.set_faults(timeout_rate=1.0)
     client = make_client(request_timeout=0.2, deadline=0.9)
-    loop = asyncio.get_running_loop()
 
-    started = loop.time()
-    with pytest.raises(TransientGatewayError):
+    with pytest.raises(TransientGatewayError) as hung:
         await client.charge(charge_request("o-hang"))
 
-    assert loop.time() - started < 0.9 + 0.3
-    assert sandbox.charge_requests >= 2
+    assert "deadline of 0.9s passed" in str(hung.value)
+    assert "no answer in" in str(hung.value)
+    assert sandbox.charge_requests >= 2  # a timed-out attempt is retried with the same key
     await admin.clear_faults()
     outcome = await client.charge(charge_request("o-hang"))
     assert isinstance(outcome, Approved)
     assert [r["id"] for r in await admin.ledger("o-hang")] == [outcome.charge_id]
 
 
-async def test_unreachable_gateway_is_transient_within_the_deadline(
-    make_client: MakeClient, tmp_path: Path
+async def test_unreachable_gateway_is_retried_until_the_deadline_then_transient(
+    make_client: MakeClient, tmp_path: Path, fake_time: FakeTime
 ) -> None:
     closed = SandboxGateway(tmp_path / "gone.db")
     await closed.start()
     url = closed.url
     await closed.stop()  # nothing listens on that port now
-    loop = asyncio.get_running_loop()
 
-    started = loop.time()
-    with pytest.raises(TransientGatewayError):
-        await make_client(url, deadline=0.5).charge(charge_request("o-unreachable"))
-    assert loop.time() - started < 0.5 + 0.3
+    with pytest.raises(TransientGatewayError) as refused:
+        await make_client(url, deadline=0.5, max_attempts=1000).charge(
+            charge_request("o-unreachable")
+        )
+    assert "deadline of 0.5s passed" in str(refused.value)
+    assert len(fake_time.sleeps) >= 1 and sum(fake_time.sleeps) < 0.5
 
 
 async def test_circuit_opens_after_consecutive_failures_and_then_fails_fast(
@@ -466,28 +494,153 @@ CHARGED: tuple[int, dict[str, Any], dict[str, str]] = (
 )
 
 
-async def test_retry_after_is_honoured_and_the_key_is_kept(make_client: MakeClient) -> None:
+async def test_retry_after_is_honoured_and_the_key_is_kept(
+    make_client: MakeClient, fake_time: FakeTime
+) -> None:
     script = Script([(429, {"error": {"type": "rate_limit"}}, {"Retry-After": "0.4"}), CHARGED])
     async with serve(script.handle) as url:
         outcome = await make_client(url).charge(charge_request("o-429"))
 
     assert outcome == Approved("ch_scripted")
-    (t1, key1), (t2, key2) = script.seen
-    assert t2 - t1 >= 0.39
+    assert fake_time.sleeps == [0.4]  # longer than any backoff delay (cap 0.1)
+    (_, key1), (_, key2) = script.seen
     assert key1 == key2 == idempotency_key_for("o-429")
 
 
-async def test_retry_after_beyond_the_deadline_gives_up_at_once(make_client: MakeClient) -> None:
+async def test_retry_after_beyond_the_deadline_gives_up_without_sleeping(
+    make_client: MakeClient, fake_time: FakeTime
+) -> None:
     script = Script([(503, {}, {"Retry-After": "30"})])
-    loop = asyncio.get_running_loop()
     async with serve(script.handle) as url:
-        started = loop.time()
         with pytest.raises(TransientGatewayError) as gave_up:
             await make_client(url, deadline=2.0).charge(charge_request("o-503"))
 
-    assert loop.time() - started < 0.5
+    assert fake_time.sleeps == []
     assert gave_up.value.status == 503
+    assert "deadline of 2.0s passed after 1 attempt(s)" in str(gave_up.value)
     assert len(script.seen) == 1
+
+
+async def test_backoff_sleep_overshooting_the_deadline_sends_nothing_more(
+    make_client: MakeClient, fake_time: FakeTime
+) -> None:
+    # The sleep itself was within the deadline, but the loop woke up late, past it: another
+    # attempt would get a zero or negative time limit, which aiohttp reads as "no limit".
+    fake_time.overshoot = 5.0
+    script = Script([(503, {}, {})])
+    async with serve(script.handle) as url:
+        with pytest.raises(TransientGatewayError) as late:
+            await make_client(url, deadline=2.0).charge(charge_request("o-late"))
+
+    assert len(fake_time.sleeps) == 1
+    assert "deadline of 2.0s passed after 1 attempt(s)" in str(late.value)
+    assert len(script.seen) == 1
+
+
+async def test_max_attempts_caps_the_requests_of_one_charge(
+    make_client: MakeClient, fake_time: FakeTime
+) -> None:
+    script = Script([(503, {}, {})])
+    async with serve(script.handle) as url:
+        with pytest.raises(TransientGatewayError) as gave_up:
+            await make_client(url, deadline=60.0, max_attempts=4).charge(charge_request("o-max"))
+
+    assert len(script.seen) == 4
+    assert len(fake_time.sleeps) == 3
+    assert "gave up after 4 attempt(s)" in str(gave_up.value)
+    assert gave_up.value.status == 503
+
+
+async def test_2xx_charge_answer_without_an_id_is_transient_never_approved(
+    make_client: MakeClient,
+) -> None:
+    script = Script([(200, {"status": "succeeded"}, {})])
+    async with serve(script.handle) as url:
+        with pytest.raises(TransientGatewayError) as no_id:
+            await make_client(url).charge(charge_request("o-no-id"))
+
+    # The charge may exist: the caller must treat it as a lost answer (UNKNOWN), not a failure.
+    assert not isinstance(no_id.value, PermanentGatewayError)
+    assert "without an id" in str(no_id.value)
+    assert no_id.value.status == 200
+
+
+async def test_2xx_lookup_answer_without_data_or_id_is_transient(make_client: MakeClient) -> None:
+    no_list = Script([(200, {"object": "list"}, {})])
+    no_id = Script([(200, {"data": [{"status": "succeeded"}]}, {})])
+    for script, message in ((no_list, "without data"), (no_id, "without an id")):
+        async with serve(script.handle) as url:
+            with pytest.raises(TransientGatewayError, match=message):
+                await make_client(url).find_charge(idempotency_key_for("o-lookup"))
+
+
+@pytest.mark.parametrize("body", [b"OK", b"[1, 2]", b""], ids=["text", "json-list", "empty"])
+async def test_2xx_answer_without_a_json_object_is_retried_then_transient(
+    make_client: MakeClient, fake_time: FakeTime, body: bytes
+) -> None:
+    seen: list[str] = []
+
+    async def not_json(request: web.Request) -> web.Response:
+        seen.append(request.headers["Idempotency-Key"])
+        return web.Response(status=200, body=body)
+
+    async with serve(not_json) as url:
+        with pytest.raises(TransientGatewayError) as garbled:
+            await make_client(url, max_attempts=3).charge(charge_request("o-garbled"))
+
+    assert seen == [idempotency_key_for("o-garbled")] * 3
+    assert "without JSON" in str(garbled.value)
+    assert "gave up after 3 attempt(s)" in str(garbled.value)
+
+
+async def test_409_conflicts_do_not_count_as_breaker_failures(
+    make_client: MakeClient, fake_time: FakeTime
+) -> None:
+    breaker = CircuitBreaker(failure_threshold=2, cooldown_s=30, clock=FakeClock())
+    conflict: tuple[int, dict[str, Any], dict[str, str]] = (
+        409, {"error": {"type": "idempotency_error"}}, {},
+    )  # fmt: skip
+    script = Script([conflict, conflict, conflict, CHARGED])
+    async with serve(script.handle) as url:
+        outcome = await make_client(url, breaker=breaker).charge(charge_request("o-409s"))
+
+    # Three 409s in a row with a threshold of 2: had they counted, the breaker would be open.
+    assert outcome == Approved("ch_scripted")
+    assert len(script.seen) == 4
+    assert state_of(breaker) is BreakerState.CLOSED
+    assert breaker.consecutive_failures == 0
+
+
+async def test_cancelled_probe_releases_the_half_open_breaker(make_client: MakeClient) -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_s=10, clock=clock)
+    breaker.record_failure()
+    clock.now += 10  # half-open: the next call is the one probe
+    arrived = asyncio.Event()
+    never = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        arrived.set()
+        await never.wait()
+        return web.json_response(CHARGED[1])
+
+    async with serve(hang) as url:
+        client = make_client(url, breaker=breaker, request_timeout=30.0, deadline=60.0)
+        probe = asyncio.create_task(client.charge(charge_request("o-probe")))
+        await asyncio.wait_for(arrived.wait(), timeout=10)
+        assert not breaker.allow()  # the probe is out: nobody else may go
+        probe.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+        never.set()
+
+    # Without the release the slot would stay taken and every call would fail fast forever.
+    assert state_of(breaker) is BreakerState.HALF_OPEN
+    script = Script([CHARGED])
+    async with serve(script.handle) as url:
+        outcome = await make_client(url, breaker=breaker).charge(charge_request("o-after"))
+    assert outcome == Approved("ch_scripted")
+    assert state_of(breaker) is BreakerState.CLOSED
 
 
 async def test_conflict_is_retried_but_other_4xx_are_not(make_client: MakeClient) -> None:
@@ -509,25 +662,25 @@ async def test_conflict_is_retried_but_other_4xx_are_not(make_client: MakeClient
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-async def test_sandbox_command_prints_its_url_serves_and_stops_cleanly_on_signal(
+async def test_sandbox_command_prints_its_url_takes_its_settings_and_stops_cleanly_on_signal(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
     code = "import sys; from orderflow.gateway.sandbox import main; sys.exit(main(sys.argv[1:]))"
     db = tmp_path / "cli.db"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, "--port", "0", "--db", str(db),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "--key-ttl", "20", "--strict", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), timeout=10)).decode()
         match = re.fullmatch(r"sandbox-gateway listening on (http://127\.0\.0\.1:\d+)\n", line)
         assert match, line
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{match.group(1)}/_admin/stats") as resp,
-        ):
-            assert (await resp.json())["charges"] == 0
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{match.group(1)}/_admin/stats") as resp:
+                assert (await resp.json())["charges"] == 0
+            async with session.get(f"{match.group(1)}/_admin/config") as resp:
+                assert await resp.json() == {"key_ttl_s": 20, "strict": True}
 
         proc.send_signal(sig)
         assert await asyncio.wait_for(proc.wait(), timeout=10) == 0

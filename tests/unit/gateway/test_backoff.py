@@ -128,17 +128,6 @@ def test_breaker_refuses_nonsense_settings() -> None:
 # -- fault settings --------------------------------------------------------------------------------
 
 
-def test_faults_default_to_none() -> None:
-    assert Faults().to_json() == {
-        "latency_ms": 0.0,
-        "latency_jitter_ms": 0.0,
-        "error_rate": 0.0,
-        "timeout_rate": 0.0,
-        "drop_response_rate": 0.0,
-        "hang_s": 60.0,
-    }
-
-
 @pytest.mark.parametrize(
     "data",
     [
