@@ -267,7 +267,8 @@ class KafkaCluster:
         id_file = self.state_dir / "cluster.id"
         if not id_file.exists():
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            # Kafka wants a base64 UUID; uuid4's 16 bytes encoded the same way are valid.
+            # Kafka wants a base64 UUID; uuid4's 16 bytes encoded the same way are valid. One in
+            # 64 starts with "-": given as --cluster-id=ID, it is never taken for an option.
             import base64
 
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
@@ -282,7 +283,7 @@ class KafkaCluster:
                 continue
             result = subprocess.run(
                 [self._java(), "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-                 "-t", cluster_id, "-c", str(props), "--ignore-formatted"],
+                 f"--cluster-id={cluster_id}", "-c", str(props), "--ignore-formatted"],
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             if result.returncode != 0:
