@@ -10,7 +10,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from orderflow.domain.errors import DomainError
+from orderflow.domain.errors import ChargeMismatchError, DomainError
 from orderflow.domain.events import rfc3339
 from orderflow.topics import (
     DLQ_HEADER_ERROR,
@@ -70,6 +70,8 @@ class DeadLetters:
         """
         try:
             await handle(event)
+        except ChargeMismatchError as exc:  # the money disagrees: an alert, not bad input
+            await self.send(event, f"inconsistent: {exc}", exc)
         except DomainError as exc:  # malformed or contradictory input: the data is the problem
             await self.send(event, f"malformed: {exc}", exc)
         except Exception as exc:  # a bug must not stop the partition
