@@ -21,6 +21,7 @@ from typing import Any
 import faust
 
 from orderflow.agents.dead_letters import DeadLetters
+from orderflow.agents.in_flight import InFlight
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.payments import PaymentService, UnknownPayments
 from orderflow.config import Settings
@@ -162,6 +163,7 @@ def build(settings: Settings) -> Orderflow:
     dead_letters = DeadLetters(topics[DEAD_LETTERS])
     gateway = GatewayHolder(settings)
     unknown = UnknownPayments()
+    in_flight = InFlight()
 
     async def publish(topic: str, key: bytes, value: bytes) -> None:
         await topics[topic].send(key=key, value=value)
@@ -181,13 +183,16 @@ def build(settings: Settings) -> Orderflow:
     async def order_agent(stream: Any) -> None:
         async for event in stream.events():
             if still_assigned(event):
-                await order_service.handle(event)
+                with in_flight.handling("order-service", (event,)):
+                    await order_service.handle(event)
 
     @app.agent(_topic(app, settings, ORDER_CREATED, PAYMENT_RECONCILE), name="payment-service")
     async def payment_agent(stream: Any) -> None:
         # Batches let one partition's gateway calls overlap; acks follow the whole batch.
         async for events in stream.take_events(settings.payment_batch_size, within=0.005):
-            await payment_service.handle_batch([e for e in events if still_assigned(e)])
+            live = [e for e in events if still_assigned(e)]
+            with in_flight.handling("payment-service", live):
+                await payment_service.handle_batch(live)
 
     @app.timer(interval=settings.reconcile_interval_s)
     async def reconcile_unknown_payments() -> None:
@@ -229,7 +234,20 @@ def build(settings: Settings) -> Orderflow:
         await gateway.close()
 
     api = OrderApi(orders, topics[ORDER_COMMANDS], watch, routing, settings.post_wait_s)
-    register_views(app, api, routing)
+
+    def health() -> tuple[int, dict[str, Any]]:
+        stuck = in_flight.stuck(settings.stuck_after_s)
+        body: dict[str, Any] = {
+            "status": "stuck" if stuck else "ok",
+            "dead_letters": dead_letters.count,
+            "undeliverable_dead_letters": dead_letters.undeliverable,
+            "inconsistent_payments": payment_service.inconsistent,
+        }
+        if stuck:
+            body["stuck"] = [s.to_json() for s in stuck]
+        return (503 if stuck else 200), body
+
+    register_views(app, api, routing, health)
     register_commands(app)  # replay / trace / dlq as `faust -A orderflow.app <command>`
     return Orderflow(settings, app, orders, payments, order_service, payment_service, gateway,
                      topics)  # fmt: skip
