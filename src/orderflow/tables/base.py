@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+from orderflow.delivery import DeliveringTable
+
 __all__ = ["JsonTable"]
 
 T = TypeVar("T")
@@ -27,8 +29,11 @@ class JsonTable(Generic[T]):
         self._encode, self._decode, self._key_of = encode, decode, key_of
         # bytes keys and values: Faust picks the "raw" codec, so keys partition exactly like the
         # order topics' keys (the same UTF-8 bytes through the same murmur2 partitioner).
-        self.table = app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes,
-                               help=help)  # fmt: skip
+        # DeliveringTable: the agent batch that writes an entry awaits its changelog delivery
+        # (orderflow.delivery); otherwise what ``app.Table`` builds.
+        self.table = app.tables.add(DeliveringTable(
+            app, name=name, beacon=app.tables.beacon, partitions=partitions, key_type=bytes,
+            value_type=bytes, help=help))  # fmt: skip
 
     def get(self, order_id: str) -> T | None:
         raw = self.table.get(order_id.encode())
