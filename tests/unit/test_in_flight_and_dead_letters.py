@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,7 +16,7 @@ from aiokafka.errors import (
 )
 from faust.exceptions import ProducerSendError
 
-from orderflow.agents.dead_letters import is_retriable
+from orderflow.agents.dead_letters import DeadLetters, is_retriable
 from orderflow.agents.in_flight import InFlight
 
 
@@ -82,3 +83,53 @@ def _wrapped(exc: Exception) -> ProducerSendError:
 )
 def test_which_dead_letter_errors_are_retried(error: Exception, retriable: bool) -> None:
     assert is_retriable(error) is retriable
+
+
+class FakeDeadLetterTopic:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, **kwargs: Any) -> Any:
+        self.sent.append(kwargs)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def _message_event() -> Any:
+    return SimpleNamespace(message=SimpleNamespace(topic="order.created", partition=2, offset=9,
+                                                   key=b"o1", value=b"{}", headers=[]))  # fmt: skip
+
+
+async def test_a_handler_that_cannot_send_while_the_broker_is_away_is_retried_not_dead_lettered() -> (
+    None
+):
+    topic = FakeDeadLetterTopic()
+    dead_letters = DeadLetters(topic, sleep=_no_sleep)
+    calls: list[int] = []
+
+    async def handle(event: Any) -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise _wrapped(KafkaTimeoutError())
+
+    await dead_letters.guard(_message_event(), handle)
+
+    assert len(calls) == 3  # handled again (it is idempotent) until the send went through
+    assert topic.sent == [] and dead_letters.count == 0
+
+
+async def test_a_handler_error_that_no_retry_can_fix_is_dead_lettered() -> None:
+    topic = FakeDeadLetterTopic()
+    dead_letters = DeadLetters(topic)
+
+    async def handle(event: Any) -> None:
+        raise _wrapped(MessageSizeTooLargeError())
+
+    await dead_letters.guard(_message_event(), handle)
+
+    assert len(topic.sent) == 1 and dead_letters.count == 1
+
+
+async def _no_sleep(delay: float) -> None:
+    return None

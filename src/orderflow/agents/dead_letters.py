@@ -45,8 +45,11 @@ def is_retriable(exc: BaseException) -> bool:
 class DeadLetters:
     """Sends a failed event to the dead-letter topic; the agent then moves on."""
 
-    def __init__(self, topic: Any) -> None:
+    def __init__(
+        self, topic: Any, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    ) -> None:
         self.topic = topic
+        self.sleep = sleep
         self.count = 0
         # Dead letters the broker refused for good (logged with their coordinates): the last
         # resort, so that one unsendable record never stalls every partition of an agent.
@@ -81,7 +84,7 @@ class DeadLetters:
                     self._give_up(message, headers, reason, exc)
                     return
                 log.error("dead letter not delivered (%r); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+                await self.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.count += 1
 
@@ -100,15 +103,36 @@ class DeadLetters:
         """Run ``handle(event)``; whatever it raises parks the event here and the agent goes on.
 
         An exception escaping an agent's loop would ack and skip the event (Faust), losing it.
+        Except a send the broker may still take (it is away): the event is fine, so the handler
+        (idempotent) runs again until it goes through; ``/health`` tells if that lasts.
         """
-        try:
-            await handle(event)
-        except ChargeMismatchError as exc:  # the money disagrees: an alert, not bad input
-            await self.send(event, f"inconsistent: {exc}", exc)
-        except DomainError as exc:  # malformed or contradictory input: the data is the problem
-            await self.send(event, f"malformed: {exc}", exc)
-        except Exception as exc:  # a bug must not stop the partition
-            message = event.message
-            log.exception("handler failed on %s[%s]@%s", message.topic, message.partition,
-                          message.offset)  # fmt: skip
-            await self.send(event, f"unexpected: {exc!r}", exc)
+        delay = 0.1
+        while True:
+            try:
+                await handle(event)
+                return
+            except ChargeMismatchError as exc:  # the money disagrees: an alert, not bad input
+                await self.send(event, f"inconsistent: {exc}", exc)
+                return
+            except DomainError as exc:  # malformed or contradictory input: the data is the problem
+                await self.send(event, f"malformed: {exc}", exc)
+                return
+            except (KafkaError, ProducerSendError) as exc:
+                message = event.message
+                if is_retriable(exc):
+                    log.warning("handler could not send on %s[%s]@%s (%r); again in %.1fs",
+                                message.topic, message.partition, message.offset, exc,
+                                delay)  # fmt: skip
+                    await self.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                log.exception("handler failed on %s[%s]@%s", message.topic, message.partition,
+                              message.offset)  # fmt: skip
+                await self.send(event, f"unexpected: {exc!r}", exc)
+                return
+            except Exception as exc:  # a bug must not stop the partition
+                message = event.message
+                log.exception("handler failed on %s[%s]@%s", message.topic, message.partition,
+                              message.offset)  # fmt: skip
+                await self.send(event, f"unexpected: {exc!r}", exc)
+                return
