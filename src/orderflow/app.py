@@ -187,7 +187,7 @@ def build(settings: Settings) -> Orderflow:
                name="order-service")  # fmt: skip
     async def order_agent(stream: Any) -> None:
         # Batches, handled one event after the other: one delivery wait per batch, not per event.
-        async for events in stream.take_events(settings.payment_batch_size, within=0.005):
+        async for events in stream.take_events(settings.payment_batch_size, within=0.002):
             live = [e for e in events if still_assigned(e)]
             with in_flight.handling("order-service", live):
                 await run_batch(live, sequentially(order_service.handle), still_assigned)
