@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-from orderflow.delivery import DeliveringTable
+# A module import, not a name: orderflow.delivery imports this package (a cycle Python
+# resolves as long as the name is looked up at call time).
+import orderflow.delivery as delivery
 
 __all__ = ["JsonTable"]
 
@@ -31,7 +33,7 @@ class JsonTable(Generic[T]):
         # order topics' keys (the same UTF-8 bytes through the same murmur2 partitioner).
         # DeliveringTable: the agent batch that writes an entry awaits its changelog delivery
         # (orderflow.delivery); otherwise what ``app.Table`` builds.
-        self.table = app.tables.add(DeliveringTable(
+        self.table = app.tables.add(delivery.DeliveringTable(
             app, name=name, beacon=app.tables.beacon, partitions=partitions, key_type=bytes,
             value_type=bytes, help=help))  # fmt: skip
 
