@@ -21,9 +21,11 @@ from typing import Any
 import faust
 
 from orderflow.agents.dead_letters import DeadLetters
+from orderflow.agents.in_flight import InFlight
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.payments import PaymentService, UnknownPayments
 from orderflow.config import Settings
+from orderflow.delivery import DeliveringTopic, run_batch, sequentially
 from orderflow.gateway.base import PaymentGateway
 from orderflow.replay.faust_commands import register_commands
 from orderflow.tables import OrderTable, PaymentTable
@@ -134,6 +136,7 @@ def build(settings: Settings) -> Orderflow:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger=0.002,
+        producer_request_timeout=settings.producer_timeout_s,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_s,
         # A topic created at start-up can miss the first metadata snapshot of the subscription
@@ -162,13 +165,17 @@ def build(settings: Settings) -> Orderflow:
     dead_letters = DeadLetters(topics[DEAD_LETTERS])
     gateway = GatewayHolder(settings)
     unknown = UnknownPayments()
+    in_flight = InFlight()
+
+    # What the agents send is awaited per batch (run_batch) before its offsets can be committed.
+    outputs = {name: DeliveringTopic(topic) for name, topic in topics.items()}
 
     async def publish(topic: str, key: bytes, value: bytes) -> None:
-        await topics[topic].send(key=key, value=value)
+        await outputs[topic].send(key=key, value=value)
 
     routing = OwnerLookup(app, OrderTable.NAME, settings.max_long_polls)
     stalled = StalledOrders(settings.stall_after_s)
-    order_service = OrderService(orders, topics[ORDER_CREATED], dead_letters, watch, stalled)
+    order_service = OrderService(orders, outputs[ORDER_CREATED], dead_letters, watch, stalled)
     payment_service = PaymentService(payments, gateway.get, publish, dead_letters, unknown)
 
     def still_assigned(event: Any) -> bool:
@@ -179,15 +186,19 @@ def build(settings: Settings) -> Orderflow:
     @app.agent(_topic(app, settings, ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED),
                name="order-service")  # fmt: skip
     async def order_agent(stream: Any) -> None:
-        async for event in stream.events():
-            if still_assigned(event):
-                await order_service.handle(event)
+        # Batches, handled one event after the other: one delivery wait per batch, not per event.
+        async for events in stream.take_events(settings.payment_batch_size, within=0.002):
+            live = [e for e in events if still_assigned(e)]
+            with in_flight.handling("order-service", live):
+                await run_batch(live, sequentially(order_service.handle), still_assigned)
 
     @app.agent(_topic(app, settings, ORDER_CREATED, PAYMENT_RECONCILE), name="payment-service")
     async def payment_agent(stream: Any) -> None:
         # Batches let one partition's gateway calls overlap; acks follow the whole batch.
         async for events in stream.take_events(settings.payment_batch_size, within=0.005):
-            await payment_service.handle_batch([e for e in events if still_assigned(e)])
+            live = [e for e in events if still_assigned(e)]
+            with in_flight.handling("payment-service", live):
+                await run_batch(live, payment_service.handle_batch, still_assigned)
 
     @app.timer(interval=settings.reconcile_interval_s)
     async def reconcile_unknown_payments() -> None:
@@ -232,7 +243,20 @@ def build(settings: Settings) -> Orderflow:
 
     long_polls = LongPolls(settings.max_long_polls, settings.max_long_polls_per_client)
     api = OrderApi(orders, topics[ORDER_COMMANDS], watch, routing, settings.post_wait_s, long_polls)
-    register_views(app, api, routing)
+
+    def health() -> tuple[int, dict[str, Any]]:
+        stuck = in_flight.stuck(settings.stuck_after_s)
+        body: dict[str, Any] = {
+            "status": "stuck" if stuck else "ok",
+            "dead_letters": dead_letters.count,
+            "undeliverable_dead_letters": dead_letters.undeliverable,
+            "inconsistent_payments": payment_service.inconsistent,
+        }
+        if stuck:
+            body["stuck"] = [s.to_json() for s in stuck]
+        return (503 if stuck else 200), body
+
+    register_views(app, api, routing, health)
     register_commands(app)  # replay / trace / dlq as `faust -A orderflow.app <command>`
     return Orderflow(settings, app, orders, payments, order_service, payment_service, gateway,
                      topics)  # fmt: skip

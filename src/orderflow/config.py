@@ -82,6 +82,13 @@ class Settings:
     # A PENDING order that has not moved for this long gets its order.created published again.
     stall_after_s: float = 30.0
     post_wait_s: float = 10.0
+    # /health answers 503 when an agent has been on one event (batch) longer than this; above the
+    # gateway deadline, which one batch of charges may take.
+    stuck_after_s: float = 60.0
+    # How long the producer keeps trying to deliver a record before it reports it failed (Faust's
+    # producer_request_timeout; 20 minutes by default there). The agents send failed records
+    # again and never commit past them, so a shorter bound only makes a failure surface sooner.
+    producer_timeout_s: float = 30.0
     # How soon a crashed worker's partitions move to the others (Kafka's session timeout).
     session_timeout_s: float = 10.0
     log_level: str = "info"
@@ -120,6 +127,8 @@ class Settings:
             ),
             post_wait_s=_float(env, "ORDERFLOW_POST_WAIT", cls.post_wait_s),
             stall_after_s=_float(env, "ORDERFLOW_STALL_AFTER", cls.stall_after_s),
+            stuck_after_s=_float(env, "ORDERFLOW_STUCK_AFTER", cls.stuck_after_s),
+            producer_timeout_s=_float(env, "ORDERFLOW_PRODUCER_TIMEOUT", cls.producer_timeout_s),
             session_timeout_s=_float(env, "ORDERFLOW_SESSION_TIMEOUT", cls.session_timeout_s),
             log_level=_choice(
                 env, "ORDERFLOW_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")

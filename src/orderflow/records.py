@@ -133,6 +133,7 @@ def payment_to_bytes(record: PaymentRecord) -> bytes:
             "updated_at": record.updated_at,
             "next_attempt_at": record.next_attempt_at,
             "payment_token": record.payment_token,
+            "problem": record.problem,
         }
     )
 
@@ -151,4 +152,5 @@ def payment_from_bytes(raw: bytes) -> PaymentRecord:
         updated_at=data["updated_at"],
         next_attempt_at=data["next_attempt_at"],
         payment_token=data.get("payment_token", ""),
+        problem=data.get("problem"),
     )

@@ -9,8 +9,10 @@ from orderflow.domain.payment import (
     Approved,
     Decline,
     Declined,
+    GatewayCharge,
     PaymentAction,
     PaymentStatus,
+    charge_mismatch,
     decide_payment,
     decline_for,
     idempotency_key_for,
@@ -166,3 +168,41 @@ def test_idempotency_key_is_stable_per_order_and_distinct_across_orders() -> Non
     assert idempotency_key_for("ord-1") != idempotency_key_for("ord-2")
     # Pinned: changing the format would make the gateway charge in-flight orders a second time.
     assert idempotency_key_for("ord-1") == "orderflow-charge-ord-1"
+
+
+def test_decide_payment_waits_on_an_inconsistent_payment_never_charges_it_again() -> None:
+    assert decide_payment(payment_record(status=PaymentStatus.INCONSISTENT)) is PaymentAction.WAIT
+    assert not PaymentStatus.INCONSISTENT.is_settled
+
+
+@pytest.mark.parametrize(
+    ("charge", "problem"),
+    [
+        pytest.param(("o1", 500, "EUR"), None, id="same-payment"),
+        pytest.param(("o1", 500, "eur"), None, id="currency-case-differs"),
+        pytest.param(("o2", 500, "EUR"), "order 'o2', expected 'o1'", id="other-order"),
+        pytest.param(("o1", 501, "EUR"), "amount 501, expected 500", id="other-amount"),
+        pytest.param(("o1", 500, "USD"), "currency 'USD', expected 'EUR'", id="other-currency"),
+        pytest.param((None, None, None), "order None", id="nothing-reported"),
+    ],
+)
+def test_charge_mismatch_compares_order_amount_and_currency(
+    charge: tuple[str | None, int | None, str | None], problem: str | None
+) -> None:
+    record = payment_record(order_id="o1", amount=500, currency="EUR")
+    order_id, amount, currency = charge
+    found = GatewayCharge(Approved("ch_1"), amount, currency, order_id)
+
+    found_problem = charge_mismatch(record, found)
+
+    if problem is None:
+        assert found_problem is None
+    else:
+        assert found_problem is not None and problem in found_problem
+        assert "ch_1" in found_problem and record.idempotency_key in found_problem
+
+
+def test_an_inconsistent_record_keeps_its_problem_and_no_outcome() -> None:
+    record = payment_record(status=PaymentStatus.UNKNOWN).inconsistent("amount 1", NOW)
+    assert record.status is PaymentStatus.INCONSISTENT
+    assert record.problem == "amount 1" and record.charge_id is None and record.decline is None

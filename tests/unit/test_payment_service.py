@@ -7,11 +7,13 @@ from typing import Any
 import pytest
 
 from orderflow.agents.payments import PaymentService, UnknownPayments
+from orderflow.domain.errors import ChargeMismatchError
 from orderflow.domain.payment import (
     Approved,
     ChargeOutcome,
     Decline,
     Declined,
+    GatewayCharge,
     PaymentRecord,
     PaymentStatus,
     idempotency_key_for,
@@ -37,7 +39,7 @@ class FakeGateway:
             raise self.charge_answer
         return self.charge_answer
 
-    async def find_charge(self, idempotency_key: str) -> ChargeOutcome | None:
+    async def find_charge(self, idempotency_key: str) -> GatewayCharge | None:
         if isinstance(self.found, Exception):
             raise self.found
         return self.found  # type: ignore[no-any-return]
@@ -91,13 +93,17 @@ async def test_timeout_makes_the_payment_unknown_never_failed() -> None:
 @pytest.mark.parametrize(
     ("found", "status", "charge_id"),
     [
-        (Approved("ch_earlier"), PaymentStatus.COMPLETED, "ch_earlier"),
+        (
+            GatewayCharge(Approved("ch_earlier"), 500, "eur", "o1"),
+            PaymentStatus.COMPLETED,
+            "ch_earlier",
+        ),
         (None, PaymentStatus.FAILED, None),
     ],
     ids=["an-earlier-attempt-charged", "the-gateway-has-no-charge"],
 )
 async def test_refused_request_is_settled_by_the_gateways_record_for_the_key(
-    found: ChargeOutcome | None, status: PaymentStatus, charge_id: str | None
+    found: GatewayCharge | None, status: PaymentStatus, charge_id: str | None
 ) -> None:
     service, table, published = _service(FakeGateway(PermanentGatewayError("403"), found))
     await service._charge(_record())
@@ -123,3 +129,55 @@ async def test_decline_is_published_as_payment_failed_with_its_code() -> None:
     assert table.rows["o1"].decline == decline
     assert published[0][0] == "payment.failed"
     assert b'"code":"card_declined"' in published[0][1]
+
+
+_FOREIGN = [
+    GatewayCharge(Approved("ch_foreign"), 500, "EUR", "o-of-another-deployment"),
+    GatewayCharge(Approved("ch_foreign"), 499, "EUR", "o1"),
+    GatewayCharge(Approved("ch_foreign"), 500, "USD", "o1"),
+    GatewayCharge(Approved("ch_foreign"), None, None, None),
+    GatewayCharge(Declined(Decline("card_declined", "no", False), "ch_foreign"), 1, "EUR", "o9"),
+]
+_FOREIGN_IDS = ["other-order", "other-amount", "other-currency", "unreported",
+                "foreign-decline"]  # fmt: skip
+
+
+@pytest.mark.parametrize("found", _FOREIGN, ids=_FOREIGN_IDS)
+async def test_refused_request_with_a_foreign_charge_under_the_key_is_inconsistent_not_settled(
+    found: GatewayCharge,
+) -> None:
+    service, table, published = _service(FakeGateway(PermanentGatewayError("400"), found))
+    with pytest.raises(ChargeMismatchError, match="ch_foreign"):
+        await service._charge(_record())
+    assert table.rows["o1"].status is PaymentStatus.INCONSISTENT
+    assert table.rows["o1"].charge_id is None
+    assert published == []
+    assert service.inconsistent == 1
+    assert "o1" not in service.unknown.due_at  # the reconciler leaves it alone
+
+
+@pytest.mark.parametrize("found", _FOREIGN, ids=_FOREIGN_IDS)
+async def test_reconciler_finding_a_foreign_charge_marks_it_inconsistent_and_charges_nothing(
+    found: GatewayCharge,
+) -> None:
+    gateway = FakeGateway(Approved("ch_new"), found)
+    service, table, published = _service(gateway)
+    table.put(_record().unknown(900.0))
+    message = type("M", (), {"value": b'{"order_id": "o1"}', "key": b"o1"})()
+    with pytest.raises(ChargeMismatchError):
+        await service._reconcile(message)
+    assert table.rows["o1"].status is PaymentStatus.INCONSISTENT
+    assert gateway.requests == []
+    assert published == []
+
+
+async def test_reconciler_settles_from_the_gateways_matching_charge_without_charging() -> None:
+    gateway = FakeGateway(Approved("ch_new"), GatewayCharge(Approved("ch_1"), 500, "EUR", "o1"))
+    service, table, published = _service(gateway)
+    table.put(_record().unknown(900.0))
+    message = type("M", (), {"value": b'{"order_id": "o1"}', "key": b"o1"})()
+    await service._reconcile(message)
+    assert table.rows["o1"].status is PaymentStatus.COMPLETED
+    assert table.rows["o1"].charge_id == "ch_1"
+    assert gateway.requests == []
+    assert [topic for topic, _ in published] == ["payment.completed"]

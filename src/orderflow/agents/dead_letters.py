@@ -8,9 +8,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+from faust.exceptions import ProducerSendError
 
-from orderflow.domain.errors import DomainError
+from orderflow.domain.errors import ChargeMismatchError, DomainError
 from orderflow.domain.events import rfc3339
 from orderflow.topics import (
     DLQ_HEADER_ERROR,
@@ -21,17 +22,38 @@ from orderflow.topics import (
     DLQ_HEADER_TOPIC,
 )
 
-__all__ = ["DeadLetters"]
+__all__ = ["DeadLetters", "is_retriable"]
 
 log = logging.getLogger(__name__)
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Whether sending again can succeed: the broker or the topic's metadata may come back.
+
+    Faust wraps errors raised while enqueuing (``ProducerSendError``); delivery errors come
+    bare. A record too large for the topic, a refused authorization or an invalid topic never
+    succeed; a timeout (broker away, topic not there yet) may.
+    """
+    cause = exc.__cause__ if isinstance(exc, ProducerSendError) and exc.__cause__ else exc
+    if isinstance(cause, KafkaTimeoutError):
+        return True
+    if isinstance(cause, KafkaError):
+        return bool(cause.retriable)
+    return True  # not a Kafka verdict (producer restarting...): keep trying, /health shows it
 
 
 class DeadLetters:
     """Sends a failed event to the dead-letter topic; the agent then moves on."""
 
-    def __init__(self, topic: Any) -> None:
+    def __init__(
+        self, topic: Any, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    ) -> None:
         self.topic = topic
+        self.sleep = sleep
         self.count = 0
+        # Dead letters the broker refused for good (logged with their coordinates): the last
+        # resort, so that one unsendable record never stalls every partition of an agent.
+        self.undeliverable = 0
 
     async def send(self, event: Any, reason: str, error: BaseException | None = None) -> None:
         message = event.message
@@ -57,23 +79,60 @@ class DeadLetters:
                                                  headers=headers)  # fmt: skip
                 await delivery
                 break
-            except KafkaError as exc:
-                log.error("dead letter not delivered (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+            except (KafkaError, ProducerSendError) as exc:
+                if not is_retriable(exc):
+                    self._give_up(message, headers, reason, exc)
+                    return
+                log.error("dead letter not delivered (%r); retrying in %.1fs", exc, delay)
+                await self.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.count += 1
+
+    def _give_up(self, message: Any, headers: list[tuple[str, bytes]], reason: str,
+                 exc: BaseException) -> None:  # fmt: skip
+        """Log where the event was and how big (never its bytes: they may hold a payment token)."""
+        self.undeliverable += 1
+        log.error(
+            "dead letter given up, the broker refuses it for good (%r): %s[%s]@%s, key %d bytes, "
+            "value %d bytes, headers %d bytes; reason: %s",
+            exc, message.topic, message.partition, message.offset, len(message.key or b""),
+            len(message.value or b""), sum(len(k) + len(v) for k, v in headers), reason[:300],
+        )  # fmt: skip
 
     async def guard(self, event: Any, handle: Callable[[Any], Awaitable[None]]) -> None:
         """Run ``handle(event)``; whatever it raises parks the event here and the agent goes on.
 
         An exception escaping an agent's loop would ack and skip the event (Faust), losing it.
+        Except a send the broker may still take (it is away): the event is fine, so the handler
+        (idempotent) runs again until it goes through; ``/health`` tells if that lasts.
         """
-        try:
-            await handle(event)
-        except DomainError as exc:  # malformed or contradictory input: the data is the problem
-            await self.send(event, f"malformed: {exc}", exc)
-        except Exception as exc:  # a bug must not stop the partition
-            message = event.message
-            log.exception("handler failed on %s[%s]@%s", message.topic, message.partition,
-                          message.offset)  # fmt: skip
-            await self.send(event, f"unexpected: {exc!r}", exc)
+        delay = 0.1
+        while True:
+            try:
+                await handle(event)
+                return
+            except ChargeMismatchError as exc:  # the money disagrees: an alert, not bad input
+                await self.send(event, f"inconsistent: {exc}", exc)
+                return
+            except DomainError as exc:  # malformed or contradictory input: the data is the problem
+                await self.send(event, f"malformed: {exc}", exc)
+                return
+            except (KafkaError, ProducerSendError) as exc:
+                message = event.message
+                if is_retriable(exc):
+                    log.warning("handler could not send on %s[%s]@%s (%r); again in %.1fs",
+                                message.topic, message.partition, message.offset, exc,
+                                delay)  # fmt: skip
+                    await self.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                log.exception("handler failed on %s[%s]@%s", message.topic, message.partition,
+                              message.offset)  # fmt: skip
+                await self.send(event, f"unexpected: {exc!r}", exc)
+                return
+            except Exception as exc:  # a bug must not stop the partition
+                message = event.message
+                log.exception("handler failed on %s[%s]@%s", message.topic, message.partition,
+                              message.offset)  # fmt: skip
+                await self.send(event, f"unexpected: {exc!r}", exc)
+                return

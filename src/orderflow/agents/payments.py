@@ -17,15 +17,17 @@ from typing import Any
 import orjson
 
 from orderflow.agents.dead_letters import DeadLetters
-from orderflow.domain.errors import EventDecodeError
+from orderflow.domain.errors import ChargeMismatchError, EventDecodeError
 from orderflow.domain.events import OrderCreated, PaymentCompleted, PaymentFailed, rfc3339
 from orderflow.domain.payment import (
     Approved,
     Decline,
     Declined,
+    GatewayCharge,
     PaymentAction,
     PaymentRecord,
     PaymentStatus,
+    charge_mismatch,
     decide_payment,
     idempotency_key_for,
 )
@@ -97,6 +99,7 @@ class PaymentService:
         self.dead_letters = dead_letters
         self.unknown = unknown
         self.clock = clock
+        self.inconsistent = 0  # charges found at the gateway that were not the order's
 
     async def handle_batch(self, events: Sequence[Any]) -> None:
         """Group the batch by order id and run the groups concurrently."""
@@ -159,7 +162,7 @@ class PaymentService:
             log.info("reconcile %s: charge lookup failed (%s)", order_id, exc)
             found = None
         if found is not None:  # the charge happened (or was declined); only its answer was lost
-            await self._settle(record, found)
+            await self._settle_found(record, found)
         else:  # never reached the gateway, or it is still down: the same key makes this safe
             await self._charge(record)
 
@@ -183,7 +186,10 @@ class PaymentService:
             except GatewayError as lookup_error:
                 self._mark_unknown(record, lookup_error)
                 return
-            outcome = found or Declined(Decline("gateway_rejected", str(exc), False))
+            if found is not None:
+                await self._settle_found(record, found)
+                return
+            outcome = Declined(Decline("gateway_rejected", str(exc), False))
         await self._settle(record, outcome)
 
     def _mark_unknown(self, record: PaymentRecord, reason: Exception) -> None:
@@ -192,6 +198,22 @@ class PaymentService:
                     record.next_attempt_at - record.updated_at)  # fmt: skip
         self.payments.put(record)
         self.unknown.track(record)
+
+    async def _settle_found(self, record: PaymentRecord, found: GatewayCharge) -> None:
+        """Settle from the gateway's record for the key, once it is shown to be this payment."""
+        problem = charge_mismatch(record, found)
+        if problem is None:
+            await self._settle(record, found.outcome)
+            return
+        # Never PAID on someone else's money, nor FAILED on their decline; and never charged
+        # again (decide_payment waits on INCONSISTENT): a person must look. The raise sends the
+        # event to the dead-letter topic with the reason, the alert an operator sees.
+        record = record.inconsistent(problem, self.clock())
+        self.payments.put(record)
+        self.unknown.track(record)
+        self.inconsistent += 1
+        log.error("payment %s INCONSISTENT: %s", record.order_id, problem)
+        raise ChargeMismatchError(problem)
 
     async def _settle(self, record: PaymentRecord, outcome: Approved | Declined) -> None:
         record = record.settle(outcome, self.clock())

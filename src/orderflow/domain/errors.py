@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DomainError", "EventDecodeError", "MoneyError"]
+__all__ = ["ChargeMismatchError", "DomainError", "EventDecodeError", "MoneyError"]
 
 
 class DomainError(Exception):
@@ -15,3 +15,7 @@ class MoneyError(DomainError):
 
 class EventDecodeError(DomainError):
     """An event's payload does not match its schema; the message says which field and why."""
+
+
+class ChargeMismatchError(DomainError):
+    """The gateway's charge under an order's key is for another amount, currency or order."""

@@ -11,9 +11,11 @@ __all__ = [
     "ChargeOutcome",
     "Decline",
     "Declined",
+    "GatewayCharge",
     "PaymentAction",
     "PaymentRecord",
     "PaymentStatus",
+    "charge_mismatch",
     "decide_payment",
     "idempotency_key_for",
     "next_reconcile_delay",
@@ -22,12 +24,17 @@ __all__ = [
 
 
 class PaymentStatus(enum.StrEnum):
-    """Where a payment attempt stands. UNKNOWN: the gateway may have charged; ask it again."""
+    """Where a payment attempt stands. UNKNOWN: the gateway may have charged; ask it again.
+
+    INCONSISTENT: the gateway holds a charge under this payment's key that is not this payment's
+    (another amount, currency or order). Neither paid nor failed: a person must look.
+    """
 
     ATTEMPTING = "ATTEMPTING"
     UNKNOWN = "UNKNOWN"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    INCONSISTENT = "INCONSISTENT"
 
     @property
     def is_settled(self) -> bool:
@@ -76,6 +83,24 @@ class Declined:
 
 ChargeOutcome = Approved | Declined
 
+
+@dataclass(frozen=True)
+class GatewayCharge:
+    """A charge the gateway recorded under a key: its outcome and what it was for.
+
+    ``None`` for a field the gateway did not report (which no check can then confirm).
+    """
+
+    outcome: ChargeOutcome
+    amount: int | None
+    currency: str | None
+    order_id: str | None
+
+    @property
+    def charge_id(self) -> str | None:
+        return self.outcome.charge_id
+
+
 # The sandbox gateway's test tokens (Stripe's), so replay --dry-run can re-decide offline.
 _SANDBOX_DECLINES = {
     "tok_chargeDeclined": "card_declined",
@@ -111,6 +136,7 @@ class PaymentRecord:
     updated_at: float = 0.0  # epoch seconds
     next_attempt_at: float = 0.0  # for UNKNOWN: when the reconciler asks the gateway again
     payment_token: str = ""  # kept so the reconciler can repeat the same charge request
+    problem: str | None = None  # for INCONSISTENT: what the gateway's charge got wrong
 
     def attempt(self, now: float) -> PaymentRecord:
         return replace(self, status=PaymentStatus.ATTEMPTING, attempts=self.attempts + 1,
@@ -123,10 +149,35 @@ class PaymentRecord:
         return replace(self, status=PaymentStatus.FAILED, charge_id=outcome.charge_id,
                        decline=outcome.decline, updated_at=now)  # fmt: skip
 
+    def inconsistent(self, problem: str, now: float) -> PaymentRecord:
+        return replace(self, status=PaymentStatus.INCONSISTENT, problem=problem, updated_at=now)
+
     def unknown(self, now: float) -> PaymentRecord:
         delay = next_reconcile_delay(self.attempts)
         return replace(self, status=PaymentStatus.UNKNOWN, updated_at=now,
                        next_attempt_at=now + delay)  # fmt: skip
+
+
+def charge_mismatch(record: PaymentRecord, charge: GatewayCharge) -> str | None:
+    """Why the gateway's charge under ``record``'s key is not ``record``'s payment, or None.
+
+    The key is derived from the order id only, so another deployment sharing the gateway account
+    (or a gateway bug) can put someone else's charge under it: settling from it would make an
+    order PAID with no money for it, or FAILED on a stranger's decline.
+    """
+    problems = []
+    if charge.order_id != record.order_id:
+        problems.append(f"order {charge.order_id!r}, expected {record.order_id!r}")
+    if charge.amount != record.amount:
+        problems.append(f"amount {charge.amount!r}, expected {record.amount}")
+    # Currency codes are case-insensitive (Stripe reports them in lower case).
+    if charge.currency is None or charge.currency.upper() != record.currency.upper():
+        problems.append(f"currency {charge.currency!r}, expected {record.currency!r}")
+    if not problems:
+        return None
+    return f"gateway charge {charge.charge_id} under {record.idempotency_key}: " + ", ".join(
+        problems
+    )
 
 
 def next_reconcile_delay(attempts: int, base: float = 1.0, cap: float = 60.0) -> float:
@@ -141,7 +192,7 @@ class PaymentAction(enum.Enum):
 
     CHARGE = "charge"  # first sight, or an attempt whose answer we never recorded
     REPUBLISH = "republish"  # settled already: publish the result again (it may have been lost)
-    WAIT = "wait"  # UNKNOWN: the reconciler owns it
+    WAIT = "wait"  # UNKNOWN: the reconciler owns it; INCONSISTENT: a person does
 
 
 def decide_payment(record: PaymentRecord | None) -> PaymentAction:

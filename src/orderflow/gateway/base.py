@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from orderflow.domain.payment import ChargeOutcome
+from orderflow.domain.payment import ChargeOutcome, GatewayCharge
 
 __all__ = [
     "ChargeRequest",
@@ -60,8 +60,8 @@ class PaymentGateway(Protocol):
         """Charge once per idempotency key; the same key returns the first outcome."""
         ...
 
-    async def find_charge(self, idempotency_key: str) -> ChargeOutcome | None:
-        """The outcome recorded for this key, or None when the gateway never saw it."""
+    async def find_charge(self, idempotency_key: str) -> GatewayCharge | None:
+        """The charge recorded for this key (outcome, amount, currency, order), or None."""
         ...
 
     async def close(self) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from orderflow.domain.payment import Approved, ChargeOutcome, Declined, decline_for
+from orderflow.domain.payment import Approved, ChargeOutcome, Declined, GatewayCharge, decline_for
 from orderflow.gateway.base import (
     ChargeRequest,
     CircuitOpenError,
@@ -235,8 +235,12 @@ class HttpPaymentGateway:
             raise TransientGatewayError("charge answer without an id", status=reply.status)
         return Approved(charge_id)
 
-    async def find_charge(self, idempotency_key: str) -> ChargeOutcome | None:
-        """The charge recorded for the key, or None when the gateway has none."""
+    async def find_charge(self, idempotency_key: str) -> GatewayCharge | None:
+        """The charge recorded for the key, with what it was for, or None when the gateway has none.
+
+        Amount, currency and order reference come back as reported (None when missing): the
+        payment service checks them before it trusts the charge.
+        """
         reply = await self._exchange(
             "GET", "/v1/charges", idempotency_key, params={"idempotency_key": idempotency_key}
         )
@@ -250,18 +254,22 @@ class HttpPaymentGateway:
         charge_id = charge.get("id") if isinstance(charge, dict) else None
         if not isinstance(charge_id, str):
             raise TransientGatewayError("charge without an id", status=reply.status)
+        outcome: ChargeOutcome
         if status == "succeeded":
-            return Approved(charge_id)
-        if status == "failed":
+            outcome = Approved(charge_id)
+        elif status == "failed":
             code, message = charge.get("failure_code"), charge.get("failure_message")
-            return Declined(
+            outcome = Declined(
                 decline_for(
                     code if isinstance(code, str) else "card_declined",
                     message if isinstance(message, str) else None,
                 ),
                 charge_id,
             )
-        raise TransientGatewayError(f"charge {charge_id} is {status!r}, not settled")
+        else:
+            raise TransientGatewayError(f"charge {charge_id} is {status!r}, not settled")
+        return GatewayCharge(outcome, _int_field(charge, "amount"), _str_field(charge, "currency"),
+                             _order_reference(charge))  # fmt: skip
 
     async def _attempt(
         self,
@@ -372,3 +380,22 @@ class HttpPaymentGateway:
                 raise TransientGatewayError(
                     f"{stop} after {sent} attempt(s): {last}", status=last.status
                 ) from last
+
+
+def _int_field(body: Mapping[str, object], name: str) -> int | None:
+    value = body.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str_field(body: Mapping[str, object], name: str) -> str | None:
+    value = body.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _order_reference(charge: Mapping[str, object]) -> str | None:
+    """The order a charge was for: ``order_id``, or Stripe-style ``metadata.order_id``."""
+    direct = _str_field(charge, "order_id")
+    if direct is not None:
+        return direct
+    metadata = charge.get("metadata")
+    return _str_field(metadata, "order_id") if isinstance(metadata, Mapping) else None

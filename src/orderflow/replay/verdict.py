@@ -89,6 +89,10 @@ def _pending(payment: PaymentRecord | None, ok: list[Charge] | None) -> Verdict:
             text += (f"; the gateway charged it {_charges(len(ok))}, the reconciler should settle "
                      "it" if ok else "; the gateway has no successful charge")  # fmt: skip
         return Verdict("stuck", text)
+    if payment.status is PaymentStatus.INCONSISTENT:
+        return Verdict("inconsistent", f"INCONSISTENT: the gateway's charge under the order's key "
+                                       f"is not this order's ({payment.problem}); never settled "
+                                       "from it")  # fmt: skip
     outcome = "payment.completed" if payment.status is PaymentStatus.COMPLETED else "payment.failed"
     return Verdict("inconsistent", f"INCONSISTENT: PaymentDB says {payment.status} but the order "
                                    f"is still PENDING ({outcome} not applied)")  # fmt: skip

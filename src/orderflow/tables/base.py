@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+# A module import, not a name: orderflow.delivery imports this package (a cycle Python
+# resolves as long as the name is looked up at call time).
+import orderflow.delivery as delivery
+
 __all__ = ["JsonTable"]
 
 T = TypeVar("T")
@@ -27,8 +31,11 @@ class JsonTable(Generic[T]):
         self._encode, self._decode, self._key_of = encode, decode, key_of
         # bytes keys and values: Faust picks the "raw" codec, so keys partition exactly like the
         # order topics' keys (the same UTF-8 bytes through the same murmur2 partitioner).
-        self.table = app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes,
-                               help=help)  # fmt: skip
+        # DeliveringTable: the agent batch that writes an entry awaits its changelog delivery
+        # (orderflow.delivery); otherwise what ``app.Table`` builds.
+        self.table = app.tables.add(delivery.DeliveringTable(
+            app, name=name, beacon=app.tables.beacon, partitions=partitions, key_type=bytes,
+            value_type=bytes, help=help))  # fmt: skip
 
     def get(self, order_id: str) -> T | None:
         raw = self.table.get(order_id.encode())

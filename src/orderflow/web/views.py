@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -21,7 +22,11 @@ def _respond(view: View, response: ApiResponse) -> Any:
                       content_type="application/json", headers=response.headers)  # fmt: skip
 
 
-def register_views(app: Any, api: OrderApi, routing: OwnerLookup) -> None:
+# (HTTP status, JSON body) of the liveness check; built by the app from what its agents report.
+HealthCheck = Callable[[], tuple[int, dict[str, Any]]]
+
+
+def register_views(app: Any, api: OrderApi, routing: OwnerLookup, health: HealthCheck) -> None:
     """Mount the HTTP API on the worker's web server."""
 
     @app.page("/orders")
@@ -40,10 +45,11 @@ def register_views(app: Any, api: OrderApi, routing: OwnerLookup) -> None:
 
     @app.page("/health")
     class Health(View):  # type: ignore[misc]
-        """Liveness: the web server answers."""
+        """Liveness: 200 while every agent moves on; 503 naming an agent stuck on one event."""
 
         async def get(self, request: Any) -> Any:
-            return self.json({"status": "ok"})
+            status, body = health()
+            return self.json(body, status=status)
 
     @app.page("/ready")
     class Ready(View):  # type: ignore[misc]

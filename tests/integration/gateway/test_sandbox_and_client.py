@@ -274,8 +274,17 @@ async def test_find_charge_reports_approved_declined_or_none(make_client: MakeCl
     approved = await client.charge(charge_request("o-find-ok"))
     declined = await client.charge(charge_request("o-find-no", "tok_chargeDeclinedExpiredCard"))
 
-    assert await client.find_charge(idempotency_key_for("o-find-ok")) == approved
-    assert await client.find_charge(idempotency_key_for("o-find-no")) == declined
+    found_ok = await client.find_charge(idempotency_key_for("o-find-ok"))
+    found_no = await client.find_charge(idempotency_key_for("o-find-no"))
+    assert found_ok is not None and found_no is not None
+    assert found_ok.outcome == approved and found_no.outcome == declined
+    # What each charge was for, so the payment service can check it is the order's.
+    request = charge_request("o-find-ok")
+    assert (found_ok.amount, found_ok.currency, found_ok.order_id) == (
+        request.amount,
+        request.currency,
+        "o-find-ok",
+    )
     assert await client.find_charge(idempotency_key_for("o-never-seen")) is None
 
 
@@ -437,7 +446,8 @@ async def test_ledger_survives_a_restart_and_the_same_key_answers_the_same_charg
         await second.stop()
 
     assert isinstance(before, Approved)
-    assert after == found == before
+    assert found is not None
+    assert after == found.outcome == before
     assert [r.id for r in rows] == [before.charge_id]
 
 

@@ -53,6 +53,9 @@ DECLINED = Charge("ch_1", "failed", ITEMS_TOTAL, "USD", "card_declined")
         (pending_order(), payment_record(status=PaymentStatus.COMPLETED, attempts=1), None,
          "inconsistent", "INCONSISTENT: PaymentDB says COMPLETED but the order is still PENDING "
          "(payment.completed not applied)"),
+        (pending_order(), payment_record(status=PaymentStatus.INCONSISTENT, problem="amount 1"),
+         None, "inconsistent", "INCONSISTENT: the gateway's charge under the order's key is not "
+         "this order's (amount 1); never settled from it"),
     ],
 )  # fmt: skip
 def test_verdicts(order: object, payment: object, ledger: object, status: str, text: str) -> None:

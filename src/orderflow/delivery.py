@@ -1,0 +1,173 @@
+"""Never commit past a record that did not reach Kafka: each agent batch awaits what it produced.
+
+Faust flushes its producer before it commits offsets, but the flush does not raise when a record
+failed (the broker was away longer than ``producer_request_timeout``): the failure is only set on
+the record's future and logged. Table changelog writes (``send_soon``) and ``topic.send`` alike.
+So an event whose PaymentDB write or ``payment.completed`` was lost could be committed past, and
+the money would be in the ledger but not in Kafka.
+
+``Deliveries`` collects the futures of every record produced while a batch is handled (tables of
+``DeliveringTable`` and topics wrapped in ``DeliveringTopic``), in a context variable that the
+batch's tasks share. ``settle`` awaits them all, once per batch, and sends failed records again
+(a changelog entry with the key's *current* value, so an older value never lands after a newer
+one; an output record as it was: its consumers are idempotent) until they are delivered. Only
+then does the agent take the next batch, so the batch's offsets are acked (and committed) after
+its records are in Kafka. While the broker is away the agent waits here: ``/health`` shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from faust.streams import current_event
+
+from orderflow.tables.stream_context import bind_event
+
+__all__ = ["Deliveries", "DeliveringTable", "DeliveringTopic", "run_batch", "sequentially"]
+
+log = logging.getLogger(__name__)
+
+_current: ContextVar[Deliveries | None] = ContextVar("orderflow_deliveries", default=None)
+
+
+@dataclass
+class _Record:
+    """One produced record: its delivery future and how to send it again."""
+
+    future: Awaitable[Any]
+    partition: int | None
+    resend: Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Deliveries:
+    """The records one batch produced, until each is delivered."""
+
+    pending: list[_Record] = field(default_factory=list)
+    failures: int = 0  # records that had to be sent again (for logs and tests)
+
+    def add(self, record: _Record) -> None:
+        self.pending.append(record)
+
+    async def settle(
+        self, keep: Callable[[int | None], bool], backoff: float = 0.2, cap: float = 5.0
+    ) -> None:
+        """Await every record; send failed ones again until delivered.
+
+        ``keep(partition)`` says whether this worker still owns the partition: a record of a
+        partition that moved is not sent again (the new owner re-runs the events, whose offsets
+        were never committed here, and a stale changelog value must not land after its writes).
+        """
+        delay = backoff
+        while self.pending:
+            pending, self.pending = self.pending, []
+            results = await asyncio.gather(*(r.future for r in pending), return_exceptions=True)
+            failed = [r for r, res in zip(pending, results, strict=True)
+                      if isinstance(res, BaseException)]  # fmt: skip
+            if not failed:
+                return
+            errors = {repr(res) for res in results if isinstance(res, BaseException)}
+            retry = [r for r in failed if keep(r.partition)]
+            self.failures += len(failed)
+            log.error("%d record(s) not delivered (%s); sending %d again in %.1fs", len(failed),
+                      ", ".join(sorted(errors)[:3]), len(retry), delay)  # fmt: skip
+            if not retry:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, cap)
+            token = _current.set(self)  # the new sends are awaited in the next round
+            try:
+                for record in retry:
+                    await record.resend()
+            finally:
+                _current.reset(token)
+
+
+def _track(record: _Record) -> None:
+    deliveries = _current.get()
+    if deliveries is not None:
+        deliveries.add(record)
+
+
+class DeliveringTable(faust.Table[Any, Any]):
+    """A Faust table whose changelog writes are awaited by the batch that made them."""
+
+    def send_changelog(self, partition: int | None, key: Any, value: Any,
+                       key_serializer: Any = None, value_serializer: Any = None) -> Any:  # fmt: skip
+        future = super().send_changelog(partition, key, value, key_serializer, value_serializer)
+        final_partition = future.message.partition
+        event = current_event()
+
+        async def resend() -> None:
+            if event is not None:  # the store reads the current event's partition
+                bind_event(event)
+            # The key's current value: a later write of the same key may have been delivered.
+            current = self.data.get(key)
+            if current is not None:
+                self.send_changelog(final_partition, key, current, key_serializer,
+                                    value_serializer)  # fmt: skip
+
+        _track(_Record(future, final_partition, resend))
+        return future
+
+
+class DeliveringTopic:
+    """Wraps a Faust topic: ``send`` returns at once, and the batch awaits the delivery."""
+
+    def __init__(self, topic: Any) -> None:
+        self.topic = topic
+
+    async def send(self, *, key: bytes, value: bytes, headers: Any = None) -> Any:
+        future = await self.topic.send(key=key, value=value, headers=headers)
+        event = current_event()
+        partition = event.message.partition if event is not None else None
+
+        async def resend() -> None:
+            await self.send(key=key, value=value, headers=headers)
+
+        _track(_Record(future, partition, resend))
+        return future
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.topic, name)
+
+
+async def run_batch(
+    events: Sequence[Any],
+    handle: Callable[[Sequence[Any]], Awaitable[None]],
+    still_assigned: Callable[[Any], bool],
+) -> Deliveries:
+    """Handle ``events``, then wait until everything they produced is in Kafka."""
+    deliveries = Deliveries()
+    token = _current.set(deliveries)
+    try:
+        await handle(events)
+    finally:
+        _current.reset(token)
+
+    def keep(partition: int | None) -> bool:
+        return partition is None or any(
+            e.message.partition == partition and still_assigned(e) for e in events
+        )
+
+    await deliveries.settle(keep)
+    return deliveries
+
+
+def sequentially(
+    handle: Callable[[Any], Awaitable[None]],
+) -> Callable[[Sequence[Any]], Awaitable[None]]:
+    """Handle a batch one event after the other, each bound as the current event (table writes)."""
+
+    async def run(events: Sequence[Any]) -> None:
+        for event in events:
+            bind_event(event)
+            await handle(event)
+
+    return run

@@ -1,0 +1,135 @@
+"""Telling a stuck agent (``InFlight``) and which dead-letter send errors are worth retrying."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    NotLeaderForPartitionError,
+    TopicAuthorizationFailedError,
+)
+from faust.exceptions import ProducerSendError
+
+from orderflow.agents.dead_letters import DeadLetters, is_retriable
+from orderflow.agents.in_flight import InFlight
+
+
+def _event(topic: str, partition: int, offset: int) -> Any:
+    return SimpleNamespace(message=SimpleNamespace(topic=topic, partition=partition,
+                                                   offset=offset))  # fmt: skip
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_event_held_longer_than_the_bound_is_reported_with_its_coordinates() -> None:
+    clock = Clock()
+    in_flight = InFlight(clock=lambda: 1_700_000_000.0, monotonic=clock)
+    with in_flight.handling("payment-service", [_event("order.created", 3, 41),
+                                                _event("order.created", 5, 7)]):  # fmt: skip
+        clock.now += 5
+        assert in_flight.stuck(10) == []
+        clock.now += 6
+        stuck = in_flight.stuck(10)
+        assert [(s.agent, s.topic, s.partition, s.offset) for s in stuck] == [
+            ("payment-service", "order.created", 3, 41),
+            ("payment-service", "order.created", 5, 7),
+        ]
+        assert stuck[0].to_json()["since"] == "2023-11-14T22:13:20.000Z"
+        assert stuck[0].seconds == pytest.approx(11)
+    assert in_flight.stuck(10) == []  # done: nothing held
+
+
+def test_a_new_batch_is_not_stuck_because_an_earlier_one_took_long() -> None:
+    clock = Clock()
+    in_flight = InFlight(monotonic=clock)
+    with in_flight.handling("order-service", [_event("t", 0, 1)]):
+        clock.now += 30
+    with in_flight.handling("order-service", [_event("t", 0, 2)]):
+        clock.now += 1
+        assert in_flight.stuck(10) == []
+
+
+def _wrapped(exc: Exception) -> ProducerSendError:
+    try:
+        raise ProducerSendError(f"Error while sending: {exc!r}") from exc
+    except ProducerSendError as wrapped:
+        return wrapped
+
+
+@pytest.mark.parametrize(
+    ("error", "retriable"),
+    [
+        pytest.param(MessageSizeTooLargeError(), False, id="too-large"),
+        pytest.param(TopicAuthorizationFailedError(), False, id="authorization"),
+        pytest.param(_wrapped(MessageSizeTooLargeError()), False, id="too-large-at-enqueue"),
+        pytest.param(KafkaTimeoutError(), True, id="delivery-timeout"),
+        pytest.param(_wrapped(KafkaTimeoutError()), True, id="topic-metadata-timeout"),
+        pytest.param(KafkaConnectionError(), True, id="connection"),
+        pytest.param(NotLeaderForPartitionError(), True, id="leader-moved"),
+        pytest.param(ProducerSendError("no cause"), True, id="unknown-cause"),
+    ],
+)
+def test_which_dead_letter_errors_are_retried(error: Exception, retriable: bool) -> None:
+    assert is_retriable(error) is retriable
+
+
+class FakeDeadLetterTopic:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, **kwargs: Any) -> Any:
+        self.sent.append(kwargs)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def _message_event() -> Any:
+    return SimpleNamespace(message=SimpleNamespace(topic="order.created", partition=2, offset=9,
+                                                   key=b"o1", value=b"{}", headers=[]))  # fmt: skip
+
+
+async def test_a_handler_that_cannot_send_while_the_broker_is_away_is_retried_not_dead_lettered() -> (
+    None
+):
+    topic = FakeDeadLetterTopic()
+    dead_letters = DeadLetters(topic, sleep=_no_sleep)
+    calls: list[int] = []
+
+    async def handle(event: Any) -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise _wrapped(KafkaTimeoutError())
+
+    await dead_letters.guard(_message_event(), handle)
+
+    assert len(calls) == 3  # handled again (it is idempotent) until the send went through
+    assert topic.sent == [] and dead_letters.count == 0
+
+
+async def test_a_handler_error_that_no_retry_can_fix_is_dead_lettered() -> None:
+    topic = FakeDeadLetterTopic()
+    dead_letters = DeadLetters(topic)
+
+    async def handle(event: Any) -> None:
+        raise _wrapped(MessageSizeTooLargeError())
+
+    await dead_letters.guard(_message_event(), handle)
+
+    assert len(topic.sent) == 1 and dead_letters.count == 1
+
+
+async def _no_sleep(delay: float) -> None:
+    return None
