@@ -456,6 +456,6 @@ async def test_client_charge_through_a_strict_sandbox_is_approved_once(
     finally:
         await client.close()
     assert isinstance(outcome, Approved)
-    assert found == outcome
+    assert found is not None and found.outcome == outcome
     await sandbox.flush()
     assert await sandbox.ledger.requests(violations_only=True) == []
