@@ -1,0 +1,1 @@
+"""The chaos harness: orders under faults, audited from the outside (`make chaos`)."""
