@@ -51,8 +51,9 @@ _Preset = tuple[tuple[str, float, float | None], ...]
 PRESETS: dict[str, _Preset] = {
     "none": (),
     "small": (
-        ("worker_kill", 0.15, None),
-        ("gateway_drop", 0.20, 4.0),
+        # The drop burst comes first, alone: the kill's 503s would starve it of charges.
+        ("gateway_drop", 0.03, 5.0),
+        ("worker_kill", 0.22, None),
         ("add_worker", 0.35, None),
         ("gateway_5xx", 0.50, 3.0),
         ("broker_restart", 0.60, None),
