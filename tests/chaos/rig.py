@@ -10,6 +10,7 @@ import contextlib
 import os
 import random
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -46,6 +47,8 @@ class RigSettings:
     post_wait_s: float = 5.0
     down_s: float = 1.0  # how long a killed process stays down before its restart
     ready_timeout_s: float = 180.0
+    # Idempotency keys of the sandbox expire after this (0: the sandbox's own default, lax).
+    gateway_key_ttl_s: float = 30.0
     sandbox_args: tuple[str, ...] = ()
     worker_env: tuple[tuple[str, str], ...] = ()
 
@@ -72,6 +75,7 @@ class Rig:
     # a load balancer without health checks keeps sending, and clients see the errors).
     in_service: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    sandbox_mode: str = ""  # the sandbox's extra flags (strict mode, key expiry), for the report
     _next_worker: int = 1
     _rng: random.Random = field(init=False)
 
@@ -125,14 +129,35 @@ class Rig:
                 self.sandbox.stop(timeout=10)
         self.cluster.stop()
 
+    def _sandbox_wronged_args(self) -> list[str]:
+        """``--strict --key-ttl S`` when this sandbox has them (issue 14), else nothing.
+
+        With keys that expire, a second charge request for a settled order becomes a second
+        charge, and strict mode lists such requests as violations: the audit then checks what
+        the service did, not what the sandbox's unique key enforced.
+        """
+        if self.settings.gateway_key_ttl_s <= 0:
+            return []
+        usage = subprocess.run(
+            [sys.executable, "-m", "orderflow", "sandbox-gateway", "--help"],
+            capture_output=True, text=True, check=False, timeout=60,
+        ).stdout  # fmt: skip
+        args = []
+        if "--strict" in usage:
+            args.append("--strict")
+        if "--key-ttl" in usage:
+            args += ["--key-ttl", str(self.settings.gateway_key_ttl_s)]
+        return args
+
     def _start_sandbox(self) -> ManagedProcess:
         port = free_port()
         tmp = self.settings.work_dir / "sandbox"
         args = [
             sys.executable, "-m", "orderflow", "sandbox-gateway", "--port", str(port),
             "--db", str(tmp / "ledger.db"), "--seed", str(self.settings.seed),
-            *self.settings.sandbox_args,
+            *self._sandbox_wronged_args(), *self.settings.sandbox_args,
         ]  # fmt: skip
+        self.sandbox_mode = " ".join(args[args.index("--seed") + 2 :]) or "lax (no strict mode)"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
         env["PYTHONUNBUFFERED"] = "1"
         proc = ManagedProcess(

@@ -41,6 +41,7 @@ class ChaosConfig:
     work_dir: Path = Path(".run/chaos/run")
     drain_deadline_s: float = 180.0
     base_port: int = 29092
+    gateway_key_ttl_s: float = 30.0
     sandbox_args: tuple[str, ...] = ()
     worker_env: tuple[tuple[str, str], ...] = ()
 
@@ -66,6 +67,7 @@ class RunResult:
     faults: list[FaultRecord]
     figures: dict[str, Any]
     failures: dict[str, list[str]]
+    worker_errors: list[str]
     timings: dict[str, float | None]
     ok: bool
 
@@ -188,14 +190,17 @@ async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock) -> RunResult:
     unplayed = [f"{r.kind}@{r.planned_at}: {r.error}" for r in records if not r.ok]
     if unplayed:
         failures["faults_not_played"] = unplayed
+    log_counts, error_messages = _scan_worker_logs(rig.settings.work_dir)
     figures = {
         **verdict.figures,
+        "gateway_mode": rig.sandbox_mode,
         "faults_played": f"{sum(r.ok for r in records)}/{len(schedule)}",
-        "gateway_responses_dropped": _dropped_responses(rig),
+        "gateway_responses_dropped": _dropped_responses(rig, evidence.gateway_stats),
         "time_to_drain_after_last_fault_s": (
             None if drained is None else round(drain_done - last_fault_end, 1)
         ),
         "time_to_drain_after_load_end_s": drained,
+        "worker_logs": log_counts,
     }
     return RunResult(
         config={
@@ -207,6 +212,7 @@ async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock) -> RunResult:
         faults=records,
         figures=figures,
         failures=failures,
+        worker_errors=error_messages,
         timings={
             "load_s": load_end,
             "last_fault_end_s": last_fault_end,
@@ -217,8 +223,35 @@ async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock) -> RunResult:
     )
 
 
-def _dropped_responses(rig: Rig) -> int:
-    """Charges the sandbox committed and then answered with a dropped connection (its log)."""
+_LOG_MARKERS = {
+    "stall_nudges": "publishing order.created again",
+    "payments_unknown": "UNKNOWN (",
+    "error_lines": "[ERROR]",
+    "tracebacks": "Traceback (most recent call last)",
+}
+
+
+def _scan_worker_logs(work_dir: Path) -> tuple[dict[str, int], list[str]]:
+    """Counts of telling lines in every worker's log, and the distinct ERROR messages."""
+    counts = dict.fromkeys(_LOG_MARKERS, 0)
+    errors: dict[str, None] = {}
+    for path in sorted((work_dir / "workers").glob("worker-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            for name, marker in _LOG_MARKERS.items():
+                counts[name] += marker in line
+            if "[ERROR]" in line:
+                # Drop the timestamp prefix so repeats of one message count once.
+                errors.setdefault(line.split("[ERROR]", 1)[1].strip()[:200], None)
+    return counts, list(errors)[:30]
+
+
+def _dropped_responses(rig: Rig, stats: dict[str, Any]) -> int:
+    """Charges the sandbox committed and then answered with a dropped connection.
+
+    From its stats when it counts them, else from its log lines.
+    """
+    if isinstance(stats.get("dropped_responses"), int):
+        return int(stats["dropped_responses"])
     assert rig.sandbox is not None
     text = rig.sandbox.log_path.read_text(errors="replace") if rig.sandbox.log_path.exists() else ""
     return text.count("sandbox fault: dropping the response")
@@ -230,6 +263,7 @@ def run(cfg: ChaosConfig) -> RunResult:
     rig = Rig(RigSettings(
         work_dir=cfg.work_dir.absolute(), workers=cfg.workers, brokers=cfg.brokers,
         base_port=cfg.base_port, seed=cfg.seed, sandbox_args=cfg.sandbox_args,
+        gateway_key_ttl_s=cfg.gateway_key_ttl_s,
         worker_env=cfg.worker_env,
     ))  # fmt: skip
     try:
