@@ -34,9 +34,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds to wait for every accepted order to be terminal")  # fmt: skip
     p.add_argument("--base-port", type=int, default=29092,
                    help="first broker port (a cluster uses 6 ports from here)")  # fmt: skip
-    p.add_argument("--gateway-key-ttl", type=float, default=30.0,
+    p.add_argument("--gateway-key-ttl", type=float, default=60.0,
                    help="seconds before the sandbox's idempotency keys expire, with strict mode "
                         "on, when the sandbox supports them (0: its defaults)")  # fmt: skip
+    p.add_argument(
+        "--fail-on-violations",
+        action="store_true",
+        help="strict-mode gateway violations fail the run (default: reported)",
+    )
     p.add_argument("--sandbox-arg", action="append", default=[],
                    help="extra argument for `orderflow sandbox-gateway` (repeatable)")  # fmt: skip
     p.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
@@ -62,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         faults=args.faults, seed=args.seed, out=args.out or work_dir / "result.json",
         work_dir=work_dir, drain_deadline_s=args.drain_deadline, base_port=args.base_port,
         gateway_key_ttl_s=args.gateway_key_ttl, sandbox_args=tuple(args.sandbox_arg),
-        worker_env=tuple(env),
+        worker_env=tuple(env), fail_on_violations=args.fail_on_violations,
     )  # fmt: skip
     return 0 if run(cfg).ok else 1
 

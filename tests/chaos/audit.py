@@ -57,6 +57,7 @@ class Verdict:
 
     figures: dict[str, Any]
     failures: dict[str, list[str]]
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)  # order id -> its story
 
     @property
     def ok(self) -> bool:
@@ -166,7 +167,7 @@ def _per_order_counts(raw: Any) -> dict[str, int]:
     return {}
 
 
-def audit(ev: Evidence) -> Verdict:
+def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
     """Every check of the table; ``failures`` names each broken one with example order ids."""
     fail: dict[str, list[str]] = defaultdict(list)
     accepted = {i.order_id: i for i in ev.intents if i.order_id is not None}
@@ -220,7 +221,14 @@ def audit(ev: Evidence) -> Verdict:
         elif charges:
             fail["charged_but_not_paid"].append(order_id)
 
-        payment = (ev.paymentdb.get(order_id) or [{}])[-1]
+        payments = ev.paymentdb.get(order_id) or [{}]
+        payment = payments[-1]
+        # Once settled, PaymentDB never changes again: a later write is a second writer (a
+        # revoked batch still writing) or a re-decision.
+        outcomes = [(p.get("status"), p.get("charge_id")) for p in payments]
+        settled = next((o for o in outcomes if o[0] in ("COMPLETED", "FAILED")), None)
+        if settled is not None and set(outcomes[outcomes.index(settled) :]) != {settled}:
+            fail["paymentdb_changed_after_settled"].append(order_id)
         want = "COMPLETED" if status == "PAID" else "FAILED"
         if payment.get("status") != want:
             fail["orderdb_vs_paymentdb"].append(order_id)
@@ -278,7 +286,7 @@ def audit(ev: Evidence) -> Verdict:
         violations = [str(v) for v in raw_violations]
     else:
         violations = ["?"] * int(raw_violations or 0)
-    if violations:
+    if violations and fail_on_violations:
         fail["gateway_violations"].extend(violations)
 
     if ev.bare_5xx:
@@ -288,7 +296,8 @@ def audit(ev: Evidence) -> Verdict:
     figures: dict[str, Any] = {
         "orders_planned": len(ev.intents),
         "orders_accepted": len(accepted),
-        "orders_client_gave_up": sum(1 for i in ev.intents if i.gave_up),
+        "orders_never_accepted": sum(1 for i in ev.intents if i.order_id is None),
+        "orders_unkeyed_accepted": sum(1 for i in accepted.values() if i.mode == "no_key"),
         "orders_terminal": terminal,
         "orders_paid": paid,
         "orders_payment_failed": declined,
@@ -305,6 +314,7 @@ def audit(ev: Evidence) -> Verdict:
         "contradictory_orderdb_states": len(fail.get("contradictory_orderdb_states", [])),
         "orderdb_vs_last_payment_event": len(fail.get("orderdb_vs_payment_event", [])),
         "orderdb_vs_paymentdb": len(fail.get("orderdb_vs_paymentdb", [])),
+        "paymentdb_changed_after_settled": len(fail.get("paymentdb_changed_after_settled", [])),
         "paymentdb_vs_ledger": len(fail.get("paymentdb_vs_ledger", [])),
         "api_vs_orderdb": len(fail.get("api_vs_orderdb", [])),
         "wrong_outcome_for_token": len(fail.get("wrong_outcome", [])),
@@ -322,9 +332,39 @@ def audit(ev: Evidence) -> Verdict:
         ),
         "gateway_violations": len(violations),
     }
+    details = {o: _order_story(ev, o) for v in fail.values() for o in v[:3] if o.startswith("ord_")}
+    for o in violations[:3]:
+        details.setdefault(o, _order_story(ev, o))
     failures = {k: v[:_EXAMPLES] + ([f"... {len(v)} in all"] if len(v) > _EXAMPLES else [])
                 for k, v in fail.items()}  # fmt: skip
-    return Verdict(figures, failures)
+    return Verdict(figures, failures, details)
+
+
+def _order_story(ev: Evidence, order_id: str) -> dict[str, Any]:
+    """What every source says about one order, for the result file's examples."""
+
+    def brief(values: list[dict[str, Any]]) -> list[str]:
+        return [" ".join(str(v.get(k)) for k in ("status", "attempts", "charge_id")
+                         if v.get(k) is not None) for v in values]  # fmt: skip
+
+    return {
+        "orderdb": brief(ev.orderdb.get(order_id, [])),
+        "paymentdb": brief(ev.paymentdb.get(order_id, [])),
+        "payment_completed": [e.get("charge_id") for e in ev.completed.get(order_id, [])],
+        "payment_failed": len(ev.failed.get(order_id, [])),
+        "ledger": [
+            f"{r.get('id')} {r.get('status')} {r.get('amount')}"
+            for r in ev.ledger
+            if r.get("order_id") == order_id
+        ],
+        "gateway_requests": [
+            f"{r.get('kind')} {r.get('outcome')} delivered={r.get('delivered')}"
+            + (f" VIOLATION {r['violation']}" if r.get("violation") else "")
+            for r in ev.gateway_requests or []
+            if r.get("order_id") == order_id
+        ],
+        "api": (ev.api.get(order_id) or {}).get("status"),
+    }
 
 
 def render_table(figures: Mapping[str, Any], failures: Mapping[str, Sequence[str]]) -> str:

@@ -48,7 +48,7 @@ class RigSettings:
     down_s: float = 1.0  # how long a killed process stays down before its restart
     ready_timeout_s: float = 180.0
     # Idempotency keys of the sandbox expire after this (0: the sandbox's own default, lax).
-    gateway_key_ttl_s: float = 30.0
+    gateway_key_ttl_s: float = 60.0
     sandbox_args: tuple[str, ...] = ()
     worker_env: tuple[tuple[str, str], ...] = ()
 
@@ -280,13 +280,38 @@ class Rig:
         assert proc is not None and proc.proc is not None
         # Longer than the session timeout: the group moves its partitions while it sleeps.
         pause = 2 * self.settings.session_timeout_s + 2
-        os.killpg(proc.proc.pid, signal.SIGSTOP)
+        # Slow charges (still under the worker's gateway timeout) so that the worker is stopped
+        # with a batch in the middle of its gateway calls: it wakes up still holding it.
+        slow_ms = self.settings.gateway_timeout_s * 1000 * 0.7
+        before = self._sandbox_faults({"latency_ms": slow_ms})
+        requests_before = self._charge_requests()
+        try:
+            time.sleep(1.0)
+            os.killpg(proc.proc.pid, signal.SIGSTOP)
+        finally:
+            self._sandbox_faults({"latency_ms": before.get("latency_ms", 0.0)})
         try:
             time.sleep(pause)
         finally:
             os.killpg(proc.proc.pid, signal.SIGCONT)
         ready_s = self._wait_ready(name)
-        return {"worker": name, "stopped_s": pause, "alive": proc.alive, "ready_after_s": ready_s}
+        return {"worker": name, "stopped_s": pause, "alive": proc.alive, "ready_after_s": ready_s,
+                "slow_charges_ms": slow_ms,
+                "charge_requests_while_slow": self._charge_requests() - requests_before}  # fmt: skip
+
+    def _sandbox_faults(self, change: dict[str, float]) -> dict[str, Any]:
+        """Merge ``change`` into the sandbox's faults; returns the faults it had before."""
+        status, before, _ = http_json("GET", f"{self.gateway_url}/_admin/faults", timeout=10)
+        assert status == 200, (status, before)
+        status, answer, _ = http_json(
+            "POST", f"{self.gateway_url}/_admin/faults", {**before, **change}, timeout=10
+        )
+        assert status == 200, (status, answer)
+        return dict(before)
+
+    def _charge_requests(self) -> int:
+        status, stats, _ = http_json("GET", f"{self.gateway_url}/_admin/stats", timeout=10)
+        return int(stats.get("charge_requests", 0)) if status == 200 else 0
 
     def broker_restart(self) -> dict[str, Any]:
         node = self._rng.randint(1, self.settings.brokers)

@@ -89,10 +89,29 @@ def test_a_reused_key_that_was_not_refused_fails_the_run() -> None:
     assert "reused_key_not_422" in audit(ev).failures
 
 
-def test_gateway_violations_from_the_request_log_fail_the_run() -> None:
+def test_gateway_violations_are_reported_and_fail_the_run_when_asked() -> None:
     ev = _clean()
-    ev.gateway_requests = [{"order_id": _ORDER, "kind": "charge", "violation": True}]
-    verdict = audit(ev)
+    ev.gateway_requests = [{"order_id": _ORDER, "kind": "charge", "violation": "answered"}]
+    assert audit(ev).ok
+    assert audit(ev).figures["gateway_violations"] == 1
+    verdict = audit(ev, fail_on_violations=True)
     assert verdict.figures["gateway_violations"] == 1
     assert verdict.figures["charge_requests_per_order_max"] == 1
     assert "gateway_violations" in verdict.failures
+
+
+def test_a_paymentdb_write_after_settlement_is_a_second_writer() -> None:
+    ev = _clean()
+    ev.paymentdb[_ORDER].append({"status": "ATTEMPTING"})
+    ev.paymentdb[_ORDER].append({"status": "COMPLETED", "charge_id": "ch_1"})
+    verdict = audit(ev)
+    assert verdict.figures["paymentdb_changed_after_settled"] == 1
+    assert "paymentdb_changed_after_settled" in verdict.failures
+
+
+def test_an_unkeyed_order_answered_202_and_never_stored_is_lost() -> None:
+    ev = _clean()
+    ev.intents.append(Intent(1, "k-1", _BODY, "tok_visa", "no_key", order_id="ord_2",
+                             accepted_status=202))  # fmt: skip
+    verdict = audit(ev)
+    assert verdict.failures["lost"] == ["ord_2"]
