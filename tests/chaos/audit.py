@@ -297,6 +297,7 @@ def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
         "orders_planned": len(ev.intents),
         "orders_accepted": len(accepted),
         "orders_never_accepted": sum(1 for i in ev.intents if i.order_id is None),
+        "orders_unkeyed_tried": sum(1 for i in ev.intents if i.mode == "no_key"),
         "orders_unkeyed_accepted": sum(1 for i in accepted.values() if i.mode == "no_key"),
         "orders_terminal": terminal,
         "orders_paid": paid,

@@ -33,7 +33,10 @@ def test_small_chaos_run_loses_no_order_and_charges_none_twice(tmp_path: Path) -
     assert played["gateway_drop"].detail["charge_requests_during"] > 0
     assert played["gateway_5xx"].detail["charge_requests_during"] > 0
     assert result.figures["gateway_responses_dropped"] > 0
-    assert result.figures["orders_accepted"] == cfg.orders
+    # Every keyed order is accepted in the end (the client retries); an unkeyed POST is never
+    # retried, so a 503 during the broker restart leaves it unplaced.
+    assert result.figures["orders_accepted"] + result.figures["orders_never_accepted"] == cfg.orders
+    assert result.figures["orders_never_accepted"] <= result.figures["orders_unkeyed_tried"]
 
     # The audit's verdict: nothing lost, charged twice, paid without its charge, inconsistent.
     assert result.ok, result.failures
