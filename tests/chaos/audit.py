@@ -252,6 +252,11 @@ def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
 
     # Orders the service stored that no client heard of (the client gave up): still one end.
     unacknowledged = [o for o in ev.orderdb if o not in accepted and o.startswith("ord_")]
+    # Which answers the client got for orders that were stored after all (unkeyed: a client that
+    # believes a 503 and orders again pays twice).
+    unacked_answers = Counter(
+        f"{i.mode} {i.final_status}" for i in ev.intents if i.order_id is None and i.final_status
+    )
     for order_id in unacknowledged:
         if ev.orderdb[order_id][-1].get("status") not in _TERMINAL:
             fail["stored_unacknowledged_not_terminal"].append(order_id)
@@ -320,6 +325,7 @@ def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
         "api_vs_orderdb": len(fail.get("api_vs_orderdb", [])),
         "wrong_outcome_for_token": len(fail.get("wrong_outcome", [])),
         "stored_but_unacknowledged": len(unacknowledged),
+        "client_answers_of_unaccepted_orders": dict(unacked_answers),
         "dead_letters_by_reason": dict(Counter(_reason_class(r) for _, r in ev.dead_letters)),
         "http_answers": dict(sorted(ev.statuses.items())),
         "bare_5xx": len(ev.bare_5xx),

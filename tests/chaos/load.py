@@ -55,6 +55,7 @@ class Intent:
     replay_statuses: list[int] = field(default_factory=list)
     reuse_status: int | None = None  # the answer to the same key with another body
     gave_up: bool = False
+    final_status: int | None = None  # the answer the client kept (-1: none, 0: gave up)
 
     @property
     def expected(self) -> str:
@@ -171,6 +172,7 @@ class LoadGenerator:
             self.in_flight -= 1
 
     def _accept(self, intent: Intent, status: int, body: Any) -> None:
+        intent.final_status = status
         if 200 <= status < 300 and isinstance(body, dict) and "order_id" in body:
             intent.order_id = str(body["order_id"])
             intent.accepted_status = status
@@ -208,14 +210,14 @@ class LoadGenerator:
                     self.bare_5xx.append({"url": url, "key": key, "status": status,
                                           "body": text[:300]})  # fmt: skip
                     self.log(f"bare {status} from {url} for {key}: {text[:200]}")
-                if status < 500 and status != 429:
+                if (status < 500 and status != 429) or not retry:
                     return status, answer
             except TimeoutError:
                 self.statuses["POST timeout"] += 1
             except aiohttp.ClientError as exc:
                 self.statuses[f"POST {type(exc).__name__}"] += 1
             if not retry:
-                return 0, None
+                return -1, None  # no answer at all (timeout, connection error)
             if time.monotonic() > deadline:
                 self.statuses["POST gave up"] += 1
                 return 0, None
