@@ -57,6 +57,7 @@ class FaultRecord:
     kind: str
     planned_at: float
     started_at: float = 0.0
+    started_utc: str = ""  # wall clock, to find the fault in the workers' logs
     ended_at: float = 0.0
     ok: bool = False
     detail: dict[str, Any] = field(default_factory=dict)
@@ -122,9 +123,11 @@ async def _run_lane(rig: Rig, faults: list[Fault], clock: _Clock, load_t0: float
         delay = load_t0 + fault.at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        record = FaultRecord(fault.kind, fault.at, started_at=clock.now())
+        record = FaultRecord(fault.kind, fault.at, started_at=clock.now(),
+                             started_utc=time.strftime("%H:%M:%S", time.gmtime()))  # fmt: skip
         records.append(record)
-        clock.log(f"fault {fault.kind} starts (planned at +{fault.at:.0f}s of load)")
+        clock.log(f"fault {fault.kind} starts at {record.started_utc} UTC "
+                  f"(planned at +{fault.at:.0f}s of load)")  # fmt: skip
         try:
             if fault.lane == "gateway":
                 record.detail = await _gateway_fault(rig, fault)
