@@ -247,8 +247,16 @@ def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
         # Retries with the same key must name the same order; another body must be refused.
         if any(rid != order_id for rid in intent.replay_ids):
             fail["idempotent_retry_other_order"].append(order_id)
-        if intent.mode == "reuse_key" and intent.reuse_status != 422:
+        if intent.mode == "reuse_key" and intent.reuse_status not in (422, 0):
             fail["reused_key_not_422"].append(order_id)
+
+    # A careful client with a key retries 5xx for minutes: giving up means the service could
+    # not take the order for that long (e.g. a partition stuck in recovery).
+    for intent in ev.intents:
+        if intent.gave_up and intent.mode != "no_key":
+            fail["keyed_orders_client_gave_up"].append(intent.key)
+        if intent.mode == "reuse_key" and intent.reuse_status == 0:
+            fail["keyed_orders_client_gave_up"].append(intent.key + " (reused key)")
 
     # Orders the service stored that no client heard of (the client gave up): still one end.
     unacknowledged = [o for o in ev.orderdb if o not in accepted and o.startswith("ord_")]

@@ -197,7 +197,7 @@ async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock) -> RunResult:
     failures = dict(verdict.failures)
     unplayed = [f"{r.kind}@{r.planned_at}: {r.error}" for r in records if not r.ok]
     if unplayed:
-        failures["faults_not_played"] = unplayed
+        failures["faults_failed_or_not_recovered"] = unplayed
     log_counts, error_messages = _scan_worker_logs(rig.settings.work_dir)
     figures = {
         **verdict.figures,

@@ -115,3 +115,9 @@ def test_an_unkeyed_order_answered_202_and_never_stored_is_lost() -> None:
                              accepted_status=202))  # fmt: skip
     verdict = audit(ev)
     assert verdict.failures["lost"] == ["ord_2"]
+
+
+def test_a_keyed_order_the_client_gave_up_on_fails_the_run() -> None:
+    ev = _clean()
+    ev.intents.append(Intent(1, "k-1", _BODY, "tok_visa", "single", gave_up=True))
+    assert audit(ev).failures["keyed_orders_client_gave_up"] == ["k-1"]
