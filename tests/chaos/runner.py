@@ -46,6 +46,7 @@ class ChaosConfig:
     # killed or frozen between the answer and its table write makes them too, so by default
     # they are reported, and the money checks (charges per order, with expiring keys) decide.
     fail_on_violations: bool = False
+    ready_timeout_s: float = 180.0  # a (re)started worker must answer /ready within this
     sandbox_args: tuple[str, ...] = ()
     worker_env: tuple[tuple[str, str], ...] = ()
 
@@ -272,7 +273,7 @@ def run(cfg: ChaosConfig) -> RunResult:
     rig = Rig(RigSettings(
         work_dir=cfg.work_dir.absolute(), workers=cfg.workers, brokers=cfg.brokers,
         base_port=cfg.base_port, seed=cfg.seed, sandbox_args=cfg.sandbox_args,
-        gateway_key_ttl_s=cfg.gateway_key_ttl_s,
+        gateway_key_ttl_s=cfg.gateway_key_ttl_s, ready_timeout_s=cfg.ready_timeout_s,
         worker_env=cfg.worker_env,
     ))  # fmt: skip
     try:

@@ -20,7 +20,7 @@ def test_small_chaos_run_loses_no_order_and_charges_none_twice(tmp_path: Path) -
     cfg = ChaosConfig(
         orders=300, rate=10, workers=2, brokers=1, faults="small", seed=7,
         out=tmp_path / "result.json", work_dir=tmp_path / "run", drain_deadline_s=90,
-        base_port=_PORT,
+        base_port=_PORT, ready_timeout_s=90,
     )  # fmt: skip
     result = run(cfg)
 
