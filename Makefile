@@ -13,6 +13,7 @@ help:
 	@echo "make run         start local Kafka (unless ORDERFLOW_KAFKA_BOOTSTRAP answers) + a worker on :6066"
 	@echo "make test        install, lint, start a test broker, run every test tier, stop the broker"
 	@echo "make lint        ruff, mypy, import contracts"
+	@echo "make chaos       orders under worker/broker/gateway faults, audited (CHAOS_ARGS='--orders 2000 --brokers 3 --faults full')"
 	@echo "make kafka-up / kafka-down / kafka-status / kafka-logs   the local development broker"
 	@echo "make kafka-up-cluster / kafka-down-cluster               a 3-node KRaft cluster on loopback"
 
@@ -64,6 +65,12 @@ kafka-up-cluster: install
 	$(PY) -m orderflow.localkafka up --nodes 3
 kafka-down-cluster: install
 	$(PY) -m orderflow.localkafka down --nodes 3
+
+.PHONY: chaos
+CHAOS_ARGS ?=
+chaos: install
+	$(PY) -m orderflow.localkafka fetch >/dev/null
+	$(PY) -m tests.chaos $(CHAOS_ARGS)
 
 sandbox-gateway: install
 	$(PY) -m orderflow sandbox-gateway --port 8099

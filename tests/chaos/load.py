@@ -1,0 +1,239 @@
+"""An open-loop load generator: orders posted at a fixed rate, whatever the answers take.
+
+Each order is an ``Intent``: a token (approving or declining), an Idempotency-Key and a mode:
+posted once, retried after success with the same key (sequentially or concurrently), or its key
+reused with another body (the service must answer 422). The client is careful: 5xx, 429 and
+connection errors are retried with the same key and backoff, up to a bound. Every answer and
+every connection error is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from orderflow.domain.payment import Approved, sandbox_decision
+
+__all__ = ["Intent", "LoadGenerator", "LoadSettings", "make_intents"]
+
+# Weighted: mostly approvals, every decline code, and an unknown token (invalid_token).
+_TOKENS = (
+    ("tok_visa", 70),
+    ("tok_chargeDeclined", 10),
+    ("tok_chargeDeclinedInsufficientFunds", 8),
+    ("tok_chargeDeclinedExpiredCard", 7),
+    ("tok_chaos_unknown", 5),
+)
+# no_key: posted once without an Idempotency-Key (a retry would be a second order), so a 202 or
+# a 201 is the only answer that counts and an error is never retried.
+_MODES = (("single", 81), ("seq_retry", 6), ("concurrent", 6), ("reuse_key", 4), ("no_key", 3))
+
+
+def expected_status(token: str) -> str:
+    return "PAID" if isinstance(sandbox_decision(token), Approved) else "PAYMENT_FAILED"
+
+
+@dataclass
+class Intent:
+    """One order the client wants placed, and what it heard back."""
+
+    index: int
+    key: str
+    body: dict[str, Any]
+    token: str
+    mode: str
+    order_id: str | None = None  # from the first 2xx answer
+    accepted_status: int | None = None
+    replay_ids: list[str] = field(default_factory=list)  # order ids of the retries' 2xx answers
+    replay_statuses: list[int] = field(default_factory=list)
+    reuse_status: int | None = None  # the answer to the same key with another body
+    gave_up: bool = False
+    final_status: int | None = None  # the answer the client kept (-1: none, 0: gave up)
+
+    @property
+    def expected(self) -> str:
+        return expected_status(self.token)
+
+    @property
+    def amount(self) -> int:
+        return sum(int(i["quantity"]) * int(i["unit_amount"]) for i in self.body["items"])
+
+
+def _weighted(rng: random.Random, table: tuple[tuple[str, int], ...]) -> str:
+    return rng.choices([v for v, _ in table], weights=[w for _, w in table])[0]
+
+
+def make_intents(count: int, seed: int) -> list[Intent]:
+    rng = random.Random(f"load-{seed}")
+    intents = []
+    for i in range(count):
+        token = _weighted(rng, _TOKENS)
+        body = {
+            "customer_id": f"c-{rng.randint(1, 500)}",
+            "currency": rng.choice(("EUR", "EUR", "USD", "GBP")),
+            "items": [
+                {
+                    "sku": f"SKU-{rng.randint(1, 50)}",
+                    "quantity": rng.randint(1, 5),
+                    "unit_amount": rng.randint(100, 20000),
+                }
+                for _ in range(rng.randint(1, 3))
+            ],
+            "payment": {"token": token},
+        }
+        key = f"chaos-{seed}-{i}-{rng.getrandbits(32):08x}"
+        intents.append(Intent(i, key, body, token, _weighted(rng, _MODES)))
+    return intents
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How hard and how patiently the client posts."""
+
+    rate: float = 20.0  # orders per second, open loop
+    request_timeout_s: float = 12.0  # longer than the worker's POST wait
+    give_up_s: float = 120.0  # a careful client stops retrying one order after this
+    backoff_max_s: float = 2.0
+
+
+class LoadGenerator:
+    """Posts the intents at the set rate to random workers and counts every answer."""
+
+    def __init__(
+        self, intents: list[Intent], settings: LoadSettings, urls: Callable[[], list[str]],
+        seed: int, log: Callable[[str], None],
+    ) -> None:  # fmt: skip
+        self.intents = intents
+        self.settings = settings
+        self.urls = urls
+        self.log = log
+        self.rng = random.Random(f"client-{seed}")
+        self.statuses: Counter[str] = Counter()
+        # 5xx answers that are not "503 with Retry-After": the service promises none.
+        self.bare_5xx: list[dict[str, Any]] = []
+        self.sent = 0
+        self.in_flight = 0
+        self.started_at = 0.0
+        self.finished_at = 0.0
+
+    @property
+    def accepted(self) -> int:
+        return sum(1 for i in self.intents if i.order_id is not None)
+
+    async def run(self) -> None:
+        connector = aiohttp.TCPConnector(limit=256)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            self.started_at = time.monotonic()
+            tasks = []
+            for intent in self.intents:
+                # Open loop: order i leaves at i / rate, however slow the answers are.
+                delay = self.started_at + intent.index / self.settings.rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(self._run_intent(session, intent)))
+                self.sent += 1
+            await asyncio.gather(*tasks)
+            self.finished_at = time.monotonic()
+
+    async def _run_intent(self, session: aiohttp.ClientSession, intent: Intent) -> None:
+        self.in_flight += 1
+        try:
+            if intent.mode == "concurrent":
+                answers = await asyncio.gather(
+                    self._post(session, intent.key, intent.body),
+                    self._post(session, intent.key, intent.body),
+                )
+                first, *rest = answers
+                self._accept(intent, *first)
+                for status, body in rest:
+                    self._replay(intent, status, body)
+                return
+            if intent.mode == "no_key":
+                status, body = await self._post(session, None, intent.body, retry=False)
+                self._accept(intent, status, body)
+                return
+            status, body = await self._post(session, intent.key, intent.body)
+            self._accept(intent, status, body)
+            if intent.order_id is None:
+                return
+            if intent.mode == "seq_retry":
+                self._replay(intent, *await self._post(session, intent.key, intent.body))
+            elif intent.mode == "reuse_key":
+                other = {**intent.body, "customer_id": intent.body["customer_id"] + "-other"}
+                intent.reuse_status, _ = await self._post(session, intent.key, other)
+        finally:
+            self.in_flight -= 1
+
+    def _accept(self, intent: Intent, status: int, body: Any) -> None:
+        intent.final_status = status
+        if 200 <= status < 300 and isinstance(body, dict) and "order_id" in body:
+            intent.order_id = str(body["order_id"])
+            intent.accepted_status = status
+        elif status == 0:
+            intent.gave_up = True
+
+    def _replay(self, intent: Intent, status: int, body: Any) -> None:
+        intent.replay_statuses.append(status)
+        if 200 <= status < 300 and isinstance(body, dict) and "order_id" in body:
+            intent.replay_ids.append(str(body["order_id"]))
+            if intent.order_id is None:  # the concurrent twin may have been the first
+                self._accept(intent, status, body)
+
+    async def _post(
+        self, session: aiohttp.ClientSession, key: str | None, body: dict[str, Any],
+        retry: bool = True,
+    ) -> tuple[int, Any]:  # fmt: skip
+        """POST until an answer that is not 5xx/429 (same key); ``(0, None)`` when giving up."""
+        deadline = time.monotonic() + self.settings.give_up_s
+        backoff = 0.2
+        timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout_s)
+        while True:
+            urls = self.urls()
+            url = self.rng.choice(urls)
+            try:
+                headers = {} if key is None else {"Idempotency-Key": key}
+                async with session.post(f"{url}/orders", json=body, timeout=timeout,
+                                        headers=headers) as response:  # fmt: skip
+                    status = response.status
+                    retry_after = response.headers.get("Retry-After")
+                    text = await response.text()
+                self.statuses[f"POST {status}"] += 1
+                answer = _json_or_text(text)
+                if status >= 500 and not (status == 503 and retry_after):
+                    self.bare_5xx.append({"url": url, "key": key, "status": status,
+                                          "body": text[:300]})  # fmt: skip
+                    self.log(f"bare {status} from {url} for {key}: {text[:200]}")
+                if (status < 500 and status != 429) or not retry:
+                    return status, answer
+            except TimeoutError:
+                self.statuses["POST timeout"] += 1
+            except aiohttp.ClientError as exc:
+                self.statuses[f"POST {type(exc).__name__}"] += 1
+            if not retry:
+                return -1, None  # no answer at all (timeout, connection error)
+            if time.monotonic() > deadline:
+                self.statuses["POST gave up"] += 1
+                return 0, None
+            await asyncio.sleep(backoff * (0.5 + self.rng.random()))
+            backoff = min(backoff * 2, self.settings.backoff_max_s)
+
+    def progress(self) -> str:
+        top = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items()))
+        return (f"load: sent {self.sent}/{len(self.intents)}, accepted {self.accepted}, "
+                f"in flight {self.in_flight} | {top}")  # fmt: skip
+
+
+def _json_or_text(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

@@ -1,0 +1,292 @@
+"""One chaos run: start the rig, post the load while the faults play, drain, audit, report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.chaos.audit import Verdict, audit, collect, order_states, render_table
+from tests.chaos.load import LoadGenerator, LoadSettings, make_intents
+from tests.chaos.rig import Rig, RigSettings
+from tests.chaos.schedule import Fault, build_schedule
+from tests.harness import http_json
+
+__all__ = ["ChaosConfig", "RunResult", "run"]
+
+# What each gateway fault sets on the sandbox (merged over the faults it had at the start).
+_GATEWAY_FAULTS: dict[str, dict[str, float]] = {
+    "gateway_outage": {"error_rate": 1.0},
+    "gateway_5xx": {"error_rate": 0.5},
+    "gateway_drop": {"drop_response_rate": 0.5},
+    # gateway_latency: latency_ms is set from the worker's gateway timeout (see _gateway_fault)
+}
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    """The parameters of a run (the CLI's flags)."""
+
+    orders: int = 500
+    rate: float = 20.0
+    workers: int = 2
+    brokers: int = 1
+    faults: str = "small"
+    seed: int = 1
+    out: Path = Path(".run/chaos/result.json")
+    work_dir: Path = Path(".run/chaos/run")
+    drain_deadline_s: float = 180.0
+    base_port: int = 29092
+    gateway_key_ttl_s: float = 60.0
+    # Strict-mode violations are charge requests for keys whose answer was delivered: a worker
+    # killed or frozen between the answer and its table write makes them too, so by default
+    # they are reported, and the money checks (charges per order, with expiring keys) decide.
+    fail_on_violations: bool = False
+    ready_timeout_s: float = 180.0  # a (re)started worker must answer /ready within this
+    sandbox_args: tuple[str, ...] = ()
+    worker_env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class FaultRecord:
+    """A fault as it happened: when (seconds after the load started), and what it did."""
+
+    kind: str
+    planned_at: float
+    started_at: float = 0.0
+    started_utc: str = ""  # wall clock, to find the fault in the workers' logs
+    ended_at: float = 0.0
+    ok: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    """The result file's content."""
+
+    config: dict[str, Any]
+    faults: list[FaultRecord]
+    figures: dict[str, Any]
+    failures: dict[str, list[str]]
+    worker_errors: list[str]
+    examples: dict[str, dict[str, Any]]
+    timings: dict[str, float | None]
+    ok: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def now(self) -> float:
+        return round(time.monotonic() - self.t0, 1)
+
+    def log(self, message: str) -> None:
+        print(f"[{self.now():7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+async def _gateway_fault(rig: Rig, fault: Fault) -> dict[str, Any]:
+    """Set the fault on the sandbox for its duration, then put the starting faults back."""
+    url = rig.gateway_url
+
+    def call(method: str, path: str, body: Any = None) -> Any:
+        status, answer, _ = http_json(method, f"{url}{path}", body, timeout=10)
+        if status != 200:
+            raise RuntimeError(f"{method} {path}: {status} {answer}")
+        return answer
+
+    base = await asyncio.to_thread(call, "GET", "/_admin/faults")
+    change = dict(_GATEWAY_FAULTS.get(fault.kind, {}))
+    if fault.kind == "gateway_latency":
+        change = {"latency_ms": rig.settings.gateway_timeout_s * 1000 * 1.5}
+    before = (await asyncio.to_thread(call, "GET", "/_admin/stats")).get("charge_requests", 0)
+    await asyncio.to_thread(call, "POST", "/_admin/faults", {**base, **change})
+    try:
+        await asyncio.sleep(fault.duration)
+    finally:
+        await asyncio.to_thread(call, "POST", "/_admin/faults", base)
+    after = (await asyncio.to_thread(call, "GET", "/_admin/stats")).get("charge_requests", 0)
+    # Proof that the fault met real traffic: charge requests arrived while it was set.
+    return {"set": change, "seconds": fault.duration, "charge_requests_during": after - before}
+
+
+async def _run_lane(rig: Rig, faults: list[Fault], clock: _Clock, load_t0: float,
+                    records: list[FaultRecord]) -> None:  # fmt: skip
+    for fault in faults:
+        delay = load_t0 + fault.at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        record = FaultRecord(fault.kind, fault.at, started_at=clock.now(),
+                             started_utc=time.strftime("%H:%M:%S", time.gmtime()))  # fmt: skip
+        records.append(record)
+        clock.log(f"fault {fault.kind} starts at {record.started_utc} UTC "
+                  f"(planned at +{fault.at:.0f}s of load)")  # fmt: skip
+        try:
+            if fault.lane == "gateway":
+                record.detail = await _gateway_fault(rig, fault)
+            else:
+                record.detail = await asyncio.to_thread(getattr(rig, fault.kind))
+            record.ok = True
+        except Exception as exc:  # a fault that could not be played is reported, not fatal
+            record.error = f"{type(exc).__name__}: {exc}"[:2000]
+        record.ended_at = clock.now()
+        clock.log(f"fault {fault.kind} {'done' if record.ok else 'FAILED'}: "
+                  f"{record.detail or record.error}")  # fmt: skip
+
+
+async def _report_progress(load: LoadGenerator, clock: _Clock, every: float = 5.0) -> None:
+    while True:
+        await asyncio.sleep(every)
+        clock.log(load.progress())
+
+
+async def _drain(rig: Rig, accepted: set[str], deadline_s: float, clock: _Clock) -> float | None:
+    """Poll OrderDB's changelog until every accepted order is terminal; seconds, or None."""
+    began = time.monotonic()
+    while True:
+        states = await asyncio.to_thread(order_states, rig.bootstrap)
+        pending = [o for o in accepted
+                   if not states.get(o) or states[o][-1].get("status") == "PENDING"]  # fmt: skip
+        if not pending:
+            return round(time.monotonic() - began, 1)
+        if time.monotonic() - began > deadline_s:
+            clock.log(f"drain: {len(pending)} order(s) still not terminal at the deadline, "
+                      f"e.g. {pending[:3]}")  # fmt: skip
+            return None
+        clock.log(f"drain: {len(pending)} order(s) not terminal yet")
+        await asyncio.sleep(3)
+
+
+async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock) -> RunResult:
+    load_seconds = cfg.orders / cfg.rate
+    schedule = build_schedule(cfg.faults, load_seconds, cfg.seed)
+    clock.log(f"schedule: {', '.join(f'{f.kind}@{f.at:.0f}s' for f in schedule) or 'no faults'}")
+    intents = make_intents(cfg.orders, cfg.seed)
+    load = LoadGenerator(intents, LoadSettings(rate=cfg.rate), rig.worker_urls, cfg.seed,
+                         clock.log)  # fmt: skip
+    records: list[FaultRecord] = []
+    load_t0 = time.monotonic()
+    lanes = [
+        _run_lane(rig, [f for f in schedule if f.lane == lane], clock, load_t0, records)
+        for lane in ("process", "gateway")
+    ]
+    progress = asyncio.create_task(_report_progress(load, clock))
+    try:
+        await asyncio.gather(load.run(), *lanes)
+    finally:
+        progress.cancel()
+    clock.log(load.progress())
+    load_end = clock.now()
+    last_fault_end = max([r.ended_at for r in records], default=load_end)
+    accepted = {i.order_id for i in intents if i.order_id is not None}
+    clock.log(f"load done at +{load_end}s, last fault ended at +{last_fault_end}s: draining "
+              f"{len(accepted)} accepted order(s)")  # fmt: skip
+    drained = await _drain(rig, accepted, cfg.drain_deadline_s, clock)
+    drain_done = clock.now()
+    clock.log("auditing: topics, ledger, API")
+    evidence = await collect(rig.bootstrap, rig.gateway_url, rig.worker_urls(), intents,
+                             load.statuses, load.bare_5xx)  # fmt: skip
+    verdict: Verdict = audit(evidence, cfg.fail_on_violations)
+    failures = dict(verdict.failures)
+    unplayed = [f"{r.kind}@{r.planned_at}: {r.error}" for r in records if not r.ok]
+    if unplayed:
+        failures["faults_failed_or_not_recovered"] = unplayed
+    log_counts, error_messages = _scan_worker_logs(rig.settings.work_dir)
+    figures = {
+        **verdict.figures,
+        "gateway_mode": rig.sandbox_mode,
+        "faults_played": f"{sum(r.ok for r in records)}/{len(schedule)}",
+        "gateway_responses_dropped": _dropped_responses(rig, evidence.gateway_stats),
+        "time_to_drain_after_last_fault_s": (
+            None if drained is None else round(drain_done - last_fault_end, 1)
+        ),
+        "time_to_drain_after_load_end_s": drained,
+        "worker_logs": log_counts,
+    }
+    return RunResult(
+        config={
+            **asdict(cfg),
+            "out": str(cfg.out),
+            "work_dir": str(cfg.work_dir),
+            "schedule": [asdict(f) for f in schedule],
+        },
+        faults=records,
+        figures=figures,
+        failures=failures,
+        worker_errors=error_messages,
+        examples=verdict.details,
+        timings={
+            "load_s": load_end,
+            "last_fault_end_s": last_fault_end,
+            "drain_s": drained,
+            "total_s": clock.now(),
+        },
+        ok=not failures,
+    )
+
+
+_LOG_MARKERS = {
+    "stall_nudges": "publishing order.created again",
+    "payments_unknown": "UNKNOWN (",
+    "error_lines": "[ERROR]",
+    "tracebacks": "Traceback (most recent call last)",
+}
+
+
+def _scan_worker_logs(work_dir: Path) -> tuple[dict[str, int], list[str]]:
+    """Counts of telling lines in every worker's log, and the distinct ERROR messages."""
+    counts = dict.fromkeys(_LOG_MARKERS, 0)
+    errors: dict[str, None] = {}
+    for path in sorted((work_dir / "workers").glob("worker-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            for name, marker in _LOG_MARKERS.items():
+                counts[name] += marker in line
+            if "[ERROR]" in line:
+                # Drop the timestamp prefix so repeats of one message count once.
+                errors.setdefault(line.split("[ERROR]", 1)[1].strip()[:200], None)
+    return counts, list(errors)[:30]
+
+
+def _dropped_responses(rig: Rig, stats: dict[str, Any]) -> int:
+    """Charges the sandbox committed and then answered with a dropped connection.
+
+    From its stats when it counts them, else from its log lines.
+    """
+    if isinstance(stats.get("dropped_responses"), int):
+        return int(stats["dropped_responses"])
+    assert rig.sandbox is not None
+    text = rig.sandbox.log_path.read_text(errors="replace") if rig.sandbox.log_path.exists() else ""
+    return text.count("sandbox fault: dropping the response")
+
+
+def run(cfg: ChaosConfig) -> RunResult:
+    """Start everything, run, audit, stop everything (also on failure); write the result file."""
+    clock = _Clock()
+    rig = Rig(RigSettings(
+        work_dir=cfg.work_dir.absolute(), workers=cfg.workers, brokers=cfg.brokers,
+        base_port=cfg.base_port, seed=cfg.seed, sandbox_args=cfg.sandbox_args,
+        gateway_key_ttl_s=cfg.gateway_key_ttl_s, ready_timeout_s=cfg.ready_timeout_s,
+        worker_env=cfg.worker_env,
+    ))  # fmt: skip
+    try:
+        clock.log(f"starting {cfg.brokers} broker(s) on {rig.bootstrap}, the sandbox, "
+                  f"{cfg.workers} worker(s) in {cfg.work_dir}")  # fmt: skip
+        rig.start()
+        clock.log(f"ready: workers {rig.worker_urls()}, gateway {rig.gateway_url}")
+        result = asyncio.run(_run(cfg, rig, clock))
+    finally:
+        clock.log("stopping every process of the run")
+        rig.stop()
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    cfg.out.write_text(json.dumps(result.to_json(), indent=2, default=str))
+    print(render_table(result.figures, result.failures))
+    print(f"result: {cfg.out}  (logs: {cfg.work_dir})")
+    return result
