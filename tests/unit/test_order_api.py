@@ -517,3 +517,23 @@ async def test_forwarded_long_polls_cannot_take_the_connections_of_forwarded_pos
         await asyncio.gather(*polls, return_exceptions=True)
         await routing.close()
         await runner.cleanup()
+
+
+async def test_a_post_forwarded_while_the_worker_stops_is_503_not_a_bare_500() -> None:
+    # Seen in chaos runs: SIGTERM closed the forwarding session while POSTs still came in, and
+    # aiohttp's "Session is closed" became "500 Server got itself in trouble".
+    from aiohttp import web
+
+    async def owner_answers(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True}, status=201)
+
+    runner, owner = await _owner_server(owner_answers)
+    routing = _OwnedElsewhere(str(owner.url))
+    api = OrderApi(_Table(), None, OrderWatch(), routing, post_wait_s=1)  # type: ignore[arg-type]
+    try:
+        await routing.close()  # what the worker's shutdown does
+        response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-stopping"}))
+    finally:
+        await runner.cleanup()
+    assert (response.status, response.headers.get("Retry-After")) == (503, "1"), response
+    assert response.body == {"error": "unavailable", "message": "the worker is stopping"}

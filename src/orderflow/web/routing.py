@@ -57,6 +57,7 @@ class OwnerLookup:
         # Two client sessions: forwarded long-polls, each holding a connection up to 30 s, must
         # never take the connections that forwarded POSTs need (they would starve into 503s).
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
+        self._closed = False  # the worker is stopping: no new forwarding
         self._resolved: dict[str, set[str]] = {}
         # False from the moment partitions move until Faust has recovered the tables of the new
         # assignment (its rebalancing/in_recovery flags leave a gap between the two, where a
@@ -117,6 +118,8 @@ class OwnerLookup:
         return self._resolved[host]
 
     def _session(self, long_poll: bool) -> aiohttp.ClientSession:
+        if self._closed:
+            raise NotReady("the worker is stopping")
         session = self._sessions.get(long_poll)
         if session is None or session.closed:
             limit = self.max_long_polls if long_poll else _REQUEST_POOL_SIZE
@@ -125,7 +128,8 @@ class OwnerLookup:
         return session
 
     async def close(self) -> None:
-        """Close the forwarding sessions (at shutdown)."""
+        """Close the forwarding sessions (at shutdown); later forwards answer 503."""
+        self._closed = True
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             await session.close()
@@ -151,3 +155,5 @@ class OwnerLookup:
                 return response.status, payload, response.content_type, kept
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise NotReady(f"the owner at {owner.url} did not answer ({exc!r})") from None
+        except RuntimeError as exc:  # "Session is closed": the worker began to stop meanwhile
+            raise NotReady(f"the worker is stopping ({exc})") from None
