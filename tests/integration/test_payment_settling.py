@@ -7,8 +7,9 @@ was refused), not only that the order ended well.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import orjson
 import pytest
 
 from orderflow.domain.payment import idempotency_key_for
+from orderflow.gateway.sandbox import ChargeRow, Ledger
 from orderflow.topics import DEAD_LETTERS, DLQ_HEADER_REASON, changelog_topic
 from orderflow.web.orders import order_id_for_key
 from tests.harness import ManagedProcess, http_json, poll_until, start_sandbox, start_worker
@@ -57,22 +59,27 @@ def _payment_history(bootstrap: str, order_id: str) -> list[dict[str, Any]]:
 
 def _insert_ledger_row(db: Path, order_key: str, *, order_id: str, amount: int, currency: str,
                        source: str) -> str:  # fmt: skip
-    """Write a succeeded charge under ``order_key`` straight into the sandbox's SQLite ledger."""
+    """Write a succeeded charge under ``order_key`` into the sandbox's ledger, as another client
+    of the same gateway account would have (through the sandbox's own ``Ledger``)."""
     charge_id = f"ch_{uuid.uuid4().hex}"
     # The sandbox's canonical form of the request parameters (it compares them on a reused key).
     params = json.dumps({"amount": amount, "currency": currency, "metadata": {"order_id": order_id},
                          "source": source}, sort_keys=True, separators=(",", ":"))  # fmt: skip
-    charge = {"id": charge_id, "object": "charge", "status": "succeeded", "amount": amount,
-              "currency": currency, "idempotency_key": order_key, "order_id": order_id,
-              "failure_code": None, "failure_message": None, "created": int(time.time())}  # fmt: skip
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "INSERT INTO charges (id, idempotency_key, params, order_id, amount, currency, source,"
-            " status, failure_code, failure_message, http_status, response_body, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 'succeeded', NULL, NULL, 200, ?, ?)",
-            (charge_id, order_key, params, order_id, amount, currency, source,
-             json.dumps(charge), int(time.time())),
-        )  # fmt: skip
+    now = time.time()
+    row = ChargeRow(charge_id, order_key, params, order_id, amount, currency, source, "succeeded",
+                    None, None, 200, "", int(now), now)  # fmt: skip
+    row = dataclasses.replace(row, response_body=json.dumps(row.to_charge()))
+
+    async def insert() -> None:
+        ledger = Ledger(db)
+        await ledger.open()
+        try:
+            stored, outcome = await ledger.charge_once(order_key, now, 86400.0, lambda: row)
+            assert (stored.id, outcome) == (charge_id, "created")
+        finally:
+            await ledger.close()
+
+    asyncio.run(insert())
     return charge_id
 
 
