@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import faust
@@ -24,6 +25,7 @@ from orderflow.agents.dead_letters import DeadLetters
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.payments import PaymentService, UnknownPayments
 from orderflow.config import Settings
+from orderflow.fencing import Fence, FencedSender
 from orderflow.gateway.base import PaymentGateway
 from orderflow.replay.faust_commands import register_commands
 from orderflow.tables import OrderTable, PaymentTable
@@ -35,6 +37,7 @@ from orderflow.topics import (
     PAYMENT_COMPLETED,
     PAYMENT_FAILED,
     PAYMENT_RECONCILE,
+    changelog_topic,
 )
 from orderflow.watch import OrderWatch
 from orderflow.web.orders import OrderApi
@@ -162,14 +165,22 @@ def build(settings: Settings) -> Orderflow:
     dead_letters = DeadLetters(topics[DEAD_LETTERS])
     gateway = GatewayHolder(settings)
     unknown = UnknownPayments()
+    # Frozen longer than the broker allows between heartbeats: the partitions are gone.
+    heartbeat_s = max(0.5, settings.session_timeout_s / 10)
+    fence = Fence(freeze_after=max(1.0, settings.session_timeout_s - heartbeat_s))
+    orders.before_write = payments.before_write = fence.check
 
     async def publish(topic: str, key: bytes, value: bytes) -> None:
+        fence.check()
         await topics[topic].send(key=key, value=value)
 
     routing = OwnerLookup(app, OrderTable.NAME)
     stalled = StalledOrders(settings.stall_after_s)
-    order_service = OrderService(orders, topics[ORDER_CREATED], dead_letters, watch, stalled)
+    order_service = OrderService(orders, FencedSender(topics[ORDER_CREATED], fence), dead_letters,
+                                 watch, stalled)  # fmt: skip
+
     payment_service = PaymentService(payments, gateway.get, publish, dead_letters, unknown)
+    payment_service.run_event = fence.run  # a revocation fences each event's writes
 
     def still_assigned(event: Any) -> bool:
         # Events buffered before a rebalance took their partition away belong to the new owner
@@ -180,13 +191,15 @@ def build(settings: Settings) -> Orderflow:
                name="order-service")  # fmt: skip
     async def order_agent(stream: Any) -> None:
         async for event in stream.events():
+            await fence.wait_ready()
             if still_assigned(event):
-                await order_service.handle(event)
+                await fence.run(event.message.partition, partial(order_service.handle, event))
 
     @app.agent(_topic(app, settings, ORDER_CREATED, PAYMENT_RECONCILE), name="payment-service")
     async def payment_agent(stream: Any) -> None:
         # Batches let one partition's gateway calls overlap; acks follow the whole batch.
         async for events in stream.take_events(settings.payment_batch_size, within=0.005):
+            await fence.wait_ready()
             await payment_service.handle_batch([e for e in events if still_assigned(e)])
 
     @app.timer(interval=settings.reconcile_interval_s)
@@ -201,7 +214,12 @@ def build(settings: Settings) -> Orderflow:
     async def start_gateway() -> None:
         await gateway.get()  # fail fast (in the log) and warm the connection pool
 
+    @app.task
+    async def start_fence() -> None:
+        fence.start()
+
     declared: list[bool] = []
+    freezes_seen = [0]
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode: too narrow a stub
     async def on_partitions_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -216,16 +234,25 @@ def build(settings: Settings) -> Orderflow:
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def rescan_after_rebalance(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Sent once the new assignment's tables are recovered, just before streams resume.
-        unknown.needs_rescan = True
-        stalled.needs_rescan = True
+        # The safety nets read only the partitions they did not hold (all of them after a freeze:
+        # another worker wrote even the ones we get back), at their next tick, in chunks.
+        owned = {tp.partition for tp in app.assignor.assigned_actives()
+                 if tp.topic == changelog_topic(OrderTable.NAME)}  # fmt: skip
+        rescan_all = fence.freezes != freezes_seen[0]
+        freezes_seen[0] = fence.freezes
+        unknown.scan.assigned(owned, rescan_all=rescan_all)
+        stalled.scan.assigned(owned, rescan_all=rescan_all)
+        fence.settled(owned)
         routing.mark_settled()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def stop_serving_moved_keys(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        fence.revoked()  # first: in-flight work of the revoked partitions writes nothing more
         routing.mark_moving()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_gateway(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        fence.stop()
         await gateway.close()
 
     api = OrderApi(orders, topics[ORDER_COMMANDS], watch, routing, settings.post_wait_s)
