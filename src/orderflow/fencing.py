@@ -112,8 +112,7 @@ class Fence:
 
     def _freeze(self, gap: float, now: float) -> None:
         self.frozen = True
-        self.epoch += 1
-        self.freezes += 1
+        self.freezes += 1  # bound work carries the count: it can no longer write
         self._frozen_at = now
         self._revoked_since_freeze = False
         log.warning(
@@ -192,7 +191,13 @@ class Fence:
                 # Polled: a rebalance settles in a Faust signal handler, a freeze ends by itself.
                 while self.rebalancing or self._is_frozen():  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
-                kept = partition in self.owned and bound is not None and bound[1] == self.freezes
+                # Stayed here, and no other worker can have had it meanwhile: either no freeze, or
+                # a freeze that no revocation followed (the broker had not thrown us out).
+                kept = (
+                    bound is not None
+                    and partition in self.owned
+                    and (bound[1] == self.freezes or bound[0] == self.epoch)
+                )
                 if not kept:
                     log.info("partition %d moved: in-flight work left to its owner (%s)",
                              partition, exc)  # fmt: skip

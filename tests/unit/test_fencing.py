@@ -182,3 +182,25 @@ def test_after_a_freeze_in_flight_work_is_never_redone_even_if_the_partition_com
     clock = FakeClock()
     steps = _run_with_rebalance(Fence(freeze_after=5, clock=clock), clock, {3}, freeze=True)
     assert steps == ["start", "left to the new owner"]
+
+
+def test_after_a_false_alarm_freeze_the_event_is_handled_again() -> None:
+    # Frozen a bit longer than the limit, but the broker did not throw us out: no revocation.
+    clock = FakeClock()
+    fence = Fence(freeze_after=5, clock=clock)
+    fence.settled({3})
+    steps: list[str] = []
+
+    async def handle() -> None:
+        steps.append("start")
+        if len(steps) == 1:
+            clock.now += 6
+            fence.tick()  # seen as a freeze...
+            for _ in range(int(fence.release_after) + 2):  # ...then no rebalance comes
+                clock.now += 1
+                fence.tick()
+        fence.check()
+        steps.append("wrote")
+
+    assert asyncio.run(fence.run(3, handle))
+    assert steps == ["start", "start", "wrote"]
