@@ -193,7 +193,10 @@ def build(settings: Settings) -> Orderflow:
         async for event in stream.events():
             await fence.wait_ready()
             if still_assigned(event):
-                await fence.run(event.message.partition, partial(order_service.handle, event))
+                # No redo: nothing awaits between a handler's binding and its writes here, so
+                # only a freeze (the zombie) refuses them, and then the new owner has the event.
+                await fence.run(event.message.partition, partial(order_service.handle, event),
+                                redo=False)  # fmt: skip
 
     @app.agent(_topic(app, settings, ORDER_CREATED, PAYMENT_RECONCILE), name="payment-service")
     async def payment_agent(stream: Any) -> None:

@@ -15,8 +15,8 @@ process was frozen: every partition counts as lost until the next assignment com
 
 A refused handler is not simply dropped: Faust acks its event when the batch ends, so if the
 partition stayed with this worker (the eager protocol revokes every partition at each rebalance)
-the event would be lost. ``run`` waits for the rebalance to settle and handles the event again
-from the start when the partition is still here (handlers are idempotent: the table decides, and
+the event would be lost. ``run`` then waits (in the background) for the rebalance to settle and
+handles the event again from the start when the partition is still here (handlers are idempotent: the table decides, and
 the gateway key makes a repeated charge return the first one); otherwise the new owner has it.
 """
 
@@ -65,6 +65,8 @@ class Fence:
         self.frozen = False
         self.freezes = 0  # how many freezes were detected (logs and tests)
         self.refused = 0  # how many writes were refused
+        self.redoing: set[asyncio.Future[None]] = set()  # refused handlers waiting to run again
+        self._redo_by_key: dict[bytes, asyncio.Future[None]] = {}
         self._frozen_at = 0.0
         self._revoked_since_freeze = False
         self._last_tick = clock()
@@ -176,33 +178,69 @@ class Fence:
             self.refused += 1
             raise Fenced(f"epoch {bound[0]} ended (now {self.epoch}, frozen={frozen})")
 
-    async def run(self, partition: int, handle: Callable[[], Awaitable[None]]) -> bool:
-        """Run ``handle`` (bound); if fenced, run it again once settled if ``partition`` stayed.
+    async def run(
+        self,
+        partition: int,
+        handle: Callable[[], Awaitable[None]],
+        key: bytes | None = None,
+        *,
+        redo: bool = True,
+    ) -> bool:
+        """Run ``handle`` bound to the current epoch; False when its writes were refused.
 
-        Returns False when the event was left to the partition's new owner.
+        With ``redo``, a refused handler runs again in the background once the rebalance has
+        settled, if ``partition`` stayed here. In the background: holding the agent until the
+        rebalance completes would hold Faust's stream machinery, which its table recovery (hence
+        the rebalance) needs: a deadlock, seen in the zombie test. While an order's (``key``)
+        handler waits to run again, its other events are left to it (two handlers of one order at
+        once would both write): the redo decides from the table, and the reconciler asks again.
         """
+        if key is not None and key in self._redo_by_key:
+            log.info("order %r: its refused handler runs again soon; this event is left to it", key)
+            return False
+        self.bind()
+        bound = self._bound.get()
+        try:
+            await handle()
+            return True
+        except Fenced as exc:
+            if not redo or bound is None:
+                log.info("in-flight work left to its owner (%s)", exc)
+                return False
+            task = asyncio.ensure_future(self._redo(partition, handle, bound, exc))
+            self.redoing.add(task)
+            task.add_done_callback(self.redoing.discard)
+            if key is not None:
+                self._redo_by_key[key] = task
+                task.add_done_callback(lambda _: self._redo_by_key.pop(key, None))
+            return False
+
+    async def _redo(
+        self,
+        partition: int,
+        handle: Callable[[], Awaitable[None]],
+        bound: tuple[int, int],
+        exc: Fenced,
+    ) -> None:
         while True:
+            # Polled: a rebalance settles in a Faust signal handler, a freeze ends by itself.
+            while self.rebalancing or self._is_frozen():  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            # Stayed here, and no other worker can have had it meanwhile: either no freeze, or
+            # a freeze that no revocation followed (the broker had not thrown us out).
+            kept = partition in self.owned and (bound[1] == self.freezes or bound[0] == self.epoch)
+            if not kept:
+                log.info("partition %d moved: in-flight work left to its owner (%s)",
+                         partition, exc)  # fmt: skip
+                return
+            log.info("partition %d stayed here: handling its event again (%s)", partition, exc)
             self.bind()
-            bound = self._bound.get()
+            bound = (self.epoch, self.freezes)
             try:
                 await handle()
-                return True
-            except Fenced as exc:
-                # Polled: a rebalance settles in a Faust signal handler, a freeze ends by itself.
-                while self.rebalancing or self._is_frozen():  # noqa: ASYNC110
-                    await asyncio.sleep(0.1)
-                # Stayed here, and no other worker can have had it meanwhile: either no freeze, or
-                # a freeze that no revocation followed (the broker had not thrown us out).
-                kept = (
-                    bound is not None
-                    and partition in self.owned
-                    and (bound[1] == self.freezes or bound[0] == self.epoch)
-                )
-                if not kept:
-                    log.info("partition %d moved: in-flight work left to its owner (%s)",
-                             partition, exc)  # fmt: skip
-                    return False
-                log.info("partition %d stayed here: handling its event again (%s)", partition, exc)
+                return
+            except Fenced as again:
+                exc = again
 
 
 class FencedSender:

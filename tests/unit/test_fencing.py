@@ -158,7 +158,8 @@ def _run_with_rebalance(fence: Fence, clock: FakeClock, after: set[int], freeze:
 
     async def scenario() -> None:
         done = await fence.run(3, handle)
-        steps.append("done" if done else "left to the new owner")
+        steps.append("done" if done else "refused")  # the agent goes on at once
+        await asyncio.wait_for(asyncio.gather(*fence.redoing), 5)
 
     asyncio.run(scenario())
     return steps
@@ -168,20 +169,32 @@ def test_a_fenced_event_is_handled_again_when_its_partition_stayed_here() -> Non
     # Faust acks the batch's events when it ends: dropping it would lose the event.
     clock = FakeClock()
     steps = _run_with_rebalance(Fence(freeze_after=5, clock=clock), clock, {3}, freeze=False)
-    assert steps == ["start", "start", "wrote", "done"]
+    assert steps == ["start", "refused", "start", "wrote"]
 
 
 def test_a_fenced_event_is_left_to_the_new_owner_when_its_partition_moved() -> None:
     clock = FakeClock()
     steps = _run_with_rebalance(Fence(freeze_after=5, clock=clock), clock, {0, 1}, freeze=False)
-    assert steps == ["start", "left to the new owner"]
+    assert steps == ["start", "refused"]
 
 
 def test_after_a_freeze_in_flight_work_is_never_redone_even_if_the_partition_comes_back() -> None:
     # Another worker owned it meanwhile: what this one had in flight is stale.
     clock = FakeClock()
     steps = _run_with_rebalance(Fence(freeze_after=5, clock=clock), clock, {3}, freeze=True)
-    assert steps == ["start", "left to the new owner"]
+    assert steps == ["start", "refused"]
+
+
+def test_without_redo_a_fenced_event_is_simply_left() -> None:
+    clock = FakeClock()
+    fence = Fence(freeze_after=5, clock=clock)
+
+    async def handle() -> None:
+        fence.revoked()
+        fence.check()
+
+    assert asyncio.run(fence.run(3, handle, redo=False)) is False
+    assert not fence.redoing
 
 
 def test_after_a_false_alarm_freeze_the_event_is_handled_again() -> None:
@@ -202,5 +215,37 @@ def test_after_a_false_alarm_freeze_the_event_is_handled_again() -> None:
         fence.check()
         steps.append("wrote")
 
-    assert asyncio.run(fence.run(3, handle))
+    async def scenario() -> bool:
+        done = await fence.run(3, handle)
+        await asyncio.wait_for(asyncio.gather(*fence.redoing), 5)
+        return done
+
+    assert asyncio.run(scenario()) is False
     assert steps == ["start", "start", "wrote"]
+
+
+def test_while_an_order_waits_for_its_redo_its_other_events_are_left_to_it() -> None:
+    # Two handlers of one order at once (the redo and a redelivered copy) would both write.
+    clock = FakeClock()
+    fence = Fence(freeze_after=5, clock=clock)
+    fence.settled({3})
+    runs: list[str] = []
+
+    async def first() -> None:
+        runs.append("first")
+        if len(runs) == 1:
+            fence.revoked()
+            fence.check()
+
+    async def second() -> None:
+        runs.append("second")
+
+    async def scenario() -> None:
+        assert await fence.run(3, first, b"o1") is False
+        assert await fence.run(3, second, b"o1") is False  # the redo is pending: left to it
+        assert await fence.run(3, second, b"o2") is True  # another order goes on
+        fence.settled({3})
+        await asyncio.wait_for(asyncio.gather(*fence.redoing), 5)
+
+    asyncio.run(scenario())
+    assert runs == ["first", "second", "first"]

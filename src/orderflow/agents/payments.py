@@ -90,7 +90,7 @@ class UnknownPayments:
         return due
 
 
-async def _run(partition: int, handle: Callable[[], Awaitable[None]]) -> bool:
+async def _run(partition: int, handle: Callable[[], Awaitable[None]], key: bytes | None) -> bool:
     await handle()
     return True
 
@@ -114,7 +114,9 @@ class PaymentService:
         self.unknown = unknown
         self.clock = clock
         # Runs one event's handler; the app replaces it with the fence's (orderflow.fencing).
-        self.run_event: Callable[[int, Callable[[], Awaitable[None]]], Awaitable[bool]] = _run
+        self.run_event: Callable[
+            [int, Callable[[], Awaitable[None]], bytes | None], Awaitable[bool]
+        ] = _run
 
     async def handle_batch(self, events: Sequence[Any]) -> None:
         """Group the batch by order id and run the groups concurrently."""
@@ -126,8 +128,12 @@ class PaymentService:
     async def _handle_in_order(self, events: list[Any]) -> None:
         for event in events:
             bind_event(event)  # table writes go to this event's partition (see bind_event)
-            if not await self.run_event(event.message.partition, partial(self.handle, event)):
-                return  # its partition moved mid-call (orderflow.fencing): the new owner has it
+            handle = partial(self.handle, event)
+            if not await self.run_event(event.message.partition, handle, event.message.key):
+                # Refused mid-call (orderflow.fencing): redone if the partition stayed, else the new
+                # owner's. Later events of this order here (a duplicate order.created, a reconcile
+                # request) are left too: the redo or the owner covers them, the reconciler asks again.
+                return
 
     async def handle(self, event: Any) -> None:
         await self.dead_letters.guard(event, self._handle)
