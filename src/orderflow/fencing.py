@@ -176,7 +176,8 @@ class Fence:
         frozen = self._is_frozen()
         if frozen or bound != (self.epoch, self.freezes):
             self.refused += 1
-            raise Fenced(f"epoch {bound[0]} ended (now {self.epoch}, frozen={frozen})")
+            raise Fenced(f"bound to epoch {bound[0]}/freeze {bound[1]}, now {self.epoch}/"
+                         f"{self.freezes}, frozen={frozen}")  # fmt: skip
 
     async def run(
         self,
