@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import faust
@@ -26,6 +27,7 @@ from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.payments import PaymentService, UnknownPayments
 from orderflow.config import Settings
 from orderflow.delivery import DeliveringTopic, run_batch, sequentially
+from orderflow.fencing import Fence, FencedSender
 from orderflow.gateway.base import PaymentGateway
 from orderflow.replay.faust_commands import register_commands
 from orderflow.tables import OrderTable, PaymentTable
@@ -37,6 +39,7 @@ from orderflow.topics import (
     PAYMENT_COMPLETED,
     PAYMENT_FAILED,
     PAYMENT_RECONCILE,
+    changelog_topic,
 )
 from orderflow.watch import OrderWatch
 from orderflow.web.orders import LongPolls, OrderApi
@@ -166,17 +169,30 @@ def build(settings: Settings) -> Orderflow:
     gateway = GatewayHolder(settings)
     unknown = UnknownPayments()
     in_flight = InFlight()
+    # Frozen longer than the broker allows between heartbeats: the partitions are gone.
+    heartbeat_s = max(0.5, settings.session_timeout_s / 10)
+    fence = Fence(freeze_after=max(1.0, settings.session_timeout_s - heartbeat_s))
+    orders.before_write = payments.before_write = fence.check
 
     # What the agents send is awaited per batch (run_batch) before its offsets can be committed.
     outputs = {name: DeliveringTopic(topic) for name, topic in topics.items()}
 
     async def publish(topic: str, key: bytes, value: bytes) -> None:
+        fence.check()
         await outputs[topic].send(key=key, value=value)
 
     routing = OwnerLookup(app, OrderTable.NAME, settings.max_long_polls)
     stalled = StalledOrders(settings.stall_after_s)
-    order_service = OrderService(orders, outputs[ORDER_CREATED], dead_letters, watch, stalled)
+    order_service = OrderService(orders, FencedSender(outputs[ORDER_CREATED], fence),
+                                 dead_letters, watch, stalled)  # fmt: skip
+
     payment_service = PaymentService(payments, gateway.get, publish, dead_letters, unknown)
+    payment_service.run_event = fence.run  # a revocation fences each event's writes
+
+    async def fenced_order_handle(event: Any) -> None:
+        # No redo: nothing awaits between a handler's binding and its writes here, so only a
+        # freeze (the zombie) refuses them, and then the new owner has the event.
+        await fence.run(event.message.partition, partial(order_service.handle, event), redo=False)
 
     def still_assigned(event: Any) -> bool:
         # Events buffered before a rebalance took their partition away belong to the new owner
@@ -188,14 +204,16 @@ def build(settings: Settings) -> Orderflow:
     async def order_agent(stream: Any) -> None:
         # Batches, handled one event after the other: one delivery wait per batch, not per event.
         async for events in stream.take_events(settings.payment_batch_size, within=0.002):
+            await fence.wait_ready()
             live = [e for e in events if still_assigned(e)]
             with in_flight.handling("order-service", live):
-                await run_batch(live, sequentially(order_service.handle), still_assigned)
+                await run_batch(live, sequentially(fenced_order_handle), still_assigned)
 
     @app.agent(_topic(app, settings, ORDER_CREATED, PAYMENT_RECONCILE), name="payment-service")
     async def payment_agent(stream: Any) -> None:
         # Batches let one partition's gateway calls overlap; acks follow the whole batch.
         async for events in stream.take_events(settings.payment_batch_size, within=0.005):
+            await fence.wait_ready()
             live = [e for e in events if still_assigned(e)]
             with in_flight.handling("payment-service", live):
                 await run_batch(live, payment_service.handle_batch, still_assigned)
@@ -212,7 +230,12 @@ def build(settings: Settings) -> Orderflow:
     async def start_gateway() -> None:
         await gateway.get()  # fail fast (in the log) and warm the connection pool
 
+    @app.task
+    async def start_fence() -> None:
+        fence.start()
+
     declared: list[bool] = []
+    freezes_seen = [0]
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode: too narrow a stub
     async def on_partitions_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -227,17 +250,26 @@ def build(settings: Settings) -> Orderflow:
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def rescan_after_rebalance(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Sent once the new assignment's tables are recovered, just before streams resume.
-        unknown.needs_rescan = True
-        stalled.needs_rescan = True
+        # The safety nets read only the partitions they did not hold (all of them after a freeze:
+        # another worker wrote even the ones we get back), at their next tick, in chunks.
+        owned = {tp.partition for tp in app.assignor.assigned_actives()
+                 if tp.topic == changelog_topic(OrderTable.NAME)}  # fmt: skip
+        rescan_all = fence.freezes != freezes_seen[0]
+        freezes_seen[0] = fence.freezes
+        unknown.scan.assigned(owned, rescan_all=rescan_all)
+        stalled.scan.assigned(owned, rescan_all=rescan_all)
+        fence.settled(owned)
         routing.mark_settled()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def stop_serving_moved_keys(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        fence.revoked()  # first: in-flight work of the revoked partitions writes nothing more
         routing.mark_moving()
         watch.notify_all()  # waiting GETs re-check that they still own their order
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_gateway(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        fence.stop()
         await gateway.close()
         await routing.close()
 

@@ -29,7 +29,9 @@ from faust.streams import current_event
 
 from orderflow.tables.stream_context import bind_event
 
-__all__ = ["Deliveries", "DeliveringTable", "DeliveringTopic", "run_batch", "sequentially"]
+__all__ = [
+    "Deliveries", "DeliveringTable", "DeliveringTopic", "run_batch", "run_delivered", "sequentially",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +158,21 @@ async def run_batch(
             e.message.partition == partition and still_assigned(e) for e in events
         )
 
+    await deliveries.settle(keep)
+    return deliveries
+
+
+async def run_delivered(
+    handle: Callable[[], Awaitable[None]], keep: Callable[[int | None], bool]
+) -> Deliveries:
+    """Run one handler outside an agent batch (a fenced event handled again later) and wait, as a
+    batch would, until what it produced is in Kafka."""
+    deliveries = Deliveries()
+    token = _current.set(deliveries)
+    try:
+        await handle()
+    finally:
+        _current.reset(token)
     await deliveries.settle(keep)
     return deliveries
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from orderflow.agents.dead_letters import DeadLetters
@@ -13,6 +14,7 @@ from orderflow.domain.events import PaymentCompleted, PaymentFailed, PlaceOrder,
 from orderflow.domain.order import Order, PlacementKind, apply_payment, place_order
 from orderflow.records import decode_event, encode_event
 from orderflow.tables import OrderTable
+from orderflow.tables.scan import PartitionScan
 from orderflow.topics import ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED
 from orderflow.watch import OrderWatch
 
@@ -33,7 +35,10 @@ class StalledOrders:
     The safety net under at-least-once: whatever lost an order's progress (an event acked but
     not processed at shutdown, a publish lost with a broker, a handler that failed on an
     infrastructure error), publishing ``order.created`` again restarts it, and every consumer
-    downstream is idempotent. Rebuilt from OrderDB after each rebalance.
+    downstream is idempotent. Filled from OrderDB's newly assigned partitions after each rebalance.
+
+    An order is due ``stall_after`` after its own stored ``updated_at``, and a due time once known
+    is kept, so rescans (rebalances) never push a stalled order's nudge back.
     """
 
     def __init__(self, stall_after: float, cap: float = 300.0) -> None:
@@ -41,14 +46,15 @@ class StalledOrders:
         self.cap = cap
         self.due_at: dict[str, float] = {}
         self.nudges: dict[str, int] = {}
-        self.needs_rescan = True
+        self.scan = PartitionScan()
 
     def track(self, order: Order, now: float) -> None:
         if order.status.is_terminal:
             self.due_at.pop(order.order_id, None)
             self.nudges.pop(order.order_id, None)
         else:
-            self.due_at.setdefault(order.order_id, now + self.stall_after)
+            since = _stored_time(order.updated_at, now)
+            self.due_at.setdefault(order.order_id, min(now, since) + self.stall_after)
 
     def take_due(self, now: float) -> list[str]:
         """Orders due for a nudge; each is rescheduled with a doubling, capped delay."""
@@ -57,6 +63,13 @@ class StalledOrders:
             n = self.nudges[order_id] = self.nudges.get(order_id, 0) + 1
             self.due_at[order_id] = now + min(self.cap, self.stall_after * 2 ** min(n, 16))
         return due
+
+
+def _stored_time(rfc3339_text: str, default: float) -> float:
+    try:
+        return datetime.fromisoformat(rfc3339_text).timestamp()
+    except ValueError:
+        return default
 
 
 class OrderService:
@@ -122,11 +135,16 @@ class OrderService:
     async def nudge_stalled(self, is_owner: Callable[[str], bool]) -> int:
         """Publish ``order.created`` again for orders PENDING too long; returns how many."""
         now = self.clock()
-        if self.stalled.needs_rescan:
-            self.stalled.needs_rescan = False
-            self.stalled.due_at.clear()
-            for known in self.orders.values():
-                self.stalled.track(known, now)
+        if self.stalled.scan.pending:
+            log.info("stalled-order index: reading OrderDB partition(s) %s",
+                     sorted(self.stalled.scan.pending))  # fmt: skip
+            read = await self.stalled.scan.run(
+                self.orders.partition_rows, self.orders.decode,
+                lambda order: self.stalled.track(order, now),
+            )  # fmt: skip
+            log.info("stalled-order index: read %d OrderDB row(s), %d PENDING", read,
+                     len(self.stalled.due_at))  # fmt: skip
+            now = self.clock()
         nudged = 0
         for order_id in self.stalled.take_due(now):
             order = self.orders.get(order_id)

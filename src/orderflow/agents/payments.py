@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import orjson
@@ -40,6 +41,7 @@ from orderflow.gateway.base import (
 )
 from orderflow.records import decode_event, decode_json, encode_event
 from orderflow.tables import PaymentTable, bind_event
+from orderflow.tables.scan import PartitionScan
 from orderflow.topics import ORDER_CREATED, PAYMENT_RECONCILE
 
 __all__ = ["PaymentService", "UnknownPayments"]
@@ -50,7 +52,8 @@ log = logging.getLogger(__name__)
 class UnknownPayments:
     """In-memory index of UNKNOWN payments (order id -> next attempt time) for the reconciler.
 
-    Rebuilt from PaymentDB after every rebalance, so losing it (a crash) loses nothing. Payments
+    Filled from PaymentDB's newly assigned partitions after every rebalance (kept partitions keep
+    their entries and pending requests), so losing it (a crash) loses nothing. Payments
     left ATTEMPTING (a crash mid-charge) are restarted by the order service's stalled-order nudge,
     which publishes ``order.created`` again.
     """
@@ -61,7 +64,7 @@ class UnknownPayments:
         # (the request went to a partition that moved, or its handling failed).
         self.requested: dict[str, float] = {}
         self.request_timeout = request_timeout
-        self.needs_rescan = True
+        self.scan = PartitionScan()
 
     def track(self, record: PaymentRecord) -> None:
         if record.status is PaymentStatus.UNKNOWN:
@@ -69,6 +72,14 @@ class UnknownPayments:
         else:
             self.due_at.pop(record.order_id, None)
         self.requested.pop(record.order_id, None)
+
+    def track_scanned(self, record: PaymentRecord) -> None:
+        """A row read by a rescan: unlike a write, it leaves a pending request in place."""
+        if record.status is PaymentStatus.UNKNOWN:
+            self.due_at.setdefault(record.order_id, record.next_attempt_at)
+        else:
+            self.due_at.pop(record.order_id, None)
+            self.requested.pop(record.order_id, None)
 
     def take_due(self, now: float) -> list[str]:
         stale = now - self.request_timeout
@@ -79,6 +90,11 @@ class UnknownPayments:
         ]
         self.requested.update(dict.fromkeys(due, now))
         return due
+
+
+async def _run(partition: int, handle: Callable[[], Awaitable[None]], key: bytes | None) -> bool:
+    await handle()
+    return True
 
 
 class PaymentService:
@@ -100,6 +116,10 @@ class PaymentService:
         self.unknown = unknown
         self.clock = clock
         self.inconsistent = 0  # charges found at the gateway that were not the order's
+        # Runs one event's handler; the app replaces it with the fence's (orderflow.fencing).
+        self.run_event: Callable[
+            [int, Callable[[], Awaitable[None]], bytes | None], Awaitable[bool]
+        ] = _run
 
     async def handle_batch(self, events: Sequence[Any]) -> None:
         """Group the batch by order id and run the groups concurrently."""
@@ -111,7 +131,12 @@ class PaymentService:
     async def _handle_in_order(self, events: list[Any]) -> None:
         for event in events:
             bind_event(event)  # table writes go to this event's partition (see bind_event)
-            await self.handle(event)
+            handle = partial(self.handle, event)
+            if not await self.run_event(event.message.partition, handle, event.message.key):
+                # Refused mid-call (orderflow.fencing): redone if the partition stayed, else the new
+                # owner's. Later events of this order here (a duplicate order.created, a reconcile
+                # request) are left too: the redo or the owner covers them, the reconciler asks again.
+                return
 
     async def handle(self, event: Any) -> None:
         await self.dead_letters.guard(event, self._handle)
@@ -236,12 +261,12 @@ class PaymentService:
 
     async def request_due_reconciliations(self) -> int:
         """Ask the owner of each due UNKNOWN payment to settle it (via the reconcile topic)."""
-        if self.unknown.needs_rescan:
-            self.unknown.needs_rescan = False
-            self.unknown.due_at.clear()
-            self.unknown.requested.clear()
-            for record in self.payments.values():
-                self.unknown.track(record)
+        if self.unknown.scan.pending:
+            read = await self.unknown.scan.run(
+                self.payments.partition_rows, self.payments.decode, self.unknown.track_scanned
+            )
+            log.info("UNKNOWN-payment index: read %d PaymentDB row(s), %d UNKNOWN", read,
+                     len(self.unknown.due_at))  # fmt: skip
         due = self.unknown.take_due(self.clock())
         for order_id in due:
             await self.publish(PAYMENT_RECONCILE, order_id.encode(),

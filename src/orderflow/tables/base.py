@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 # A module import, not a name: orderflow.delivery imports this package (a cycle Python
 # resolves as long as the name is looked up at call time).
 import orderflow.delivery as delivery
+from orderflow.tables.scan import partition_rows
 
 __all__ = ["JsonTable"]
 
 T = TypeVar("T")
+
+
+def _allow() -> None:
+    return None
 
 
 class JsonTable(Generic[T]):
@@ -36,6 +41,9 @@ class JsonTable(Generic[T]):
         self.table = app.tables.add(delivery.DeliveringTable(
             app, name=name, beacon=app.tables.beacon, partitions=partitions, key_type=bytes,
             value_type=bytes, help=help))  # fmt: skip
+        # Called right before every write; raises to refuse it (orderflow.fencing: a handler whose
+        # partition was revoked while it awaited the gateway must not write after the new owner).
+        self.before_write: Callable[[], None] = _allow
 
     def get(self, order_id: str) -> T | None:
         raw = self.table.get(order_id.encode())
@@ -43,7 +51,15 @@ class JsonTable(Generic[T]):
 
     def put(self, value: T) -> None:
         """Store it; Faust sends the changelog entry (to the current event's partition)."""
+        self.before_write()
         self.table[self._key_of(value).encode()] = self._encode(value)
+
+    def decode(self, raw: bytes) -> T:
+        return self._decode(raw)
+
+    def partition_rows(self, partition: int) -> Iterable[tuple[bytes, bytes]]:
+        """The raw rows of one partition held here (see ``orderflow.tables.scan``)."""
+        return partition_rows(self.table, partition)
 
     def values(self) -> Iterator[T]:
         """Every value held locally (a full scan: for start-up and rebalances only)."""

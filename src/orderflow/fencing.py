@@ -1,0 +1,259 @@
+"""Fencing: work started under a partition assignment stops writing once that assignment ends.
+
+Revocation does not wait for in-flight work (``stream_wait_empty=False``: a slow gateway call must
+not stall a rebalance), so a batch can still be awaiting the gateway when its partition moves. If
+it then wrote PaymentDB or published, its writes would land after the new owner's: two writers of
+one order. Every write of a handler therefore checks, right before it happens, that no revocation
+happened since the handler started (the *epoch* it was bound to).
+
+The zombie is the sharper case: a process frozen (SIGSTOP, a VM pause) longer than the session
+timeout has been thrown out of the group, but when it resumes nothing has told it yet; its
+consumer still lists the partitions. A ticker *thread* (it keeps running while the event loop is
+busy, so a slow loop is not mistaken for a freeze) records the time every ``tick_interval``; a gap
+longer than ``freeze_after`` between ticks, or between the last tick and a write, means the whole
+process was frozen: every partition counts as lost until the next assignment completes.
+
+A refused handler is not simply dropped: Faust acks its event when the batch ends, so if the
+partition stayed with this worker (the eager protocol revokes every partition at each rebalance)
+the event would be lost. ``run`` then waits (in the background) for the rebalance to settle and
+handles the event again from the start when the partition is still here (handlers are idempotent: the table decides, and
+the gateway key makes a repeated charge return the first one); otherwise the new owner has it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from orderflow.delivery import run_delivered
+
+__all__ = ["Fence", "Fenced", "FencedSender"]
+
+log = logging.getLogger(__name__)
+
+
+class Fenced(BaseException):
+    """A write was refused: the partition may belong to another worker now.
+
+    A ``BaseException``, like ``asyncio.CancelledError``: no handler's ``except Exception`` may turn
+    it into a dead letter or a retry. The handler's caller catches it and drops the event; the
+    partition's owner handles it from the committed offset.
+    """
+
+
+class Fence:
+    """The assignment epoch, and the freeze detector; one per worker."""
+
+    def __init__(
+        self,
+        freeze_after: float,
+        tick_interval: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.freeze_after = freeze_after
+        self.tick_interval = tick_interval
+        # A freeze that no rebalance followed was shorter than the broker's view of the session:
+        # after this long without a revocation, work goes on (else a false alarm stalls forever).
+        self.release_after = 2 * freeze_after
+        self.clock = clock
+        self.epoch = 0
+        self.rebalancing = False
+        self.owned: set[int] = set()
+        self.frozen = False
+        self.freezes = 0  # how many freezes were detected (logs and tests)
+        self.refused = 0  # how many writes were refused
+        self.redoing: set[asyncio.Future[None]] = set()  # refused handlers waiting to run again
+        self._redo_by_key: dict[bytes, asyncio.Future[None]] = {}
+        self._frozen_at = 0.0
+        self._revoked_since_freeze = False
+        self._last_tick = clock()
+        self._lock = threading.Lock()
+        # (epoch, freezes) when the task was bound
+        self._bound: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
+            f"orderflow-fence-{id(self)}", default=None
+        )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the freeze detector -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the ticker thread (idempotent)."""
+        if self._thread is None:
+            self._last_tick = self.clock()
+            self._thread = threading.Thread(target=self._run, name="orderflow-fence", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.tick_interval):
+            self.tick()
+
+    def tick(self) -> None:
+        """Record that the process is running; a long gap since the last tick was a freeze."""
+        with self._lock:
+            now = self.clock()
+            gap = now - self._last_tick
+            self._last_tick = now
+            if gap > self.freeze_after:
+                self._freeze(gap, now)
+
+    def _detect(self) -> None:
+        # Called from the loop: the ticker thread may not have run yet since the process resumed.
+        with self._lock:
+            now = self.clock()
+            gap = now - self._last_tick
+            if gap > self.freeze_after:
+                self._last_tick = now
+                self._freeze(gap, now)
+
+    def _freeze(self, gap: float, now: float) -> None:
+        self.frozen = True
+        self.freezes += 1  # bound work carries the count: it can no longer write
+        self._frozen_at = now
+        self._revoked_since_freeze = False
+        log.warning(
+            "the process was frozen for %.1fs (longer than %.1fs): every partition counts as "
+            "lost until the next assignment",
+            gap,
+            self.freeze_after,
+        )
+
+    def _is_frozen(self) -> bool:
+        self._detect()
+        if (
+            self.frozen
+            and not self._revoked_since_freeze
+            and self.clock() - self._frozen_at > self.release_after
+        ):
+            log.info("no rebalance followed the freeze: the partitions were not lost")
+            self.frozen = False
+        return self.frozen
+
+    # -- the assignment ------------------------------------------------------------------------
+
+    def revoked(self) -> None:
+        """Partitions were revoked: work started before now may no longer write."""
+        with self._lock:
+            self.epoch += 1
+            self.rebalancing = True
+            self._revoked_since_freeze = True
+
+    def settled(self, partitions: set[int]) -> None:
+        """A new assignment is in place (tables recovered): new work may write again."""
+        with self._lock:
+            self.owned = set(partitions)
+            self.rebalancing = False
+            self.frozen = False
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    async def wait_ready(self, poll: float = 0.1) -> None:
+        """Wait (without blocking the loop or a rebalance) while the process counts as frozen."""
+        # Polled, not an asyncio.Event: the ticker thread sets the state, and the release after
+        # ``release_after`` is a matter of time passing.
+        while self._is_frozen():  # noqa: ASYNC110
+            await asyncio.sleep(poll)
+
+    def bind(self) -> None:
+        """Tie the writes of this task (and of tasks it starts) to the current epoch."""
+        self._bound.set((self.epoch, self.freezes))
+
+    def check(self) -> None:
+        """Raise ``Fenced`` unless this task's epoch is still current; call before each write.
+
+        Writes not bound to an epoch (timers, the web views) are not fenced: they are not tied to
+        one partition's work and are idempotent for the owner.
+        """
+        bound = self._bound.get()
+        if bound is None:
+            return
+        frozen = self._is_frozen()
+        if frozen or bound != (self.epoch, self.freezes):
+            self.refused += 1
+            raise Fenced(f"bound to epoch {bound[0]}/freeze {bound[1]}, now {self.epoch}/"
+                         f"{self.freezes}, frozen={frozen}")  # fmt: skip
+
+    async def run(
+        self,
+        partition: int,
+        handle: Callable[[], Awaitable[None]],
+        key: bytes | None = None,
+        *,
+        redo: bool = True,
+    ) -> bool:
+        """Run ``handle`` bound to the current epoch; False when its writes were refused.
+
+        With ``redo``, a refused handler runs again in the background once the rebalance has
+        settled, if ``partition`` stayed here. In the background: holding the agent until the
+        rebalance completes would hold Faust's stream machinery, which its table recovery (hence
+        the rebalance) needs: a deadlock, seen in the zombie test. While an order's (``key``)
+        handler waits to run again, its other events are left to it (two handlers of one order at
+        once would both write): the redo decides from the table, and the reconciler asks again.
+        """
+        if key is not None and key in self._redo_by_key:
+            log.info("order %r: its refused handler runs again soon; this event is left to it", key)
+            return False
+        self.bind()
+        bound = self._bound.get()
+        try:
+            await handle()
+            return True
+        except Fenced as exc:
+            if not redo or bound is None:
+                log.info("in-flight work left to its owner (%s)", exc)
+                return False
+            task = asyncio.ensure_future(self._redo(partition, handle, bound, exc))
+            self.redoing.add(task)
+            task.add_done_callback(self.redoing.discard)
+            if key is not None:
+                self._redo_by_key[key] = task
+                task.add_done_callback(lambda _: self._redo_by_key.pop(key, None))
+            return False
+
+    async def _redo(
+        self,
+        partition: int,
+        handle: Callable[[], Awaitable[None]],
+        bound: tuple[int, int],
+        exc: Fenced,
+    ) -> None:
+        while True:
+            # Polled: a rebalance settles in a Faust signal handler, a freeze ends by itself.
+            while self.rebalancing or self._is_frozen():  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            # Stayed here, and no other worker can have had it meanwhile: either no freeze, or
+            # a freeze that no revocation followed (the broker had not thrown us out).
+            kept = partition in self.owned and (bound[1] == self.freezes or bound[0] == self.epoch)
+            if not kept:
+                log.info("partition %d moved: in-flight work left to its owner (%s)",
+                         partition, exc)  # fmt: skip
+                return
+            log.info("partition %d stayed here: handling its event again (%s)", partition, exc)
+            self.bind()
+            bound = (self.epoch, self.freezes)
+            try:
+                # Its batch was acked long ago: wait here for what it produces to be delivered.
+                await run_delivered(handle, lambda p: p is None or p in self.owned)
+                return
+            except Fenced as again:
+                exc = again
+
+
+class FencedSender:
+    """A topic whose ``send`` checks the fence first (the order service's ``order.created``)."""
+
+    def __init__(self, topic: Any, fence: Fence) -> None:
+        self.topic = topic
+        self.fence = fence
+
+    async def send(self, *, key: bytes, value: bytes) -> Any:
+        self.fence.check()
+        return await self.topic.send(key=key, value=value)
