@@ -8,6 +8,7 @@ import pytest
 
 from orderflow.agents.payments import PaymentService, UnknownPayments
 from orderflow.domain.errors import ChargeMismatchError
+from orderflow.domain.events import OrderCreated
 from orderflow.domain.payment import (
     Approved,
     ChargeOutcome,
@@ -180,4 +181,47 @@ async def test_reconciler_settles_from_the_gateways_matching_charge_without_char
     assert table.rows["o1"].status is PaymentStatus.COMPLETED
     assert table.rows["o1"].charge_id == "ch_1"
     assert gateway.requests == []
+    assert [topic for topic, _ in published] == ["payment.completed"]
+
+
+def _reconcile_request() -> Any:
+    return type("M", (), {"value": b'{"order_id": "o1"}', "key": b"o1"})()
+
+
+async def test_reconciler_whose_lookup_fails_asks_again_later_and_never_charges_blind() -> None:
+    # Gateways expire idempotency keys (about 24 h): a charge sent without knowing whether the
+    # first one landed could be a second charge. Only a lookup that finds nothing allows one.
+    gateway = FakeGateway(Approved("ch_new"), TransientGatewayError("lookup timed out"))
+    service, table, published = _service(gateway)
+    table.put(_record().unknown(900.0))
+    await service._reconcile(_reconcile_request())
+    assert gateway.requests == []
+    assert table.rows["o1"].status is PaymentStatus.UNKNOWN
+    assert service.unknown.due_at["o1"] > 1000.0
+    assert published == []
+
+
+async def test_reconciler_whose_lookup_finds_nothing_charges_with_the_same_key() -> None:
+    gateway = FakeGateway(Approved("ch_new"), None)
+    service, table, published = _service(gateway)
+    table.put(_record().unknown(900.0))
+    await service._reconcile(_reconcile_request())
+    assert [r.idempotency_key for r in gateway.requests] == [idempotency_key_for("o1")]
+    assert table.rows["o1"].charge_id == "ch_new"
+
+
+async def test_order_created_again_for_a_payment_left_attempting_looks_it_up_before_charging() -> (
+    None
+):
+    # A crash between "ATTEMPTING" and the gateway's answer: the charge may have landed.
+    gateway = FakeGateway(Approved("ch_new"), GatewayCharge(Approved("ch_1"), 500, "EUR", "o1"))
+    service, table, published = _service(gateway)
+    table.put(_record().attempt(900.0))
+    created = OrderCreated("o1", "c-1", "EUR", 500, (), "tok_visa", "2026-01-01T00:00:00Z")
+    await service._on_order_created(created)
+    assert gateway.requests == []
+    assert (table.rows["o1"].status, table.rows["o1"].charge_id) == (
+        PaymentStatus.COMPLETED,
+        "ch_1",
+    )
     assert [topic for topic, _ in published] == ["payment.completed"]

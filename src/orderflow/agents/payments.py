@@ -158,6 +158,8 @@ class PaymentService:
         if action is PaymentAction.REPUBLISH:
             assert record is not None
             await self._publish_outcome(record)
+        elif action is PaymentAction.CHARGE and record is not None and record.attempts > 0:
+            await self._look_up_then_charge(record)  # left mid-charge by a crash or a move
         elif action is PaymentAction.CHARGE:
             if record is None:
                 record = PaymentRecord(
@@ -180,15 +182,23 @@ class PaymentService:
             if record is not None:
                 self.unknown.track(record)
             return
+        await self._look_up_then_charge(record)
+
+    async def _look_up_then_charge(self, record: PaymentRecord) -> None:
+        """An earlier attempt may have reached the gateway: ask it before charging again.
+
+        Gateways expire idempotency keys (about 24 h), so a charge sent without knowing whether
+        the first one landed could be a second one. Only a lookup that finds nothing allows it.
+        """
         try:
             gateway = await self.gateway()
             found = await gateway.find_charge(record.idempotency_key)
-        except GatewayError as exc:  # the charge below decides what the failure means
-            log.info("reconcile %s: charge lookup failed (%s)", order_id, exc)
-            found = None
+        except GatewayError as exc:  # still not known: ask again later, never charge blind
+            self._mark_unknown(record, exc)
+            return
         if found is not None:  # the charge happened (or was declined); only its answer was lost
             await self._settle_found(record, found)
-        else:  # never reached the gateway, or it is still down: the same key makes this safe
+        else:  # never reached the gateway: the same key makes a new attempt safe
             await self._charge(record)
 
     async def _charge(self, record: PaymentRecord) -> None:
