@@ -208,6 +208,7 @@ async def test_reconciler_whose_lookup_finds_nothing_charges_with_the_same_key()
     await service._reconcile(_reconcile_request())
     assert [r.idempotency_key for r in gateway.requests] == [idempotency_key_for("o1")]
     assert table.rows["o1"].charge_id == "ch_new"
+    assert [topic for topic, _ in published] == ["payment.completed"]
 
 
 async def test_order_created_again_for_a_payment_left_attempting_looks_it_up_before_charging() -> (
