@@ -29,6 +29,7 @@ from orderflow.config import Settings
 from orderflow.delivery import DeliveringTopic, run_batch, sequentially
 from orderflow.fencing import Fence, FencedSender
 from orderflow.gateway.base import PaymentGateway
+from orderflow.health import Liveness
 from orderflow.replay.faust_commands import register_commands
 from orderflow.tables import OrderTable, PaymentTable
 from orderflow.topics import (
@@ -276,19 +277,17 @@ def build(settings: Settings) -> Orderflow:
     long_polls = LongPolls(settings.max_long_polls, settings.max_long_polls_per_client)
     api = OrderApi(orders, topics[ORDER_COMMANDS], watch, routing, settings.post_wait_s, long_polls)
 
-    def health() -> tuple[int, dict[str, Any]]:
-        stuck = in_flight.stuck(settings.stuck_after_s)
-        body: dict[str, Any] = {
-            "status": "stuck" if stuck else "ok",
+    liveness = Liveness(
+        in_flight, routing.unready_for,
+        lambda: {
             "dead_letters": dead_letters.count,
             "undeliverable_dead_letters": dead_letters.undeliverable,
             "inconsistent_payments": payment_service.inconsistent,
-        }
-        if stuck:
-            body["stuck"] = [s.to_json() for s in stuck]
-        return (503 if stuck else 200), body
+        },
+        settings.stuck_after_s, settings.recovery_deadline_s,
+    )  # fmt: skip
 
-    register_views(app, api, routing, health)
+    register_views(app, api, routing, liveness.check)
     register_commands(app)  # replay / trace / dlq as `faust -A orderflow.app <command>`
     return Orderflow(settings, app, orders, payments, order_service, payment_service, gateway,
                      topics)  # fmt: skip

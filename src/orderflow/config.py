@@ -89,6 +89,9 @@ class Settings:
     # producer_request_timeout; 20 minutes by default there). The agents send failed records
     # again and never commit past them, so a shorter bound only makes a failure surface sooner.
     producer_timeout_s: float = 30.0
+    # /health answers 503 once the worker has been rebalancing or recovering its tables this long
+    # (a supervisor's liveness probe then restarts it); generous: a large table recovers slowly.
+    recovery_deadline_s: float = 300.0
     # How soon a crashed worker's partitions move to the others (Kafka's session timeout).
     session_timeout_s: float = 10.0
     log_level: str = "info"
@@ -129,6 +132,7 @@ class Settings:
             stall_after_s=_float(env, "ORDERFLOW_STALL_AFTER", cls.stall_after_s),
             stuck_after_s=_float(env, "ORDERFLOW_STUCK_AFTER", cls.stuck_after_s),
             producer_timeout_s=_float(env, "ORDERFLOW_PRODUCER_TIMEOUT", cls.producer_timeout_s),
+            recovery_deadline_s=_float(env, "ORDERFLOW_RECOVERY_DEADLINE", cls.recovery_deadline_s),
             session_timeout_s=_float(env, "ORDERFLOW_SESSION_TIMEOUT", cls.session_timeout_s),
             log_level=_choice(
                 env, "ORDERFLOW_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")

@@ -47,6 +47,10 @@ class RigSettings:
     post_wait_s: float = 5.0
     down_s: float = 1.0  # how long a killed process stays down before its restart
     ready_timeout_s: float = 180.0
+    # A worker whose /health says it is stuck (an agent on one event, or a rebalance/recovery that
+    # never ends) this long is restarted, as a supervisor's liveness probe would.
+    recovery_deadline_s: float = 45.0
+    liveness_failures: int = 3  # consecutive 503s from /health before the restart
     # Idempotency keys of the sandbox expire after this (0: the sandbox's own default, lax).
     gateway_key_ttl_s: float = 60.0
     sandbox_args: tuple[str, ...] = ()
@@ -77,6 +81,7 @@ class Rig:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     sandbox_mode: str = ""  # the sandbox's extra flags (strict mode, key expiry), for the report
     _next_worker: int = 1
+    _unhealthy: dict[str, int] = field(default_factory=dict)  # consecutive 503s per worker
     _rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
@@ -185,6 +190,7 @@ class Rig:
             "ORDERFLOW_GATEWAY_DEADLINE": str(s.gateway_deadline_s),
             "ORDERFLOW_POST_WAIT": str(s.post_wait_s),
             "ORDERFLOW_RECONCILE_INTERVAL": "0.5",
+            "ORDERFLOW_RECOVERY_DEADLINE": str(s.recovery_deadline_s),
         }
         if s.brokers >= 3:
             extra["ORDERFLOW_REPLICATION_FACTOR"] = "3"
@@ -298,6 +304,34 @@ class Rig:
         return {"worker": name, "stopped_s": pause, "alive": proc.alive, "ready_after_s": ready_s,
                 "slow_charges_ms": slow_ms,
                 "charge_requests_while_slow": self._charge_requests() - requests_before}  # fmt: skip
+
+    def liveness_probe(self) -> list[dict[str, Any]]:
+        """Ask every worker in service for /health; restart those stuck for several probes.
+
+        What a supervisor (a Kubernetes liveness probe, systemd's watchdog) does in production;
+        a worker that does not answer at all (killed, frozen) is left to the fault that did it.
+        """
+        restarted = []
+        with self._lock:
+            names = list(self.in_service)
+        for name in names:
+            slot = self.slots[name]
+            if slot.proc is None or not slot.proc.alive:
+                continue
+            try:
+                status, body, _ = http_json("GET", f"http://127.0.0.1:{slot.port}/health",
+                                            timeout=2)  # fmt: skip
+            except OSError:
+                continue
+            failures = self._unhealthy[name] = (
+                self._unhealthy.get(name, 0) + 1 if status == 503 else 0
+            )
+            if failures >= self.settings.liveness_failures:
+                self._unhealthy[name] = 0
+                slot.proc.kill()
+                self._start_worker(name, wait=False)
+                restarted.append({"worker": name, "health": body})
+        return restarted
 
     def _sandbox_faults(self, change: dict[str, float]) -> dict[str, Any]:
         """Merge ``change`` into the sandbox's faults; returns the faults it had before."""

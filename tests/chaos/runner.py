@@ -142,6 +142,17 @@ async def _run_lane(rig: Rig, faults: list[Fault], clock: _Clock, load_t0: float
                   f"{record.detail or record.error}")  # fmt: skip
 
 
+async def _supervise(rig: Rig, clock: _Clock, restarts: list[dict[str, Any]],
+                     every: float = 2.0) -> None:  # fmt: skip
+    """The liveness probe of a production supervisor, for the whole run (cancelled at its end)."""
+    while True:
+        await asyncio.sleep(every)
+        for restart in await asyncio.to_thread(rig.liveness_probe):
+            restart["at"] = clock.now()
+            restarts.append(restart)
+            clock.log(f"liveness: restarted {restart['worker']} ({restart['health']})")
+
+
 async def _report_progress(load: LoadGenerator, clock: _Clock, every: float = 5.0) -> None:
     while True:
         await asyncio.sleep(every)
@@ -179,6 +190,8 @@ async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock) -> RunResult:
         for lane in ("process", "gateway")
     ]
     progress = asyncio.create_task(_report_progress(load, clock))
+    restarts: list[dict[str, Any]] = []
+    supervisor = asyncio.create_task(_supervise(rig, clock, restarts))
     try:
         await asyncio.gather(load.run(), *lanes)
     finally:
@@ -189,7 +202,10 @@ async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock) -> RunResult:
     accepted = {i.order_id for i in intents if i.order_id is not None}
     clock.log(f"load done at +{load_end}s, last fault ended at +{last_fault_end}s: draining "
               f"{len(accepted)} accepted order(s)")  # fmt: skip
-    drained = await _drain(rig, accepted, cfg.drain_deadline_s, clock)
+    try:
+        drained = await _drain(rig, accepted, cfg.drain_deadline_s, clock)
+    finally:
+        supervisor.cancel()
     drain_done = clock.now()
     clock.log("auditing: topics, ledger, API")
     evidence = await collect(rig.bootstrap, rig.gateway_url, rig.worker_urls(), intents,
@@ -210,6 +226,7 @@ async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock) -> RunResult:
         ),
         "time_to_drain_after_load_end_s": drained,
         "worker_logs": log_counts,
+        "liveness_restarts": len(restarts),
     }
     return RunResult(
         config={

@@ -8,6 +8,8 @@ back, so we route with Faust's router (``key_store``) and forward ourselves.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +51,13 @@ class OwnerLookup:
     """Finds the owner of an order id and forwards requests to it."""
 
     def __init__(
-        self, app: Any, table_name: str, max_long_polls: int = Settings.max_long_polls
-    ) -> None:
+        self, app: Any, table_name: str, max_long_polls: int = Settings.max_long_polls,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
         self.app = app
+        self.monotonic = monotonic
+        # When the worker last stopped being ready (it starts unready: nothing recovered yet).
+        self.unready_since: float | None = monotonic()
         self.table_name = table_name
         self.max_long_polls = max_long_polls
         # Two client sessions: forwarded long-polls, each holding a connection up to 30 s, must
@@ -66,9 +72,17 @@ class OwnerLookup:
 
     def mark_moving(self) -> None:
         self.settled = False
+        if self.unready_since is None:
+            self.unready_since = self.monotonic()
 
     def mark_settled(self) -> None:
         self.settled = True
+        self.unready_since = None
+
+    def unready_for(self) -> float:
+        """Seconds since partitions began to move without settling again (0 when settled)."""
+        since = self.unready_since
+        return 0.0 if since is None else self.monotonic() - since
 
     def is_ready(self) -> bool:
         app = self.app
