@@ -26,12 +26,13 @@ from orderflow.agents.in_flight import InFlight
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.payments import PaymentService, UnknownPayments
 from orderflow.config import Settings
-from orderflow.delivery import DeliveringTopic, run_batch, sequentially
+from orderflow.delivery import CHANGELOG, DeliveringTopic, run_batch, sequentially
 from orderflow.fencing import Fence, FencedSender
 from orderflow.gateway.base import PaymentGateway
 from orderflow.health import Liveness
 from orderflow.replay.faust_commands import register_commands
 from orderflow.tables import OrderTable, PaymentTable
+from orderflow.tables.local_state import LocalState, LocalStateGuard
 from orderflow.topics import (
     APP_ID,
     DEAD_LETTERS,
@@ -267,6 +268,15 @@ def build(settings: Settings) -> Orderflow:
         fence.revoked()  # first: in-flight work of the revoked partitions writes nothing more
         routing.mark_moving()
         watch.notify_all()  # waiting GETs re-check that they still own their order
+
+    @app.on_worker_init.connect  # type: ignore[arg-type]
+    def guard_local_state(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Sent for every CLI command (twice), but the guard acts only when the app service
+        # starts, i.e. in `worker`: RocksDB is trusted after a clean stop only (local_state).
+        if settings.store == "rocksdb" and not any(isinstance(c, LocalStateGuard)
+                                                   for c in app._children):  # fmt: skip
+            state = LocalState(settings.data_dir, app.conf.tabledir)
+            app.add_dependency(LocalStateGuard(state, CHANGELOG.unsettled))
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_gateway(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:

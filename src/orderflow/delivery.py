@@ -30,8 +30,15 @@ from faust.streams import current_event
 from orderflow.tables.stream_context import bind_event
 
 __all__ = [
-    "Deliveries", "DeliveringTable", "DeliveringTopic", "run_batch", "run_delivered", "sequentially",
-]  # fmt: skip
+    "CHANGELOG",
+    "ChangelogLedger",
+    "Deliveries",
+    "DeliveringTable",
+    "DeliveringTopic",
+    "run_batch",
+    "run_delivered",
+    "sequentially",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +98,49 @@ class Deliveries:
                 _current.reset(token)
 
 
+class ChangelogLedger:
+    """Every changelog record this process sent: those not known delivered, and failed keys.
+
+    A key whose record failed stays failed until a record sent after it, for the same key,
+    is delivered (``Deliveries.settle`` resends the key's current value). ``unsettled`` is None
+    only when the local stores hold nothing the changelogs lack: the clean-stop test of
+    ``orderflow.tables.local_state``.
+    """
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self._seq = 0
+        self._failed: dict[tuple[str, Any], int] = {}  # (table, key) -> seq of its last failure
+
+    def sent(self, table: str, key: Any, future: asyncio.Future[Any]) -> None:
+        self._seq += 1
+        seq, self.pending = self._seq, self.pending + 1
+        future.add_done_callback(lambda done: self._done(table, key, seq, done))
+
+    def _done(self, table: str, key: Any, seq: int, future: asyncio.Future[Any]) -> None:
+        self.pending -= 1
+        if future.cancelled() or future.exception() is not None:
+            self._failed[table, key] = max(seq, self._failed.get((table, key), 0))
+        elif self._failed.get((table, key), seq) < seq:
+            del self._failed[table, key]  # a later record of the key made it
+
+    @property
+    def failed(self) -> int:
+        return len(self._failed)
+
+    def unsettled(self) -> str | None:
+        """Why the changelogs may lack a local write, or None."""
+        if not self.pending and not self._failed:
+            return None
+        return (
+            f"{self.pending} changelog record(s) not known delivered, {self.failed} key(s) failed"
+        )
+
+
+#: This process's ledger (one worker per process).
+CHANGELOG = ChangelogLedger()
+
+
 def _track(record: _Record) -> None:
     deliveries = _current.get()
     if deliveries is not None:
@@ -103,6 +153,7 @@ class DeliveringTable(faust.Table[Any, Any]):
     def send_changelog(self, partition: int | None, key: Any, value: Any,
                        key_serializer: Any = None, value_serializer: Any = None) -> Any:  # fmt: skip
         future = super().send_changelog(partition, key, value, key_serializer, value_serializer)
+        CHANGELOG.sent(self.name, key, future)
         final_partition = future.message.partition
         event = current_event()
 
