@@ -26,6 +26,7 @@ from orderflow.domain.order import Order, OrderStatus
 from orderflow.domain.payment import PaymentRecord
 from orderflow.domain.validation import LineItem
 from orderflow.records import order_to_bytes, payment_to_bytes
+from orderflow.tables.local_state import LocalState
 from orderflow.topics import (
     DEAD_LETTERS,
     ORDER_COMMANDS,
@@ -99,6 +100,9 @@ def _seed_orderdb(data_dir: Path, orders: list[Order], partitions: int = 8) -> N
     finally:
         for db in dbs.values():
             db.close()
+    # As a clean stop leaves them: without the marker the worker (rightly) distrusts the stores
+    # and rebuilds them from the changelog (orderflow.tables.local_state).
+    LocalState(data_dir, tables).mark_clean_stop()
 
 
 def test_worker_answers_while_it_reads_200k_orders_and_nudges_the_stalled_one(
