@@ -8,36 +8,18 @@ from) agree with it.
 
 from __future__ import annotations
 
-import os
 import signal
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import pytest
 
 from orderflow.localkafka import KafkaCluster
 from tests.harness import ManagedProcess, poll_until, start_sandbox, start_worker
 from tests.invariants import assert_orders_settled_once
 from tests.orders_client import get_terminal, ledger_stats, order_body, place, set_faults
 
-# Our own broker, inside this engineer's port range and away from the session broker.
-_PORT = int(os.environ.get("ORDERFLOW_TEST_KAFKA_PORT", "19092")) + 20
-
-
 # Faust's warning when a record's delivery failed for good.
 _PAYMENT_SEND_FAILED = "_on_published error for message topic orderflow-PaymentDB-changelog"
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[KafkaCluster]:
-    cluster = KafkaCluster(state_dir=tmp_path / "kafka", base_port=_PORT)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_sends_failed_while_the_broker_was_down_are_never_committed_past(

@@ -10,34 +10,15 @@ from __future__ import annotations
 import os
 import signal
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from orderflow.localkafka import KafkaCluster
-from tests.conftest import TEST_BASE_PORT
 from tests.harness import http_json, start_sandbox, start_worker
 from tests.orders_client import get_terminal, order_body, place
 
-# Inside this run's port range (base .. base+99), away from the session broker at the base.
-_OWN_BROKER_PORT = TEST_BASE_PORT + 50
 _WORKER_ENV = {"ORDERFLOW_POST_WAIT": "3", "ORDERFLOW_SESSION_TIMEOUT": "6"}
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[KafkaCluster]:
-    cluster = KafkaCluster(state_dir=tmp_path / "kafka", base_port=_OWN_BROKER_PORT)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        pid = cluster.running_pid(1)
-        if pid is not None:
-            os.kill(pid, signal.SIGCONT)  # a stopped JVM cannot shut down
-        cluster.stop()
 
 
 def _post(url: str, key: str | None) -> tuple[int, Any, dict[str, str]]:

@@ -1,8 +1,9 @@
-"""Restarts that keep the worker's own table state: RocksDB after SIGKILL, and the memory store.
+"""Restarts on the worker's own data dir: RocksDB after SIGKILL, and the memory store.
 
-A SIGKILL leaves RocksDB with whatever it had flushed, and its stored changelog offsets may lag
-or lead what was committed; the restarted worker must still settle every order exactly once.
-The memory store keeps nothing: it replays the changelogs at every start.
+A SIGKILL leaves RocksDB with writes its changelog may lack, so the restarted worker rebuilds the
+stores from the changelogs (``orderflow.tables.local_state``) and must still settle every order
+exactly once and keep every idempotency key. The memory store keeps nothing: it replays the
+changelogs at every start.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ _FAST = {"ORDERFLOW_GATEWAY_DEADLINE": "3", "ORDERFLOW_GATEWAY_TIMEOUT": "1",
          "ORDERFLOW_STALL_AFTER": "4"}  # fmt: skip
 
 
-def test_sigkill_then_restart_on_the_same_rocksdb_directory_settles_every_order_once(
+def test_sigkill_then_restart_on_the_same_data_dir_rebuilds_the_tables_and_settles_every_order_once(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     sandbox = start_sandbox(tmp_path)
@@ -36,6 +37,9 @@ def test_sigkill_then_restart_on_the_same_rocksdb_directory_settles_every_order_
         second = start_worker(tmp_path, kafka_bootstrap, gateway, name="restarted",
                               data_dir=data_dir, extra=_FAST)  # fmt: skip
         try:
+            assert "unclean stop, rebuilding tables from their changelogs" in second.log_tail(
+                200_000
+            )
             _assert_exactly_once(second.meta["url"], gateway, orders, kafka_bootstrap)
             for key, order_id, token in orders[:5]:  # idempotency keys survived too
                 assert place(second.meta["url"], order_body(token), key)["order_id"] == order_id

@@ -11,12 +11,10 @@ from __future__ import annotations
 import os
 import signal
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
-import pytest
 
 from orderflow.localkafka import KafkaCluster
 from orderflow.topics import changelog_topic
@@ -33,25 +31,9 @@ from tests.orders_client import (
     set_faults,
 )
 
-# Our own broker (it gets frozen), inside this engineer's port range, away from the session one.
-_PORT = int(os.environ.get("ORDERFLOW_TEST_KAFKA_PORT", "19092")) + 40
-
 # The worker's start-up verdict on its local tables (orderflow.tables.local_state).
 _KEPT = "local tables kept"
 _REBUILT = "unclean stop, rebuilding tables from their changelogs"
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[KafkaCluster]:
-    cluster = KafkaCluster(state_dir=tmp_path / "kafka", base_port=_PORT)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        pid = cluster.running_pid(1)
-        if pid is not None:  # never leave it frozen: it could not stop
-            os.kill(pid, signal.SIGCONT)
-        cluster.stop()
 
 
 def _local_completed(data_dir: Path) -> int:
