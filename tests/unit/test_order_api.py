@@ -537,3 +537,33 @@ async def test_a_post_forwarded_while_the_worker_stops_is_503_not_a_bare_500() -
         await runner.cleanup()
     assert (response.status, response.headers.get("Retry-After")) == (503, "1"), response
     assert response.body == {"error": "unavailable", "message": "the worker is stopping"}
+
+
+# -- GET of an order whose POST was answered before it was stored ------------------------------
+
+
+async def test_get_of_an_order_whose_command_is_still_unconfirmed_is_503_never_404() -> None:
+    # The 503 told the client to GET before placing the order again. The producer keeps trying
+    # after the POST gave up, so "404" then would be a lie: the order may still land, and a
+    # client placing it again would pay twice.
+    api, _ = _post_api("hangs")
+    placed = await api.create(_Request(order_body()))
+    order_id = placed.body["order_id"]
+    polled = await api.get(_get_request(0), order_id)
+    assert (polled.status, polled.headers.get("Retry-After")) == (503, "1"), polled.body
+    assert polled.body["order_id"] == order_id
+
+
+async def test_get_of_an_accepted_order_not_stored_yet_is_202_never_404() -> None:
+    api, _ = _post_api("delivered")  # in Kafka, but the order service has not stored it yet
+    placed = await api.create(_Request(order_body()))
+    assert placed.status == 202
+    polled = await api.get(_get_request(0), placed.body["order_id"])
+    assert (polled.status, polled.body["status"]) == (202, "ACCEPTED"), polled.body
+
+
+async def test_get_of_an_order_whose_command_failed_for_good_is_404() -> None:
+    api, _ = _post_api("fails")
+    placed = await api.create(_Request(order_body()))
+    polled = await api.get(_get_request(0), placed.body["order_id"])
+    assert polled.status == 404, polled.body

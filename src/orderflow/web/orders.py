@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +117,51 @@ class LongPolls:
             del self.held[peer]
 
 
+class Placements:
+    """Orders this worker answered for before they were stored, so that a GET never says 404.
+
+    ``unconfirmed``: the broker had not acknowledged the PlaceOrder when the POST gave up (503),
+    but the producer keeps trying; ``accepted``: it is in Kafka, the order service has not stored
+    it yet (202). Entries are dropped once the order is stored, its send failed for good, or after
+    ``keep_s`` (a partition that moved away leaves its entries to expire).
+    """
+
+    def __init__(self, keep_s: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.keep_s = keep_s
+        self.clock = clock
+        self._states: dict[str, tuple[str, float]] = {}
+
+    def unconfirmed(self, order_id: str, delivery: asyncio.Future[Any]) -> None:
+        self._set(order_id, "unconfirmed")
+
+        def resolved(future: asyncio.Future[Any]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                self.forget(order_id)  # never reached Kafka: a 404 is the truth now
+            elif order_id in self._states:
+                self._set(order_id, "accepted")
+
+        delivery.add_done_callback(resolved)
+
+    def accepted(self, order_id: str) -> None:
+        self._set(order_id, "accepted")
+
+    def state(self, order_id: str) -> str | None:
+        entry = self._states.get(order_id)
+        if entry is None or self.clock() - entry[1] > self.keep_s:
+            self._states.pop(order_id, None)
+            return None
+        return entry[0]
+
+    def forget(self, order_id: str) -> None:
+        self._states.pop(order_id, None)
+
+    def _set(self, order_id: str, state: str) -> None:
+        now = self.clock()
+        if len(self._states) > 10_000:  # bound the memory: drop the expired ones
+            self._states = {k: v for k, v in self._states.items() if now - v[1] <= self.keep_s}
+        self._states[order_id] = (state, now)
+
+
 _TOO_MANY_LONG_POLLS = ApiResponse(
     429,
     {"error": "too_many_long_polls",
@@ -144,6 +190,7 @@ class OrderApi:
         self.long_polls = long_polls or LongPolls(
             Settings.max_long_polls, Settings.max_long_polls_per_client
         )
+        self.placements = Placements()
 
     async def create(self, request: Any) -> ApiResponse:
         body, refused = await self._read_body(request)
@@ -201,6 +248,7 @@ class OrderApi:
                                     "Idempotency-Key")  # fmt: skip
             if existing is None:
                 # Without a key a retry would be a second order (and charge): say it was taken.
+                self.placements.accepted(order_id)
                 body = {"order_id": order_id, "status": "ACCEPTED",
                         "message": "accepted; not stored yet: GET the Location to follow it"}  # fmt: skip
                 return ApiResponse(202, body, {"Location": f"/orders/{order_id}"})
@@ -217,6 +265,7 @@ class OrderApi:
         """Send the PlaceOrder command and wait for the broker's ack (acks=all), within the
         POST wait: no 2xx may be given for an order that could still be lost with this process.
         """
+        delivery: asyncio.Future[Any] | None = None
         try:
             async with asyncio.timeout(self.post_wait_s):
                 delivery = await self.commands.send(key=order_id.encode(), value=command)
@@ -226,6 +275,9 @@ class OrderApi:
             return True
         except Exception as exc:  # KafkaError, a timeout: not known to be durable either way
             log.warning("PlaceOrder for %s not confirmed by the broker: %r", order_id, exc)
+            # A send cancelled before it returned its future never reached the producer.
+            if delivery is not None and not delivery.done():
+                self.placements.unconfirmed(order_id, delivery)
             return False
 
     async def get(self, request: Any, order_id: str) -> ApiResponse:
@@ -282,8 +334,22 @@ class OrderApi:
             # (a 404 here would make a client place an existing order again).
             return _unavailable("the order's partition moved during the wait; retry")
         if order is None:
-            return ApiResponse(404, {"error": "not_found", "order_id": order_id})
+            return self._not_stored(order_id)
+        self.placements.forget(order_id)
         return ApiResponse(200, order_to_public(order))
+
+    def _not_stored(self, order_id: str) -> ApiResponse:
+        """404, unless this worker answered a POST for the order that may still be stored."""
+        state = self.placements.state(order_id)
+        if state == "unconfirmed":
+            body = {"error": "unavailable", "order_id": order_id,
+                    "message": "the order is not confirmed yet; ask again"}  # fmt: skip
+            return ApiResponse(503, body, {"Retry-After": "1"})
+        if state == "accepted":
+            body = {"order_id": order_id, "status": "ACCEPTED",
+                    "message": "accepted; not stored yet: ask again"}  # fmt: skip
+            return ApiResponse(202, body, {"Location": f"/orders/{order_id}", "Retry-After": "1"})
+        return ApiResponse(404, {"error": "not_found", "order_id": order_id})
 
     async def _forward(
         self, owner: Any, request: Any, body_bytes: bytes | None, extra: float = 0.0
