@@ -493,9 +493,12 @@ async def test_forwarded_long_polls_cannot_take_the_connections_of_forwarded_pos
     from aiohttp import web
 
     release = asyncio.Event()
+    held = 0
 
     async def owner(request: web.Request) -> web.Response:
+        nonlocal held
         if request.method == "GET":  # a long-poll: holds its connection
+            held += 1
             await release.wait()
             return web.json_response({}, status=404)
         return web.json_response({}, status=201)
@@ -508,7 +511,10 @@ async def test_forwarded_long_polls_cannot_take_the_connections_of_forwarded_pos
             request = _get_request(30, f"10.2.0.{i}")
             polls.append(asyncio.ensure_future(
                 routing.forward(where, request, None, timeout=60, long_poll=True)))  # fmt: skip
-        await asyncio.sleep(0.2)  # the polls take their connections
+        deadline = asyncio.get_running_loop().time() + 30
+        while held < 120:  # every poll holds its connection at the owner
+            assert asyncio.get_running_loop().time() < deadline, f"only {held} polls arrived"
+            await asyncio.sleep(0.01)
         post = _Request(order_body(), {"Idempotency-Key": "k-beside-polls"})
         status, *_ = await routing.forward(where, post, orjson.dumps(order_body()), timeout=5)
         assert status == 201
