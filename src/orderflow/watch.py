@@ -26,6 +26,10 @@ class OrderWatch:
         for event in self._waiters.pop(order_id, ()):
             event.set()
 
+    def waiting(self, order_id: str) -> int:
+        """How many requests wait on this order right now."""
+        return len(self._waiters.get(order_id, ()))
+
     def notify_all(self) -> None:
         """Wake every waiter: partitions moved, so each must check it still owns its order."""
         waiters, self._waiters = self._waiters, defaultdict(set)

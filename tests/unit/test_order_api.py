@@ -315,13 +315,23 @@ def _get_api(
                     long_polls=LongPolls(max_total, max_per_peer))  # fmt: skip
 
 
+async def _until_waiting(watch: OrderWatch, order_id: str) -> None:
+    """Until a request waits on the order (polled with a deadline)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while not watch.waiting(order_id):
+        assert loop.time() < deadline, "the long-poll never started waiting"
+        await asyncio.sleep(0.005)
+
+
 async def test_long_poll_spanning_a_partition_move_answers_503_not_404() -> None:
-    table, routing = _Table(), _LocalRouting()
+    table, routing, watch = _Table(), _LocalRouting(), OrderWatch()
     order = pending_order(order_id="ord_" + "1" * 32)
     table.rows[order.order_id] = order
-    api = _get_api(table, routing)
+    api = _get_api(table, routing, watch)
+    # Nobody wakes it (the watch is not told): it finds the move when its own wait ends.
     poll = asyncio.ensure_future(api.get(_get_request(0.3), order.order_id))
-    await asyncio.sleep(0.05)
+    await _until_waiting(watch, order.order_id)
     routing.moved = True  # the partition is revoked: the local store no longer has the order
     del table.rows[order.order_id]
     response = await poll
@@ -334,7 +344,7 @@ async def test_long_poll_is_woken_by_a_partition_move() -> None:
     table.rows[order.order_id] = order
     api = _get_api(table, routing, watch)
     poll = asyncio.ensure_future(api.get(_get_request(30), order.order_id))
-    await asyncio.sleep(0.05)
+    await _until_waiting(watch, order.order_id)
     routing.moved = True
     watch.notify_all()
     response = await asyncio.wait_for(poll, timeout=5)  # not the 30 s of the wait
