@@ -6,12 +6,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from orderflow.app import FencedApp, build
 from orderflow.config import Settings
 
 
 def test_the_fence_learns_of_a_revocation_before_faust_revokes_tables_and_flushes(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Faust revokes the tables and flushes the producer before its on_partitions_revoked signal:
     # fenced only in the signal, in-flight work could still write during that window.
@@ -33,7 +35,7 @@ def test_the_fence_learns_of_a_revocation_before_faust_revokes_tables_and_flushe
     async def crash(exc: BaseException) -> None:
         assert isinstance(exc, Stop)
 
-    app.tables.on_partitions_revoked = tables_revoked
-    app.crash = crash
+    monkeypatch.setattr(app.tables, "on_partitions_revoked", tables_revoked)
+    monkeypatch.setattr(app, "crash", crash)
     asyncio.run(app._on_partitions_revoked(set()))
     assert seen == [True]
