@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -95,6 +96,19 @@ class GatewayHolder:
             await self._sandbox.stop()
 
 
+class FencedApp(faust.App):
+    """Faust's app, whose fence learns of a revocation before Faust acts on it."""
+
+    fence: Fence | None = None
+
+    async def _on_partitions_revoked(self, revoked: set[Any]) -> None:
+        # Faust revokes the tables and flushes the producer before it sends the
+        # on_partitions_revoked signal: in-flight work must stop writing before all of that.
+        if self.fence is not None and not self.should_stop:
+            self.fence.revoked()
+        await super()._on_partitions_revoked(revoked)
+
+
 @dataclass
 class Orderflow:
     """Everything a worker runs, built once; tests and CLI commands reach the parts here."""
@@ -127,7 +141,7 @@ def _topic(app: Any, settings: Settings, *names: str) -> Any:
 def build(settings: Settings) -> Orderflow:
     """Create the Faust app with its topics, tables, agents, timers and views."""
     store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
-    app = faust.App(
+    app = FencedApp(
         APP_ID,
         env={},  # Faust's own unprefixed variables (WEB_PORT, BROKER_URL...) must not win
         broker=[f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(",")],
@@ -169,11 +183,12 @@ def build(settings: Settings) -> Orderflow:
     watch = OrderWatch()
     dead_letters = DeadLetters(topics[DEAD_LETTERS])
     gateway = GatewayHolder(settings)
-    unknown = UnknownPayments()
+    unknown = UnknownPayments(partitions=settings.partitions)
     in_flight = InFlight()
     # Frozen longer than the broker allows between heartbeats: the partitions are gone.
     heartbeat_s = max(0.5, settings.session_timeout_s / 10)
     fence = Fence(freeze_after=max(1.0, settings.session_timeout_s - heartbeat_s))
+    app.fence = fence
     orders.before_write = payments.before_write = fence.check
 
     # What the agents send is awaited per batch (run_batch) before its offsets can be committed.
@@ -184,22 +199,32 @@ def build(settings: Settings) -> Orderflow:
         await outputs[topic].send(key=key, value=value)
 
     routing = OwnerLookup(app, OrderTable.NAME, settings.max_long_polls)
-    stalled = StalledOrders(settings.stall_after_s)
+    stalled = StalledOrders(settings.stall_after_s, partitions=settings.partitions)
     order_service = OrderService(orders, FencedSender(outputs[ORDER_CREATED], fence),
                                  dead_letters, watch, stalled)  # fmt: skip
 
     payment_service = PaymentService(payments, gateway.get, publish, dead_letters, unknown)
-    payment_service.run_event = fence.run  # a revocation fences each event's writes
+    payment_service.run_event = fence.run  # a revocation fences the batch's writes
 
     async def fenced_order_handle(event: Any) -> None:
-        # No redo: nothing awaits between a handler's binding and its writes here, so only a
-        # freeze (the zombie) refuses them, and then the new owner has the event.
-        await fence.run(event.message.partition, partial(order_service.handle, event), redo=False)
+        # Redone like a payment when refused: the batch is acked at its end, so an event dropped
+        # after a freeze that no revocation followed would be lost.
+        message = event.message
+        await fence.run(message.partition, partial(order_service.handle, event), message.key)
 
-    def still_assigned(event: Any) -> bool:
+    def start_batch(events: Any) -> tuple[list[Any], Callable[[Any], bool]]:
+        """Bind the batch to the fence; its live events and its delivery ``keep`` predicate."""
+        fence.bind()
         # Events buffered before a rebalance took their partition away belong to the new owner
-        # now: handling them here too would make two writers of one order.
-        return event.message.tp in app.consumer.assignment()
+        # now: handling them here too would make two writers of one order. Read once per batch.
+        assigned = app.consumer.assignment()
+
+        def still_assigned(event: Any) -> bool:
+            # A failed record is sent again only if the fence agrees (a resumed zombie's
+            # consumer still lists partitions that another worker has written since).
+            return event.message.tp in assigned and fence.keeps(event.message.partition)
+
+        return [e for e in events if e.message.tp in assigned], still_assigned
 
     @app.agent(_topic(app, settings, ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED),
                name="order-service")  # fmt: skip
@@ -207,7 +232,7 @@ def build(settings: Settings) -> Orderflow:
         # Batches, handled one event after the other: one delivery wait per batch, not per event.
         async for events in stream.take_events(settings.payment_batch_size, within=0.002):
             await fence.wait_ready()
-            live = [e for e in events if still_assigned(e)]
+            live, still_assigned = start_batch(events)
             with in_flight.handling("order-service", live):
                 await run_batch(live, sequentially(fenced_order_handle), still_assigned)
 
@@ -216,7 +241,7 @@ def build(settings: Settings) -> Orderflow:
         # Batches let one partition's gateway calls overlap; acks follow the whole batch.
         async for events in stream.take_events(settings.payment_batch_size, within=0.005):
             await fence.wait_ready()
-            live = [e for e in events if still_assigned(e)]
+            live, still_assigned = start_batch(events)
             with in_flight.handling("payment-service", live):
                 await run_batch(live, payment_service.handle_batch, still_assigned)
 
@@ -258,14 +283,14 @@ def build(settings: Settings) -> Orderflow:
                  if tp.topic == changelog_topic(OrderTable.NAME)}  # fmt: skip
         rescan_all = fence.freezes != freezes_seen[0]
         freezes_seen[0] = fence.freezes
-        unknown.scan.assigned(owned, rescan_all=rescan_all)
-        stalled.scan.assigned(owned, rescan_all=rescan_all)
+        unknown.assigned(owned, rescan_all=rescan_all)
+        stalled.assigned(owned, rescan_all=rescan_all)
         fence.settled(owned)
         routing.mark_settled()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def stop_serving_moved_keys(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        fence.revoked()  # first: in-flight work of the revoked partitions writes nothing more
+        # (the fence learnt of the revocation first: FencedApp)
         routing.mark_moving()
         watch.notify_all()  # waiting GETs re-check that they still own their order
 
@@ -280,7 +305,8 @@ def build(settings: Settings) -> Orderflow:
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_gateway(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        fence.stop()
+        # Sent before the app's children (LocalStateGuard) stop: no redo may write after its check.
+        await fence.shutdown()
         await gateway.close()
         await routing.close()
 

@@ -4,7 +4,9 @@ Revocation does not wait for in-flight work (``stream_wait_empty=False``: a slow
 not stall a rebalance), so a batch can still be awaiting the gateway when its partition moves. If
 it then wrote PaymentDB or published, its writes would land after the new owner's: two writers of
 one order. Every write of a handler therefore checks, right before it happens, that no revocation
-happened since the handler started (the *epoch* it was bound to).
+happened since its batch started (the *epoch* the agent bound the batch to: binding each event
+instead would let the events after a revocation write under the new epoch), and that no
+rebalance is in progress.
 
 The zombie is the sharper case: a process frozen (SIGSTOP, a VM pause) longer than the session
 timeout has been thrown out of the group, but when it resumes nothing has told it yet; its
@@ -163,88 +165,137 @@ class Fence:
             await asyncio.sleep(poll)
 
     def bind(self) -> None:
-        """Tie the writes of this task (and of tasks it starts) to the current epoch."""
+        """Tie the writes of this task (and of tasks it starts) to the current epoch.
+
+        The agents bind once per batch, before they filter it by assignment.
+        """
         self._bound.set((self.epoch, self.freezes))
 
     def check(self) -> None:
         """Raise ``Fenced`` unless this task's epoch is still current; call before each write.
 
-        Writes not bound to an epoch (timers, the web views) are not fenced: they are not tied to
-        one partition's work and are idempotent for the owner.
+        Refused too while a rebalance is in progress: another worker may already be recovering
+        the partition (the redo writes once this one has settled with it). Writes not bound to an
+        epoch (timers, the web views) are not fenced: they are not tied to one partition's work
+        and are idempotent for the owner.
         """
         bound = self._bound.get()
         if bound is None:
             return
         frozen = self._is_frozen()
-        if frozen or bound != (self.epoch, self.freezes):
+        if frozen or self.rebalancing or bound != (self.epoch, self.freezes):
             self.refused += 1
             raise Fenced(f"bound to epoch {bound[0]}/freeze {bound[1]}, now {self.epoch}/"
-                         f"{self.freezes}, frozen={frozen}")  # fmt: skip
+                         f"{self.freezes}, frozen={frozen}, rebalancing={self.rebalancing}")  # fmt: skip
+
+    def keeps(self, partition: int) -> bool:
+        """Whether this task may send a failed record of ``partition`` again (``settle``'s keep).
+
+        The consumer's assignment is not enough: a process resuming from a freeze still lists
+        partitions that another worker has written since. Not while rebalancing or frozen.
+        """
+        bound = self._bound.get()
+        if bound is None:
+            return True
+        if self.rebalancing or self._is_frozen():
+            return False
+        return self._kept(partition, bound)
+
+    def _kept(self, partition: int, bound: tuple[int, int]) -> bool:
+        # Here now, and no other worker can have had it since ``bound``: either no freeze, or a
+        # freeze that no revocation followed (the broker had not thrown us out).
+        return partition in self.owned and (bound[1] == self.freezes or bound[0] == self.epoch)
 
     async def run(
         self,
         partition: int,
         handle: Callable[[], Awaitable[None]],
         key: bytes | None = None,
-        *,
-        redo: bool = True,
     ) -> bool:
-        """Run ``handle`` bound to the current epoch; False when its writes were refused.
+        """Run ``handle`` under the task's binding (the agent binds each batch); False when its
+        writes were refused or it was left to run later.
 
-        With ``redo``, a refused handler runs again in the background once the rebalance has
-        settled, if ``partition`` stayed here. In the background: holding the agent until the
-        rebalance completes would hold Faust's stream machinery, which its table recovery (hence
-        the rebalance) needs: a deadlock, seen in the zombie test. While an order's (``key``)
-        handler waits to run again, its other events are left to it (two handlers of one order at
-        once would both write): the redo decides from the table, and the reconciler asks again.
+        A refused handler runs again in the background once the rebalance has settled, if
+        ``partition`` stayed here. In the background: holding the agent until the rebalance
+        completes would hold Faust's stream machinery, which its table recovery (hence the
+        rebalance) needs: a deadlock, seen in the zombie test. While an order's (``key``) handler
+        waits to run again, its later events run after it, in the background too (two handlers
+        of one order at once would both write; dropping them could drop the only copy of an
+        event fetched again after the partition came back).
         """
-        if key is not None and key in self._redo_by_key:
-            log.info("order %r: its refused handler runs again soon; this event is left to it", key)
-            return False
-        self.bind()
         bound = self._bound.get()
+        if bound is None:  # not bound by an agent's batch
+            self.bind()
+            bound = (self.epoch, self.freezes)
+        pending = self._redo_by_key.get(key) if key is not None else None
+        if pending is not None:
+            log.info("order %r: its refused handler runs again soon; this event runs after it", key)
+            self._later(partition, handle, bound, key, "queued behind its order's redo", pending)
+            return False
         try:
             await handle()
             return True
         except Fenced as exc:
-            if not redo or bound is None:
-                log.info("in-flight work left to its owner (%s)", exc)
-                return False
-            task = asyncio.ensure_future(self._redo(partition, handle, bound, exc))
-            self.redoing.add(task)
-            task.add_done_callback(self.redoing.discard)
-            if key is not None:
-                self._redo_by_key[key] = task
-                task.add_done_callback(lambda _: self._redo_by_key.pop(key, None))
+            self._later(partition, handle, bound, key, str(exc), None)
             return False
+
+    def _later(
+        self,
+        partition: int,
+        handle: Callable[[], Awaitable[None]],
+        bound: tuple[int, int],
+        key: bytes | None,
+        reason: str,
+        after: asyncio.Future[None] | None,
+    ) -> None:
+        task = asyncio.ensure_future(self._redo(partition, handle, bound, reason, after))
+        self.redoing.add(task)
+        task.add_done_callback(self.redoing.discard)
+        if key is not None:
+            self._redo_by_key[key] = task
+
+            def forget(done: asyncio.Future[None]) -> None:
+                if self._redo_by_key.get(key) is done:  # not a later event queued behind it
+                    del self._redo_by_key[key]
+
+            task.add_done_callback(forget)
 
     async def _redo(
         self,
         partition: int,
         handle: Callable[[], Awaitable[None]],
         bound: tuple[int, int],
-        exc: Fenced,
+        reason: str,
+        after: asyncio.Future[None] | None,
     ) -> None:
+        if after is not None:
+            await asyncio.wait([after])  # the order's earlier event first; its outcome is its own
         while True:
             # Polled: a rebalance settles in a Faust signal handler, a freeze ends by itself.
             while self.rebalancing or self._is_frozen():  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
-            # Stayed here, and no other worker can have had it meanwhile: either no freeze, or
-            # a freeze that no revocation followed (the broker had not thrown us out).
-            kept = partition in self.owned and (bound[1] == self.freezes or bound[0] == self.epoch)
-            if not kept:
+            if not self._kept(partition, bound):
                 log.info("partition %d moved: in-flight work left to its owner (%s)",
-                         partition, exc)  # fmt: skip
+                         partition, reason)  # fmt: skip
                 return
-            log.info("partition %d stayed here: handling its event again (%s)", partition, exc)
+            log.info("partition %d stayed here: handling its event again (%s)", partition, reason)
             self.bind()
             bound = (self.epoch, self.freezes)
             try:
                 # Its batch was acked long ago: wait here for what it produces to be delivered.
-                await run_delivered(handle, lambda p: p is None or p in self.owned)
+                await run_delivered(handle, lambda p: p is None or self.keeps(p))
                 return
             except Fenced as again:
-                exc = again
+                reason = str(again)
+
+    async def shutdown(self) -> None:
+        """Stop the ticker and cancel pending redos (before the local-state guard's last check:
+        a redo writing after it would leave a local write that the changelog lacks)."""
+        self.stop()
+        redos = list(self.redoing)
+        for task in redos:
+            task.cancel()
+        await asyncio.gather(*redos, return_exceptions=True)
 
 
 class FencedSender:

@@ -195,3 +195,24 @@ def test_a_rescan_keeps_pending_reconcile_requests() -> None:
 
 async def _no_gateway() -> Any:
     raise AssertionError("no gateway call here")
+
+
+def test_indexes_forget_the_partitions_that_moved_away() -> None:
+    # Finding 4: a worker that once held an UNKNOWN payment (or a PENDING order) must stop
+    # publishing for it once its partition moved, and the index must not grow without bound.
+    from orderflow.tables.scan import order_partition
+
+    ids = [f"o-{i}" for i in range(40)]
+    unknown = UnknownPayments(request_timeout=30, partitions=4)
+    stalled = StalledOrders(stall_after=10, partitions=4)
+    for order_id in ids:
+        unknown.track(PaymentRecord(order_id, "k", 100, "EUR", PaymentStatus.UNKNOWN,
+                                    next_attempt_at=T0))  # fmt: skip
+        stalled.track(_order(order_id), T0)
+    unknown.assigned({0, 1})
+    stalled.assigned({0, 1})
+    kept = {o for o in ids if order_partition(o, 4) in {0, 1}}
+    assert 0 < len(kept) < len(ids)
+    assert set(unknown.due_at) == kept
+    assert set(unknown.take_due(T0 + 1)) == kept
+    assert set(stalled.due_at) == kept

@@ -14,7 +14,7 @@ from orderflow.domain.events import PaymentCompleted, PaymentFailed, PlaceOrder,
 from orderflow.domain.order import Order, PlacementKind, apply_payment, place_order
 from orderflow.records import decode_event, encode_event
 from orderflow.tables import OrderTable
-from orderflow.tables.scan import PartitionScan
+from orderflow.tables.scan import PartitionScan, order_partition
 from orderflow.topics import ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED
 from orderflow.watch import OrderWatch
 
@@ -41,7 +41,10 @@ class StalledOrders:
     is kept, so rescans (rebalances) never push a stalled order's nudge back.
     """
 
-    def __init__(self, stall_after: float, cap: float = 300.0) -> None:
+    def __init__(
+        self, stall_after: float, cap: float = 300.0, partitions: int | None = None
+    ) -> None:
+        self.partitions = partitions  # None: never forgets (a single worker owning everything)
         self.stall_after = stall_after
         self.cap = cap
         self.due_at: dict[str, float] = {}
@@ -55,6 +58,15 @@ class StalledOrders:
         else:
             since = _stored_time(order.updated_at, now)
             self.due_at.setdefault(order.order_id, min(now, since) + self.stall_after)
+
+    def assigned(self, owned: set[int], *, rescan_all: bool = False) -> None:
+        """A new assignment: read the new partitions, forget the ones that moved away."""
+        self.scan.assigned(owned, rescan_all=rescan_all)
+        if self.partitions is not None:
+            for order_id in [o for o in self.due_at if order_partition(o, self.partitions)
+                             not in owned]:  # fmt: skip
+                del self.due_at[order_id]
+                self.nudges.pop(order_id, None)
 
     def take_due(self, now: float) -> list[str]:
         """Orders due for a nudge; each is rescheduled with a doubling, capped delay."""

@@ -41,7 +41,7 @@ from orderflow.gateway.base import (
 )
 from orderflow.records import decode_event, decode_json, encode_event
 from orderflow.tables import PaymentTable, bind_event
-from orderflow.tables.scan import PartitionScan
+from orderflow.tables.scan import PartitionScan, order_partition
 from orderflow.topics import ORDER_CREATED, PAYMENT_RECONCILE
 
 __all__ = ["PaymentService", "UnknownPayments"]
@@ -58,7 +58,8 @@ class UnknownPayments:
     which publishes ``order.created`` again.
     """
 
-    def __init__(self, request_timeout: float = 30.0) -> None:
+    def __init__(self, request_timeout: float = 30.0, partitions: int | None = None) -> None:
+        self.partitions = partitions  # None: never forgets (a single worker owning everything)
         self.due_at: dict[str, float] = {}
         # order id -> when its reconcile request was sent; asked again if nothing came of it
         # (the request went to a partition that moved, or its handling failed).
@@ -80,6 +81,16 @@ class UnknownPayments:
         else:
             self.due_at.pop(record.order_id, None)
             self.requested.pop(record.order_id, None)
+
+    def assigned(self, owned: set[int], *, rescan_all: bool = False) -> None:
+        """A new assignment: read the new partitions, forget the ones that moved away (their
+        owner reconciles them; kept here, they would be requested forever)."""
+        self.scan.assigned(owned, rescan_all=rescan_all)
+        if self.partitions is not None:
+            for order_id in [o for o in self.due_at if order_partition(o, self.partitions)
+                             not in owned]:  # fmt: skip
+                del self.due_at[order_id]
+                self.requested.pop(order_id, None)
 
     def take_due(self, now: float) -> list[str]:
         stale = now - self.request_timeout

@@ -13,9 +13,17 @@ import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["PartitionScan", "partition_rows"]
+from aiokafka.partitioner import murmur2
+
+__all__ = ["PartitionScan", "order_partition", "partition_rows"]
 
 T = TypeVar("T")
+
+
+def order_partition(order_id: str, partitions: int) -> int:
+    """The partition of an order: every producer keys by order id with the default (murmur2)
+    partitioner, and table rows live on the partition of the event that wrote them."""
+    return int(murmur2(order_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 def partition_rows(table: Any, partition: int) -> Iterable[tuple[bytes, bytes]]:
