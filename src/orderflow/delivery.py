@@ -150,10 +150,14 @@ def _track(record: _Record) -> None:
 class DeliveringTable(faust.Table[Any, Any]):
     """A Faust table whose changelog writes are awaited by the batch that made them."""
 
+    #: The delivery of the last changelog record sent (``JsonTable.put_durable`` awaits it).
+    last_changelog: Any = None
+
     def send_changelog(self, partition: int | None, key: Any, value: Any,
                        key_serializer: Any = None, value_serializer: Any = None) -> Any:  # fmt: skip
         future = super().send_changelog(partition, key, value, key_serializer, value_serializer)
         CHANGELOG.sent(self.name, key, future)
+        self.last_changelog = future
         final_partition = future.message.partition
         event = current_event()
 
