@@ -13,6 +13,12 @@ batch's tasks share. ``settle`` awaits them all, once per batch, and sends faile
 one; an output record as it was: its consumers are idempotent) until they are delivered. Only
 then does the agent take the next batch, so the batch's offsets are acked (and committed) after
 its records are in Kafka. While the broker is away the agent waits here: ``/health`` shows it.
+
+A record the broker refuses for good (too large, not authorized, invalid topic: the dead-letter
+sender's ``is_retriable``) is given up, not retried: no retry can succeed, and waiting on it would
+stall every partition of the agent for ever. It is logged with its coordinates and sizes (never its
+bytes) and counted in ``UNDELIVERABLE`` (``/health``); a changelog key given up stays failed in
+the ledger, so no clean-stop marker is written and the next start rebuilds from the changelog.
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ from typing import Any
 import faust
 from faust.streams import current_event
 
+from orderflow.agents.dead_letters import is_retriable
 from orderflow.tables.stream_context import bind_event
 
 __all__ = [
     "CHANGELOG",
+    "UNDELIVERABLE",
     "ChangelogLedger",
     "Deliveries",
     "DeliveringTable",
@@ -52,6 +60,37 @@ class _Record:
     future: Awaitable[Any]
     partition: int | None
     resend: Callable[[], Awaitable[None]]
+    where: str = "?"  # coordinates and sizes for the logs (never the bytes: payment tokens)
+
+
+class _Undeliverable:
+    """Records given up in this process because the broker refuses them for good."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+#: This process's count of given-up records (``/health``: ``undeliverable_records``).
+UNDELIVERABLE = _Undeliverable()
+
+
+def _failed(exc: BaseException) -> asyncio.Future[Any]:
+    """A delivery that already failed: a resend that raised is a record still to deliver."""
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
+
+
+def _size(data: Any) -> int:
+    return len(data) if isinstance(data, bytes | str) else 0
+
+
+def _source() -> str:
+    event = current_event()
+    if event is None:
+        return "no event"
+    message = event.message
+    return f"{message.topic}[{message.partition}]@{message.offset}"
 
 
 @dataclass
@@ -60,6 +99,7 @@ class Deliveries:
 
     pending: list[_Record] = field(default_factory=list)
     failures: int = 0  # records that had to be sent again (for logs and tests)
+    undeliverable: int = 0  # records given up: the broker refuses them for good
 
     def add(self, record: _Record) -> None:
         self.pending.append(record)
@@ -77,13 +117,22 @@ class Deliveries:
         while self.pending:
             pending, self.pending = self.pending, []
             results = await asyncio.gather(*(r.future for r in pending), return_exceptions=True)
-            failed = [r for r, res in zip(pending, results, strict=True)
+            failed = [(r, res) for r, res in zip(pending, results, strict=True)
                       if isinstance(res, BaseException)]  # fmt: skip
             if not failed:
                 return
-            errors = {repr(res) for res in results if isinstance(res, BaseException)}
-            retry = [r for r in failed if keep(r.partition)]
+            errors = {repr(res) for _, res in failed}
             self.failures += len(failed)
+            retry = []
+            kept: dict[int | None, bool] = {}  # one ownership check per partition, not per record
+            for record, exc in failed:
+                if not is_retriable(exc):
+                    self._give_up(record, exc)
+                    continue
+                if record.partition not in kept:
+                    kept[record.partition] = keep(record.partition)
+                if kept[record.partition]:
+                    retry.append(record)
             log.error("%d record(s) not delivered (%s); sending %d again in %.1fs", len(failed),
                       ", ".join(sorted(errors)[:3]), len(retry), delay)  # fmt: skip
             if not retry:
@@ -93,9 +142,19 @@ class Deliveries:
             token = _current.set(self)  # the new sends are awaited in the next round
             try:
                 for record in retry:
-                    await record.resend()
+                    try:
+                        await record.resend()
+                    except Exception as exc:
+                        # Still a failed record: the next round classifies it (retry or give up).
+                        self.add(_Record(_failed(exc), record.partition, record.resend,
+                                         record.where))  # fmt: skip
             finally:
                 _current.reset(token)
+
+    def _give_up(self, record: _Record, exc: BaseException) -> None:
+        self.undeliverable += 1
+        UNDELIVERABLE.count += 1
+        log.error("record given up, the broker refuses it for good (%r): %s", exc, record.where)
 
 
 class ChangelogLedger:
@@ -150,10 +209,14 @@ def _track(record: _Record) -> None:
 class DeliveringTable(faust.Table[Any, Any]):
     """A Faust table whose changelog writes are awaited by the batch that made them."""
 
+    #: The delivery of the last changelog record sent (``JsonTable.put_durable`` awaits it).
+    last_changelog: Any = None
+
     def send_changelog(self, partition: int | None, key: Any, value: Any,
                        key_serializer: Any = None, value_serializer: Any = None) -> Any:  # fmt: skip
         future = super().send_changelog(partition, key, value, key_serializer, value_serializer)
         CHANGELOG.sent(self.name, key, future)
+        self.last_changelog = future
         final_partition = future.message.partition
         event = current_event()
 
@@ -166,7 +229,9 @@ class DeliveringTable(faust.Table[Any, Any]):
                 self.send_changelog(final_partition, key, current, key_serializer,
                                     value_serializer)  # fmt: skip
 
-        _track(_Record(future, final_partition, resend))
+        where = (f"changelog {self.name}[{final_partition}] of {_source()}, key {_size(key)} "
+                 f"bytes, value {_size(value)} bytes")  # fmt: skip
+        _track(_Record(future, final_partition, resend, where))
         return future
 
 
@@ -184,7 +249,10 @@ class DeliveringTopic:
         async def resend() -> None:
             await self.send(key=key, value=value, headers=headers)
 
-        _track(_Record(future, partition, resend))
+        topic = ",".join(getattr(self.topic, "topics", None) or ("?",))
+        where = (f"{topic} for {_source()}, key {_size(key)} bytes, value {_size(value)} bytes, "
+                 f"headers {len(headers or ())}")  # fmt: skip
+        _track(_Record(future, partition, resend, where))
         return future
 
     def __getattr__(self, name: str) -> Any:

@@ -206,3 +206,23 @@ def test_an_inconsistent_record_keeps_its_problem_and_no_outcome() -> None:
     record = payment_record(status=PaymentStatus.UNKNOWN).inconsistent("amount 1", NOW)
     assert record.status is PaymentStatus.INCONSISTENT
     assert record.problem == "amount 1" and record.charge_id is None and record.decline is None
+
+
+def test_an_unknown_payment_that_stays_unknown_doubles_its_delay_up_to_the_cap() -> None:
+    # A failed lookup is no charge attempt (attempts stays), but each one must wait longer:
+    # during a gateway outage every UNKNOWN payment would otherwise be asked about every ~2 s.
+    record = payment_record(attempts=1).unknown(NOW)
+    delays = []
+    now = NOW
+    for _ in range(8):
+        now = record.next_attempt_at
+        record = record.unknown(now)
+        delays.append(record.next_attempt_at - now)
+    assert delays == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+    assert record.attempts == 1
+
+
+def test_a_new_charge_attempt_after_unknown_backs_off_by_attempts_again() -> None:
+    record = payment_record(attempts=1).unknown(NOW).unknown(NOW + 1).unknown(NOW + 3)
+    attempted = record.attempt(NOW + 7).unknown(NOW + 7)
+    assert attempted.next_attempt_at - (NOW + 7) == next_reconcile_delay(2)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 
+from orderflow.agents.dead_letters import DeadLetters
 from orderflow.agents.payments import PaymentService, UnknownPayments
 from orderflow.domain.errors import ChargeMismatchError
 from orderflow.domain.events import OrderCreated
@@ -24,6 +28,7 @@ from orderflow.gateway.base import (
     PermanentGatewayError,
     TransientGatewayError,
 )
+from orderflow.records import encode_event
 
 
 class FakeGateway:
@@ -58,6 +63,9 @@ class FakeTable:
 
     def put(self, record: PaymentRecord) -> None:
         self.rows[record.order_id] = record
+
+    async def put_durable(self, record: PaymentRecord) -> None:
+        self.put(record)
 
     def values(self) -> list[PaymentRecord]:
         return list(self.rows.values())
@@ -225,4 +233,105 @@ async def test_order_created_again_for_a_payment_left_attempting_looks_it_up_bef
         PaymentStatus.COMPLETED,
         "ch_1",
     )
+    assert [topic for topic, _ in published] == ["payment.completed"]
+
+
+async def test_each_failed_lookup_waits_longer_up_to_the_cap_and_counts_no_charge_attempt() -> None:
+    gateway = FakeGateway(Approved("ch_new"), TransientGatewayError("lookup timed out"))
+    service, table, _ = _service(gateway)
+    now = [1000.0]
+    service.clock = lambda: now[0]
+    table.put(_record().attempt(1000.0).unknown(1000.0))
+    delays = []
+    for _ in range(7):
+        now[0] = table.rows["o1"].next_attempt_at
+        await service._reconcile(_reconcile_request())
+        delays.append(table.rows["o1"].next_attempt_at - now[0])
+    assert delays == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    assert table.rows["o1"].attempts == 1
+    assert gateway.requests == []
+
+
+class DurableTable(FakeTable):
+    """A table whose changelog deliveries are held (or failed) by the test."""
+
+    def __init__(self, fail: BaseException | None = None, hold: bool = False) -> None:
+        super().__init__()
+        self.fail, self.hold = fail, hold
+        self.deliveries: list[asyncio.Future[None]] = []
+
+    async def put_durable(self, record: PaymentRecord) -> None:
+        self.put(record)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.fail is not None:
+            future.set_exception(self.fail)
+        elif not self.hold:
+            future.set_result(None)
+        self.deliveries.append(future)
+        await future
+
+
+def _durable_service(
+    gateway: FakeGateway, table: DurableTable
+) -> tuple[PaymentService, list[tuple[str, bytes]]]:
+    service, _, published = _service(gateway)
+    service.payments = table  # type: ignore[assignment]
+    return service, published
+
+
+async def _until(condition: Any) -> None:
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never met")
+
+
+async def test_the_gateway_is_called_only_once_the_attempting_record_is_delivered() -> None:
+    # A crash after a charge whose ATTEMPTING record never reached the changelog: the next owner
+    # would see no record and charge without looking up (unsafe once the gateway key expired).
+    gateway = FakeGateway(Approved("ch_1"))
+    table = DurableTable(hold=True)
+    service, _ = _durable_service(gateway, table)
+    records = [dataclasses.replace(_record(), order_id=f"o{i}") for i in range(3)]
+    charges = [asyncio.create_task(service._charge(record)) for record in records]
+    await _until(lambda: len(table.deliveries) == 3)  # one round trip for the batch, not three
+    assert gateway.requests == []
+    assert {r.status for r in table.rows.values()} == {PaymentStatus.ATTEMPTING}
+    for future in table.deliveries:
+        future.set_result(None)
+    await asyncio.gather(*charges)
+    assert len(gateway.requests) == 3
+    assert {r.status for r in table.rows.values()} == {PaymentStatus.COMPLETED}
+
+
+async def test_an_attempting_record_that_is_not_delivered_stops_the_charge() -> None:
+    gateway = FakeGateway(Approved("ch_1"))
+    table = DurableTable(fail=KafkaTimeoutError())
+    service, published = _durable_service(gateway, table)
+    with pytest.raises(KafkaTimeoutError):  # the dead-letter guard handles the event again
+        await service._charge(_record())
+    assert gateway.requests == []
+    assert published == []
+    assert table.rows["o1"].status is PaymentStatus.ATTEMPTING
+
+
+async def test_an_event_whose_attempting_record_failed_is_retried_by_the_guard_and_looked_up() -> (
+    None
+):
+    gateway = FakeGateway(Approved("ch_1"), None)
+    table = DurableTable(fail=KafkaTimeoutError())
+    service, published = _durable_service(gateway, table)
+
+    async def no_sleep(delay: float) -> None:
+        table.fail = None  # the broker is back
+
+    service.dead_letters = DeadLetters(topic=None, sleep=no_sleep)
+    created = OrderCreated("o1", "c-1", "EUR", 500, (), "tok_visa", "2026-01-01T00:00:00Z")
+    event = type("E", (), {"message": type("M", (), {
+        "topic": "order.created", "partition": 0, "offset": 7, "key": b"o1",
+        "value": encode_event(created)})()})()  # fmt: skip
+    await service.handle(event)
+    assert len(gateway.requests) == 1
+    assert table.rows["o1"].status is PaymentStatus.COMPLETED
     assert [topic for topic, _ in published] == ["payment.completed"]

@@ -214,7 +214,12 @@ class PaymentService:
 
     async def _charge(self, record: PaymentRecord) -> None:
         record = record.attempt(self.clock())
-        self.payments.put(record)
+        # ATTEMPTING must be in the changelog before the gateway may charge: otherwise a crash
+        # could leave a charge that the next owner cannot see, and it would charge again without
+        # a lookup. Each order's task waits on its own record, so a batch waits one round trip.
+        # Not delivered: this raises, the gateway is not called, and the dead-letter guard
+        # handles the event again (a retriable send error) or parks it.
+        await self.payments.put_durable(record)
         request = ChargeRequest(record.idempotency_key, record.order_id, record.amount,
                                 record.currency, record.payment_token)  # fmt: skip
         try:

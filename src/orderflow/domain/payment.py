@@ -153,7 +153,13 @@ class PaymentRecord:
         return replace(self, status=PaymentStatus.INCONSISTENT, problem=problem, updated_at=now)
 
     def unknown(self, now: float) -> PaymentRecord:
+        """Ask the gateway again later: after a charge attempt, by the number of attempts; when
+        already UNKNOWN (a lookup failed: no attempt), after twice the previous delay, capped."""
         delay = next_reconcile_delay(self.attempts)
+        if self.status is PaymentStatus.UNKNOWN:
+            # The previous delay is in the record itself: no new field, old records decode.
+            delay = min(max(delay, 2 * (self.next_attempt_at - self.updated_at)),
+                        next_reconcile_delay(64))  # fmt: skip
         return replace(self, status=PaymentStatus.UNKNOWN, updated_at=now,
                        next_attempt_at=now + delay)  # fmt: skip
 

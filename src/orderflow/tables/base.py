@@ -54,6 +54,19 @@ class JsonTable(Generic[T]):
         self.before_write()
         self.table[self._key_of(value).encode()] = self._encode(value)
 
+    async def put_durable(self, value: T) -> None:
+        """Store it and wait until its changelog record is in Kafka (raises if it is not).
+
+        For a write that must survive a crash before the next step (ATTEMPTING before a charge).
+        The batch's settle awaits the same record too and resends the key on failure.
+        """
+        self.table.last_changelog = None
+        self.put(value)
+        # Set synchronously by the write above (DeliveringTable.send_changelog), read at once.
+        sent = self.table.last_changelog
+        if sent is not None:
+            await sent
+
     def decode(self, raw: bytes) -> T:
         return self._decode(raw)
 
