@@ -27,7 +27,7 @@ from orderflow.agents.in_flight import InFlight
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.payments import PaymentService, UnknownPayments
 from orderflow.config import Settings
-from orderflow.delivery import CHANGELOG, DeliveringTopic, run_batch, sequentially
+from orderflow.delivery import CHANGELOG, UNDELIVERABLE, DeliveringTopic, run_batch, sequentially
 from orderflow.fencing import Fence, FencedSender
 from orderflow.gateway.base import PaymentGateway
 from orderflow.health import Liveness
@@ -318,6 +318,7 @@ def build(settings: Settings) -> Orderflow:
         lambda: {
             "dead_letters": dead_letters.count,
             "undeliverable_dead_letters": dead_letters.undeliverable,
+            "undeliverable_records": UNDELIVERABLE.count,
             "inconsistent_payments": payment_service.inconsistent,
         },
         settings.stuck_after_s, settings.recovery_deadline_s,

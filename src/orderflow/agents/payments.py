@@ -143,11 +143,9 @@ class PaymentService:
         for event in events:
             bind_event(event)  # table writes go to this event's partition (see bind_event)
             handle = partial(self.handle, event)
-            if not await self.run_event(event.message.partition, handle, event.message.key):
-                # Refused mid-call (orderflow.fencing): redone if the partition stayed, else the new
-                # owner's. Later events of this order here (a duplicate order.created, a reconcile
-                # request) are left too: the redo or the owner covers them, the reconciler asks again.
-                return
+            # Refused mid-call (orderflow.fencing): redone if the partition stayed, else the new
+            # owner's; the order's later events here queue behind that redo (Fence.run).
+            await self.run_event(event.message.partition, handle, event.message.key)
 
     async def handle(self, event: Any) -> None:
         await self.dead_letters.guard(event, self._handle)

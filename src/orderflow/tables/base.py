@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 # A module import, not a name: orderflow.delivery imports this package (a cycle Python
@@ -73,8 +73,3 @@ class JsonTable(Generic[T]):
     def partition_rows(self, partition: int) -> Iterable[tuple[bytes, bytes]]:
         """The raw rows of one partition held here (see ``orderflow.tables.scan``)."""
         return partition_rows(self.table, partition)
-
-    def values(self) -> Iterator[T]:
-        """Every value held locally (a full scan: for start-up and rebalances only)."""
-        for raw in self.table.values():
-            yield self._decode(raw)
