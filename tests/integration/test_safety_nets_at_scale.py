@@ -137,7 +137,10 @@ def test_worker_answers_while_it_reads_200k_orders_and_nudges_the_stalled_one(
             assert worker.alive, worker.log_tail()
         assert f"order {stalled_id} {_NUDGE}" in worker.log_tail(200_000), "never nudged"
         assert answered_while_reading > 0, "no /health answer while the OrderDB index was read"
-        assert re.search(r"read \d{6,} OrderDB row\(s\), 1 PENDING", worker.log_tail(200_000))
+        # At least ours PENDING (the shared test broker may hold other tests' unfinished orders).
+        assert re.search(
+            r"read \d{6,} OrderDB row\(s\), [1-9]\d* PENDING", worker.log_tail(200_000)
+        )
         assert get_terminal(worker.meta["url"], stalled_id, timeout=60)["status"] == "PAID"
         assert ledger_stats(sandbox.meta["url"])["per_order"][stalled_id] == 1
     finally:
