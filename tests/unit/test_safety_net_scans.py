@@ -216,3 +216,21 @@ def test_indexes_forget_the_partitions_that_moved_away() -> None:
     assert set(unknown.due_at) == kept
     assert set(unknown.take_due(T0 + 1)) == kept
     assert set(stalled.due_at) == kept
+
+
+def test_a_due_order_skipped_while_its_partition_moves_is_nudged_at_the_next_owned_tick() -> None:
+    # Seen with workers joining and leaving every few seconds: each tick that fell inside a
+    # rebalance (owner unknown) spent a doubling of the order's backoff without nudging it, so
+    # the stalled order was pushed out of reach of the watchdog.
+    orders = FakeOrders()
+    orders.add(0, _order("stalled", updated=T0))
+    stalled = StalledOrders(stall_after=10)
+    now = [T0 + 10]
+    service, topic = _service(orders, stalled, now)
+    stalled.scan.assigned({0})
+    for step in range(5):  # five ticks while the partition is moving
+        now[0] = T0 + 10 + step
+        assert asyncio.run(service.nudge_stalled(lambda _: False)) == 0
+    now[0] = T0 + 15  # settled again, ours: nudged at once, not 10 * 2**5 s later
+    assert asyncio.run(service.nudge_stalled(lambda _: True)) == 1
+    assert topic.sent == [b"stalled"]

@@ -68,12 +68,20 @@ class StalledOrders:
                 del self.due_at[order_id]
                 self.nudges.pop(order_id, None)
 
+    def due(self, now: float) -> list[str]:
+        """Orders due for a nudge (``nudged`` reschedules each one actually nudged)."""
+        return [order_id for order_id, at in self.due_at.items() if at <= now]
+
+    def nudged(self, order_id: str, now: float) -> None:
+        """Reschedule a nudged order with a doubling, capped delay."""
+        n = self.nudges[order_id] = self.nudges.get(order_id, 0) + 1
+        self.due_at[order_id] = now + min(self.cap, self.stall_after * 2 ** min(n, 16))
+
     def take_due(self, now: float) -> list[str]:
-        """Orders due for a nudge; each is rescheduled with a doubling, capped delay."""
-        due = [order_id for order_id, at in self.due_at.items() if at <= now]
+        """Orders due for a nudge, each rescheduled as nudged."""
+        due = self.due(now)
         for order_id in due:
-            n = self.nudges[order_id] = self.nudges.get(order_id, 0) + 1
-            self.due_at[order_id] = now + min(self.cap, self.stall_after * 2 ** min(n, 16))
+            self.nudged(order_id, now)
         return due
 
 
@@ -158,13 +166,16 @@ class OrderService:
                      len(self.stalled.due_at))  # fmt: skip
             now = self.clock()
         nudged = 0
-        for order_id in self.stalled.take_due(now):
+        for order_id in self.stalled.due(now):
             order = self.orders.get(order_id)
             if order is None or order.status.is_terminal:
                 self.stalled.due_at.pop(order_id, None)
                 continue
-            if not is_owner(order_id):  # a standby copy: the owner nudges it
+            if not is_owner(order_id):
+                # A standby copy (its owner nudges it), or the partition is moving: asked again
+                # at the next tick, with no backoff spent (rebalances must not defer the nudge).
                 continue
+            self.stalled.nudged(order_id, now)
             log.warning("order %s still PENDING: publishing order.created again (nudge %d)",
                         order_id, self.stalled.nudges[order_id])  # fmt: skip
             await self.order_created.send(
