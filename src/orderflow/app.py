@@ -27,6 +27,7 @@ from orderflow.agents.in_flight import InFlight
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.payments import PaymentService, UnknownPayments
 from orderflow.config import Settings
+from orderflow.consumer import RewindingConsumer
 from orderflow.delivery import CHANGELOG, UNDELIVERABLE, DeliveringTopic, run_batch, sequentially
 from orderflow.fencing import Fence, FencedSender
 from orderflow.gateway.base import PaymentGateway
@@ -34,6 +35,7 @@ from orderflow.health import Liveness
 from orderflow.replay.faust_commands import register_commands
 from orderflow.tables import OrderTable, PaymentTable
 from orderflow.tables.local_state import LocalState, LocalStateGuard
+from orderflow.tables.recovery_check import RecoveryCheck
 from orderflow.topics import (
     APP_ID,
     DEAD_LETTERS,
@@ -108,6 +110,18 @@ class FencedApp(faust.App):
             self.fence.revoked()
         await super()._on_partitions_revoked(revoked)
 
+    def _new_consumer(self) -> Any:
+        # Faust's own consumer (``Transport.create_consumer``) with the rewind of partitions
+        # that have no committed offset after a rebalance (see ``orderflow.consumer``).
+        return RewindingConsumer(
+            self.transport,
+            callback=self.topics.on_message,
+            loop=self.transport.loop,
+            on_partitions_revoked=self._on_partitions_revoked,
+            on_partitions_assigned=self._on_partitions_assigned,
+            beacon=self.beacon,
+        )
+
 
 @dataclass
 class Orderflow:
@@ -158,10 +172,11 @@ def build(settings: Settings) -> Orderflow:
         producer_request_timeout=settings.producer_timeout_s,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_s,
-        # A topic created at start-up can miss the first metadata snapshot of the subscription
-        # (seen: "Ignoring missing topic: payment.completed"); then the worker would not consume it
-        # until the next refresh, 5 minutes by default.
-        consumer_metadata_max_age_ms=30_000,
+        # A topic created at start-up can miss the group leader's metadata snapshot ("Ignoring
+        # missing topic: payment.failed"): nobody consumes it until the leader's next refresh,
+        # which then triggers a rebalance. 5 minutes by default; CI saw a minute at 30 s (the
+        # refresh that fell during a broker restart failed). One small request per 5 s.
+        consumer_metadata_max_age_ms=5_000,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
         stream_wait_empty=False,
         web_host=settings.web_host,
@@ -181,7 +196,10 @@ def build(settings: Settings) -> Orderflow:
     orders = OrderTable(app, settings.partitions)
     payments = PaymentTable(app, settings.partitions)
     watch = OrderWatch()
-    dead_letters = DeadLetters(topics[DEAD_LETTERS])
+    recovery_check = RecoveryCheck(
+        app, {changelog_topic(OrderTable.NAME), changelog_topic(PaymentTable.NAME)},
+        persistent=settings.store == "rocksdb",
+    )  # fmt: skip
     gateway = GatewayHolder(settings)
     unknown = UnknownPayments(partitions=settings.partitions)
     in_flight = InFlight()
@@ -189,6 +207,9 @@ def build(settings: Settings) -> Orderflow:
     heartbeat_s = max(0.5, settings.session_timeout_s / 10)
     fence = Fence(freeze_after=max(1.0, settings.session_timeout_s - heartbeat_s))
     app.fence = fence
+    # A dead letter is a decision too ("unknown order" while a table is still recovering):
+    # refused like a write while the batch's assignment is not settled, and redone after.
+    dead_letters = DeadLetters(topics[DEAD_LETTERS], before_send=fence.check)
     orders.before_write = payments.before_write = fence.check
 
     # What the agents send is awaited per batch (run_batch) before its offsets can be committed.
@@ -277,6 +298,8 @@ def build(settings: Settings) -> Orderflow:
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def rescan_after_rebalance(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Sent once the new assignment's tables are recovered, just before streams resume.
+        if not await recovery_check.verify():
+            return  # recovering again (or rebalanced meanwhile): settle at the next completion
         # The safety nets read only the partitions they did not hold (all of them after a freeze:
         # another worker wrote even the ones we get back), at their next tick, in chunks.
         owned = {tp.partition for tp in app.assignor.assigned_actives()
@@ -320,6 +343,7 @@ def build(settings: Settings) -> Orderflow:
             "undeliverable_dead_letters": dead_letters.undeliverable,
             "undeliverable_records": UNDELIVERABLE.count,
             "inconsistent_payments": payment_service.inconsistent,
+            "table_recoveries_restarted": recovery_check.restarts,
         },
         settings.stuck_after_s, settings.recovery_deadline_s,
     )  # fmt: skip

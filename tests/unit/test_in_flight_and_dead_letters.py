@@ -18,6 +18,7 @@ from faust.exceptions import ProducerSendError
 
 from orderflow.agents.dead_letters import DeadLetters, is_retriable
 from orderflow.agents.in_flight import InFlight
+from orderflow.fencing import Fenced
 
 
 def _event(topic: str, partition: int, offset: int) -> Any:
@@ -133,3 +134,19 @@ async def test_a_handler_error_that_no_retry_can_fix_is_dead_lettered() -> None:
 
 async def _no_sleep(delay: float) -> None:
     return None
+
+
+async def test_a_dead_letter_refused_by_the_fence_is_not_sent_and_the_refusal_propagates() -> None:
+    topic = FakeDeadLetterTopic()
+    dead_letters = DeadLetters(topic, before_send=_refuse)
+
+    async def handle(event: Any) -> None:
+        raise _wrapped(MessageSizeTooLargeError())
+
+    with pytest.raises(Fenced):  # Fence.run redoes the handler once the assignment settled
+        await dead_letters.guard(_message_event(), handle)
+    assert topic.sent == [] and dead_letters.count == 0
+
+
+def _refuse() -> None:
+    raise Fenced("rebalancing")

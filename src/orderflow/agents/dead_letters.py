@@ -46,16 +46,23 @@ class DeadLetters:
     """Sends a failed event to the dead-letter topic; the agent then moves on."""
 
     def __init__(
-        self, topic: Any, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self,
+        topic: Any,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        before_send: Callable[[], None] | None = None,
     ) -> None:
         self.topic = topic
         self.sleep = sleep
+        # Called first; may raise to refuse the dead letter (the worker's fence: see app.py).
+        self.before_send = before_send
         self.count = 0
         # Dead letters the broker refused for good (logged with their coordinates): the last
         # resort, so that one unsendable record never stalls every partition of an agent.
         self.undeliverable = 0
 
     async def send(self, event: Any, reason: str, error: BaseException | None = None) -> None:
+        if self.before_send is not None:
+            self.before_send()
         message = event.message
         log.warning(
             "dead-lettering %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason
