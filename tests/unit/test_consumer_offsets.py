@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
 from faust.types import TP
-from intervaltree import IntervalTree
 
 from orderflow.consumer import RewindingConsumer, head_is_missing, never_committed
 
@@ -43,7 +42,7 @@ def _consumer(cls: type[Any], committed: int | None, acked: list[int]) -> Any:
     consumer._acked = defaultdict(list, {FAILED: list(acked)})
     consumer._acked_index = defaultdict(set, {FAILED: set(acked)})
     consumer._committed_offset = defaultdict(lambda: None, {FAILED: committed})
-    consumer._gap = defaultdict(IntervalTree)
+    consumer._gap = defaultdict(list)  # no gaps (Faust keeps IntervalTrees here)
     return consumer
 
 
