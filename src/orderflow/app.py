@@ -344,6 +344,7 @@ def build(settings: Settings) -> Orderflow:
             "undeliverable_records": UNDELIVERABLE.count,
             "inconsistent_payments": payment_service.inconsistent,
             "table_recoveries_restarted": recovery_check.restarts,
+            "input_holes_read_again": getattr(app.consumer, "redelivered", 0),
         },
         settings.stuck_after_s, settings.recovery_deadline_s,
     )  # fmt: skip

@@ -22,12 +22,17 @@ checking that it starts where reading started when nothing is committed, and let
 missing offset through when something is (faust-streaming #312). A record skipped for any reason
 would then be committed past. Here an offset is committed only when every record from the
 committed offset (or from where reading started) on was acked; our source topics are neither
-compacted nor transactional, so their offsets have no holes.
+compacted nor transactional, so their offsets have no holes. A hole that lasts means records
+that were dropped on the way to the agent (each partition is read by one agent, which acks in
+offset order): after ``redeliver_after`` seconds the partition is sought back to the hole and
+read again, instead of waiting for the next rebalance.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
@@ -62,6 +67,9 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
 
     rewound = 0  # partitions sought back to their beginning (logs and tests)
     commits_held = 0  # commits refused because an earlier record was not acked (logs, tests)
+    redelivered = 0  # holes read again (logs, /health and tests)
+    redeliver_after = 10.0  # seconds a hole may last before its records are read again
+    clock = staticmethod(time.monotonic)
 
     @property
     def reading_from(self) -> dict[Any, int]:
@@ -93,12 +101,32 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         if not self._gap[tp]:  # (Faust's gaps: compacted or transactional topics only)
             start = self._committed_offset[tp] or self.reading_from.get(tp)
             if head_is_missing(start, acked):
+                assert start is not None
                 self.commits_held += 1
-                held_at: dict[Any, int | None] = self.__dict__.setdefault("_held_at", {})
-                if held_at.get(tp) != start:  # warn once per hole
-                    held_at[tp] = start
-                    log.warning("%s[%d]: not committing past offset %s, not acked yet (first "
-                                "acked: %d)", tp.topic, tp.partition, start, min(acked))  # fmt: skip
+                self._hold(tp, start, min(acked))
                 return None
         offset: int | None = super()._new_offset(tp)
         return offset
+
+    def _hold(self, tp: Any, start: int, first_acked: int) -> None:
+        """Note a hole at ``start``; once it has lasted ``redeliver_after``, read it again."""
+        held: dict[Any, tuple[int, float]] = self.__dict__.setdefault("_held", {})
+        now = self.clock()
+        since = held.get(tp)
+        if since is None or since[0] != start:
+            held[tp] = (start, now)
+            log.warning("%s[%d]: not committing past offset %d, not acked yet (first acked: %d)",
+                        tp.topic, tp.partition, start, first_acked)  # fmt: skip
+        elif now - since[1] >= self.redeliver_after:
+            held[tp] = (start, now)  # and again later if the hole stays
+            self.redelivered += 1
+            log.warning("%s[%d]: offsets %d..%d never reached the agent; reading them again",
+                        tp.topic, tp.partition, start, first_acked - 1)  # fmt: skip
+            seeks: set[asyncio.Future[None]] = self.__dict__.setdefault("_seeks", set())
+            task = asyncio.ensure_future(self._seek_back(tp, start))
+            seeks.add(task)  # a reference, until it is done
+            task.add_done_callback(seeks.discard)
+
+    async def _seek_back(self, tp: Any, offset: int) -> None:
+        if tp in self.assignment():  # not if it moved meanwhile: its new owner reads it
+            await self.seek(tp, offset)

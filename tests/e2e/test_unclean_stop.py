@@ -182,7 +182,7 @@ def test_second_worker_on_the_same_data_dir_fails_at_once(
 
 # Faust's warning when a record's delivery failed for good.
 _PAYMENT_SEND_FAILED = "_on_published error for message topic orderflow-PaymentDB-changelog"
-_AGENTS_STOPPED = "[^--Consumer]: Stopping..."  # logged after the AgentManager stopped
+_AGENTS_STOPPED = "[^--RewindingConsumer]: Stopping..."  # logged after the AgentManager stopped
 
 
 def test_sigterm_with_undelivered_changelog_records_rebuilds_tables_at_restart(

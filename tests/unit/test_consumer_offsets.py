@@ -6,6 +6,7 @@ commit decision is compared here with Faust's own on the same acked offsets.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from typing import Any
 
@@ -70,3 +71,26 @@ def test_an_offset_is_committed_only_when_every_record_before_it_was_acked(
     assert ours._new_offset(FAILED) == we_commit
     if we_commit is None:
         assert ours.commits_held == 1
+
+
+async def test_a_hole_that_lasts_is_read_again_from_its_first_offset() -> None:
+    now = [100.0]
+    ours = _consumer(RewindingConsumer, 10, [14, 15])
+    ours.clock = lambda: now[0]
+    sought: list[tuple[Any, int]] = []
+
+    async def seek(tp: Any, offset: int) -> None:
+        sought.append((tp, offset))
+
+    ours.seek = seek
+    ours.assignment = lambda: {FAILED}
+
+    assert ours._new_offset(FAILED) is None  # the hole is noticed
+    now[0] += ours.redeliver_after - 1
+    assert ours._new_offset(FAILED) is None
+    await asyncio.sleep(0)
+    assert sought == []  # not yet: it may be a moment's delay
+    now[0] += 1
+    assert ours._new_offset(FAILED) is None
+    await asyncio.sleep(0)
+    assert sought == [(FAILED, 10)] and ours.redelivered == 1
