@@ -341,9 +341,11 @@ class HttpPaymentGateway:
             if self.before_request is not None:
                 try:
                     self.before_request()
-                except BaseException:
+                except BaseException as exc:
                     # Never sent: neither a success nor a failure; free a half-open probe slot.
                     self.breaker.release()
+                    log.info("%s %s (key %s) not sent, attempt %d refused: %s", method, path,
+                             idempotency_key, sent + 1, exc)  # fmt: skip
                     raise
             sent += 1
             limit = min(self.request_timeout, deadline_at - loop.time())
