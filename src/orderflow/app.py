@@ -65,6 +65,8 @@ class GatewayHolder:
         self._sandbox: Any = None
         self._lock = asyncio.Lock()
         self._closed = False
+        # Asked before every gateway request (the worker's fence: ``Fence.check``).
+        self.before_request: Callable[[], None] | None = None
 
     async def get(self) -> PaymentGateway:
         if self._gateway is not None:
@@ -87,6 +89,7 @@ class GatewayHolder:
                     url,
                     request_timeout=self.settings.gateway_timeout_s,
                     deadline=self.settings.gateway_deadline_s,
+                    before_request=self.before_request,
                 )
             return self._gateway
 
@@ -211,6 +214,9 @@ def build(settings: Settings) -> Orderflow:
     # refused like a write while the batch's assignment is not settled, and redone after.
     dead_letters = DeadLetters(topics[DEAD_LETTERS], before_send=fence.check)
     orders.before_write = payments.before_write = fence.check
+    # A stale batch sends no gateway request either (a retry, a lookup): only the attempt in
+    # flight at a freeze or revocation can still land, and the new owner looks it up first.
+    gateway.before_request = fence.check
 
     # What the agents send is awaited per batch (run_batch) before its offsets can be committed.
     outputs = {name: DeliveringTopic(topic) for name, topic in topics.items()}

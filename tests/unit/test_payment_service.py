@@ -23,30 +23,32 @@ from orderflow.domain.payment import (
     PaymentStatus,
     idempotency_key_for,
 )
+from orderflow.fencing import Fenced
 from orderflow.gateway.base import (
     ChargeRequest,
     PermanentGatewayError,
     TransientGatewayError,
 )
 from orderflow.records import encode_event
+from orderflow.topics import ORDER_CREATED, PAYMENT_RECONCILE
 
 
 class FakeGateway:
     """Answers ``charge`` and ``find_charge`` from scripted outcomes or errors."""
 
-    def __init__(self, charge: ChargeOutcome | Exception, found: Any = None) -> None:
+    def __init__(self, charge: ChargeOutcome | BaseException, found: Any = None) -> None:
         self.charge_answer = charge
         self.found = found
         self.requests: list[ChargeRequest] = []
 
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
         self.requests.append(request)
-        if isinstance(self.charge_answer, Exception):
+        if isinstance(self.charge_answer, BaseException):
             raise self.charge_answer
         return self.charge_answer
 
     async def find_charge(self, idempotency_key: str) -> GatewayCharge | None:
-        if isinstance(self.found, Exception):
+        if isinstance(self.found, BaseException):
             raise self.found
         return self.found  # type: ignore[no-any-return]
 
@@ -335,3 +337,77 @@ async def test_an_event_whose_attempting_record_failed_is_retried_by_the_guard_a
     assert len(gateway.requests) == 1
     assert table.rows["o1"].status is PaymentStatus.COMPLETED
     assert [topic for topic, _ in published] == ["payment.completed"]
+
+
+class RecordingDeadLetters(DeadLetters):
+    """Dead letters that are only counted (no topic)."""
+
+    def __init__(self) -> None:
+        super().__init__(topic=None)
+        self.sent: list[str] = []
+
+    async def send(self, event: Any, reason: str, error: BaseException | None = None) -> None:
+        self.sent.append(reason)
+
+
+def _event(topic: str, value: bytes) -> Any:
+    return type("E", (), {"message": type("M", (), {
+        "topic": topic, "partition": 0, "offset": 7, "key": b"o1", "value": value})()})()  # fmt: skip
+
+
+_CREATED = OrderCreated("o1", "c-1", "EUR", 500, (), "tok_visa", "2026-01-01T00:00:00Z")
+_FENCED = Fenced("bound to epoch 0/freeze 0, now 0/1, frozen=True, rebalancing=False")
+
+
+_ATTEMPTED = _record().attempt(900.0)
+_UNKNOWN = _ATTEMPTED.unknown(900.0)
+
+
+@pytest.mark.parametrize(
+    ("stored", "charge", "found", "topic", "written"),
+    [
+        (None, _FENCED, None, ORDER_CREATED, 1),
+        (_ATTEMPTED, Approved("ch_1"), _FENCED, ORDER_CREATED, 0),
+        (_ATTEMPTED, _FENCED, None, ORDER_CREATED, 1),
+        (None, PermanentGatewayError("403"), _FENCED, ORDER_CREATED, 1),
+        (_UNKNOWN, Approved("ch_1"), _FENCED, PAYMENT_RECONCILE, 0),
+    ],
+    ids=[
+        "first-charge",
+        "lookup-of-an-attempt",
+        "charge-after-the-lookup",
+        "lookup-after-a-refused-request",
+        "reconcile-lookup",
+    ],
+)
+async def test_a_gateway_request_refused_by_the_fence_propagates_and_writes_nothing_more(
+    stored: PaymentRecord | None,
+    charge: ChargeOutcome | BaseException,
+    found: GatewayCharge | BaseException | None,
+    topic: str,
+    written: int,
+) -> None:
+    # The client raises Fenced before an attempt of stale work (a zombie's retry): the payment
+    # service must let it reach Fence.run (redo, or leave it to the new owner), never turn it
+    # into UNKNOWN, a decline, a dead letter or a retry. ``written``: new attempts recorded
+    # (the write-ahead ATTEMPTING, made before the gateway was called).
+    gateway = FakeGateway(charge, found)
+    service, table, published = _service(gateway)
+    dead_letters = RecordingDeadLetters()
+    service.dead_letters = dead_letters
+    if stored is not None:
+        table.put(stored)
+    value = encode_event(_CREATED) if topic == ORDER_CREATED else b'{"order_id": "o1"}'
+
+    with pytest.raises(Fenced):
+        await service.handle(_event(topic, value))
+
+    after = table.rows["o1"]
+    if written == 0:
+        assert after == stored
+    else:
+        assert after.status is PaymentStatus.ATTEMPTING
+        assert after.attempts == (stored.attempts if stored else 0) + written
+    assert published == []
+    assert dead_letters.sent == []
+    assert service.unknown.due_at == {}  # nothing marked UNKNOWN for the reconciler

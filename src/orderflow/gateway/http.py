@@ -4,7 +4,9 @@ Every attempt of one charge carries the same ``Idempotency-Key``, so a retry aft
 returns the charge the gateway already made instead of making a second one. Transient failures
 (timeout, connection error, disconnect, 5xx, 409, 429) are retried with exponential backoff and
 full jitter under one total deadline; other 4xx are permanent and never retried. A circuit breaker
-stops calling a gateway that keeps failing.
+stops calling a gateway that keeps failing. An optional ``before_request`` hook runs before every
+attempt and may refuse it by raising (the worker's fence: work whose partition moved, or that a
+frozen process resumed, must send nothing more; its first attempt may already be in flight).
 
 The retry loop is our own (~40 lines) rather than a library's: it has to combine a total deadline,
 ``Retry-After``, the breaker and our error tree, which a generic retry decorator would need as
@@ -185,6 +187,7 @@ class HttpPaymentGateway:
         backoff_base: float = 0.1,
         backoff_cap: float = 2.0,
         rng: random.Random | None = None,
+        before_request: Callable[[], None] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -199,6 +202,9 @@ class HttpPaymentGateway:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self._rng = rng or random.Random()
+        # Called right before every HTTP attempt (first, retries, lookups); what it raises
+        # propagates unchanged and the attempt is not sent.
+        self.before_request = before_request
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -332,6 +338,15 @@ class HttpPaymentGateway:
         delays = backoff_delays(self.backoff_base, self.backoff_cap, self._rng)
         sent = 0
         while True:  # the breaker has allowed this attempt
+            if self.before_request is not None:
+                try:
+                    self.before_request()
+                except BaseException as exc:
+                    # Never sent: neither a success nor a failure; free a half-open probe slot.
+                    self.breaker.release()
+                    log.info("%s %s (key %s) not sent, attempt %d refused: %s", method, path,
+                             idempotency_key, sent + 1, exc)  # fmt: skip
+                    raise
             sent += 1
             limit = min(self.request_timeout, deadline_at - loop.time())
             retry_after: float | None = None
