@@ -8,12 +8,14 @@ past them (CI lost orders this way). ``orderflow.consumer`` seeks those partitio
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 from orderflow.localkafka import KafkaCluster
 from orderflow.topics import ORDER_CREATED
 from tests.e2e.test_rebalance_fencing import _ENV, _place, _ready
-from tests.harness import ManagedProcess, poll_until, start_sandbox, start_worker
+from tests.harness import ManagedProcess, http_json, poll_until, start_sandbox, start_worker
 from tests.invariants import assert_orders_settled_once
 from tests.kafka_helpers import read_topic
 from tests.orders_client import get_terminal, ledger_stats, set_faults
@@ -57,4 +59,52 @@ def test_records_buffered_at_a_rebalance_on_uncommitted_partitions_are_handled(
         if second is not None:
             second.stop()
         first.stop()
+        sandbox.stop()
+
+
+def _charging(worker: ManagedProcess) -> bool:
+    """Whether the worker's payment agent holds a batch (``ORDERFLOW_STUCK_AFTER`` is 1 s)."""
+    try:
+        _, body, _ = http_json("GET", f"{worker.meta['url']}/health", timeout=5)
+    except OSError:
+        return False
+    return any(entry.get("agent") == "payment-service" for entry in (body or {}).get("stuck", []))
+
+
+def test_orders_of_a_frozen_worker_and_of_the_survivors_own_batch_complete_without_a_nudge(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # A freeze while both workers have a payment batch in flight: the survivor takes the frozen
+    # worker's partitions (nothing committed there) and gets its own back mid-batch. Before the
+    # fix, some orders of both kinds stayed PENDING with /health ok (an event skipped and
+    # committed past on a kept partition; the taken-over partitions never read).
+    env = {**_ENV, "ORDERFLOW_GATEWAY_TIMEOUT": "10", "ORDERFLOW_GATEWAY_DEADLINE": "600",
+           "ORDERFLOW_STUCK_AFTER": "1"}  # fmt: skip
+    sandbox = start_sandbox(tmp_path, key_ttl_s=600)
+    gateway = sandbox.meta["url"]
+    frozen = start_worker(tmp_path, kafka_bootstrap, gateway, name="frozen", extra=env)
+    survivor: ManagedProcess | None = None
+    stopped = False
+    try:
+        survivor = start_worker(tmp_path, kafka_bootstrap, gateway, name="survivor", extra=env)
+        poll_until(lambda: _ready(frozen) and _ready(survivor), 90, 0.5, "both workers assigned")
+        set_faults(gateway, latency_ms=8000)
+        ids = _place(survivor.meta["url"], 12, f"early-{tmp_path.name}")
+        poll_until(lambda: _charging(frozen), 60, 0.2, "the frozen worker's batch in flight")
+        assert frozen.proc is not None
+        os.killpg(frozen.proc.pid, signal.SIGSTOP)
+        stopped = True
+        set_faults(gateway)
+        ids += _place(survivor.meta["url"], 2, f"late-{tmp_path.name}")
+        # STALL_AFTER is 300 s: each order completes from its own events, or not at all.
+        for order_id in ids:
+            assert get_terminal(survivor.meta["url"], order_id, timeout=120)["status"] == "PAID"
+        per_order = ledger_stats(gateway)["per_order"]
+        assert all(per_order.get(order_id) == 1 for order_id in ids), per_order
+    finally:
+        if stopped and frozen.proc is not None:
+            os.killpg(frozen.proc.pid, signal.SIGCONT)
+        if survivor is not None:
+            survivor.stop()
+        frozen.stop()
         sandbox.stop()
