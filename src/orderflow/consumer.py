@@ -26,6 +26,11 @@ compacted nor transactional, so their offsets have no holes. A hole that lasts m
 that were dropped on the way to the agent (each partition is read by one agent, which acks in
 offset order): after ``redeliver_after`` seconds the partition is sought back to the hole and
 read again, instead of waiting for the next rebalance.
+
+Last, the subscription waits until the broker reports every topic Faust just declared (with a
+leader): otherwise the group leader's first assignment can ignore a new topic ("Ignoring missing
+topic"), nobody consumes it until the leader's next metadata refresh, and that refresh brings a
+second rebalance a few seconds after start, in the middle of the worker's first batches.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 
 __all__ = ["RewindingConsumer", "head_is_missing", "never_committed"]
@@ -70,6 +76,34 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
     redelivered = 0  # holes read again (logs, /health and tests)
     redeliver_after = 10.0  # seconds a hole may last before its records are read again
     clock = staticmethod(time.monotonic)
+
+    topics_wait = 30.0  # seconds the subscription waits for declared topics to be known
+
+    async def subscribe(self, topics: Iterable[str]) -> None:
+        wanted = set(topics)
+        await self._wait_for_topics(wanted)
+        await super().subscribe(wanted)
+
+    async def _wait_for_topics(self, wanted: set[str]) -> None:
+        """Wait (bounded) until the broker reports every topic of ``wanted`` with a leader."""
+        servers = [f"{url.host}:{url.port or 9092}" for url in self.app.conf.broker]
+        probe = AIOKafkaConsumer(bootstrap_servers=servers, request_timeout_ms=5000)
+        deadline = self.clock() + self.topics_wait
+        try:
+            await probe.start()
+            while True:
+                missing = wanted - await probe.topics()  # topics whose leader is known
+                if not missing or self.clock() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+        except Exception as exc:  # the subscription goes on; Faust copes
+            log.warning("could not check the topics before subscribing: %r", exc)
+            return
+        finally:
+            await probe.stop()
+        if missing:
+            log.warning("subscribing before the broker knows %s: the first assignment may "
+                        "ignore them until the next metadata refresh", sorted(missing))  # fmt: skip
 
     @property
     def reading_from(self) -> dict[Any, int]:
