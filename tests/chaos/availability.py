@@ -13,10 +13,15 @@ Definitions (every time is an attempt's, never a guess):
   the client's timeout thus counts where the client got the error, not where it sent it.
 - A fault occurrence's **window** starts when the fault starts and ends after it has settled:
   at the end of the first *fully successful second* at or after the fault's end, capped at
-  ``fault end + SETTLE_CAP_S``. A fully successful second is a whole wall-clock second
-  (``floor(wall time)``) in which at least one POST attempt was *sent* and every attempt sent in
-  it got an answer that is not a failure (so requests sent then and timing out later spoil it).
-  Windows of faults close in time may overlap; each occurrence is measured on its own.
+  ``fault end + SETTLE_CAP_S``, and cut short at the start of the next fault that starts at or
+  after this one's end (what follows another fault is that fault's: process faults run back to
+  back, so their windows usually end with the fault, i.e. when the worker/broker is back).
+  ``ended_by`` says which: ``settled``, ``cap`` or ``next_fault``. A fully successful second is
+  a whole wall-clock second (``floor(wall time)``) in which at least one POST attempt was *sent*
+  and every attempt sent in it got an answer that is not a failure (so requests sent then and
+  timing out later spoil it). Faults that run at the same time (a gateway fault during a worker
+  fault) still share figures: each occurrence lists them in ``other_faults`` and the table
+  counts such occurrences as ``overlap``.
 - **Unavailable seconds** of a window: the number of distinct wall-clock seconds
   (``floor(time.time())`` of the answer) in which at least one failed attempt of the window got
   its answer. **Longest failing run**: the longest run of consecutive such seconds.
@@ -27,7 +32,8 @@ Definitions (every time is an attempt's, never a guess):
   nearest-rank (p50 of 1..4 is 2) over those orders, in milliseconds.
 - **Per fault type**: ``n`` occurrences; unavailable seconds summed and maxed over occurrences;
   the longest failing run maxed; failed attempts summed; latencies over the union of the
-  occurrences' orders (an order in two overlapping windows counts once).
+  occurrences' orders (an order in two overlapping windows counts once); ``cut``: occurrences
+  whose window was cut by the next fault; ``overlap``: occurrences sharing their window.
 - **Whole run**: the same over every attempt, from the first attempt's start to the last answer.
 """
 
@@ -78,8 +84,10 @@ def _longest_run(seconds: Iterable[int]) -> int:
     return longest
 
 
-def _settled_at(attempts: Sequence[Attempt], end: float, wall_offset: float, cap: float) -> float:
-    """Window end: the end of the first fully successful second at or after ``end``, capped."""
+def _settled_at(
+    attempts: Sequence[Attempt], end: float, wall_offset: float, cap: float
+) -> tuple[float, str]:
+    """The end of the first fully successful second at or after ``end``, capped; and which."""
     sent: dict[int, bool] = {}  # second -> every attempt sent in it succeeded
     first_second = _second(end, wall_offset)
     for a in attempts:
@@ -92,8 +100,8 @@ def _settled_at(attempts: Sequence[Attempt], end: float, wall_offset: float, cap
         if settled > limit:
             break
         if sent[s]:
-            return settled
-    return limit
+            return settled, "settled"
+    return limit, "cap"
 
 
 def _latencies(attempts: Sequence[Attempt]) -> dict[int, float | None]:
@@ -148,13 +156,20 @@ def availability(
     occurrences: list[dict[str, Any]] = []
     by_kind: dict[str, list[tuple[dict[str, Any], set[int]]]] = {}
     for fault in faults:
-        end = _settled_at(attempts, fault.end, wall_offset, settle_cap_s)
+        end, ended_by = _settled_at(attempts, fault.end, wall_offset, settle_cap_s)
+        following = [f.start for f in faults if f is not fault and f.start >= fault.end]
+        if following and min(following) < end:
+            end, ended_by = min(following), "next_fault"
+        others = sorted(f.kind for f in faults
+                        if f is not fault and f.start < end and f.end > fault.start)  # fmt: skip
         orders = {o for o, t in order_first.items() if fault.start <= t < end}
         figures = _figures(attempts, orders, latency, fault.start, end, wall_offset)
         occurrence = {
             "kind": fault.kind,
             "fault_s": [round(fault.start - origin, 1), round(fault.end - origin, 1)],
             "window_s": [round(fault.start - origin, 1), round(end - origin, 1)],
+            "ended_by": ended_by,
+            "other_faults": others,
             **figures,
         }
         occurrences.append(occurrence)
@@ -169,6 +184,8 @@ def availability(
             "unavailable_s_sum": sum(o["unavailable_s"] for o, _ in items),
             "longest_failing_run_s_max": max(o["longest_failing_run_s"] for o, _ in items),
             "failed_attempts": sum(o["failed_attempts"] for o, _ in items),
+            "cut": sum(o["ended_by"] == "next_fault" for o, _ in items),
+            "overlap": sum(bool(o["other_faults"]) for o, _ in items),
             "orders": merged["orders"],
             "orders_without_2xx": merged["orders_without_2xx"],
             "post_p50_ms": merged["post_p50_ms"],
@@ -195,6 +212,8 @@ _COLUMNS = (
     ("unavail_s(max/sum)", 19, None),
     ("longest_run_s", 14, "longest_failing_run_s_max"),
     ("failed_attempts", 16, "failed_attempts"),
+    ("cut", 4, "cut"),
+    ("overlap", 8, "overlap"),
     ("orders", 7, "orders"),
     ("no_2xx", 7, "orders_without_2xx"),
     ("post_p50_ms", 12, "post_p50_ms"),
@@ -207,7 +226,8 @@ def render_availability(figures: Mapping[str, Any]) -> str:
     """The per-fault-type table, then the whole-run line (see the module docstring)."""
     header = "".join(f"{name:<{width}}" for name, width, _ in _COLUMNS).rstrip()
     lines = ["", "availability: what clients felt during each fault (window: fault start to "
-             f"settled, at most {figures.get('settle_cap_s')} s after its end)", header,
+             f"settled, at most {figures.get('settle_cap_s')} s after its end or the next fault; "
+             "tests/chaos/availability.py)", header,
              "-" * len(header)]  # fmt: skip
 
     def row(name: str, values: Mapping[str, Any], unavailable: str) -> str:
@@ -226,7 +246,7 @@ def render_availability(figures: Mapping[str, Any]) -> str:
     whole = figures.get("whole_run")
     if whole:
         lines.append("-" * len(header))
-        lines.append(row("whole_run", {**whole, "n": "-", "longest_failing_run_s_max":
-                                       whole["longest_failing_run_s"]},
+        lines.append(row("whole_run", {**whole, "n": "-", "cut": "-", "overlap": "-",
+                                       "longest_failing_run_s_max": whole["longest_failing_run_s"]},
                          str(whole["unavailable_s"])))  # fmt: skip
     return "\n".join(lines)

@@ -157,6 +157,7 @@ def test_availability_of_one_fault_counts_failing_seconds_attempts_and_latencies
     # Settled at the end of second 1013, the first after the fault's end (1012) whose attempts
     # all succeeded: the window is [10.0, 14.0).
     assert occurrence["window_s"] == [10.0, 14.0]
+    assert (occurrence["ended_by"], occurrence["other_faults"]) == ("settled", [])
     assert occurrence["failed_attempts"] == 5  # answered at 10.3, 10.8, 10.95, 12.8, 13.5
     assert occurrence["failed_by_outcome"] == {"503": 3, "ClientConnectorError": 1,
                                                "TimeoutError": 1}  # fmt: skip
@@ -179,19 +180,17 @@ def test_availability_aggregates_occurrences_per_fault_type_and_the_whole_run() 
     assert figures["occurrences"][1]["failed_attempts"] == 1
     assert figures["by_fault"]["worker_kill"] == {
         "n": 2, "unavailable_s_max": 3, "unavailable_s_sum": 4, "longest_failing_run_s_max": 2,
-        "failed_attempts": 6, "orders": 4, "orders_without_2xx": 0,
+        "failed_attempts": 6, "cut": 0, "overlap": 0, "orders": 4, "orders_without_2xx": 0,
         # Orders 1-4 over both windows: 200, 300, 2400, 2600 ms.
         "post_p50_ms": 300, "post_p99_ms": 2600, "post_max_ms": 2600,
     }  # fmt: skip
-    # Order 5 failed in second 1009: settled only at the end of 1013, so this window [9.0, 14.0)
-    # overlaps the first kill's and counts its failures too (seconds 1009, 1010, 1012, 1013).
+    # The kill at 10.0 cuts the gateway fault's window short: [9.0, 10.0), orders 0 and 5.
+    assert figures["occurrences"][2]["window_s"] == [9.0, 10.0]
+    assert figures["occurrences"][2]["ended_by"] == "next_fault"
     gateway = figures["by_fault"]["gateway_5xx"]
-    assert figures["occurrences"][2]["window_s"] == [9.0, 14.0]
-    assert (gateway["unavailable_s_max"], gateway["longest_failing_run_s_max"]) == (4, 2)
-    assert gateway["failed_attempts"] == 6
-    # Orders 0, 5 (no 2xx), 1, 2, 3: 100, 200, 2400, 2600 ms.
-    assert (gateway["orders"], gateway["orders_without_2xx"]) == (5, 1)
-    assert (gateway["post_p50_ms"], gateway["post_max_ms"]) == (200, 2600)
+    assert (gateway["unavailable_s_max"], gateway["failed_attempts"]) == (1, 1)
+    assert (gateway["orders"], gateway["orders_without_2xx"], gateway["post_max_ms"]) == (2, 1, 100)
+    assert (gateway["cut"], gateway["overlap"]) == (1, 0)
 
     whole = figures["whole_run"]
     assert whole["failed_attempts"] == 7
@@ -203,7 +202,24 @@ def test_availability_aggregates_occurrences_per_fault_type_and_the_whole_run() 
 
     table = render_availability(figures)
     assert "worker_kill     2  3/4" in table
-    assert table.splitlines()[-1].split()[:5] == ["whole_run", "-", "5", "3", "7"]
+    assert table.splitlines()[-1].split()[:7] == ["whole_run", "-", "5", "3", "7", "-", "-"]
+
+
+def test_the_next_fault_cuts_a_window_and_concurrent_faults_are_named() -> None:
+    cut = availability(_ATTEMPTS, [FaultWindow("worker_kill", 10.0, 12.5),
+                                   FaultWindow("broker_restart", 13.0, 13.1)], _WALL)  # fmt: skip
+    kill = cut["occurrences"][0]
+    assert (kill["window_s"], kill["ended_by"]) == ([10.0, 13.0], "next_fault")
+    assert (kill["failed_attempts"], kill["unavailable_s"]) == (4, 2)  # 1010, 1012; not 13.5
+
+    shared = availability(_ATTEMPTS, [FaultWindow("worker_kill", 10.0, 12.5),
+                                      FaultWindow("gateway_5xx", 11.0, 11.5)], _WALL)  # fmt: skip
+    kill, gateway = shared["occurrences"]
+    assert (kill["window_s"], kill["other_faults"]) == ([10.0, 14.0], ["gateway_5xx"])
+    # Started during the kill: settles with it, at the end of second 1013.
+    assert (gateway["window_s"], gateway["other_faults"]) == ([11.0, 14.0], ["worker_kill"])
+    assert gateway["failed_attempts"] == 2  # answered at 12.8 and 13.5
+    assert shared["by_fault"]["gateway_5xx"]["overlap"] == 1
 
 
 def test_a_429_or_a_4xx_is_not_a_failed_attempt() -> None:
