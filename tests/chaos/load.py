@@ -4,7 +4,8 @@ Each order is an ``Intent``: a token (approving or declining), an Idempotency-Ke
 posted once, retried after success with the same key (sequentially or concurrently), or its key
 reused with another body (the service must answer 422). The client is careful: 5xx, 429 and
 connection errors are retried with the same key and backoff, up to a bound. Every answer and
-every connection error is counted.
+every connection error is counted, and every POST attempt is kept as a compact ``Attempt`` (when,
+how long, how it ended, which order) for the availability figures (tests/chaos/availability.py).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 
 from orderflow.domain.payment import Approved, sandbox_decision
 
-__all__ = ["Intent", "LoadGenerator", "LoadSettings", "make_intents"]
+__all__ = ["Attempt", "Intent", "LoadGenerator", "LoadSettings", "make_intents"]
 
 # Weighted: mostly approvals, every decline code, and an unknown token (invalid_token).
 _TOKENS = (
@@ -40,6 +41,17 @@ def expected_status(token: str) -> str:
     return "PAID" if isinstance(sandbox_decision(token), Approved) else "PAYMENT_FAILED"
 
 
+class Attempt(NamedTuple):
+    """One POST attempt (a tuple: tens of thousands of them stay small)."""
+
+    start: float  # time.monotonic() when it was sent
+    duration: float  # seconds until its answer or its error
+    outcome: int | str  # the HTTP status, or the error's class name ("TimeoutError", ...)
+    order: int  # the index of its Intent
+    first: bool  # the order's first attempt
+    order_first: float  # time.monotonic() of the order's first attempt
+
+
 @dataclass
 class Intent:
     """One order the client wants placed, and what it heard back."""
@@ -56,6 +68,7 @@ class Intent:
     reuse_status: int | None = None  # the answer to the same key with another body
     gave_up: bool = False
     final_status: int | None = None  # the answer the client kept (-1: none, 0: gave up)
+    first_attempt_at: float | None = None  # time.monotonic() of its first POST attempt
 
     @property
     def expected(self) -> str:
@@ -118,6 +131,9 @@ class LoadGenerator:
         self.statuses: Counter[str] = Counter()
         # 5xx answers that are not "503 with Retry-After": the service promises none.
         self.bare_5xx: list[dict[str, Any]] = []
+        self.attempts: list[Attempt] = []
+        # time.time() - time.monotonic(): turns an attempt's monotonic time into wall-clock time.
+        self.wall_offset = time.time() - time.monotonic()
         self.sent = 0
         self.in_flight = 0
         self.started_at = 0.0
@@ -131,6 +147,7 @@ class LoadGenerator:
         connector = aiohttp.TCPConnector(limit=256)
         async with aiohttp.ClientSession(connector=connector) as session:
             self.started_at = time.monotonic()
+            self.wall_offset = time.time() - self.started_at
             tasks = []
             for intent in self.intents:
                 # Open loop: order i leaves at i / rate, however slow the answers are.
@@ -147,8 +164,8 @@ class LoadGenerator:
         try:
             if intent.mode == "concurrent":
                 answers = await asyncio.gather(
-                    self._post(session, intent.key, intent.body),
-                    self._post(session, intent.key, intent.body),
+                    self._post(session, intent, intent.key, intent.body),
+                    self._post(session, intent, intent.key, intent.body),
                 )
                 first, *rest = answers
                 self._accept(intent, *first)
@@ -156,18 +173,18 @@ class LoadGenerator:
                     self._replay(intent, status, body)
                 return
             if intent.mode == "no_key":
-                status, body = await self._post(session, None, intent.body, retry=False)
+                status, body = await self._post(session, intent, None, intent.body, retry=False)
                 self._accept(intent, status, body)
                 return
-            status, body = await self._post(session, intent.key, intent.body)
+            status, body = await self._post(session, intent, intent.key, intent.body)
             self._accept(intent, status, body)
             if intent.order_id is None:
                 return
             if intent.mode == "seq_retry":
-                self._replay(intent, *await self._post(session, intent.key, intent.body))
+                self._replay(intent, *await self._post(session, intent, intent.key, intent.body))
             elif intent.mode == "reuse_key":
                 other = {**intent.body, "customer_id": intent.body["customer_id"] + "-other"}
-                intent.reuse_status, _ = await self._post(session, intent.key, other)
+                intent.reuse_status, _ = await self._post(session, intent, intent.key, other)
         finally:
             self.in_flight -= 1
 
@@ -187,8 +204,8 @@ class LoadGenerator:
                 self._accept(intent, status, body)
 
     async def _post(
-        self, session: aiohttp.ClientSession, key: str | None, body: dict[str, Any],
-        retry: bool = True,
+        self, session: aiohttp.ClientSession, intent: Intent, key: str | None,
+        body: dict[str, Any], retry: bool = True,
     ) -> tuple[int, Any]:  # fmt: skip
         """POST until an answer that is not 5xx/429 (same key); ``(0, None)`` when giving up."""
         deadline = time.monotonic() + self.settings.give_up_s
@@ -197,6 +214,13 @@ class LoadGenerator:
         while True:
             urls = self.urls()
             url = self.rng.choice(urls)
+            sent = time.monotonic()
+            first = intent.first_attempt_at is None
+            if intent.first_attempt_at is None:
+                intent.first_attempt_at = sent
+            order_first = intent.first_attempt_at
+            outcome: int | str
+            answer: Any = None
             try:
                 headers = {} if key is None else {"Idempotency-Key": key}
                 async with session.post(f"{url}/orders", json=body, timeout=timeout,
@@ -204,18 +228,23 @@ class LoadGenerator:
                     status = response.status
                     retry_after = response.headers.get("Retry-After")
                     text = await response.text()
+                outcome = status
                 self.statuses[f"POST {status}"] += 1
                 answer = _json_or_text(text)
                 if status >= 500 and not (status == 503 and retry_after):
                     self.bare_5xx.append({"url": url, "key": key, "status": status,
                                           "body": text[:300]})  # fmt: skip
                     self.log(f"bare {status} from {url} for {key}: {text[:200]}")
-                if (status < 500 and status != 429) or not retry:
-                    return status, answer
             except TimeoutError:
+                outcome = "TimeoutError"
                 self.statuses["POST timeout"] += 1
             except aiohttp.ClientError as exc:
-                self.statuses[f"POST {type(exc).__name__}"] += 1
+                outcome = type(exc).__name__
+                self.statuses[f"POST {outcome}"] += 1
+            self.attempts.append(Attempt(sent, time.monotonic() - sent, outcome, intent.index,
+                                         first, order_first))  # fmt: skip
+            if isinstance(outcome, int) and ((outcome < 500 and outcome != 429) or not retry):
+                return outcome, answer
             if not retry:
                 return -1, None  # no answer at all (timeout, connection error)
             if time.monotonic() > deadline:

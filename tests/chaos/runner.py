@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos.audit import Verdict, audit, collect, order_states, render_table
+from tests.chaos.availability import FaultWindow, availability, render_availability
 from tests.chaos.load import LoadGenerator, LoadSettings, make_intents
 from tests.chaos.rig import Rig, RigSettings
 from tests.chaos.schedule import Fault, build_schedule
@@ -77,6 +78,8 @@ class RunResult:
     examples: dict[str, dict[str, Any]]
     timings: dict[str, float | None]
     ok: bool
+    # What clients felt during each fault (tests/chaos/availability.py): figures, not checks.
+    availability: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -200,6 +203,9 @@ async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock) -> RunResult:
     load_end = clock.now()
     last_fault_end = max([r.ended_at for r in records], default=load_end)
     accepted = {i.order_id for i in intents if i.order_id is not None}
+    windows = [FaultWindow(r.kind, clock.t0 + r.started_at, clock.t0 + r.ended_at) for r in records]
+    felt = availability(load.attempts, windows, load.wall_offset, origin=clock.t0)
+    _write_attempts(cfg.work_dir / "attempts.csv", load, clock.t0)
     clock.log(f"load done at +{load_end}s, last fault ended at +{last_fault_end}s: draining "
               f"{len(accepted)} accepted order(s)")  # fmt: skip
     try:
@@ -247,7 +253,19 @@ async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock) -> RunResult:
             "total_s": clock.now(),
         },
         ok=not failures,
+        availability=felt,
     )
+
+
+def _write_attempts(path: Path, load: LoadGenerator, origin: float) -> None:
+    """Every POST attempt, to recompute the availability figures (times: seconds of the run)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as out:
+        out.write(f"# wall time = start + {origin + load.wall_offset:.3f}\n")
+        out.write("start_s,duration_s,outcome,order,first,order_first_s\n")
+        for a in load.attempts:
+            out.write(f"{a.start - origin:.3f},{a.duration:.3f},{a.outcome},{a.order},"
+                      f"{int(a.first)},{a.order_first - origin:.3f}\n")  # fmt: skip
 
 
 _LOG_MARKERS = {
@@ -305,5 +323,6 @@ def run(cfg: ChaosConfig) -> RunResult:
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     cfg.out.write_text(json.dumps(result.to_json(), indent=2, default=str))
     print(render_table(result.figures, result.failures))
+    print(render_availability(result.availability))
     print(f"result: {cfg.out}  (logs: {cfg.work_dir})")
     return result

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from tests.chaos.audit import Evidence, audit
-from tests.chaos.load import Intent
+from tests.chaos.availability import (
+    SETTLE_CAP_S,
+    FaultWindow,
+    availability,
+    is_failure,
+    render_availability,
+)
+from tests.chaos.load import Attempt, Intent
 
 _BODY = {"customer_id": "c-1", "currency": "EUR",
          "items": [{"sku": "S", "quantity": 2, "unit_amount": 500}],
@@ -121,3 +128,100 @@ def test_a_keyed_order_the_client_gave_up_on_fails_the_run() -> None:
     ev = _clean()
     ev.intents.append(Intent(1, "k-1", _BODY, "tok_visa", "single", gave_up=True))
     assert audit(ev).failures["keyed_orders_client_gave_up"] == ["k-1"]
+
+
+# The availability figures (tests/chaos/availability.py), on made-up attempts. Monotonic times
+# are small numbers; the wall clock is monotonic + 1000, so second 1010 is [10.0, 11.0).
+_WALL = 1000.0
+_ATTEMPTS = [
+    # start, duration, outcome, order, first attempt, order's first attempt
+    Attempt(9.0, 0.1, 201, 0, True, 9.0),  # before the fault
+    Attempt(9.5, 0.1, "ServerDisconnectedError", 5, True, 9.5),  # never gets a 2xx
+    Attempt(10.2, 0.1, 503, 1, True, 10.2),  # answered in second 1010
+    Attempt(10.6, 0.2, "ClientConnectorError", 1, False, 10.2),  # 1010 again
+    Attempt(10.9, 0.05, 503, 2, True, 10.9),  # 1010 again; nothing fails in 1011
+    Attempt(11.5, 2.0, "TimeoutError", 1, False, 10.2),  # sent in 1011, times out in 1013
+    Attempt(12.6, 0.2, 202, 1, False, 10.2),  # order 1: 2xx at 12.8, 2600 ms after 10.2
+    Attempt(12.7, 0.1, 503, 2, False, 10.9),  # 1012 fails: not a fully successful second
+    Attempt(13.2, 0.1, 201, 2, False, 10.9),  # order 2: 2400 ms; 1013 is fully successful
+    Attempt(13.4, 0.2, 201, 3, True, 13.4),  # order 3: 200 ms
+    Attempt(14.5, 0.1, 503, 4, True, 14.5),  # after the first window; in the second fault's
+    Attempt(14.7, 0.1, 201, 4, False, 14.5),  # order 4: 300 ms
+]
+
+
+def test_availability_of_one_fault_counts_failing_seconds_attempts_and_latencies() -> None:
+    figures = availability(_ATTEMPTS, [FaultWindow("broker_restart", 10.0, 12.5)], _WALL)
+
+    [occurrence] = figures["occurrences"]
+    # Settled at the end of second 1013, the first after the fault's end (1012) whose attempts
+    # all succeeded: the window is [10.0, 14.0).
+    assert occurrence["window_s"] == [10.0, 14.0]
+    assert (occurrence["ended_by"], occurrence["other_faults"]) == ("settled", [])
+    assert occurrence["failed_attempts"] == 5  # answered at 10.3, 10.8, 10.95, 12.8, 13.5
+    assert occurrence["failed_by_outcome"] == {"503": 3, "ClientConnectorError": 1,
+                                               "TimeoutError": 1}  # fmt: skip
+    assert occurrence["unavailable_s"] == 3  # seconds 1010, 1012, 1013
+    assert occurrence["longest_failing_run_s"] == 2  # 1012-1013
+    # Orders 1, 2, 3 first tried in the window: 2600, 2400, 200 ms (nearest rank).
+    assert occurrence["orders"] == 3
+    assert occurrence["orders_without_2xx"] == 0
+    assert (occurrence["post_p50_ms"], occurrence["post_p99_ms"],
+            occurrence["post_max_ms"]) == (2400, 2600, 2600)  # fmt: skip
+
+
+def test_availability_aggregates_occurrences_per_fault_type_and_the_whole_run() -> None:
+    faults = [FaultWindow("worker_kill", 10.0, 12.5), FaultWindow("worker_kill", 14.4, 14.6),
+              FaultWindow("gateway_5xx", 9.0, 9.05)]  # fmt: skip
+    figures = availability(_ATTEMPTS, faults, _WALL)
+
+    # The second kill never settles (second 1014 has a failure, then no attempt): capped.
+    assert figures["occurrences"][1]["window_s"] == [14.4, 14.6 + SETTLE_CAP_S]
+    assert figures["occurrences"][1]["failed_attempts"] == 1
+    assert figures["by_fault"]["worker_kill"] == {
+        "n": 2, "unavailable_s_max": 3, "unavailable_s_sum": 4, "longest_failing_run_s_max": 2,
+        "failed_attempts": 6, "cut": 0, "overlap": 0, "orders": 4, "orders_without_2xx": 0,
+        # Orders 1-4 over both windows: 200, 300, 2400, 2600 ms.
+        "post_p50_ms": 300, "post_p99_ms": 2600, "post_max_ms": 2600,
+    }  # fmt: skip
+    # The kill at 10.0 cuts the gateway fault's window short: [9.0, 10.0), orders 0 and 5.
+    assert figures["occurrences"][2]["window_s"] == [9.0, 10.0]
+    assert figures["occurrences"][2]["ended_by"] == "next_fault"
+    gateway = figures["by_fault"]["gateway_5xx"]
+    assert (gateway["unavailable_s_max"], gateway["failed_attempts"]) == (1, 1)
+    assert (gateway["orders"], gateway["orders_without_2xx"], gateway["post_max_ms"]) == (2, 1, 100)
+    assert (gateway["cut"], gateway["overlap"]) == (1, 0)
+
+    whole = figures["whole_run"]
+    assert whole["failed_attempts"] == 7
+    assert whole["unavailable_s"] == 5  # 1009, 1010, 1012, 1013, 1014
+    assert whole["longest_failing_run_s"] == 3  # 1012-1014
+    assert (whole["orders"], whole["orders_without_2xx"]) == (6, 1)
+    # 100, 200, 300, 2400, 2600 ms
+    assert (whole["post_p50_ms"], whole["post_p99_ms"], whole["post_max_ms"]) == (300, 2600, 2600)
+
+    table = render_availability(figures)
+    assert "worker_kill     2  3/4" in table
+    assert table.splitlines()[-1].split()[:7] == ["whole_run", "-", "5", "3", "7", "-", "-"]
+
+
+def test_the_next_fault_cuts_a_window_and_concurrent_faults_are_named() -> None:
+    cut = availability(_ATTEMPTS, [FaultWindow("worker_kill", 10.0, 12.5),
+                                   FaultWindow("broker_restart", 13.0, 13.1)], _WALL)  # fmt: skip
+    kill = cut["occurrences"][0]
+    assert (kill["window_s"], kill["ended_by"]) == ([10.0, 13.0], "next_fault")
+    assert (kill["failed_attempts"], kill["unavailable_s"]) == (4, 2)  # 1010, 1012; not 13.5
+
+    shared = availability(_ATTEMPTS, [FaultWindow("worker_kill", 10.0, 12.5),
+                                      FaultWindow("gateway_5xx", 11.0, 11.5)], _WALL)  # fmt: skip
+    kill, gateway = shared["occurrences"]
+    assert (kill["window_s"], kill["other_faults"]) == ([10.0, 14.0], ["gateway_5xx"])
+    # Started during the kill: settles with it, at the end of second 1013.
+    assert (gateway["window_s"], gateway["other_faults"]) == ([11.0, 14.0], ["worker_kill"])
+    assert gateway["failed_attempts"] == 2  # answered at 12.8 and 13.5
+    assert shared["by_fault"]["gateway_5xx"]["overlap"] == 1
+
+
+def test_a_429_or_a_4xx_is_not_a_failed_attempt() -> None:
+    assert not is_failure(429) and not is_failure(422) and not is_failure(201)
+    assert is_failure(503) and is_failure(500) and is_failure("TimeoutError")

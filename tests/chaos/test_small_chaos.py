@@ -7,6 +7,7 @@ broker other tests share) and stops every process it started, also when it fails
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -43,3 +44,9 @@ def test_small_chaos_run_loses_no_order_and_charges_none_twice(tmp_path: Path) -
     assert result.figures["orders_lost"] == 0
     assert result.figures["max_successful_charges_per_order"] == 1
     assert result.figures["bare_5xx"] == 0
+
+    # What clients felt is measured for every fault and for every order (figures, not checks).
+    assert set(result.availability["by_fault"]) == {r.kind for r in result.faults}
+    assert result.availability["whole_run"]["orders"] == cfg.orders
+    written = json.loads(cfg.out.read_text())["availability"]
+    assert written["by_fault"].keys() == result.availability["by_fault"].keys()
