@@ -122,10 +122,10 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         if not fresh:
             return
         starts = await self.earliest_offsets(*fresh)
-        for tp in fresh:
-            start = starts.get(tp) or 0
-            await self.seek(tp, start)
-            self.reading_from[tp] = start
+        positions = {tp: starts.get(tp) or 0 for tp in fresh}
+        # In the consumer's own thread, waiting for the positions (as Faust's recovery seeks).
+        await self.seek_wait(positions)
+        self.reading_from.update(positions)
         self.rewound += len(fresh)
         log.info("no committed offset: reading %d partition(s) from the start: %s", len(fresh),
                  ", ".join(f"{tp.topic}[{tp.partition}]" for tp in fresh))  # fmt: skip
@@ -163,4 +163,12 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
 
     async def _seek_back(self, tp: Any, offset: int) -> None:
         if tp in self.assignment():  # not if it moved meanwhile: its new owner reads it
-            await self.seek(tp, offset)
+            await self.seek_wait({tp: offset})
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        # Where reading started belongs to one assignment: the next one learns it again (in
+        # perform_seek) or, when Faust skips that seek, knows only the committed offset.
+        for tp in revoked:
+            self.reading_from.pop(tp, None)
+            self.__dict__.get("_held", {}).pop(tp, None)
+        await super().on_partitions_revoked(revoked)
