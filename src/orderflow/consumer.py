@@ -165,6 +165,17 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         if tp in self.assignment():  # not if it moved meanwhile: its new owner reads it
             await self.seek_wait({tp: offset})
 
+    async def _commit(self, offsets: Mapping[Any, int]) -> bool:
+        # Faust's consumer thread drops the partitions revoked meanwhile and hands aiokafka what
+        # is left: nothing, after a rebalance during a slow commit, which aiokafka refuses with
+        # ValueError({}) and Faust turns into a crash of the worker (seen in a chaos run).
+        assigned = self.assignment()
+        kept = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if not kept:
+            return False
+        committed: bool = await super()._commit(kept)
+        return committed
+
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
         # Where reading started belongs to one assignment: the next one learns it again (in
         # perform_seek) or, when Faust skips that seek, knows only the committed offset.

@@ -112,3 +112,22 @@ async def test_where_reading_started_is_forgotten_with_the_assignment(
     await ours.on_partitions_revoked({FAILED})
     assert FAILED not in ours.reading_from
     assert ours._new_offset(FAILED) == 92  # nothing known before 90: Faust's rule applies
+
+
+async def test_a_commit_of_partitions_revoked_meanwhile_sends_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[dict[Any, int]] = []
+
+    async def faust_commit(self: Any, offsets: dict[Any, int]) -> bool:
+        if not offsets:
+            raise ValueError(offsets)  # what aiokafka does, and Faust crashes the worker on
+        sent.append(dict(offsets))
+        return True
+
+    monkeypatch.setattr(FaustConsumer, "_commit", faust_commit)
+    ours = _consumer(RewindingConsumer, None, [])
+    ours.assignment = lambda: {CREATED}
+    assert await ours._commit({FAILED: 7}) is False  # revoked meanwhile: nothing to send
+    assert await ours._commit({FAILED: 7, CREATED: 3}) is True
+    assert sent == [{CREATED: 3}]
