@@ -79,6 +79,13 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
 
     topics_wait = 30.0  # seconds the subscription waits for declared topics to be known
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Where reading started, for the partitions that had no committed offset.
+        self.reading_from: dict[Any, int] = {}
+        self._held: dict[Any, tuple[int, float]] = {}  # partition -> (hole start, noticed at)
+        self._seeks: set[asyncio.Future[None]] = set()  # read-again seeks, until they are done
+
     async def subscribe(self, topics: Iterable[str]) -> None:
         wanted = set(topics)
         await self._wait_for_topics(wanted)
@@ -104,13 +111,6 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         if missing:
             log.warning("subscribing before the broker knows %s: the first assignment may "
                         "ignore them until the next metadata refresh", sorted(missing))  # fmt: skip
-
-    @property
-    def reading_from(self) -> dict[Any, int]:
-        """Where reading started, for the partitions that had no committed offset."""
-        if "_reading_from" not in self.__dict__:
-            self._reading_from: dict[Any, int] = {}
-        return self._reading_from
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
@@ -144,22 +144,20 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
 
     def _hold(self, tp: Any, start: int, first_acked: int) -> None:
         """Note a hole at ``start``; once it has lasted ``redeliver_after``, read it again."""
-        held: dict[Any, tuple[int, float]] = self.__dict__.setdefault("_held", {})
         now = self.clock()
-        since = held.get(tp)
+        since = self._held.get(tp)
         if since is None or since[0] != start:
-            held[tp] = (start, now)
+            self._held[tp] = (start, now)
             log.warning("%s[%d]: not committing past offset %d, not acked yet (first acked: %d)",
                         tp.topic, tp.partition, start, first_acked)  # fmt: skip
         elif now - since[1] >= self.redeliver_after:
-            held[tp] = (start, now)  # and again later if the hole stays
+            self._held[tp] = (start, now)  # and again later if the hole stays
             self.redelivered += 1
             log.warning("%s[%d]: offsets %d..%d never reached the agent; reading them again",
                         tp.topic, tp.partition, start, first_acked - 1)  # fmt: skip
-            seeks: set[asyncio.Future[None]] = self.__dict__.setdefault("_seeks", set())
             task = asyncio.ensure_future(self._seek_back(tp, start))
-            seeks.add(task)  # a reference, until it is done
-            task.add_done_callback(seeks.discard)
+            self._seeks.add(task)
+            task.add_done_callback(self._seeks.discard)
 
     async def _seek_back(self, tp: Any, offset: int) -> None:
         if tp in self.assignment():  # not if it moved meanwhile: its new owner reads it
@@ -181,5 +179,5 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         # perform_seek) or, when Faust skips that seek, knows only the committed offset.
         for tp in revoked:
             self.reading_from.pop(tp, None)
-            self.__dict__.get("_held", {}).pop(tp, None)
+            self._held.pop(tp, None)
         await super().on_partitions_revoked(revoked)

@@ -44,6 +44,7 @@ def _consumer(cls: type[Any], committed: int | None, acked: list[int]) -> Any:
     consumer._acked_index = defaultdict(set, {FAILED: set(acked)})
     consumer._committed_offset = defaultdict(lambda: None, {FAILED: committed})
     consumer._gap = defaultdict(list)  # no gaps (Faust keeps IntervalTrees here)
+    consumer.reading_from, consumer._held, consumer._seeks = {}, {}, set()  # (RewindingConsumer)
     return consumer
 
 

@@ -44,16 +44,24 @@ def _order(order_id: str, status: str) -> Order:
 def test_pending_order_is_nudged_after_stall_time_then_with_doubling_delays() -> None:
     stalled = StalledOrders(stall_after=10, cap=35)
     stalled.track(_order("o1", "PENDING"), now=0)
-    assert stalled.take_due(9) == []
-    assert stalled.take_due(10) == ["o1"]  # next at 10 + 20
-    assert stalled.take_due(29) == []
-    assert stalled.take_due(30) == ["o1"]  # next at 30 + min(35, 40)
-    assert stalled.take_due(64) == []
-    assert stalled.take_due(65) == ["o1"]
+    assert _take_due(stalled, 9) == []
+    assert _take_due(stalled, 10) == ["o1"]  # next at 10 + 20
+    assert _take_due(stalled, 29) == []
+    assert _take_due(stalled, 30) == ["o1"]  # next at 30 + min(35, 40)
+    assert _take_due(stalled, 64) == []
+    assert _take_due(stalled, 65) == ["o1"]
 
 
 def test_terminal_order_is_never_nudged() -> None:
     stalled = StalledOrders(stall_after=10)
     stalled.track(_order("o1", "PENDING"), now=0)
     stalled.track(_order("o1", "PAID"), now=1)
-    assert stalled.take_due(1e9) == []
+    assert _take_due(stalled, 1e9) == []
+
+
+def _take_due(stalled: StalledOrders, now: float) -> list[str]:
+    """What the stall timer nudges at ``now`` when the worker owns every order."""
+    due = stalled.due(now)
+    for order_id in due:
+        stalled.nudged(order_id, now)
+    return due

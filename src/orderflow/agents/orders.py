@@ -14,7 +14,7 @@ from orderflow.domain.events import PaymentCompleted, PaymentFailed, PlaceOrder,
 from orderflow.domain.order import Order, PlacementKind, apply_payment, place_order
 from orderflow.records import decode_event, encode_event
 from orderflow.tables import OrderTable
-from orderflow.tables.scan import PartitionScan, order_partition
+from orderflow.tables.scan import PartitionScan, elsewhere
 from orderflow.topics import ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED
 from orderflow.watch import OrderWatch
 
@@ -62,11 +62,9 @@ class StalledOrders:
     def assigned(self, owned: set[int], *, rescan_all: bool = False) -> None:
         """A new assignment: read the new partitions, forget the ones that moved away."""
         self.scan.assigned(owned, rescan_all=rescan_all)
-        if self.partitions is not None:
-            for order_id in [o for o in self.due_at if order_partition(o, self.partitions)
-                             not in owned]:  # fmt: skip
-                del self.due_at[order_id]
-                self.nudges.pop(order_id, None)
+        for order_id in elsewhere(self.due_at, owned, self.partitions):
+            del self.due_at[order_id]
+            self.nudges.pop(order_id, None)
 
     def due(self, now: float) -> list[str]:
         """Orders due for a nudge (``nudged`` reschedules each one actually nudged)."""
@@ -76,13 +74,6 @@ class StalledOrders:
         """Reschedule a nudged order with a doubling, capped delay."""
         n = self.nudges[order_id] = self.nudges.get(order_id, 0) + 1
         self.due_at[order_id] = now + min(self.cap, self.stall_after * 2 ** min(n, 16))
-
-    def take_due(self, now: float) -> list[str]:
-        """Orders due for a nudge, each rescheduled as nudged."""
-        due = self.due(now)
-        for order_id in due:
-            self.nudged(order_id, now)
-        return due
 
 
 def _stored_time(rfc3339_text: str, default: float) -> float:

@@ -41,7 +41,7 @@ from orderflow.gateway.base import (
 )
 from orderflow.records import decode_event, decode_json, encode_event
 from orderflow.tables import PaymentTable, bind_event
-from orderflow.tables.scan import PartitionScan, order_partition
+from orderflow.tables.scan import PartitionScan, elsewhere
 from orderflow.topics import ORDER_CREATED, PAYMENT_RECONCILE
 
 __all__ = ["PaymentService", "UnknownPayments"]
@@ -86,11 +86,9 @@ class UnknownPayments:
         """A new assignment: read the new partitions, forget the ones that moved away (their
         owner reconciles them; kept here, they would be requested forever)."""
         self.scan.assigned(owned, rescan_all=rescan_all)
-        if self.partitions is not None:
-            for order_id in [o for o in self.due_at if order_partition(o, self.partitions)
-                             not in owned]:  # fmt: skip
-                del self.due_at[order_id]
-                self.requested.pop(order_id, None)
+        for order_id in elsewhere(self.due_at, owned, self.partitions):
+            del self.due_at[order_id]
+            self.requested.pop(order_id, None)
 
     def take_due(self, now: float) -> list[str]:
         stale = now - self.request_timeout

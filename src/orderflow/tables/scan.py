@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from aiokafka.partitioner import murmur2
 
-__all__ = ["PartitionScan", "order_partition", "partition_rows"]
+__all__ = ["PartitionScan", "elsewhere", "order_partition", "partition_rows"]
 
 T = TypeVar("T")
 
@@ -24,6 +24,14 @@ def order_partition(order_id: str, partitions: int) -> int:
     """The partition of an order: every producer keys by order id with the default (murmur2)
     partitioner, and table rows live on the partition of the event that wrote them."""
     return int(murmur2(order_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def elsewhere(order_ids: Iterable[str], owned: set[int], partitions: int | None) -> list[str]:
+    """The orders whose partition is not in ``owned`` (``partitions`` None: none, as a single
+    worker owning everything never forgets)."""
+    if partitions is None:
+        return []
+    return [o for o in order_ids if order_partition(o, partitions) not in owned]
 
 
 def partition_rows(table: Any, partition: int) -> Iterable[tuple[bytes, bytes]]:
