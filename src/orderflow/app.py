@@ -26,6 +26,7 @@ from orderflow.agents.dead_letters import DeadLetters
 from orderflow.agents.in_flight import InFlight
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.payments import PaymentService, UnknownPayments
+from orderflow.agents.progress import BrokerEndOffsets, CommandProgress, committed_offsets
 from orderflow.config import Settings
 from orderflow.consumer import RewindingConsumer
 from orderflow.delivery import CHANGELOG, UNDELIVERABLE, DeliveringTopic, run_batch, sequentially
@@ -155,13 +156,17 @@ def _topic(app: Any, settings: Settings, *names: str) -> Any:
     )
 
 
+def _bootstrap_servers(settings: Settings) -> list[str]:
+    return [hp.strip() for hp in settings.kafka_bootstrap.split(",") if hp.strip()]
+
+
 def build(settings: Settings) -> Orderflow:
     """Create the Faust app with its topics, tables, agents, timers and views."""
     store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
     app = FencedApp(
         APP_ID,
         env={},  # Faust's own unprefixed variables (WEB_PORT, BROKER_URL...) must not win
-        broker=[f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap.split(",")],
+        broker=[f"kafka://{hp}" for hp in _bootstrap_servers(settings)],
         store=store,
         datadir=str(settings.data_dir),
         autodiscover=False,
@@ -227,8 +232,12 @@ def build(settings: Settings) -> Orderflow:
 
     routing = OwnerLookup(app, OrderTable.NAME, settings.max_long_polls)
     stalled = StalledOrders(settings.stall_after_s, partitions=settings.partitions)
+    end_offsets = BrokerEndOffsets(_bootstrap_servers(settings), ORDER_COMMANDS)
+    progress = CommandProgress(
+        settings.partitions, committed_offsets(app, ORDER_COMMANDS), end_offsets
+    )
     order_service = OrderService(orders, FencedSender(outputs[ORDER_CREATED], fence),
-                                 dead_letters, watch, stalled)  # fmt: skip
+                                 dead_letters, watch, stalled, progress=progress)  # fmt: skip
 
     payment_service = PaymentService(payments, gateway.get, publish, dead_letters, unknown)
     payment_service.run_event = fence.run  # a revocation fences the batch's writes
@@ -338,9 +347,11 @@ def build(settings: Settings) -> Orderflow:
         await fence.shutdown()
         await gateway.close()
         await routing.close()
+        await end_offsets.close()
 
     long_polls = LongPolls(settings.max_long_polls, settings.max_long_polls_per_client)
-    api = OrderApi(orders, topics[ORDER_COMMANDS], watch, routing, settings.post_wait_s, long_polls)
+    api = OrderApi(orders, topics[ORDER_COMMANDS], watch, routing, settings.post_wait_s, long_polls,
+                   caught_up=progress.caught_up, move_wait_s=settings.move_wait_s)  # fmt: skip
 
     liveness = Liveness(
         in_flight, routing.unready_for,

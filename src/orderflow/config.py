@@ -82,6 +82,9 @@ class Settings:
     # A PENDING order that has not moved for this long gets its order.created published again.
     stall_after_s: float = 30.0
     post_wait_s: float = 10.0
+    # How long a request waits for a moving partition (a rebalance, a recovery, an owner that
+    # stopped answering) before it answers 503; a long-poll's own wait counts when longer.
+    move_wait_s: float = 5.0
     # /health answers 503 when an agent has been on one event (batch) longer than this; above the
     # gateway deadline, which one batch of charges may take.
     stuck_after_s: float = 60.0
@@ -129,6 +132,7 @@ class Settings:
                 env, "ORDERFLOW_RECONCILE_INTERVAL", cls.reconcile_interval_s
             ),
             post_wait_s=_float(env, "ORDERFLOW_POST_WAIT", cls.post_wait_s),
+            move_wait_s=_float(env, "ORDERFLOW_MOVE_WAIT", cls.move_wait_s),
             stall_after_s=_float(env, "ORDERFLOW_STALL_AFTER", cls.stall_after_s),
             stuck_after_s=_float(env, "ORDERFLOW_STUCK_AFTER", cls.stuck_after_s),
             producer_timeout_s=_float(env, "ORDERFLOW_PRODUCER_TIMEOUT", cls.producer_timeout_s),

@@ -2,10 +2,19 @@
 
 Each order is an ``Intent``: a token (approving or declining), an Idempotency-Key and a mode:
 posted once, retried after success with the same key (sequentially or concurrently), or its key
-reused with another body (the service must answer 422). The client is careful: 5xx, 429 and
+reused with another body (the service must answer 422: a 202 there means "accepted, not decided
+yet", and the client asks again after its ``Retry-After``). The client is careful: 5xx, 429 and
 connection errors are retried with the same key and backoff, up to a bound. Every answer and
 every connection error is counted, and every POST attempt is kept as a compact ``Attempt`` (when,
 how long, how it ended, which order) for the availability figures (tests/chaos/availability.py).
+
+The client reaches the workers the way production clients do, through a load balancer with a
+passive health check (nginx's ``max_fails``, Envoy's outlier detection): a worker whose
+connection fails (refused, reset, closed without an answer) is taken out of rotation at once
+and put back when its ``/ready`` answers 200 (probed every ``probe_s``). The attempt that failed
+is counted as failed; its retry goes to another worker. The rig takes a worker out of rotation
+itself before it stops one on purpose (a rolling restart, a removal), as a deployment drains a
+backend before it stops it.
 """
 
 from __future__ import annotations
@@ -114,6 +123,7 @@ class LoadSettings:
     request_timeout_s: float = 12.0  # longer than the worker's POST wait
     give_up_s: float = 120.0  # a careful client stops retrying one order after this
     backoff_max_s: float = 2.0
+    probe_s: float = 0.25  # how often the balancer asks a worker out of rotation for /ready
 
 
 class LoadGenerator:
@@ -138,6 +148,9 @@ class LoadGenerator:
         self.in_flight = 0
         self.started_at = 0.0
         self.finished_at = 0.0
+        # The balancer's passive health check: workers out of rotation since a failed connection.
+        self.ejected: set[str] = set()
+        self.ejections = 0
 
     @property
     def accepted(self) -> int:
@@ -149,6 +162,7 @@ class LoadGenerator:
             self.started_at = time.monotonic()
             self.wall_offset = time.time() - self.started_at
             tasks = []
+            prober = asyncio.create_task(self._probe_ejected(session))
             for intent in self.intents:
                 # Open loop: order i leaves at i / rate, however slow the answers are.
                 delay = self.started_at + intent.index / self.settings.rate - time.monotonic()
@@ -156,8 +170,38 @@ class LoadGenerator:
                     await asyncio.sleep(delay)
                 tasks.append(asyncio.create_task(self._run_intent(session, intent)))
                 self.sent += 1
-            await asyncio.gather(*tasks)
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                prober.cancel()
             self.finished_at = time.monotonic()
+
+    def _pick_url(self) -> str:
+        """A worker in rotation (every worker, when the health check has ejected them all)."""
+        urls = self.urls()
+        healthy = [u for u in urls if u not in self.ejected]
+        return self.rng.choice(healthy or urls)
+
+    def _eject(self, url: str) -> None:
+        if url not in self.ejected:
+            self.ejected.add(url)
+            self.ejections += 1
+            self.log(f"balancer: {url} out of rotation (connection failed)")
+
+    async def _probe_ejected(self, session: aiohttp.ClientSession) -> None:
+        """Put a worker back in rotation once its /ready answers 200."""
+        timeout = aiohttp.ClientTimeout(total=1.0)
+        while True:
+            await asyncio.sleep(self.settings.probe_s)
+            for url in list(self.ejected):
+                try:
+                    async with session.get(f"{url}/ready", timeout=timeout) as response:
+                        ready = response.status == 200
+                except (aiohttp.ClientError, TimeoutError):
+                    ready = False
+                if ready:
+                    self.ejected.discard(url)
+                    self.log(f"balancer: {url} back in rotation")
 
     async def _run_intent(self, session: aiohttp.ClientSession, intent: Intent) -> None:
         self.in_flight += 1
@@ -184,7 +228,8 @@ class LoadGenerator:
                 self._replay(intent, *await self._post(session, intent, intent.key, intent.body))
             elif intent.mode == "reuse_key":
                 other = {**intent.body, "customer_id": intent.body["customer_id"] + "-other"}
-                intent.reuse_status, _ = await self._post(session, intent, intent.key, other)
+                intent.reuse_status, _ = await self._post(session, intent, intent.key, other,
+                                                          until_decided=True)  # fmt: skip
         finally:
             self.in_flight -= 1
 
@@ -205,15 +250,19 @@ class LoadGenerator:
 
     async def _post(
         self, session: aiohttp.ClientSession, intent: Intent, key: str | None,
-        body: dict[str, Any], retry: bool = True,
+        body: dict[str, Any], retry: bool = True, until_decided: bool = False,
     ) -> tuple[int, Any]:  # fmt: skip
-        """POST until an answer that is not 5xx/429 (same key); ``(0, None)`` when giving up."""
+        """POST until an answer that is not 5xx/429 (same key); ``(0, None)`` when giving up.
+
+        ``until_decided``: a 202 (accepted, not decided yet) is asked again after its
+        ``Retry-After``, until the service answers 201 or 4xx.
+        """
         deadline = time.monotonic() + self.settings.give_up_s
         backoff = 0.2
         timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout_s)
         while True:
-            urls = self.urls()
-            url = self.rng.choice(urls)
+            url = self._pick_url()
+            retry_after = None
             sent = time.monotonic()
             first = intent.first_attempt_at is None
             if intent.first_attempt_at is None:
@@ -241,8 +290,13 @@ class LoadGenerator:
             except aiohttp.ClientError as exc:
                 outcome = type(exc).__name__
                 self.statuses[f"POST {outcome}"] += 1
+                if isinstance(exc, aiohttp.ClientConnectionError):  # refused, reset, closed
+                    self._eject(url)
             self.attempts.append(Attempt(sent, time.monotonic() - sent, outcome, intent.index,
                                          first, order_first))  # fmt: skip
+            if until_decided and outcome == 202 and time.monotonic() < deadline:
+                await asyncio.sleep(float(retry_after or 1))
+                continue
             if isinstance(outcome, int) and ((outcome < 500 and outcome != 429) or not retry):
                 return outcome, answer
             if not retry:

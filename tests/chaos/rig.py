@@ -256,10 +256,16 @@ class Rig:
         for name in names:
             proc = self.slots[name].proc
             assert proc is not None
+            # A deployment drains a backend before it stops it: out of rotation first (requests
+            # already in flight finish: the worker stops gracefully), back once ready again.
+            with self._lock:
+                self.in_service.remove(name)
             returncode = proc.stop(timeout=30)
             self._start_worker(name, wait=False)
-            steps.append({"worker": name, "returncode": returncode,
-                          "ready_after_s": self._wait_ready(name)})  # fmt: skip
+            ready_s = self._wait_ready(name)
+            with self._lock:
+                self.in_service.append(name)
+            steps.append({"worker": name, "returncode": returncode, "ready_after_s": ready_s})
         return {"workers": steps}
 
     def add_worker(self) -> dict[str, Any]:

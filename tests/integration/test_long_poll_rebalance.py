@@ -71,6 +71,7 @@ def test_long_polls_spanning_a_partition_move_never_answer_404(
             for order_id in orders:
                 pool.submit(keep_polling, order_id)
             poll_until(lambda: len(answers) >= len(orders), 30, what="first long-poll answers")
+            before_move = len(answers)
             second = start_worker(tmp_path, kafka_bootstrap, gateway, name="second")
             urls = [first.meta["url"], second.meta["url"]]
             poll_until(lambda: all(http_json("GET", f"{u}/ready")[0] == 200 for u in urls),
@@ -87,8 +88,9 @@ def test_long_polls_spanning_a_partition_move_never_answer_404(
         statuses = [status for _, status, _ in answers]
         assert 404 not in statuses, [a for a in answers if a[1] == 404]
         assert set(statuses) <= {200, 503}, answers
-        # The polls really spanned the move: the first worker answered some with 503 during it.
-        assert 503 in statuses, statuses
+        # The polls really spanned the move: answered while the second worker joined (a poll
+        # whose partition moves waits for the new owner, or answers 503 when its budget ends).
+        assert settled_at > before_move, (before_move, settled_at)
         print(f"long-poll answers during the move: {Counter(statuses)}, moved: {len(moved)}/8")
         # Each order still exists and is served, from either worker.
         for order_id in orders:

@@ -1,4 +1,5 @@
-"""OrderApi's answers while a worker cannot serve: always 503 with Retry-After, never a 500."""
+"""OrderApi's answers while a worker cannot serve: a durable 202 or a 503 with Retry-After, never
+a 500, never a 404 for an order that may exist."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from orderflow.watch import OrderWatch
-from orderflow.web.orders import OrderApi
+from orderflow.web.orders import OrderApi, order_id_for_key
 from orderflow.web.routing import FORWARDED_HEADER, NotReady, Owner, OwnerLookup
 from tests.orders_client import order_body
 from tests.unit.builders import pending_order
@@ -40,13 +41,30 @@ class _Request(dict[str, Any]):
 
 
 class _Routing:
-    def __init__(self, owner: Owner | None) -> None:
+    """Routing that never settles (``owner`` None) or names one owner; ``suspect``: the owner
+    did not answer a moment ago."""
+
+    def __init__(self, owner: Owner | None, suspect: bool = False) -> None:
         self._owner = owner
+        self.suspect = suspect
 
     def owner(self, order_id: str) -> Owner:
         if self._owner is None:
             raise NotReady("recovering or rebalancing")
         return self._owner
+
+    def owns(self, order_id: str) -> bool:
+        return self._owner is not None and self._owner.is_local
+
+    def is_ready(self) -> bool:
+        return self._owner is not None
+
+    async def wait_ready(self, timeout: float) -> bool:
+        await asyncio.sleep(timeout)
+        return self.is_ready()
+
+    def is_suspect(self, owner: Owner) -> bool:
+        return self.suspect
 
 
 class _NoTable:
@@ -54,29 +72,65 @@ class _NoTable:
         return None
 
 
-def _api(owner: Owner | None) -> OrderApi:
-    return OrderApi(_NoTable(), None, OrderWatch(), _Routing(owner), post_wait_s=0.1)  # type: ignore[arg-type]
+def _api(owner: Owner | None, commands: Any = None, suspect: bool = False) -> OrderApi:
+    return OrderApi(_NoTable(), commands, OrderWatch(), _Routing(owner, suspect),  # type: ignore[arg-type]
+                    post_wait_s=0.1, move_wait_s=0.05)  # fmt: skip
 
 
-async def test_post_while_recovering_answers_503_with_retry_after() -> None:
-    response = await _api(None).create(_Request(order_body(), {"Idempotency-Key": "k-1"}))
+def _elsewhere() -> Owner:
+    from yarl import URL
+
+    return Owner(is_local=False, url=URL("http://127.0.0.1:1"))
+
+
+async def test_post_while_recovering_is_accepted_durably_with_202_and_location() -> None:
+    commands = _Commands(_Table(), OrderWatch(), "delivered")
+    response = await _api(None, commands).create(_Request(order_body(), {"Idempotency-Key": "k-1"}))
+    assert response.status == 202, response.body
+    order_id = response.body["order_id"]
+    assert order_id == order_id_for_key("k-1")  # the same key names the same order
+    assert response.headers["Location"] == f"/orders/{order_id}"
+    assert [orjson.loads(c)["order_id"] for c in commands.sent] == [order_id]
+
+
+async def test_unkeyed_post_while_recovering_is_accepted_durably_under_a_fresh_id() -> None:
+    commands = _Commands(_Table(), OrderWatch(), "delivered")
+    api = _api(None, commands)
+    first, second = [await api.create(_Request(order_body())) for _ in range(2)]
+    assert (first.status, second.status) == (202, 202)
+    assert first.body["order_id"] != second.body["order_id"]
+
+
+async def test_post_while_recovering_not_acked_by_the_broker_is_503_never_2xx() -> None:
+    commands = _Commands(_Table(), OrderWatch(), "fails")
+    response = await _api(None, commands).create(_Request(order_body(), {"Idempotency-Key": "k-1"}))
     assert response.status == 503
     assert response.headers["Retry-After"] == "1"
     assert response.body["error"] == "unavailable"
 
 
-async def test_get_while_rebalancing_answers_503_with_retry_after() -> None:
+async def test_get_while_rebalancing_waits_its_move_budget_then_503_with_retry_after() -> None:
     response = await _api(None).get(_Request(), "ord_" + "0" * 32)
     assert (response.status, response.headers.get("Retry-After")) == (503, "1")
 
 
-async def test_forwarded_request_for_a_partition_we_do_not_own_is_503_not_forwarded_again() -> None:
-    from yarl import URL
-
-    elsewhere = Owner(is_local=False, url=URL("http://127.0.0.1:1"))
+async def test_forwarded_request_for_a_partition_we_do_not_own_is_accepted_here_not_forwarded() -> (
+    None
+):
+    commands = _Commands(_Table(), OrderWatch(), "delivered")
     request = _Request(order_body(), {"Idempotency-Key": "k-2", FORWARDED_HEADER: "1"})
-    response = await _api(elsewhere).create(request)
-    assert (response.status, response.headers.get("Retry-After")) == (503, "1")
+    response = await _api(_elsewhere(), commands).create(request)
+    assert response.status == 202, response.body
+    assert len(commands.sent) == 1
+
+
+async def test_post_for_an_owner_that_just_failed_to_answer_is_accepted_here() -> None:
+    # The owner (port 1: nothing listens) is not even tried while it is suspect.
+    commands = _Commands(_Table(), OrderWatch(), "delivered")
+    api = _api(_elsewhere(), commands, suspect=True)
+    response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-3"}))
+    assert response.status == 202, response.body
+    assert len(commands.sent) == 1
 
 
 async def test_invalid_post_is_refused_before_any_routing() -> None:
@@ -149,7 +203,9 @@ class _Commands:
         command = orjson.loads(value)
         order = pending_order(order_id=command["order_id"], fingerprint=command["fingerprint"],
                               request_id=command["request_id"])  # fmt: skip
-        self.table.rows[order.order_id] = order
+        self.table.rows.setdefault(
+            order.order_id, order
+        )  # the first command wins, as in place_order
         self.watch.notify(order.order_id)
 
 
@@ -170,6 +226,19 @@ class _LocalRouting:
     def owns(self, order_id: str) -> bool:
         return not self.moved
 
+    def is_ready(self) -> bool:
+        return not self.moved
+
+    async def wait_ready(self, timeout: float) -> bool:
+        for _ in range(int(timeout / 0.005)):  # polled: the tests flip ``moved`` by hand
+            if not self.moved:
+                break
+            await asyncio.sleep(0.005)
+        return not self.moved
+
+    def is_suspect(self, owner: Owner) -> bool:
+        return False
+
     async def is_worker_peer(self, remote: str | None) -> bool:
         return remote in self.workers
 
@@ -177,7 +246,9 @@ class _LocalRouting:
 def _post_api(outcome: str, post_wait_s: float = 0.3) -> tuple[OrderApi, _Commands]:
     table, watch = _Table(), OrderWatch()
     commands = _Commands(table, watch, outcome)
-    return OrderApi(table, commands, watch, _LocalRouting(), post_wait_s), commands  # type: ignore[arg-type]
+    routing = _LocalRouting()
+    api = OrderApi(table, commands, watch, routing, post_wait_s, move_wait_s=0.05)  # type: ignore[arg-type]
+    return api, commands
 
 
 # -- reading the body ---------------------------------------------------------------------------
@@ -266,11 +337,26 @@ async def test_unkeyed_post_delivered_but_not_stored_in_time_is_202_with_locatio
     assert len(commands.sent) == 1
 
 
-async def test_keyed_post_delivered_but_not_stored_in_time_is_503_retry_same_key() -> None:
+async def test_keyed_post_delivered_but_not_stored_in_time_is_202_same_post_again_decides() -> None:
     api, _ = _post_api("delivered")
-    response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-503"}))
-    assert (response.status, response.headers.get("Retry-After")) == (503, "1")
-    assert "Idempotency-Key" in response.body["message"]
+    response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-202"}))
+    assert (response.status, response.headers.get("Retry-After")) == (202, "1")
+    assert response.headers["Location"] == f"/orders/{order_id_for_key('k-202')}"
+    assert "422" in response.body["message"]
+
+
+async def test_key_accepted_during_a_move_with_another_body_is_422_once_the_owner_decides() -> None:
+    table, watch = _Table(), OrderWatch()
+    commands, routing = _Commands(table, watch, "stored"), _LocalRouting()
+    api = OrderApi(table, commands, watch, routing, 0.3, move_wait_s=0.05)  # type: ignore[arg-type]
+    routing.moved = True
+    accepted = await api.create(_Request(order_body(), {"Idempotency-Key": "k-move"}))
+    assert accepted.status == 202
+    routing.moved = False
+    other = order_body() | {"customer_id": "c-other"}
+    assert (await api.create(_Request(other, {"Idempotency-Key": "k-move"}))).status == 422
+    again = await api.create(_Request(order_body(), {"Idempotency-Key": "k-move"}))
+    assert (again.status, again.body["order_id"]) == (201, accepted.body["order_id"])
 
 
 @pytest.mark.parametrize("outcome", ["fails", "hangs", "send_hangs"])
@@ -408,6 +494,9 @@ class _App:
     class conf:
         canonical_url = "http://127.0.0.1:1"
 
+    rebalancing = False
+    in_recovery = False
+
 
 async def _owner_server(handler: Any) -> tuple[Any, Owner]:
     from aiohttp import web
@@ -476,27 +565,32 @@ class _OwnedElsewhere(OwnerLookup):
 
         super().__init__(_App(), "orders")
         self.url = URL(url)
+        self.mark_settled()
 
     def owner(self, order_id: str) -> Owner:
         return Owner(is_local=False, url=self.url)
 
 
-async def test_post_forwarded_to_an_unreachable_owner_is_503_with_retry_after() -> None:
+async def test_unreachable_owner_post_is_accepted_here_get_waits_its_budget_then_503() -> None:
     import socket
 
     with socket.socket() as sock:  # a port nobody listens on any more
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     routing = _OwnedElsewhere(f"http://127.0.0.1:{port}")
-    api = OrderApi(_Table(), None, OrderWatch(), routing, post_wait_s=1)  # type: ignore[arg-type]
+    table, watch = _Table(), OrderWatch()
+    commands = _Commands(table, watch, "delivered")
+    api = OrderApi(table, commands, watch, routing, post_wait_s=1, move_wait_s=0.3)  # type: ignore[arg-type]
     try:
         response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-gone"}))
-        polled = await api.get(_get_request(5), "ord_" + "6" * 32)
+        polled = await api.get(_get_request(1), "ord_" + "6" * 32)
+        assert routing.is_suspect(routing.owner("ord_" + "6" * 32))
     finally:
         await routing.close()
-    for answer in (response, polled):
-        assert (answer.status, answer.headers.get("Retry-After")) == (503, "1"), answer
-        assert answer.body["error"] == "unavailable"
+    assert (response.status, response.body["order_id"]) == (202, order_id_for_key("k-gone"))
+    assert len(commands.sent) == 1
+    assert (polled.status, polled.headers.get("Retry-After")) == (503, "1"), polled
+    assert polled.body["error"] == "unavailable"
 
 
 async def test_forwarded_long_polls_cannot_take_the_connections_of_forwarded_posts() -> None:
@@ -535,9 +629,13 @@ async def test_forwarded_long_polls_cannot_take_the_connections_of_forwarded_pos
         await runner.cleanup()
 
 
-async def test_a_post_forwarded_while_the_worker_stops_is_503_not_a_bare_500() -> None:
+@pytest.mark.parametrize(("broker", "status"), [("delivered", 202), ("fails", 503)])
+async def test_a_post_forwarded_while_the_worker_stops_is_accepted_here_never_a_bare_500(
+    broker: str, status: int
+) -> None:
     # Seen in chaos runs: SIGTERM closed the forwarding session while POSTs still came in, and
-    # aiohttp's "Session is closed" became "500 Server got itself in trouble".
+    # aiohttp's "Session is closed" became "500 Server got itself in trouble". The stopping
+    # worker accepts the order itself while its producer still runs (202), else 503.
     from aiohttp import web
 
     async def owner_answers(request: web.Request) -> web.Response:
@@ -545,14 +643,19 @@ async def test_a_post_forwarded_while_the_worker_stops_is_503_not_a_bare_500() -
 
     runner, owner = await _owner_server(owner_answers)
     routing = _OwnedElsewhere(str(owner.url))
-    api = OrderApi(_Table(), None, OrderWatch(), routing, post_wait_s=1)  # type: ignore[arg-type]
+    table, watch = _Table(), OrderWatch()
+    commands = _Commands(table, watch, broker)
+    api = OrderApi(table, commands, watch, routing, post_wait_s=1)  # type: ignore[arg-type]
     try:
         await routing.close()  # what the worker's shutdown does
         response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-stopping"}))
     finally:
         await runner.cleanup()
-    assert (response.status, response.headers.get("Retry-After")) == (503, "1"), response
-    assert response.body == {"error": "unavailable", "message": "the worker is stopping"}
+    assert (response.status, response.headers.get("Retry-After")) == (status, "1"), response
+    if status == 202:
+        assert response.body["order_id"] == order_id_for_key("k-stopping")
+    else:
+        assert response.body["error"] == "unavailable"
 
 
 # -- GET of an order whose POST was answered before it was stored ------------------------------
@@ -583,3 +686,52 @@ async def test_get_of_an_order_whose_command_failed_for_good_is_404() -> None:
     placed = await api.create(_Request(order_body()))
     polled = await api.get(_get_request(0), placed.body["order_id"])
     assert polled.status == 404, polled.body
+
+
+# -- GET of an order accepted elsewhere during a move: 404 only once every command is read ------
+
+
+def _catching_up_api(caught_up: bool, table: _Table | None = None,
+                     store_meanwhile: Any = None) -> OrderApi:  # fmt: skip
+    table = table or _Table()
+    asked: list[str] = []
+
+    async def commands_read(order_id: str, timeout: float) -> bool:
+        asked.append(order_id)
+        if store_meanwhile is not None:
+            table.rows[store_meanwhile.order_id] = store_meanwhile
+        return caught_up
+
+    return OrderApi(table, None, OrderWatch(), _LocalRouting(), 0.1,  # type: ignore[arg-type]
+                    caught_up=commands_read, move_wait_s=0.05)  # fmt: skip
+
+
+async def test_unknown_order_before_the_owner_read_every_command_is_503_not_404() -> None:
+    response = await _catching_up_api(caught_up=False).get(_get_request(0), "ord_" + "7" * 32)
+    assert (response.status, response.headers.get("Retry-After")) == (503, "1"), response.body
+
+
+async def test_unknown_order_after_every_command_was_read_is_404() -> None:
+    response = await _catching_up_api(caught_up=True).get(_get_request(0), "ord_" + "7" * 32)
+    assert response.status == 404
+
+
+async def test_order_stored_while_catching_up_is_200() -> None:
+    order = pending_order(order_id="ord_" + "8" * 32)
+    api = _catching_up_api(caught_up=True, store_meanwhile=order)
+    response = await api.get(_get_request(0), order.order_id)
+    assert (response.status, response.body["order_id"]) == (200, order.order_id)
+
+
+async def test_get_during_a_move_waits_for_the_partition_to_settle_instead_of_503() -> None:
+    table, routing = _Table(), _LocalRouting()
+    order = pending_order(order_id="ord_" + "9" * 32)
+    table.rows[order.order_id] = order
+    api = OrderApi(table, None, OrderWatch(), routing, 0.1, move_wait_s=5)  # type: ignore[arg-type]
+    routing.moved = True
+    answer = asyncio.ensure_future(api.get(_get_request(0), order.order_id))
+    await asyncio.sleep(0.05)
+    assert not answer.done()  # waiting, not an immediate 503
+    routing.moved = False
+    response = await asyncio.wait_for(answer, timeout=5)
+    assert (response.status, response.body["order_id"]) == (200, order.order_id)

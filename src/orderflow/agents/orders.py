@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from orderflow.agents.dead_letters import DeadLetters
+from orderflow.agents.progress import CommandProgress
 from orderflow.domain.errors import EventDecodeError
 from orderflow.domain.events import PaymentCompleted, PaymentFailed, PlaceOrder, rfc3339
 from orderflow.domain.order import Order, PlacementKind, apply_payment, place_order
@@ -94,8 +95,10 @@ class OrderService:
         watch: OrderWatch,
         stalled: StalledOrders,
         clock: Callable[[], float] = time.time,
+        progress: CommandProgress | None = None,
     ) -> None:
         self.orders = orders
+        self.progress = progress
         self.order_created = order_created
         self.dead_letters = dead_letters
         self.watch = watch
@@ -104,6 +107,9 @@ class OrderService:
 
     async def handle(self, event: Any) -> None:
         await self.dead_letters.guard(event, self._handle)
+        message = event.message
+        if self.progress is not None and message.topic == ORDER_COMMANDS:
+            self.progress.handled(message.partition, message.offset)
 
     async def _handle(self, event: Any) -> None:
         message = event.message

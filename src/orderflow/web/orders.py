@@ -3,7 +3,14 @@
 POST does not write a table (only agents can): it sends a PlaceOrder command keyed by the order
 id and waits, in process, until the order service has stored the order. The request is served by
 the worker that owns the order's partition, so that wait is an in-memory signal, and an
-``Idempotency-Key`` is checked against the order the single writer actually stored.
+``Idempotency-Key`` is checked against the order the single writer actually stored (201, or 422).
+
+When nobody can confirm the order now (a rebalance, a recovery, the owner down or frozen), any
+worker still accepts it: the PlaceOrder is sent with acks=all and the answer is 202 with the
+order's ``Location``. The single writer decides later, exactly as it would have: the same key
+names the same order, a different body under a used key changes nothing (the same POST again
+answers 422 once the owner has read it). GETs wait for a moving partition's new owner, and the
+owner answers 404 only once it has read every command of the order's partition (``caught_up``).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +44,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# (order id, timeout) -> whether this worker has read every command of the order's partition
+CaughtUp = Callable[[str, float], Awaitable[bool]]
+
 MAX_BODY_BYTES = 64 * 1024
 MAX_WAIT_S = 30.0
+# A forwarded POST that takes longer than this is accepted here instead (the owner may be frozen;
+# the command is idempotent, so the owner's own send, if it happens, changes nothing).
+_FORWARD_POST_TIMEOUT_S = 3.0
+_FORWARD_MARGIN_S = 2.0  # a forwarded GET's timeout beyond the owner's own wait budget
+_OWNER_RETRY_S = 0.5  # a GET whose owner is away asks the routing again after this
+_CATCH_UP_MIN_S = 1.0  # time given to learn a command partition's end before a 404
 _KEY_NAMESPACE = uuid.UUID("0b8f7c52-3e0e-4a4f-8f59-0e5f3d7f8a21")
 _MAX_KEY_LENGTH = 255
 _ORDER_ID_LENGTH = len("ord_") + 32
@@ -83,6 +99,15 @@ def _not_durable(order_id: str, keyed: bool) -> ApiResponse:
                        "GET the Location (until it answers 200 or 404) before placing it again, "
                        "or send an Idempotency-Key to make retries safe"}  # fmt: skip
     return ApiResponse(503, body, {"Retry-After": "1", "Location": f"/orders/{order_id}"})
+
+
+def _accepted(order_id: str, keyed: bool) -> ApiResponse:
+    """202: the PlaceOrder is durable in Kafka; its owner has not stored (or decided) it yet."""
+    again = ("; the same POST again answers 201 once it is stored, or 422 if this "
+             "Idempotency-Key was first used for another body") if keyed else ""  # fmt: skip
+    body = {"order_id": order_id, "status": "ACCEPTED",
+            "message": f"accepted durably; not stored yet: GET the Location to follow it{again}"}  # fmt: skip
+    return ApiResponse(202, body, {"Location": f"/orders/{order_id}", "Retry-After": "1"})
 
 
 def _problems(status: int, error: str, problems: list[Problem]) -> ApiResponse:
@@ -181,6 +206,8 @@ class OrderApi:
         routing: OwnerLookup,
         post_wait_s: float,
         long_polls: LongPolls | None = None,
+        caught_up: CaughtUp | None = None,
+        move_wait_s: float = Settings.move_wait_s,
     ) -> None:
         self.orders = orders
         self.commands = commands
@@ -191,6 +218,8 @@ class OrderApi:
             Settings.max_long_polls, Settings.max_long_polls_per_client
         )
         self.placements = Placements()
+        self.caught_up = caught_up
+        self.move_wait_s = move_wait_s
 
     async def create(self, request: Any) -> ApiResponse:
         body, refused = await self._read_body(request)
@@ -207,17 +236,24 @@ class OrderApi:
         if problems:
             return _problems(400, "invalid_request", problems)
         assert isinstance(validated, OrderRequest)
+        keyed = key is not None
+        # The same key always names the same order; without one, a fresh id (local if we can).
+        order_id = order_id_for_key(key) if key is not None else None
         try:
-            if key is not None:
-                order_id = order_id_for_key(key)
-                owner = self.routing.owner(order_id)
-                if not owner.is_local:
-                    return await self._forward(owner, request, body_bytes=request["raw_body"])
-            else:
+            if order_id is None:
                 order_id = self._local_order_id()
-            return await self._place(order_id, validated, keyed=key is not None)
+            owner = self.routing.owner(order_id)
+            if not owner.is_local:
+                if self.routing.is_suspect(owner):
+                    raise NotReady(f"the owner at {owner.url} did not answer a moment ago")
+                return await self._forward(owner, request, body_bytes=request["raw_body"],
+                                           timeout=_FORWARD_POST_TIMEOUT_S)  # fmt: skip
+            return await self._place(order_id, validated, keyed)
         except NotReady as exc:
-            return _unavailable(str(exc))
+            # Nobody can confirm the order now (rebalance, recovery, owner down or stopping):
+            # the command is accepted durably here, and its owner decides when it reads it.
+            log.info("accepting %s without its owner: %s", order_id or "a new order", exc)
+            return await self._accept(order_id or "ord_" + uuid.uuid4().hex, validated, keyed)
 
     def _local_order_id(self) -> str:
         """A fresh order id whose partition this worker owns, so the POST needs no extra hop."""
@@ -227,31 +263,43 @@ class OrderApi:
                 return order_id
         raise NotReady("this worker owns no partition")
 
+    def _command(self, order_id: str, request: OrderRequest, request_id: str) -> bytes:
+        command = PlaceOrder(order_id, request_id, _fingerprint(request), request.customer_id,
+                             request.currency, request.items, request.payment_token,
+                             rfc3339(time.time()))  # fmt: skip
+        return encode_event(command)
+
+    async def _accept(self, order_id: str, request: OrderRequest, keyed: bool) -> ApiResponse:
+        """202 once Kafka holds the PlaceOrder (acks=all); the owner decides when it reads it."""
+        command = self._command(order_id, request, str(uuid.uuid4()))
+        if not await self._send_durably(order_id, command):
+            return _not_durable(order_id, keyed)
+        self.placements.accepted(order_id)
+        return _accepted(order_id, keyed)
+
     async def _place(self, order_id: str, request: OrderRequest, keyed: bool) -> ApiResponse:
         fingerprint = _fingerprint(request)
         existing = self.orders.get(order_id)
         request_id = str(uuid.uuid4())
         if existing is None:
-            command = PlaceOrder(order_id, request_id, fingerprint, request.customer_id,
-                                 request.currency, request.items, request.payment_token,
-                                 rfc3339(time.time()))  # fmt: skip
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.post_wait_s
-            if not await self._send_durably(order_id, encode_event(command)):
+            if not await self._send_durably(order_id, self._command(order_id, request, request_id)):
                 return _not_durable(order_id, keyed)
+
+            def decided(order: Order | None) -> bool:
+                # Stored, or no longer ours to store (a move wakes every waiter).
+                return order is not None or not self.routing.owns(order_id)
+
             existing = await self.watch.wait_for(
-                order_id, lambda: self.orders.get(order_id), lambda o: o is not None,
+                order_id, lambda: self.orders.get(order_id), decided,
                 max(0.0, deadline - loop.time()),
             )  # fmt: skip
-            if existing is None and keyed:
-                return _unavailable("the order was not stored in time; retry with the same "
-                                    "Idempotency-Key")  # fmt: skip
             if existing is None:
-                # Without a key a retry would be a second order (and charge): say it was taken.
+                # Durable, not stored yet (a slow agent, a move): a retry with the same key
+                # cannot make a second order, and without a key the client must not retry.
                 self.placements.accepted(order_id)
-                body = {"order_id": order_id, "status": "ACCEPTED",
-                        "message": "accepted; not stored yet: GET the Location to follow it"}  # fmt: skip
-                return ApiResponse(202, body, {"Location": f"/orders/{order_id}"})
+                return _accepted(order_id, keyed)
         if existing.fingerprint != fingerprint:
             return _problems(422, "idempotency_key_reused", [Problem(
                 "Idempotency-Key", "reused",
@@ -313,12 +361,32 @@ class OrderApi:
                 self.long_polls.release(peer)
 
     async def _get(self, request: Any, order_id: str, wait: float) -> ApiResponse:
-        try:
-            owner = self.routing.owner(order_id)
-            if not owner.is_local:
-                return await self._forward(owner, request, body_bytes=None, extra=wait)
-        except NotReady as exc:
-            return _unavailable(str(exc))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # A partition on the move is waited for (its new owner, or the owner's recovery) up to
+        # the move budget, or the long-poll's own wait when longer: not an immediate 503.
+        move_deadline = started + max(wait, self.move_wait_s)
+        while True:
+            try:
+                owner = self.routing.owner(order_id)
+                if owner.is_local:
+                    break
+                if self.routing.is_suspect(owner):
+                    raise NotReady(f"the owner at {owner.url} did not answer a moment ago")
+                remaining_wait = max(0.0, started + wait - loop.time())
+                return await self._forward(
+                    owner, request, body_bytes=None, long_poll=remaining_wait > 0,
+                    timeout=max(remaining_wait, self.move_wait_s) + _FORWARD_MARGIN_S,
+                )  # fmt: skip
+            except NotReady as exc:
+                remaining = move_deadline - loop.time()
+                if remaining <= 0 or request.headers.get(FORWARDED_HEADER):
+                    # (a forwarded request: the worker that forwarded it does the waiting)
+                    return _unavailable(str(exc))
+                if not self.routing.is_ready():
+                    await self.routing.wait_ready(remaining)
+                else:  # the owner is away: the group moves its partitions after a while
+                    await asyncio.sleep(min(_OWNER_RETRY_S, remaining))
 
         def settled(order: Order | None) -> bool:
             # A partition move (the watch wakes every waiter) ends the wait too.
@@ -326,25 +394,39 @@ class OrderApi:
             return terminal or not self.routing.owns(order_id)
 
         order = await self.watch.wait_for(
-            order_id, lambda: self.orders.get(order_id), settled, wait
-        )
+            order_id, lambda: self.orders.get(order_id), settled,
+            max(0.0, started + wait - loop.time()),
+        )  # fmt: skip
         terminal = order is not None and order.status.is_terminal
         if not terminal and not self.routing.owns(order_id):
             # The partition moved during the wait: the local store no longer tells the truth
             # (a 404 here would make a client place an existing order again).
             return _unavailable("the order's partition moved during the wait; retry")
         if order is None:
-            return self._not_stored(order_id)
+            return await self._not_stored(order_id, max(0.0, move_deadline - loop.time()))
         self.placements.forget(order_id)
         return ApiResponse(200, order_to_public(order))
 
-    def _not_stored(self, order_id: str) -> ApiResponse:
-        """404, unless this worker answered a POST for the order that may still be stored."""
+    async def _not_stored(self, order_id: str, budget: float) -> ApiResponse:
+        """404 only when the order is truly unknown: this worker has read every command written
+        to the order's partition before now (a POST accepted by another worker during a move
+        may still be on its way), and no POST it answered may still be stored."""
         state = self.placements.state(order_id)
         if state == "unconfirmed":
             body = {"error": "unavailable", "order_id": order_id,
                     "message": "the order is not confirmed yet; ask again"}  # fmt: skip
             return ApiResponse(503, body, {"Retry-After": "1"})
+        if self.caught_up is not None:
+            caught_up = await self.caught_up(order_id, max(budget, _CATCH_UP_MIN_S))
+            order = self.orders.get(order_id) if self.routing.owns(order_id) else None
+            if order is not None:  # read meanwhile
+                self.placements.forget(order_id)
+                return ApiResponse(200, order_to_public(order))
+            if not caught_up or not self.routing.owns(order_id):
+                body = {"error": "unavailable", "order_id": order_id,
+                        "message": "the order's owner has not read every placed order yet; "
+                                   "ask again"}  # fmt: skip
+                return ApiResponse(503, body, {"Retry-After": "1"})
         if state == "accepted":
             body = {"order_id": order_id, "status": "ACCEPTED",
                     "message": "accepted; not stored yet: ask again"}  # fmt: skip
@@ -352,13 +434,14 @@ class OrderApi:
         return ApiResponse(404, {"error": "not_found", "order_id": order_id})
 
     async def _forward(
-        self, owner: Any, request: Any, body_bytes: bytes | None, extra: float = 0.0
-    ) -> ApiResponse:
+        self, owner: Any, request: Any, body_bytes: bytes | None, timeout: float,
+        long_poll: bool = False,
+    ) -> ApiResponse:  # fmt: skip
         if request.headers.get(FORWARDED_HEADER):
             # The sender thought we own the key; we think not: assignments are moving.
             raise NotReady("partition ownership is changing")
         status, payload, content_type, headers = await self.routing.forward(
-            owner, request, body_bytes, timeout=self.post_wait_s + extra + 5, long_poll=extra > 0
+            owner, request, body_bytes, timeout=timeout, long_poll=long_poll
         )
         return ApiResponse(status, None, headers, raw=payload, content_type=content_type)
 

@@ -18,7 +18,7 @@ from yarl import URL
 
 from orderflow.config import Settings
 
-__all__ = ["FORWARDED_HEADER", "NotReady", "Owner", "OwnerLookup"]
+__all__ = ["FORWARDED_HEADER", "SUSPECT_S", "NotReady", "Owner", "OwnerLookup"]
 
 FORWARDED_HEADER = "X-Orderflow-Forwarded"
 _KEPT_RESPONSE_HEADERS = ("Location", "Retry-After", "Idempotent-Replayed")
@@ -29,6 +29,10 @@ _DROPPED_REQUEST_HEADERS = {
 }  # fmt: skip
 # Connections to the owners for forwarded POSTs and plain GETs; long-polls have their own pool.
 _REQUEST_POOL_SIZE = 100
+# An owner that did not answer (refused, reset, timed out) is not asked again for this long:
+# requests meanwhile go the way they go without an owner (POSTs are accepted here, GETs wait
+# for the group to move its partitions) instead of each paying a timeout.
+SUSPECT_S = 2.0
 
 
 class NotReady(Exception):
@@ -69,6 +73,7 @@ class OwnerLookup:
         # assignment (its rebalancing/in_recovery flags leave a gap between the two, where a
         # newly owned order would wrongly look unknown: a 404 instead of a 503).
         self.settled = False
+        self._suspects: dict[tuple[str, int], float] = {}  # owner -> not asked until
 
     def mark_moving(self) -> None:
         self.settled = False
@@ -87,6 +92,26 @@ class OwnerLookup:
     def is_ready(self) -> bool:
         app = self.app
         return bool(self.settled and not app.rebalancing and not app.in_recovery)
+
+    async def wait_ready(self, timeout: float, poll_s: float = 0.05) -> bool:
+        """Wait up to ``timeout`` for this worker to be ready (partitions settled)."""
+        deadline = self.monotonic() + timeout
+        while not self.is_ready():
+            remaining = deadline - self.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(poll_s, remaining))
+        return True
+
+    def is_suspect(self, owner: Owner) -> bool:
+        """True while ``owner`` recently failed to answer a forwarded request."""
+        until = self._suspects.get(_ident(owner.url))
+        if until is None:
+            return False
+        if self.monotonic() >= until:
+            del self._suspects[_ident(owner.url)]
+            return False
+        return True
 
     def owner(self, order_id: str) -> Owner:
         if not self.is_ready():
@@ -168,6 +193,7 @@ class OwnerLookup:
                         if h in response.headers}  # fmt: skip
                 return response.status, payload, response.content_type, kept
         except (aiohttp.ClientError, TimeoutError) as exc:
+            self._suspects[_ident(owner.url)] = self.monotonic() + SUSPECT_S
             raise NotReady(f"the owner at {owner.url} did not answer ({exc!r})") from None
         except RuntimeError as exc:  # "Session is closed": the worker began to stop meanwhile
             raise NotReady(f"the worker is stopping ({exc})") from None
