@@ -8,11 +8,13 @@ connection errors are retried with the same key and backoff, up to a bound. Ever
 every connection error is counted, and every POST attempt is kept as a compact ``Attempt`` (when,
 how long, how it ended, which order) for the availability figures (tests/chaos/availability.py).
 
-The client reaches the workers the way production clients do, through a load balancer with a
-passive health check (nginx's ``max_fails``, Envoy's outlier detection): a worker whose
-connection fails (refused, reset, closed without an answer) is taken out of rotation at once
-and put back when its ``/ready`` answers 200 (probed every ``probe_s``). The attempt that failed
-is counted as failed; its retry goes to another worker. The rig takes a worker out of rotation
+The client reaches the workers the way production clients do, through a load balancer with
+health checks (nginx's ``max_fails``, Envoy's outlier detection and active health checks): a
+worker whose connection fails (refused, reset, closed without an answer), or whose liveness
+endpoint ``/health`` does not answer within ``probe_timeout_s`` (a frozen process: the kernel
+still accepts its connections), is taken out of rotation and put back when its ``/ready``
+answers 200; each check runs every ``probe_s``. The attempt that failed is counted as failed; its
+retry goes to another worker. The rig takes a worker out of rotation
 itself before it stops one on purpose (a rolling restart, a removal), as a deployment drains a
 backend before it stops it.
 """
@@ -123,7 +125,8 @@ class LoadSettings:
     request_timeout_s: float = 12.0  # longer than the worker's POST wait
     give_up_s: float = 120.0  # a careful client stops retrying one order after this
     backoff_max_s: float = 2.0
-    probe_s: float = 0.25  # how often the balancer asks a worker out of rotation for /ready
+    probe_s: float = 0.25  # how often the balancer checks each worker
+    probe_timeout_s: float = 1.0  # a worker that does not answer its check this fast is out
 
 
 class LoadGenerator:
@@ -182,26 +185,33 @@ class LoadGenerator:
         healthy = [u for u in urls if u not in self.ejected]
         return self.rng.choice(healthy or urls)
 
-    def _eject(self, url: str) -> None:
+    def _eject(self, url: str, why: str = "connection failed") -> None:
         if url not in self.ejected:
             self.ejected.add(url)
             self.ejections += 1
-            self.log(f"balancer: {url} out of rotation (connection failed)")
+            self.log(f"balancer: {url} out of rotation ({why})")
 
     async def _probe_ejected(self, session: aiohttp.ClientSession) -> None:
-        """Put a worker back in rotation once its /ready answers 200."""
-        timeout = aiohttp.ClientTimeout(total=1.0)
+        """Check every worker each ``probe_s``, all at once (one frozen worker must not delay
+        the check of the others)."""
         while True:
             await asyncio.sleep(self.settings.probe_s)
-            for url in list(self.ejected):
-                try:
-                    async with session.get(f"{url}/ready", timeout=timeout) as response:
-                        ready = response.status == 200
-                except (aiohttp.ClientError, TimeoutError):
-                    ready = False
-                if ready:
-                    self.ejected.discard(url)
-                    self.log(f"balancer: {url} back in rotation")
+            await asyncio.gather(*(self._probe(session, url) for url in self.urls()))
+
+    async def _probe(self, session: aiohttp.ClientSession, url: str) -> None:
+        """In rotation: ``/health`` must answer; out of it: back once ``/ready`` is 200."""
+        timeout = aiohttp.ClientTimeout(total=self.settings.probe_timeout_s)
+        path = "/ready" if url in self.ejected else "/health"
+        try:
+            async with session.get(f"{url}{path}", timeout=timeout) as response:
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if url not in self.ejected:
+                self._eject(url, f"no answer to its health check: {type(exc).__name__}")
+            return
+        if url in self.ejected and status == 200:
+            self.ejected.discard(url)
+            self.log(f"balancer: {url} back in rotation")
 
     async def _run_intent(self, session: aiohttp.ClientSession, intent: Intent) -> None:
         self.in_flight += 1

@@ -106,10 +106,13 @@ class OrderService:
         self.clock = clock
 
     async def handle(self, event: Any) -> None:
-        await self.dead_letters.guard(event, self._handle)
         message = event.message
-        if self.progress is not None and message.topic == ORDER_COMMANDS:
-            self.progress.handled(message.partition, message.offset)
+        commands = self.progress if message.topic == ORDER_COMMANDS else None
+        if commands is not None and not commands.admit(message.partition, message.offset):
+            return  # ahead of a hole: read again after the commands before it
+        await self.dead_letters.guard(event, self._handle)
+        if commands is not None:
+            commands.handled(message.partition, message.offset)
 
     async def _handle(self, event: Any) -> None:
         message = event.message

@@ -21,14 +21,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from orderflow.tables.scan import order_partition
 
-__all__ = ["BrokerEndOffsets", "CommandProgress", "committed_offsets"]
+__all__ = ["BrokerEndOffsets", "CommandProgress", "committed_offsets", "consumer_read_again"]
 
 log = logging.getLogger(__name__)
 
-# (partition) -> the offset before which every record was handled and committed (0: unknown)
-CommittedOffset = Callable[[int], int]
+# (partition) -> the offset before which every record was handled and committed (None: unknown)
+CommittedOffset = Callable[[int], int | None]
 # (partition) -> the partition's end offset at the broker now (a ListOffsets round trip)
 EndOffset = Callable[[int], Awaitable[int]]
+# (partition, offset, resume_from): hand a record back to be read again in order
+ReadAgain = Callable[[int, int, int], None]
 
 
 class CommandProgress:
@@ -36,10 +38,14 @@ class CommandProgress:
 
     poll_s = 0.2  # the longest a waiting question sleeps between looks (unknown orders only)
 
-    def __init__(self, partitions: int, committed: CommittedOffset, end: EndOffset) -> None:
+    def __init__(
+        self, partitions: int, committed: CommittedOffset, end: EndOffset,
+        read_again: ReadAgain | None = None,
+    ) -> None:  # fmt: skip
         self.partitions = partitions
         self.committed = committed
         self.end = end
+        self.read_again = read_again
         self._handled: dict[int, int] = {}  # partition -> last handled offset + 1
         self._progress = asyncio.Event()  # set at each handled command, for the waiters
         # partition -> (when it was sent, the ListOffsets answer): shared by every question
@@ -53,9 +59,27 @@ class CommandProgress:
             self._progress.set()
             self._progress = asyncio.Event()
 
+    def admit(self, partition: int, offset: int) -> bool:
+        """Whether the command at ``offset`` may be handled now: every command before it was.
+
+        One that arrives ahead of a hole is handed back (``read_again``) and read again after
+        the ones before it: the first PlaceOrder of an Idempotency-Key must win, whatever order
+        Faust delivered them in. With nothing known of the partition yet, everything is admitted.
+        """
+        if self.read_again is None or offset < self._handled.get(partition, 0):
+            return True  # (or read again after a rewind: handled before, idempotent)
+        committed = self.committed(partition)
+        if committed is None and partition not in self._handled:
+            return True  # nothing known of the partition yet
+        expected = self.read_through(partition)
+        if offset <= expected:
+            return True
+        self.read_again(partition, offset, expected)
+        return False
+
     def read_through(self, partition: int) -> int:
         """Every command before this offset was handled, here or by an owner before us."""
-        return max(self._handled.get(partition, 0), self.committed(partition))
+        return max(self._handled.get(partition, 0), self.committed(partition) or 0)
 
     async def caught_up(self, order_id: str, timeout: float) -> bool:
         """Wait (up to ``timeout``) until every command of the order's partition written before
@@ -134,15 +158,27 @@ class BrokerEndOffsets:
             await client.stop()
 
 
+def consumer_read_again(app: Any, topic: str) -> ReadAgain:
+    """``read_again`` through the worker's consumer (``RewindingConsumer.read_again``)."""
+    from faust.types import TP
+
+    def read_again(partition: int, offset: int, resume_from: int) -> None:
+        app.consumer.read_again(TP(topic, partition), offset, resume_from)
+
+    return read_again
+
+
 def committed_offsets(app: Any, topic: str) -> CommittedOffset:
     """The committed-offset reader of ``CommandProgress``, from the worker's Faust consumer."""
     from faust.types import TP
 
-    def committed(partition: int) -> int:
+    def committed(partition: int) -> int | None:
         consumer = app.consumer
         tp = TP(topic, partition)
         offset = consumer._committed_offset.get(tp)  # Faust: next offset to handle, or None
         started = getattr(consumer, "reading_from", {}).get(tp)  # nothing existed before it
+        if offset is None and started is None:
+            return None
         return max(offset or 0, started or 0)
 
     return committed
