@@ -178,7 +178,7 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
     def _new_offset(self, tp: Any) -> int | None:
         self._forget_handed_back(tp)
         acked = self._acked[tp]
-        if not self._gap[tp]:  # (Faust's gaps: compacted or transactional topics only)
+        if not self._gap[tp]:  # (never filled: see ``_add_gap``)
             start = self._committed_offset[tp] or self.reading_from.get(tp)
             if head_is_missing(start, acked):
                 assert start is not None
@@ -208,6 +208,22 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
     async def _seek_back(self, tp: Any, offset: int) -> None:
         if tp in self.assignment():  # not if it moved meanwhile: its new owner reads it
             await self.seek_wait({tp: offset})
+            # Faust drops every record below the last offset it delivered (its "read offset",
+            # which only its own ``seek`` resets): without this, the records read again never
+            # reach the agent, and the hole stays until the next rebalance.
+            self._read_offset[tp] = offset if offset else None
+
+    gaps_refused = 0  # jumps in delivered offsets Faust would have counted as acked (logs, tests)
+
+    async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+        # Faust records a jump in the offsets it delivers as a "gap" (meant for compacted or
+        # transactional topics) and later counts the gap as acked: it commits past records
+        # that never reached the agent. Our sources have no such holes: a jump means records
+        # were dropped on the way (a fetch batch still being delivered after a seek back), and
+        # the commit guard above holds the partition until they are read again.
+        self.gaps_refused += 1
+        log.warning("%s[%d]: offsets %d..%d skipped on the way to the agent: not counted as "
+                    "handled", tp.topic, tp.partition, offset_from, offset_to - 1)  # fmt: skip
 
     async def _commit(self, offsets: Mapping[Any, int]) -> bool:
         # Faust's consumer thread drops the partitions revoked meanwhile and hands aiokafka what

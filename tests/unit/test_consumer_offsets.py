@@ -46,6 +46,7 @@ def _consumer(cls: type[Any], committed: int | None, acked: list[int]) -> Any:
     consumer._gap = defaultdict(list)  # no gaps (Faust keeps IntervalTrees here)
     consumer.reading_from, consumer._held, consumer._seeks = {}, {}, set()  # (RewindingConsumer)
     consumer._handed_back, consumer._seeking_back = {}, {}
+    consumer._read_offset = defaultdict(lambda: None)
     return consumer
 
 
@@ -157,3 +158,39 @@ async def test_records_handed_back_by_the_agent_are_not_committed_and_are_read_a
     ours._acked[FAILED].extend(range(36, 47))
     ours._acked_index[FAILED].update(range(36, 47))
     assert ours._new_offset(FAILED) == 47
+
+
+async def test_a_read_again_resets_fausts_read_offset_so_the_records_are_delivered() -> None:
+    # Faust drops every fetched record below the last offset it delivered; a seek back that
+    # leaves that offset alone reads the hole again only to drop it (chaos: record 251 was
+    # sought back to 9 times and never delivered).
+    ours = _consumer(RewindingConsumer, 251, [])
+    ours._read_offset[FAILED] = 267
+
+    async def seek_wait(positions: dict[Any, int]) -> None:
+        return None
+
+    ours.seek_wait = seek_wait
+    ours.assignment = lambda: {FAILED}
+    ours.read_again(FAILED, 267, 251)
+    await asyncio.gather(*ours._seeks)
+    assert ours._read_offset[FAILED] == 251
+
+
+async def test_a_jump_in_delivered_offsets_is_never_counted_as_acked() -> None:
+    # Faust counts the offsets it skipped in a jump (36 -> 45) as a "gap" and then as acked:
+    # it would commit past 36..44, which no agent handled.
+    faust = _consumer(FaustConsumer, 36, [36, 45, 46])
+    faust._gap = defaultdict(_interval_tree)
+    await FaustConsumer._add_gap(faust, FAILED, 37, 45)
+    assert faust._new_offset(FAILED) > 37  # past 37..44
+    ours = _consumer(RewindingConsumer, 36, [36, 45, 46])
+    ours._gap = defaultdict(_interval_tree)
+    await ours._add_gap(FAILED, 37, 45)
+    assert ours._new_offset(FAILED) == 37 and ours.gaps_refused == 1
+
+
+def _interval_tree() -> Any:
+    from intervaltree import IntervalTree  # type: ignore[import-untyped]
+
+    return IntervalTree()
