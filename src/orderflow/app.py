@@ -185,11 +185,14 @@ def build(settings: Settings) -> Orderflow:
         producer_request_timeout=settings.producer_timeout_s,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_s,
-        # A topic created at start-up can miss the group leader's metadata snapshot ("Ignoring
-        # missing topic: payment.failed"): nobody consumes it until the leader's next refresh,
-        # which then triggers a rebalance. 5 minutes by default; CI saw a minute at 30 s (the
-        # refresh that fell during a broker restart failed). One small request per 5 s.
-        consumer_metadata_max_age_ms=5_000,
+        # How soon the clients learn a partition's new leader after a broker is lost: aiokafka
+        # retries a dead leader ("NodeNotReadyError") without asking for new metadata, until the
+        # next periodic refresh (5 minutes by default): every POST waited for it. Also, a topic
+        # created at start-up can miss the group leader's metadata snapshot ("Ignoring missing
+        # topic: payment.failed"): nobody consumes it until the leader's next refresh. One small
+        # request per second per client.
+        consumer_metadata_max_age_ms=1_000,
+        producer_metadata_max_age_ms=1_000,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
         stream_wait_empty=False,
         web_host=settings.web_host,
