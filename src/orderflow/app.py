@@ -175,6 +175,10 @@ def build(settings: Settings) -> Orderflow:
         producer_request_timeout=settings.producer_timeout_s,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_s,
+        # Static membership (KIP-345) when set: aiokafka sends it in JoinGroup (v5) and then
+        # sends no LeaveGroup at stop, so a worker back within the session timeout gets its
+        # partitions again and the others see no rebalance (tests/e2e/test_static_membership.py).
+        consumer_group_instance_id=settings.instance_id or None,
         # A topic created at start-up can miss the group leader's metadata snapshot ("Ignoring
         # missing topic: payment.failed"): nobody consumes it until the leader's next refresh,
         # which then triggers a rebalance. 5 minutes by default; CI saw a minute at 30 s (the

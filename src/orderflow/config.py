@@ -8,6 +8,7 @@ only these settings decide.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,23 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
     if value <= 0:
         raise ConfigError(f"{name}={value} must be > 0")
+    return value
+
+
+# Kafka's own rule for group.instance.id (the Java client refuses anything else): the id travels
+# in every JoinGroup and shows in the broker's group listings.
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _instance_id(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if value == "":
+        return ""  # dynamic membership
+    if not _INSTANCE_ID.fullmatch(value) or value in (".", ".."):
+        raise ConfigError(
+            f"{name}={value!r}: expected 1 to 249 characters among A-Z a-z 0-9 . _ - "
+            "(unique per worker, the same across its restarts)"
+        )
     return value
 
 
@@ -94,6 +112,11 @@ class Settings:
     recovery_deadline_s: float = 300.0
     # How soon a crashed worker's partitions move to the others (Kafka's session timeout).
     session_timeout_s: float = 10.0
+    # Kafka static group membership (group.instance.id); empty: dynamic. Unique per worker and
+    # the same across its restarts (with the same canonical URL): a worker back within the
+    # session timeout gets its partitions again with no rebalance of the others. A stopped
+    # static worker does not leave the group: its partitions wait for the session timeout.
+    instance_id: str = ""
     log_level: str = "info"
     # Long-polls (GET ?wait=S) this worker holds at once, and per client (TCP peer address).
     # Forwarded long-polls count only at the worker the client reached.
@@ -134,6 +157,7 @@ class Settings:
             producer_timeout_s=_float(env, "ORDERFLOW_PRODUCER_TIMEOUT", cls.producer_timeout_s),
             recovery_deadline_s=_float(env, "ORDERFLOW_RECOVERY_DEADLINE", cls.recovery_deadline_s),
             session_timeout_s=_float(env, "ORDERFLOW_SESSION_TIMEOUT", cls.session_timeout_s),
+            instance_id=_instance_id(env, "ORDERFLOW_INSTANCE_ID"),
             log_level=_choice(
                 env, "ORDERFLOW_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")
             ),
