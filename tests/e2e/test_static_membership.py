@@ -214,3 +214,42 @@ def test_worker_restarted_within_the_session_timeout_gets_its_partitions_back_wi
             if proc is not None:
                 proc.stop()
         sandbox.stop()
+
+
+@pytest.mark.parametrize("membership", ["static", "dynamic"])
+def test_worker_stopped_for_good_hands_its_partitions_over_static_only_after_the_session_timeout(
+    own_broker: KafkaCluster, tmp_path: Path, membership: str
+) -> None:
+    """The price of static membership: a SIGTERM'd static worker stays in the group (no
+    LeaveGroup), so its partitions move only when its session times out. Dynamic: at once."""
+    static = membership == "static"
+    bootstrap = own_broker.bootstrap
+    sandbox = start_sandbox(tmp_path)
+    gateway = sandbox.meta["url"]
+    victim, survivor, before = _two_workers(tmp_path, bootstrap, gateway, static)
+    url_a, url_b = victim.meta["url"], survivor.meta["url"]
+    try:
+        orders = _place_many(victim.meta["url"], 20, f"before-gone-{membership}")
+        started = time.monotonic()
+        assert victim.stop() == 0, victim.log_tail()
+        stopped_after = time.monotonic() - started
+        _, members = describe_group(bootstrap)
+        if static:  # still a member, with its partitions, until its session times out
+            assert members.get(url_a) == before[url_a], members
+        everything = before[url_a].partitions | before[url_b].partitions
+        poll_until(
+            lambda: (m := _stable_with(bootstrap, {url_b})) and m[url_b].partitions == everything,
+            SESSION_TIMEOUT_S * 3, 0.2, "the survivor to own every partition",
+        )  # fmt: skip
+        moved_after = time.monotonic() - started
+        wait_worker_ready(survivor)
+        ready_after = time.monotonic() - started
+        print(f"\n{membership}: stop took {stopped_after:.1f}s; partitions moved "
+              f"{moved_after:.1f}s and the survivor was ready {ready_after:.1f}s after the "
+              f"SIGTERM (session timeout {SESSION_TIMEOUT_S}s)")  # fmt: skip
+        orders |= _place_many(url_b, 10, f"after-gone-{membership}")
+        _assert_all_settled_once(url_b, gateway, bootstrap, orders)
+    finally:
+        for proc in (victim, survivor):
+            proc.stop()
+        sandbox.stop()
