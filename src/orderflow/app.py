@@ -178,7 +178,7 @@ def build(settings: Settings) -> Orderflow:
         # Static membership (KIP-345) when set: aiokafka sends it in JoinGroup (v5) and then
         # sends no LeaveGroup at stop, so a worker back within the session timeout gets its
         # partitions again and the others see no rebalance (tests/e2e/test_static_membership.py).
-        consumer_group_instance_id=settings.instance_id or None,
+        consumer_group_instance_id=settings.group_instance_id,
         # A topic created at start-up can miss the group leader's metadata snapshot ("Ignoring
         # missing topic: payment.failed"): nobody consumes it until the leader's next refresh,
         # which then triggers a rebalance. 5 minutes by default; CI saw a minute at 30 s (the

@@ -7,6 +7,7 @@ only these settings decide.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -46,9 +47,9 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-# Kafka's own rule for group.instance.id (the Java client refuses anything else): the id travels
-# in every JoinGroup and shows in the broker's group listings.
-_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
+# Kafka's own rule for group.instance.id (the Java client refuses anything else: 1 to 249 of
+# these characters), less the 9 characters of the URL fingerprint (``group_instance_id``).
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,240}")
 
 
 def _instance_id(env: Mapping[str, str], name: str) -> str:
@@ -57,7 +58,7 @@ def _instance_id(env: Mapping[str, str], name: str) -> str:
         return ""  # dynamic membership
     if not _INSTANCE_ID.fullmatch(value) or value in (".", ".."):
         raise ConfigError(
-            f"{name}={value!r}: expected 1 to 249 characters among A-Z a-z 0-9 . _ - "
+            f"{name}={value!r}: expected 1 to 240 characters among A-Z a-z 0-9 . _ - "
             "(unique per worker, the same across its restarts)"
         )
     return value
@@ -122,6 +123,22 @@ class Settings:
     # Forwarded long-polls count only at the worker the client reached.
     max_long_polls: int = 256
     max_long_polls_per_client: int = 32
+
+    @property
+    def group_instance_id(self) -> str | None:
+        """The ``group.instance.id`` sent to Kafka: ``instance_id`` and a fingerprint of the URL.
+
+        The broker gives a static member back its previous incarnation's assignment, and Faust's
+        assignment names the worker's URL (other workers route requests by it): handed an
+        assignment made for another URL, Faust's assignor fails an assertion and the worker's
+        group coordinator dies (alive, never ready, consuming nothing). With the URL in the id,
+        a worker moved to another URL, or a second worker given the same id by mistake, is
+        another member: the old one's partitions move when its session times out.
+        """
+        if not self.instance_id:
+            return None
+        digest = hashlib.sha256(self.canonical_url.encode()).hexdigest()[:8]
+        return f"{self.instance_id}.{digest}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

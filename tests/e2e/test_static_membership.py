@@ -253,3 +253,45 @@ def test_worker_stopped_for_good_hands_its_partitions_over_static_only_after_the
         for proc in (victim, survivor):
             proc.stop()
         sandbox.stop()
+
+
+def _same_id(worker: ManagedProcess) -> dict[str, str]:
+    return {**_ENV, "ORDERFLOW_INSTANCE_ID": worker.env["ORDERFLOW_INSTANCE_ID"]}
+
+
+def test_static_worker_restarted_with_another_url_or_a_duplicate_id_is_not_wedged(
+    own_broker: KafkaCluster, tmp_path: Path
+) -> None:
+    """The broker hands a static member back its previous incarnation's assignment, whose Faust
+    user data names the previous URL; Faust's assignor asserted it was ours and the worker's
+    coordinator died on it: alive, never ready, consuming nothing. A worker moved to another
+    URL (or a second worker given the same ORDERFLOW_INSTANCE_ID by mistake) must still work."""
+    bootstrap = own_broker.bootstrap
+    sandbox = start_sandbox(tmp_path)
+    gateway = sandbox.meta["url"]
+    victim, survivor, _ = _two_workers(tmp_path, bootstrap, gateway, static=True)
+    moved: ManagedProcess | None = None
+    twin: ManagedProcess | None = None
+    try:
+        orders = _place_many(victim.meta["url"], 10, "before-move")
+        victim.kill()
+        # Same instance id and data dir, another port: another canonical URL.
+        moved = start_worker(tmp_path, bootstrap, gateway, name="a-moved",
+                             data_dir=victim.meta["data_dir"], extra=_same_id(victim),
+                             wait_ready=False)  # fmt: skip
+        wait_worker_ready(moved, timeout=SESSION_TIMEOUT_S * 4)
+        urls = {moved.meta["url"], survivor.meta["url"]}
+        poll_until(lambda: _stable_with(bootstrap, urls), 60, 0.5, "the moved worker assigned")
+        # A mistake: a third worker with the survivor's instance id (its own URL and data dir).
+        twin = start_worker(tmp_path, bootstrap, gateway, name="b-twin",
+                            extra=_same_id(survivor), wait_ready=False)  # fmt: skip
+        wait_worker_ready(twin, timeout=SESSION_TIMEOUT_S * 4)
+        urls.add(twin.meta["url"])
+        poll_until(lambda: _stable_with(bootstrap, urls), 60, 0.5, "three workers assigned")
+        orders |= _place_many(survivor.meta["url"], 10, "after-move")
+        _assert_all_settled_once(survivor.meta["url"], gateway, bootstrap, orders)
+    finally:
+        for proc in (twin, moved, victim, survivor):
+            if proc is not None:
+                proc.stop()
+        sandbox.stop()
