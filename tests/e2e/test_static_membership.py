@@ -16,6 +16,8 @@ Figures (seconds) are printed, not asserted.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -294,4 +296,49 @@ def test_static_worker_restarted_with_another_url_or_a_duplicate_id_is_not_wedge
         for proc in (twin, moved, victim, survivor):
             if proc is not None:
                 proc.stop()
+        sandbox.stop()
+
+
+def test_leave_group_command_hands_a_static_worker_s_partitions_over_without_the_session_wait(
+    own_broker: KafkaCluster, tmp_path: Path
+) -> None:
+    """For a final stop (scale-down): `orderflow leave-group ID` after the worker stopped."""
+    bootstrap = own_broker.bootstrap
+    sandbox = start_sandbox(tmp_path)
+    gateway = sandbox.meta["url"]
+    victim, survivor, before = _two_workers(tmp_path, bootstrap, gateway, static=True)
+    url_a, url_b = victim.meta["url"], survivor.meta["url"]
+    try:
+        orders = _place_many(url_a, 10, "before-leave")
+        started = time.monotonic()
+        assert victim.stop() == 0, victim.log_tail()
+        assert describe_group(bootstrap)[1].get(url_a) == before[url_a]  # still a member
+        left = subprocess.run(
+            [sys.executable, "-m", "orderflow", "leave-group", victim.env["ORDERFLOW_INSTANCE_ID"],
+             "--bootstrap", bootstrap],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert left.returncode == 0, left.stdout + left.stderr
+        assert before[url_a].member_id in left.stdout
+        _, members = describe_group(bootstrap)
+        assert before[url_a].member_id not in {m.member_id for m in members.values()}
+        everything = before[url_a].partitions | before[url_b].partitions
+        poll_until(
+            lambda: (m := _stable_with(bootstrap, {url_b})) and m[url_b].partitions == everything,
+            SESSION_TIMEOUT_S * 3, 0.2, "the survivor to own every partition",
+        )  # fmt: skip
+        print(f"\nleave-group: partitions moved {time.monotonic() - started:.1f}s after the "
+              f"SIGTERM (session timeout {SESSION_TIMEOUT_S}s)")  # fmt: skip
+        # Nobody left by that id now: the command says so and fails.
+        again = subprocess.run(
+            [sys.executable, "-m", "orderflow", "leave-group", victim.env["ORDERFLOW_INSTANCE_ID"],
+             "--bootstrap", bootstrap],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert again.returncode == 1, again.stdout + again.stderr
+        orders |= _place_many(url_b, 10, "after-leave")
+        _assert_all_settled_once(url_b, gateway, bootstrap, orders)
+    finally:
+        for proc in (victim, survivor):
+            proc.stop()
         sandbox.stop()

@@ -39,3 +39,17 @@ def test_the_group_instance_id_is_the_instance_id_and_a_fingerprint_of_the_url()
     assert group_id(one | {"ORDERFLOW_CANONICAL_URL": "http://w1.svc:6067"}) != group_id(one)
     longest = Settings.from_env({"ORDERFLOW_INSTANCE_ID": "a" * 240}).group_instance_id
     assert longest is not None and len(longest) <= 249  # Kafka's limit
+
+
+def test_leave_group_finds_the_members_of_one_instance_id_only() -> None:
+    from orderflow.membership import static_members
+
+    members = [
+        "w1.0a1b2c3d-5517cafb-9bc5-4882-bcb3-b1e1c9d6da26",  # w1 at one URL
+        "w1.ffff0000-8d7b298b-1e0d-46ab-9f41-0844e7482bac",  # w1 at another (session not over)
+        "w10.0a1b2c3d-44709041-0520-492d-855b-a1693276f3c9",  # another worker
+        "w1-6c10dc11-f1b5-43d6-96f3-f3c4fbcca84e",  # not ours (no URL fingerprint)
+        "faust-0.15.3-2b0ba0d5-0f0e-4c8a-9d7e-37e58f6f6a8c",  # a dynamic member
+    ]
+    assert static_members(members, "w1") == sorted(members[:2])
+    assert static_members(members, "w") == []
