@@ -115,8 +115,10 @@ class Settings:
     session_timeout_s: float = 10.0
     # Kafka static group membership (group.instance.id); empty: dynamic. Unique per worker and
     # the same across its restarts (with the same canonical URL): a worker back within the
-    # session timeout gets its partitions again with no rebalance of the others. A stopped
-    # static worker does not leave the group: its partitions wait for the session timeout.
+    # session timeout gets its partitions again with no rebalance of the others: set
+    # ORDERFLOW_SESSION_TIMEOUT above a worker's stop + start time (5-9 s measured), or the
+    # restart costs the wait and the rebalances too. A stopped static worker does not leave the
+    # group: its partitions wait for the session timeout (or `orderflow leave-group`).
     instance_id: str = ""
     log_level: str = "info"
     # Long-polls (GET ?wait=S) this worker holds at once, and per client (TCP peer address).

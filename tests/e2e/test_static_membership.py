@@ -4,7 +4,9 @@ A static worker that comes back within the session timeout (same instance id, sa
 URL, same data dir) gets its own partitions back and the other workers see no rebalance at all:
 no revocation, no new generation, no table recovery, never unready. A static worker that does
 not come back keeps its partitions until the session timeout, then they move (it sends no
-LeaveGroup when it stops: that is what lets it come back without a rebalance).
+LeaveGroup when it stops: that is what lets it come back without a rebalance), unless
+`orderflow leave-group` takes it out. A static worker moved to another URL, or a second worker
+given the same id by mistake, is another member (the id carries a fingerprint of the URL).
 
 The group is read from outside with DescribeGroups (member ids and each member's assignment,
 whose Faust user data names the worker's URL); a rebalance seen by a worker is a new
