@@ -185,6 +185,10 @@ def build(settings: Settings) -> Orderflow:
         producer_request_timeout=settings.producer_timeout_s,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_s,
+        # Static membership (KIP-345) when set: aiokafka sends it in JoinGroup (v5) and then
+        # sends no LeaveGroup at stop, so a worker back within the session timeout gets its
+        # partitions again and the others see no rebalance (tests/e2e/test_static_membership.py).
+        consumer_group_instance_id=settings.group_instance_id,
         # How soon the clients learn a partition's new leader after a broker is lost: aiokafka
         # retries a dead leader ("NodeNotReadyError") without asking for new metadata, until the
         # next periodic refresh (5 minutes by default): every POST waited for it. Also, a topic

@@ -3,6 +3,7 @@
     orderflow worker [faust worker options]     the service (same as faust -A orderflow.app worker)
     orderflow sandbox-gateway --port P --db F   the sandbox payment gateway on its own
     orderflow kafka up|down|status|logs         the local development broker
+    orderflow leave-group INSTANCE_ID           a static worker stopped for good leaves the group
     orderflow replay|trace|dlq ...              debugging: re-read events, trace an order,
                                                 dead letters (``orderflow.replay``)
     orderflow <any faust command>               e.g. `orderflow agents`, app commands
@@ -29,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orderflow.localkafka import main as kafka_main
 
         return kafka_main(args[1:])
+    if args and args[0] == "leave-group":
+        from orderflow.membership import main as leave_main
+
+        return leave_main(args[1:])
     if args and args[0] in ("replay", "trace", "dlq"):
         from orderflow.replay.cli import main as debug_main
 

@@ -7,7 +7,9 @@ only these settings decide.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,23 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
     if value <= 0:
         raise ConfigError(f"{name}={value} must be > 0")
+    return value
+
+
+# Kafka's own rule for group.instance.id (the Java client refuses anything else: 1 to 249 of
+# these characters), less the 9 characters of the URL fingerprint (``group_instance_id``).
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,240}")
+
+
+def _instance_id(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if value == "":
+        return ""  # dynamic membership
+    if not _INSTANCE_ID.fullmatch(value) or value in (".", ".."):
+        raise ConfigError(
+            f"{name}={value!r}: expected 1 to 240 characters among A-Z a-z 0-9 . _ - "
+            "(unique per worker, the same across its restarts)"
+        )
     return value
 
 
@@ -97,11 +116,34 @@ class Settings:
     recovery_deadline_s: float = 300.0
     # How soon a crashed worker's partitions move to the others (Kafka's session timeout).
     session_timeout_s: float = 10.0
+    # Kafka static group membership (group.instance.id); empty: dynamic. Unique per worker and
+    # the same across its restarts (with the same canonical URL): a worker back within the
+    # session timeout gets its partitions again with no rebalance of the others: set
+    # ORDERFLOW_SESSION_TIMEOUT above a worker's stop + start time (5-9 s measured), or the
+    # restart costs the wait and the rebalances too. A stopped static worker does not leave the
+    # group: its partitions wait for the session timeout (or `orderflow leave-group`).
+    instance_id: str = ""
     log_level: str = "info"
     # Long-polls (GET ?wait=S) this worker holds at once, and per client (TCP peer address).
     # Forwarded long-polls count only at the worker the client reached.
     max_long_polls: int = 256
     max_long_polls_per_client: int = 32
+
+    @property
+    def group_instance_id(self) -> str | None:
+        """The ``group.instance.id`` sent to Kafka: ``instance_id`` and a fingerprint of the URL.
+
+        The broker gives a static member back its previous incarnation's assignment, and Faust's
+        assignment names the worker's URL (other workers route requests by it): handed an
+        assignment made for another URL, Faust's assignor fails an assertion and the worker's
+        group coordinator dies (alive, never ready, consuming nothing). With the URL in the id,
+        a worker moved to another URL, or a second worker given the same id by mistake, is
+        another member: the old one's partitions move when its session times out.
+        """
+        if not self.instance_id:
+            return None
+        digest = hashlib.sha256(self.canonical_url.encode()).hexdigest()[:8]
+        return f"{self.instance_id}.{digest}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -138,6 +180,7 @@ class Settings:
             producer_timeout_s=_float(env, "ORDERFLOW_PRODUCER_TIMEOUT", cls.producer_timeout_s),
             recovery_deadline_s=_float(env, "ORDERFLOW_RECOVERY_DEADLINE", cls.recovery_deadline_s),
             session_timeout_s=_float(env, "ORDERFLOW_SESSION_TIMEOUT", cls.session_timeout_s),
+            instance_id=_instance_id(env, "ORDERFLOW_INSTANCE_ID"),
             log_level=_choice(
                 env, "ORDERFLOW_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")
             ),
