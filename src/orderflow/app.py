@@ -335,6 +335,10 @@ def build(settings: Settings) -> Orderflow:
         unknown.assigned(owned, rescan_all=rescan_all)
         stalled.assigned(owned, rescan_all=rescan_all)
         fence.settled(owned)
+        # How long this worker could not serve its partitions itself (POSTs were accepted
+        # durably meanwhile): the rebalance and its table recovery (make chaos reports these).
+        log.info("partitions settled: %d of OrderDB, after %.1fs unready", len(owned),
+                 routing.unready_for())  # fmt: skip
         routing.mark_settled()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -271,22 +272,34 @@ def _write_attempts(path: Path, load: LoadGenerator, origin: float) -> None:
 _LOG_MARKERS = {
     "stall_nudges": "publishing order.created again",
     "payments_unknown": "UNKNOWN (",
+    "commands_read_again_in_order": "reached the agent before",
+    "skipped_offsets_refused": "skipped on the way to the agent",
     "error_lines": "[ERROR]",
     "tracebacks": "Traceback (most recent call last)",
 }
+_SETTLED = re.compile(r"partitions settled: \d+ of OrderDB, after ([0-9.]+)s unready")
 
 
-def _scan_worker_logs(work_dir: Path) -> tuple[dict[str, int], list[str]]:
-    """Counts of telling lines in every worker's log, and the distinct ERROR messages."""
-    counts = dict.fromkeys(_LOG_MARKERS, 0)
+def _scan_worker_logs(work_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    """Counts of telling lines in every worker's log, how long each worker was unready at each
+    rebalance (rebalance + table recovery: ``settle_s``), and the distinct ERROR messages."""
+    counts: dict[str, Any] = dict.fromkeys(_LOG_MARKERS, 0)
+    settles: list[float] = []
     errors: dict[str, None] = {}
     for path in sorted((work_dir / "workers").glob("worker-*.log")):
         for line in path.read_text(errors="replace").splitlines():
             for name, marker in _LOG_MARKERS.items():
                 counts[name] += marker in line
+            if (settled := _SETTLED.search(line)) is not None:
+                settles.append(float(settled.group(1)))
             if "[ERROR]" in line:
                 # Drop the timestamp prefix so repeats of one message count once.
                 errors.setdefault(line.split("[ERROR]", 1)[1].strip()[:200], None)
+    settles.sort()
+    counts["settle_s"] = (
+        f"n={len(settles)} p50={settles[len(settles) // 2]:.1f} max={settles[-1]:.1f}"
+        if settles else "-"
+    )  # fmt: skip
     return counts, list(errors)[:30]
 
 
