@@ -27,12 +27,19 @@ that were dropped on the way to the agent (each partition is read by one agent, 
 offset order): after ``redeliver_after`` seconds the partition is sought back to the hole and
 read again, instead of waiting for the next rebalance.
 
-Records can also reach an agent *ahead* of a hole (CI and chaos runs saw a partition's
-records delivered from offset 45 after a rebalance while 36..44 came back only with the
-read-again). An agent whose decisions depend on the order of its partition (the order
-service: the first PlaceOrder of an Idempotency-Key wins) hands such records back
-(``read_again``): they do not count as acked, and the partition is sought back to the first
-record not handled at once, so that it is read again in order.
+Fetches never return records of a partition that was paused while they waited. Faust hands its
+live set of active partitions to the consumer thread (``Consumer._wait_next_records``), where a
+fetch waits up to a second for records; aiokafka's ``Fetcher.fetched_records`` reads an *empty*
+set as "every partition". When table recovery pauses the active changelogs during that wait
+(faust/tables/recovery.py, after "Done reading from changelog topics"), the set empties, and the
+records of the standby changelogs it has just sought (recovery.py, "Starting standby
+partitions...") come back through that fetch, marked consumed, and are dropped by Faust's
+``getmany`` because their partition is not active. The standby then reads on from after them,
+its RocksDB offset (``apply_changelog_batch``) passes the hole, and once promoted the worker
+recovers only from that offset: the orders in the hole are unknown to it (404, "payment result
+for an unknown order"), whatever its changelog holds. So the thread gets a view that is never
+empty and answers membership from the live set: records of a paused partition stay in aiokafka
+until it is resumed.
 
 Last, the subscription waits until the broker reports every topic Faust just declared (with a
 leader): otherwise the group leader's first assignment can ignore a new topic ("Ignoring missing
@@ -45,13 +52,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Set
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 
-__all__ = ["RewindingConsumer", "head_is_missing", "never_committed"]
+__all__ = ["LivePartitions", "RewindingConsumer", "head_is_missing", "never_committed"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +82,22 @@ def head_is_missing(start: int | None, acked: Collection[int]) -> bool:
     return start is not None and bool(acked) and min(acked) > start
 
 
+class LivePartitions:
+    """The partitions a fetch may return: Faust's live set, but never "all" when it empties.
+
+    aiokafka only asks ``bool(partitions)`` (empty: every partition) and ``tp in partitions``.
+    """
+
+    def __init__(self, live: Set[Any]) -> None:
+        self.live = live
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self.live  # read from the consumer thread: one atomic set lookup
+
+
 class RewindingConsumer(AIOKafkaDriverConsumer):
     """Faust's aiokafka consumer whose post-rebalance seek also covers uncommitted partitions."""
 
@@ -95,6 +118,11 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         # Records handed back by an agent (``read_again``): not acked, whatever Faust says.
         self._handed_back: dict[Any, set[int]] = {}
         self._seeking_back: dict[Any, int] = {}  # partition -> where a read-again seek goes
+
+    async def _getmany(self, active_partitions: Set[Any] | None, timeout: float) -> Any:
+        # Faust fetches only while some partition is active (None: all, for client-only apps).
+        live = None if active_partitions is None else LivePartitions(active_partitions)
+        return await super()._getmany(live, timeout)  # type: ignore[arg-type]
 
     async def subscribe(self, topics: Iterable[str]) -> None:
         wanted = set(topics)
