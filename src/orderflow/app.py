@@ -26,12 +26,7 @@ from orderflow.agents.dead_letters import DeadLetters
 from orderflow.agents.in_flight import InFlight
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.payments import PaymentService, UnknownPayments
-from orderflow.agents.progress import (
-    BrokerEndOffsets,
-    CommandProgress,
-    committed_offsets,
-    consumer_read_again,
-)
+from orderflow.agents.progress import CommandLog, CommandProgress, committed_offsets
 from orderflow.config import Settings
 from orderflow.consumer import RewindingConsumer
 from orderflow.delivery import CHANGELOG, UNDELIVERABLE, DeliveringTopic, run_batch, sequentially
@@ -244,9 +239,9 @@ def build(settings: Settings) -> Orderflow:
 
     routing = OwnerLookup(app, OrderTable.NAME, settings.max_long_polls)
     stalled = StalledOrders(settings.stall_after_s, partitions=settings.partitions)
-    end_offsets = BrokerEndOffsets(_bootstrap_servers(settings), ORDER_COMMANDS)
+    command_log = CommandLog(_bootstrap_servers(settings), ORDER_COMMANDS)
     progress = CommandProgress(settings.partitions, committed_offsets(app, ORDER_COMMANDS),
-                               end_offsets, consumer_read_again(app, ORDER_COMMANDS))  # fmt: skip
+                               command_log)  # fmt: skip
     order_service = OrderService(orders, FencedSender(outputs[ORDER_CREATED], fence),
                                  dead_letters, watch, stalled, progress=progress)  # fmt: skip
 
@@ -362,7 +357,7 @@ def build(settings: Settings) -> Orderflow:
         await fence.shutdown()
         await gateway.close()
         await routing.close()
-        await end_offsets.close()
+        await command_log.close()
 
     long_polls = LongPolls(settings.max_long_polls, settings.max_long_polls_per_client)
     api = OrderApi(orders, topics[ORDER_COMMANDS], watch, routing, settings.post_wait_s, long_polls,
@@ -377,7 +372,7 @@ def build(settings: Settings) -> Orderflow:
             "inconsistent_payments": payment_service.inconsistent,
             "table_recoveries_restarted": recovery_check.restarts,
             "input_holes_read_again": getattr(app.consumer, "redelivered", 0),
-            "commands_read_again_in_order": getattr(app.consumer, "handed_back", 0),
+            "commands_read_ahead_of_a_hole": progress.holes_read,
         },
         settings.stuck_after_s, settings.recovery_deadline_s,
     )  # fmt: skip

@@ -115,9 +115,6 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         self.reading_from: dict[Any, int] = {}
         self._held: dict[Any, tuple[int, float]] = {}  # partition -> (hole start, noticed at)
         self._seeks: set[asyncio.Future[None]] = set()  # read-again seeks, until they are done
-        # Records handed back by an agent (``read_again``): not acked, whatever Faust says.
-        self._handed_back: dict[Any, set[int]] = {}
-        self._seeking_back: dict[Any, int] = {}  # partition -> where a read-again seek goes
 
     async def _getmany(self, active_partitions: Set[Any] | None, timeout: float) -> Any:
         # Faust fetches only while some partition is active (None: all, for client-only apps).
@@ -168,43 +165,7 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         log.info("no committed offset: reading %d partition(s) from the start: %s", len(fresh),
                  ", ".join(f"{tp.topic}[{tp.partition}]" for tp in fresh))  # fmt: skip
 
-    handed_back = 0  # records an agent handed back to be read again in order (logs, tests)
-
-    def read_again(self, tp: Any, offset: int, resume_from: int) -> None:
-        """The agent did not handle the record at ``offset``: records before it, from
-        ``resume_from``, were not handled yet. It must not count as acked, and the partition is
-        read again from ``resume_from`` now (once per hole)."""
-        self.handed_back += 1
-        self._handed_back.setdefault(tp, set()).add(offset)
-        if self._seeking_back.get(tp) == resume_from:
-            return
-        self._seeking_back[tp] = resume_from
-        log.warning("%s[%d]: record %d reached the agent before %d..%d: reading from %d again",
-                    tp.topic, tp.partition, offset, resume_from, offset - 1, resume_from)  # fmt: skip
-        task = asyncio.ensure_future(self._seek_back(tp, resume_from))
-        self._seeks.add(task)
-        task.add_done_callback(self._seeks.discard)
-
-        def done(_: asyncio.Future[None]) -> None:
-            if self._seeking_back.get(tp) == resume_from:
-                del self._seeking_back[tp]
-
-        task.add_done_callback(done)
-
-    def _forget_handed_back(self, tp: Any) -> None:
-        """Take the records handed back out of Faust's acked offsets (they are acked again when
-        they are read again and handled)."""
-        back = self._handed_back.pop(tp, None)
-        if not back:
-            return
-        acked, index = self._acked[tp], self._acked_index[tp]
-        kept = [offset for offset in acked if offset not in back]
-        if len(kept) != len(acked):
-            acked[:] = kept
-            index.difference_update(back)
-
     def _new_offset(self, tp: Any) -> int | None:
-        self._forget_handed_back(tp)
         acked = self._acked[tp]
         if not self._gap[tp]:  # (never filled: see ``_add_gap``)
             start = self._committed_offset[tp] or self.reading_from.get(tp)
@@ -235,11 +196,7 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
 
     async def _seek_back(self, tp: Any, offset: int) -> None:
         if tp in self.assignment():  # not if it moved meanwhile: its new owner reads it
-            await self.seek_wait({tp: offset})
-            # Faust drops every record below the last offset it delivered (its "read offset",
-            # which only its own ``seek`` resets): without this, the records read again never
-            # reach the agent, and the hole stays until the next rebalance.
-            self._read_offset[tp] = offset if offset else None
+            await self.seek_wait({tp: offset})  # (which also resets Faust's read offset)
 
     gaps_refused = 0  # jumps in delivered offsets Faust would have counted as acked (logs, tests)
 
@@ -270,6 +227,4 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         for tp in revoked:
             self.reading_from.pop(tp, None)
             self._held.pop(tp, None)
-            self._handed_back.pop(tp, None)
-            self._seeking_back.pop(tp, None)
         await super().on_partitions_revoked(revoked)

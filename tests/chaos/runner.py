@@ -272,7 +272,7 @@ def _write_attempts(path: Path, load: LoadGenerator, origin: float) -> None:
 _LOG_MARKERS = {
     "stall_nudges": "publishing order.created again",
     "payments_unknown": "UNKNOWN (",
-    "commands_read_again_in_order": "reached the agent before",
+    "command_holes_read_first": "reached the order service before",
     "skipped_offsets_refused": "skipped on the way to the agent",
     "error_lines": "[ERROR]",
     "tracebacks": "Traceback (most recent call last)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from orderflow.agents.progress import CommandProgress
 from orderflow.tables.scan import order_partition
@@ -12,6 +13,16 @@ _PARTITIONS = 4
 _PARTITION = order_partition(_ORDER, _PARTITIONS)
 
 
+class _Log:
+    """The command log: ``end`` answers with ``end_offset`` (a coroutine function)."""
+
+    def __init__(self, end_offset: Any) -> None:
+        self.end = end_offset
+
+    async def read(self, partition: int, start: int, stop: int) -> list[Any]:
+        raise AssertionError("not read here")
+
+
 def _progress(committed: int = 0, end: int = 10, broker_fails: bool = False) -> CommandProgress:
     async def end_offset(partition: int) -> int:
         assert partition == _PARTITION
@@ -19,7 +30,7 @@ def _progress(committed: int = 0, end: int = 10, broker_fails: bool = False) -> 
             raise ConnectionError("broker away")
         return end
 
-    return CommandProgress(_PARTITIONS, lambda partition: committed, end_offset)
+    return CommandProgress(_PARTITIONS, lambda partition: committed, _Log(end_offset))
 
 
 async def test_caught_up_at_once_when_the_committed_offset_reaches_the_end() -> None:
@@ -63,7 +74,7 @@ async def test_a_flood_of_questions_shares_a_few_offset_requests() -> None:
         await asyncio.sleep(0.05)  # a broker round trip
         return 0
 
-    progress = CommandProgress(_PARTITIONS, lambda partition: 0, end_offset)
+    progress = CommandProgress(_PARTITIONS, lambda partition: 0, _Log(end_offset))
     answers = await asyncio.gather(*(progress.caught_up(_ORDER, timeout=5) for _ in range(200)))
     assert all(answers)
     assert calls <= 2  # the first request, and one sent after the questions asked meanwhile
@@ -79,7 +90,7 @@ async def test_a_question_asked_after_a_request_was_sent_waits_for_a_fresh_one()
         await asyncio.sleep(0.05)
         return next(ends)
 
-    progress = CommandProgress(_PARTITIONS, lambda partition: 3, end_offset)
+    progress = CommandProgress(_PARTITIONS, lambda partition: 3, _Log(end_offset))
     early = asyncio.ensure_future(progress.caught_up(_ORDER, timeout=5))
     await asyncio.sleep(0.01)  # the first request is in flight: a write may land meanwhile
     late = asyncio.ensure_future(progress.caught_up(_ORDER, timeout=0.5))

@@ -1,5 +1,8 @@
 """The order service handles a partition's commands in offset order, whatever Faust delivers.
 
+A command that reaches it ahead of a hole has the hole read from Kafka (``CommandLog.read``) and
+handled first.
+
 A chaos run saw records 45.. of a command partition reach the order agent before 36..44 after a
 rebalance (36..44 came back only with the read-again of the hole, 16 s later). With POSTs
 accepted durably by any worker, two PlaceOrders of one Idempotency-Key can both be in Kafka
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orderflow.agents.orders import OrderService, StalledOrders
-from orderflow.agents.progress import CommandProgress
+from orderflow.agents.progress import CommandProgress, CommandRecord
 from orderflow.domain.order import Order
 from orderflow.records import encode_event
 from orderflow.topics import ORDER_COMMANDS
@@ -57,51 +60,68 @@ class _DeadLetters:
         await handle(event)
 
 
-def _command_event(offset: int, fingerprint: str) -> _Event:
+def _record(offset: int, fingerprint: str) -> CommandRecord:
     command = place_command(order_id="ord-1", fingerprint=fingerprint, request_id=f"r-{offset}")
-    return _Event(_Message(ORDER_COMMANDS, 5, offset, b"ord-1", encode_event(command)))
+    return CommandRecord(ORDER_COMMANDS, 5, offset, b"ord-1", encode_event(command), ())
 
 
-def _service(committed: int | None) -> tuple[OrderService, _Orders, list[tuple[int, int, int]]]:
-    handed_back: list[tuple[int, int, int]] = []
+def _event(record: CommandRecord) -> _Event:
+    return _Event(_Message(record.topic, record.partition, record.offset, record.key or b"",
+                           record.value or b""))  # fmt: skip
 
-    async def no_end(partition: int) -> int:
-        raise AssertionError("not asked here")
 
-    progress = CommandProgress(
-        8, lambda partition: committed, no_end,
-        lambda partition, offset, resume: handed_back.append((partition, offset, resume)),
-    )  # fmt: skip
+class _Kafka:
+    """Partition 5 of the command topic as Kafka holds it; ``reads``: the ranges read."""
+
+    def __init__(self, records: list[CommandRecord]) -> None:
+        self.records = {r.offset: r for r in records}
+        self.reads: list[tuple[int, int, int]] = []
+
+    async def end(self, partition: int) -> int:
+        return max(self.records) + 1
+
+    async def read(self, partition: int, start: int, stop: int) -> list[CommandRecord]:
+        self.reads.append((partition, start, stop))
+        return [self.records[o] for o in range(start, stop)]
+
+
+def _service(kafka: _Kafka, committed: int | None) -> tuple[OrderService, _Orders]:
+    progress = CommandProgress(8, lambda partition: committed, kafka)
     orders = _Orders()
     service = OrderService(orders, _Topic(), _DeadLetters(), OrderWatch(),  # type: ignore[arg-type]
                            StalledOrders(30.0), progress=progress)  # fmt: skip
-    return service, orders, handed_back
+    return service, orders
 
 
-async def test_a_command_ahead_of_a_hole_is_handed_back_and_the_first_one_wins() -> None:
-    service, orders, handed_back = _service(committed=36)
-    await service.handle(_command_event(45, "fp-other-body"))  # delivered first, out of order
-    assert orders.get("ord-1") is None
-    assert handed_back == [(5, 45, 36)]  # read again from 36
-    for offset in range(36, 46):  # the partition read again, in order
-        fingerprint = "fp-first-body" if offset == 36 else "fp-other-body"
-        await service.handle(_command_event(offset, fingerprint))
+# Offsets 36..45 of partition 5: the first body at 36, the same key with another body after.
+_LOG = [_record(o, "fp-first-body" if o == 36 else "fp-other-body") for o in range(36, 46)]
+
+
+async def test_a_command_ahead_of_a_hole_has_the_hole_read_first_and_the_first_body_wins() -> None:
+    kafka = _Kafka(_LOG)
+    service, orders = _service(kafka, committed=36)
+    await service.handle(_event(_LOG[-1]))  # offset 45 delivered first, out of order
+    assert kafka.reads == [(5, 36, 45)]
     stored = orders.get("ord-1")
     assert stored is not None and stored.fingerprint == "fp-first-body"
-    assert handed_back == [(5, 45, 36)]  # nothing else handed back
+    for record in _LOG:  # Faust delivers 36..45 again later: duplicates, nothing changes
+        await service.handle(_event(record))
+    assert kafka.reads == [(5, 36, 45)]
+    assert orders.get("ord-1") == stored
 
 
-async def test_commands_read_again_after_a_rewind_are_handled_as_duplicates() -> None:
-    service, orders, handed_back = _service(committed=36)
-    for offset in (36, 37, 38):
-        await service.handle(_command_event(offset, "fp-first-body"))
-    await service.handle(_command_event(37, "fp-other-body"))  # re-read: below what was handled
-    assert handed_back == []
+async def test_commands_in_order_read_nothing_from_kafka() -> None:
+    kafka = _Kafka(_LOG)
+    service, orders = _service(kafka, committed=36)
+    for record in _LOG:
+        await service.handle(_event(record))
+    assert kafka.reads == []
     stored = orders.get("ord-1")
     assert stored is not None and stored.fingerprint == "fp-first-body"
 
 
-async def test_with_nothing_known_of_the_partition_every_command_is_handled() -> None:
-    service, orders, handed_back = _service(committed=None)
-    await service.handle(_command_event(45, "fp-other-body"))
-    assert handed_back == [] and orders.get("ord-1") is not None
+async def test_with_nothing_known_of_the_partition_nothing_is_read() -> None:
+    kafka = _Kafka(_LOG)
+    service, orders = _service(kafka, committed=None)
+    await service.handle(_event(_LOG[-1]))
+    assert kafka.reads == [] and orders.get("ord-1") is not None

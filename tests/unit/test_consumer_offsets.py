@@ -45,7 +45,6 @@ def _consumer(cls: type[Any], committed: int | None, acked: list[int]) -> Any:
     consumer._committed_offset = defaultdict(lambda: None, {FAILED: committed})
     consumer._gap = defaultdict(list)  # no gaps (Faust keeps IntervalTrees here)
     consumer.reading_from, consumer._held, consumer._seeks = {}, {}, set()  # (RewindingConsumer)
-    consumer._handed_back, consumer._seeking_back = {}, {}
     consumer._read_offset = defaultdict(lambda: None)
     return consumer
 
@@ -134,47 +133,6 @@ async def test_a_commit_of_partitions_revoked_meanwhile_sends_nothing(
     assert await ours._commit({FAILED: 7}) is False  # revoked meanwhile: nothing to send
     assert await ours._commit({FAILED: 7, CREATED: 3}) is True
     assert sent == [{CREATED: 3}]
-
-
-async def test_records_handed_back_by_the_agent_are_not_committed_and_are_read_again() -> None:
-    # Records 45 and 46 reached the agent before 36..44 (committed: 36): the agent handed them
-    # back; Faust acked them anyway when the batch ended.
-    ours = _consumer(RewindingConsumer, 36, [])
-    sought: list[tuple[Any, int]] = []
-
-    async def seek_wait(positions: dict[Any, int]) -> None:
-        sought.extend(positions.items())
-
-    ours.seek_wait = seek_wait
-    ours.assignment = lambda: {FAILED}
-    ours.read_again(FAILED, 45, 36)
-    ours.read_again(FAILED, 46, 36)  # the same hole: one seek
-    await asyncio.sleep(0)
-    assert sought == [(FAILED, 36)] and ours.handed_back == 2
-    ours._acked[FAILED].extend([45, 46])
-    ours._acked_index[FAILED].update([45, 46])
-    assert ours._new_offset(FAILED) is None  # not acked after all: nothing to commit
-    # Read again in order and handled: committed as usual.
-    ours._acked[FAILED].extend(range(36, 47))
-    ours._acked_index[FAILED].update(range(36, 47))
-    assert ours._new_offset(FAILED) == 47
-
-
-async def test_a_read_again_resets_fausts_read_offset_so_the_records_are_delivered() -> None:
-    # Faust drops every fetched record below the last offset it delivered; a seek back that
-    # leaves that offset alone reads the hole again only to drop it (chaos: record 251 was
-    # sought back to 9 times and never delivered).
-    ours = _consumer(RewindingConsumer, 251, [])
-    ours._read_offset[FAILED] = 267
-
-    async def seek_wait(positions: dict[Any, int]) -> None:
-        return None
-
-    ours.seek_wait = seek_wait
-    ours.assignment = lambda: {FAILED}
-    ours.read_again(FAILED, 267, 251)
-    await asyncio.gather(*ours._seeks)
-    assert ours._read_offset[FAILED] == 251
 
 
 async def test_a_jump_in_delivered_offsets_is_never_counted_as_acked() -> None:

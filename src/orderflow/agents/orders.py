@@ -108,11 +108,16 @@ class OrderService:
     async def handle(self, event: Any) -> None:
         message = event.message
         commands = self.progress if message.topic == ORDER_COMMANDS else None
-        if commands is not None and not commands.admit(message.partition, message.offset):
-            return  # ahead of a hole: read again after the commands before it
+        if commands is None:
+            await self.dead_letters.guard(event, self._handle)
+            return
+        # A command ahead of a hole: the commands before it first (the first PlaceOrder of an
+        # Idempotency-Key wins), read from Kafka; Faust delivers them again later (duplicates).
+        for earlier in await commands.missing_before(message.partition, message.offset):
+            await self.dead_letters.guard(earlier, self._handle)
+            commands.handled(message.partition, earlier.message.offset)
         await self.dead_letters.guard(event, self._handle)
-        if commands is not None:
-            commands.handled(message.partition, message.offset)
+        commands.handled(message.partition, message.offset)
 
     async def _handle(self, event: Any) -> None:
         message = event.message

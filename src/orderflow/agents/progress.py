@@ -1,12 +1,19 @@
-"""How far the order service has read its command partitions: when "no such order" is the truth.
+"""How far the order service has read its command partitions, and reading them in order.
 
 Any worker may accept a POST durably (the PlaceOrder command acknowledged by Kafka) while the
-order's owner cannot confirm it: during a rebalance, a recovery, or with the owner down. The
-client then follows the ``Location`` to the owner, which may not have read that command yet. A
-404 there would be a lie that makes a careful client place the order again (or give it up), so
-the owner answers 404 only once it has handled every command written to the order's partition
-before the question arrived: read-your-writes, for one partition, at the cost of one ListOffsets
-request, and only for orders it does not know.
+order's owner cannot confirm it: during a rebalance, a recovery, or with the owner down. Two
+things follow for the owner:
+
+- The client follows the ``Location`` to the owner, which may not have read that command yet. A
+  404 there would be a lie that makes a careful client place the order again (or give it up), so
+  the owner answers 404 only once it has handled every command written to the order's partition
+  before the question arrived (``caught_up``): read-your-writes, for one partition, at the cost of
+  one ListOffsets request, and only for orders it does not know.
+- Two PlaceOrders of one Idempotency-Key (the same key with another body, both 202'd during a
+  move) can both be in Kafka before the owner reads either, and the first must win. Faust does
+  not always deliver a partition in order after a rebalance (chaos runs saw records 45.. reach the
+  agent before 36..44), so a command that arrives ahead of a hole has the hole read first,
+  straight from Kafka (``missing_before``), and handled in order before it.
 """
 
 from __future__ import annotations
@@ -14,23 +21,93 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from orderflow.tables.scan import order_partition
 
-__all__ = ["BrokerEndOffsets", "CommandProgress", "committed_offsets", "consumer_read_again"]
+__all__ = ["CommandLog", "CommandProgress", "CommandRecord", "committed_offsets"]
 
 log = logging.getLogger(__name__)
 
 # (partition) -> the offset before which every record was handled and committed (None: unknown)
 CommittedOffset = Callable[[int], int | None]
-# (partition) -> the partition's end offset at the broker now (a ListOffsets round trip)
-EndOffset = Callable[[int], Awaitable[int]]
-# (partition, offset, resume_from): hand a record back to be read again in order
-ReadAgain = Callable[[int, int, int], None]
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    """A command read from Kafka outside Faust (the ``message`` of an event, for the handlers)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class CommandEvent:
+    """What a handler reads of a Faust event: its message."""
+
+    message: CommandRecord
+
+
+class CommandLog:
+    """One topic's partitions read by a consumer of our own (no group) in the worker's event loop:
+    their end offsets, and ranges of records. Faust's consumer thread answers such calls only
+    between its fetches (seconds, under a flood of long-polls), and delivers what it delivers."""
+
+    read_timeout_s = 10.0
+
+    def __init__(self, servers: list[str], topic: str) -> None:
+        self.servers = servers
+        self.topic = topic
+        self._client: AIOKafkaConsumer | None = None
+        self._starting = asyncio.Lock()
+        self._reading = asyncio.Lock()  # one range at a time: reading assigns the consumer
+
+    async def end(self, partition: int) -> int:
+        """The partition's end offset at the broker now (a ListOffsets round trip)."""
+        client = await self._started()
+        tp = TopicPartition(self.topic, partition)
+        return int((await client.end_offsets([tp]))[tp])
+
+    async def read(self, partition: int, start: int, stop: int) -> list[CommandRecord]:
+        """The records at offsets ``start`` up to ``stop`` (excluded), in order."""
+        client = await self._started()
+        tp = TopicPartition(self.topic, partition)
+        records: list[CommandRecord] = []
+        async with self._reading, asyncio.timeout(self.read_timeout_s):
+            client.assign([tp])
+            try:
+                client.seek(tp, start)
+                while not records or records[-1].offset < stop - 1:
+                    fetched = await client.getmany(tp, timeout_ms=500, max_records=stop - start)
+                    for r in fetched.get(tp, []):
+                        if start <= r.offset < stop:
+                            records.append(CommandRecord(r.topic, r.partition, r.offset, r.key,
+                                                         r.value, tuple(r.headers)))  # fmt: skip
+            finally:
+                client.assign([])
+        return records
+
+    async def _started(self) -> AIOKafkaConsumer:
+        async with self._starting:
+            if self._client is None:
+                client = AIOKafkaConsumer(bootstrap_servers=self.servers, request_timeout_ms=5000,
+                                          enable_auto_commit=False, auto_offset_reset="earliest")  # fmt: skip
+                await client.start()
+                self._client = client
+            return self._client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.stop()
 
 
 class CommandProgress:
@@ -39,13 +116,12 @@ class CommandProgress:
     poll_s = 0.2  # the longest a waiting question sleeps between looks (unknown orders only)
 
     def __init__(
-        self, partitions: int, committed: CommittedOffset, end: EndOffset,
-        read_again: ReadAgain | None = None,
-    ) -> None:  # fmt: skip
+        self, partitions: int, committed: CommittedOffset, commands: CommandLog | Any
+    ) -> None:
         self.partitions = partitions
         self.committed = committed
-        self.end = end
-        self.read_again = read_again
+        self.commands = commands  # .end(partition), .read(partition, start, stop)
+        self.holes_read = 0  # commands read from Kafka ahead of a hole (/health, logs)
         self._handled: dict[int, int] = {}  # partition -> last handled offset + 1
         self._progress = asyncio.Event()  # set at each handled command, for the waiters
         # partition -> (when it was sent, the ListOffsets answer): shared by every question
@@ -59,27 +135,30 @@ class CommandProgress:
             self._progress.set()
             self._progress = asyncio.Event()
 
-    def admit(self, partition: int, offset: int) -> bool:
-        """Whether the command at ``offset`` may be handled now: every command before it was.
-
-        One that arrives ahead of a hole is handed back (``read_again``) and read again after
-        the ones before it: the first PlaceOrder of an Idempotency-Key must win, whatever order
-        Faust delivered them in. With nothing known of the partition yet, everything is admitted.
-        """
-        if self.read_again is None or offset < self._handled.get(partition, 0):
-            return True  # (or read again after a rewind: handled before, idempotent)
-        committed = self.committed(partition)
-        if committed is None and partition not in self._handled:
-            return True  # nothing known of the partition yet
-        expected = self.read_through(partition)
-        if offset <= expected:
-            return True
-        self.read_again(partition, offset, expected)
-        return False
-
     def read_through(self, partition: int) -> int:
         """Every command before this offset was handled, here or by an owner before us."""
         return max(self._handled.get(partition, 0), self.committed(partition) or 0)
+
+    async def missing_before(self, partition: int, offset: int) -> list[CommandEvent]:
+        """The commands before ``offset`` not handled yet, read from Kafka, in order: none when
+        the one at ``offset`` comes in order (or nothing is known of the partition yet)."""
+        if offset < self._handled.get(partition, 0):
+            return []  # read again after a rewind: handled before, idempotent
+        if self.committed(partition) is None and partition not in self._handled:
+            return []
+        expected = self.read_through(partition)
+        if offset <= expected:
+            return []
+        log.warning("command partition %d: offset %d reached the order service before %d..%d: "
+                    "reading those first", partition, offset, expected, offset - 1)  # fmt: skip
+        try:
+            records = await self.commands.read(partition, expected, offset)
+        except Exception as exc:  # the broker: handled out of order, as Faust delivered it
+            log.error("command partition %d: could not read offsets %d..%d (%r): handling %d "
+                      "out of order", partition, expected, offset - 1, exc, offset)  # fmt: skip
+            return []
+        self.holes_read += len(records)
+        return [CommandEvent(record) for record in records]
 
     async def caught_up(self, order_id: str, timeout: float) -> bool:
         """Wait (up to ``timeout``) until every command of the order's partition written before
@@ -113,7 +192,7 @@ class CommandProgress:
                 # end, then join (or send) the next one.
                 await asyncio.wait([query[1]])
                 continue
-            future = asyncio.ensure_future(self.end(partition))
+            future = asyncio.ensure_future(self.commands.end(partition))
             future.add_done_callback(_consume_error)
             self._queries[partition] = (loop.time(), future)
 
@@ -125,47 +204,6 @@ class CommandProgress:
 def _consume_error(future: asyncio.Future[int]) -> None:
     if not future.cancelled():
         future.exception()  # retrieved: the waiters report it; no "never retrieved" warning
-
-
-class BrokerEndOffsets:
-    """End offsets of one topic's partitions, asked by a consumer of our own (no group) in the
-    worker's event loop: Faust's consumer thread answers such calls only between its fetches
-    (seconds, under a flood of long-polls)."""
-
-    def __init__(self, servers: list[str], topic: str) -> None:
-        self.servers = servers
-        self.topic = topic
-        self._client: AIOKafkaConsumer | None = None
-        self._starting = asyncio.Lock()
-
-    async def __call__(self, partition: int) -> int:
-        client = await self._started()
-        tp = TopicPartition(self.topic, partition)
-        return int((await client.end_offsets([tp]))[tp])
-
-    async def _started(self) -> AIOKafkaConsumer:
-        async with self._starting:
-            if self._client is None:
-                client = AIOKafkaConsumer(bootstrap_servers=self.servers, request_timeout_ms=5000,
-                                          enable_auto_commit=False)  # fmt: skip
-                await client.start()
-                self._client = client
-            return self._client
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.stop()
-
-
-def consumer_read_again(app: Any, topic: str) -> ReadAgain:
-    """``read_again`` through the worker's consumer (``RewindingConsumer.read_again``)."""
-    from faust.types import TP
-
-    def read_again(partition: int, offset: int, resume_from: int) -> None:
-        app.consumer.read_again(TP(topic, partition), offset, resume_from)
-
-    return read_again
 
 
 def committed_offsets(app: Any, topic: str) -> CommittedOffset:
