@@ -304,6 +304,14 @@ def test_static_worker_restarted_with_another_url_or_a_duplicate_id_is_not_wedge
         sandbox.stop()
 
 
+def _leave_group(instance_id: str, bootstrap: str) -> subprocess.CompletedProcess[str]:
+    """``orderflow leave-group INSTANCE_ID`` as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "orderflow", "leave-group", instance_id, "--bootstrap", bootstrap],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
 def test_leave_group_command_hands_a_static_worker_s_partitions_over_without_the_session_wait(
     own_broker: KafkaCluster, tmp_path: Path
 ) -> None:
@@ -318,11 +326,7 @@ def test_leave_group_command_hands_a_static_worker_s_partitions_over_without_the
         started = time.monotonic()
         assert victim.stop() == 0, victim.log_tail()
         assert describe_group(bootstrap)[1].get(url_a) == before[url_a]  # still a member
-        left = subprocess.run(
-            [sys.executable, "-m", "orderflow", "leave-group", victim.env["ORDERFLOW_INSTANCE_ID"],
-             "--bootstrap", bootstrap],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        left = _leave_group(victim.env["ORDERFLOW_INSTANCE_ID"], bootstrap)
         assert left.returncode == 0, left.stdout + left.stderr
         assert before[url_a].member_id in left.stdout
         _, members = describe_group(bootstrap)
@@ -335,11 +339,7 @@ def test_leave_group_command_hands_a_static_worker_s_partitions_over_without_the
         print(f"\nleave-group: partitions moved {time.monotonic() - started:.1f}s after the "
               f"SIGTERM (session timeout {SESSION_TIMEOUT_S}s)")  # fmt: skip
         # Nobody left by that id now: the command says so and fails.
-        again = subprocess.run(
-            [sys.executable, "-m", "orderflow", "leave-group", victim.env["ORDERFLOW_INSTANCE_ID"],
-             "--bootstrap", bootstrap],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        again = _leave_group(victim.env["ORDERFLOW_INSTANCE_ID"], bootstrap)
         assert again.returncode == 1, again.stdout + again.stderr
         orders |= _place_many(url_b, 10, "after-leave")
         _assert_all_settled_once(url_b, gateway, bootstrap, orders)
