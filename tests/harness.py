@@ -203,6 +203,9 @@ def start_worker(
         "ORDERFLOW_DATA_DIR": str(data_dir),
         "ORDERFLOW_GATEWAY_URL": gateway_url,
         "ORDERFLOW_RECONCILE_INTERVAL": "0.5",
+        # The tests read the stored order from the POST's answer (201): a loaded CI machine
+        # must not turn it into a 202 (the chaos rig keeps the default).
+        "ORDERFLOW_STORE_WAIT": "10",
         **(extra or {}),
     })  # fmt: skip
     proc = ManagedProcess(

@@ -188,10 +188,10 @@ def build(settings: Settings) -> Orderflow:
         # retries a dead leader ("NodeNotReadyError") without asking for new metadata, until the
         # next periodic refresh (5 minutes by default): every POST waited for it. Also, a topic
         # created at start-up can miss the group leader's metadata snapshot ("Ignoring missing
-        # topic: payment.failed"): nobody consumes it until the leader's next refresh. One small
-        # request per second per client.
-        consumer_metadata_max_age_ms=1_000,
-        producer_metadata_max_age_ms=1_000,
+        # topic: payment.failed"): nobody consumes it until the leader's next refresh. Two small
+        # requests per second per client.
+        consumer_metadata_max_age_ms=500,
+        producer_metadata_max_age_ms=500,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
         stream_wait_empty=False,
         web_host=settings.web_host,
@@ -361,7 +361,8 @@ def build(settings: Settings) -> Orderflow:
 
     long_polls = LongPolls(settings.max_long_polls, settings.max_long_polls_per_client)
     api = OrderApi(orders, topics[ORDER_COMMANDS], watch, routing, settings.post_wait_s, long_polls,
-                   caught_up=progress.caught_up, move_wait_s=settings.move_wait_s)  # fmt: skip
+                   caught_up=progress.caught_up, move_wait_s=settings.move_wait_s,
+                   store_wait_s=settings.store_wait_s)  # fmt: skip
 
     liveness = Liveness(
         in_flight, routing.unready_for,

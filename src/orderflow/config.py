@@ -103,6 +103,10 @@ class Settings:
     # A PENDING order that has not moved for this long gets its order.created published again.
     stall_after_s: float = 30.0
     post_wait_s: float = 10.0
+    # Once Kafka has acknowledged a PlaceOrder, how long the POST waits for the order service to
+    # store it (201) before answering 202 (accepted durably): a busy or failing-over cluster
+    # must not hold the client, the order is safe either way.
+    store_wait_s: float = 1.0
     # How long a request waits for a moving partition (a rebalance, a recovery, an owner that
     # stopped answering) before it answers 503; a long-poll's own wait counts when longer.
     move_wait_s: float = 5.0
@@ -177,6 +181,7 @@ class Settings:
             ),
             post_wait_s=_float(env, "ORDERFLOW_POST_WAIT", cls.post_wait_s),
             move_wait_s=_float(env, "ORDERFLOW_MOVE_WAIT", cls.move_wait_s),
+            store_wait_s=_float(env, "ORDERFLOW_STORE_WAIT", cls.store_wait_s),
             stall_after_s=_float(env, "ORDERFLOW_STALL_AFTER", cls.stall_after_s),
             stuck_after_s=_float(env, "ORDERFLOW_STUCK_AFTER", cls.stuck_after_s),
             producer_timeout_s=_float(env, "ORDERFLOW_PRODUCER_TIMEOUT", cls.producer_timeout_s),

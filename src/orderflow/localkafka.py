@@ -50,7 +50,7 @@ READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 45.0
 
 
-# A cluster of several nodes notices a dead one in under two seconds instead of nine: until the
+# A cluster of several nodes notices a dead one in about a second instead of nine: until the
 # controller fences a broker (broker.session.timeout.ms after its last heartbeat), it stays the
 # leader of its partitions and a member of every ISR, so each acks=all write of a replicated topic
 # waits for it. A leader also drops a follower that stopped fetching from the ISR by itself after
@@ -59,8 +59,8 @@ STOP_TIMEOUT_S = 45.0
 # Fine on one machine's loopback; on real networks, weigh false fencing (GC pauses, busy hosts)
 # against failover time, and prefer dedicated controller nodes (docs/guarantees.md, section 7).
 _FAST_FAILOVER = (
-    "broker.heartbeat.interval.ms=300",
-    "broker.session.timeout.ms=1500",
+    "broker.heartbeat.interval.ms=250",
+    "broker.session.timeout.ms=1200",
     "replica.lag.time.max.ms=2000",
     "controller.quorum.fetch.timeout.ms=1000",
     "controller.quorum.election.timeout.ms=500",

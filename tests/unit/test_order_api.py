@@ -735,3 +735,14 @@ async def test_get_during_a_move_waits_for_the_partition_to_settle_instead_of_50
     routing.moved = False
     response = await asyncio.wait_for(answer, timeout=5)
     assert (response.status, response.body["order_id"]) == (200, order.order_id)
+
+
+async def test_post_waits_for_the_store_only_the_store_wait_once_kafka_acknowledged() -> None:
+    table, watch = _Table(), OrderWatch()
+    commands = _Commands(table, watch, "delivered")  # acknowledged, never stored
+    api = OrderApi(table, commands, watch, _LocalRouting(), post_wait_s=30,  # type: ignore[arg-type]
+                   store_wait_s=0.05)  # fmt: skip
+    response = await asyncio.wait_for(
+        api.create(_Request(order_body(), {"Idempotency-Key": "k-store-wait"})), timeout=5
+    )  # not the 30 s of the POST wait
+    assert response.status == 202, response.body

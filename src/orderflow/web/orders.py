@@ -208,6 +208,7 @@ class OrderApi:
         long_polls: LongPolls | None = None,
         caught_up: CaughtUp | None = None,
         move_wait_s: float = Settings.move_wait_s,
+        store_wait_s: float | None = None,
     ) -> None:
         self.orders = orders
         self.commands = commands
@@ -220,6 +221,7 @@ class OrderApi:
         self.placements = Placements()
         self.caught_up = caught_up
         self.move_wait_s = move_wait_s
+        self.store_wait_s = post_wait_s if store_wait_s is None else store_wait_s
 
     async def create(self, request: Any) -> ApiResponse:
         body, refused = await self._read_body(request)
@@ -291,10 +293,11 @@ class OrderApi:
                 # Stored, or no longer ours to store (a move wakes every waiter).
                 return order is not None or not self.routing.owns(order_id)
 
+            # Durable already: the client waits for the store only briefly (202 after that).
+            wait = min(self.store_wait_s, max(0.0, deadline - loop.time()))
             existing = await self.watch.wait_for(
-                order_id, lambda: self.orders.get(order_id), decided,
-                max(0.0, deadline - loop.time()),
-            )  # fmt: skip
+                order_id, lambda: self.orders.get(order_id), decided, wait
+            )
             if existing is None:
                 # Durable, not stored yet (a slow agent, a move): a retry with the same key
                 # cannot make a second order, and without a key the client must not retry.
