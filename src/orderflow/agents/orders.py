@@ -113,11 +113,9 @@ class OrderService:
             return
         # A command ahead of a hole: the commands before it first (the first PlaceOrder of an
         # Idempotency-Key wins), read from Kafka; Faust delivers them again later (duplicates).
-        for earlier in await commands.missing_before(message.partition, message.offset):
-            await self.dead_letters.guard(earlier, self._handle)
-            commands.handled(message.partition, earlier.message.offset)
-        await self.dead_letters.guard(event, self._handle)
-        commands.handled(message.partition, message.offset)
+        for command in [*await commands.missing_before(message.partition, message.offset), event]:
+            await self.dead_letters.guard(command, self._handle)
+            commands.handled(message.partition, command.message.offset)
 
     async def _handle(self, event: Any) -> None:
         message = event.message

@@ -246,8 +246,6 @@ class OrderApi:
                 order_id = self._local_order_id()
             owner = self.routing.owner(order_id)
             if not owner.is_local:
-                if self.routing.is_suspect(owner):
-                    raise NotReady(f"the owner at {owner.url} did not answer a moment ago")
                 return await self._forward(owner, request, body_bytes=request["raw_body"],
                                            timeout=_FORWARD_POST_TIMEOUT_S)  # fmt: skip
             return await self._place(order_id, validated, keyed)
@@ -276,7 +274,10 @@ class OrderApi:
         command = self._command(order_id, request, str(uuid.uuid4()))
         if not await self._send_durably(order_id, command):
             return _not_durable(order_id, keyed)
-        self.placements.accepted(order_id)
+        return self._accepted(order_id, keyed)
+
+    def _accepted(self, order_id: str, keyed: bool) -> ApiResponse:
+        self.placements.accepted(order_id)  # a GET here says 202 until it is stored
         return _accepted(order_id, keyed)
 
     async def _place(self, order_id: str, request: OrderRequest, keyed: bool) -> ApiResponse:
@@ -301,8 +302,7 @@ class OrderApi:
             if existing is None:
                 # Durable, not stored yet (a slow agent, a move): a retry with the same key
                 # cannot make a second order, and without a key the client must not retry.
-                self.placements.accepted(order_id)
-                return _accepted(order_id, keyed)
+                return self._accepted(order_id, keyed)
         if existing.fingerprint != fingerprint:
             return _problems(422, "idempotency_key_reused", [Problem(
                 "Idempotency-Key", "reused",
@@ -374,8 +374,6 @@ class OrderApi:
                 owner = self.routing.owner(order_id)
                 if owner.is_local:
                     break
-                if self.routing.is_suspect(owner):
-                    raise NotReady(f"the owner at {owner.url} did not answer a moment ago")
                 remaining_wait = max(0.0, started + wait - loop.time())
                 return await self._forward(
                     owner, request, body_bytes=None, long_poll=remaining_wait > 0,
@@ -443,6 +441,8 @@ class OrderApi:
         if request.headers.get(FORWARDED_HEADER):
             # The sender thought we own the key; we think not: assignments are moving.
             raise NotReady("partition ownership is changing")
+        if self.routing.is_suspect(owner):
+            raise NotReady(f"the owner at {owner.url} did not answer a moment ago")
         status, payload, content_type, headers = await self.routing.forward(
             owner, request, body_bytes, timeout=timeout, long_poll=long_poll
         )
