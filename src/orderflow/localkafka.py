@@ -3,7 +3,8 @@
 No Docker and no Kafka download site are needed: the broker's jars are published on Maven Central,
 so we resolve them once with Maven into a cache folder and run ``kafka.Kafka`` on the JDK.
 
-    python -m orderflow.localkafka up [--nodes 3]   fetch if needed, format, start, wait for ready
+    python -m orderflow.localkafka up [--nodes 3 [--controllers 3]]   fetch if needed, format,
+                                                     start, wait for ready
     python -m orderflow.localkafka down              SIGTERM, wait, no orphan JVM
     python -m orderflow.localkafka status | logs
 
@@ -46,6 +47,7 @@ DEPENDENCY_PLUGIN_VERSION = "3.8.1"
 # and dies silently. 3.9.x still uses reload4j.
 LOG4J2_VERSION = "2.25.3"
 HEAP = "-Xmx512m"
+CONTROLLER_HEAP = "-Xmx256m"
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 45.0
 
@@ -167,16 +169,24 @@ def ensure_jars(version: str | None = None) -> Path:
 
 @dataclass(frozen=True)
 class NodePorts:
-    """The two listeners of one KRaft node."""
+    """The listeners of one KRaft node (a dedicated controller uses only ``controller``)."""
 
     node_id: int
     broker: int
     controller: int
+    is_broker: bool = True
+    is_controller: bool = True
+
+    @property
+    def roles(self) -> str:
+        return ",".join(r for r, on in (("broker", self.is_broker),
+                                        ("controller", self.is_controller)) if on)  # fmt: skip
 
 
 @dataclass
 class KafkaCluster:
-    """One or three KRaft nodes (combined broker+controller) on 127.0.0.1.
+    """``nodes`` KRaft brokers on 127.0.0.1: each also a controller (combined mode), or, with
+    ``controllers`` > 0, beside that many dedicated controller nodes (ids after the brokers').
 
     Node ``n`` listens on ``base_port + 2(n-1)`` (clients) and the next port (controller).
     """
@@ -184,6 +194,7 @@ class KafkaCluster:
     state_dir: Path
     nodes: int = 1
     base_port: int = 9092
+    controllers: int = 0
     version: str = field(
         default_factory=lambda: os.environ.get("ORDERFLOW_KAFKA_VERSION", DEFAULT_KAFKA_VERSION)
     )
@@ -193,11 +204,19 @@ class KafkaCluster:
         self.state_dir = self.state_dir.absolute()  # the JVM's command line names it
 
     @property
-    def ports(self) -> list[NodePorts]:
+    def members(self) -> list[NodePorts]:
+        """Every node: the brokers, then the dedicated controllers."""
+        combined = self.controllers == 0
         return [
-            NodePorts(n, self.base_port + 2 * (n - 1), self.base_port + 2 * (n - 1) + 1)
-            for n in range(1, self.nodes + 1)
-        ]
+            NodePorts(n, self.base_port + 2 * (n - 1), self.base_port + 2 * (n - 1) + 1,
+                      is_broker=n <= self.nodes, is_controller=combined or n > self.nodes)
+            for n in range(1, self.nodes + self.controllers + 1)
+        ]  # fmt: skip
+
+    @property
+    def ports(self) -> list[NodePorts]:
+        """The brokers (what clients connect to, and what a broker fault picks from)."""
+        return [p for p in self.members if p.is_broker]
 
     @property
     def bootstrap(self) -> str:
@@ -215,22 +234,31 @@ class KafkaCluster:
     # -- configuration -------------------------------------------------------------------------
 
     def _server_properties(self, ports: NodePorts) -> str:
-        voters = ",".join(f"{p.node_id}@127.0.0.1:{p.controller}" for p in self.ports)
+        voters = ",".join(
+            f"{p.node_id}@127.0.0.1:{p.controller}" for p in self.members if p.is_controller
+        )
+        common = [
+            *(_FAST_FAILOVER if self.nodes > 1 else ()),
+            f"process.roles={ports.roles}",
+            f"node.id={ports.node_id}",
+            f"controller.quorum.voters={voters}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={self.node_dir(ports.node_id) / 'data'}",
+        ]
+        if not ports.is_broker:
+            return "\n".join([*common, f"listeners=CONTROLLER://127.0.0.1:{ports.controller}", ""])
+        listeners = [f"PLAINTEXT://127.0.0.1:{ports.broker}"]
+        if ports.is_controller:
+            listeners.append(f"CONTROLLER://127.0.0.1:{ports.controller}")
         replication = min(self.nodes, 3)
         min_isr = 2 if self.nodes >= 3 else 1
         return "\n".join(
             [
-                *(_FAST_FAILOVER if self.nodes > 1 else ()),
-                "process.roles=broker,controller",
-                f"node.id={ports.node_id}",
-                f"controller.quorum.voters={voters}",
-                f"listeners=PLAINTEXT://127.0.0.1:{ports.broker},"
-                f"CONTROLLER://127.0.0.1:{ports.controller}",
+                *common,
+                f"listeners={','.join(listeners)}",
                 f"advertised.listeners=PLAINTEXT://127.0.0.1:{ports.broker}",
                 "inter.broker.listener.name=PLAINTEXT",
-                "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                f"log.dirs={self.node_dir(ports.node_id) / 'data'}",
                 f"num.partitions={self.partitions}",
                 f"default.replication.factor={replication}",
                 f"min.insync.replicas={min_isr}",
@@ -293,7 +321,7 @@ class KafkaCluster:
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             id_file.write_text(cluster_id)
         cluster_id = id_file.read_text().strip()
-        for ports in self.ports:
+        for ports in self.members:
             node = self.node_dir(ports.node_id)
             node.mkdir(parents=True, exist_ok=True)
             props = node / "server.properties"
@@ -331,9 +359,11 @@ class KafkaCluster:
         libs = libs or ensure_jars(self.version)
         node = self.node_dir(node_id)
         log_opt, log = self._logging_config(node_id)
+        # A dedicated controller holds only the cluster's metadata log.
+        heap = (HEAP, "-Xms256m") if node_id <= self.nodes else (CONTROLLER_HEAP, "-Xms128m")
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                [self._java(), HEAP, "-Xms256m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                [self._java(), *heap, "-XX:+UseG1GC", "-Djava.awt.headless=true",
                  log_opt, "-cp", f"{libs}/*", "kafka.Kafka", str(node / "server.properties")],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # survives the launcher; `down` stops it by pid
@@ -350,7 +380,10 @@ class KafkaCluster:
         """Fetch, format, start every node and wait until all brokers answer; returns seconds."""
         began = time.monotonic()
         busy = [
-            p.broker for p in self.ports if _port_in_use(p.broker) or _port_in_use(p.controller)
+            port
+            for p in self.members
+            for port in ((p.broker,) if p.is_broker else ()) + (p.controller,)
+            if _port_in_use(port)
         ]
         if busy and not self.is_running():
             raise KafkaLauncherError(
@@ -359,7 +392,7 @@ class KafkaCluster:
             )
         libs = ensure_jars(self.version)
         self._format(libs)
-        for ports in self.ports:
+        for ports in self.members:
             self.start_node(ports.node_id, libs)
         self.wait_ready(timeout)
         return time.monotonic() - began
@@ -367,7 +400,7 @@ class KafkaCluster:
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            dead = [p.node_id for p in self.ports if self.running_pid(p.node_id) is None]
+            dead = [p.node_id for p in self.members if self.running_pid(p.node_id) is None]
             if dead:
                 tail = self.log_file(dead[0]).read_text(errors="replace")[-4000:]
                 raise KafkaLauncherError(f"Kafka node {dead[0]} exited during start:\n{tail}")
@@ -386,7 +419,7 @@ class KafkaCluster:
 
     def stop(self) -> None:
         """Stop every node together: one by one, the last ones would wait for a lost quorum."""
-        self._stop_nodes([p.node_id for p in self.ports], signal.SIGTERM)
+        self._stop_nodes([p.node_id for p in self.members], signal.SIGTERM)
 
     def _stop_nodes(self, node_ids: list[int], sig: signal.Signals) -> None:
         pids = {n: pid for n in node_ids if (pid := self.running_pid(n)) is not None}
@@ -408,7 +441,7 @@ class KafkaCluster:
             self.pid_file(n).unlink(missing_ok=True)
 
     def is_running(self) -> bool:
-        return any(self.running_pid(p.node_id) is not None for p in self.ports)
+        return any(self.running_pid(p.node_id) is not None for p in self.members)
 
 
 async def wait_for_brokers(bootstrap: str, expected: int, timeout: float) -> bool:
@@ -449,22 +482,34 @@ def broker_is_reachable(bootstrap: str, timeout: float = 3.0) -> bool:
     return asyncio.run(wait_for_brokers(bootstrap, 1, timeout))
 
 
-def _default_state_dir(nodes: int) -> Path:
+def _default_state_dir(nodes: int, controllers: int = 0) -> Path:
     root = Path(os.environ.get("ORDERFLOW_KAFKA_STATE_DIR", ".run/kafka"))
-    return root if nodes == 1 else root.with_name(root.name + f"-{nodes}nodes")
+    if nodes == 1 and controllers == 0:
+        return root
+    # A cluster's data is formatted for its layout: another layout gets its own folder.
+    suffix = f"-{nodes}nodes" + (f"-{controllers}controllers" if controllers else "")
+    return root.with_name(root.name + suffix)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orderflow.localkafka", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status", "logs", "fetch"])
-    parser.add_argument("--nodes", type=int, choices=[1, 3], default=1)
+    parser.add_argument("--nodes", type=int, choices=[1, 3], default=1, help="brokers")
+    parser.add_argument(
+        "--controllers",
+        type=int,
+        choices=[0, 1, 3],
+        default=0,
+        help="dedicated controller nodes (0: every broker is also a controller)",
+    )
     parser.add_argument("--base-port", type=int, default=9092)
     parser.add_argument("--state-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     cluster = KafkaCluster(
-        state_dir=args.state_dir or _default_state_dir(args.nodes),
+        state_dir=args.state_dir or _default_state_dir(args.nodes, args.controllers),
         nodes=args.nodes,
         base_port=args.base_port,
+        controllers=args.controllers,
     )
     try:
         if args.command == "fetch":
@@ -488,13 +533,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             cluster.stop()
             print("localkafka: stopped")
         elif args.command == "status":
-            for ports in cluster.ports:
+            for ports in cluster.members:
                 pid = cluster.running_pid(ports.node_id)
                 state = f"running (pid {pid})" if pid else "stopped"
-                print(f"node {ports.node_id} 127.0.0.1:{ports.broker}: {state}")
+                port = ports.broker if ports.is_broker else ports.controller
+                print(f"node {ports.node_id} ({ports.roles}) 127.0.0.1:{port}: {state}")
             return 0 if cluster.is_running() else 3
         elif args.command == "logs":
-            for ports in cluster.ports:
+            for ports in cluster.members:
                 log = cluster.log_file(ports.node_id)
                 if log.exists():
                     print(f"==> {log} <==")

@@ -22,6 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--brokers", type=int, choices=(1, 3), default=1,
                    help="1: a single broker; 3: a KRaft cluster, replication 3")  # fmt: skip
+    p.add_argument("--controllers", type=int, choices=(0, 1, 3), default=None,
+                   help="dedicated KRaft controller nodes; 0: the brokers are the controllers "
+                        "(default: 3 with --brokers 3, as production clusters run, else 0)")  # fmt: skip
     p.add_argument("--faults", default="small",
                    help=f"a preset ({', '.join(PRESETS)}) or KIND@SECONDS[+DURATION],... "
                         "(default small)")  # fmt: skip
@@ -33,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-deadline", type=float, default=180.0,
                    help="seconds to wait for every accepted order to be terminal")  # fmt: skip
     p.add_argument("--base-port", type=int, default=29092,
-                   help="first broker port (a cluster uses 6 ports from here)")  # fmt: skip
+                   help="first broker port (a cluster uses 2 ports per node from here)")  # fmt: skip
     p.add_argument("--gateway-key-ttl", type=float, default=60.0,
                    help="seconds before the sandbox's idempotency keys expire, with strict mode "
                         "on, when the sandbox supports them (0: its defaults)")  # fmt: skip
@@ -64,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     work_dir = args.work_dir or Path(".run/chaos") / time.strftime("%Y%m%d-%H%M%S")
     cfg = ChaosConfig(
         orders=args.orders, rate=args.rate, workers=args.workers, brokers=args.brokers,
+        controllers=(3 if args.brokers == 3 else 0) if args.controllers is None
+        else args.controllers,
         faults=args.faults, seed=args.seed, out=args.out or work_dir / "result.json",
         work_dir=work_dir, drain_deadline_s=args.drain_deadline, base_port=args.base_port,
         gateway_key_ttl_s=args.gateway_key_ttl, sandbox_args=tuple(args.sandbox_arg),

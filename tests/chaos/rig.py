@@ -37,6 +37,7 @@ class RigSettings:
     work_dir: Path
     workers: int = 2
     brokers: int = 1
+    controllers: int = 0  # dedicated KRaft controllers (0: every broker is also a controller)
     base_port: int = 29092
     partitions: int = 8
     seed: int = 1
@@ -88,7 +89,7 @@ class Rig:
         s = self.settings
         self.cluster = KafkaCluster(
             state_dir=s.work_dir / "kafka", nodes=s.brokers, base_port=s.base_port,
-            partitions=s.partitions,
+            partitions=s.partitions, controllers=s.controllers,
         )  # fmt: skip
         self._rng = random.Random(f"rig-{s.seed}")
 

@@ -41,6 +41,7 @@ class ChaosConfig:
     rate: float = 20.0
     workers: int = 2
     brokers: int = 1
+    controllers: int = 0
     faults: str = "small"
     seed: int = 1
     out: Path = Path(".run/chaos/result.json")
@@ -336,12 +337,13 @@ def run(cfg: ChaosConfig) -> RunResult:
     clock = _Clock()
     rig = Rig(RigSettings(
         work_dir=cfg.work_dir.absolute(), workers=cfg.workers, brokers=cfg.brokers,
-        base_port=cfg.base_port, seed=cfg.seed, sandbox_args=cfg.sandbox_args,
+        controllers=cfg.controllers, base_port=cfg.base_port, seed=cfg.seed, sandbox_args=cfg.sandbox_args,
         gateway_key_ttl_s=cfg.gateway_key_ttl_s, ready_timeout_s=cfg.ready_timeout_s,
         worker_env=cfg.worker_env,
     ))  # fmt: skip
     try:
-        clock.log(f"starting {cfg.brokers} broker(s) on {rig.bootstrap}, the sandbox, "
+        quorum = f" ({cfg.controllers} dedicated controller(s))" if cfg.controllers else ""
+        clock.log(f"starting {cfg.brokers} broker(s){quorum} on {rig.bootstrap}, the sandbox, "
                   f"{cfg.workers} worker(s) in {cfg.work_dir}")  # fmt: skip
         rig.start()
         clock.log(f"ready: workers {rig.worker_urls()}, gateway {rig.gateway_url}")

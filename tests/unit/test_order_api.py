@@ -193,6 +193,10 @@ class _Commands:
         delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.outcome == "fails":
             delivery.set_exception(KafkaTimeoutError())
+        elif self.outcome == "slow_ack":  # acknowledged after 0.2 s, stored 0.05 s later
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.2, delivery.set_result, None)
+            loop.call_later(0.25, self._store, value)
         elif self.outcome in ("delivered", "stored"):
             delivery.set_result(None)
             if self.outcome == "stored":  # the order service stores it a moment later
@@ -746,3 +750,15 @@ async def test_post_waits_for_the_store_only_the_store_wait_once_kafka_acknowled
         api.create(_Request(order_body(), {"Idempotency-Key": "k-store-wait"})), timeout=5
     )  # not the 30 s of the POST wait
     assert response.status == 202, response.body
+
+
+async def test_post_whose_acknowledgement_took_the_whole_store_wait_answers_202_at_once() -> None:
+    # A broker failover delays the ack: the store wait counts from the POST's arrival, so the
+    # client is not made to wait for the store on top of the failover.
+    table, watch = _Table(), OrderWatch()
+    commands = _Commands(table, watch, "slow_ack")
+    api = OrderApi(table, commands, watch, _LocalRouting(), post_wait_s=30,  # type: ignore[arg-type]
+                   store_wait_s=0.1)  # fmt: skip
+    response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-slow-ack"}))
+    assert response.status == 202, response.body
+    assert len(commands.sent) == 1  # durable: the owner stores it and a GET finds it

@@ -286,7 +286,9 @@ class OrderApi:
         request_id = str(uuid.uuid4())
         if existing is None:
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.post_wait_s
+            # The store wait counts from arrival: a slow acknowledgement (a broker failover)
+            # uses it up, so the client gets its 202 at the ack, not a store wait later.
+            store_deadline = loop.time() + min(self.store_wait_s, self.post_wait_s)
             if not await self._send_durably(order_id, self._command(order_id, request, request_id)):
                 return _not_durable(order_id, keyed)
 
@@ -295,7 +297,7 @@ class OrderApi:
                 return order is not None or not self.routing.owns(order_id)
 
             # Durable already: the client waits for the store only briefly (202 after that).
-            wait = min(self.store_wait_s, max(0.0, deadline - loop.time()))
+            wait = max(0.0, store_deadline - loop.time())
             existing = await self.watch.wait_for(
                 order_id, lambda: self.orders.get(order_id), decided, wait
             )
