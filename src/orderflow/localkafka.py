@@ -64,6 +64,9 @@ _FAST_FAILOVER = (
     "broker.heartbeat.interval.ms=250",
     "broker.session.timeout.ms=1200",
     "replica.lag.time.max.ms=2000",
+    # A follower whose fetch failed (its leader died) waits this long before fetching again, from
+    # the new leader too: acks=all writes there wait for it (1 s by default).
+    "replica.fetch.backoff.ms=100",
     "controller.quorum.fetch.timeout.ms=1000",
     "controller.quorum.election.timeout.ms=500",
     "controller.quorum.election.backoff.max.ms=500",
