@@ -178,11 +178,13 @@ def consumer_lag(app: Any) -> Callable[[], dict[tuple[str, int], int]]:
             return lags
         for tp in assigned:
             committed = consumer._committed_offset.get(tp)  # Faust: the next offset to handle
+            if committed is None:  # nothing committed yet: where reading started (consumer.py)
+                committed = getattr(consumer, "reading_from", {}).get(tp)
             try:
                 highwater = consumer.highwater(tp)
             except Exception:  # the partition just moved away
                 continue
-            # Changelogs (tables) have no committed offset: they are not consumer lag.
+            # Changelogs (tables) have neither: table recovery is not consumer lag.
             if committed is not None and highwater is not None:
                 lags[(tp.topic, tp.partition)] = max(0, highwater - committed)
         return lags
