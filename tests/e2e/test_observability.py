@@ -156,10 +156,15 @@ def test_metrics_move_as_orders_flow_through_the_gateway_and_its_faults(
     set_faults(gateway, error_rate=1.0)
     try:
         troubled = http_json("POST", f"{url}/orders", order_body("tok_visa"))[1]
-        poll_until(lambda: (lambda s: moved(before, s, "orderflow_gateway_requests_total",
-                                            operation="charge", outcome="transient") >= 1
-                            and value(s, "orderflow_payments_unknown") >= 1)(scrape(url)[1]),
-                   60, 0.5, "a transient charge and an UNKNOWN payment in /metrics")  # fmt: skip
+
+        def transient_and_unknown() -> bool:
+            samples = scrape(url)[1]
+            transient = moved(before, samples, "orderflow_gateway_requests_total",
+                              operation="charge", outcome="transient")  # fmt: skip
+            return transient >= 1 and value(samples, "orderflow_payments_unknown") >= 1
+
+        poll_until(transient_and_unknown, 60, 0.5,
+                   "a transient charge and an UNKNOWN payment in /metrics")  # fmt: skip
         # No answer in time (a charge may have happened): "unknown". The UNKNOWN payment is
         # looked up before any new charge, so the lookup meets the timeouts first.
         set_faults(gateway, timeout_rate=1.0, hang_s=3.0)
@@ -179,8 +184,12 @@ def test_metrics_move_as_orders_flow_through_the_gateway_and_its_faults(
     _produce(kafka_bootstrap, ORDER_COMMANDS, b"ord_poison", b"not json")
     poll_until(lambda: moved(before, scrape(url)[1], "orderflow_dead_letters_total",
                              reason="malformed") >= 1, 60, 0.5, "the dead letter counted")  # fmt: skip
-    after = poll_until(lambda: (lambda s: s if value(s, "orderflow_payments_unknown") == 0
-                                else None)(scrape(url)[1]), 60, 0.5, "no UNKNOWN payment left")  # fmt: skip
+
+    def settled() -> Samples | None:
+        samples = scrape(url)[1]
+        return samples if value(samples, "orderflow_payments_unknown") == 0 else None
+
+    after = poll_until(settled, 60, 0.5, "no UNKNOWN payment left")
 
     def delta(name: str, **labels: str) -> float:
         return moved(before, after, name, **labels)
