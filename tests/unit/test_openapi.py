@@ -99,3 +99,13 @@ def test_published_schema_accepts_what_the_validator_accepts(body: Any) -> None:
 def test_request_example_in_the_document_is_a_valid_order() -> None:
     (example,) = DOCUMENT["components"]["schemas"]["OrderRequest"]["examples"]
     assert isinstance(validate_order_request(example), OrderRequest)
+
+
+def test_paths_a_deployment_closes_need_the_key_and_may_answer_401() -> None:
+    document = openapi_document(open_paths={"/health"})
+    validate_openapi(document)
+
+    assert document["paths"]["/health"]["get"]["security"] == []
+    metrics = document["paths"]["/metrics"]["get"]
+    assert "security" not in metrics  # the document's default: bearerAuth
+    assert "401" in metrics["responses"]

@@ -4,12 +4,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from orderflow.domain import responses
 from orderflow.domain.validation import ORDER_REQUEST
 
-__all__ = ["OPENAPI_VERSION", "openapi_document"]
+__all__ = ["OPENAPI_VERSION", "OPEN_PATHS", "openapi_document"]
 
 OPENAPI_VERSION = "3.1.0"
 _MAX_KEY_LENGTH = 255  # as web.orders checks it
@@ -121,9 +122,23 @@ def _get_order() -> dict[str, Any]:
     }
 
 
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
+
+
 def _open(operation: dict[str, Any]) -> dict[str, Any]:
-    """An operation that needs no API key."""
+    """An operation that needs no API key (unless the deployment closes it: ``_secure``)."""
     return {**operation, "security": []}
+
+
+def _secure(paths: dict[str, Any], open_paths: Collection[str]) -> dict[str, Any]:
+    """The operations of paths not left open need the API key, and may answer 401."""
+    for path, operations in paths.items():
+        if path in open_paths:
+            continue
+        for operation in operations.values():
+            operation.pop("security", None)
+            operation["responses"].setdefault("401", _UNAUTHORIZED)
+    return paths
 
 
 def _paths() -> dict[str, Any]:
@@ -233,8 +248,10 @@ def _components() -> dict[str, Any]:
     }
 
 
-def openapi_document(version: str = "0.1.0") -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document of a worker's HTTP API."""
+def openapi_document(
+    version: str = "0.1.0", open_paths: Collection[str] = OPEN_PATHS
+) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document of a worker's HTTP API; ``open_paths`` need no API key."""
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -244,6 +261,6 @@ def openapi_document(version: str = "0.1.0") -> dict[str, Any]:
             "with money. Money is an integer in the currency's minor unit.",
         },
         "security": [{"bearerAuth": []}],
-        "paths": _paths(),
+        "paths": _secure(_paths(), open_paths),
         "components": _components(),
     }
