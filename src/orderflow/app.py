@@ -33,6 +33,7 @@ from orderflow.delivery import CHANGELOG, UNDELIVERABLE, DeliveringTopic, run_ba
 from orderflow.fencing import Fence, FencedSender
 from orderflow.gateway.base import PaymentGateway
 from orderflow.health import Liveness
+from orderflow.metrics import Metrics, metered
 from orderflow.replay.faust_commands import register_commands
 from orderflow.tables import OrderTable, PaymentTable
 from orderflow.tables.local_state import LocalState, LocalStateGuard
@@ -48,6 +49,7 @@ from orderflow.topics import (
     changelog_topic,
 )
 from orderflow.watch import OrderWatch
+from orderflow.web.openapi import openapi_document
 from orderflow.web.orders import LongPolls, OrderApi
 from orderflow.web.routing import OwnerLookup
 from orderflow.web.views import register_views
@@ -139,6 +141,7 @@ class Orderflow:
     payment_service: PaymentService
     gateway: GatewayHolder
     topics: dict[str, Any]
+    metrics: Metrics | None = None
 
 
 def _topic(app: Any, settings: Settings, *names: str) -> Any:
@@ -158,6 +161,35 @@ def _topic(app: Any, settings: Settings, *names: str) -> Any:
 
 def _bootstrap_servers(settings: Settings) -> list[str]:
     return [hp.strip() for hp in settings.kafka_bootstrap.split(",") if hp.strip()]
+
+
+def consumer_lag(app: Any) -> Callable[[], dict[tuple[str, int], int]]:
+    """Records not handled yet per assigned partition, from what Faust's consumer already
+    knows: the highwater of its last fetch and its committed offset (no broker round trip)."""
+
+    def lag() -> dict[tuple[str, int], int]:
+        consumer = getattr(app, "_consumer", None)  # `app.consumer` would create one
+        if consumer is None:
+            return {}
+        lags: dict[tuple[str, int], int] = {}
+        try:
+            assigned = consumer.assignment()
+        except Exception:  # not subscribed yet, or stopping
+            return lags
+        for tp in assigned:
+            committed = consumer._committed_offset.get(tp)  # Faust: the next offset to handle
+            if committed is None:  # nothing committed yet: where reading started (consumer.py)
+                committed = getattr(consumer, "reading_from", {}).get(tp)
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # the partition just moved away
+                continue
+            # Changelogs (tables) have neither: table recovery is not consumer lag.
+            if committed is not None and highwater is not None:
+                lags[(tp.topic, tp.partition)] = max(0, highwater - committed)
+        return lags
+
+    return lag
 
 
 def build(settings: Settings) -> Orderflow:
@@ -216,6 +248,7 @@ def build(settings: Settings) -> Orderflow:
         persistent=settings.store == "rocksdb",
     )  # fmt: skip
     gateway = GatewayHolder(settings)
+    metrics = Metrics()
     unknown = UnknownPayments(partitions=settings.partitions)
     in_flight = InFlight()
     # Frozen longer than the broker allows between heartbeats: the partitions are gone.
@@ -225,6 +258,7 @@ def build(settings: Settings) -> Orderflow:
     # A dead letter is a decision too ("unknown order" while a table is still recovering):
     # refused like a write while the batch's assignment is not settled, and redone after.
     dead_letters = DeadLetters(topics[DEAD_LETTERS], before_send=fence.check)
+    dead_letters.on_sent = metrics.dead_letter
     orders.before_write = payments.before_write = fence.check
     # A stale batch sends no gateway request either (a retry, a lookup): only the attempt in
     # flight at a freeze or revocation can still land, and the new owner looks it up first.
@@ -244,8 +278,12 @@ def build(settings: Settings) -> Orderflow:
                                command_log)  # fmt: skip
     order_service = OrderService(orders, FencedSender(outputs[ORDER_CREATED], fence),
                                  dead_letters, watch, stalled, progress=progress)  # fmt: skip
+    order_service.on_created = metrics.order_created
+    order_service.on_terminal = metrics.order_terminal
 
-    payment_service = PaymentService(payments, gateway.get, publish, dead_letters, unknown)
+    payment_service = PaymentService(payments, metered(gateway.get, metrics), publish,
+                                     dead_letters, unknown)  # fmt: skip
+    metrics.watch(lambda: len(unknown.due_at), lambda: len(stalled.due_at), consumer_lag(app))
     payment_service.run_event = fence.run  # a revocation fences the batch's writes
 
     async def fenced_order_handle(event: Any) -> None:
@@ -289,11 +327,11 @@ def build(settings: Settings) -> Orderflow:
 
     @app.timer(interval=settings.reconcile_interval_s)
     async def reconcile_unknown_payments() -> None:
-        await payment_service.request_due_reconciliations()
+        metrics.reconciliations.inc(await payment_service.request_due_reconciliations())
 
     @app.timer(interval=max(0.5, settings.stall_after_s / 5))
     async def nudge_stalled_orders() -> None:
-        await order_service.nudge_stalled(routing.owns)
+        metrics.stall_nudges.inc(await order_service.nudge_stalled(routing.owns))
 
     @app.task
     async def start_gateway() -> None:
@@ -309,6 +347,7 @@ def build(settings: Settings) -> Orderflow:
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode: too narrow a stub
     async def on_partitions_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         routing.mark_moving()  # until this assignment's tables are recovered
+        metrics.rebalances.inc()
         # Faust declares the topics it consumes; the dead-letter topic is only written to, and
         # must exist before the first poison message (the broker's auto-create is off).
         if not declared:
@@ -332,8 +371,10 @@ def build(settings: Settings) -> Orderflow:
         fence.settled(owned)
         # How long this worker could not serve its partitions itself (POSTs were accepted
         # durably meanwhile): the rebalance and its table recovery (make chaos reports these).
+        unready_s = routing.unready_for()
+        metrics.unready_seconds.observe(unready_s)
         log.info("partitions settled: %d of OrderDB, after %.1fs unready", len(owned),
-                 routing.unready_for())  # fmt: skip
+                 unready_s)  # fmt: skip
         routing.mark_settled()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -378,10 +419,10 @@ def build(settings: Settings) -> Orderflow:
         settings.stuck_after_s, settings.recovery_deadline_s,
     )  # fmt: skip
 
-    register_views(app, api, routing, liveness.check)
+    register_views(app, api, routing, liveness.check, metrics, openapi_document())
     register_commands(app)  # replay / trace / dlq as `faust -A orderflow.app <command>`
     return Orderflow(settings, app, orders, payments, order_service, payment_service, gateway,
-                     topics)  # fmt: skip
+                     topics, metrics)  # fmt: skip
 
 
 orderflow = build(Settings.from_env())

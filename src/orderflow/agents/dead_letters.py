@@ -59,6 +59,7 @@ class DeadLetters:
         # Dead letters the broker refused for good (logged with their coordinates): the last
         # resort, so that one unsendable record never stalls every partition of an agent.
         self.undeliverable = 0
+        self.on_sent: Callable[[str], None] | None = None  # (reason) the app's metrics
 
     async def send(self, event: Any, reason: str, error: BaseException | None = None) -> None:
         if self.before_send is not None:
@@ -94,6 +95,8 @@ class DeadLetters:
                 await self.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.count += 1
+        if self.on_sent is not None:
+            self.on_sent(reason)
 
     def _give_up(self, message: Any, headers: list[tuple[str, bytes]], reason: str,
                  exc: BaseException) -> None:  # fmt: skip

@@ -104,6 +104,9 @@ class OrderService:
         self.watch = watch
         self.stalled = stalled
         self.clock = clock
+        # Observers (the app's metrics): an order stored, an order that reached its end.
+        self.on_created: Callable[[Order], None] | None = None
+        self.on_terminal: Callable[[Order], None] | None = None
 
     async def handle(self, event: Any) -> None:
         message = event.message
@@ -132,6 +135,8 @@ class OrderService:
         placement = place_order(self.orders.get(command.order_id), command)
         if placement.kind is PlacementKind.CREATED:
             self.orders.put(placement.order)
+            if self.on_created is not None:
+                self.on_created(placement.order)
         elif placement.kind is PlacementKind.CONFLICT:
             log.info("order %s: idempotency key reused with another body", command.order_id)
         if placement.kind is not PlacementKind.CONFLICT:
@@ -152,6 +157,8 @@ class OrderService:
             self.orders.put(transition.order)
             self.stalled.track(transition.order, self.clock())
             self.watch.notify(order.order_id)
+            if self.on_terminal is not None and transition.order.status.is_terminal:
+                self.on_terminal(transition.order)
         elif transition.anomaly:
             await self.dead_letters.send(event, f"refused: {transition.reason}")
 

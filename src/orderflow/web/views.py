@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from faust.web import View
 
+from orderflow.metrics import CONTENT_TYPE, Metrics
 from orderflow.web.orders import ApiResponse, OrderApi
 from orderflow.web.routing import OwnerLookup
 
@@ -26,22 +27,32 @@ def _respond(view: View, response: ApiResponse) -> Any:
 HealthCheck = Callable[[], tuple[int, dict[str, Any]]]
 
 
-def register_views(app: Any, api: OrderApi, routing: OwnerLookup, health: HealthCheck) -> None:
+def register_views(
+    app: Any, api: OrderApi, routing: OwnerLookup, health: HealthCheck,
+    metrics: Metrics | None = None, openapi: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
     """Mount the HTTP API on the worker's web server."""
+
+    def counted(request: Any, route: str, response: Any) -> Any:
+        # By route template, never the raw path: order ids would make unbounded label values.
+        if metrics is not None:
+            metrics.http(request.method, route, response.status)
+        return response
 
     @app.page("/orders")
     class OrderCollection(View):  # type: ignore[misc]
         """POST /orders: place an order."""
 
         async def post(self, request: Any) -> Any:
-            return _respond(self, await api.create(request))
+            return counted(request, "/orders", _respond(self, await api.create(request)))
 
     @app.page("/orders/{order_id}")
     class OrderResource(View):  # type: ignore[misc]
         """GET /orders/{order_id}[?wait=SECONDS]: the order, from its partition's owner."""
 
         async def get(self, request: Any, order_id: str) -> Any:
-            return _respond(self, await api.get(request, order_id))
+            response = _respond(self, await api.get(request, order_id))
+            return counted(request, "/orders/{order_id}", response)
 
     @app.page("/health")
     class Health(View):  # type: ignore[misc]
@@ -49,7 +60,7 @@ def register_views(app: Any, api: OrderApi, routing: OwnerLookup, health: Health
 
         async def get(self, request: Any) -> Any:
             status, body = health()
-            return self.json(body, status=status)
+            return counted(request, "/health", self.json(body, status=status))
 
     @app.page("/ready")
     class Ready(View):  # type: ignore[misc]
@@ -57,5 +68,29 @@ def register_views(app: Any, api: OrderApi, routing: OwnerLookup, health: Health
 
         async def get(self, request: Any) -> Any:
             if routing.is_ready():
-                return self.json({"status": "ready"})
-            return self.json({"status": "not_ready"}, status=503, headers={"Retry-After": "1"})
+                return counted(request, "/ready", self.json({"status": "ready"}))
+            response = self.json({"status": "not_ready"}, status=503, headers={"Retry-After": "1"})
+            return counted(request, "/ready", response)
+
+    if metrics is not None:
+        registered = metrics
+
+        @app.page("/metrics")
+        class MetricsPage(View):  # type: ignore[misc]
+            """Prometheus metrics of this worker (its own registry), in the text format."""
+
+            async def get(self, request: Any) -> Any:
+                # Counted before rendering, so that a scrape sees itself counted.
+                registered.http(request.method, "/metrics", 200)
+                return self.bytes(registered.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    if openapi is not None:
+        document = orjson.dumps(openapi)
+
+        @app.page("/openapi.json")
+        class OpenApi(View):  # type: ignore[misc]
+            """The OpenAPI 3.1 document of this API."""
+
+            async def get(self, request: Any) -> Any:
+                response = self.bytes(document, content_type="application/json")
+                return counted(request, "/openapi.json", response)

@@ -1,0 +1,163 @@
+"""The shapes of the HTTP API's answers, rendered into ``/openapi.json`` (see ``shapes``).
+
+They describe what ``records.order_to_public`` and the views write; the API's e2e test checks
+real answers of a running worker against the document built from them.
+"""
+
+from __future__ import annotations
+
+from orderflow.domain.money import CURRENCY_MINOR_UNITS
+from orderflow.domain.shapes import Array, Boolean, Field, Integer, Number, Object, String
+from orderflow.domain.validation import ID_PATTERN, MAX_ITEMS
+
+__all__ = ["ACCEPTED", "ERROR", "HEALTH", "ORDER", "ORDER_ID", "PROBLEMS", "READY"]
+
+ORDER_ID = String(r"^ord_[0-9a-f]{32}$", description="the order's id")
+_TIME = String(description="RFC 3339 time, UTC")
+_CURRENCY = String(allowed=frozenset(CURRENCY_MINOR_UNITS), description="ISO 4217 code")
+
+_DECLINE = Object(
+    (
+        Field(
+            "code",
+            String(
+                description="decline code, e.g. card_declined, insufficient_funds, "
+                "expired_card, invalid_token, gateway_rejected"
+            ),
+        ),
+        Field("message", String(description="for the customer")),
+        Field("retryable", Boolean(description="whether the same payment may succeed later")),
+    ),
+    nullable=True,
+)
+
+_PAYMENT = Object(
+    (
+        Field("status", String(allowed=frozenset({"PENDING", "COMPLETED", "FAILED"}))),
+        Field("charge_id", String(nullable=True), required=False),
+        Field("decline_code", String(nullable=True), required=False),
+        Field("decline", _DECLINE, required=False),
+    ),
+    description="the payment: PENDING until the gateway answered; a charge id once charged",
+)
+
+ORDER = Object(
+    (
+        Field("order_id", ORDER_ID),
+        Field(
+            "status",
+            String(
+                allowed=frozenset({"PENDING", "PAID", "PAYMENT_FAILED"}),
+                description="PAID and PAYMENT_FAILED are terminal",
+            ),
+        ),
+        Field("customer_id", String(ID_PATTERN)),
+        Field("amount", Integer(0, description="total in the currency's minor unit")),
+        Field("currency", _CURRENCY),
+        Field(
+            "items",
+            Array(
+                Object(
+                    (
+                        Field("sku", String()),
+                        Field("quantity", Integer(1)),
+                        Field("unit_amount", Integer(1)),
+                    )
+                ),
+                min_items=1,
+                max_items=MAX_ITEMS,
+            ),
+        ),
+        Field("created_at", _TIME),
+        Field("updated_at", _TIME),
+        Field("payment", _PAYMENT),
+    ),
+    description="An order as stored by its owner (the payment token is never shown).",
+)
+
+ACCEPTED = Object(
+    (
+        Field("order_id", ORDER_ID),
+        Field("status", String(allowed=frozenset({"ACCEPTED"}))),
+        Field("message", String()),
+    ),
+    description="Durably in Kafka, not stored yet: GET the Location to follow it.",
+)
+
+PROBLEMS = Object(
+    (
+        Field("error", String(description="invalid_request, idempotency_key_reused")),
+        Field(
+            "problems",
+            Array(
+                Object(
+                    (
+                        Field(
+                            "field",
+                            String(
+                                description="where: a body path (items[0].quantity), $ for "
+                                "the whole body, or a header name"
+                            ),
+                        ),
+                        Field(
+                            "code",
+                            String(
+                                description="missing, type, format, range, empty, too_many, "
+                                "unknown, unknown_field, invalid_json, too_large, "
+                                "undecodable, unsupported, reused"
+                            ),
+                        ),
+                        Field("message", String()),
+                    )
+                ),
+                min_items=1,
+            ),
+        ),
+    ),
+    description="Every problem of the request at once.",
+)
+
+ERROR = Object(
+    (
+        Field(
+            "error",
+            String(description="not_found, unavailable, unauthorized, too_many_long_polls, …"),
+        ),
+        Field("message", String(), required=False),
+        Field("order_id", String(), required=False),
+    ),
+    description="An error that is not about the body's fields.",
+)
+
+HEALTH = Object(
+    (
+        Field("status", String(allowed=frozenset({"ok", "stuck"}))),
+        Field(
+            "stuck",
+            Array(
+                Object(
+                    (
+                        Field("agent", String()),
+                        Field("topic", String()),
+                        Field("partition", Integer(0)),
+                        Field("offset", Integer(0)),
+                        Field("since", String()),
+                        Field("seconds", Number()),
+                    ),
+                    closed=False,
+                )
+            ),
+            required=False,
+        ),
+        Field("recovering_for_s", Number(0), required=False),
+    ),
+    closed=False,
+    extra=Integer(0),
+    description="Liveness, with the worker's counters (dead_letters, inconsistent_payments, …).",
+)
+
+READY = Object(
+    (Field("status", String(allowed=frozenset({"ready", "not_ready"}))),),
+    closed=False,
+    description="Readiness: partitions assigned and tables recovered.",
+)

@@ -1,0 +1,262 @@
+"""The worker's Prometheus metrics (``GET /metrics``), kept in a registry of its own per app.
+
+Counters are moved by the thin layers only (the app's wiring, views, a gateway wrapper, hooks the
+agents call): the domain stays pure. Gauges of what the services already index (UNKNOWN payments,
+PENDING orders) and the consumer lag are read at scrape time from in-memory state: no table scan
+and no broker round trip per scrape. Label values are bounded (route templates, known codes).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import Collector
+
+from orderflow.domain.order import Order, OrderStatus
+from orderflow.domain.payment import DECLINE_MESSAGES, Approved, ChargeOutcome, GatewayCharge
+from orderflow.gateway.base import (
+    ChargeRequest,
+    CircuitOpenError,
+    GatewayError,
+    PaymentGateway,
+    PermanentGatewayError,
+)
+
+__all__ = ["CONTENT_TYPE", "MeteredGateway", "Metrics", "dead_letter_reason"]
+
+# The classic text format (0.0.4), which every Prometheus version scrapes.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+# The gateway's decline codes we name; any other code a gateway invents is counted as "other".
+_KNOWN_DECLINES = frozenset(DECLINE_MESSAGES) | {"gateway_rejected"}
+# Dead-letter reasons start with a category ("malformed: <detail>"): the detail is unbounded.
+_DEAD_LETTER_REASONS = {
+    "inconsistent": "inconsistent",
+    "malformed": "malformed",
+    "unexpected": "unexpected",
+    "refused": "refused",
+    "payment result for an unknown order": "unknown_order",
+}
+# POST -> terminal: a sandbox answers in milliseconds, a real gateway in seconds, retries longer.
+_ORDER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+_GATEWAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0)
+_UNREADY_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+# No `*_created` series (a timestamp per labelled counter): they double the output and
+# Prometheus does not use them. A switch of the library for the whole process.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# partition lag: (topic, partition) -> records not yet handled
+LagReader = Callable[[], Mapping[tuple[str, int], int]]
+
+
+def dead_letter_reason(reason: str) -> str:
+    """The bounded label of a dead letter's reason: its category, never its detail."""
+    category = reason.split(":", 1)[0].strip()
+    return _DEAD_LETTER_REASONS.get(category, "other")
+
+
+class _Indexed(Collector):
+    """Gauges read at scrape time from what the services already keep in memory."""
+
+    def __init__(self, unknown: Callable[[], int], pending: Callable[[], int], lag: LagReader):
+        self.unknown = unknown
+        self.pending = pending
+        self.lag = lag
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "orderflow_payments_unknown",
+            "Payments whose outcome the gateway has not confirmed yet (this worker's partitions)",
+            value=self.unknown(),
+        )
+        yield GaugeMetricFamily(
+            "orderflow_orders_pending",
+            "Orders not terminal yet (this worker's partitions, from the stalled-order index)",
+            value=self.pending(),
+        )
+        lag = GaugeMetricFamily(
+            "orderflow_consumer_lag",
+            "Records of an assigned partition not handled yet (highwater - committed offset)",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), records in sorted(self.lag().items()):
+            lag.add_metric([topic, str(partition)], records)
+        yield lag
+
+
+class Metrics:
+    """Every metric of one worker, in its own registry (tests run several apps per process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.orders_created = Counter(
+            "orderflow_orders_created", "Orders stored by the order service", registry=r
+        )
+        self.orders_terminal = Counter(
+            "orderflow_orders_terminal",
+            "Orders that reached a terminal status",
+            ["status"],
+            registry=r,
+        )
+        self.declines = Counter(
+            "orderflow_payment_declines",
+            "Orders failed by a payment decline, by decline code",
+            ["code"],
+            registry=r,
+        )
+        self.order_seconds = Histogram(
+            "orderflow_order_completion_seconds",
+            "From the order's creation (POST) to the order service's terminal status",
+            ["status"],
+            buckets=_ORDER_BUCKETS,
+            registry=r,
+        )
+        self.gateway_requests = Counter(
+            "orderflow_gateway_requests",
+            "Gateway calls (retries included) by operation and outcome: approved, declined, "
+            "transient (answered 5xx/429, or not sent: circuit open), unknown (no answer: the "
+            "charge may have happened), rejected (4xx); lookups: found, not_found",
+            ["operation", "outcome"],
+            registry=r,
+        )
+        self.gateway_seconds = Histogram(
+            "orderflow_gateway_request_duration_seconds",
+            "Gateway call duration, retries included",
+            ["operation"],
+            buckets=_GATEWAY_BUCKETS,
+            registry=r,
+        )
+        self.stall_nudges = Counter(
+            "orderflow_stall_nudges",
+            "order.created published again for a stalled order",
+            registry=r,
+        )
+        self.reconciliations = Counter(
+            "orderflow_reconciliations",
+            "Reconcile requests sent for UNKNOWN payments",
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "orderflow_dead_letters",
+            "Events sent to the dead-letter topic, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "orderflow_rebalances", "Partition assignments received (rebalances)", registry=r
+        )
+        self.unready_seconds = Histogram(
+            "orderflow_partitions_unready_seconds",
+            "How long partitions were unready (rebalance and table recovery) until settled",
+            buckets=_UNREADY_BUCKETS,
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "orderflow_http_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+
+    def watch(self, unknown: Callable[[], int], pending: Callable[[], int], lag: LagReader) -> None:
+        """Register the gauges read from the services' in-memory indexes at scrape time."""
+        self.registry.register(_Indexed(unknown, pending, lag))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this registry."""
+        return generate_latest(self.registry)
+
+    def order_created(self, order: Order) -> None:
+        self.orders_created.inc()
+
+    def order_terminal(self, order: Order, now: float | None = None) -> None:
+        """Count a terminal transition and its latency from the order's ``created_at``."""
+        status = str(order.status)
+        self.orders_terminal.labels(status).inc()
+        if order.status is OrderStatus.PAYMENT_FAILED and order.decline is not None:
+            code = order.decline.code
+            self.declines.labels(code if code in _KNOWN_DECLINES else "other").inc()
+        try:
+            created = datetime.fromisoformat(order.created_at).timestamp()
+        except ValueError:
+            return
+        now = time.time() if now is None else now
+        self.order_seconds.labels(status).observe(max(0.0, now - created))
+
+    def dead_letter(self, reason: str) -> None:
+        self.dead_letters.labels(dead_letter_reason(reason)).inc()
+
+    def http(self, method: str, route: str, status: int) -> None:
+        self.http_requests.labels(method, route, str(status)).inc()
+
+
+def _charge_outcome(outcome: ChargeOutcome) -> str:
+    return "approved" if isinstance(outcome, Approved) else "declined"
+
+
+def _error_outcome(exc: GatewayError) -> str:
+    if isinstance(exc, PermanentGatewayError):
+        return "rejected"
+    if isinstance(exc, CircuitOpenError) or exc.status is not None:
+        return "transient"  # answered 5xx/429, or never sent
+    return "unknown"  # a timeout or a lost connection: the charge may have happened
+
+
+class MeteredGateway:
+    """A ``PaymentGateway`` that counts each call's outcome and times it."""
+
+    def __init__(
+        self, gateway: PaymentGateway, metrics: Metrics, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.gateway = gateway
+        self.metrics = metrics
+        self.clock = clock
+
+    def _observe(self, operation: str, outcome: str, started: float) -> None:
+        self.metrics.gateway_requests.labels(operation, outcome).inc()
+        self.metrics.gateway_seconds.labels(operation).observe(self.clock() - started)
+
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        started = self.clock()
+        try:
+            outcome = await self.gateway.charge(request)
+        except GatewayError as exc:
+            self._observe("charge", _error_outcome(exc), started)
+            raise
+        self._observe("charge", _charge_outcome(outcome), started)
+        return outcome
+
+    async def find_charge(self, idempotency_key: str) -> GatewayCharge | None:
+        started = self.clock()
+        try:
+            found = await self.gateway.find_charge(idempotency_key)
+        except GatewayError as exc:
+            self._observe("lookup", _error_outcome(exc), started)
+            raise
+        self._observe("lookup", "not_found" if found is None else "found", started)
+        return found
+
+    async def close(self) -> None:
+        await self.gateway.close()
+
+
+def metered(get: Callable[[], Any], metrics: Metrics) -> Callable[[], Any]:
+    """Wrap a gateway getter (``GatewayHolder.get``) so that every gateway it gives is metered."""
+    wrapped: dict[int, MeteredGateway] = {}
+
+    async def get_metered() -> PaymentGateway:
+        gateway = await get()
+        meter = wrapped.get(id(gateway))
+        if meter is None or meter.gateway is not gateway:
+            meter = wrapped[id(gateway)] = MeteredGateway(gateway, metrics)
+        return meter
+
+    return get_metered
