@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 from faust.web import View
 
+from orderflow.logs import order_context
 from orderflow.web.orders import ApiResponse, OrderApi
 from orderflow.web.routing import OwnerLookup
 
@@ -26,8 +27,12 @@ def _respond(view: View, response: ApiResponse) -> Any:
 HealthCheck = Callable[[], tuple[int, dict[str, Any]]]
 
 
-def register_views(app: Any, api: OrderApi, routing: OwnerLookup, health: HealthCheck) -> None:
-    """Mount the HTTP API on the worker's web server."""
+def register_views(
+    app: Any, api: OrderApi, routing: OwnerLookup, health: HealthCheck,
+    gateway: Mapping[str, str] | None = None,
+) -> None:  # fmt: skip
+    """Mount the HTTP API on the worker's web server; ``gateway`` says which one /ready shows."""
+    shown = dict(gateway or {})
 
     @app.page("/orders")
     class OrderCollection(View):  # type: ignore[misc]
@@ -41,7 +46,8 @@ def register_views(app: Any, api: OrderApi, routing: OwnerLookup, health: Health
         """GET /orders/{order_id}[?wait=SECONDS]: the order, from its partition's owner."""
 
         async def get(self, request: Any, order_id: str) -> Any:
-            return _respond(self, await api.get(request, order_id))
+            with order_context(order_id):
+                return _respond(self, await api.get(request, order_id))
 
     @app.page("/health")
     class Health(View):  # type: ignore[misc]
@@ -57,5 +63,6 @@ def register_views(app: Any, api: OrderApi, routing: OwnerLookup, health: Health
 
         async def get(self, request: Any) -> Any:
             if routing.is_ready():
-                return self.json({"status": "ready"})
-            return self.json({"status": "not_ready"}, status=503, headers={"Retry-After": "1"})
+                return self.json({"status": "ready", **shown})
+            return self.json({"status": "not_ready", **shown}, status=503,
+                             headers={"Retry-After": "1"})  # fmt: skip
