@@ -145,3 +145,37 @@ async def test_admin_needs_the_token_beyond_loopback(tmp_path: Path) -> None:
     finally:
         await gateway.stop()
     assert gateway.faults.error_rate == 0
+
+
+async def test_the_embedded_sandbox_is_called_with_a_key_of_its_own(tmp_path: Path) -> None:
+    from orderflow.app import GatewayHolder
+    from orderflow.config import Settings
+
+    settings = Settings.from_env(
+        {"ORDERFLOW_GATEWAY": "sandbox", "ORDERFLOW_SANDBOX_DB": str(tmp_path / "ledger.db")}
+    )
+    holder = GatewayHolder(settings)
+    try:
+        gateway = await holder.get()
+        assert isinstance(await gateway.charge(_request("o-embedded")), Approved)
+        url = f"{holder._sandbox.url}/v1/charges"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url, params={"idempotency_key": idempotency_key_for("o-embedded")}) as resp,
+        ):
+            assert resp.status == 401  # a key was set, and only the client has it
+    finally:
+        await holder.close()
+
+
+def test_the_sandbox_command_refuses_a_non_loopback_host_without_an_admin_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orderflow.gateway.sandbox import main
+
+    monkeypatch.delenv("ORDERFLOW_SANDBOX_ADMIN_TOKEN", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        main(["--host", "0.0.0.0", "--port", "0", "--db", str(tmp_path / "l.db")])
+    assert exited.value.code == 2
+    assert "ORDERFLOW_SANDBOX_ADMIN_TOKEN" in capsys.readouterr().err
+    assert not (tmp_path / "l.db").exists()
