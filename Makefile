@@ -27,8 +27,8 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-run: install
-	@scripts/run.sh
+run: install  # a worker with the embedded sandbox gateway (scripts/run.sh asks for it)
+	@ORDERFLOW_GATEWAY=$${ORDERFLOW_GATEWAY:-sandbox} scripts/run.sh
 
 test: install lint
 	$(PY) -m orderflow.localkafka fetch >/dev/null

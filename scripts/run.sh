@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: a local broker (unless ORDERFLOW_KAFKA_BOOTSTRAP answers), then one worker in the
-# foreground with the embedded sandbox gateway. Ctrl-C stops the worker and the broker we started.
+# foreground with the embedded sandbox gateway (ORDERFLOW_GATEWAY=sandbox unless set otherwise).
+# Ctrl-C stops the worker and the broker we started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -24,7 +25,8 @@ orderflow worker starting on http://127.0.0.1:${port} (Ctrl-C stops it). Try:
   curl -s 'http://127.0.0.1:${port}/orders/<order_id>?wait=5'
 
 MSG
-"$PY" -m faust -A orderflow.app worker -l info &
+# The embedded sandbox gateway approves test tokens and takes no money: asked for by name.
+ORDERFLOW_GATEWAY="${ORDERFLOW_GATEWAY:-sandbox}" "$PY" -m faust -A orderflow.app worker -l info &
 worker=$!
 trap 'kill -TERM "$worker" 2>/dev/null || true' INT TERM
 wait "$worker" || true

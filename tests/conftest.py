@@ -8,6 +8,11 @@ from collections.abc import Iterator
 import pytest
 
 from orderflow.localkafka import KafkaCluster, broker_is_reachable
+
+# `orderflow.app` builds the worker's app at import (Faust's `-A` needs it), and a worker needs a
+# gateway chosen explicitly: tests that import it get the sandbox. Processes the tests start get
+# their own environment (tests/harness.py).
+os.environ.setdefault("ORDERFLOW_GATEWAY", "sandbox")
 from tests.harness import STARTED, ManagedProcess, start_sandbox, start_worker
 
 # The tests' broker listens away from 9092 so that `make test` runs beside a `make run`.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = [
+    "GATEWAY_KEYS",
     "TEST_KEY_TTL_S",
     "ManagedProcess",
     "free_port",
@@ -35,6 +37,9 @@ T = TypeVar("T")
 
 # Every process a test started: the session's last fixture stops any a failing test left behind.
 STARTED: list[ManagedProcess] = []
+
+# The API key of each sandbox started here, by URL: start_worker sends the right one.
+GATEWAY_KEYS: dict[str, str] = {}
 
 
 def free_port() -> int:
@@ -162,12 +167,15 @@ def start_sandbox(
             "--db", str(db), "--key-ttl", str(key_ttl_s)]  # fmt: skip
     if strict:
         args.append("--strict")
+    url = f"http://127.0.0.1:{port}"
+    # A key per sandbox, in its environment (not its command line): workers must send it.
+    api_key = GATEWAY_KEYS[url] = f"sk_test_{secrets.token_hex(12)}"
     proc = ManagedProcess(
         "sandbox",
         args,
-        _base_env({}),
+        _base_env({"ORDERFLOW_SANDBOX_API_KEY": api_key}),
         tmp / f"sandbox-{port}.log",
-        meta={"url": f"http://127.0.0.1:{port}", "db": db, "port": port},
+        meta={"url": url, "db": db, "port": port, "api_key": api_key},
     ).start()
     poll_until(
         lambda: _answers(f"http://127.0.0.1:{port}/_admin/stats") or _dead(proc),
@@ -192,16 +200,23 @@ def _dead(proc: ManagedProcess) -> bool:
 def start_worker(
     tmp: Path, bootstrap: str, gateway_url: str, *, name: str = "w1",
     port: int | None = None, data_dir: Path | None = None, extra: Mapping[str, str] | None = None,
-    wait_ready: bool = True, timeout: float = 120.0,
+    wait_ready: bool = True, timeout: float = 120.0, gateway_api_key: str | None = None,
 ) -> ManagedProcess:  # fmt: skip
-    """``faust -A orderflow.app worker`` with its own web port and data dir; waits for /ready."""
+    """``faust -A orderflow.app worker`` with its own web port and data dir; waits for /ready.
+
+    The worker calls the gateway at ``gateway_url`` with ``gateway_api_key``, by default the key
+    of the sandbox started there (``start_sandbox``).
+    """
     port = port or free_port()
     data_dir = data_dir or tmp / f"data-{name}"
     env = _base_env({
         "ORDERFLOW_KAFKA_BOOTSTRAP": bootstrap,
         "ORDERFLOW_WEB_PORT": str(port),
         "ORDERFLOW_DATA_DIR": str(data_dir),
+        "ORDERFLOW_GATEWAY": "http",
         "ORDERFLOW_GATEWAY_URL": gateway_url,
+        "ORDERFLOW_GATEWAY_API_KEY": gateway_api_key or GATEWAY_KEYS.get(
+            gateway_url.rstrip("/"), "sk_test_no_sandbox_here"),
         "ORDERFLOW_RECONCILE_INTERVAL": "0.5",
         # The tests read the stored order from the POST's answer (201): a loaded CI machine
         # must not turn it into a 202 (the chaos rig keeps the default).

@@ -15,24 +15,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import faust
+from mode import Service
 
 from orderflow.agents.dead_letters import DeadLetters
 from orderflow.agents.in_flight import InFlight
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.payments import PaymentService, UnknownPayments
 from orderflow.agents.progress import CommandLog, CommandProgress, committed_offsets
-from orderflow.config import Settings
+from orderflow.config import ConfigError, Settings, cluster_problems
 from orderflow.consumer import RewindingConsumer
 from orderflow.delivery import CHANGELOG, UNDELIVERABLE, DeliveringTopic, run_batch, sequentially
 from orderflow.fencing import Fence, FencedSender
 from orderflow.gateway.base import PaymentGateway
 from orderflow.health import Liveness
+from orderflow.logs import logging_config, order_context
 from orderflow.metrics import Metrics, metered
 from orderflow.replay.faust_commands import register_commands
 from orderflow.tables import OrderTable, PaymentTable
@@ -60,7 +63,7 @@ log = logging.getLogger(__name__)
 
 
 class GatewayHolder:
-    """Creates the gateway client once, in the worker's loop; embeds the sandbox when no URL."""
+    """Creates the gateway client once, in the worker's loop; embeds the sandbox if asked to."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -80,16 +83,20 @@ class GatewayHolder:
             if self._gateway is None:
                 from orderflow.gateway.http import HttpPaymentGateway
 
-                url = self.settings.gateway_url
-                if not url:
+                url, api_key = self.settings.gateway_url, self.settings.gateway_api_key
+                if self.settings.gateway == "sandbox":
                     from orderflow.gateway.sandbox import SandboxGateway
 
-                    self._sandbox = SandboxGateway(self.settings.gateway_sandbox_db)
+                    # A key of its own, so the embedded sandbox is called like a real gateway.
+                    api_key = secrets.token_urlsafe(24)
+                    self._sandbox = SandboxGateway(self.settings.gateway_sandbox_db,
+                                                   api_key=api_key)  # fmt: skip
                     await self._sandbox.start("127.0.0.1", self.settings.gateway_sandbox_port)
                     url = self._sandbox.url
                     log.info("embedded sandbox gateway at %s", url)
                 self._gateway = HttpPaymentGateway(
                     url,
+                    api_key=api_key,
                     request_timeout=self.settings.gateway_timeout_s,
                     deadline=self.settings.gateway_deadline_s,
                     before_request=self.before_request,
@@ -102,6 +109,63 @@ class GatewayHolder:
             await self._gateway.close()
         if self._sandbox is not None:
             await self._sandbox.stop()
+
+
+class ClusterCheck(Service):
+    """Refuses to run on a cluster that cannot take our writes (issue 9: fail closed).
+
+    Added as the app's first dependency: it starts before Faust's own services, so before any
+    agent runs or topic is created; its error stops the worker with the reason (exit code 1).
+    """
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        self.settings = settings
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        from aiokafka.errors import KafkaError
+
+        while True:
+            try:
+                broker_ids, min_insync = await self._describe()
+                break
+            except KafkaError as exc:  # no cluster yet: wait for it, as the worker always did
+                log.warning("cluster check: brokers not answering (%r); asking again", exc)
+                await self.sleep(2.0)
+                if self.should_stop:
+                    return
+        problems = cluster_problems(self.settings.replication_factor, broker_ids, min_insync)
+        if problems:
+            message = "; ".join(problems)
+            log.error("configuration refused: %s", message)
+            raise ConfigError(message)
+        log.info("cluster check: %d broker(s), replication factor %d, min.insync.replicas %s",
+                 len(broker_ids), self.settings.replication_factor,
+                 sorted(set(min_insync.values())))  # fmt: skip
+
+    async def _describe(self) -> tuple[list[int], dict[int, int]]:
+        """The brokers' ids, and each one's ``min.insync.replicas``."""
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=_bootstrap_servers(self.settings))
+        try:
+            await admin.start()
+            cluster = await admin.describe_cluster()
+            broker_ids = [int(b["node_id"]) for b in cluster["brokers"]]
+            wanted = {"min.insync.replicas": None}
+            resources = [ConfigResource(ConfigResourceType.BROKER, str(b), wanted)
+                         for b in broker_ids]  # fmt: skip
+            responses = await admin.describe_configs(resources)
+        finally:
+            await admin.close()
+        min_insync: dict[int, int] = {}
+        for response in responses:
+            for _error, _message, _type, name, config in response.resources:
+                for entry in config:
+                    if entry[0] == "min.insync.replicas" and entry[1] is not None:
+                        min_insync[int(name)] = int(entry[1])
+        return broker_ids, min_insync
 
 
 class FencedApp(faust.App):
@@ -236,6 +300,8 @@ def build(settings: Settings) -> Orderflow:
         web_stats_enabled=False,
         web_metrics_enabled=False,
         worker_redirect_stdouts=False,
+        # Used by the worker instead of its `-l` level: ORDERFLOW_LOG_LEVEL / _FORMAT (logs.py).
+        logging_config=logging_config(settings.log_level, settings.log_format),
     )
     topics = {name: _topic(app, settings, name) for name in (
         ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED, PAYMENT_RECONCILE,
@@ -284,13 +350,20 @@ def build(settings: Settings) -> Orderflow:
     payment_service = PaymentService(payments, metered(gateway.get, metrics), publish,
                                      dead_letters, unknown)  # fmt: skip
     metrics.watch(lambda: len(unknown.due_at), lambda: len(stalled.due_at), consumer_lag(app))
-    payment_service.run_event = fence.run  # a revocation fences the batch's writes
+
+    async def run_payment_event(partition: int, handle: Callable[[], Awaitable[None]],
+                                key: bytes | None = None) -> bool:  # fmt: skip
+        with order_context(key):  # the key is the order id: its log lines name it
+            return await fence.run(partition, handle, key)
+
+    payment_service.run_event = run_payment_event  # a revocation fences the batch's writes
 
     async def fenced_order_handle(event: Any) -> None:
         # Redone like a payment when refused: the batch is acked at its end, so an event dropped
         # after a freeze that no revocation followed would be lost.
         message = event.message
-        await fence.run(message.partition, partial(order_service.handle, event), message.key)
+        with order_context(message.key):
+            await fence.run(message.partition, partial(order_service.handle, event), message.key)
 
     def start_batch(events: Any) -> tuple[list[Any], Callable[[Any], bool]]:
         """Bind the batch to the fence; its live events and its delivery ``keep`` predicate."""
@@ -335,6 +408,8 @@ def build(settings: Settings) -> Orderflow:
 
     @app.task
     async def start_gateway() -> None:
+        described = settings.gateway_description
+        log.info("payment gateway: %s", " ".join(described.values()))
         await gateway.get()  # fail fast (in the log) and warm the connection pool
 
     @app.task
@@ -387,6 +462,9 @@ def build(settings: Settings) -> Orderflow:
     def guard_local_state(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Sent for every CLI command (twice), but the guard acts only when the app service
         # starts, i.e. in `worker`: RocksDB is trusted after a clean stop only (local_state).
+        if not any(isinstance(c, ClusterCheck) for c in app._children):
+            # First: a worker refused on its cluster leaves its data dir untouched.
+            app.add_dependency(ClusterCheck(settings))
         if settings.store == "rocksdb" and not any(isinstance(c, LocalStateGuard)
                                                    for c in app._children):  # fmt: skip
             state = LocalState(settings.data_dir, app.conf.tabledir)
@@ -419,11 +497,17 @@ def build(settings: Settings) -> Orderflow:
         settings.stuck_after_s, settings.recovery_deadline_s,
     )  # fmt: skip
 
-    register_views(app, api, routing, liveness.check, metrics, openapi_document())
+    register_views(app, api, routing, liveness.check, metrics, openapi_document(),
+                   settings.gateway_description)  # fmt: skip
     register_commands(app)  # replay / trace / dlq as `faust -A orderflow.app <command>`
     return Orderflow(settings, app, orders, payments, order_service, payment_service, gateway,
                      topics, metrics)  # fmt: skip
 
 
-orderflow = build(Settings.from_env())
+try:
+    _settings = Settings.from_env()
+except ConfigError as exc:
+    # `faust -A orderflow.app ...` prints this without a traceback and exits 1.
+    raise SystemExit(f"orderflow: configuration refused: {exc}") from None
+orderflow = build(_settings)
 app = orderflow.app

@@ -38,6 +38,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orderflow.replay.cli import main as debug_main
 
         return debug_main(args)
+    from orderflow.config import ConfigError, Settings
+
+    try:
+        Settings.from_env()  # the app reads it at import: refuse here, cleanly, not mid-import
+    except ConfigError as exc:
+        print(f"orderflow: configuration refused: {exc}", file=sys.stderr)
+        return 2
     from faust.cli.faust import cli
 
     try:

@@ -11,10 +11,11 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
-__all__ = ["ConfigError", "Settings"]
+__all__ = ["ConfigError", "Settings", "cluster_problems"]
 
 
 class ConfigError(ValueError):
@@ -71,6 +72,44 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     return value
 
 
+# Addresses that accept connections from anywhere: another worker cannot reach "0.0.0.0".
+_ANY_ADDRESS = ("0.0.0.0", "::", "[::]")
+
+
+def _gateway_url(env: Mapping[str, str]) -> str:
+    """``ORDERFLOW_GATEWAY_URL``, checked; an error names the parts, never echoes a secret."""
+    raw = env.get("ORDERFLOW_GATEWAY_URL", "")
+    if not raw:
+        raise ConfigError("ORDERFLOW_GATEWAY=http needs ORDERFLOW_GATEWAY_URL (https://host:port)")
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError:
+        raise ConfigError("ORDERFLOW_GATEWAY_URL is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("ORDERFLOW_GATEWAY_URL must be http(s)://host[:port]")
+    # Credentials belong in ORDERFLOW_GATEWAY_API_KEY: a URL is logged, traced and shown.
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            "ORDERFLOW_GATEWAY_URL must not carry credentials (user:password@): "
+            "put the key in ORDERFLOW_GATEWAY_API_KEY"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            "ORDERFLOW_GATEWAY_URL must not carry a query string or fragment: "
+            "put any key in ORDERFLOW_GATEWAY_API_KEY"
+        )
+    return raw
+
+
+def _public_url(url: str) -> str:
+    """``scheme://host:port`` of a URL: what may be shown of it (logs, ``/ready``)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a worker can be told from outside."""
@@ -91,8 +130,13 @@ class Settings:
     # promotion: Faust dropped standby records fetched while recovery paused the actives (fixed
     # by orderflow.consumer.LivePartitions). Each copy costs its worker a read of the changelog.
     standby_replicas: int = 1
-    # Empty: the worker embeds the sandbox gateway on gateway_sandbox_port (0 = any free port).
+    # "sandbox": the worker embeds the sandbox gateway on gateway_sandbox_port (0 = any free
+    # port), which approves test tokens without taking money; "http": the gateway at gateway_url.
+    # Asked for explicitly (ORDERFLOW_GATEWAY): a worker missing it must not take orders for free.
+    gateway: str = "sandbox"
     gateway_url: str = ""
+    # Sent as "Authorization: Bearer ..."; kept out of repr (settings may be logged).
+    gateway_api_key: str = field(default="", repr=False)
     gateway_sandbox_port: int = 0
     gateway_sandbox_db: Path = Path(".run/sandbox-gateway.db")
     gateway_timeout_s: float = 5.0
@@ -130,6 +174,7 @@ class Settings:
     # group: its partitions wait for the session timeout (or `orderflow leave-group`).
     instance_id: str = ""
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one JSON object per line
     # Long-polls (GET ?wait=S) this worker holds at once, and per client (TCP peer address).
     # Forwarded long-polls count only at the worker the client reached.
     max_long_polls: int = 256
@@ -151,18 +196,42 @@ class Settings:
         digest = hashlib.sha256(self.canonical_url.encode()).hexdigest()[:8]
         return f"{self.instance_id}.{digest}"
 
+    @property
+    def gateway_description(self) -> dict[str, str]:
+        """Which gateway is in use, safe to show: ``sandbox``, or ``http`` and scheme://host:port."""
+        if self.gateway == "sandbox":
+            return {"gateway": "sandbox"}
+        return {"gateway": "http", "gateway_url": _public_url(self.gateway_url)}
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read the ``ORDERFLOW_*`` variables (``os.environ`` by default)."""
+    def from_env(cls, env: Mapping[str, str] | None = None, *, worker: bool = True) -> Settings:
+        """Read the ``ORDERFLOW_*`` variables (``os.environ`` by default).
+
+        ``worker=False`` (debugging commands that only read Kafka) skips the rules that only a
+        worker needs: the gateway choice and the web address.
+        """
         env = os.environ if env is None else env
         web_host = env.get("ORDERFLOW_WEB_HOST") or cls.web_host
         web_port = _int(env, "ORDERFLOW_WEB_PORT", cls.web_port)
+        canonical_url = env.get("ORDERFLOW_CANONICAL_URL", "")
+        if not canonical_url:
+            if worker and web_host in _ANY_ADDRESS:
+                # Other workers would be told 127.0.0.1: each believes it owns every order.
+                raise ConfigError(
+                    f"ORDERFLOW_WEB_HOST={web_host} needs ORDERFLOW_CANONICAL_URL "
+                    "(the URL other workers reach this one at)"
+                )
+            canonical_url = (
+                f"http://{'127.0.0.1' if web_host in _ANY_ADDRESS else web_host}:{web_port}"
+            )
+        gateway, gateway_url, api_key = cls.gateway, "", ""
+        if worker:
+            gateway, gateway_url, api_key = _gateway_choice(env)
         return cls(
             kafka_bootstrap=env.get("ORDERFLOW_KAFKA_BOOTSTRAP") or cls.kafka_bootstrap,
             web_host=web_host,
             web_port=web_port,
-            canonical_url=env.get("ORDERFLOW_CANONICAL_URL")
-            or f"http://{'127.0.0.1' if web_host == '0.0.0.0' else web_host}:{web_port}",
+            canonical_url=canonical_url,
             data_dir=Path(env.get("ORDERFLOW_DATA_DIR") or cls.data_dir),
             store=_choice(env, "ORDERFLOW_STORE", cls.store, ("rocksdb", "memory")),
             partitions=_int(env, "ORDERFLOW_PARTITIONS", cls.partitions),
@@ -170,7 +239,9 @@ class Settings:
             standby_replicas=_int(
                 env, "ORDERFLOW_STANDBY_REPLICAS", cls.standby_replicas, minimum=0
             ),
-            gateway_url=env.get("ORDERFLOW_GATEWAY_URL", ""),
+            gateway=gateway,
+            gateway_url=gateway_url or env.get("ORDERFLOW_GATEWAY_URL", ""),
+            gateway_api_key=api_key,
             gateway_sandbox_port=_int(env, "ORDERFLOW_SANDBOX_PORT", 0, minimum=0),
             gateway_sandbox_db=Path(env.get("ORDERFLOW_SANDBOX_DB") or cls.gateway_sandbox_db),
             gateway_timeout_s=_float(env, "ORDERFLOW_GATEWAY_TIMEOUT", cls.gateway_timeout_s),
@@ -191,8 +262,60 @@ class Settings:
             log_level=_choice(
                 env, "ORDERFLOW_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")
             ),
+            log_format=_choice(env, "ORDERFLOW_LOG_FORMAT", cls.log_format, ("text", "json")),
             max_long_polls=_int(env, "ORDERFLOW_MAX_LONG_POLLS", cls.max_long_polls),
             max_long_polls_per_client=_int(
                 env, "ORDERFLOW_MAX_LONG_POLLS_PER_CLIENT", cls.max_long_polls_per_client
             ),
         )
+
+
+def _gateway_choice(env: Mapping[str, str]) -> tuple[str, str, str]:
+    """(gateway, URL, API key) for a worker: the sandbox only when asked for by name."""
+    gateway = env.get("ORDERFLOW_GATEWAY", "")
+    if gateway not in ("sandbox", "http"):
+        shown = "unset" if gateway == "" else f"{gateway!r}"
+        raise ConfigError(
+            f"ORDERFLOW_GATEWAY is {shown}: set it to 'http' (with ORDERFLOW_GATEWAY_URL and "
+            "ORDERFLOW_GATEWAY_API_KEY) for a real payment gateway, or to 'sandbox' for the "
+            "embedded test gateway, which approves test tokens without taking money"
+        )
+    if gateway == "sandbox":
+        if env.get("ORDERFLOW_GATEWAY_URL"):
+            # Someone meant a real gateway, or forgot to switch: either way, not the sandbox.
+            raise ConfigError(
+                "ORDERFLOW_GATEWAY=sandbox with ORDERFLOW_GATEWAY_URL set: unset the URL, or "
+                "set ORDERFLOW_GATEWAY=http to use it"
+            )
+        return "sandbox", "", ""
+    url = _gateway_url(env)
+    api_key = env.get("ORDERFLOW_GATEWAY_API_KEY", "")
+    if not api_key.strip():
+        raise ConfigError("ORDERFLOW_GATEWAY=http needs ORDERFLOW_GATEWAY_API_KEY")
+    if any(c in api_key for c in "\r\n"):
+        raise ConfigError("ORDERFLOW_GATEWAY_API_KEY must be one line")
+    return "http", url, api_key.strip()
+
+
+def cluster_problems(
+    replication_factor: int, broker_ids: list[int], min_insync: Mapping[int, int]
+) -> list[str]:
+    """What makes the cluster unable to take our writes; each names the variable or setting.
+
+    ``min_insync`` maps a broker id to its ``min.insync.replicas``. With ``acks=all`` a topic
+    whose ISR minimum exceeds its replica count refuses every write (NotEnoughReplicas).
+    """
+    problems = []
+    if replication_factor > len(broker_ids):
+        problems.append(
+            f"ORDERFLOW_REPLICATION_FACTOR={replication_factor} is above the number of brokers "
+            f"in the cluster ({len(broker_ids)}): topics cannot be created"
+        )
+    too_high = {b: n for b, n in sorted(min_insync.items()) if n > replication_factor}
+    if too_high:
+        shown = ", ".join(f"broker {b}: {n}" for b, n in too_high.items())
+        problems.append(
+            f"the brokers' min.insync.replicas ({shown}) is above "
+            f"ORDERFLOW_REPLICATION_FACTOR={replication_factor}: every write would be refused"
+        )
+    return problems

@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("instance_id", help="the worker's ORDERFLOW_INSTANCE_ID")
     parser.add_argument("--bootstrap", help="brokers (default: ORDERFLOW_KAFKA_BOOTSTRAP)")
     args = parser.parse_args(argv)
-    bootstrap = args.bootstrap or Settings.from_env().kafka_bootstrap
+    bootstrap = args.bootstrap or Settings.from_env(worker=False).kafka_bootstrap
     removed = asyncio.run(leave_group(bootstrap, args.instance_id))
     if not removed:
         print(f"no member of group {APP_ID} has instance id {args.instance_id}", file=sys.stderr)

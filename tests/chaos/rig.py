@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 
 from orderflow.localkafka import KafkaCluster
 from tests.harness import (
+    GATEWAY_KEYS,
     ManagedProcess,
     free_port,
     http_json,
@@ -166,9 +168,10 @@ class Rig:
         self.sandbox_mode = " ".join(args[args.index("--seed") + 2 :]) or "lax (no strict mode)"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
         env["PYTHONUNBUFFERED"] = "1"
-        proc = ManagedProcess(
-            "sandbox", args, env, tmp / "sandbox.log", meta={"url": f"http://127.0.0.1:{port}"}
-        ).start()
+        url = f"http://127.0.0.1:{port}"
+        # Its API key, which start_worker hands the workers (by the sandbox's URL).
+        env["ORDERFLOW_SANDBOX_API_KEY"] = GATEWAY_KEYS[url] = f"sk_test_{secrets.token_hex(12)}"
+        proc = ManagedProcess("sandbox", args, env, tmp / "sandbox.log", meta={"url": url}).start()
 
         def answers() -> bool:
             if not proc.alive:

@@ -56,7 +56,9 @@ def test_worker_starts_creates_topics_and_stops_cleanly(
     worker = start_worker(tmp_path, kafka_bootstrap, sandbox.meta["url"])
     try:
         status, body, _ = http_json("GET", f"{worker.meta['url']}/ready")
-        assert (status, body) == (200, {"status": "ready"})
+        # Which gateway: scheme://host:port only, never its key.
+        gateway = {"gateway": "http", "gateway_url": sandbox.meta["url"]}
+        assert (status, body) == (200, {"status": "ready", **gateway})
         partitions = asyncio.run(_partition_counts(kafka_bootstrap))
         for topic in all_topic_names():
             assert partitions.get(topic) == 8, f"{topic}: {partitions.get(topic)} partitions"

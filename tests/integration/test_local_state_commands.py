@@ -20,6 +20,7 @@ def test_app_command_leaves_an_uncleanly_stopped_data_dir_alone(tmp_path: Path) 
     (store / "000004.log").write_bytes(b"local only")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
     env["ORDERFLOW_DATA_DIR"] = str(data_dir)
+    env["ORDERFLOW_GATEWAY"] = "sandbox"  # the app is built at import: a worker's settings
     env["ORDERFLOW_KAFKA_BOOTSTRAP"] = "127.0.0.1:1"  # nothing may need a broker
     done = subprocess.run([sys.executable, "-m", "faust", "-A", "orderflow.app", "trace", "--help"],
                           env=env, capture_output=True, timeout=120)  # fmt: skip

@@ -27,7 +27,8 @@ def test_make_run_script_serves_orders_through_the_embedded_sandbox_and_stops_on
     port = free_port()
     ledger = tmp_path / "embedded-ledger.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
-    # The broker answers, so the script starts none; no gateway URL, so the worker embeds one.
+    # The broker answers, so the script starts none; no gateway chosen: the script asks for the
+    # embedded sandbox.
     env.update({
         "ORDERFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "ORDERFLOW_WEB_PORT": str(port),
@@ -45,6 +46,8 @@ def test_make_run_script_serves_orders_through_the_embedded_sandbox_and_stops_on
         assert get_terminal(url, paid["order_id"])["status"] == "PAID"
         assert get_terminal(url, declined["order_id"])["status"] == "PAYMENT_FAILED"
         assert "embedded sandbox gateway at" in run.log_tail(100_000)
+        assert "payment gateway: sandbox" in run.log_tail(100_000)  # asked for by run.sh
+        assert http_json("GET", f"{url}/ready")[1]["gateway"] == "sandbox"
         with sqlite3.connect(ledger) as db:
             rows = dict(db.execute(
                 "SELECT order_id, status FROM charges WHERE order_id IN (?, ?)",

@@ -23,7 +23,13 @@ def test_the_fence_learns_of_a_revocation_before_faust_revokes_tables_and_flushe
     # Faust revokes the tables and flushes the producer before its on_partitions_revoked signal:
     # fenced only in the signal, in-flight work could still write during that window.
     flow = build(
-        Settings.from_env({"ORDERFLOW_DATA_DIR": str(tmp_path), "ORDERFLOW_STORE": "memory"})
+        Settings.from_env(
+            {
+                "ORDERFLOW_DATA_DIR": str(tmp_path),
+                "ORDERFLOW_STORE": "memory",
+                "ORDERFLOW_GATEWAY": "sandbox",
+            }
+        )
     )
     app = flow.app
     assert isinstance(app, FencedApp) and app.fence is not None
@@ -56,6 +62,7 @@ def test_the_gateway_client_asks_the_fence_before_every_request_of_a_bound_batch
         port = sock.getsockname()[1]
     flow = build(Settings.from_env({
         "ORDERFLOW_DATA_DIR": str(tmp_path), "ORDERFLOW_STORE": "memory",
+        "ORDERFLOW_GATEWAY": "http", "ORDERFLOW_GATEWAY_API_KEY": "sk_test_fence",
         "ORDERFLOW_GATEWAY_URL": f"http://127.0.0.1:{port}",
         "ORDERFLOW_GATEWAY_TIMEOUT": "0.2", "ORDERFLOW_GATEWAY_DEADLINE": "0.5",
     }))  # fmt: skip

@@ -8,13 +8,13 @@ from orderflow.config import ConfigError, Settings
 
 
 def test_instance_id_is_empty_by_default_meaning_dynamic_membership() -> None:
-    assert Settings.from_env({}).instance_id == ""
-    assert Settings.from_env({"ORDERFLOW_INSTANCE_ID": ""}).instance_id == ""
+    assert Settings.from_env({}, worker=False).instance_id == ""
+    assert Settings.from_env({"ORDERFLOW_INSTANCE_ID": ""}, worker=False).instance_id == ""
 
 
 @pytest.mark.parametrize("value", ["worker-1", "orderflow-0.eu_west", "a" * 240])
 def test_instance_id_is_read_from_the_environment(value: str) -> None:
-    assert Settings.from_env({"ORDERFLOW_INSTANCE_ID": value}).instance_id == value
+    assert Settings.from_env({"ORDERFLOW_INSTANCE_ID": value}, worker=False).instance_id == value
 
 
 @pytest.mark.parametrize(
@@ -24,12 +24,12 @@ def test_instance_id_is_read_from_the_environment(value: str) -> None:
 )
 def test_an_instance_id_kafka_would_refuse_is_refused_naming_the_variable(value: str) -> None:
     with pytest.raises(ConfigError, match="ORDERFLOW_INSTANCE_ID"):
-        Settings.from_env({"ORDERFLOW_INSTANCE_ID": value})
+        Settings.from_env({"ORDERFLOW_INSTANCE_ID": value}, worker=False)
 
 
 def test_the_group_instance_id_is_the_instance_id_and_a_fingerprint_of_the_url() -> None:
     def group_id(env: dict[str, str]) -> str | None:
-        return Settings.from_env(env).group_instance_id
+        return Settings.from_env(env, worker=False).group_instance_id
 
     one = {"ORDERFLOW_INSTANCE_ID": "w1", "ORDERFLOW_CANONICAL_URL": "http://w1.svc:6066"}
     assert group_id({}) is None  # dynamic membership
@@ -37,7 +37,9 @@ def test_the_group_instance_id_is_the_instance_id_and_a_fingerprint_of_the_url()
     assert str(group_id(one)).startswith("w1.")
     # Moved to another URL: another member (Faust's assignment names the URL).
     assert group_id(one | {"ORDERFLOW_CANONICAL_URL": "http://w1.svc:6067"}) != group_id(one)
-    longest = Settings.from_env({"ORDERFLOW_INSTANCE_ID": "a" * 240}).group_instance_id
+    longest = Settings.from_env(
+        {"ORDERFLOW_INSTANCE_ID": "a" * 240}, worker=False
+    ).group_instance_id
     assert longest is not None and len(longest) <= 249  # Kafka's limit
 
 

@@ -154,13 +154,21 @@ def test_decline_for_unknown_code_keeps_the_code_and_is_not_retryable() -> None:
     assert decline_for("do_not_honor") == Decline(
         "do_not_honor", "The payment was declined.", False
     )
-    assert decline_for("do_not_honor", "Call your bank.").message == "Call your bank."
 
 
-def test_decline_for_known_code_with_gateway_message_keeps_retryable() -> None:
+def test_decline_text_is_ours_never_the_gateways() -> None:
+    # The decline message is public (GET /orders, payment.failed): a gateway's words could
+    # carry anything, its URL or what we sent it included.
+    assert decline_for("do_not_honor", "Call your bank at https://gw/x").message == (
+        "The payment was declined."
+    )
     decline = decline_for("insufficient_funds", "Not enough money.")
+    assert decline == Decline("insufficient_funds", "The card has insufficient funds.", True)
 
-    assert decline == Decline("insufficient_funds", "Not enough money.", True)
+
+def test_a_decline_code_that_is_not_a_plain_identifier_is_not_passed_on() -> None:
+    assert decline_for("<script>tok_visa 4242</script>").code == "card_declined"
+    assert decline_for("x" * 65).code == "card_declined"
 
 
 def test_idempotency_key_is_stable_per_order_and_distinct_across_orders() -> None:

@@ -125,6 +125,20 @@ async def test_refused_request_is_settled_by_the_gateways_record_for_the_key(
     ]
 
 
+async def test_a_refused_request_fails_with_a_fixed_public_message_not_the_gateways_reply() -> None:
+    # The error's text (once: the gateway URL and 200 bytes of its reply) must not reach the
+    # decline message, hence payment.failed, PaymentDB and GET /orders.
+    leak = "POST https://gw.example/v1/charges: HTTP 403: key sk_live_42 is not allowed"
+    service, table, published = _service(FakeGateway(PermanentGatewayError(leak), None))
+    await service._charge(_record())
+    decline = table.rows["o1"].decline
+    assert decline is not None
+    assert (decline.code, decline.message) == ("gateway_rejected",
+                                               "The payment could not be processed.")  # fmt: skip
+    assert [topic for topic, _ in published] == ["payment.failed"]
+    assert b"gw.example" not in published[0][1] and b"sk_live_42" not in published[0][1]
+
+
 async def test_refused_request_with_an_unreachable_gateway_record_stays_unknown() -> None:
     gateway = FakeGateway(PermanentGatewayError("403"), TransientGatewayError("down"))
     service, table, published = _service(gateway)

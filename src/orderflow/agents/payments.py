@@ -22,7 +22,6 @@ from orderflow.domain.errors import ChargeMismatchError, EventDecodeError
 from orderflow.domain.events import OrderCreated, PaymentCompleted, PaymentFailed, rfc3339
 from orderflow.domain.payment import (
     Approved,
-    Decline,
     Declined,
     GatewayCharge,
     PaymentAction,
@@ -30,6 +29,7 @@ from orderflow.domain.payment import (
     PaymentStatus,
     charge_mismatch,
     decide_payment,
+    decline_for,
     idempotency_key_for,
 )
 from orderflow.gateway.base import (
@@ -236,7 +236,9 @@ class PaymentService:
             if found is not None:
                 await self._settle_found(record, found)
                 return
-            outcome = Declined(Decline("gateway_rejected", str(exc), False))
+            # Our fixed text: the error's detail went to the log (gateway/http.py), not here.
+            log.warning("payment %s refused by the gateway (%s): failed", record.order_id, exc)
+            outcome = Declined(decline_for("gateway_rejected"))
         await self._settle(record, outcome)
 
     def _mark_unknown(self, record: PaymentRecord, reason: Exception) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, replace
 
 __all__ = [
@@ -56,14 +57,27 @@ DECLINE_MESSAGES: dict[str, Decline] = {
     "insufficient_funds": Decline("insufficient_funds", "The card has insufficient funds.", True),
     "expired_card": Decline("expired_card", "The card has expired.", False),
     "invalid_token": Decline("invalid_token", "The payment token is not valid.", False),
+    # The gateway refused the request itself (a 4xx); the detail is in the worker's log.
+    "gateway_rejected": Decline("gateway_rejected", "The payment could not be processed.", False),
 }
 
 
+# A gateway's code is passed on only when it is a plain identifier (it is shown to clients).
+_PLAIN_CODE = re.compile(r"[a-z0-9_]{1,64}")
+
+
 def decline_for(code: str, message: str | None = None) -> Decline:
+    """Our decline for a gateway's code: the text is always ours, fixed per code.
+
+    ``message`` (the gateway's own words) is not used: decline messages are public (events,
+    ``GET /orders``) and a gateway's text may carry anything, its URL or our request included.
+    """
     known = DECLINE_MESSAGES.get(code)
-    if known is None:
-        return Decline(code, message or "The payment was declined.", False)
-    return known if message is None else replace(known, message=message)
+    if known is not None:
+        return known
+    if not _PLAIN_CODE.fullmatch(code):
+        return DECLINE_MESSAGES["card_declined"]
+    return Decline(code, "The payment was declined.", False)
 
 
 @dataclass(frozen=True)

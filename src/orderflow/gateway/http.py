@@ -20,6 +20,7 @@ import enum
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -188,6 +189,7 @@ class HttpPaymentGateway:
         backoff_cap: float = 2.0,
         rng: random.Random | None = None,
         before_request: Callable[[], None] | None = None,
+        api_key: str = "",
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -206,11 +208,16 @@ class HttpPaymentGateway:
         # propagates unchanged and the attempt is not sent.
         self.before_request = before_request
         self._session: aiohttp.ClientSession | None = None
+        # Sent on every request; never logged nor put in an error (only the session holds it).
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def __repr__(self) -> str:
+        return f"<HttpPaymentGateway {self.base_url}>"
 
     def _client(self) -> aiohttp.ClientSession:
         # Created on first use, inside the running loop the session will belong to.
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(raise_for_status=False)
+            self._session = aiohttp.ClientSession(raise_for_status=False, headers=self._auth)
         return self._session
 
     async def close(self) -> None:
@@ -286,7 +293,11 @@ class HttpPaymentGateway:
         params: Mapping[str, str] | None,
         headers: Mapping[str, str] | None,
     ) -> _Reply:
-        """One HTTP exchange; transport failures become ``TransientGatewayError``."""
+        """One HTTP exchange; transport failures become ``TransientGatewayError``.
+
+        Error messages name the path, not the URL: they travel further than the log.
+        """
+        path = url[len(self.base_url) :] or "/"
         client_timeout = aiohttp.ClientTimeout(
             total=limit, connect=min(self.connect_timeout, limit)
         )
@@ -299,11 +310,11 @@ class HttpPaymentGateway:
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
                 status = resp.status
         except aiohttp.InvalidURL as exc:
-            raise PermanentGatewayError(f"invalid gateway URL: {exc}") from exc
+            raise PermanentGatewayError("invalid gateway URL") from exc
         except TimeoutError as exc:
-            raise TransientGatewayError(f"{method} {url}: no answer in {limit:.3g}s") from exc
+            raise TransientGatewayError(f"{method} {path}: no answer in {limit:.3g}s") from exc
         except aiohttp.ClientError as exc:
-            raise TransientGatewayError(f"{method} {url}: {exc!r}") from exc
+            raise TransientGatewayError(f"{method} {path}: {type(exc).__name__}") from exc
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
@@ -311,11 +322,14 @@ class HttpPaymentGateway:
         if not isinstance(body, dict):
             body = {}
         if not _is_transient(status) and not (200 <= status < 300 or status == 402):
-            message = _error_field(body, "message") or raw[:200].decode(errors="replace")
-            raise PermanentGatewayError(f"{method} {url}: HTTP {status}: {message}", status=status)
+            # The gateway's words stay in our log: the error may reach a decline message, an
+            # event, a table; its body may echo what we sent.
+            log.warning("gateway refused %s %s: HTTP %d: %s", method, path, status,
+                        _excerpt(_error_field(body, "message") or raw))  # fmt: skip
+            raise PermanentGatewayError(f"{method} {path}: HTTP {status}", status=status)
         if status < 300 and not body:
             raise TransientGatewayError(
-                f"{method} {url}: HTTP {status} without JSON", status=status
+                f"{method} {path}: HTTP {status} without JSON", status=status
             )
         return _Reply(status, body, retry_after)
 
@@ -395,6 +409,19 @@ class HttpPaymentGateway:
                 raise TransientGatewayError(
                     f"{stop} after {sent} attempt(s): {last}", status=last.status
                 ) from last
+
+
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
+_BEARER = re.compile(r"(?i)(bearer\s+|api[_-]?key[\"'=:\s]+|sk_)\S*")
+
+
+def _excerpt(text: str | bytes, limit: int = 120) -> str:
+    """A short, printable, one-line excerpt of a gateway's reply, for our log only."""
+    if isinstance(text, bytes):
+        text = text[: limit * 4].decode(errors="replace")
+    text = _BEARER.sub(lambda m: m.group(1) + "[redacted]", text)
+    text = _UNPRINTABLE.sub(" ", text).strip()
+    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 def _int_field(body: Mapping[str, object], name: str) -> int | None:

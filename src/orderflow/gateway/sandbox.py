@@ -30,6 +30,13 @@ idempotency paths testable; they are set at construction or through ``/_admin/fa
 Admin endpoints: ``/_admin/faults`` (GET, POST, DELETE), ``/_admin/config`` (GET, POST
 ``{"key_ttl_s": 5, "strict": true}``), ``/_admin/ledger[?order_id=]``, ``/_admin/requests``
 (``?order_id=``, ``?idempotency_key=``), ``/_admin/violations``, ``/_admin/stats``.
+
+**Keys**: with an API key (``--api-key``, or ``ORDERFLOW_SANDBOX_API_KEY``), ``/v1`` requests
+without ``Authorization: Bearer <key>`` get 401, like a real gateway's. ``/_admin`` is open on a
+loopback address (the test rig drives it); on any other address it needs ``Authorization:
+Bearer <admin token>`` (``--admin-token`` or ``ORDERFLOW_SANDBOX_ADMIN_TOKEN``), and without a
+configured token the sandbox refuses to start there. The environment is the better place for
+both: a command line is visible to every user of the machine (``ps``).
 """
 
 from __future__ import annotations
@@ -37,9 +44,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import json
 import logging
 import math
+import os
 import random
 import signal
 import time
@@ -501,6 +511,26 @@ class _Seen:
 _SEEN = web.RequestKey("sandbox_seen", _Seen)
 
 
+def _bearer_is(request: web.Request, secret: str) -> bool:
+    """Does the request carry ``Authorization: Bearer <secret>``? (constant time)"""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return (
+        bool(secret)
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(value.strip().encode(), secret.encode())
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    """Only this machine can connect (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name, "", "0.0.0.0"-like wildcards: reachable from elsewhere
+
+
 def _kind(request: web.Request) -> str:
     if request.method == "POST" and request.path == "/v1/charges":
         return "charge"
@@ -547,8 +577,14 @@ class SandboxGateway:
         key_ttl_s: float = 86400.0,
         strict: bool = False,
         clock: Callable[[], float] = time.time,
+        api_key: str = "",
+        admin_token: str = "",
     ) -> None:
         self.ledger = Ledger(db_path)
+        # Empty: /v1 is open (unit tests); the worker's embedded sandbox and the test harness
+        # always set one. Not in repr, not logged.
+        self._api_key = api_key
+        self._admin_token = admin_token
         self.faults = faults or Faults()
         self.config = SandboxConfig(key_ttl_s, strict)
         self._clock = clock  # epoch seconds; injectable so tests can expire keys instantly
@@ -589,7 +625,8 @@ class SandboxGateway:
 
     def make_app(self) -> web.Application:
         """The aiohttp application (routes and the fault middleware)."""
-        app = web.Application(middlewares=[self._fault_middleware])
+        # Auth first: a refused request reaches neither the ledger nor the request log.
+        app = web.Application(middlewares=[self._auth_middleware, self._fault_middleware])
         app.router.add_post("/v1/charges", self._create_charge)
         app.router.add_get("/v1/charges", self._list_charges)
         app.router.add_get("/v1/charges/{charge_id}", self._get_charge)
@@ -608,9 +645,15 @@ class SandboxGateway:
         """Open the ledger and listen; returns the bound port (``port=0`` picks a free one)."""
         if self._runner is not None:
             raise RuntimeError("sandbox gateway is already started")
+        if not _is_loopback(host) and not self._admin_token:
+            raise ValueError(
+                f"the sandbox gateway on {host!r} (not loopback) needs an admin token "
+                "(--admin-token or ORDERFLOW_SANDBOX_ADMIN_TOKEN): /_admin can move money"
+            )
         await self.ledger.open()
         self._delivered = await self.ledger.delivered_settled_keys()
         self._stopping = asyncio.Event()
+        self._host = host  # before listening: the auth middleware reads it
         # A short shutdown timeout: hanging handlers are woken by stop(), the rest are quick.
         runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=5.0)
         try:
@@ -622,7 +665,6 @@ class SandboxGateway:
             await self.ledger.close()
             raise
         self._runner = runner
-        self._host = host
         self._port = int(runner.addresses[0][1])
         self._flusher = asyncio.create_task(self._flush_every(0.2))
         log.info("sandbox gateway listening on %s (ledger %s)", self.url, self.ledger.path)
@@ -690,6 +732,18 @@ class SandboxGateway:
         metadata = body.get("metadata") if isinstance(body, dict) else None
         order_id = metadata.get("order_id") if isinstance(metadata, dict) else None
         return order_id if isinstance(order_id, str) else None
+
+    # -- auth ------------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _auth_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if path.startswith("/v1") and self._api_key and not _bearer_is(request, self._api_key):
+            return _error(401, "authentication_error", "Invalid API key provided.")
+        guarded = not _is_loopback(self._host)
+        if path.startswith("/_admin") and guarded and not _bearer_is(request, self._admin_token):
+            return _error(401, "authentication_error", "Invalid admin token provided.")
+        return await handler(request)
 
     # -- faults ----------------------------------------------------------------------------------
 
@@ -900,9 +954,10 @@ class SandboxGateway:
 
 
 async def _serve(host: str, port: int, db_path: Path, faults: Faults, seed: int | None,
-                 config: SandboxConfig) -> None:  # fmt: skip
+                 config: SandboxConfig, api_key: str = "", admin_token: str = "") -> None:  # fmt: skip
     gateway = SandboxGateway(db_path, faults=faults, seed=seed, key_ttl_s=config.key_ttl_s,
-                             strict=config.strict)  # fmt: skip
+                             strict=config.strict, api_key=api_key,
+                             admin_token=admin_token)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -924,11 +979,13 @@ def run_sandbox(
     faults: Faults | None = None,
     seed: int | None = None,
     config: SandboxConfig | None = None,
+    api_key: str = "",
+    admin_token: str = "",
 ) -> None:
     """Serve until SIGTERM or SIGINT, then close cleanly."""
-    asyncio.run(
-        _serve(host, port, Path(db_path), faults or Faults(), seed, config or SandboxConfig())
-    )
+    serving = _serve(host, port, Path(db_path), faults or Faults(), seed,
+                     config or SandboxConfig(), api_key, admin_token)  # fmt: skip
+    asyncio.run(serving)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -941,6 +998,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed for the fault dice")
     p.add_argument("--key-ttl", dest="key_ttl_s", type=float, default=86400.0, metavar="SECONDS",
                    help="idempotency keys expire this long after first use (default 86400)")  # fmt: skip
+    p.add_argument("--api-key", default=None, metavar="KEY",
+                   help="/v1 requests need 'Authorization: Bearer KEY' "
+                        "[default: ORDERFLOW_SANDBOX_API_KEY; unset: open]")  # fmt: skip
+    p.add_argument("--admin-token", default=None, metavar="TOKEN",
+                   help="/_admin needs 'Authorization: Bearer TOKEN' off loopback "
+                        "[default: ORDERFLOW_SANDBOX_ADMIN_TOKEN]")  # fmt: skip
     p.add_argument("--strict", action="store_true",
                    help="flag charge requests for keys whose settled answer was delivered")  # fmt: skip
     for f in fields(Faults):
@@ -958,6 +1021,14 @@ def main(argv: list[str] | None = None) -> int:
         config = SandboxConfig(args.key_ttl_s, args.strict)
     except ValueError as exc:
         parser.error(str(exc))
+    # The sandbox is a separate program from the worker: its own two variables, read here.
+    api_key = args.api_key or os.environ.get("ORDERFLOW_SANDBOX_API_KEY", "")
+    admin_token = args.admin_token or os.environ.get("ORDERFLOW_SANDBOX_ADMIN_TOKEN", "")
+    if not _is_loopback(args.host) and not admin_token:
+        parser.error(
+            f"--host {args.host} is not loopback: /_admin needs a token "
+            "(--admin-token or ORDERFLOW_SANDBOX_ADMIN_TOKEN)"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    run_sandbox(args.host, args.port, args.db, faults, args.seed, config)
+    run_sandbox(args.host, args.port, args.db, faults, args.seed, config, api_key, admin_token)
     return 0

@@ -44,7 +44,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _bootstrap(value: str | None) -> str:
-    return value or Settings.from_env().kafka_bootstrap
+    return value or Settings.from_env(worker=False).kafka_bootstrap
 
 
 def _window(since: str | None, until: str | None) -> TimeWindow:
@@ -300,7 +300,7 @@ async def _trace(
 ) -> None:
     from orderflow.replay.trace import trace_lines, trace_order
 
-    url = gateway_url if gateway_url is not None else Settings.from_env().gateway_url
+    url = gateway_url if gateway_url is not None else Settings.from_env(worker=False).gateway_url
     result = await trace_order(_bootstrap(bootstrap), order_id, gateway_url=url,
                                all_partitions=all_partitions,
                                progress=make_progress("trace"))  # fmt: skip

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 from faust.web import View
 
+from orderflow.logs import order_context
 from orderflow.metrics import CONTENT_TYPE, Metrics
 from orderflow.web.orders import ApiResponse, OrderApi
 from orderflow.web.routing import OwnerLookup
@@ -30,8 +31,10 @@ HealthCheck = Callable[[], tuple[int, dict[str, Any]]]
 def register_views(
     app: Any, api: OrderApi, routing: OwnerLookup, health: HealthCheck,
     metrics: Metrics | None = None, openapi: dict[str, Any] | None = None,
+    gateway: Mapping[str, str] | None = None,
 ) -> None:  # fmt: skip
-    """Mount the HTTP API on the worker's web server."""
+    """Mount the HTTP API on the worker's web server; ``gateway`` says which one /ready shows."""
+    shown = dict(gateway or {})
 
     def counted(request: Any, route: str, response: Any) -> Any:
         # By route template, never the raw path: order ids would make unbounded label values.
@@ -51,7 +54,8 @@ def register_views(
         """GET /orders/{order_id}[?wait=SECONDS]: the order, from its partition's owner."""
 
         async def get(self, request: Any, order_id: str) -> Any:
-            response = _respond(self, await api.get(request, order_id))
+            with order_context(order_id):
+                response = _respond(self, await api.get(request, order_id))
             return counted(request, "/orders/{order_id}", response)
 
     @app.page("/health")
@@ -68,8 +72,9 @@ def register_views(
 
         async def get(self, request: Any) -> Any:
             if routing.is_ready():
-                return counted(request, "/ready", self.json({"status": "ready"}))
-            response = self.json({"status": "not_ready"}, status=503, headers={"Retry-After": "1"})
+                return counted(request, "/ready", self.json({"status": "ready", **shown}))
+            response = self.json({"status": "not_ready", **shown}, status=503,
+                                 headers={"Retry-After": "1"})  # fmt: skip
             return counted(request, "/ready", response)
 
     if metrics is not None:

@@ -32,6 +32,7 @@ def _faust(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
     env["PYTHONPATH"] = os.pathsep.join([str(tmp), os.getcwd(), env.get("PYTHONPATH", "")])
     env["ORDERFLOW_DATA_DIR"] = str(tmp / "data")
+    env["ORDERFLOW_GATEWAY"] = "sandbox"  # the app is built at import: a worker's settings
     return subprocess.run([sys.executable, "-m", "faust", "-A", "replay_cli_app", *args],
                           env=env, cwd=tmp, capture_output=True, text=True, timeout=60)  # fmt: skip
 

@@ -1,0 +1,116 @@
+"""Configuration fails closed: a worker refuses to start on settings that cannot work (issue 9 §1).
+
+Each refusal is a ``ConfigError`` naming the variables, and never echoes a secret.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from orderflow.config import ConfigError, Settings, cluster_problems
+
+_HTTP = {
+    "ORDERFLOW_GATEWAY": "http",
+    "ORDERFLOW_GATEWAY_URL": "https://gw.example:8443/base",
+    "ORDERFLOW_GATEWAY_API_KEY": "sk_live_secret",
+}
+
+
+def test_a_worker_without_a_gateway_choice_refuses_to_start() -> None:
+    # Today this silently embeds the sandbox, which approves tok_visa without taking money.
+    with pytest.raises(ConfigError, match="ORDERFLOW_GATEWAY"):
+        Settings.from_env({})
+
+
+@pytest.mark.parametrize("value", ["Sandbox", "stripe", " ", "https://gw.example"])
+def test_an_unknown_gateway_choice_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="ORDERFLOW_GATEWAY"):
+        Settings.from_env({"ORDERFLOW_GATEWAY": value})
+
+
+def test_the_sandbox_is_used_only_when_asked_for() -> None:
+    settings = Settings.from_env({"ORDERFLOW_GATEWAY": "sandbox"})
+    assert settings.gateway == "sandbox"
+    assert settings.gateway_description == {"gateway": "sandbox"}
+
+
+def test_the_sandbox_choice_with_a_gateway_url_is_refused() -> None:
+    with pytest.raises(ConfigError, match="ORDERFLOW_GATEWAY_URL"):
+        Settings.from_env({"ORDERFLOW_GATEWAY": "sandbox", "ORDERFLOW_GATEWAY_URL": "http://x:1"})
+
+
+def test_http_gateway_needs_a_url_and_an_api_key() -> None:
+    with pytest.raises(ConfigError, match="ORDERFLOW_GATEWAY_URL"):
+        Settings.from_env({**_HTTP, "ORDERFLOW_GATEWAY_URL": ""})
+    with pytest.raises(ConfigError, match="ORDERFLOW_GATEWAY_API_KEY"):
+        Settings.from_env({**_HTTP, "ORDERFLOW_GATEWAY_API_KEY": ""})
+    settings = Settings.from_env(_HTTP)
+    assert (settings.gateway, settings.gateway_api_key) == ("http", "sk_live_secret")
+
+
+def test_the_gateway_description_shows_scheme_host_and_port_only() -> None:
+    settings = Settings.from_env(_HTTP)
+    assert settings.gateway_description == {"gateway": "http",
+                                            "gateway_url": "https://gw.example:8443"}  # fmt: skip
+    assert "sk_live_secret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("https://user:pw-secret@gw.example/", "pw-secret"),
+        ("https://sk_secret@gw.example/", "sk_secret"),
+        ("https://gw.example/?api_key=sk_secret", "sk_secret"),
+        ("https://gw.example/#sk_secret", "sk_secret"),
+    ],
+)
+def test_a_gateway_url_carrying_credentials_is_refused_without_echoing_them(
+    url: str, secret: str
+) -> None:
+    with pytest.raises(ConfigError, match="ORDERFLOW_GATEWAY_URL") as info:
+        Settings.from_env({**_HTTP, "ORDERFLOW_GATEWAY_URL": url})
+    assert secret not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["ftp://gw.example", "gw.example:443", "https://", "http://h:x"])
+def test_a_malformed_gateway_url_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="ORDERFLOW_GATEWAY_URL"):
+        Settings.from_env({**_HTTP, "ORDERFLOW_GATEWAY_URL": url})
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_a_wildcard_web_host_without_a_canonical_url_is_refused(host: str) -> None:
+    # Today it silently becomes http://127.0.0.1:PORT: every worker believes it owns every order.
+    env = {"ORDERFLOW_GATEWAY": "sandbox", "ORDERFLOW_WEB_HOST": host}
+    with pytest.raises(ConfigError, match="ORDERFLOW_CANONICAL_URL") as info:
+        Settings.from_env(env)
+    assert "ORDERFLOW_WEB_HOST" in str(info.value)
+    canonical = "http://w1.internal:6066"
+    assert Settings.from_env({**env, "ORDERFLOW_CANONICAL_URL": canonical}).canonical_url == (
+        canonical
+    )
+
+
+def test_debugging_commands_need_no_gateway_choice() -> None:
+    # replay / trace / leave-group read Kafka only.
+    assert Settings.from_env({}, worker=False).kafka_bootstrap == "127.0.0.1:9092"
+
+
+def test_log_format_is_text_or_json() -> None:
+    base = {"ORDERFLOW_GATEWAY": "sandbox"}
+    assert Settings.from_env(base).log_format == "text"
+    assert Settings.from_env({**base, "ORDERFLOW_LOG_FORMAT": "json"}).log_format == "json"
+    with pytest.raises(ConfigError, match="ORDERFLOW_LOG_FORMAT"):
+        Settings.from_env({**base, "ORDERFLOW_LOG_FORMAT": "xml"})
+
+
+def test_replication_factor_above_the_broker_count_is_a_problem() -> None:
+    problems = cluster_problems(3, [1], {1: 1})
+    assert len(problems) == 1 and "ORDERFLOW_REPLICATION_FACTOR=3" in problems[0]
+    assert cluster_problems(3, [1, 2, 3], {1: 2, 2: 2, 3: 2}) == []
+
+
+def test_min_insync_replicas_above_the_replication_factor_is_a_problem() -> None:
+    problems = cluster_problems(1, [1, 2, 3], {1: 1, 2: 2, 3: 1})
+    assert len(problems) == 1
+    assert "min.insync.replicas" in problems[0] and "broker 2: 2" in problems[0]
