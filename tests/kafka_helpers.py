@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-__all__ = ["Record", "end_offsets_total", "read_topic", "wait_for_records"]
+__all__ = [
+    "Record",
+    "end_offsets_total",
+    "handled_place_command",
+    "read_topic",
+    "wait_for_records",
+]
 
 
 @dataclass(frozen=True)
@@ -107,3 +113,46 @@ async def _end_offsets(bootstrap: str, topic: str) -> int:
 def end_offsets_total(bootstrap: str, topic: str) -> int:
     """The number of records ever written to ``topic`` (sum of end offsets)."""
     return asyncio.run(_end_offsets(bootstrap, topic))
+
+
+async def _handled_place_command(bootstrap: str, order_id: str, token: str) -> int:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    from orderflow.domain.events import PlaceOrder, rfc3339
+    from orderflow.domain.validation import LineItem
+    from orderflow.records import encode_event
+    from orderflow.topics import APP_ID, ORDER_COMMANDS
+
+    command = PlaceOrder(order_id, "request", "fingerprint", "c-1", "EUR",
+                         (LineItem("SKU-1", 1, 500),), token, rfc3339(0))  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(ORDER_COMMANDS, encode_event(command),
+                                            key=order_id.encode())  # fmt: skip
+    finally:
+        await producer.stop()
+    tp = TopicPartition(ORDER_COMMANDS, sent.partition)
+    for _ in range(60):  # a member of the group that is going away refuses the commit a moment
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=APP_ID,
+                                    enable_auto_commit=False)  # fmt: skip
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            committed = await consumer.committed(tp)
+            if committed is None or committed <= sent.offset:
+                await consumer.commit({tp: sent.offset + 1})
+            return int(sent.offset)
+        except KafkaError:
+            await asyncio.sleep(1)
+        finally:
+            await _stop(consumer)
+    raise AssertionError(f"could not commit the order service's offset on {tp}")
+
+
+def handled_place_command(bootstrap: str, order_id: str, token: str = "tok_visa") -> int:
+    """Write a PlaceOrder (500 EUR) as one the order service handled already: the orderflow
+    group's committed offset moves past it. Returns its offset (``Order.command_offset``), where
+    the stall nudge finds the token of an order stored in OrderDB and never published."""
+    return asyncio.run(_handled_place_command(bootstrap, order_id, token))

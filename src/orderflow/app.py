@@ -49,6 +49,7 @@ from orderflow.topics import (
     PAYMENT_COMPLETED,
     PAYMENT_FAILED,
     PAYMENT_RECONCILE,
+    TOKEN_TOPICS,
     changelog_topic,
 )
 from orderflow.watch import OrderWatch
@@ -172,6 +173,7 @@ class FencedApp(faust.App):
     """Faust's app, whose fence learns of a revocation before Faust acts on it."""
 
     fence: Fence | None = None
+    token_retention_s: float = Settings.token_retention_s  # see RetainedTopic
 
     async def _on_partitions_revoked(self, revoked: set[Any]) -> None:
         # Faust revokes the tables and flushes the producer before it sends the
@@ -208,11 +210,38 @@ class Orderflow:
     metrics: Metrics | None = None
 
 
+class RetainedTopic(faust.Topic):
+    """A topic whose names that carry payment tokens are created with ``retention.ms`` set.
+
+    One Faust topic may stand for several names (an agent's sources) with one config; the
+    retention is per name, so ``declare`` adds it per name. Only at creation: a topic that
+    exists already (pre-created by a cluster's operators) keeps its own settings.
+    """
+
+    async def declare(self) -> None:
+        # From the app: a clone of this topic (Faust derives some) keeps its app, not attributes.
+        retention_s = getattr(self.app, "token_retention_s", Settings.token_retention_s)
+        conf = self.app.conf
+        if not conf.topic_allow_declare:
+            return
+        producer = await self._get_producer()
+        for topic in self.topics:
+            config = dict(self.config or {})
+            if topic in TOKEN_TOPICS:
+                config["retention.ms"] = int(retention_s * 1000)
+            await producer.create_topic(
+                topic=topic, partitions=self.partitions or conf.topic_partitions,
+                replication=self.replicas or conf.topic_replication_factor or 1, config=config,
+                compacting=self.compacting, deleting=self.deleting, retention=self.retention,
+            )  # fmt: skip
+
+
 def _topic(app: Any, settings: Settings, *names: str) -> Any:
     # internal=True: Faust creates the topic at start-up with our partition count, so topics are
     # never left to the broker's auto-create (disabled on our local broker).
-    return app.topic(
-        *names,
+    return RetainedTopic(
+        app,
+        topics=list(names),
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
@@ -303,6 +332,7 @@ def build(settings: Settings) -> Orderflow:
         # Used by the worker instead of its `-l` level: ORDERFLOW_LOG_LEVEL / _FORMAT (logs.py).
         logging_config=logging_config(settings.log_level, settings.log_format),
     )
+    app.token_retention_s = settings.token_retention_s
     topics = {name: _topic(app, settings, name) for name in (
         ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED, PAYMENT_RECONCILE,
         DEAD_LETTERS)}  # fmt: skip
@@ -481,7 +511,8 @@ def build(settings: Settings) -> Orderflow:
     long_polls = LongPolls(settings.max_long_polls, settings.max_long_polls_per_client)
     api = OrderApi(orders, topics[ORDER_COMMANDS], watch, routing, settings.post_wait_s, long_polls,
                    caught_up=progress.caught_up, move_wait_s=settings.move_wait_s,
-                   store_wait_s=settings.store_wait_s)  # fmt: skip
+                   store_wait_s=settings.store_wait_s,
+                   token_hash_key=settings.token_hash_key.encode())  # fmt: skip
 
     liveness = Liveness(
         in_flight, routing.unready_for,

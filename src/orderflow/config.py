@@ -179,6 +179,13 @@ class Settings:
     # Forwarded long-polls count only at the worker the client reached.
     max_long_polls: int = 256
     max_long_polls_per_client: int = 32
+    # retention.ms of the topics that carry payment tokens (the command topic, order.created,
+    # the dead letters), set when the worker creates them: a token lives there this long.
+    token_retention_s: float = 7 * 24 * 3600.0
+    # The key of the hash that puts the payment token into an order's stored fingerprint (the
+    # same on every worker); empty: the token is left out of it (web.orders._fingerprint).
+    # A secret: kept out of the settings' repr (logs).
+    token_hash_key: str = field(default="", repr=False)
 
     @property
     def group_instance_id(self) -> str | None:
@@ -267,6 +274,8 @@ class Settings:
             max_long_polls_per_client=_int(
                 env, "ORDERFLOW_MAX_LONG_POLLS_PER_CLIENT", cls.max_long_polls_per_client
             ),
+            token_retention_s=_float(env, "ORDERFLOW_TOKEN_TOPIC_RETENTION", cls.token_retention_s),
+            token_hash_key=env.get("ORDERFLOW_TOKEN_HASH_KEY", ""),
         )
 
 

@@ -92,10 +92,11 @@ def order_to_public(order: Order) -> dict[str, Any]:
 
 
 def order_to_bytes(order: Order) -> bytes:
+    # No payment token: OrderDB's changelog is kept forever (see domain.order.Order).
     data = order_to_public(order)
-    data.update(payment_token=order.payment_token, fingerprint=order.fingerprint,
-                request_id=order.request_id, charge_id=order.charge_id,
-                decline=_decline_to_dict(order.decline))  # fmt: skip
+    data.update(fingerprint=order.fingerprint, request_id=order.request_id,
+                charge_id=order.charge_id, decline=_decline_to_dict(order.decline),
+                command_offset=order.command_offset)  # fmt: skip
     del data["payment"]
     return orjson.dumps(data)
 
@@ -108,7 +109,6 @@ def order_from_bytes(raw: bytes) -> Order:
         currency=data["currency"],
         items=FieldReader(data, "").items("items"),
         amount=data["amount"],
-        payment_token=data["payment_token"],
         status=OrderStatus(data["status"]),
         created_at=data["created_at"],
         updated_at=data["updated_at"],
@@ -116,6 +116,8 @@ def order_from_bytes(raw: bytes) -> Order:
         request_id=data["request_id"],
         charge_id=data.get("charge_id"),
         decline=_decline_from(data.get("decline")),
+        # Entries written before it existed have none (and a payment_token, now ignored).
+        command_offset=data.get("command_offset"),
     )
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "PAYMENT_COMPLETED",
     "PAYMENT_FAILED",
     "PAYMENT_RECONCILE",
+    "TOKEN_TOPICS",
     "all_topic_names",
     "changelog_topic",
 ]
@@ -49,6 +50,13 @@ DEAD_LETTERS = "orderflow.dead-letters"
 
 # Topics that carry work into an agent (re-publishing into one re-runs side effects).
 INPUT_TOPICS = (ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED, PAYMENT_RECONCILE)
+
+# Topics whose records carry payment tokens: the command and ``order.created`` (the charge needs
+# the token) and the dead letters (kept byte for byte for a redrive). The worker creates them
+# with ``retention.ms`` = ORDERFLOW_TOKEN_TOPIC_RETENTION (7 days by default), so a token lives
+# there no longer; topics created beforehand by a cluster's operators need it set there. Nothing
+# else keeps a token: OrderDB never, PaymentDB only until the payment is settled.
+TOKEN_TOPICS = frozenset({ORDER_COMMANDS, ORDER_CREATED, DEAD_LETTERS})
 
 # A dead letter keeps the original key and value bytes untouched (so it can be redriven as it
 # was); why and where it came from travel in these headers.

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from orderflow.topics import changelog_topic
 from tests.gateway_audit import GatewayAudit, check_gateway
 from tests.harness import ManagedProcess, poll_until, start_sandbox, start_worker
 from tests.invariants import assert_orders_settled_once
-from tests.kafka_helpers import read_topic
+from tests.kafka_helpers import handled_place_command, read_topic
 from tests.orders_client import get_terminal, ledger_stats, order_body, place, set_faults
 
 TOKENS = ["tok_visa", "tok_visa", "tok_chargeDeclined", "tok_visa", "tok_chargeDeclinedExpiredCard"]
@@ -212,13 +213,15 @@ def test_order_stored_but_never_published_is_nudged_to_completion(
     order_id = "ord_" + uuid.uuid4().hex
     now = rfc3339(time.time())
     items = (LineItem("SKU-1", 1, 500),)
-    order = Order(order_id, "c-1", "EUR", items, 500, "tok_visa", OrderStatus.PENDING, now, now,
+    order = Order(order_id, "c-1", "EUR", items, 500, OrderStatus.PENDING, now, now,
                   "fingerprint", "request")  # fmt: skip
     sandbox = start_sandbox(tmp_path)
     try:
-        # A first worker creates the topics and leaves; the order appears while nobody owns it.
+        # A first worker creates the topics and leaves; the order appears while nobody owns it
+        # (its command handled; OrderDB has where it is, for the token: never the token itself).
         assert _worker(tmp_path, kafka_bootstrap, sandbox.meta["url"], "creator").stop() == 0
-        asyncio.run(_write_changelog(kafka_bootstrap, order))
+        offset = handled_place_command(kafka_bootstrap, order_id)
+        asyncio.run(_write_changelog(kafka_bootstrap, replace(order, command_offset=offset)))
         worker = _worker(tmp_path, kafka_bootstrap, sandbox.meta["url"], "nudger")
         try:
             final = get_terminal(worker.meta["url"], order_id, timeout=60)

@@ -37,6 +37,7 @@ from orderflow.topics import (
     changelog_topic,
 )
 from tests.harness import ManagedProcess, http_json, poll_until, start_sandbox, start_worker
+from tests.kafka_helpers import handled_place_command
 from tests.orders_client import get_terminal, ledger_stats
 
 _TOPICS = (ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED, PAYMENT_RECONCILE,
@@ -45,10 +46,18 @@ _ROWS = 200_000
 _NUDGE = "still PENDING: publishing order.created again"
 
 
-def _order(order_id: str, status: OrderStatus, updated: float) -> Order:
+def _order(order_id: str, status: OrderStatus, updated: float,
+           command_offset: int | None = None) -> Order:  # fmt: skip
     at = rfc3339(updated)
-    return Order(order_id, "c-1", "EUR", (LineItem("SKU-1", 1, 500),), 500, "tok_visa", status,
-                 at, at, "fingerprint", "request")  # fmt: skip
+    return Order(order_id, "c-1", "EUR", (LineItem("SKU-1", 1, 500),), 500, status,
+                 at, at, "fingerprint", "request", command_offset=command_offset)  # fmt: skip
+
+
+def _stalled(bootstrap: str, order_id: str, updated: float) -> Order:
+    """Placed (its command handled), stored, never published: the nudge reads its token from
+    the command (OrderDB keeps where the command is, never the token)."""
+    offset = handled_place_command(bootstrap, order_id)
+    return _order(order_id, OrderStatus.PENDING, updated, offset)
 
 
 async def _create_topics(bootstrap: str) -> None:
@@ -112,7 +121,8 @@ def test_worker_answers_while_it_reads_200k_orders_and_nudges_the_stalled_one(
     stalled_id = "ord_" + uuid.uuid4().hex
     orders = [_order(f"ord_{uuid.uuid4().hex}", OrderStatus.PAID, now - 3600)
               for _ in range(_ROWS - 1)]  # fmt: skip
-    orders.append(_order(stalled_id, OrderStatus.PENDING, now - 60))  # placed, never published
+    asyncio.run(_create_topics(kafka_bootstrap))
+    orders.append(_stalled(kafka_bootstrap, stalled_id, now - 60))  # placed, never published
     data_dir = tmp_path / "data-big"
     _seed_orderdb(data_dir, orders)
     del orders
@@ -165,8 +175,8 @@ def test_stalled_order_is_nudged_to_completion_while_workers_keep_joining_and_le
     sandbox = start_sandbox(tmp_path)
     gateway = sandbox.meta["url"]
     extra = {"ORDERFLOW_STALL_AFTER": "12", "ORDERFLOW_SESSION_TIMEOUT": "6"}
-    asyncio.run(_write_tables(kafka_bootstrap, [_order(order_id, OrderStatus.PENDING,
-                                                       time.time())], []))  # fmt: skip
+    asyncio.run(_write_tables(kafka_bootstrap, [_stalled(kafka_bootstrap, order_id,
+                                                         time.time())], []))  # fmt: skip
     stable = start_worker(tmp_path, kafka_bootstrap, gateway, name="stable", extra=extra)
     churners: list[ManagedProcess] = []
     stop = threading.Event()

@@ -64,7 +64,7 @@ def test_replay_of_pending_order_republishes_the_same_order_created() -> None:
 
     assert placement.kind is PlacementKind.REPLAYED
     assert placement.order is existing
-    assert placement.publish == existing.created_event()
+    assert placement.publish == existing.created_event(replay.payment_token)
     # The copy is the first event again (same time, same event_id), not a second order.created.
     assert placement.publish is not None
     assert placement.publish.occurred_at == T0
@@ -194,7 +194,7 @@ def test_only_pending_is_not_terminal(status: OrderStatus, terminal: bool) -> No
 def test_created_event_carries_the_order_fields() -> None:
     order = pending_order(currency="KWD", amount=2500)
 
-    event = order.created_event()
+    event = order.created_event("tok_visa")
 
     assert (event.order_id, event.currency, event.amount) == ("ord-1", "KWD", 2500)
     assert event.occurred_at == order.created_at

@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.payments import PaymentService, UnknownPayments
+from orderflow.agents.progress import CommandProgress, CommandRecord
 from orderflow.domain.events import rfc3339
 from orderflow.domain.order import Order, OrderStatus
 from orderflow.domain.payment import PaymentRecord, PaymentStatus
 from orderflow.domain.validation import LineItem
-from orderflow.records import order_from_bytes, order_to_bytes, payment_from_bytes, payment_to_bytes
+from orderflow.records import (
+    encode_event,
+    order_from_bytes,
+    order_to_bytes,
+    payment_from_bytes,
+    payment_to_bytes,
+)
 from orderflow.tables.scan import PartitionScan
+from orderflow.topics import ORDER_COMMANDS
+from tests.unit.builders import place_command
 
 T0 = 1_800_000_000.0
 
 
 def _order(order_id: str, status: str = "PENDING", updated: float = T0) -> Order:
     at = rfc3339(updated)
-    return Order(order_id, "c-1", "EUR", (LineItem("SKU-1", 1, 100),), 100, "tok_visa",
+    return Order(order_id, "c-1", "EUR", (LineItem("SKU-1", 1, 100),), 100,
                  OrderStatus(status), at, at, "fp", "req")  # fmt: skip
 
 
@@ -30,8 +40,11 @@ class FakeOrders:
     def __init__(self) -> None:
         self.rows: dict[int, dict[str, bytes]] = {}
         self.reads = 0  # rows handed out by partition_rows
+        self.commands: list[str] = []  # command topic offset -> order id
 
     def add(self, partition: int, order: Order) -> None:
+        order = dataclasses.replace(order, command_offset=len(self.commands))
+        self.commands.append(order.order_id)
         self.rows.setdefault(partition, {})[order.order_id] = order_to_bytes(order)
 
     def get(self, order_id: str) -> Order | None:
@@ -66,11 +79,26 @@ class FakeTopic:
         self.sent.append(key)
 
 
+class FakeCommands:
+    """The command topic: each order's PlaceOrder at its ``command_offset`` (a nudge reads the
+    token there)."""
+
+    def __init__(self, orders: FakeOrders) -> None:
+        self.orders = orders
+
+    async def read(self, partition: int, start: int, stop: int) -> list[CommandRecord]:
+        order_id = self.orders.commands[start]
+        command = encode_event(place_command(order_id=order_id))
+        return [CommandRecord(ORDER_COMMANDS, partition, start, order_id.encode(), command, ())]
+
+
 def _service(
     orders: FakeOrders, stalled: StalledOrders, now: list[float]
 ) -> tuple[OrderService, FakeTopic]:
     topic = FakeTopic()
-    service = OrderService(orders, topic, None, None, stalled, clock=lambda: now[0])  # type: ignore[arg-type]
+    progress = CommandProgress(8, lambda partition: None, FakeCommands(orders))
+    service = OrderService(orders, topic, None, None, stalled, clock=lambda: now[0],  # type: ignore[arg-type]
+                           progress=progress)  # fmt: skip
     return service, topic
 
 

@@ -37,7 +37,7 @@ def test_settled_payment_leaves_the_index() -> None:
 
 
 def _order(order_id: str, status: str) -> Order:
-    return Order(order_id, "c-1", "EUR", (), 100, "tok_visa", OrderStatus(status),
+    return Order(order_id, "c-1", "EUR", (), 100, OrderStatus(status),
                  "t0", "t0", "fp", "req")  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from faust.exceptions import ProducerSendError
 
 from orderflow.domain.errors import ChargeMismatchError, DomainError
 from orderflow.domain.events import rfc3339
+from orderflow.domain.tokens import mask_text
 from orderflow.topics import (
     DLQ_HEADER_ERROR,
     DLQ_HEADER_FAILED_AT,
@@ -65,6 +66,8 @@ class DeadLetters:
         if self.before_send is not None:
             self.before_send()
         message = event.message
+        # A reason can quote what failed (a value, a gateway message): never a raw token.
+        reason = mask_text(reason)
         log.warning(
             "dead-lettering %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason
         )

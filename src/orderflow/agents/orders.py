@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
+
+from aiokafka.errors import KafkaError
 
 from orderflow.agents.dead_letters import DeadLetters
 from orderflow.agents.progress import CommandProgress
@@ -15,7 +18,7 @@ from orderflow.domain.events import PaymentCompleted, PaymentFailed, PlaceOrder,
 from orderflow.domain.order import Order, PlacementKind, apply_payment, place_order
 from orderflow.records import decode_event, encode_event
 from orderflow.tables import OrderTable
-from orderflow.tables.scan import PartitionScan, elsewhere
+from orderflow.tables.scan import PartitionScan, elsewhere, order_partition
 from orderflow.topics import ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED
 from orderflow.watch import OrderWatch
 
@@ -127,14 +130,15 @@ class OrderService:
             # The key decides the partition, hence the single writer of this order.
             raise EventDecodeError(f"key {message.key!r} differs from order_id")
         if isinstance(decoded, PlaceOrder):
-            await self._place(decoded)
+            await self._place(decoded, message.offset)
         elif isinstance(decoded, PaymentCompleted | PaymentFailed):
             await self._record_payment(event, decoded)
 
-    async def _place(self, command: PlaceOrder) -> None:
+    async def _place(self, command: PlaceOrder, offset: int) -> None:
         placement = place_order(self.orders.get(command.order_id), command)
         if placement.kind is PlacementKind.CREATED:
-            self.orders.put(placement.order)
+            # Where the token is, for a later nudge (OrderDB never holds the token itself).
+            self.orders.put(replace(placement.order, command_offset=offset))
             if self.on_created is not None:
                 self.on_created(placement.order)
         elif placement.kind is PlacementKind.CONFLICT:
@@ -188,8 +192,41 @@ class OrderService:
             self.stalled.nudged(order_id, now)
             log.warning("order %s still PENDING: publishing order.created again (nudge %d)",
                         order_id, self.stalled.nudges[order_id])  # fmt: skip
+            token = await self._payment_token(order)
+            if not token:
+                # Nothing a copy could be charged with (an order.created needs the token); the
+                # payment may still settle from PaymentDB (the reconciler), else a person must.
+                log.error("order %s still PENDING and its PlaceOrder is gone: not nudged",
+                          order_id)  # fmt: skip
+                continue
             await self.order_created.send(
-                key=order_id.encode(), value=encode_event(order.created_event())
+                key=order_id.encode(), value=encode_event(order.created_event(token))
             )
             nudged += 1
         return nudged
+
+    async def _payment_token(self, order: Order) -> str:
+        """The order's payment token, read from its PlaceOrder command on the command topic.
+
+        "" when it cannot be read: the command expired with the topic's retention (an order
+        PENDING that long has a bigger problem), or the order was stored before
+        ``command_offset`` existed.
+        """
+        if self.progress is None or order.command_offset is None:
+            return ""
+        partition, offset = (
+            order_partition(order.order_id, self.progress.partitions),
+            order.command_offset,
+        )
+        try:
+            records = await self.progress.commands.read(partition, offset, offset + 1)
+            command = decode_event(records[0].value, PlaceOrder.event_type) if records else None
+        except (EventDecodeError, KafkaError, OSError) as exc:
+            log.warning("order %s: its PlaceOrder at %d:%d could not be read (%s)",
+                        order.order_id, partition, offset, exc)  # fmt: skip
+            return ""
+        if not isinstance(command, PlaceOrder) or command.order_id != order.order_id:
+            log.warning("order %s: no PlaceOrder of it at %s:%d:%d (expired?)",
+                        order.order_id, ORDER_COMMANDS, partition, offset)  # fmt: skip
+            return ""
+        return command.payment_token

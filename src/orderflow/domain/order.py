@@ -35,14 +35,18 @@ class OrderStatus(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Order:
-    """OrderDB's entry: the order, its status, and the payment's outcome once known."""
+    """OrderDB's entry: the order, its status, and the payment's outcome once known.
+
+    Never the payment token (OrderDB's changelog is compacted and kept forever): a copy of
+    ``order.created`` made again (a replayed POST, the stall nudge) takes it from the PlaceOrder
+    command, which ``command_offset`` locates on the command topic.
+    """
 
     order_id: str
     customer_id: str
     currency: str
     items: tuple[LineItem, ...]
     amount: int
-    payment_token: str
     status: OrderStatus
     created_at: str
     updated_at: str
@@ -50,10 +54,13 @@ class Order:
     request_id: str
     charge_id: str | None = None
     decline: Decline | None = None
+    # Where its PlaceOrder is on the command topic (same partition as the order); None: unknown
+    # (an order stored before this field existed).
+    command_offset: int | None = None
 
-    def created_event(self) -> OrderCreated:
+    def created_event(self, payment_token: str) -> OrderCreated:
         return OrderCreated(self.order_id, self.customer_id, self.currency, self.amount,
-                            self.items, self.payment_token, self.created_at)  # fmt: skip
+                            self.items, payment_token, self.created_at)  # fmt: skip
 
 
 class PlacementKind(enum.Enum):
@@ -88,17 +95,19 @@ def place_order(existing: Order | None, command: PlaceOrder) -> Placement:
             currency=command.currency,
             items=command.items,
             amount=amount,
-            payment_token=command.payment_token,
             status=OrderStatus.PENDING,
             created_at=command.occurred_at,
             updated_at=command.occurred_at,
             fingerprint=command.fingerprint,
             request_id=command.request_id,
         )
-        return Placement(PlacementKind.CREATED, order, order.created_event())
+        return Placement(PlacementKind.CREATED, order, order.created_event(command.payment_token))
     if existing.fingerprint != command.fingerprint:
         return Placement(PlacementKind.CONFLICT, existing, None)
-    republish = None if existing.status.is_terminal else existing.created_event()
+    # The same fingerprint: the same body, token included (web.orders keys its hash of it).
+    republish = (
+        None if existing.status.is_terminal else existing.created_event(command.payment_token)
+    )
     return Placement(PlacementKind.REPLAYED, existing, republish)
 
 

@@ -149,7 +149,10 @@ class PaymentRecord:
     decline: Decline | None = None
     updated_at: float = 0.0  # epoch seconds
     next_attempt_at: float = 0.0  # for UNKNOWN: when the reconciler asks the gateway again
-    payment_token: str = ""  # kept so the reconciler can repeat the same charge request
+    # Kept while a charge may still be needed (ATTEMPTING, UNKNOWN: the reconciler repeats the
+    # same request); dropped once settled or INCONSISTENT (never charged again), so the latest
+    # value per key in the compacted changelog, what is kept forever, holds no token.
+    payment_token: str = ""
     problem: str | None = None  # for INCONSISTENT: what the gateway's charge got wrong
 
     def attempt(self, now: float) -> PaymentRecord:
@@ -159,12 +162,13 @@ class PaymentRecord:
     def settle(self, outcome: ChargeOutcome, now: float) -> PaymentRecord:
         if isinstance(outcome, Approved):
             return replace(self, status=PaymentStatus.COMPLETED, charge_id=outcome.charge_id,
-                           decline=None, updated_at=now)  # fmt: skip
+                           decline=None, updated_at=now, payment_token="")  # fmt: skip
         return replace(self, status=PaymentStatus.FAILED, charge_id=outcome.charge_id,
-                       decline=outcome.decline, updated_at=now)  # fmt: skip
+                       decline=outcome.decline, updated_at=now, payment_token="")  # fmt: skip
 
     def inconsistent(self, problem: str, now: float) -> PaymentRecord:
-        return replace(self, status=PaymentStatus.INCONSISTENT, problem=problem, updated_at=now)
+        return replace(self, status=PaymentStatus.INCONSISTENT, problem=problem, updated_at=now,
+                       payment_token="")  # fmt: skip
 
     def unknown(self, now: float) -> PaymentRecord:
         """Ask the gateway again later: after a charge attempt, by the number of attempts; when

@@ -62,6 +62,7 @@ import aiosqlite
 from aiohttp import web
 
 from orderflow.domain.payment import Approved, sandbox_decision
+from orderflow.domain.tokens import mask_secrets
 
 __all__ = [
     "ChargeRow",
@@ -933,14 +934,16 @@ class SandboxGateway:
 
     async def _ledger(self, request: web.Request) -> web.Response:
         rows = await self.ledger.rows(request.query.get("order_id"))
-        return web.json_response({"data": [asdict(r) for r in rows]})
+        # The ledger file keeps the source (a gateway must); what the admin endpoint shows is
+        # masked, ``params`` (the request's canonical JSON) included.
+        return web.json_response({"data": [mask_secrets(asdict(r)) for r in rows]})
 
     async def _requests(self, request: web.Request) -> web.Response:
         await self.flush()
         rows = await self.ledger.requests(
             request.query.get("order_id"), request.query.get("idempotency_key")
         )
-        return web.json_response({"data": rows})
+        return web.json_response({"data": mask_secrets(rows)})
 
     async def _violations(self, request: web.Request) -> web.Response:
         await self.flush()

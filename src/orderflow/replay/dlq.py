@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orderflow.domain.tokens import mask_text
 from orderflow.replay.model import (
     REDRIVEN_FROM_HEADER,
     Selection,
@@ -82,7 +83,8 @@ class DeadLetter:
 
     @property
     def reason(self) -> str:
-        return self.record.header_text(DLQ_HEADER_REASON) or ""
+        # Masked: a reason written before tokens were masked in it may quote one.
+        return mask_text(self.record.header_text(DLQ_HEADER_REASON) or "")
 
     @property
     def source_topic(self) -> str | None:

@@ -100,7 +100,6 @@ def _order_from_created(created: OrderCreated) -> Order:
         created.currency,
         created.items,
         created.amount,
-        created.payment_token,
         OrderStatus.PENDING,
         created.occurred_at,
         created.occurred_at,

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from aiokafka.partitioner import murmur2
 
+from orderflow.domain.tokens import mask_secrets, mask_text, mask_token
 from orderflow.replay.errors import SelectionError
 from orderflow.replay.window import TimeWindow, ms_to_rfc3339
 from orderflow.topics import (
@@ -228,13 +229,15 @@ def record_to_json(record: TopicRecord) -> dict[str, Any]:
     }
     value = json_value(record)
     out["event_type"] = event_type_of(record, value)
+    # Shown to people: every payment token masked (the bytes on the topic stay as they are).
     # aiokafka gives None for a header sent with a null value.
-    out["headers"] = {k: None if v is None else _text_or_b64(v) for k, v in record.headers}
+    out["headers"] = {k: None if v is None else mask_text(_text_or_b64(v))
+                      for k, v in record.headers}  # fmt: skip
     if value is None and record.value:
         out["value"] = None
-        out["value_raw"] = _text_or_b64(record.value)  # not JSON: shown, not parsed
+        out["value_raw"] = mask_text(_text_or_b64(record.value))  # not JSON: shown, not parsed
     else:
-        out["value"] = value
+        out["value"] = mask_secrets(value)
     return out
 
 
@@ -260,6 +263,7 @@ def _describe_payment(data: dict[str, Any]) -> str:
 def _describe_event(event_type: str, data: dict[str, Any]) -> str:
     money = f"{data.get('amount')} {data.get('currency')}"
     token = (data.get("payment") or {}).get("token")
+    token = mask_token(token) if isinstance(token, str) else token
     if event_type == "order.place":
         return f"order.place {len(data.get('items') or [])} item(s) token={token}"
     if event_type == "order.created":
@@ -278,12 +282,13 @@ def describe(record: TopicRecord) -> str:
             record.header_text(h) or "?"
             for h in (DLQ_HEADER_TOPIC, DLQ_HEADER_PARTITION, DLQ_HEADER_OFFSET)
         )
-        return f"dead letter of {source}: {record.header_text(DLQ_HEADER_REASON)}"
+        reason = mask_text(str(record.header_text(DLQ_HEADER_REASON)))
+        return f"dead letter of {source}: {reason}"
     if record.value is None:
         return "(tombstone)"
     data = json_value(record)
     if not isinstance(data, dict):
-        return f"undecodable value {record.value[:40]!r}"
+        return mask_text(f"undecodable value {record.value[:40]!r}")
     if record.topic == ORDER_CHANGELOG:
         return _describe_order(data)
     if record.topic == PAYMENT_CHANGELOG:

@@ -21,6 +21,7 @@ import orjson
 
 from orderflow.domain.order import Order
 from orderflow.domain.payment import Decline, PaymentRecord
+from orderflow.domain.tokens import mask_secrets, mask_text
 from orderflow.records import (
     order_from_bytes,
     order_to_public,
@@ -68,9 +69,11 @@ class OrderTrace:
             "verdict_status": self.verdict.status,
             "events": [record_to_json(r) for r in self.events],
             "order": None if self.order is None else order_to_public(self.order),
-            "payment": None if payment is None else orjson.loads(payment_to_bytes(payment)),
-            "ledger": self.ledger,
-            "notes": self.notes,
+            "payment": None
+            if payment is None
+            else mask_secrets(orjson.loads(payment_to_bytes(payment))),
+            "ledger": mask_secrets(self.ledger),  # a gateway's rows may name the token
+            "notes": [mask_text(note) for note in self.notes],
         }
 
 
@@ -198,6 +201,6 @@ def trace_lines(trace: OrderTrace) -> list[str]:
             lines.append(f"           {row.get('id')} {row.get('status')}{code} "
                          f"{row.get('amount')} {row.get('currency')}")  # fmt: skip
     for text in trace.notes:
-        lines.append(f"note:      {text}")
+        lines.append(f"note:      {mask_text(text)}")
     lines.append(f"Verdict:   {trace.verdict.text}")
     return lines

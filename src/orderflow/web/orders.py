@@ -32,6 +32,7 @@ from aiohttp.web import RequestPayloadError
 from orderflow.config import Settings
 from orderflow.domain.events import PlaceOrder, rfc3339
 from orderflow.domain.order import Order
+from orderflow.domain.tokens import token_digest
 from orderflow.domain.validation import OrderRequest, Problem, validate_order_request
 from orderflow.records import encode_event, order_to_public
 from orderflow.tables import OrderTable
@@ -67,12 +68,18 @@ def order_id_for_key(idempotency_key: str) -> str:
     return "ord_" + uuid.uuid5(_KEY_NAMESPACE, idempotency_key).hex
 
 
-def _fingerprint(request: OrderRequest) -> str:
+def _fingerprint(request: OrderRequest, token_key: bytes = b"") -> str:
+    """The body's hash, stored with the order (kept forever) to tell a replay from a conflict.
+
+    The token enters it only through a keyed hash: a plain hash of a low-entropy token could be
+    found back by trying candidates. Without a key the token is left out (a reused key with
+    only another token is then a replay of the first order, charged with the first token).
+    """
     canonical = {
         "customer_id": request.customer_id,
         "currency": request.currency,
         "items": [[i.sku, i.quantity, i.unit_amount] for i in request.items],
-        "token": request.payment_token,
+        "token": token_digest(request.payment_token, token_key) if token_key else None,
     }
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
@@ -209,8 +216,10 @@ class OrderApi:
         caught_up: CaughtUp | None = None,
         move_wait_s: float = Settings.move_wait_s,
         store_wait_s: float | None = None,
+        token_hash_key: bytes = b"",
     ) -> None:
         self.orders = orders
+        self.token_hash_key = token_hash_key
         self.commands = commands
         self.watch = watch
         self.routing = routing
@@ -264,10 +273,13 @@ class OrderApi:
         raise NotReady("this worker owns no partition")
 
     def _command(self, order_id: str, request: OrderRequest, request_id: str) -> bytes:
-        command = PlaceOrder(order_id, request_id, _fingerprint(request), request.customer_id,
+        command = PlaceOrder(order_id, request_id, self._fingerprint(request), request.customer_id,
                              request.currency, request.items, request.payment_token,
                              rfc3339(time.time()))  # fmt: skip
         return encode_event(command)
+
+    def _fingerprint(self, request: OrderRequest) -> str:
+        return _fingerprint(request, self.token_hash_key)
 
     async def _accept(self, order_id: str, request: OrderRequest, keyed: bool) -> ApiResponse:
         """202 once Kafka holds the PlaceOrder (acks=all); the owner decides when it reads it."""
@@ -281,7 +293,7 @@ class OrderApi:
         return _accepted(order_id, keyed)
 
     async def _place(self, order_id: str, request: OrderRequest, keyed: bool) -> ApiResponse:
-        fingerprint = _fingerprint(request)
+        fingerprint = self._fingerprint(request)
         existing = self.orders.get(order_id)
         request_id = str(uuid.uuid4())
         if existing is None:

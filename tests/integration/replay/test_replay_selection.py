@@ -195,4 +195,4 @@ def test_console_script_prints_json_lines_when_piped_and_a_table_when_asked(
                            timeout=60)  # fmt: skip
     header, row = table.stdout.splitlines()
     assert header.split() == ["TIME", "TOPIC", "P", "OFFSET", "KEY", "WHAT"]
-    assert order_id in row and "order.created 2500 EUR token=tok_visa" in row
+    assert order_id in row and "order.created 2500 EUR token=tok_…isa" in row  # masked

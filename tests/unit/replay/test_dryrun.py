@@ -11,7 +11,7 @@ from orderflow.records import encode_event, order_to_bytes
 from orderflow.replay.dryrun import dry_run
 from orderflow.replay.model import ORDER_CHANGELOG, TopicRecord
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
-from tests.unit.builders import ITEMS_TOTAL, T1, pending_order, place_command
+from tests.unit.builders import ITEMS_TOTAL, T1, TOKEN, pending_order, place_command
 
 ORDER = pending_order()
 PAID = dataclasses.replace(ORDER, status=OrderStatus.PAID, charge_id="ch_1")
@@ -24,7 +24,7 @@ def rec(topic: str, value: bytes | None, at: int, key: bytes = b"ord-1") -> Topi
 
 
 def history(*, outcome: bytes = encode_event(COMPLETED), final: bytes = order_to_bytes(PAID),
-            created: bytes = encode_event(ORDER.created_event())) -> list[TopicRecord]:  # fmt: skip
+            created: bytes = encode_event(ORDER.created_event(TOKEN))) -> list[TopicRecord]:  # fmt: skip
     return [
         rec(ORDER_COMMANDS, encode_event(place_command()), 1),
         rec(ORDER_CREATED, created, 2),
@@ -68,7 +68,7 @@ def test_another_decline_code_is_a_difference() -> None:
 
 
 def test_an_order_created_that_today_would_publish_differently() -> None:
-    wrong = dataclasses.replace(ORDER.created_event(), amount=ITEMS_TOTAL + 1)
+    wrong = dataclasses.replace(ORDER.created_event(TOKEN), amount=ITEMS_TOTAL + 1)
     charged = dataclasses.replace(COMPLETED, amount=ITEMS_TOTAL + 1)  # what was recorded
     report = dry_run(history(created=encode_event(wrong), outcome=encode_event(charged)))
     kinds = [f.kind for f in report.findings]
@@ -101,12 +101,12 @@ def test_undecodable_events_are_reported_but_are_not_differences() -> None:
 def test_orders_are_folded_separately_and_in_time_order_whatever_the_input_order() -> None:
     other = dataclasses.replace(ORDER, order_id="ord-2")
     other_history = [
-        rec(ORDER_CREATED, encode_event(other.created_event()), 2, key=b"ord-2"),
+        rec(ORDER_CREATED, encode_event(other.created_event(TOKEN)), 2, key=b"ord-2"),
         rec(PAYMENT_COMPLETED, encode_event(dataclasses.replace(COMPLETED, order_id="ord-2")), 3,
             key=b"ord-2"),
     ]  # fmt: skip
     # Republished copies (same event again) are normal: decided once, applied once.
-    duplicates = [rec(ORDER_CREATED, encode_event(ORDER.created_event()), 6),
+    duplicates = [rec(ORDER_CREATED, encode_event(ORDER.created_event(TOKEN)), 6),
                   rec(PAYMENT_COMPLETED, encode_event(COMPLETED), 7)]  # fmt: skip
     mixed = list(reversed(history() + other_history + duplicates))
     report = dry_run(mixed)

@@ -1,0 +1,80 @@
+"""OrderDB never holds the payment token: a stall nudge takes it from the PlaceOrder command.
+
+The order is stored with where its command is (``command_offset``); a nudge (``order.created``
+published again for an order PENDING too long) reads the command there for the token. When the
+command is gone (expired with the topic's retention) no copy is sent: one without a token
+could not be charged (and does not decode).
+"""
+
+from __future__ import annotations
+
+from orderflow.agents.orders import OrderService, StalledOrders
+from orderflow.agents.progress import CommandProgress, CommandRecord
+from orderflow.domain.events import OrderCreated
+from orderflow.records import decode_event, encode_event, order_to_bytes
+from orderflow.topics import ORDER_COMMANDS
+from orderflow.watch import OrderWatch
+from tests.unit.builders import place_command
+from tests.unit.test_commands_in_order import _DeadLetters, _event, _Kafka, _Orders
+
+TOKEN = "tok_chargeDeclinedInsufficientFunds"
+
+
+class _Sent:
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    async def send(self, key: bytes, value: bytes) -> None:
+        self.values.append(value)
+
+
+def _stack(records: list[CommandRecord]) -> tuple[OrderService, _Orders, _Kafka, _Sent]:
+    kafka = _Kafka(records)
+    orders, sent = _Orders(), _Sent()
+    progress = CommandProgress(8, lambda partition: None, kafka)
+    # Due at once: the command's occurred_at is long ago.
+    service = OrderService(orders, sent, _DeadLetters(), OrderWatch(),  # type: ignore[arg-type]
+                           StalledOrders(1.0), progress=progress)  # fmt: skip
+    return service, orders, kafka, sent
+
+
+def _command_at(offset: int) -> CommandRecord:
+    command = place_command(order_id="ord-1", payment_token=TOKEN)
+    return CommandRecord(ORDER_COMMANDS, 5, offset, b"ord-1", encode_event(command), ())
+
+
+async def test_stored_order_keeps_where_its_command_is_and_never_the_token() -> None:
+    record = _command_at(36)
+    service, orders, _, sent = _stack([record])
+    await service.handle(_event(record))
+    stored = orders.get("ord-1")
+    assert stored is not None and stored.command_offset == 36
+    assert TOKEN.encode() not in order_to_bytes(stored)
+    # The first order.created still carries it: the charge needs it.
+    created = decode_event(sent.values[0], OrderCreated.event_type)
+    assert isinstance(created, OrderCreated) and created.payment_token == TOKEN
+
+
+async def test_nudge_reads_the_token_from_the_command_for_the_order_created_copy() -> None:
+    record = _command_at(36)
+    service, _, kafka, sent = _stack([record])
+    await service.handle(_event(record))
+
+    assert await service.nudge_stalled(lambda order_id: True) == 1
+
+    assert (36, 37) in [(start, stop) for _, start, stop in kafka.reads]
+    copy = decode_event(sent.values[-1], OrderCreated.event_type)
+    assert isinstance(copy, OrderCreated) and copy.payment_token == TOKEN
+
+
+async def test_nudge_without_its_command_sends_nothing() -> None:
+    record = _command_at(36)
+    service, _, kafka, sent = _stack([record])
+    await service.handle(_event(record))
+
+    async def expired(partition: int, start: int, stop: int) -> list[CommandRecord]:
+        return []  # expired with the command topic's retention
+
+    kafka.read = expired  # type: ignore[method-assign]
+    assert await service.nudge_stalled(lambda order_id: True) == 0
+    assert len(sent.values) == 1  # the first order.created only
