@@ -13,46 +13,15 @@ with the other body.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.progress import CommandProgress, CommandRecord
-from orderflow.domain.order import Order
 from orderflow.records import encode_event
 from orderflow.topics import ORDER_COMMANDS
 from orderflow.watch import OrderWatch
 from tests.unit.builders import place_command
-
-
-@dataclass
-class _Message:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes
-    value: bytes
-
-
-@dataclass
-class _Event:
-    message: _Message
-
-
-class _Orders:
-    def __init__(self) -> None:
-        self.rows: dict[str, Order] = {}
-
-    def get(self, order_id: str) -> Order | None:
-        return self.rows.get(order_id)
-
-    def put(self, order: Order) -> None:
-        self.rows[order.order_id] = order
-
-
-class _Topic:
-    async def send(self, key: bytes, value: bytes) -> None:
-        return None
+from tests.unit.order_service_fakes import FakeEvent, FakeMessage, FakeOrders, SilentTopic
 
 
 class _DeadLetters:
@@ -65,8 +34,8 @@ def _record(offset: int, fingerprint: str) -> CommandRecord:
     return CommandRecord(ORDER_COMMANDS, 5, offset, b"ord-1", encode_event(command), ())
 
 
-def _event(record: CommandRecord) -> _Event:
-    return _Event(_Message(record.topic, record.partition, record.offset, record.key or b"",
+def _event(record: CommandRecord) -> FakeEvent:
+    return FakeEvent(FakeMessage(record.topic, record.partition, record.offset, record.key or b"",
                            record.value or b""))  # fmt: skip
 
 
@@ -85,10 +54,10 @@ class _Kafka:
         return [self.records[o] for o in range(start, stop)]
 
 
-def _service(kafka: _Kafka, committed: int | None) -> tuple[OrderService, _Orders]:
+def _service(kafka: _Kafka, committed: int | None) -> tuple[OrderService, FakeOrders]:
     progress = CommandProgress(8, lambda partition: committed, kafka)
-    orders = _Orders()
-    service = OrderService(orders, _Topic(), _DeadLetters(), OrderWatch(),  # type: ignore[arg-type]
+    orders = FakeOrders()
+    service = OrderService(orders, SilentTopic(), _DeadLetters(), OrderWatch(),  # type: ignore[arg-type]
                            StalledOrders(30.0), progress=progress)  # fmt: skip
     return service, orders
 

@@ -4,46 +4,16 @@ status exactly once, however often Kafka delivers the events again."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.domain.events import PaymentCompleted
-from orderflow.domain.order import Order, OrderStatus
+from orderflow.domain.order import OrderStatus
 from orderflow.records import encode_event
 from orderflow.topics import ORDER_COMMANDS, PAYMENT_COMPLETED
 from orderflow.watch import OrderWatch
 from tests.unit.builders import place_command
-
-
-@dataclass
-class _Message:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes
-    value: bytes
-
-
-@dataclass
-class _Event:
-    message: _Message
-
-
-class _Orders:
-    def __init__(self) -> None:
-        self.rows: dict[str, Order] = {}
-
-    def get(self, order_id: str) -> Order | None:
-        return self.rows.get(order_id)
-
-    def put(self, order: Order) -> None:
-        self.rows[order.order_id] = order
-
-
-class _Topic:
-    async def send(self, key: bytes, value: bytes) -> None:
-        return None
+from tests.unit.order_service_fakes import FakeEvent, FakeMessage, FakeOrders, SilentTopic
 
 
 class _DeadLetters:
@@ -58,16 +28,16 @@ class _DeadLetters:
 
 
 def test_created_and_terminal_are_observed_once_despite_redelivery() -> None:
-    orders = _Orders()
+    orders = FakeOrders()
     dead_letters = _DeadLetters()
-    service = OrderService(orders, _Topic(), dead_letters, OrderWatch(),  # type: ignore[arg-type]
+    service = OrderService(orders, SilentTopic(), dead_letters, OrderWatch(),  # type: ignore[arg-type]
                            StalledOrders(30.0))  # fmt: skip
     created: list[str] = []
     terminal: list[tuple[str, OrderStatus]] = []
     service.on_created = lambda order: created.append(order.order_id)
     service.on_terminal = lambda order: terminal.append((order.order_id, order.status))
     command = place_command(order_id="ord-1")
-    place = _Event(_Message(ORDER_COMMANDS, 0, 0, b"ord-1", encode_event(command)))
+    place = FakeEvent(FakeMessage(ORDER_COMMANDS, 0, 0, b"ord-1", encode_event(command)))
 
     async def run() -> None:
         await service.handle(place)
@@ -75,7 +45,7 @@ def test_created_and_terminal_are_observed_once_despite_redelivery() -> None:
         order = orders.rows["ord-1"]
         paid = PaymentCompleted("ord-1", order.amount, order.currency, "ch_1",
                                 "2026-01-01T00:00:01Z")  # fmt: skip
-        result = _Event(_Message(PAYMENT_COMPLETED, 0, 0, b"ord-1", encode_event(paid)))
+        result = FakeEvent(FakeMessage(PAYMENT_COMPLETED, 0, 0, b"ord-1", encode_event(paid)))
         await service.handle(result)
         await service.handle(result)  # redelivered
 
