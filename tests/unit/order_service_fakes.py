@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from orderflow.agents.progress import CommandRecord
 from orderflow.domain.order import Order
 
 
@@ -39,3 +41,31 @@ class SilentTopic:
 
     async def send(self, key: bytes, value: bytes) -> None:
         return None
+
+
+class PassingDeadLetters:
+    """A dead-letter guard that lets every handler run (and raise)."""
+
+    async def guard(self, event: Any, handle: Any) -> None:
+        await handle(event)
+
+
+def event_of(record: CommandRecord) -> FakeEvent:
+    """The Faust event that would carry ``record``."""
+    return FakeEvent(FakeMessage(record.topic, record.partition, record.offset, record.key or b"",
+                                 record.value or b""))  # fmt: skip
+
+
+class CommandPartition:
+    """Partition 5 of the command topic as Kafka holds it; ``reads``: the ranges read."""
+
+    def __init__(self, records: list[CommandRecord]) -> None:
+        self.records = {r.offset: r for r in records}
+        self.reads: list[tuple[int, int, int]] = []
+
+    async def end(self, partition: int) -> int:
+        return max(self.records) + 1
+
+    async def read(self, partition: int, start: int, stop: int) -> list[CommandRecord]:
+        self.reads.append((partition, start, stop))
+        return [self.records[o] for o in range(start, stop)]

@@ -13,20 +13,19 @@ with the other body.
 
 from __future__ import annotations
 
-from typing import Any
-
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.progress import CommandProgress, CommandRecord
 from orderflow.records import encode_event
 from orderflow.topics import ORDER_COMMANDS
 from orderflow.watch import OrderWatch
 from tests.unit.builders import place_command
-from tests.unit.order_service_fakes import FakeEvent, FakeMessage, FakeOrders, SilentTopic
-
-
-class _DeadLetters:
-    async def guard(self, event: Any, handle: Any) -> None:
-        await handle(event)
+from tests.unit.order_service_fakes import (
+    CommandPartition,
+    FakeOrders,
+    PassingDeadLetters,
+    SilentTopic,
+    event_of,
+)
 
 
 def _record(offset: int, fingerprint: str) -> CommandRecord:
@@ -34,30 +33,10 @@ def _record(offset: int, fingerprint: str) -> CommandRecord:
     return CommandRecord(ORDER_COMMANDS, 5, offset, b"ord-1", encode_event(command), ())
 
 
-def _event(record: CommandRecord) -> FakeEvent:
-    return FakeEvent(FakeMessage(record.topic, record.partition, record.offset, record.key or b"",
-                           record.value or b""))  # fmt: skip
-
-
-class _Kafka:
-    """Partition 5 of the command topic as Kafka holds it; ``reads``: the ranges read."""
-
-    def __init__(self, records: list[CommandRecord]) -> None:
-        self.records = {r.offset: r for r in records}
-        self.reads: list[tuple[int, int, int]] = []
-
-    async def end(self, partition: int) -> int:
-        return max(self.records) + 1
-
-    async def read(self, partition: int, start: int, stop: int) -> list[CommandRecord]:
-        self.reads.append((partition, start, stop))
-        return [self.records[o] for o in range(start, stop)]
-
-
-def _service(kafka: _Kafka, committed: int | None) -> tuple[OrderService, FakeOrders]:
+def _service(kafka: CommandPartition, committed: int | None) -> tuple[OrderService, FakeOrders]:
     progress = CommandProgress(8, lambda partition: committed, kafka)
     orders = FakeOrders()
-    service = OrderService(orders, SilentTopic(), _DeadLetters(), OrderWatch(),  # type: ignore[arg-type]
+    service = OrderService(orders, SilentTopic(), PassingDeadLetters(), OrderWatch(),  # type: ignore[arg-type]
                            StalledOrders(30.0), progress=progress)  # fmt: skip
     return service, orders
 
@@ -67,30 +46,30 @@ _LOG = [_record(o, "fp-first-body" if o == 36 else "fp-other-body") for o in ran
 
 
 async def test_a_command_ahead_of_a_hole_has_the_hole_read_first_and_the_first_body_wins() -> None:
-    kafka = _Kafka(_LOG)
+    kafka = CommandPartition(_LOG)
     service, orders = _service(kafka, committed=36)
-    await service.handle(_event(_LOG[-1]))  # offset 45 delivered first, out of order
+    await service.handle(event_of(_LOG[-1]))  # offset 45 delivered first, out of order
     assert kafka.reads == [(5, 36, 45)]
     stored = orders.get("ord-1")
     assert stored is not None and stored.fingerprint == "fp-first-body"
     for record in _LOG:  # Faust delivers 36..45 again later: duplicates, nothing changes
-        await service.handle(_event(record))
+        await service.handle(event_of(record))
     assert kafka.reads == [(5, 36, 45)]
     assert orders.get("ord-1") == stored
 
 
 async def test_commands_in_order_read_nothing_from_kafka() -> None:
-    kafka = _Kafka(_LOG)
+    kafka = CommandPartition(_LOG)
     service, orders = _service(kafka, committed=36)
     for record in _LOG:
-        await service.handle(_event(record))
+        await service.handle(event_of(record))
     assert kafka.reads == []
     stored = orders.get("ord-1")
     assert stored is not None and stored.fingerprint == "fp-first-body"
 
 
 async def test_with_nothing_known_of_the_partition_nothing_is_read() -> None:
-    kafka = _Kafka(_LOG)
+    kafka = CommandPartition(_LOG)
     service, orders = _service(kafka, committed=None)
-    await service.handle(_event(_LOG[-1]))
+    await service.handle(event_of(_LOG[-1]))
     assert kafka.reads == [] and orders.get("ord-1") is not None

@@ -15,7 +15,12 @@ from orderflow.records import decode_event, encode_event, order_to_bytes
 from orderflow.topics import ORDER_COMMANDS
 from orderflow.watch import OrderWatch
 from tests.unit.builders import place_command
-from tests.unit.test_commands_in_order import _DeadLetters, _event, _Kafka, _Orders
+from tests.unit.order_service_fakes import (
+    CommandPartition,
+    FakeOrders,
+    PassingDeadLetters,
+    event_of,
+)
 
 TOKEN = "tok_chargeDeclinedInsufficientFunds"
 
@@ -28,12 +33,14 @@ class _Sent:
         self.values.append(value)
 
 
-def _stack(records: list[CommandRecord]) -> tuple[OrderService, _Orders, _Kafka, _Sent]:
-    kafka = _Kafka(records)
-    orders, sent = _Orders(), _Sent()
+def _stack(
+    records: list[CommandRecord],
+) -> tuple[OrderService, FakeOrders, CommandPartition, _Sent]:
+    kafka = CommandPartition(records)
+    orders, sent = FakeOrders(), _Sent()
     progress = CommandProgress(8, lambda partition: None, kafka)
     # Due at once: the command's occurred_at is long ago.
-    service = OrderService(orders, sent, _DeadLetters(), OrderWatch(),  # type: ignore[arg-type]
+    service = OrderService(orders, sent, PassingDeadLetters(), OrderWatch(),  # type: ignore[arg-type]
                            StalledOrders(1.0), progress=progress)  # fmt: skip
     return service, orders, kafka, sent
 
@@ -46,7 +53,7 @@ def _command_at(offset: int) -> CommandRecord:
 async def test_stored_order_keeps_where_its_command_is_and_never_the_token() -> None:
     record = _command_at(36)
     service, orders, _, sent = _stack([record])
-    await service.handle(_event(record))
+    await service.handle(event_of(record))
     stored = orders.get("ord-1")
     assert stored is not None and stored.command_offset == 36
     assert TOKEN.encode() not in order_to_bytes(stored)
@@ -58,7 +65,7 @@ async def test_stored_order_keeps_where_its_command_is_and_never_the_token() -> 
 async def test_nudge_reads_the_token_from_the_command_for_the_order_created_copy() -> None:
     record = _command_at(36)
     service, _, kafka, sent = _stack([record])
-    await service.handle(_event(record))
+    await service.handle(event_of(record))
 
     assert await service.nudge_stalled(lambda order_id: True) == 1
 
@@ -70,7 +77,7 @@ async def test_nudge_reads_the_token_from_the_command_for_the_order_created_copy
 async def test_nudge_without_its_command_sends_nothing() -> None:
     record = _command_at(36)
     service, _, kafka, sent = _stack([record])
-    await service.handle(_event(record))
+    await service.handle(event_of(record))
 
     async def expired(partition: int, start: int, stop: int) -> list[CommandRecord]:
         return []  # expired with the command topic's retention
