@@ -1,7 +1,7 @@
 """Orders per second with tracing off, then on (OTLP/HTTP to a collector stub that drops what it
 is sent), on a private broker, one worker and the sandbox gateway. A figure, not a test.
 
-Each variant: a fresh worker, ``--warmup`` orders, then ``--orders`` POSTed by ``--clients``
+Each variant (alternated ``--rounds`` times): a fresh worker, ``--warmup`` orders, then ``--orders`` POSTed by ``--clients``
 concurrent clients; the rate is orders / seconds from the first POST to the last order terminal.
 
     .venv/bin/python scripts/tracing_overhead.py --orders 400 --base-port 22150
@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=40)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2, help="off, on, off, on, ... (noise)")
     parser.add_argument("--base-port", type=int, default=22150)
     args = parser.parse_args()
     collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Drop)
@@ -63,23 +64,24 @@ def main() -> None:
         cluster = KafkaCluster(state_dir=tmp / "kafka", base_port=args.base_port)
         cluster.start()
         sandbox = start_sandbox(tmp)
-        rates: dict[str, float] = {}
+        rates: dict[str, list[float]] = {"off": [], "otlp": []}
         try:
-            for mode in ("off", "otlp"):
+            for n, mode in enumerate(["off", "otlp"] * args.rounds):
                 extra = {"ORDERFLOW_TRACING": mode, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
-                worker = start_worker(tmp, cluster.bootstrap, sandbox.meta["url"], name=mode,
+                worker = start_worker(tmp, cluster.bootstrap, sandbox.meta["url"], name=f"{mode}{n}",
                                       extra=extra)  # fmt: skip
                 try:
                     _run(worker.meta["url"], args.warmup, args.clients)
-                    rates[mode] = _run(worker.meta["url"], args.orders, args.clients)
+                    rates[mode].append(_run(worker.meta["url"], args.orders, args.clients))
                 finally:
                     worker.stop()
-                print(f"tracing {mode}: {rates[mode]:.1f} orders/s", flush=True)
+                print(f"tracing {mode}: {rates[mode][-1]:.1f} orders/s", flush=True)
         finally:
             sandbox.stop()
             cluster.stop()
             collector.shutdown()
-    print(f"on/off: {rates['otlp'] / rates['off']:.2f}")
+    off, on = (sum(rates[m]) / len(rates[m]) for m in ("off", "otlp"))
+    print(f"mean off {off:.1f}, on {on:.1f} orders/s; on/off: {on / off:.2f}")
 
 
 if __name__ == "__main__":

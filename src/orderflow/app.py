@@ -446,6 +446,7 @@ def build(settings: Settings) -> Orderflow:
     async def start_gateway() -> None:
         described = settings.gateway_description
         log.info("payment gateway: %s", " ".join(described.values()))
+        log.info("tracing: %s (ORDERFLOW_TRACING)", settings.tracing)
         await gateway.get()  # fail fast (in the log) and warm the connection pool
 
     @app.task
