@@ -24,6 +24,7 @@ from typing import Any
 import faust
 from mode import Service
 
+from orderflow import tracing
 from orderflow.agents.dead_letters import DeadLetters
 from orderflow.agents.in_flight import InFlight
 from orderflow.agents.orders import OrderService, StalledOrders
@@ -52,6 +53,7 @@ from orderflow.topics import (
     TOKEN_TOPICS,
     changelog_topic,
 )
+from orderflow.tracing import TracedTopic
 from orderflow.watch import OrderWatch
 from orderflow.web.openapi import openapi_document
 from orderflow.web.orders import LongPolls, OrderApi
@@ -288,6 +290,7 @@ def consumer_lag(app: Any) -> Callable[[], dict[tuple[str, int], int]]:
 def build(settings: Settings) -> Orderflow:
     """Create the Faust app with its topics, tables, agents, timers and views."""
     store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
+    tracing.setup(settings.tracing)  # "off": imports nothing, every hook below is a no-op
     app = FencedApp(
         APP_ID,
         env={},  # Faust's own unprefixed variables (WEB_PORT, BROKER_URL...) must not win
@@ -324,6 +327,7 @@ def build(settings: Settings) -> Orderflow:
         web_port=settings.web_port,
         canonical_url=settings.canonical_url,
         web_tables_enabled=False,  # it would serve raw table data to anyone
+        web_application_options={"middlewares": tracing.server_middlewares()},
         web_graph_enabled=False,
         web_router_enabled=False,
         web_stats_enabled=False,
@@ -361,7 +365,9 @@ def build(settings: Settings) -> Orderflow:
     gateway.before_request = fence.check
 
     # What the agents send is awaited per batch (run_batch) before its offsets can be committed.
-    outputs = {name: DeliveringTopic(topic) for name, topic in topics.items()}
+    # Traced: each record carries its trace context (traceparent header) to its consumer.
+    traced = TracedTopic if tracing.enabled() else (lambda topic: topic)
+    outputs = {name: DeliveringTopic(traced(topic)) for name, topic in topics.items()}
 
     async def publish(topic: str, key: bytes, value: bytes) -> None:
         fence.check()
@@ -440,6 +446,7 @@ def build(settings: Settings) -> Orderflow:
     async def start_gateway() -> None:
         described = settings.gateway_description
         log.info("payment gateway: %s", " ".join(described.values()))
+        log.info("tracing: %s (ORDERFLOW_TRACING)", settings.tracing)
         await gateway.get()  # fail fast (in the log) and warm the connection pool
 
     @app.task
@@ -509,7 +516,7 @@ def build(settings: Settings) -> Orderflow:
         await command_log.close()
 
     long_polls = LongPolls(settings.max_long_polls, settings.max_long_polls_per_client)
-    api = OrderApi(orders, topics[ORDER_COMMANDS], watch, routing, settings.post_wait_s, long_polls,
+    api = OrderApi(orders, traced(topics[ORDER_COMMANDS]), watch, routing, settings.post_wait_s, long_polls,
                    caught_up=progress.caught_up, move_wait_s=settings.move_wait_s,
                    store_wait_s=settings.store_wait_s,
                    token_hash_key=settings.token_hash_key.encode())  # fmt: skip

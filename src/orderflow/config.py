@@ -8,12 +8,17 @@ only these settings decide.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+# What ORDERFLOW_TRACING needs (the `tracing` extra); looked up without being imported.
+_TRACING_MODULES = ("opentelemetry.trace", "opentelemetry.sdk.trace",
+                    "opentelemetry.exporter.otlp.proto.http.trace_exporter")  # fmt: skip
 
 __all__ = ["ConfigError", "Settings", "cluster_problems"]
 
@@ -74,6 +79,24 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
 
 # Addresses that accept connections from anywhere: another worker cannot reach "0.0.0.0".
 _ANY_ADDRESS = ("0.0.0.0", "::", "[::]")
+
+
+def _installed(module: str) -> bool:
+    try:  # finding a submodule imports its parent packages (namespace packages here)
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+def _tracing(env: Mapping[str, str]) -> str:
+    mode = _choice(env, "ORDERFLOW_TRACING", "off", ("off", "console", "otlp"))
+    # Asked for and not installed: refused at start, never silently untraced.
+    if mode != "off" and not all(_installed(m) for m in _TRACING_MODULES):
+        raise ConfigError(
+            f"ORDERFLOW_TRACING={mode} needs the OpenTelemetry packages: "
+            "pip install 'orderflow[tracing]'"
+        )
+    return mode
 
 
 def _gateway_url(env: Mapping[str, str]) -> str:
@@ -175,6 +198,9 @@ class Settings:
     instance_id: str = ""
     log_level: str = "info"
     log_format: str = "text"  # or "json": one JSON object per line
+    # OpenTelemetry (orderflow.tracing): "off", "console" (spans on stdout) or "otlp" (the
+    # standard OTEL_EXPORTER_OTLP_* variables). Needs the `tracing` extra unless off.
+    tracing: str = "off"
     # Long-polls (GET ?wait=S) this worker holds at once, and per client (TCP peer address).
     # Forwarded long-polls count only at the worker the client reached.
     max_long_polls: int = 256
@@ -270,6 +296,7 @@ class Settings:
                 env, "ORDERFLOW_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")
             ),
             log_format=_choice(env, "ORDERFLOW_LOG_FORMAT", cls.log_format, ("text", "json")),
+            tracing=_tracing(env),
             max_long_polls=_int(env, "ORDERFLOW_MAX_LONG_POLLS", cls.max_long_polls),
             max_long_polls_per_client=_int(
                 env, "ORDERFLOW_MAX_LONG_POLLS_PER_CLIENT", cls.max_long_polls_per_client

@@ -20,6 +20,7 @@ from orderflow.records import decode_event, encode_event
 from orderflow.tables import OrderTable
 from orderflow.tables.scan import PartitionScan, elsewhere, order_partition
 from orderflow.topics import ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED
+from orderflow.tracing import consuming
 from orderflow.watch import OrderWatch
 
 __all__ = ["OrderService", "StalledOrders"]
@@ -112,6 +113,10 @@ class OrderService:
         self.on_terminal: Callable[[Order], None] | None = None
 
     async def handle(self, event: Any) -> None:
+        with consuming(event):  # order.created's publish nests under it
+            await self._handle_command_or_result(event)
+
+    async def _handle_command_or_result(self, event: Any) -> None:
         message = event.message
         commands = self.progress if message.topic == ORDER_COMMANDS else None
         if commands is None:

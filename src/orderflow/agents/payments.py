@@ -43,6 +43,7 @@ from orderflow.records import decode_event, decode_json, encode_event
 from orderflow.tables import PaymentTable, bind_event
 from orderflow.tables.scan import PartitionScan, elsewhere
 from orderflow.topics import ORDER_CREATED, PAYMENT_RECONCILE
+from orderflow.tracing import consuming
 
 __all__ = ["PaymentService", "UnknownPayments"]
 
@@ -146,7 +147,8 @@ class PaymentService:
             await self.run_event(event.message.partition, handle, event.message.key)
 
     async def handle(self, event: Any) -> None:
-        await self.dead_letters.guard(event, self._handle)
+        with consuming(event):  # the gateway call and the result's publish nest under it
+            await self.dead_letters.guard(event, self._handle)
 
     async def _handle(self, event: Any) -> None:
         message = event.message

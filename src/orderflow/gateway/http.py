@@ -34,6 +34,7 @@ from orderflow.gateway.base import (
     PermanentGatewayError,
     TransientGatewayError,
 )
+from orderflow.tracing import client_trace_configs
 
 __all__ = [
     "BreakerState",
@@ -217,7 +218,8 @@ class HttpPaymentGateway:
     def _client(self) -> aiohttp.ClientSession:
         # Created on first use, inside the running loop the session will belong to.
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(raise_for_status=False, headers=self._auth)
+            self._session = aiohttp.ClientSession(raise_for_status=False, headers=self._auth,
+                                                  trace_configs=client_trace_configs())  # fmt: skip
         return self._session
 
     async def close(self) -> None:

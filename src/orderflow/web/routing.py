@@ -17,6 +17,7 @@ import aiohttp
 from yarl import URL
 
 from orderflow.config import Settings
+from orderflow.tracing import client_trace_configs
 
 __all__ = ["FORWARDED_HEADER", "SUSPECT_S", "NotReady", "Owner", "OwnerLookup"]
 
@@ -162,7 +163,8 @@ class OwnerLookup:
         session = self._sessions.get(long_poll)
         if session is None or session.closed:
             limit = self.max_long_polls if long_poll else _REQUEST_POOL_SIZE
-            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit))
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit),
+                                            trace_configs=client_trace_configs())  # fmt: skip
             self._sessions[long_poll] = session
         return session
 
