@@ -130,11 +130,11 @@ def test_chunked_body_without_length_is_read_whole(pair: dict[str, Any]) -> None
     assert status == 201, answer
 
 
-def test_chunked_body_over_the_limit_is_json_400(pair: dict[str, Any]) -> None:
+def test_chunked_body_over_the_limit_is_json_413(pair: dict[str, Any]) -> None:
     head = _post_head({"Transfer-Encoding": "chunked"})
     chunk = b"%x\r\n%s\r\n" % (16384, b" " * 16384)
     status, answer = _raw_http(pair["edge"], head, chunk * 5 + b"0\r\n\r\n")
-    assert status == 400
+    assert status == 413
     assert answer["problems"][0]["code"] == "too_large"
 
 
