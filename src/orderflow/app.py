@@ -519,7 +519,8 @@ def build(settings: Settings) -> Orderflow:
     api = OrderApi(orders, traced(topics[ORDER_COMMANDS]), watch, routing, settings.post_wait_s, long_polls,
                    caught_up=progress.caught_up, move_wait_s=settings.move_wait_s,
                    store_wait_s=settings.store_wait_s,
-                   token_hash_key=settings.token_hash_key.encode())  # fmt: skip
+                   token_hash_key=settings.token_hash_key.encode(),
+                   body_read_timeout_s=settings.body_read_timeout_s)  # fmt: skip
 
     liveness = Liveness(
         in_flight, routing.unready_for,

@@ -205,6 +205,9 @@ class Settings:
     # Forwarded long-polls count only at the worker the client reached.
     max_long_polls: int = 256
     max_long_polls_per_client: int = 32
+    # A POST's whole body must arrive within this, or it is answered 408 (a slow client must
+    # not hold a handler for ever).
+    body_read_timeout_s: float = 10.0
     # retention.ms of the topics that carry payment tokens (the command topic, order.created,
     # the dead letters), set when the worker creates them: a token lives there this long.
     token_retention_s: float = 7 * 24 * 3600.0
@@ -298,6 +301,7 @@ class Settings:
             log_format=_choice(env, "ORDERFLOW_LOG_FORMAT", cls.log_format, ("text", "json")),
             tracing=_tracing(env),
             max_long_polls=_int(env, "ORDERFLOW_MAX_LONG_POLLS", cls.max_long_polls),
+            body_read_timeout_s=_float(env, "ORDERFLOW_BODY_READ_TIMEOUT", cls.body_read_timeout_s),
             max_long_polls_per_client=_int(
                 env, "ORDERFLOW_MAX_LONG_POLLS_PER_CLIENT", cls.max_long_polls_per_client
             ),

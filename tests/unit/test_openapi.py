@@ -35,7 +35,7 @@ def test_document_describes_every_endpoint_status_and_header() -> None:
     assert set(paths) == {"/orders", "/orders/{order_id}", "/health", "/ready", "/metrics",
                           "/openapi.json"}  # fmt: skip
     post = paths["/orders"]["post"]
-    assert set(post["responses"]) == {"201", "202", "400", "401", "415", "422", "503"}
+    assert set(post["responses"]) == {"201", "202", "400", "401", "408", "413", "415", "422", "503"}
     assert set(post["responses"]["201"]["headers"]) == {"Location", "Idempotent-Replayed"}
     assert set(post["responses"]["503"]["headers"]) == {"Location", "Retry-After"}
     assert post["parameters"] == [{"$ref": "#/components/parameters/Idempotency-Key"}]

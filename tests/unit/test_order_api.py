@@ -276,12 +276,57 @@ async def test_chunked_body_without_length_is_read_whole() -> None:
     assert response.status == 201, response.body
 
 
-async def test_chunked_body_over_the_limit_is_400_too_large() -> None:
+async def test_chunked_body_over_the_limit_is_413_too_large() -> None:
     api, commands = _post_api("stored")
     chunks = [b" " * 8192] * 9  # 72 KiB, no Content-Length
     response = await api.create(_raw_request(*chunks, length=None))
-    assert response.status == 400
+    assert response.status == 413
     assert response.body["problems"][0]["code"] == "too_large"
+    assert commands.sent == []
+
+
+async def test_declared_length_over_the_limit_is_413_before_reading_the_body() -> None:
+    api, commands = _post_api("stored")
+    # Nothing arrives: the answer must come from the declared length alone.
+    response = await api.create(_raw_request(length=10 * 1024 * 1024))
+    assert response.status == 413
+    assert response.body["problems"][0]["code"] == "too_large"
+    assert commands.sent == []
+
+
+async def test_duplicate_key_in_body_is_400_duplicate_key_not_last_one_wins() -> None:
+    api, commands = _post_api("stored")
+    raw = orjson.dumps(order_body()).replace(
+        b'"sku":"SKU-1"', b'"sku":"SKU-1","quantity":1000,"sku":"SKU-1"')  # fmt: skip
+    assert raw.count(b'"sku"') == 2
+    response = await api.create(_raw_request(raw, length=len(raw)))
+    assert response.status == 400, response.body
+    assert [p["code"] for p in response.body["problems"]] == ["duplicate_key"]
+    assert "sku" in response.body["problems"][0]["message"]
+    assert commands.sent == []
+
+
+class _Trickle(_Segments):
+    """A client that sent a few bytes of its body and then nothing more, for ever."""
+
+    async def read(self, limit: int) -> bytes:
+        if self.segments:
+            return await super().read(limit)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_slow_body_is_408_after_the_read_timeout_not_held_for_ever() -> None:
+    table, watch = _Table(), OrderWatch()
+    commands = _Commands(table, watch, "stored")
+    api = OrderApi(table, commands, watch, _LocalRouting(), 0.3, move_wait_s=0.05,  # type: ignore[arg-type]
+                   body_read_timeout_s=0.2)  # fmt: skip
+    request = _raw_request(length=500)
+    request.content = _Trickle(b'{"customer_id": ')  # type: ignore[assignment]
+    response = await asyncio.wait_for(api.create(request), 10)
+    assert response.status == 408, response.body
+    assert response.body["problems"][0]["code"] == "timeout"
+    assert response.headers.get("Connection") == "close"
     assert commands.sent == []
 
 

@@ -71,9 +71,14 @@ def _post_orders() -> dict[str, Any]:
             "400": _json(
                 "Problems",
                 "The body or a header is invalid (every problem listed); "
-                "also a body that is not JSON, not UTF-8, over 64 KiB or undecodable.",
+                "also a body that is not JSON, not UTF-8 or undecodable.",
             ),
             "401": _UNAUTHORIZED,
+            "408": _json(
+                "Problems",
+                "The body did not arrive in time (`ORDERFLOW_BODY_READ_TIMEOUT`, 10 s by default).",
+            ),
+            "413": _json("Problems", "The body is over 64 KiB (declared or once decoded)."),
             "415": _json("Problems", "A `Content-Encoding` other than gzip, deflate, identity."),
             "422": _json(
                 "Problems",

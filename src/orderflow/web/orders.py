@@ -63,6 +63,33 @@ _ORDER_ID_LENGTH = len("ord_") + 32
 _DECODED_ENCODINGS = frozenset({"", "identity", "gzip", "deflate"})
 
 
+class _DuplicateKey(Exception):
+    """A JSON object names one member twice."""
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise _DuplicateKey(name)
+        seen.add(name)
+    return dict(pairs)
+
+
+def _duplicate_key(raw: bytes) -> str | None:
+    """A member named twice in one object of ``raw`` (already parsed as valid JSON), or None.
+
+    orjson keeps the last one silently; a proxy or a log reader that keeps the first would see
+    another order than the one placed, so such a body is refused (RFC 8259: names SHOULD be
+    unique). A second parse, of at most MAX_BODY_BYTES.
+    """
+    try:
+        json.loads(raw, object_pairs_hook=_unique_members)
+    except _DuplicateKey as twice:
+        return str(twice.args[0])
+    return None
+
+
 def order_id_for_key(idempotency_key: str) -> str:
     """The order id an Idempotency-Key stands for: the same key always names the same order."""
     return "ord_" + uuid.uuid5(_KEY_NAMESPACE, idempotency_key).hex
@@ -217,8 +244,10 @@ class OrderApi:
         move_wait_s: float = Settings.move_wait_s,
         store_wait_s: float | None = None,
         token_hash_key: bytes = b"",
+        body_read_timeout_s: float = Settings.body_read_timeout_s,
     ) -> None:
         self.orders = orders
+        self.body_read_timeout_s = body_read_timeout_s
         self.token_hash_key = token_hash_key
         self.commands = commands
         self.watch = watch
@@ -471,28 +500,39 @@ class OrderApi:
                 "Content-Encoding", "unsupported", "supported: gzip, deflate, identity")])  # fmt: skip
         length = request.content_length
         if length is not None and length > MAX_BODY_BYTES:
-            return None, _problems(400, "invalid_request", [too_large])
+            return None, _problems(413, "invalid_request", [too_large])
         # read(n) returns what has arrived so far: read until the end (chunked bodies have no
         # Content-Length), and never more than one byte past the limit.
         chunks: list[bytes] = []
         size = 0
         try:
-            while size <= MAX_BODY_BYTES:
-                chunk = await request.content.read(MAX_BODY_BYTES + 1 - size)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
+            # A client trickling its body must not hold this handler (and its memory) for ever.
+            async with asyncio.timeout(self.body_read_timeout_s):
+                while size <= MAX_BODY_BYTES:
+                    chunk = await request.content.read(MAX_BODY_BYTES + 1 - size)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
         except RequestPayloadError as exc:  # bad gzip/deflate data, a broken chunked encoding
             where = "Content-Encoding" if encoding not in ("", "identity") else "$"
             return None, _problems(400, "invalid_request", [Problem(
                 where, "undecodable", f"the body could not be read: {exc}")])  # fmt: skip
-        if size > MAX_BODY_BYTES:
-            return None, _problems(400, "invalid_request", [too_large])
+        except TimeoutError:
+            slow = _problems(408, "invalid_request", [Problem("$", "timeout",
+                f"the body did not arrive within {self.body_read_timeout_s:g} s")])  # fmt: skip
+            # The rest of the body may still come: the connection cannot be reused.
+            return None, ApiResponse(slow.status, slow.body, {"Connection": "close"})
+        if size > MAX_BODY_BYTES:  # 413 Content Too Large (RFC 9110), with our JSON body
+            return None, _problems(413, "invalid_request", [too_large])
         raw = b"".join(chunks)
         request["raw_body"] = raw
         try:
-            return orjson.loads(raw), None  # also refuses bytes that are not UTF-8
+            body = orjson.loads(raw)  # also refuses bytes that are not UTF-8
         except orjson.JSONDecodeError:
             return None, _problems(400, "invalid_request", [
                 Problem("$", "invalid_json", "the body is not valid JSON (UTF-8)")])  # fmt: skip
+        if (twice := _duplicate_key(raw)) is not None:
+            return None, _problems(400, "invalid_request", [Problem("$", "duplicate_key",
+                f"the member {twice!r} appears twice in one object")])  # fmt: skip
+        return body, None
