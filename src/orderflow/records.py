@@ -96,6 +96,8 @@ def order_to_bytes(order: Order) -> bytes:
     data.update(payment_token=order.payment_token, fingerprint=order.fingerprint,
                 request_id=order.request_id, charge_id=order.charge_id,
                 decline=_decline_to_dict(order.decline))  # fmt: skip
+    if order.client_id:
+        data["client_id"] = order.client_id
     del data["payment"]
     return orjson.dumps(data)
 
@@ -116,6 +118,7 @@ def order_from_bytes(raw: bytes) -> Order:
         request_id=data["request_id"],
         charge_id=data.get("charge_id"),
         decline=_decline_from(data.get("decline")),
+        client_id=data.get("client_id") or "",
     )
 
 

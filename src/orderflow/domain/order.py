@@ -50,10 +50,12 @@ class Order:
     request_id: str
     charge_id: str | None = None
     decline: Decline | None = None
+    client_id: str = ""  # the API client that placed it; "": before API keys (no owner)
 
     def created_event(self) -> OrderCreated:
         return OrderCreated(self.order_id, self.customer_id, self.currency, self.amount,
-                            self.items, self.payment_token, self.created_at)  # fmt: skip
+                            self.items, self.payment_token, self.created_at,
+                            self.client_id)  # fmt: skip
 
 
 class PlacementKind(enum.Enum):
@@ -94,6 +96,7 @@ def place_order(existing: Order | None, command: PlaceOrder) -> Placement:
             updated_at=command.occurred_at,
             fingerprint=command.fingerprint,
             request_id=command.request_id,
+            client_id=command.client_id,
         )
         return Placement(PlacementKind.CREATED, order, order.created_event())
     if existing.fingerprint != command.fingerprint:

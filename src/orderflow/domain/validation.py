@@ -92,6 +92,14 @@ def _amount(item: dict[str, Any], key: str, path: str, limit: int, problems: lis
     return int(value)
 
 
+def _unknown(
+    body: dict[str, Any], known: tuple[str, ...], prefix: str, problems: list[Problem]
+) -> None:
+    """Each field not in ``known`` is refused by its path (``items[0].colour``)."""
+    for key in sorted(set(body) - set(known)):
+        problems.append(Problem(f"{prefix}{key}", "unknown_field", "is not a known field"))
+
+
 def _items(body: dict[str, Any], problems: list[Problem]) -> tuple[LineItem, ...]:
     if "items" not in body:
         problems.append(Problem("items", "missing", "is required"))
@@ -115,6 +123,7 @@ def _items(body: dict[str, Any], problems: list[Problem]) -> tuple[LineItem, ...
         sku = _string(item, "sku", f"{path}.sku", _ID_PATTERN, problems)
         quantity = _amount(item, "quantity", f"{path}.quantity", MAX_QUANTITY, problems)
         unit = _amount(item, "unit_amount", f"{path}.unit_amount", MAX_UNIT_AMOUNT, problems)
+        _unknown(item, ("sku", "quantity", "unit_amount"), f"{path}.", problems)
         items.append(LineItem(sku, quantity, unit))
     return tuple(items)
 
@@ -141,8 +150,8 @@ def validate_order_request(body: Any) -> OrderRequest | list[Problem]:
         problems.append(Problem("payment", "type", "must be an object"))
     else:
         token = _string(payment, "token", "payment.token", _TOKEN_PATTERN, problems)
-    unknown = sorted(set(body) - {"customer_id", "currency", "items", "payment"})
-    problems.extend(Problem(key, "unknown_field", "is not a known field") for key in unknown)
+        _unknown(payment, ("token",), "payment.", problems)
+    _unknown(body, ("customer_id", "currency", "items", "payment"), "", problems)
     if not problems:
         request = OrderRequest(customer_id, str(currency), items, token)
         if request.amount > MAX_AMOUNT:
