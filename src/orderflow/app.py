@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 import faust
+from mode import Service
 
 from orderflow.agents.dead_letters import DeadLetters
 from orderflow.agents.in_flight import InFlight
@@ -33,6 +34,7 @@ from orderflow.delivery import CHANGELOG, UNDELIVERABLE, DeliveringTopic, run_ba
 from orderflow.fencing import Fence, FencedSender
 from orderflow.gateway.base import PaymentGateway
 from orderflow.health import Liveness
+from orderflow.keychains import KeyChains
 from orderflow.replay.faust_commands import register_commands
 from orderflow.tables import OrderTable, PaymentTable
 from orderflow.tables.local_state import LocalState, LocalStateGuard
@@ -48,6 +50,7 @@ from orderflow.topics import (
     changelog_topic,
 )
 from orderflow.watch import OrderWatch
+from orderflow.web.auth import Authenticator
 from orderflow.web.orders import LongPolls, OrderApi
 from orderflow.web.routing import OwnerLookup
 from orderflow.web.views import register_views
@@ -160,6 +163,17 @@ def _bootstrap_servers(settings: Settings) -> list[str]:
     return [hp.strip() for hp in settings.kafka_bootstrap.split(",") if hp.strip()]
 
 
+class ConfigCheck(Service):
+    """Runs a configuration check when the worker starts (before any store or consumer)."""
+
+    def __init__(self, check: Callable[[], None], **kwargs: Any) -> None:
+        self.check = check
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        self.check()
+
+
 def build(settings: Settings) -> Orderflow:
     """Create the Faust app with its topics, tables, agents, timers and views."""
     store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
@@ -242,8 +256,11 @@ def build(settings: Settings) -> Orderflow:
     command_log = CommandLog(_bootstrap_servers(settings), ORDER_COMMANDS)
     progress = CommandProgress(settings.partitions, committed_offsets(app, ORDER_COMMANDS),
                                command_log)  # fmt: skip
+    auth = Authenticator.from_settings(settings)
+    chains = KeyChains(auth.secret, settings.partitions, settings.idempotency_retention_s)
     order_service = OrderService(orders, FencedSender(outputs[ORDER_CREATED], fence),
-                                 dead_letters, watch, stalled, progress=progress)  # fmt: skip
+                                 dead_letters, watch, stalled, progress=progress,
+                                 chains=chains)  # fmt: skip
 
     payment_service = PaymentService(payments, gateway.get, publish, dead_letters, unknown)
     payment_service.run_event = fence.run  # a revocation fences the batch's writes
@@ -343,6 +360,14 @@ def build(settings: Settings) -> Orderflow:
         watch.notify_all()  # waiting GETs re-check that they still own their order
 
     @app.on_worker_init.connect  # type: ignore[arg-type]
+    def refuse_open_api(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Fail closed: a worker with no API keys (and no explicit ORDERFLOW_API_AUTH=none) or no
+        # cluster secret does not start. Checked when the app service starts (`worker`), not at
+        # import: CLI commands that import the app (trace, replay) need no keys.
+        if not any(isinstance(c, ConfigCheck) for c in app._children):
+            app.add_dependency(ConfigCheck(auth.check))
+
+    @app.on_worker_init.connect  # type: ignore[arg-type]
     def guard_local_state(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Sent for every CLI command (twice), but the guard acts only when the app service
         # starts, i.e. in `worker`: RocksDB is trusted after a clean stop only (local_state).
@@ -362,7 +387,7 @@ def build(settings: Settings) -> Orderflow:
     long_polls = LongPolls(settings.max_long_polls, settings.max_long_polls_per_client)
     api = OrderApi(orders, topics[ORDER_COMMANDS], watch, routing, settings.post_wait_s, long_polls,
                    caught_up=progress.caught_up, move_wait_s=settings.move_wait_s,
-                   store_wait_s=settings.store_wait_s)  # fmt: skip
+                   store_wait_s=settings.store_wait_s, auth=auth, chains=chains)  # fmt: skip
 
     liveness = Liveness(
         in_flight, routing.unready_for,
@@ -378,7 +403,7 @@ def build(settings: Settings) -> Orderflow:
         settings.stuck_after_s, settings.recovery_deadline_s,
     )  # fmt: skip
 
-    register_views(app, api, routing, liveness.check)
+    register_views(app, api, routing, liveness.check, auth)
     register_commands(app)  # replay / trace / dlq as `faust -A orderflow.app <command>`
     return Orderflow(settings, app, orders, payments, order_service, payment_service, gateway,
                      topics)  # fmt: skip

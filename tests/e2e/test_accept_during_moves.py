@@ -11,9 +11,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from orderflow.web.orders import order_id_for_key
-from orderflow.web.routing import FORWARDED_HEADER
-from tests.harness import http_json, poll_until, start_sandbox, start_worker
+from tests.harness import (
+    forwarded_headers,
+    http_json,
+    key_order_id,
+    poll_until,
+    start_sandbox,
+    start_worker,
+)  # fmt: skip
 from tests.invariants import assert_orders_settled_once
 from tests.orders_client import get_terminal, ledger_stats, order_body, place
 
@@ -29,8 +34,9 @@ def _post(url: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, 
 
 def _owned_by(url: str, key: str) -> bool:
     """Whether the worker at ``url`` owns the key's order (a forwarded GET is never forwarded)."""
-    status, _, _ = http_json("GET", f"{url}/orders/{order_id_for_key(key)}",
-                             headers={FORWARDED_HEADER: "1"})  # fmt: skip
+    order_id = key_order_id(key)
+    status, _, _ = http_json("GET", f"{url}/orders/{order_id}",
+                             headers=forwarded_headers("GET", f"/orders/{order_id}"))  # fmt: skip
     return status in (200, 404)
 
 
@@ -80,7 +86,7 @@ def test_posts_during_a_rebalance_and_after_an_owner_sigkill_are_accepted_durabl
         orphans = [(key, *_post(url, key)) for key in keys]
         assert [status for _, status, _ in orphans] == [202] * 5, orphans
         for key, _, answer in orphans:
-            assert answer["order_id"] == order_id_for_key(key)
+            assert answer["order_id"] == key_order_id(key)
         # The same key with another body while nobody can decide: accepted, then 422 once the
         # owner (the first worker, after the rebalance) has read both commands.
         reused = keys[0]
@@ -92,7 +98,7 @@ def test_posts_during_a_rebalance_and_after_an_owner_sigkill_are_accepted_durabl
         accepted |= {answer["order_id"] for _, _, answer in orphans}
         finals = {order_id: get_terminal(url, order_id) for order_id in accepted}
         assert {f["status"] for f in finals.values()} == {"PAID"}
-        assert finals[order_id_for_key(reused)]["customer_id"] == order_body()["customer_id"]
+        assert finals[key_order_id(reused)]["customer_id"] == order_body()["customer_id"]
         per_order = ledger_stats(gateway)["per_order"]
         assert all(per_order.get(order_id) == 1 for order_id in accepted)
         assert_orders_settled_once(kafka_bootstrap, accepted)

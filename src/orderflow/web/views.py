@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 from faust.web import View
 
-from orderflow.web.orders import ApiResponse, OrderApi
+from orderflow.web.auth import Authenticator
+from orderflow.web.orders import UNAUTHORIZED, ApiResponse, OrderApi
 from orderflow.web.routing import OwnerLookup
 
 __all__ = ["register_views"]
@@ -26,8 +27,16 @@ def _respond(view: View, response: ApiResponse) -> Any:
 HealthCheck = Callable[[], tuple[int, dict[str, Any]]]
 
 
-def register_views(app: Any, api: OrderApi, routing: OwnerLookup, health: HealthCheck) -> None:
+def register_views(
+    app: Any, api: OrderApi, routing: OwnerLookup, health: HealthCheck,
+    auth: Authenticator | None = None,
+) -> None:  # fmt: skip
     """Mount the HTTP API on the worker's web server."""
+    auth = auth or api.auth
+
+    def refused(endpoint: str, request: Any) -> bool:
+        """An endpoint not in ORDERFLOW_OPEN_ENDPOINTS needs an API key like /orders."""
+        return not auth.is_open(endpoint) and auth.caller(request) is None
 
     @app.page("/orders")
     class OrderCollection(View):  # type: ignore[misc]
@@ -48,6 +57,8 @@ def register_views(app: Any, api: OrderApi, routing: OwnerLookup, health: Health
         """Liveness: 200 while every agent moves on; 503 naming an agent stuck on one event."""
 
         async def get(self, request: Any) -> Any:
+            if refused("health", request):
+                return _respond(self, UNAUTHORIZED)
             status, body = health()
             return self.json(body, status=status)
 
@@ -56,6 +67,8 @@ def register_views(app: Any, api: OrderApi, routing: OwnerLookup, health: Health
         """Readiness: partitions assigned and tables recovered (503 otherwise)."""
 
         async def get(self, request: Any) -> Any:
+            if refused("ready", request):
+                return _respond(self, UNAUTHORIZED)
             if routing.is_ready():
                 return self.json({"status": "ready"})
             return self.json({"status": "not_ready"}, status=503, headers={"Retry-After": "1"})
