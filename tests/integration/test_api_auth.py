@@ -15,9 +15,12 @@ from typing import Any
 
 import pytest
 
+from orderflow.domain.auth import hash_key
 from tests.harness import (
     OTHER_API_KEY,
     OTHER_CLIENT,
+    TEST_API_KEY,
+    TEST_CLUSTER_SECRET,
     ManagedProcess,
     auth_headers,
     forwarded_headers,
@@ -146,3 +149,28 @@ def test_unknown_fields_inside_items_and_payment_are_400_by_path(pair: list[str]
     status, answer, _ = http_json("POST", f"{pair[0]}/orders", body)
     assert status == 400
     assert {p["field"] for p in answer["problems"]} == {"items[0].colour", "payment.cvc"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        pytest.param({"ORDERFLOW_API_KEYS_FILE": ""}, "ORDERFLOW_API_KEYS_FILE", id="no-keys"),
+        pytest.param(
+            {"ORDERFLOW_CLUSTER_SECRET": "short"}, "ORDERFLOW_CLUSTER_SECRET", id="short-secret"
+        ),
+    ],
+)
+def test_a_worker_without_keys_or_secret_refuses_to_start_naming_the_variable(
+    kafka_bootstrap: str, tmp_path: Path, extra: dict[str, str], named: str
+) -> None:
+    worker = start_worker(tmp_path, kafka_bootstrap, "http://127.0.0.1:9", extra=extra,
+                          wait_ready=False)  # fmt: skip
+    try:
+        poll_until(lambda: not worker.alive, 90, 0.2, "the worker to refuse to start")
+        assert worker.proc is not None and worker.proc.returncode != 0
+        log = worker.log_tail(200_000)
+        assert named in log, log[-3000:]
+        # No secret material in the refusal.
+        assert TEST_CLUSTER_SECRET not in log and hash_key(TEST_API_KEY) not in log
+    finally:
+        worker.stop()
