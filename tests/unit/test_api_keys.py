@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from orderflow.domain.auth import (
@@ -58,3 +60,40 @@ def test_a_forward_signature_binds_every_part_and_expires() -> None:
     assert not verify_forward(SECRET, "GET", "/orders", "shop-a", b"{}", ts, sig, now=1000.0)
     assert not verify_forward(SECRET, "POST", "/orders?x", "shop-a", b"{}", ts, sig, now=1000.0)
     assert not verify_forward(SECRET, "POST", "/orders", "shop-a", b"{}", "nan", sig, now=1000.0)
+
+
+def test_settings_read_auth_retention_and_open_endpoints() -> None:
+    from orderflow.config import ConfigError, Settings
+
+    settings = Settings.from_env({
+        "ORDERFLOW_IDEMPOTENCY_RETENTION": "30m", "ORDERFLOW_OPEN_ENDPOINTS": "health, metrics",
+        "ORDERFLOW_CLUSTER_SECRET": "s" * 40,
+    })  # fmt: skip
+    assert settings.idempotency_retention_s == 1800.0
+    assert settings.open_endpoints == ("health", "metrics")
+    assert "s" * 40 not in repr(settings)  # the secret never reaches a log line via repr
+    assert Settings.from_env({}).idempotency_retention_s == 86400.0
+    assert Settings.from_env({}).api_auth == "keys"
+    with pytest.raises(ConfigError, match="ORDERFLOW_IDEMPOTENCY_RETENTION"):
+        Settings.from_env({"ORDERFLOW_IDEMPOTENCY_RETENTION": "forever"})
+
+
+def test_authenticator_fails_closed_and_names_what_is_missing(tmp_path: Path) -> None:
+    from orderflow.config import ConfigError, Settings
+    from orderflow.web.auth import Authenticator
+
+    with pytest.raises(ConfigError, match=r"ORDERFLOW_API_KEYS_FILE.*ORDERFLOW_CLUSTER_SECRET"):
+        Authenticator.from_settings(Settings()).check()
+    keys = tmp_path / "keys"
+    keys.write_text("shop-a sha256:" + "0" * 64 + "\n")
+    good = Settings(api_keys_file=keys, cluster_secret="x" * 32)
+    Authenticator.from_settings(good).check()
+    assert Authenticator.from_settings(good).is_open("health")
+    assert not Authenticator.from_settings(good).is_open("orders")
+    keys.write_text("shop-a 0000\n")
+    with pytest.raises(ConfigError, match="line 1"):
+        Authenticator.from_settings(good).check()
+    # The development opt-out: open, but only when asked for.
+    opened = Authenticator.from_settings(Settings(api_auth="none"))
+    opened.check()
+    assert not opened.enabled and opened.is_open("orders")
