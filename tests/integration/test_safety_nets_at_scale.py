@@ -36,7 +36,14 @@ from orderflow.topics import (
     PAYMENT_RECONCILE,
     changelog_topic,
 )
-from tests.harness import ManagedProcess, http_json, poll_until, start_sandbox, start_worker
+from tests.harness import (
+    TEST_CLIENT,
+    ManagedProcess,
+    http_json,
+    poll_until,
+    start_sandbox,
+    start_worker,
+)  # fmt: skip
 from tests.orders_client import get_terminal, ledger_stats
 
 _TOPICS = (ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED, PAYMENT_RECONCILE,
@@ -47,8 +54,9 @@ _NUDGE = "still PENDING: publishing order.created again"
 
 def _order(order_id: str, status: OrderStatus, updated: float) -> Order:
     at = rfc3339(updated)
+    # (owned by the test client: with API keys on, an order with no owner is nobody's to read)
     return Order(order_id, "c-1", "EUR", (LineItem("SKU-1", 1, 500),), 500, "tok_visa", status,
-                 at, at, "fingerprint", "request")  # fmt: skip
+                 at, at, "fingerprint", "request", client_id=TEST_CLIENT)  # fmt: skip
 
 
 async def _create_topics(bootstrap: str) -> None:
