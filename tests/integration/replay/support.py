@@ -154,7 +154,8 @@ def place(order_id: str, token: str = "tok_visa") -> bytes:
 
 
 def created(order_id: str, token: str = "tok_visa", amount: int = AMOUNT) -> bytes:
-    return encode_event(OrderCreated(order_id, "cust-1", "EUR", amount, ITEMS, token, T_NOW))
+    return encode_event(OrderCreated(order_id, "cust-1", "EUR", amount, ITEMS, token, T_NOW,
+                                     TEST_CLIENT))  # fmt: skip
 
 
 def completed(order_id: str, amount: int = AMOUNT) -> bytes:
