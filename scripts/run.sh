@@ -15,14 +15,38 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A development API key and cluster secret, made once under .run/ (a real deployment configures
+# its own: ORDERFLOW_API_KEYS_FILE with `orderflow api-key new CLIENT_ID`, ORDERFLOW_CLUSTER_SECRET).
+mkdir -p .run
+if [ -z "${ORDERFLOW_API_KEYS_FILE:-}" ]; then
+  if [ ! -s .run/dev-api-key ] || [ ! -s .run/api-keys ]; then
+    rm -f .run/api-keys
+    "$PY" -m orderflow api-key new dev --keys-file .run/api-keys > .run/dev-api-key
+  fi
+  export ORDERFLOW_API_KEYS_FILE=.run/api-keys
+  api_key="$(cat .run/dev-api-key)"
+else
+  api_key="<your API key>"
+fi
+if [ -z "${ORDERFLOW_CLUSTER_SECRET:-}" ]; then
+  if [ ! -s .run/cluster-secret ]; then
+    "$PY" -c 'import secrets; print(secrets.token_hex(32))' > .run/cluster-secret
+  fi
+  ORDERFLOW_CLUSTER_SECRET="$(cat .run/cluster-secret)"
+  export ORDERFLOW_CLUSTER_SECRET
+fi
+chmod 600 .run/dev-api-key .run/cluster-secret 2>/dev/null || true
+
 cat <<MSG
 
-orderflow worker starting on http://127.0.0.1:${port} (Ctrl-C stops it). Try:
+orderflow worker starting on http://127.0.0.1:${port} (Ctrl-C stops it).
+Development API key (client "dev", kept in .run/dev-api-key): ${api_key}
+Try:
 
   curl -s -XPOST http://127.0.0.1:${port}/orders -H 'Content-Type: application/json' \\
-       -H 'Idempotency-Key: demo-1' \\
+       -H "Authorization: Bearer ${api_key}" -H 'Idempotency-Key: demo-1' \\
        -d '{"customer_id":"c-1","currency":"EUR","items":[{"sku":"SKU-1","quantity":2,"unit_amount":1999}],"payment":{"token":"tok_visa"}}'
-  curl -s 'http://127.0.0.1:${port}/orders/<order_id>?wait=5'
+  curl -s -H "Authorization: Bearer ${api_key}" 'http://127.0.0.1:${port}/orders/<order_id>?wait=5'
 
 MSG
 # The embedded sandbox gateway approves test tokens and takes no money: asked for by name.

@@ -21,19 +21,70 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from orderflow.domain.auth import hash_key, new_api_key, sign_forward
+from orderflow.domain.idempotency import order_id_for_key
+from orderflow.web.auth import CLIENT_HEADER, FORWARDED_HEADER
 
 __all__ = [
     "GATEWAY_KEYS",
+    "OTHER_API_KEY",
+    "OTHER_CLIENT",
+    "TEST_API_KEY",
+    "TEST_CLIENT",
+    "TEST_CLUSTER_SECRET",
     "TEST_KEY_TTL_S",
     "ManagedProcess",
+    "auth_headers",
+    "forwarded_headers",
     "free_port",
     "http_json",
+    "key_order_id",
     "poll_until",
     "start_sandbox",
     "start_worker",
+    "write_keys_file",
 ]
 
 T = TypeVar("T")
+
+# One pair of API keys and one cluster secret per test run: every worker a test starts gets them
+# (start_worker), and http_json sends TEST_API_KEY to /orders unless told otherwise.
+TEST_CLIENT = "test-client"
+TEST_API_KEY = new_api_key()
+OTHER_CLIENT = "other-client"
+OTHER_API_KEY = new_api_key()
+TEST_CLUSTER_SECRET = secrets.token_hex(32)
+
+
+def auth_headers(key: str = TEST_API_KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def key_order_id(key: str, client_id: str = TEST_CLIENT) -> str:
+    """The order id (generation 0) a test client's Idempotency-Key names."""
+    return order_id_for_key(TEST_CLUSTER_SECRET.encode(), client_id, key)
+
+
+def forwarded_headers(method: str, path_qs: str, client_id: str = TEST_CLIENT) -> dict[str, str]:
+    """The headers of a request a worker forwards (signed with the cluster secret): the worker
+    receiving it answers itself, never forwards it again (503 when it does not own the order)."""
+    timestamp, signature = sign_forward(
+        TEST_CLUSTER_SECRET.encode(), method, path_qs, client_id, b"", time.time()
+    )
+    return {FORWARDED_HEADER: f"{timestamp} {signature}", CLIENT_HEADER: client_id}
+
+
+def write_keys_file(directory: Path) -> Path:
+    """The keys file of the test clients (hashes only), in ``directory``."""
+    path = directory / "api-keys"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# test clients\n{TEST_CLIENT} {hash_key(TEST_API_KEY)}\n"
+                        f"{OTHER_CLIENT} {hash_key(OTHER_API_KEY)}\n")  # fmt: skip
+    return path
+
 
 # Every process a test started: the session's last fixture stops any a failing test left behind.
 STARTED: list[ManagedProcess] = []
@@ -66,12 +117,21 @@ def http_json(
     method: str, url: str, body: Any = None, headers: Mapping[str, str] | None = None,
     timeout: float = 35.0,
 ) -> tuple[int, Any, dict[str, str]]:  # fmt: skip
-    """A small blocking HTTP client: (status, decoded JSON or None, headers)."""
+    """A small blocking HTTP client: (status, decoded JSON or None, headers).
+
+    Requests to ``/orders`` carry the test client's API key unless ``headers`` names an
+    ``Authorization`` (an empty one: no header at all).
+    """
     data = (
         body if isinstance(body, bytes) else (None if body is None else json.dumps(body).encode())
     )
-    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
-    if data is not None:
+    sent = dict(headers or {})
+    if "Authorization" not in sent and urlsplit(url).path.startswith("/orders"):
+        sent.update(auth_headers())
+    if sent.get("Authorization") == "":
+        del sent["Authorization"]
+    request = urllib.request.Request(url, data=data, method=method, headers=sent)
+    if data is not None and "Content-Type" not in sent:
         request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -221,6 +281,8 @@ def start_worker(
         # The tests read the stored order from the POST's answer (201): a loaded CI machine
         # must not turn it into a 202 (the chaos rig keeps the default).
         "ORDERFLOW_STORE_WAIT": "10",
+        "ORDERFLOW_API_KEYS_FILE": str(write_keys_file(tmp)),
+        "ORDERFLOW_CLUSTER_SECRET": TEST_CLUSTER_SECRET,
         **(extra or {}),
     })  # fmt: skip
     proc = ManagedProcess(

@@ -36,9 +36,15 @@ def order_body(
     }
 
 
+def _auth(api_key: str | None) -> dict[str, str]:
+    """No header: http_json sends the test client's key; else this key."""
+    return {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
+
+
 def place(
-    base_url: str, body: dict[str, Any], key: str | None = None, timeout: float = 60
-) -> dict[str, Any]:
+    base_url: str, body: dict[str, Any], key: str | None = None, timeout: float = 60,
+    api_key: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """POST /orders until it answers 201: 503 (not stored durably) and 202 (accepted durably, not
     stored yet: a rebalance) are retried with the same key, as the API tells clients to."""
     key = key or f"test-{uuid.uuid4()}"
@@ -46,7 +52,7 @@ def place(
     while True:
         try:
             status, answer, _ = http_json(
-                "POST", f"{base_url}/orders", body, {"Idempotency-Key": key}
+                "POST", f"{base_url}/orders", body, {"Idempotency-Key": key, **_auth(api_key)}
             )
         except OSError:
             status, answer = 0, None
@@ -57,13 +63,17 @@ def place(
         time.sleep(0.2)
 
 
-def get_terminal(base_url: str, order_id: str, timeout: float = 90) -> dict[str, Any]:
+def get_terminal(
+    base_url: str, order_id: str, timeout: float = 90, api_key: str | None = None
+) -> dict[str, Any]:
     """GET the order with long-poll until it is PAID or PAYMENT_FAILED."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         try:
-            status, last, _ = http_json("GET", f"{base_url}/orders/{order_id}?wait=10")
+            status, last, _ = http_json(
+                "GET", f"{base_url}/orders/{order_id}?wait=10", headers=_auth(api_key)
+            )
         except OSError:
             status = 0
         if status == 200 and last["status"] in ("PAID", "PAYMENT_FAILED"):

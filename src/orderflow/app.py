@@ -36,6 +36,7 @@ from orderflow.delivery import CHANGELOG, UNDELIVERABLE, DeliveringTopic, run_ba
 from orderflow.fencing import Fence, FencedSender
 from orderflow.gateway.base import PaymentGateway
 from orderflow.health import Liveness
+from orderflow.keychains import KeyChains
 from orderflow.logs import logging_config, order_context
 from orderflow.metrics import Metrics, metered
 from orderflow.replay.faust_commands import register_commands
@@ -55,6 +56,7 @@ from orderflow.topics import (
 )
 from orderflow.tracing import TracedTopic
 from orderflow.watch import OrderWatch
+from orderflow.web.auth import Authenticator
 from orderflow.web.openapi import openapi_document
 from orderflow.web.orders import LongPolls, OrderApi
 from orderflow.web.routing import OwnerLookup
@@ -287,6 +289,28 @@ def consumer_lag(app: Any) -> Callable[[], dict[tuple[str, int], int]]:
     return lag
 
 
+_ENDPOINT_PATHS = {"health": "/health", "ready": "/ready", "metrics": "/metrics",
+                   "openapi": "/openapi.json"}  # fmt: skip
+
+
+def _open_paths(settings: Settings) -> frozenset[str]:
+    """The paths served without an API key, as the OpenAPI document must say."""
+    if settings.api_auth == "none":
+        return frozenset(_ENDPOINT_PATHS.values())
+    return frozenset(_ENDPOINT_PATHS[e] for e in settings.open_endpoints if e in _ENDPOINT_PATHS)
+
+
+class ConfigCheck(Service):
+    """Runs a configuration check when the worker starts (before any store or consumer)."""
+
+    def __init__(self, check: Callable[[], None], **kwargs: Any) -> None:
+        self.check = check
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        self.check()
+
+
 def build(settings: Settings) -> Orderflow:
     """Create the Faust app with its topics, tables, agents, timers and views."""
     store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
@@ -378,8 +402,11 @@ def build(settings: Settings) -> Orderflow:
     command_log = CommandLog(_bootstrap_servers(settings), ORDER_COMMANDS)
     progress = CommandProgress(settings.partitions, committed_offsets(app, ORDER_COMMANDS),
                                command_log)  # fmt: skip
+    auth = Authenticator.from_settings(settings)
+    chains = KeyChains(auth.secret, settings.partitions, settings.idempotency_retention_s)
     order_service = OrderService(orders, FencedSender(outputs[ORDER_CREATED], fence),
-                                 dead_letters, watch, stalled, progress=progress)  # fmt: skip
+                                 dead_letters, watch, stalled, progress=progress,
+                                 chains=chains)  # fmt: skip
     order_service.on_created = metrics.order_created
     order_service.on_terminal = metrics.order_terminal
 
@@ -496,6 +523,14 @@ def build(settings: Settings) -> Orderflow:
         watch.notify_all()  # waiting GETs re-check that they still own their order
 
     @app.on_worker_init.connect  # type: ignore[arg-type]
+    def refuse_open_api(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Fail closed: a worker with no API keys (and no explicit ORDERFLOW_API_AUTH=none) or no
+        # cluster secret does not start. Checked when the app service starts (`worker`), not at
+        # import: CLI commands that import the app (trace, replay) need no keys.
+        if not any(isinstance(c, ConfigCheck) for c in app._children):
+            app.add_dependency(ConfigCheck(auth.check))
+
+    @app.on_worker_init.connect  # type: ignore[arg-type]
     def guard_local_state(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Sent for every CLI command (twice), but the guard acts only when the app service
         # starts, i.e. in `worker`: RocksDB is trusted after a clean stop only (local_state).
@@ -520,7 +555,8 @@ def build(settings: Settings) -> Orderflow:
                    caught_up=progress.caught_up, move_wait_s=settings.move_wait_s,
                    store_wait_s=settings.store_wait_s,
                    token_hash_key=settings.token_hash_key.encode(),
-                   body_read_timeout_s=settings.body_read_timeout_s)  # fmt: skip
+                   body_read_timeout_s=settings.body_read_timeout_s, auth=auth,
+                   chains=chains)  # fmt: skip
 
     liveness = Liveness(
         in_flight, routing.unready_for,
@@ -536,8 +572,9 @@ def build(settings: Settings) -> Orderflow:
         settings.stuck_after_s, settings.recovery_deadline_s,
     )  # fmt: skip
 
-    register_views(app, api, routing, liveness.check, metrics, openapi_document(),
-                   settings.gateway_description)  # fmt: skip
+    register_views(app, api, routing, liveness.check, metrics,
+                   openapi_document(open_paths=_open_paths(settings)), settings.gateway_description,
+                   auth)  # fmt: skip
     register_commands(app)  # replay / trace / dlq as `faust -A orderflow.app <command>`
     return Orderflow(settings, app, orders, payments, order_service, payment_service, gateway,
                      topics, metrics)  # fmt: skip

@@ -4,6 +4,7 @@
     orderflow sandbox-gateway --port P --db F   the sandbox payment gateway on its own
     orderflow kafka up|down|status|logs         the local development broker
     orderflow leave-group INSTANCE_ID           a static worker stopped for good leaves the group
+    orderflow api-key new CLIENT_ID             an API key for a client (printed once, stored hashed)
     orderflow replay|trace|dlq ...              debugging: re-read events, trace an order,
                                                 dead letters (``orderflow.replay``)
     orderflow <any faust command>               e.g. `orderflow agents`, app commands
@@ -34,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orderflow.membership import main as leave_main
 
         return leave_main(args[1:])
+    if args and args[0] == "api-key":
+        from orderflow.apikeys import main as api_key_main
+
+        return api_key_main(args[1:])
     if args and args[0] in ("replay", "trace", "dlq"):
         from orderflow.replay.cli import main as debug_main
 

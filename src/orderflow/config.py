@@ -133,6 +133,28 @@ def _public_url(url: str) -> str:
     return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)")
+_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(env: Mapping[str, str], name: str, default: float) -> float:
+    """Seconds, or a number with a unit: ``30s``, ``15m``, ``24h``, ``7d``."""
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    match = _DURATION.fullmatch(raw)
+    if match is None or float(match.group(1)) <= 0:
+        raise ConfigError(f"{name}={raw!r}: expected a positive duration (e.g. 86400, 24h, 30m)")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def _names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    return tuple(sorted({part.strip() for part in raw.split(",") if part.strip()}))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a worker can be told from outside."""
@@ -215,6 +237,16 @@ class Settings:
     # same on every worker); empty: the token is left out of it (web.orders._fingerprint).
     # A secret: kept out of the settings' repr (logs).
     token_hash_key: str = field(default="", repr=False)
+    # "keys": every /orders request needs a configured API key (web/auth.py); "none": no
+    # authentication at all (development only, logged loudly at start).
+    api_auth: str = "keys"
+    api_keys_file: Path | None = None
+    # Signs forwarded requests and keys order ids (the same on every worker, >= 32 bytes).
+    cluster_secret: str = field(default="", repr=False)
+    # Endpoints served without an API key.
+    open_endpoints: tuple[str, ...] = ("health", "metrics", "openapi", "ready")
+    # How long an Idempotency-Key names its order; after it, the key may place a new one.
+    idempotency_retention_s: float = 86400.0
 
     @property
     def group_instance_id(self) -> str | None:
@@ -307,6 +339,15 @@ class Settings:
             ),
             token_retention_s=_float(env, "ORDERFLOW_TOKEN_TOPIC_RETENTION", cls.token_retention_s),
             token_hash_key=env.get("ORDERFLOW_TOKEN_HASH_KEY", ""),
+            api_auth=_choice(env, "ORDERFLOW_API_AUTH", cls.api_auth, ("keys", "none")),
+            api_keys_file=Path(env["ORDERFLOW_API_KEYS_FILE"])
+            if env.get("ORDERFLOW_API_KEYS_FILE")
+            else None,
+            cluster_secret=env.get("ORDERFLOW_CLUSTER_SECRET", ""),
+            open_endpoints=_names(env, "ORDERFLOW_OPEN_ENDPOINTS", cls.open_endpoints),
+            idempotency_retention_s=_duration(
+                env, "ORDERFLOW_IDEMPOTENCY_RETENTION", cls.idempotency_retention_s
+            ),
         )
 
 

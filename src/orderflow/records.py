@@ -97,6 +97,8 @@ def order_to_bytes(order: Order) -> bytes:
     data.update(fingerprint=order.fingerprint, request_id=order.request_id,
                 charge_id=order.charge_id, decline=_decline_to_dict(order.decline),
                 command_offset=order.command_offset)  # fmt: skip
+    if order.client_id:
+        data["client_id"] = order.client_id
     del data["payment"]
     return orjson.dumps(data)
 
@@ -118,6 +120,7 @@ def order_from_bytes(raw: bytes) -> Order:
         decline=_decline_from(data.get("decline")),
         # Entries written before it existed have none (and a payment_token, now ignored).
         command_offset=data.get("command_offset"),
+        client_id=data.get("client_id") or "",
     )
 
 

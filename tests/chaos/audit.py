@@ -25,6 +25,7 @@ from orderflow.topics import (
     changelog_topic,
 )
 from tests.chaos.load import Intent
+from tests.harness import auth_headers
 from tests.kafka_helpers import Record, read_topic
 
 __all__ = ["Evidence", "Verdict", "audit", "collect", "order_states"]
@@ -101,7 +102,7 @@ async def _get_orders(urls: list[str], order_ids: list[str]) -> dict[str, dict[s
                 await asyncio.sleep(0.3 * (attempt + 1))
             out[order_id] = None
 
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=auth_headers()) as session:
         await asyncio.gather(*(one(session, o) for o in order_ids))
     return out
 

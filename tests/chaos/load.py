@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import aiohttp
 
 from orderflow.domain.payment import Approved, sandbox_decision
+from tests.harness import auth_headers
 
 __all__ = ["Attempt", "Intent", "LoadGenerator", "LoadSettings", "make_intents"]
 
@@ -161,7 +162,8 @@ class LoadGenerator:
 
     async def run(self) -> None:
         connector = aiohttp.TCPConnector(limit=256)
-        async with aiohttp.ClientSession(connector=connector) as session:
+        # The test client's API key on every request (the workers read the run's keys file).
+        async with aiohttp.ClientSession(connector=connector, headers=auth_headers()) as session:
             self.started_at = time.monotonic()
             self.wall_offset = time.time() - self.started_at
             tasks = []

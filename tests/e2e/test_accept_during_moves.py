@@ -11,9 +11,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from orderflow.web.orders import order_id_for_key
-from orderflow.web.routing import FORWARDED_HEADER
-from tests.harness import http_json, poll_until, start_sandbox, start_worker
+from tests.harness import (
+    forwarded_headers,
+    http_json,
+    key_order_id,
+    poll_until,
+    start_sandbox,
+    start_worker,
+)  # fmt: skip
 from tests.invariants import assert_orders_settled_once
 from tests.orders_client import get_terminal, ledger_stats, order_body, place
 
@@ -22,15 +27,33 @@ _FAST = {"ORDERFLOW_SESSION_TIMEOUT": "6", "ORDERFLOW_GATEWAY_DEADLINE": "3",
 
 
 def _post(url: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    status, answer, _ = http_json("POST", f"{url}/orders", body or order_body(),
-                                  {"Idempotency-Key": key}, timeout=30)  # fmt: skip
+    status, answer, _ = _post_with_headers(url, key, body)
     return status, answer
+
+
+def _post_with_headers(
+    url: str, key: str, body: dict[str, Any] | None = None
+) -> tuple[int, Any, dict[str, str]]:
+    return http_json("POST", f"{url}/orders", body or order_body(), {"Idempotency-Key": key},
+                     timeout=30)  # fmt: skip
+
+
+def _followed(url: str, location: str) -> Any:
+    """The order a 202's Location leads to, once its owner has decided (polled)."""
+
+    def answered() -> Any:
+        status, answer, _ = http_json("GET", f"{url}{location}", timeout=30)
+        assert status in (200, 202, 503), (status, answer)
+        return answer if status == 200 else None
+
+    return poll_until(answered, 90, 0.5, f"{location} to lead to the order")
 
 
 def _owned_by(url: str, key: str) -> bool:
     """Whether the worker at ``url`` owns the key's order (a forwarded GET is never forwarded)."""
-    status, _, _ = http_json("GET", f"{url}/orders/{order_id_for_key(key)}",
-                             headers={FORWARDED_HEADER: "1"})  # fmt: skip
+    order_id = key_order_id(key)
+    status, _, _ = http_json("GET", f"{url}/orders/{order_id}",
+                             headers=forwarded_headers("GET", f"/orders/{order_id}"))  # fmt: skip
     return status in (200, 404)
 
 
@@ -77,10 +100,15 @@ def test_posts_during_a_rebalance_and_after_an_owner_sigkill_are_accepted_durabl
             if not _owned_by(url, key):
                 keys.append(key)
         second.kill()
-        orphans = [(key, *_post(url, key)) for key in keys]
+        posted = [(key, *_post_with_headers(url, key)) for key in keys]
+        orphans = [(key, status, answer) for key, status, answer, _ in posted]
         assert [status for _, status, _ in orphans] == [202] * 5, orphans
         for key, _, answer in orphans:
-            assert answer["order_id"] == order_id_for_key(key)
+            assert answer["order_id"] == key_order_id(key)
+        # A 202's Location names the key's first id and the command's time: the owner (once
+        # the partitions moved) resolves it to the order that command placed.
+        locations = {key: headers["Location"] for key, _, _, headers in posted}
+        assert all("?placed_at=" in location for location in locations.values()), locations
         # The same key with another body while nobody can decide: accepted, then 422 once the
         # owner (the first worker, after the rebalance) has read both commands.
         reused = keys[0]
@@ -90,9 +118,11 @@ def test_posts_during_a_rebalance_and_after_an_owner_sigkill_are_accepted_durabl
 
         accepted = {answer["order_id"] for _, status, answer in answers if status in (201, 202)}
         accepted |= {answer["order_id"] for _, _, answer in orphans}
+        for key, location in locations.items():
+            assert _followed(url, location)["order_id"] == key_order_id(key)
         finals = {order_id: get_terminal(url, order_id) for order_id in accepted}
         assert {f["status"] for f in finals.values()} == {"PAID"}
-        assert finals[order_id_for_key(reused)]["customer_id"] == order_body()["customer_id"]
+        assert finals[key_order_id(reused)]["customer_id"] == order_body()["customer_id"]
         per_order = ledger_stats(gateway)["per_order"]
         assert all(per_order.get(order_id) == 1 for order_id in accepted)
         assert_orders_settled_once(kafka_bootstrap, accepted)

@@ -42,8 +42,7 @@ from orderflow.topics import (
     TOKEN_TOPICS,
     changelog_topic,
 )
-from orderflow.web.orders import order_id_for_key
-from tests.harness import http_json, poll_until, start_sandbox, start_worker
+from tests.harness import http_json, key_order_id, poll_until, start_sandbox, start_worker
 from tests.kafka_helpers import Record, read_topic
 from tests.orders_client import get_terminal, order_body, place, set_faults
 
@@ -187,7 +186,7 @@ def test_no_raw_payment_token_outside_the_topics_that_need_it(
         # Every gateway call fails: the charge goes UNKNOWN; once the gateway is back, the
         # reconciler's lookup finds nothing and charges with the token PaymentDB kept.
         key = f"scan-{uuid.uuid4()}"
-        order_ids[SETTLED_LATER] = later = order_id_for_key(key)
+        order_ids[SETTLED_LATER] = later = key_order_id(key)
         set_faults(gateway, error_rate=1.0)
         try:
             answers.append(place(base, order_body(SETTLED_LATER), key))

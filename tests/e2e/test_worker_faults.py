@@ -27,7 +27,7 @@ from orderflow.domain.validation import LineItem
 from orderflow.records import order_to_bytes
 from orderflow.topics import changelog_topic
 from tests.gateway_audit import GatewayAudit, check_gateway
-from tests.harness import ManagedProcess, poll_until, start_sandbox, start_worker
+from tests.harness import TEST_CLIENT, ManagedProcess, poll_until, start_sandbox, start_worker
 from tests.invariants import assert_orders_settled_once
 from tests.kafka_helpers import handled_place_command, read_topic
 from tests.orders_client import get_terminal, ledger_stats, order_body, place, set_faults
@@ -213,8 +213,9 @@ def test_order_stored_but_never_published_is_nudged_to_completion(
     order_id = "ord_" + uuid.uuid4().hex
     now = rfc3339(time.time())
     items = (LineItem("SKU-1", 1, 500),)
+    # (placed by the test client: with API keys on, an order with no owner is nobody's to read)
     order = Order(order_id, "c-1", "EUR", items, 500, OrderStatus.PENDING, now, now,
-                  "fingerprint", "request")  # fmt: skip
+                  "fingerprint", "request", client_id=TEST_CLIENT)  # fmt: skip
     sandbox = start_sandbox(tmp_path)
     try:
         # A first worker creates the topics and leaves; the order appears while nobody owns it

@@ -16,8 +16,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from orderflow.topics import DEAD_LETTERS, ORDER_CREATED
-from orderflow.web.orders import order_id_for_key
-from tests.harness import ManagedProcess, http_json, poll_until, start_sandbox, start_worker
+from tests.harness import (
+    ManagedProcess,
+    http_json,
+    key_order_id,
+    poll_until,
+    start_sandbox,
+    start_worker,
+)  # fmt: skip
 from tests.kafka_helpers import partitions_of, read_topic
 from tests.orders_client import get_terminal, order_body, place
 
@@ -87,7 +93,7 @@ def test_a_dead_letter_too_large_for_its_topic_is_given_up_and_the_partition_mov
 ) -> None:
     worker = dlq_stack
     key = f"after-poison-{uuid.uuid4()}"
-    order_id = order_id_for_key(key)
+    order_id = key_order_id(key)
     # Poison keyed like the next order (same partition), bigger than the dead-letter topic takes.
     poison = b"\xff not json " + b"x" * 20_000
     asyncio.run(_set_max_message_bytes(kafka_bootstrap, "10000"))

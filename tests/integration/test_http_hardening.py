@@ -19,9 +19,16 @@ from typing import Any
 import orjson
 import pytest
 
-from orderflow.web.orders import order_id_for_key
-from orderflow.web.routing import FORWARDED_HEADER
-from tests.harness import ManagedProcess, http_json, poll_until, start_sandbox, start_worker
+from tests.harness import (
+    TEST_API_KEY,
+    ManagedProcess,
+    forwarded_headers,
+    http_json,
+    key_order_id,
+    poll_until,
+    start_sandbox,
+    start_worker,
+)  # fmt: skip
 from tests.orders_client import order_body
 
 _CAPS = {"ORDERFLOW_MAX_LONG_POLLS": "60", "ORDERFLOW_MAX_LONG_POLLS_PER_CLIENT": "40"}
@@ -74,7 +81,8 @@ def _ready_answers_until_200(url: str) -> list[tuple[int, Any, str | None]]:
 
 def _owned_by_other_worker(edge: str, order_id: str) -> bool:
     """The edge refuses (503) a forwarded request for an order it does not own; 404 if it owns."""
-    status, _, _ = http_json("GET", f"{edge}/orders/{order_id}", headers={FORWARDED_HEADER: "1"})
+    status, _, _ = http_json("GET", f"{edge}/orders/{order_id}",
+                             headers=forwarded_headers("GET", f"/orders/{order_id}"))  # fmt: skip
     assert status in (404, 503), status
     return status == 503
 
@@ -82,7 +90,7 @@ def _owned_by_other_worker(edge: str, order_id: str) -> bool:
 def _key_owned_elsewhere(edge: str, prefix: str) -> str:
     for i in itertools.count():
         key = f"{prefix}-{uuid.uuid4()}-{i}"
-        if _owned_by_other_worker(edge, order_id_for_key(key)):
+        if _owned_by_other_worker(edge, key_order_id(key)):
             return key
     raise AssertionError("unreachable")
 
@@ -108,7 +116,8 @@ def _raw_http(url: str, head: bytes, *segments: bytes, pause: float = 0.3) -> tu
 
 def _post_head(headers: dict[str, str]) -> bytes:
     lines = ["POST /orders HTTP/1.1", "Host: test", "Connection: close",
-             "Content-Type: application/json"] + [f"{k}: {v}" for k, v in headers.items()]  # fmt: skip
+             "Content-Type: application/json", f"Authorization: Bearer {TEST_API_KEY}",
+             ] + [f"{k}: {v}" for k, v in headers.items()]  # fmt: skip
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -163,7 +172,7 @@ def test_gzip_keyed_post_forwarded_to_the_owner_keeps_location_and_replay_header
     first = http_json("POST", f"{pair['edge']}/orders", body, headers)
     assert first[0] == 201, first
     order_id = first[1]["order_id"]
-    assert order_id == order_id_for_key(key)
+    assert order_id == key_order_id(key)
     assert first[2]["Location"] == f"/orders/{order_id}"
     again = http_json("POST", f"{pair['edge']}/orders", body, headers)
     assert again[0] == 201, again

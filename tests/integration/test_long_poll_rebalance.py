@@ -14,9 +14,14 @@ from pathlib import Path
 
 from aiokafka.partitioner import murmur2
 
-from orderflow.web.orders import order_id_for_key
-from orderflow.web.routing import FORWARDED_HEADER
-from tests.harness import http_json, poll_until, start_sandbox, start_worker
+from tests.harness import (
+    forwarded_headers,
+    http_json,
+    key_order_id,
+    poll_until,
+    start_sandbox,
+    start_worker,
+)  # fmt: skip
 from tests.orders_client import place, set_faults
 
 PARTITIONS = 8
@@ -31,7 +36,7 @@ def _one_key_per_partition() -> dict[int, str]:
     keys: dict[int, str] = {}
     while len(keys) < PARTITIONS:
         key = f"move-{uuid.uuid4()}"
-        keys.setdefault(_partition(order_id_for_key(key)), key)
+        keys.setdefault(_partition(key_order_id(key)), key)
     return keys
 
 
@@ -83,7 +88,8 @@ def test_long_polls_spanning_a_partition_move_never_answer_404(
             stop.set()
         # The partitions really moved: the first worker no longer owns some of the orders.
         moved = [o for o in orders if http_json(
-            "GET", f"{first.meta['url']}/orders/{o}", headers={FORWARDED_HEADER: "1"})[0] == 503]  # fmt: skip
+            "GET", f"{first.meta['url']}/orders/{o}",
+            headers=forwarded_headers("GET", f"/orders/{o}"))[0] == 503]  # fmt: skip
         assert moved, "no partition moved to the second worker"
         statuses = [status for _, status, _ in answers]
         assert 404 not in statuses, [a for a in answers if a[1] == 404]

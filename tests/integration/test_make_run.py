@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 from pathlib import Path
@@ -41,10 +42,16 @@ def test_make_run_script_serves_orders_through_the_embedded_sandbox_and_stops_on
     try:
         wait_worker_ready(run)
         url = run.meta["url"]
-        paid = place(url, order_body("tok_visa"))
-        declined = place(url, order_body("tok_chargeDeclined"))
-        assert get_terminal(url, paid["order_id"])["status"] == "PAID"
-        assert get_terminal(url, declined["order_id"])["status"] == "PAYMENT_FAILED"
+        # The script made (or reused) a development key under .run/ and printed it.
+        log = run.log_tail(100_000)
+        match = re.search(r"Development API key \(client \"dev\"[^)]*\): (ofk_\S+)", log)
+        assert match, log[-2000:]
+        key = match.group(1)
+        assert http_json("POST", f"{url}/orders", order_body())[0] == 401  # the test key: no
+        paid = place(url, order_body("tok_visa"), api_key=key)
+        declined = place(url, order_body("tok_chargeDeclined"), api_key=key)
+        assert get_terminal(url, paid["order_id"], api_key=key)["status"] == "PAID"
+        assert get_terminal(url, declined["order_id"], api_key=key)["status"] == "PAYMENT_FAILED"
         assert "embedded sandbox gateway at" in run.log_tail(100_000)
         assert "payment gateway: sandbox" in run.log_tail(100_000)  # asked for by run.sh
         assert http_json("GET", f"{url}/ready")[1]["gateway"] == "sandbox"

@@ -22,8 +22,14 @@ import pytest
 from orderflow.domain.payment import idempotency_key_for
 from orderflow.gateway.sandbox import ChargeRow, Ledger
 from orderflow.topics import DEAD_LETTERS, DLQ_HEADER_REASON, changelog_topic
-from orderflow.web.orders import order_id_for_key
-from tests.harness import ManagedProcess, http_json, poll_until, start_sandbox, start_worker
+from tests.harness import (
+    ManagedProcess,
+    http_json,
+    key_order_id,
+    poll_until,
+    start_sandbox,
+    start_worker,
+)  # fmt: skip
 from tests.kafka_helpers import read_topic
 from tests.orders_client import get_terminal, ledger_stats, order_body, place, set_faults
 
@@ -95,7 +101,7 @@ def test_lost_answer_goes_unknown_then_the_lookup_settles_it_without_a_second_ch
     worker, sandbox = settling_stack
     gateway = sandbox.meta["url"]
     key = f"lost-{uuid.uuid4()}"
-    order_id = order_id_for_key(key)
+    order_id = key_order_id(key)
     body = order_body()
     # The gateway charged this very request, and every answer the worker gets is a 5xx (its
     # answer was lost): the payment must go UNKNOWN, and the reconciler's lookup must settle it.
@@ -142,7 +148,7 @@ def test_refused_retry_after_an_earlier_charge_is_settled_from_the_gateways_reco
 ) -> None:
     worker, sandbox = settling_stack
     key = f"refused-{uuid.uuid4()}"
-    order_id = order_id_for_key(key)
+    order_id = key_order_id(key)
     body = order_body()
     # An earlier attempt for this order charged with other parameters (another token): the
     # worker's request with the same key is refused (400 idempotency_error).
@@ -165,7 +171,7 @@ def test_a_foreign_charge_under_the_key_never_makes_the_order_paid_nor_charges_a
     worker, sandbox = settling_stack
     gateway = sandbox.meta["url"]
     key = f"foreign-{uuid.uuid4()}"
-    order_id = order_id_for_key(key)
+    order_id = key_order_id(key)
     # Another deployment sharing the gateway account used the same key for another order.
     foreign = _insert_ledger_row(sandbox.meta["db"], idempotency_key_for(order_id),
                                  order_id="ord_of_another_deployment", amount=100,

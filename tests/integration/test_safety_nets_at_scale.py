@@ -36,7 +36,14 @@ from orderflow.topics import (
     PAYMENT_RECONCILE,
     changelog_topic,
 )
-from tests.harness import ManagedProcess, http_json, poll_until, start_sandbox, start_worker
+from tests.harness import (
+    TEST_CLIENT,
+    ManagedProcess,
+    http_json,
+    poll_until,
+    start_sandbox,
+    start_worker,
+)  # fmt: skip
 from tests.kafka_helpers import handled_place_command
 from tests.orders_client import get_terminal, ledger_stats
 
@@ -50,7 +57,8 @@ def _order(order_id: str, status: OrderStatus, updated: float,
            command_offset: int | None = None) -> Order:  # fmt: skip
     at = rfc3339(updated)
     return Order(order_id, "c-1", "EUR", (LineItem("SKU-1", 1, 500),), 500, status,
-                 at, at, "fingerprint", "request", command_offset=command_offset)  # fmt: skip
+                 at, at, "fingerprint", "request", command_offset=command_offset,
+                 client_id=TEST_CLIENT)  # fmt: skip
 
 
 def _stalled(bootstrap: str, order_id: str, updated: float) -> Order:

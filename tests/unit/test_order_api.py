@@ -11,10 +11,23 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from orderflow.watch import OrderWatch
+from orderflow.web.auth import Authenticator, Caller
 from orderflow.web.orders import OrderApi, order_id_for_key
 from orderflow.web.routing import FORWARDED_HEADER, NotReady, Owner, OwnerLookup
 from tests.orders_client import order_body
 from tests.unit.builders import pending_order
+
+_OPEN = Authenticator.disabled()  # OrderApi's default: no API keys, the development secret
+
+
+def _key_id(key: str) -> str:
+    """The order id an Idempotency-Key names for the (anonymous) client of these tests."""
+    return order_id_for_key(_OPEN.secret, "", key)
+
+
+def _signed(method: str, path_qs: str, body: bytes = b"") -> dict[str, str]:
+    """The headers of a request another worker forwarded (signed with the cluster secret)."""
+    return _OPEN.forward_headers(Caller(""), method, path_qs, body)
 
 
 class _Content:
@@ -36,8 +49,11 @@ class _Request(dict[str, Any]):
         self.content = _Content(raw)
         self.content_length: int | None = len(raw)
         self.headers = headers or {}
+        if body is not None:  # what every client sends with a JSON body
+            self.headers.setdefault("Content-Type", "application/json")
         self.query = query or {}
         self.method, self.path = "POST", "/orders"
+        self.raw_path = self.path
 
 
 class _Routing:
@@ -88,8 +104,9 @@ async def test_post_while_recovering_is_accepted_durably_with_202_and_location()
     response = await _api(None, commands).create(_Request(order_body(), {"Idempotency-Key": "k-1"}))
     assert response.status == 202, response.body
     order_id = response.body["order_id"]
-    assert order_id == order_id_for_key("k-1")  # the same key names the same order
-    assert response.headers["Location"] == f"/orders/{order_id}"
+    assert order_id == _key_id("k-1")  # the same key names the same order
+    # The owner resolves the key's generation from the command's time (placed_at).
+    assert response.headers["Location"].startswith(f"/orders/{order_id}?placed_at=")
     assert [orjson.loads(c)["order_id"] for c in commands.sent] == [order_id]
 
 
@@ -118,7 +135,8 @@ async def test_forwarded_request_for_a_partition_we_do_not_own_is_accepted_here_
     None
 ):
     commands = _Commands(_Table(), OrderWatch(), "delivered")
-    request = _Request(order_body(), {"Idempotency-Key": "k-2", FORWARDED_HEADER: "1"})
+    signed = _signed("POST", "/orders", orjson.dumps(order_body()))
+    request = _Request(order_body(), {"Idempotency-Key": "k-2", **signed})
     response = await _api(_elsewhere(), commands).create(request)
     assert response.status == 202, response.body
     assert len(commands.sent) == 1
@@ -165,7 +183,7 @@ def _raw_request(
     *segments: bytes, headers: dict[str, str] | None = None, length: int | None = None,
     error: Exception | None = None,
 ) -> _Request:  # fmt: skip
-    request = _Request(None, headers)
+    request = _Request(None, {"Content-Type": "application/json", **(headers or {})})
     request.content = _Segments(*segments, error=error)  # type: ignore[assignment]
     request.content_length = length
     return request
@@ -206,7 +224,8 @@ class _Commands:
     def _store(self, value: bytes) -> None:
         command = orjson.loads(value)
         order = pending_order(order_id=command["order_id"], fingerprint=command["fingerprint"],
-                              request_id=command["request_id"])  # fmt: skip
+                              request_id=command["request_id"],
+                              created_at=command["occurred_at"])  # fmt: skip
         self.table.rows.setdefault(
             order.order_id, order
         )  # the first command wins, as in place_order
@@ -242,9 +261,6 @@ class _LocalRouting:
 
     def is_suspect(self, owner: Owner) -> bool:
         return False
-
-    async def is_worker_peer(self, remote: str | None) -> bool:
-        return remote in self.workers
 
 
 def _post_api(outcome: str, post_wait_s: float = 0.3) -> tuple[OrderApi, _Commands]:
@@ -390,7 +406,7 @@ async def test_keyed_post_delivered_but_not_stored_in_time_is_202_same_post_agai
     api, _ = _post_api("delivered")
     response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-202"}))
     assert (response.status, response.headers.get("Retry-After")) == (202, "1")
-    assert response.headers["Location"] == f"/orders/{order_id_for_key('k-202')}"
+    assert response.headers["Location"].startswith(f"/orders/{_key_id('k-202')}?placed_at=")
     assert "422" in response.body["message"]
 
 
@@ -432,7 +448,7 @@ async def test_keyed_post_not_durably_delivered_is_503_retry_same_key(outcome: s
 def _get_request(wait: float, remote: str = "10.0.0.9", headers: dict[str, str] | None = None,
                  ) -> _Request:  # fmt: skip
     request = _Request(None, headers, {"wait": str(wait)})
-    request.method = "GET"
+    request.method, request.raw_path = "GET", f"/orders/x?wait={wait}"
     request.remote = remote  # type: ignore[attr-defined]
     return request
 
@@ -517,7 +533,7 @@ async def test_long_polls_over_the_worker_cap_get_429_with_retry_after() -> None
 async def test_forwarded_long_polls_from_a_worker_are_not_counted_twice() -> None:
     routing = _LocalRouting(workers=frozenset({"10.0.0.7"}))
     api = _get_api(_Table(), routing, max_total=2, max_per_peer=2)
-    statuses = await _flood(api, ["10.0.0.7"] * 5, {FORWARDED_HEADER: "1"})
+    statuses = await _flood(api, ["10.0.0.7"] * 5, _signed("GET", "/orders/x?wait=0.3"))
     assert statuses == [404] * 5
 
 
@@ -636,7 +652,7 @@ async def test_unreachable_owner_post_is_accepted_here_get_waits_its_budget_then
         assert routing.is_suspect(routing.owner("ord_" + "6" * 32))
     finally:
         await routing.close()
-    assert (response.status, response.body["order_id"]) == (202, order_id_for_key("k-gone"))
+    assert (response.status, response.body["order_id"]) == (202, _key_id("k-gone"))
     assert len(commands.sent) == 1
     assert (polled.status, polled.headers.get("Retry-After")) == (503, "1"), polled
     assert polled.body["error"] == "unavailable"
@@ -702,7 +718,7 @@ async def test_a_post_forwarded_while_the_worker_stops_is_accepted_here_never_a_
         await runner.cleanup()
     assert (response.status, response.headers.get("Retry-After")) == (status, "1"), response
     if status == 202:
-        assert response.body["order_id"] == order_id_for_key("k-stopping")
+        assert response.body["order_id"] == _key_id("k-stopping")
     else:
         assert response.body["error"] == "unavailable"
 

@@ -195,3 +195,15 @@ def test_trailing_newline_does_not_pass_the_id_patterns(overrides: dict[str, Any
 
     assert len(problems) == 1
     assert problems[0][1] == "format"
+
+
+def test_unknown_fields_inside_items_and_payment_are_refused_by_their_path() -> None:
+    body = valid_body(
+        items=[item(), {**item(), "colour": "red", "discount": 5}],
+        payment={"token": "tok_visa", "cvc": "123"},
+    )
+    assert problems_of(body) == [
+        ("items[1].colour", "unknown_field"),
+        ("items[1].discount", "unknown_field"),
+        ("payment.cvc", "unknown_field"),
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from orderflow.agents.progress import CommandProgress
 from orderflow.domain.errors import EventDecodeError
 from orderflow.domain.events import PaymentCompleted, PaymentFailed, PlaceOrder, rfc3339
 from orderflow.domain.order import Order, PlacementKind, apply_payment, place_order
+from orderflow.keychains import KeyChains, epoch
 from orderflow.records import decode_event, encode_event
 from orderflow.tables import OrderTable
 from orderflow.tables.scan import PartitionScan, elsewhere, order_partition
@@ -100,8 +102,11 @@ class OrderService:
         stalled: StalledOrders,
         clock: Callable[[], float] = time.time,
         progress: CommandProgress | None = None,
+        chains: KeyChains | None = None,
     ) -> None:
         self.orders = orders
+        # None: keyed commands are stored under their own id (no retention, tests only).
+        self.chains = chains
         self.progress = progress
         self.order_created = order_created
         self.dead_letters = dead_letters
@@ -140,7 +145,17 @@ class OrderService:
             await self._record_payment(event, decoded)
 
     async def _place(self, command: PlaceOrder, offset: int) -> None:
-        placement = place_order(self.orders.get(command.order_id), command)
+        key_order_id = command.order_id
+        existing = self.orders.get(command.order_id)
+        at = epoch(command.occurred_at)
+        if command.keyed and self.chains is not None and at is not None:
+            # The key's live generation, or the first empty one once it has expired: decided
+            # from the command's own time, so a redelivery decides the same, and a GET of the
+            # 202's Location (generation 0 + this time) finds the same order.
+            slot = self.chains.slot(command.order_id, self.orders.get, at)
+            command = dataclasses.replace(command, order_id=slot.order_id)
+            existing = slot.existing
+        placement = place_order(existing, command)
         if placement.kind is PlacementKind.CREATED:
             # Where the token is, for a later nudge (OrderDB never holds the token itself).
             self.orders.put(replace(placement.order, command_offset=offset))
@@ -155,6 +170,8 @@ class OrderService:
                 key=command.order_id.encode(), value=encode_event(placement.publish)
             )
         self.watch.notify(command.order_id)
+        if key_order_id != command.order_id:
+            self.watch.notify(key_order_id)  # POSTs and GETs wait under the key's first id
 
     async def _record_payment(self, event: Any, payment: PaymentCompleted | PaymentFailed) -> None:
         order = self.orders.get(payment.order_id)

@@ -98,6 +98,11 @@ class FieldReader:
         return tuple(out)
 
 
+def _owner(client_id: str) -> dict[str, str]:
+    """``client_id`` in a payload only when there is one (older readers need not know it)."""
+    return {"client_id": client_id} if client_id else {}
+
+
 def items_to_list(items: tuple[LineItem, ...]) -> list[dict[str, Any]]:
     return [{"sku": i.sku, "quantity": i.quantity, "unit_amount": i.unit_amount} for i in items]
 
@@ -116,6 +121,11 @@ class PlaceOrder:
     items: tuple[LineItem, ...]
     payment_token: str
     occurred_at: str
+    # The authenticated client that placed it ("" in commands from before API keys: no owner).
+    client_id: str = ""
+    # True when order_id is generation 0 of an Idempotency-Key: the order service picks the
+    # key's live generation (domain/idempotency.py); False: order_id is the order's own id.
+    keyed: bool = False
 
     @property
     def event_id(self) -> str:
@@ -129,13 +139,17 @@ class PlaceOrder:
             "currency": self.currency,
             "items": items_to_list(self.items),
             "payment": {"token": self.payment_token},
+            **_owner(self.client_id),
+            **({"keyed": True} if self.keyed else {}),
         }
 
     @classmethod
     def from_reader(cls, r: FieldReader) -> PlaceOrder:
+        keyed = r.bool("keyed") if "keyed" in r.data else False
         return cls(r.str("order_id"), r.str("request_id"), r.str("fingerprint"),
                    r.str("customer_id"), r.str("currency"), r.items("items"),
-                   r.obj("payment").str("token"), r.str("occurred_at"))  # fmt: skip
+                   r.obj("payment").str("token"), r.str("occurred_at"),
+                   r.opt_str("client_id") or "", keyed)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -151,6 +165,7 @@ class OrderCreated:
     items: tuple[LineItem, ...]
     payment_token: str
     occurred_at: str
+    client_id: str = ""  # "": an order from before API keys (no owner)
 
     @property
     def event_id(self) -> str:
@@ -163,13 +178,14 @@ class OrderCreated:
             "amount": self.amount,
             "items": items_to_list(self.items),
             "payment": {"token": self.payment_token},
+            **_owner(self.client_id),
         }
 
     @classmethod
     def from_reader(cls, r: FieldReader) -> OrderCreated:
         return cls(r.str("order_id"), r.str("customer_id"), r.str("currency"),
                    r.int("amount"), r.items("items"), r.obj("payment").str("token"),
-                   r.str("occurred_at"))  # fmt: skip
+                   r.str("occurred_at"), r.opt_str("client_id") or "")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -57,10 +57,12 @@ class Order:
     # Where its PlaceOrder is on the command topic (same partition as the order); None: unknown
     # (an order stored before this field existed).
     command_offset: int | None = None
+    client_id: str = ""  # the API client that placed it; "": before API keys (no owner)
 
     def created_event(self, payment_token: str) -> OrderCreated:
         return OrderCreated(self.order_id, self.customer_id, self.currency, self.amount,
-                            self.items, payment_token, self.created_at)  # fmt: skip
+                            self.items, payment_token, self.created_at,
+                            self.client_id)  # fmt: skip
 
 
 class PlacementKind(enum.Enum):
@@ -100,6 +102,7 @@ def place_order(existing: Order | None, command: PlaceOrder) -> Placement:
             updated_at=command.occurred_at,
             fingerprint=command.fingerprint,
             request_id=command.request_id,
+            client_id=command.client_id,
         )
         return Placement(PlacementKind.CREATED, order, order.created_event(command.payment_token))
     if existing.fingerprint != command.fingerprint:

@@ -40,7 +40,7 @@ LINE_ITEM = Object(
             ),
         ),
     ),
-    closed=False,  # members of an item other than these are ignored today
+    closed=True,  # an unknown member is refused by its path (items[0].colour)
     description="one line of the order",
 )
 
@@ -68,7 +68,7 @@ ORDER_REQUEST = Object(
             "payment",
             Object(
                 (Field("token", String(TOKEN_PATTERN, description="the payment method's token")),),
-                closed=False,  # members other than the token are ignored today
+                closed=True,  # an unknown member is refused (payment.cvc)
             ),
         ),
     ),

@@ -105,6 +105,7 @@ def _order_from_created(created: OrderCreated) -> Order:
         created.occurred_at,
         fingerprint="",
         request_id="",
+        client_id=created.client_id,
     )
 
 

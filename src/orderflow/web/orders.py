@@ -11,6 +11,12 @@ order's ``Location``. The single writer decides later, exactly as it would have:
 names the same order, a different body under a used key changes nothing (the same POST again
 answers 422 once the owner has read it). GETs wait for a moving partition's new owner, and the
 owner answers 404 only once it has read every command of the order's partition (``caught_up``).
+
+Every request needs an API key (web/auth.py); an order belongs to the client that placed it and
+is 404 for any other. An Idempotency-Key names an order of its client for the retention, then a
+new generation on the same partition (domain/idempotency.py): the owner decides which, from the
+command's own time. A durable 202 cannot know the generation: its ``Location`` is
+``/orders/{generation 0}?placed_at={ms}``, which the owner resolves with the same decision.
 """
 
 from __future__ import annotations
@@ -31,16 +37,20 @@ from aiohttp.web import RequestPayloadError
 
 from orderflow.config import Settings
 from orderflow.domain.events import PlaceOrder, rfc3339
+from orderflow.domain.idempotency import order_id_for_key
 from orderflow.domain.order import Order
 from orderflow.domain.tokens import token_digest
 from orderflow.domain.validation import OrderRequest, Problem, validate_order_request
+from orderflow.keychains import KeyChains
 from orderflow.records import encode_event, order_to_public
 from orderflow.tables import OrderTable
 from orderflow.watch import OrderWatch
-from orderflow.web.routing import FORWARDED_HEADER, NotReady, OwnerLookup
+from orderflow.web.auth import FORWARDED_HEADER, Authenticator, Caller
+from orderflow.web.routing import NotReady, OwnerLookup
 
 __all__ = [
-    "MAX_BODY_BYTES", "MAX_WAIT_S", "ApiResponse", "LongPolls", "OrderApi", "order_id_for_key",
+    "MAX_BODY_BYTES", "MAX_WAIT_S", "UNAUTHORIZED", "ApiResponse", "LongPolls", "OrderApi",
+    "order_id_for_key",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -56,7 +66,6 @@ _FORWARD_POST_TIMEOUT_S = 3.0
 _FORWARD_MARGIN_S = 2.0  # a forwarded GET's timeout beyond the owner's own wait budget
 _OWNER_RETRY_S = 0.5  # a GET whose owner is away asks the routing again after this
 _CATCH_UP_MIN_S = 1.0  # time given to learn a command partition's end before a 404
-_KEY_NAMESPACE = uuid.UUID("0b8f7c52-3e0e-4a4f-8f59-0e5f3d7f8a21")
 _MAX_KEY_LENGTH = 255
 _ORDER_ID_LENGTH = len("ord_") + 32
 # The codings aiohttp decodes before we read the body (it passes any other one through raw).
@@ -90,9 +99,22 @@ def _duplicate_key(raw: bytes) -> str | None:
     return None
 
 
-def order_id_for_key(idempotency_key: str) -> str:
-    """The order id an Idempotency-Key stands for: the same key always names the same order."""
-    return "ord_" + uuid.uuid5(_KEY_NAMESPACE, idempotency_key).hex
+_MAX_PLACED_AT_MS = 10**14
+
+
+def _now() -> tuple[str, float]:
+    """A command's time: RFC 3339 (ms) and the same instant in seconds."""
+    ms = int(time.time() * 1000)
+    return rfc3339(ms / 1000), ms / 1000
+
+
+def _content_type_refusal(request: Any) -> ApiResponse | None:
+    """415 unless the body is declared JSON (parameters such as charset allowed)."""
+    declared = request.headers.get("Content-Type", "")
+    if declared.split(";", 1)[0].strip().lower() == "application/json":
+        return None
+    return _problems(415, "unsupported_media_type", [Problem(
+        "Content-Type", "unsupported", "must be application/json")])  # fmt: skip
 
 
 def _fingerprint(request: OrderRequest, token_key: bytes = b"") -> str:
@@ -135,13 +157,24 @@ def _not_durable(order_id: str, keyed: bool) -> ApiResponse:
     return ApiResponse(503, body, {"Retry-After": "1", "Location": f"/orders/{order_id}"})
 
 
-def _accepted(order_id: str, keyed: bool) -> ApiResponse:
-    """202: the PlaceOrder is durable in Kafka; its owner has not stored (or decided) it yet."""
+def _location(order_id: str, placed_at: float | None) -> str:
+    """Where a placed order is followed: a keyed command's order is resolved by its owner."""
+    if placed_at is None:
+        return f"/orders/{order_id}"
+    return f"/orders/{order_id}?placed_at={round(placed_at * 1000)}"
+
+
+def _accepted(order_id: str, placed_at: float | None) -> ApiResponse:
+    """202: the PlaceOrder is durable in Kafka; its owner has not stored (or decided) it yet.
+
+    For a keyed POST ``order_id`` is the key's generation-0 id: the order itself after the
+    key's retention may have another; the ``Location`` always leads to it.
+    """
     again = ("; the same POST again answers 201 once it is stored, or 422 if this "
-             "Idempotency-Key was first used for another body") if keyed else ""  # fmt: skip
+             "Idempotency-Key was first used for another body") if placed_at is not None else ""  # fmt: skip
     body = {"order_id": order_id, "status": "ACCEPTED",
             "message": f"accepted durably; not stored yet: GET the Location to follow it{again}"}  # fmt: skip
-    return ApiResponse(202, body, {"Location": f"/orders/{order_id}", "Retry-After": "1"})
+    return ApiResponse(202, body, {"Location": _location(order_id, placed_at), "Retry-After": "1"})
 
 
 def _problems(status: int, error: str, problems: list[Problem]) -> ApiResponse:
@@ -151,6 +184,12 @@ def _problems(status: int, error: str, problems: list[Problem]) -> ApiResponse:
 
 def _unavailable(reason: str) -> ApiResponse:
     return ApiResponse(503, {"error": "unavailable", "message": reason}, {"Retry-After": "1"})
+
+
+def _found(order: Order, placed_at: float | None) -> ApiResponse:
+    """200 with the order; resolved from a 202's Location, it names its own URL too."""
+    headers = {} if placed_at is None else {"Content-Location": f"/orders/{order.order_id}"}
+    return ApiResponse(200, order_to_public(order), headers)
 
 
 class LongPolls:
@@ -221,6 +260,13 @@ class Placements:
         self._states[order_id] = (state, now)
 
 
+UNAUTHORIZED = ApiResponse(
+    401,
+    {"error": "unauthorized",
+     "message": "a valid API key is required: Authorization: Bearer <key>"},
+    {"WWW-Authenticate": 'Bearer realm="orderflow"'},
+)  # fmt: skip
+
 _TOO_MANY_LONG_POLLS = ApiResponse(
     429,
     {"error": "too_many_long_polls",
@@ -245,6 +291,8 @@ class OrderApi:
         store_wait_s: float | None = None,
         token_hash_key: bytes = b"",
         body_read_timeout_s: float = Settings.body_read_timeout_s,
+        auth: Authenticator | None = None,
+        chains: KeyChains | None = None,
     ) -> None:
         self.orders = orders
         self.body_read_timeout_s = body_read_timeout_s
@@ -260,9 +308,24 @@ class OrderApi:
         self.caught_up = caught_up
         self.move_wait_s = move_wait_s
         self.store_wait_s = post_wait_s if store_wait_s is None else store_wait_s
+        self.auth = auth or Authenticator.disabled()
+        self.chains = chains or KeyChains(
+            self.auth.secret, Settings.partitions, Settings.idempotency_retention_s
+        )
 
     async def create(self, request: Any) -> ApiResponse:
-        body, refused = await self._read_body(request)
+        # A worker's signed forward is checked once its body is read; anyone else first.
+        caller = None if request.headers.get(FORWARDED_HEADER) else self.auth.caller(request)
+        if caller is None and not request.headers.get(FORWARDED_HEADER):
+            return UNAUTHORIZED
+        body: Any = None
+        refused = _content_type_refusal(request)
+        if refused is None:
+            body, refused = await self._read_body(request)
+        if caller is None:
+            caller = self.auth.caller(request, request.get("raw_body", b""))
+            if caller is None:
+                return UNAUTHORIZED
         if refused is not None:
             return refused
         key = request.headers.get("Idempotency-Key")
@@ -277,21 +340,23 @@ class OrderApi:
             return _problems(400, "invalid_request", problems)
         assert isinstance(validated, OrderRequest)
         keyed = key is not None
-        # The same key always names the same order; without one, a fresh id (local if we can).
-        order_id = order_id_for_key(key) if key is not None else None
+        # The same key of the same client names the same order (generation 0 of the key: the
+        # owner picks the live generation); without a key, a fresh id (local if we can).
+        order_id = self.chains.gen0(caller.client_id, key) if key is not None else None
         try:
             if order_id is None:
                 order_id = self._local_order_id()
             owner = self.routing.owner(order_id)
             if not owner.is_local:
                 return await self._forward(owner, request, body_bytes=request["raw_body"],
-                                           timeout=_FORWARD_POST_TIMEOUT_S)  # fmt: skip
-            return await self._place(order_id, validated, keyed)
+                                           timeout=_FORWARD_POST_TIMEOUT_S, caller=caller)  # fmt: skip
+            return await self._place(order_id, validated, keyed, caller)
         except NotReady as exc:
             # Nobody can confirm the order now (rebalance, recovery, owner down or stopping):
             # the command is accepted durably here, and its owner decides when it reads it.
             log.info("accepting %s without its owner: %s", order_id or "a new order", exc)
-            return await self._accept(order_id or "ord_" + uuid.uuid4().hex, validated, keyed)
+            return await self._accept(order_id or "ord_" + uuid.uuid4().hex, validated, keyed,
+                                      caller)  # fmt: skip
 
     def _local_order_id(self) -> str:
         """A fresh order id whose partition this worker owns, so the POST needs no extra hop."""
@@ -301,36 +366,54 @@ class OrderApi:
                 return order_id
         raise NotReady("this worker owns no partition")
 
-    def _command(self, order_id: str, request: OrderRequest, request_id: str) -> bytes:
+    def _command(
+        self, order_id: str, request: OrderRequest, request_id: str, caller: Caller, keyed: bool,
+        occurred_at: str,
+    ) -> bytes:  # fmt: skip
         command = PlaceOrder(order_id, request_id, self._fingerprint(request), request.customer_id,
                              request.currency, request.items, request.payment_token,
-                             rfc3339(time.time()))  # fmt: skip
+                             occurred_at, caller.client_id, keyed)  # fmt: skip
         return encode_event(command)
 
     def _fingerprint(self, request: OrderRequest) -> str:
         return _fingerprint(request, self.token_hash_key)
 
-    async def _accept(self, order_id: str, request: OrderRequest, keyed: bool) -> ApiResponse:
+    async def _accept(
+        self, order_id: str, request: OrderRequest, keyed: bool, caller: Caller
+    ) -> ApiResponse:
         """202 once Kafka holds the PlaceOrder (acks=all); the owner decides when it reads it."""
-        command = self._command(order_id, request, str(uuid.uuid4()))
+        text, at = _now()
+        command = self._command(order_id, request, str(uuid.uuid4()), caller, keyed, text)
         if not await self._send_durably(order_id, command):
             return _not_durable(order_id, keyed)
-        return self._accepted(order_id, keyed)
+        return self._accepted(order_id, at if keyed else None)
 
-    def _accepted(self, order_id: str, keyed: bool) -> ApiResponse:
+    def _accepted(self, order_id: str, placed_at: float | None) -> ApiResponse:
         self.placements.accepted(order_id)  # a GET here says 202 until it is stored
-        return _accepted(order_id, keyed)
+        return _accepted(order_id, placed_at)
 
-    async def _place(self, order_id: str, request: OrderRequest, keyed: bool) -> ApiResponse:
+    def _stored(self, order_id: str, placed_at: float | None) -> Order | None:
+        """The order ``order_id`` names, or (``placed_at``: a keyed command's time) the order of
+        the key's generation that command names."""
+        if placed_at is None:
+            return self.orders.get(order_id)
+        return self.chains.slot(order_id, self.orders.get, placed_at).existing
+
+    async def _place(
+        self, order_id: str, request: OrderRequest, keyed: bool, caller: Caller
+    ) -> ApiResponse:
         fingerprint = self._fingerprint(request)
-        existing = self.orders.get(order_id)
+        text, at = _now()
+        placed_at = at if keyed else None
+        existing = self._stored(order_id, placed_at)
         request_id = str(uuid.uuid4())
+        command = self._command(order_id, request, request_id, caller, keyed, text)
         if existing is None:
             loop = asyncio.get_running_loop()
             # The store wait counts from arrival: a slow acknowledgement (a broker failover)
             # uses it up, so the client gets its 202 at the ack, not a store wait later.
             store_deadline = loop.time() + min(self.store_wait_s, self.post_wait_s)
-            if not await self._send_durably(order_id, self._command(order_id, request, request_id)):
+            if not await self._send_durably(order_id, command):
                 return _not_durable(order_id, keyed)
 
             def decided(order: Order | None) -> bool:
@@ -340,17 +423,17 @@ class OrderApi:
             # Durable already: the client waits for the store only briefly (202 after that).
             wait = max(0.0, store_deadline - loop.time())
             existing = await self.watch.wait_for(
-                order_id, lambda: self.orders.get(order_id), decided, wait
+                order_id, lambda: self._stored(order_id, placed_at), decided, wait
             )
             if existing is None:
                 # Durable, not stored yet (a slow agent, a move): a retry with the same key
                 # cannot make a second order, and without a key the client must not retry.
-                return self._accepted(order_id, keyed)
+                return self._accepted(order_id, placed_at)
         if existing.fingerprint != fingerprint:
             return _problems(422, "idempotency_key_reused", [Problem(
                 "Idempotency-Key", "reused",
                 "was already used for a different request; nothing was changed")])  # fmt: skip
-        headers = {"Location": f"/orders/{order_id}"}
+        headers = {"Location": f"/orders/{existing.order_id}"}
         if existing.request_id != request_id:
             headers["Idempotent-Replayed"] = "true"
         return ApiResponse(201, order_to_public(existing), headers)
@@ -375,9 +458,20 @@ class OrderApi:
             return False
 
     async def get(self, request: Any, order_id: str) -> ApiResponse:
+        caller = self.auth.caller(request)
+        if caller is None:
+            return UNAUTHORIZED
         problems: list[Problem] = []
         if not (order_id.startswith("ord_") and len(order_id) == _ORDER_ID_LENGTH):
             return ApiResponse(404, {"error": "not_found", "order_id": order_id})
+        placed_at: float | None = None
+        raw_placed_at = request.query.get("placed_at")
+        if raw_placed_at is not None:
+            if raw_placed_at.isdigit() and 0 < int(raw_placed_at) < _MAX_PLACED_AT_MS:
+                placed_at = int(raw_placed_at) / 1000
+            else:
+                problems.append(Problem("placed_at", "format",
+                                        "must be the value a 202's Location gave"))  # fmt: skip
         wait = 0.0
         raw_wait = request.query.get("wait")
         if raw_wait is not None:
@@ -392,21 +486,28 @@ class OrderApi:
         if problems:
             return _problems(400, "invalid_request", problems)
         if wait <= 0:
-            return await self._get(request, order_id, wait)
-        # Counted where the client's connection arrives; a worker's forward was counted there.
-        peer = str(request.remote or "")
-        counted = not (
-            request.headers.get(FORWARDED_HEADER) and await self.routing.is_worker_peer(peer)
-        )
+            return await self._get(request, order_id, wait, caller, placed_at)
+        # Counted where the client's connection arrives; a worker's (signed) forward was
+        # counted there.
+        peer = str(getattr(request, "remote", "") or "")
+        counted = not caller.forwarded
         if counted and not self.long_polls.try_acquire(peer):
             return _TOO_MANY_LONG_POLLS
         try:
-            return await self._get(request, order_id, wait)
+            return await self._get(request, order_id, wait, caller, placed_at)
         finally:
             if counted:
                 self.long_polls.release(peer)
 
-    async def _get(self, request: Any, order_id: str, wait: float) -> ApiResponse:
+    def _visible(self, order: Order | None, caller: Caller) -> Order | None:
+        """Another client's order (or, with auth, one from before API keys) is unknown: 404."""
+        if order is None or not self.auth.enabled or order.client_id == caller.client_id:
+            return order
+        return None
+
+    async def _get(
+        self, request: Any, order_id: str, wait: float, caller: Caller, placed_at: float | None
+    ) -> ApiResponse:
         loop = asyncio.get_running_loop()
         started = loop.time()
         # A partition on the move is waited for (its new owner, or the owner's recovery) up to
@@ -421,10 +522,11 @@ class OrderApi:
                 return await self._forward(
                     owner, request, body_bytes=None, long_poll=remaining_wait > 0,
                     timeout=max(remaining_wait, self.move_wait_s) + _FORWARD_MARGIN_S,
+                    caller=caller,
                 )  # fmt: skip
             except NotReady as exc:
                 remaining = move_deadline - loop.time()
-                if remaining <= 0 or request.headers.get(FORWARDED_HEADER):
+                if remaining <= 0 or caller.forwarded:
                     # (a forwarded request: the worker that forwarded it does the waiting)
                     return _unavailable(str(exc))
                 if not self.routing.is_ready():
@@ -437,9 +539,11 @@ class OrderApi:
             terminal = order is not None and order.status.is_terminal
             return terminal or not self.routing.owns(order_id)
 
+        def lookup() -> Order | None:
+            return self._visible(self._stored(order_id, placed_at), caller)
+
         order = await self.watch.wait_for(
-            order_id, lambda: self.orders.get(order_id), settled,
-            max(0.0, started + wait - loop.time()),
+            order_id, lookup, settled, max(0.0, started + wait - loop.time()),
         )  # fmt: skip
         terminal = order is not None and order.status.is_terminal
         if not terminal and not self.routing.owns(order_id):
@@ -447,11 +551,15 @@ class OrderApi:
             # (a 404 here would make a client place an existing order again).
             return _unavailable("the order's partition moved during the wait; retry")
         if order is None:
-            return await self._not_stored(order_id, max(0.0, move_deadline - loop.time()))
+            return await self._not_stored(order_id, max(0.0, move_deadline - loop.time()),
+                                          lookup, placed_at)  # fmt: skip
         self.placements.forget(order_id)
-        return ApiResponse(200, order_to_public(order))
+        return _found(order, placed_at)
 
-    async def _not_stored(self, order_id: str, budget: float) -> ApiResponse:
+    async def _not_stored(
+        self, order_id: str, budget: float, lookup: Callable[[], Order | None],
+        placed_at: float | None,
+    ) -> ApiResponse:  # fmt: skip
         """404 only when the order is truly unknown: this worker has read every command written
         to the order's partition before now (a POST accepted by another worker during a move
         may still be on its way), and no POST it answered may still be stored."""
@@ -462,10 +570,10 @@ class OrderApi:
             return ApiResponse(503, body, {"Retry-After": "1"})
         if self.caught_up is not None:
             caught_up = await self.caught_up(order_id, max(budget, _CATCH_UP_MIN_S))
-            order = self.orders.get(order_id) if self.routing.owns(order_id) else None
+            order = lookup() if self.routing.owns(order_id) else None
             if order is not None:  # read meanwhile
                 self.placements.forget(order_id)
-                return ApiResponse(200, order_to_public(order))
+                return _found(order, placed_at)
             if not caught_up or not self.routing.owns(order_id):
                 body = {"error": "unavailable", "order_id": order_id,
                         "message": "the order's owner has not read every placed order yet; "
@@ -474,20 +582,25 @@ class OrderApi:
         if state == "accepted":
             body = {"order_id": order_id, "status": "ACCEPTED",
                     "message": "accepted; not stored yet: ask again"}  # fmt: skip
-            return ApiResponse(202, body, {"Location": f"/orders/{order_id}", "Retry-After": "1"})
+            headers = {"Location": _location(order_id, placed_at), "Retry-After": "1"}
+            return ApiResponse(202, body, headers)
         return ApiResponse(404, {"error": "not_found", "order_id": order_id})
 
     async def _forward(
         self, owner: Any, request: Any, body_bytes: bytes | None, timeout: float,
-        long_poll: bool = False,
+        caller: Caller, long_poll: bool = False,
     ) -> ApiResponse:  # fmt: skip
-        if request.headers.get(FORWARDED_HEADER):
+        if caller.forwarded:
             # The sender thought we own the key; we think not: assignments are moving.
             raise NotReady("partition ownership is changing")
         if self.routing.is_suspect(owner):
             raise NotReady(f"the owner at {owner.url} did not answer a moment ago")
+
+        def sign(path_qs: str, body: bytes) -> dict[str, str]:
+            return self.auth.forward_headers(caller, request.method, path_qs, body)
+
         status, payload, content_type, headers = await self.routing.forward(
-            owner, request, body_bytes, timeout=timeout, long_poll=long_poll
+            owner, request, body_bytes, timeout=timeout, long_poll=long_poll, sign=sign
         )
         return ApiResponse(status, None, headers, raw=payload, content_type=content_type)
 

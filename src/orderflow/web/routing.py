@@ -18,15 +18,20 @@ from yarl import URL
 
 from orderflow.config import Settings
 from orderflow.tracing import client_trace_configs
+from orderflow.web.auth import CLIENT_HEADER, FORWARDED_HEADER
 
 __all__ = ["FORWARDED_HEADER", "SUSPECT_S", "NotReady", "Owner", "OwnerLookup"]
 
-FORWARDED_HEADER = "X-Orderflow-Forwarded"
-_KEPT_RESPONSE_HEADERS = ("Location", "Retry-After", "Idempotent-Replayed")
+_KEPT_RESPONSE_HEADERS = (
+    "Location", "Retry-After", "Idempotent-Replayed", "Content-Location", "WWW-Authenticate",
+)  # fmt: skip
 # The body we forward is the one we read, already decoded by aiohttp: its Content-Encoding
 # must not travel with it (the owner would try to decode it again).
+# The client's API key goes no further than the worker it reached (the owner believes the
+# signature), and forwarding headers are always this worker's own.
 _DROPPED_REQUEST_HEADERS = {
     "host", "content-length", "transfer-encoding", "connection", "content-encoding",
+    "authorization", FORWARDED_HEADER.lower(), CLIENT_HEADER.lower(),
 }  # fmt: skip
 # Connections to the owners for forwarded POSTs and plain GETs; long-polls have their own pool.
 _REQUEST_POOL_SIZE = 100
@@ -69,7 +74,6 @@ class OwnerLookup:
         # never take the connections that forwarded POSTs need (they would starve into 503s).
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._closed = False  # the worker is stopping: no new forwarding
-        self._resolved: dict[str, set[str]] = {}
         # False from the moment partitions move until Faust has recovered the tables of the new
         # assignment (its rebalancing/in_recovery flags leave a gap between the two, where a
         # newly owned order would wrongly look unknown: a 404 instead of a 503).
@@ -131,32 +135,6 @@ class OwnerLookup:
         except NotReady:
             return False
 
-    async def is_worker_peer(self, remote: str | None) -> bool:
-        """True when ``remote`` (a TCP peer address) is the host of a worker of this app.
-
-        A client could send the forwarded header itself: it is believed only from a worker.
-        """
-        if not remote:
-            return False
-        try:
-            urls = {str(u) for u in self.app.assignor.tables_metadata()}
-        except Exception:  # no assignment yet
-            urls = set()
-        urls.add(str(self.app.conf.canonical_url))
-        for host in {URL(u).host or "" for u in urls}:
-            if remote == host or remote in await self._addresses(host):
-                return True
-        return False
-
-    async def _addresses(self, host: str) -> set[str]:
-        if host not in self._resolved:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, None)
-                self._resolved[host] = {str(info[4][0]) for info in infos}
-            except (OSError, UnicodeError):
-                return set()  # not cached: a later lookup may work
-        return self._resolved[host]
-
     def _session(self, long_poll: bool) -> aiohttp.ClientSession:
         if self._closed:
             raise NotReady("the worker is stopping")
@@ -177,13 +155,17 @@ class OwnerLookup:
 
     async def forward(
         self, owner: Owner, request: Any, body: bytes | None, timeout: float,
-        long_poll: bool = False,
+        long_poll: bool = False, sign: Callable[[str, bytes], dict[str, str]] | None = None,
     ) -> tuple[int, bytes, str, dict[str, str]]:  # fmt: skip
-        """Replay the request at the owner; returns (status, body, content type, headers)."""
+        """Replay the request at the owner; returns (status, body, content type, headers).
+
+        ``sign(path_qs, body)``: the headers that authenticate the forward (web/auth.py).
+        """
         url = owner.url.with_path(request.path).with_query(request.query)
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() not in _DROPPED_REQUEST_HEADERS}  # fmt: skip
-        headers[FORWARDED_HEADER] = "1"
+        if sign is not None:
+            headers.update(sign(url.raw_path_qs, body or b""))
         session = self._session(long_poll)
         try:
             async with session.request(

@@ -10,7 +10,8 @@ from faust.web import View
 
 from orderflow.logs import order_context
 from orderflow.metrics import CONTENT_TYPE, Metrics
-from orderflow.web.orders import ApiResponse, OrderApi
+from orderflow.web.auth import Authenticator
+from orderflow.web.orders import UNAUTHORIZED, ApiResponse, OrderApi
 from orderflow.web.routing import OwnerLookup
 
 __all__ = ["register_views"]
@@ -31,16 +32,21 @@ HealthCheck = Callable[[], tuple[int, dict[str, Any]]]
 def register_views(
     app: Any, api: OrderApi, routing: OwnerLookup, health: HealthCheck,
     metrics: Metrics | None = None, openapi: dict[str, Any] | None = None,
-    gateway: Mapping[str, str] | None = None,
+    gateway: Mapping[str, str] | None = None, auth: Authenticator | None = None,
 ) -> None:  # fmt: skip
     """Mount the HTTP API on the worker's web server; ``gateway`` says which one /ready shows."""
     shown = dict(gateway or {})
+    auth = auth or api.auth
 
     def counted(request: Any, route: str, response: Any) -> Any:
         # By route template, never the raw path: order ids would make unbounded label values.
         if metrics is not None:
             metrics.http(request.method, route, response.status)
         return response
+
+    def refused(endpoint: str, request: Any) -> bool:
+        """An endpoint not in ORDERFLOW_OPEN_ENDPOINTS needs an API key like /orders."""
+        return not auth.is_open(endpoint) and auth.caller(request) is None
 
     @app.page("/orders")
     class OrderCollection(View):  # type: ignore[misc]
@@ -63,6 +69,8 @@ def register_views(
         """Liveness: 200 while every agent moves on; 503 naming an agent stuck on one event."""
 
         async def get(self, request: Any) -> Any:
+            if refused("health", request):
+                return counted(request, "/health", _respond(self, UNAUTHORIZED))
             status, body = health()
             return counted(request, "/health", self.json(body, status=status))
 
@@ -71,6 +79,8 @@ def register_views(
         """Readiness: partitions assigned and tables recovered (503 otherwise)."""
 
         async def get(self, request: Any) -> Any:
+            if refused("ready", request):
+                return counted(request, "/ready", _respond(self, UNAUTHORIZED))
             if routing.is_ready():
                 return counted(request, "/ready", self.json({"status": "ready", **shown}))
             response = self.json({"status": "not_ready", **shown}, status=503,
@@ -85,6 +95,8 @@ def register_views(
             """Prometheus metrics of this worker (its own registry), in the text format."""
 
             async def get(self, request: Any) -> Any:
+                if refused("metrics", request):
+                    return counted(request, "/metrics", _respond(self, UNAUTHORIZED))
                 # Counted before rendering, so that a scrape sees itself counted.
                 registered.http(request.method, "/metrics", 200)
                 return self.bytes(registered.render(), headers={"Content-Type": CONTENT_TYPE})
@@ -97,5 +109,7 @@ def register_views(
             """The OpenAPI 3.1 document of this API."""
 
             async def get(self, request: Any) -> Any:
+                if refused("openapi", request):
+                    return counted(request, "/openapi.json", _respond(self, UNAUTHORIZED))
                 response = self.bytes(document, content_type="application/json")
                 return counted(request, "/openapi.json", response)

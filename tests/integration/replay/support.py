@@ -29,6 +29,7 @@ from orderflow.domain.validation import LineItem
 from orderflow.records import encode_event
 from orderflow.replay.cli import run_async
 from orderflow.topics import all_topic_names
+from tests.harness import TEST_CLIENT
 
 __all__ = [
     "CliResult",
@@ -147,12 +148,14 @@ AMOUNT = 2500
 
 
 def place(order_id: str, token: str = "tok_visa") -> bytes:
+    # Placed by the test client, as the API does today (an order with no owner is 404 to all).
     return encode_event(PlaceOrder(order_id, f"req-{order_id}", f"fp-{order_id}", "cust-1",
-                                   "EUR", ITEMS, token, T_NOW))  # fmt: skip
+                                   "EUR", ITEMS, token, T_NOW, TEST_CLIENT))  # fmt: skip
 
 
 def created(order_id: str, token: str = "tok_visa", amount: int = AMOUNT) -> bytes:
-    return encode_event(OrderCreated(order_id, "cust-1", "EUR", amount, ITEMS, token, T_NOW))
+    return encode_event(OrderCreated(order_id, "cust-1", "EUR", amount, ITEMS, token, T_NOW,
+                                     TEST_CLIENT))  # fmt: skip
 
 
 def completed(order_id: str, amount: int = AMOUNT) -> bytes:
