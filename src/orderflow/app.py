@@ -404,9 +404,11 @@ def build(settings: Settings) -> Orderflow:
                                command_log)  # fmt: skip
     auth = Authenticator.from_settings(settings)
     chains = KeyChains(auth.secret, settings.partitions, settings.idempotency_retention_s)
+    # The stall nudge's own consumer (and lock): its reads never hold up missing_before's.
+    nudge_log = CommandLog(_bootstrap_servers(settings), ORDER_COMMANDS)
     order_service = OrderService(orders, FencedSender(outputs[ORDER_CREATED], fence),
                                  dead_letters, watch, stalled, progress=progress,
-                                 chains=chains)  # fmt: skip
+                                 chains=chains, commands=nudge_log)  # fmt: skip
     order_service.on_created = metrics.order_created
     order_service.on_terminal = metrics.order_terminal
 
@@ -549,6 +551,7 @@ def build(settings: Settings) -> Orderflow:
         await gateway.close()
         await routing.close()
         await command_log.close()
+        await nudge_log.close()
 
     long_polls = LongPolls(settings.max_long_polls, settings.max_long_polls_per_client)
     api = OrderApi(orders, traced(topics[ORDER_COMMANDS]), watch, routing, settings.post_wait_s, long_polls,

@@ -42,6 +42,7 @@ _DEAD_LETTER_REASONS = {
     "unexpected": "unexpected",
     "refused": "refused",
     "payment result for an unknown order": "unknown_order",
+    "payment token no longer available": "token_gone",
 }
 # POST -> terminal: a sandbox answers in milliseconds, a real gateway in seconds, retries longer.
 _ORDER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)

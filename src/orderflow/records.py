@@ -118,10 +118,16 @@ def order_from_bytes(raw: bytes) -> Order:
         request_id=data["request_id"],
         charge_id=data.get("charge_id"),
         decline=_decline_from(data.get("decline")),
-        # Entries written before it existed have none (and a payment_token, now ignored).
+        # Entries written before it existed have none, and a payment_token: kept in memory for
+        # the stall nudge, the only way left to charge such an order (never written back).
         command_offset=data.get("command_offset"),
         client_id=data.get("client_id") or "",
+        legacy_payment_token=_legacy_token(data.get("payment_token")),
     )
+
+
+def _legacy_token(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def payment_to_bytes(record: PaymentRecord) -> bytes:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 
-from orderflow.agents.progress import CommandLog
+from orderflow.agents.orders import OrderService, StalledOrders
+from orderflow.agents.progress import CommandLog, CommandRecord
+from orderflow.domain.events import OrderCreated
+from orderflow.records import decode_event, encode_event
+from orderflow.tables.scan import order_partition
+from orderflow.watch import OrderWatch
+from tests.unit.builders import pending_order, place_command
+from tests.unit.order_service_fakes import FakeOrders, PassingDeadLetters
 
 
 async def _topic_with_records(bootstrap: str, count: int) -> str:
@@ -45,3 +53,75 @@ def test_a_range_is_read_in_order_and_the_end_is_known(kafka_bootstrap: str) -> 
             await log.close()
 
     asyncio.run(run())
+
+
+def test_the_nudge_knows_a_command_below_the_log_start_is_gone_without_reading_it(
+    kafka_bootstrap: str,
+) -> None:
+    """Retention (here deleteRecords) moved the log start past one order's command: that order
+    is nudged without a token at once, the other with the token read from its command."""
+
+    async def run() -> None:
+        topic = await _topic_with_records(kafka_bootstrap, 0)
+        old, new = (next(f"ord-{name}-{i}" for i in range(100)
+                         if order_partition(f"ord-{name}-{i}", 2) == 1) for name in ("a", "b"))  # fmt: skip
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            for offset in range(30):
+                order_id = {5: old, 25: new}.get(offset)
+                value = (encode_event(place_command(order_id=order_id, payment_token=f"tok-{offset}"))
+                         if order_id else b"filler")  # fmt: skip
+                await producer.send_and_wait(topic, value, key=b"k", partition=1)
+        finally:
+            await producer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_records({TopicPartition(topic, 1): RecordsToDelete(20)})
+        finally:
+            await admin.close()
+
+        log = CommandLog([kafka_bootstrap], topic)
+        reads: list[tuple[int, int]] = []
+        read = log.read
+
+        async def recorded(partition: int, start: int, stop: int) -> list[CommandRecord]:
+            reads.append((start, stop))
+            return await read(partition, start, stop)
+
+        log.read = recorded  # type: ignore[method-assign]
+        rows, sent = FakeOrders(), _Sent()
+        service = OrderService(rows, sent, PassingDeadLetters(), OrderWatch(),  # type: ignore[arg-type]
+                               StalledOrders(1.0, partitions=2), commands=log)  # fmt: skip
+        try:
+            assert await log.beginning(1) == 20
+            for order_id, offset in ((old, 5), (new, 25)):
+                order = dataclasses.replace(pending_order(), order_id=order_id,
+                                            command_offset=offset)  # fmt: skip
+                rows.put(order)
+                service.stalled.track(order, 1e10)
+
+            assert await service.nudge_stalled(lambda order_id: True) == 2
+
+            assert reads == [(25, 26)]  # never a seek below the log start
+            tokens = {e.order_id: e.payment_token for e in map(_created, sent.values)}
+            assert tokens == {old: "", new: "tok-25"}
+        finally:
+            await log.close()
+
+    asyncio.run(run())
+
+
+class _Sent:
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    async def send(self, key: bytes, value: bytes) -> None:
+        self.values.append(value)
+
+
+def _created(value: bytes) -> OrderCreated:
+    event = decode_event(value, OrderCreated.event_type)
+    assert isinstance(event, OrderCreated)
+    return event

@@ -16,6 +16,7 @@ class FakeMessage:
     offset: int
     key: bytes
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass
@@ -63,8 +64,11 @@ class CommandPartition:
         self.records = {r.offset: r for r in records}
         self.reads: list[tuple[int, int, int]] = []
 
+    async def beginning(self, partition: int) -> int:
+        return min(self.records, default=0)
+
     async def end(self, partition: int) -> int:
-        return max(self.records) + 1
+        return max(self.records, default=-1) + 1
 
     async def read(self, partition: int, start: int, stop: int) -> list[CommandRecord]:
         self.reads.append((partition, start, stop))

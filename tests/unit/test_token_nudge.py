@@ -2,11 +2,13 @@
 
 The order is stored with where its command is (``command_offset``); a nudge (``order.created``
 published again for an order PENDING too long) reads the command there for the token. When the
-command is gone (expired with the topic's retention) no copy is sent: one without a token
-could not be charged (and does not decode).
+command is gone (expired with the topic's retention) the copy goes without a token: the payment
+service finishes it from PaymentDB, or dead-letters it (tests/unit/test_tokenless_nudge.py).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.progress import CommandProgress, CommandRecord
@@ -14,7 +16,7 @@ from orderflow.domain.events import OrderCreated
 from orderflow.records import decode_event, encode_event, order_to_bytes
 from orderflow.topics import ORDER_COMMANDS
 from orderflow.watch import OrderWatch
-from tests.unit.builders import place_command
+from tests.unit.builders import pending_order, place_command
 from tests.unit.order_service_fakes import (
     CommandPartition,
     FakeOrders,
@@ -41,7 +43,7 @@ def _stack(
     progress = CommandProgress(8, lambda partition: None, kafka)
     # Due at once: the command's occurred_at is long ago.
     service = OrderService(orders, sent, PassingDeadLetters(), OrderWatch(),  # type: ignore[arg-type]
-                           StalledOrders(1.0), progress=progress)  # fmt: skip
+                           StalledOrders(1.0), progress=progress, commands=kafka)  # fmt: skip
     return service, orders, kafka, sent
 
 
@@ -74,7 +76,7 @@ async def test_nudge_reads_the_token_from_the_command_for_the_order_created_copy
     assert isinstance(copy, OrderCreated) and copy.payment_token == TOKEN
 
 
-async def test_nudge_without_its_command_sends_nothing() -> None:
+async def test_nudge_without_its_command_sends_a_copy_without_a_token() -> None:
     record = _command_at(36)
     service, _, kafka, sent = _stack([record])
     await service.handle(event_of(record))
@@ -83,5 +85,25 @@ async def test_nudge_without_its_command_sends_nothing() -> None:
         return []  # expired with the command topic's retention
 
     kafka.read = expired  # type: ignore[method-assign]
-    assert await service.nudge_stalled(lambda order_id: True) == 0
-    assert len(sent.values) == 1  # the first order.created only
+    assert await service.nudge_stalled(lambda order_id: True) == 1
+    copy = decode_event(sent.values[-1], OrderCreated.event_type)
+    assert isinstance(copy, OrderCreated) and copy.payment_token == ""
+
+
+async def test_nudge_finds_the_token_of_an_order_of_a_later_key_generation() -> None:
+    # A key reused after its retention places its order under a later generation's id, on the
+    # same partition; the command stays keyed by generation 0's id. The stored order and its
+    # command share the request id.
+    record = _command_at(36)  # PlaceOrder of ord-1 (generation 0), request REQUEST_ID
+    service, orders, _, sent = _stack([record])
+    later = replace(pending_order(order_id="ord-1-g1", created_at="2020-01-01T00:00:00.000Z",
+                                  updated_at="2020-01-01T00:00:00.000Z"),
+                    command_offset=36)  # fmt: skip
+    orders.put(later)
+    service.stalled.track(later, 0.0)
+
+    assert await service.nudge_stalled(lambda order_id: True) == 1
+
+    copy = decode_event(sent.values[-1], OrderCreated.event_type)
+    assert isinstance(copy, OrderCreated) and copy.order_id == "ord-1-g1"
+    assert copy.payment_token == TOKEN

@@ -11,7 +11,7 @@ from typing import Any
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from faust.exceptions import ProducerSendError
 
-from orderflow.domain.errors import ChargeMismatchError, DomainError
+from orderflow.domain.errors import ChargeMismatchError, DomainError, PaymentTokenGoneError
 from orderflow.domain.events import rfc3339
 from orderflow.domain.tokens import mask_text
 from orderflow.topics import (
@@ -126,6 +126,9 @@ class DeadLetters:
                 return
             except ChargeMismatchError as exc:  # the money disagrees: an alert, not bad input
                 await self.send(event, f"inconsistent: {exc}", exc)
+                return
+            except PaymentTokenGoneError as exc:  # nothing to charge with: an operator must
+                await self.send(event, str(exc), exc)
                 return
             except DomainError as exc:  # malformed or contradictory input: the data is the problem
                 await self.send(event, f"malformed: {exc}", exc)

@@ -8,12 +8,12 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError
 
 from orderflow.agents.dead_letters import DeadLetters
-from orderflow.agents.progress import CommandProgress
+from orderflow.agents.progress import CommandProgress, CommandRecord
 from orderflow.domain.errors import EventDecodeError
 from orderflow.domain.events import PaymentCompleted, PaymentFailed, PlaceOrder, rfc3339
 from orderflow.domain.order import Order, PlacementKind, apply_payment, place_order
@@ -25,7 +25,7 @@ from orderflow.topics import ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED
 from orderflow.tracing import consuming
 from orderflow.watch import OrderWatch
 
-__all__ = ["OrderService", "StalledOrders"]
+__all__ = ["CommandReader", "OrderService", "StalledOrders"]
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,21 @@ def _stored_time(rfc3339_text: str, default: float) -> float:
         return default
 
 
+class CommandReader(Protocol):
+    """What the stall nudge reads of the command topic (``CommandLog``, or a fake)."""
+
+    async def beginning(self, partition: int) -> int: ...
+    async def end(self, partition: int) -> int: ...
+    async def read(self, partition: int, start: int, stop: int) -> list[CommandRecord]: ...
+
+
 class OrderService:
     """Handles one event at a time; failures go to the dead-letter topic, never out of the loop."""
+
+    # Per command partition and tick, the nudge reads the commands of at most this many stalled
+    # orders, within this many offsets, in one range read (an outage leaves thousands PENDING).
+    nudge_batch = 200
+    nudge_span = 2000
 
     def __init__(
         self,
@@ -103,11 +116,16 @@ class OrderService:
         clock: Callable[[], float] = time.time,
         progress: CommandProgress | None = None,
         chains: KeyChains | None = None,
+        commands: CommandReader | None = None,
     ) -> None:
         self.orders = orders
         # None: keyed commands are stored under their own id (no retention, tests only).
         self.chains = chains
         self.progress = progress
+        # The nudge's own reader of the command topic (never the hot path's: a slow read for a
+        # stalled order must not hold the lock ``progress.missing_before`` waits on).
+        self.commands = commands
+        self.partitions = progress.partitions if progress is not None else stalled.partitions
         self.order_created = order_created
         self.dead_letters = dead_letters
         self.watch = watch
@@ -201,7 +219,7 @@ class OrderService:
             log.info("stalled-order index: read %d OrderDB row(s), %d PENDING", read,
                      len(self.stalled.due_at))  # fmt: skip
             now = self.clock()
-        nudged = 0
+        due: list[Order] = []
         for order_id in self.stalled.due(now):
             order = self.orders.get(order_id)
             if order is None or order.status.is_terminal:
@@ -211,44 +229,109 @@ class OrderService:
                 # A standby copy (its owner nudges it), or the partition is moving: asked again
                 # at the next tick, with no backoff spent (rebalances must not defer the nudge).
                 continue
+            due.append(order)
+        tokens = await self._payment_tokens(due)
+        nudged = 0
+        for order in due:
+            order_id = order.order_id
+            if order_id not in tokens:
+                continue  # its command is read at a later tick (a bounded read per tick)
             self.stalled.nudged(order_id, now)
+            token = tokens[order_id]
+            if token is None:
+                continue  # its command could not be read now (logged): again after the backoff
             log.warning("order %s still PENDING: publishing order.created again (nudge %d)",
                         order_id, self.stalled.nudges[order_id])  # fmt: skip
-            token = await self._payment_token(order)
             if not token:
-                # Nothing a copy could be charged with (an order.created needs the token); the
-                # payment may still settle from PaymentDB (the reconciler), else a person must.
-                log.error("order %s still PENDING and its PlaceOrder is gone: not nudged",
-                          order_id)  # fmt: skip
-                continue
+                # Without a token the copy cannot charge: the payment service finishes it from
+                # PaymentDB (settled, attempting, unknown), else dead-letters it for a person.
+                log.error("order %s: its PlaceOrder is gone; order.created sent without a "
+                          "payment token", order_id)  # fmt: skip
             await self.order_created.send(
                 key=order_id.encode(), value=encode_event(order.created_event(token))
             )
             nudged += 1
         return nudged
 
-    async def _payment_token(self, order: Order) -> str:
-        """The order's payment token, read from its PlaceOrder command on the command topic.
+    async def _payment_tokens(self, orders: list[Order]) -> dict[str, str | None]:
+        """The payment token of each order whose command is read this tick.
 
-        "" when it cannot be read: the command expired with the topic's retention (an order
-        PENDING that long has a bigger problem), or the order was stored before
-        ``command_offset`` existed.
+        "": gone for good (no ``command_offset``, or the command expired with the topic's
+        retention): the nudge goes without one. None: not readable now (the broker): nudged at
+        a later tick. Orders left out wait for a later tick: at most ``nudge_batch`` orders,
+        within ``nudge_span`` offsets, per partition and tick, read in one range.
         """
-        if self.progress is None or order.command_offset is None:
-            return ""
-        partition, offset = (
-            order_partition(order.order_id, self.progress.partitions),
-            order.command_offset,
-        )
+        tokens: dict[str, str | None] = {}
+        by_partition: dict[int, list[Order]] = {}
+        for order in orders:
+            if order.legacy_payment_token:  # stored before command_offset: the row's own token
+                tokens[order.order_id] = order.legacy_payment_token
+            elif self.commands is None or self.partitions is None or order.command_offset is None:
+                tokens[order.order_id] = ""
+            else:
+                partition = order_partition(order.order_id, self.partitions)
+                by_partition.setdefault(partition, []).append(order)
+        for partition, waiting in by_partition.items():
+            tokens.update(await self._read_tokens(partition, waiting))
+        return tokens
+
+    async def _read_tokens(self, partition: int, orders: list[Order]) -> dict[str, str | None]:
+        assert self.commands is not None
         try:
-            records = await self.progress.commands.read(partition, offset, offset + 1)
-            command = decode_event(records[0].value, PlaceOrder.event_type) if records else None
-        except (EventDecodeError, KafkaError, OSError) as exc:
-            log.warning("order %s: its PlaceOrder at %d:%d could not be read (%s)",
-                        order.order_id, partition, offset, exc)  # fmt: skip
-            return ""
-        if not isinstance(command, PlaceOrder) or command.order_id != order.order_id:
-            log.warning("order %s: no PlaceOrder of it at %s:%d:%d (expired?)",
-                        order.order_id, ORDER_COMMANDS, partition, offset)  # fmt: skip
-            return ""
-        return command.payment_token
+            # Below the log start, a seek would reset to the earliest record and the read wait
+            # for its timeout: such a command is gone, known from one ListOffsets request.
+            first, end = (
+                await self.commands.beginning(partition),
+                await self.commands.end(partition),
+            )
+        except (KafkaError, OSError) as exc:
+            log.warning("command partition %d: offsets not known (%r): %d nudge(s) wait",
+                        partition, exc, len(orders))  # fmt: skip
+            return dict.fromkeys((o.order_id for o in orders), None)
+        tokens: dict[str, str | None] = {}
+        readable: list[Order] = []
+        for order in sorted(orders, key=lambda o: o.command_offset or 0):
+            offset = order.command_offset or 0
+            if offset < first or offset >= end:
+                log.warning("order %s: its PlaceOrder at %s:%d:%d is gone (the partition holds "
+                            "%d..%d)", order.order_id, ORDER_COMMANDS, partition, offset, first,
+                            end - 1)  # fmt: skip
+                tokens[order.order_id] = ""
+            elif len(readable) < self.nudge_batch and (
+                not readable or offset - (readable[0].command_offset or 0) < self.nudge_span
+            ):
+                readable.append(order)
+        if not readable:
+            return tokens
+        start, stop = readable[0].command_offset or 0, (readable[-1].command_offset or 0) + 1
+        try:
+            records = await self.commands.read(partition, start, stop)
+        except (KafkaError, OSError) as exc:  # TimeoutError included
+            log.warning("command partition %d: offsets %d..%d could not be read (%r): %d "
+                        "nudge(s) wait", partition, start, stop - 1, exc,
+                        len(readable))  # fmt: skip
+            tokens.update(dict.fromkeys((o.order_id for o in readable), None))
+            return tokens
+        at = {r.offset: r for r in records}
+        for order in readable:
+            tokens[order.order_id] = _token_in(order, at.get(order.command_offset or 0), partition)
+        return tokens
+
+
+def _token_in(order: Order, record: CommandRecord | None, partition: int) -> str:
+    """The token of the order's PlaceOrder in ``record``; "" when it is not there (gone)."""
+    try:
+        command = decode_event(record.value, PlaceOrder.event_type) if record else None
+    except EventDecodeError as exc:
+        log.warning("order %s: the record at its command offset does not decode (%s)",
+                    order.order_id, exc)  # fmt: skip
+        return ""
+    # Its own command: the same order id, or (a key's later generation, placed under another
+    # id of the same partition) the command keyed by generation 0 whose request made it.
+    if not isinstance(command, PlaceOrder) or (
+        command.order_id != order.order_id and command.request_id != order.request_id
+    ):
+        log.warning("order %s: no PlaceOrder of it at %s:%d:%s (expired?)",
+                    order.order_id, ORDER_COMMANDS, partition, order.command_offset)  # fmt: skip
+        return ""
+    return command.payment_token

@@ -18,7 +18,11 @@ from typing import Any
 import orjson
 
 from orderflow.agents.dead_letters import DeadLetters
-from orderflow.domain.errors import ChargeMismatchError, EventDecodeError
+from orderflow.domain.errors import (
+    ChargeMismatchError,
+    EventDecodeError,
+    PaymentTokenGoneError,
+)
 from orderflow.domain.events import OrderCreated, PaymentCompleted, PaymentFailed, rfc3339
 from orderflow.domain.payment import (
     Approved,
@@ -170,6 +174,12 @@ class PaymentService:
         elif action is PaymentAction.CHARGE and record is not None and record.attempts > 0:
             await self._look_up_then_charge(record)  # left mid-charge by a crash or a move
         elif action is PaymentAction.CHARGE:
+            if record is None and not created.payment_token:
+                # A stall nudge's copy whose token was gone, and no payment began: nothing can
+                # be charged. Dead-lettered (the guard) for an operator, never charged.
+                log.error("payment %s: order.created without a token and no PaymentDB record",
+                          created.order_id)  # fmt: skip
+                raise PaymentTokenGoneError
             if record is None:
                 record = PaymentRecord(
                     order_id=created.order_id,
@@ -211,6 +221,8 @@ class PaymentService:
             await self._charge(record)
 
     async def _charge(self, record: PaymentRecord) -> None:
+        if not record.payment_token:  # never a charge request without a token
+            raise PaymentTokenGoneError
         record = record.attempt(self.clock())
         # ATTEMPTING must be in the changelog before the gateway may charge: otherwise a crash
         # could leave a charge that the next owner cannot see, and it would charge again without

@@ -76,6 +76,12 @@ class CommandLog:
         tp = TopicPartition(self.topic, partition)
         return int((await client.end_offsets([tp]))[tp])
 
+    async def beginning(self, partition: int) -> int:
+        """The partition's log start offset now (below it, retention deleted the records)."""
+        client = await self._started()
+        tp = TopicPartition(self.topic, partition)
+        return int((await client.beginning_offsets([tp]))[tp])
+
     async def read(self, partition: int, start: int, stop: int) -> list[CommandRecord]:
         """The records at offsets ``start`` up to ``stop`` (excluded), in order."""
         client = await self._started()

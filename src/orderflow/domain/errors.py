@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["ChargeMismatchError", "DomainError", "EventDecodeError", "MoneyError"]
+__all__ = [
+    "ChargeMismatchError",
+    "DomainError",
+    "EventDecodeError",
+    "MoneyError",
+    "PaymentTokenGoneError",
+]
 
 
 class DomainError(Exception):
@@ -19,3 +25,13 @@ class EventDecodeError(DomainError):
 
 class ChargeMismatchError(DomainError):
     """The gateway's charge under an order's key is for another amount, currency or order."""
+
+
+class PaymentTokenGoneError(DomainError):
+    """A charge is needed but no token is left for it (a tokenless stall nudge, no PaymentDB
+    record): never charged; its message is the dead letter's whole reason."""
+
+    REASON = "payment token no longer available: the order's command is gone"
+
+    def __init__(self) -> None:
+        super().__init__(self.REASON)

@@ -177,14 +177,19 @@ class OrderCreated:
             "currency": self.currency,
             "amount": self.amount,
             "items": items_to_list(self.items),
-            "payment": {"token": self.payment_token},
+            # No token at all in a stall nudge's copy whose token is gone (never an empty one):
+            # the payment service finishes it from PaymentDB or dead-letters it.
+            "payment": {"token": self.payment_token} if self.payment_token else {},
             **_owner(self.client_id),
         }
 
     @classmethod
     def from_reader(cls, r: FieldReader) -> OrderCreated:
+        # No "token" is a tokenless nudge (see payload); one that is there must not be empty.
+        payment = r.obj("payment")
+        token = payment.str("token") if "token" in payment.data else ""
         return cls(r.str("order_id"), r.str("customer_id"), r.str("currency"),
-                   r.int("amount"), r.items("items"), r.obj("payment").str("token"),
+                   r.int("amount"), r.items("items"), token,
                    r.str("occurred_at"), r.opt_str("client_id") or "")  # fmt: skip
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from orderflow.domain.events import OrderCreated, PaymentCompleted, PaymentFailed, PlaceOrder
 from orderflow.domain.money import order_total
@@ -58,6 +58,9 @@ class Order:
     # (an order stored before this field existed).
     command_offset: int | None = None
     client_id: str = ""  # the API client that placed it; "": before API keys (no owner)
+    # The token an entry stored before ``command_offset`` existed still holds: read for the
+    # stall nudge, in memory only (``order_to_bytes`` never writes it back), never printed.
+    legacy_payment_token: str = field(default="", repr=False, compare=False)
 
     def created_event(self, payment_token: str) -> OrderCreated:
         return OrderCreated(self.order_id, self.customer_id, self.currency, self.amount,

@@ -155,6 +155,12 @@ class _OrderFold:
             self.order, self.published = placement.order, placement.publish
 
     def _created(self, created: OrderCreated, record: TopicRecord) -> None:
+        if not created.payment_token:
+            # A stall nudge's copy whose token was gone: settled from PaymentDB or dead-lettered,
+            # never charged; nothing for the payment rule to decide (nor a changed body).
+            if self.order is None:
+                self.order = _order_from_created(created)
+            return
         if self.created is not None:
             return  # a republished copy: the first one was decided on
         self.created = created

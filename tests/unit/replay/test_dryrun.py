@@ -113,3 +113,14 @@ def test_orders_are_folded_separately_and_in_time_order_whatever_the_input_order
     assert (report.orders, report.compared, report.findings) == (2, 2, [])
     changed = dry_run(mixed, declines_everything)
     assert sorted(f.order_id for f in changed.differences) == ["ord-1", "ord-2"]
+
+
+def test_a_tokenless_nudge_copy_is_not_re_decided_nor_a_changed_body() -> None:
+    # The command past retention: the only order.created on record is a stall nudge's copy
+    # without a token (settled from PaymentDB); and after the first one, a copy changes nothing.
+    tokenless = encode_event(ORDER.created_event(""))
+    only_copy = [r for r in history(created=tokenless) if r.topic != ORDER_COMMANDS]
+    assert dry_run(only_copy).findings == []
+    first, *rest = history()
+    with_copy = [first, rest[0], rec(ORDER_CREATED, tokenless, 2), *rest[1:]]
+    assert dry_run(with_copy).findings == []
