@@ -6,9 +6,8 @@ be no 5xx, have a documented status and content type, headers and a body matchin
 Hypothesis is derandomized (the same cases on every run) and shrinking is off, so the run is
 reproducible and bounded. The number of requests actually sent is counted and asserted.
 
-``ORDERFLOW_FUZZ_API_KEY`` (empty today) is sent as ``Authorization: Bearer <key>``, and
-``ORDERFLOW_FUZZ_WORKER_ENV`` (JSON object, empty today) is added to the worker's environment,
-so that the worker can be told the key once the API is authenticated.
+The test client's API key (or ``ORDERFLOW_FUZZ_API_KEY``) is sent as ``Authorization: Bearer``, and
+``ORDERFLOW_FUZZ_WORKER_ENV`` (a JSON object) is added to the worker's environment.
 
 Run alone: ``ORDERFLOW_TEST_KAFKA_PORT=... .venv/bin/python -m pytest tests/e2e/test_fuzz_openapi.py``
 """
@@ -37,9 +36,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.harness import ManagedProcess, start_sandbox, start_worker
+from tests.harness import TEST_API_KEY, ManagedProcess, start_sandbox, start_worker
 
-API_KEY = os.environ.get("ORDERFLOW_FUZZ_API_KEY", "")
+# The test client's key (the harness configures it on every worker): the fuzz reaches past the
+# 401s into the order handling. ORDERFLOW_FUZZ_API_KEY overrides it.
+API_KEY = os.environ.get("ORDERFLOW_FUZZ_API_KEY") or TEST_API_KEY
 WORKER_ENV: dict[str, str] = json.loads(os.environ.get("ORDERFLOW_FUZZ_WORKER_ENV") or "{}")
 
 # Examples per (operation, mode): tuned for a few minutes on a 2-core machine. Operations without
