@@ -33,6 +33,7 @@ from orderflow.agents.progress import CommandLog, CommandProgress, committed_off
 from orderflow.config import ConfigError, Settings, cluster_problems
 from orderflow.consumer import RewindingConsumer
 from orderflow.delivery import CHANGELOG, UNDELIVERABLE, DeliveringTopic, run_batch, sequentially
+from orderflow.domain.tokens import fingerprint_key
 from orderflow.fencing import Fence, FencedSender
 from orderflow.gateway.base import PaymentGateway
 from orderflow.health import Liveness
@@ -212,6 +213,7 @@ class Orderflow:
     gateway: GatewayHolder
     topics: dict[str, Any]
     metrics: Metrics | None = None
+    api: OrderApi | None = None
 
 
 class RetainedTopic(faust.Topic):
@@ -557,7 +559,7 @@ def build(settings: Settings) -> Orderflow:
     api = OrderApi(orders, traced(topics[ORDER_COMMANDS]), watch, routing, settings.post_wait_s, long_polls,
                    caught_up=progress.caught_up, move_wait_s=settings.move_wait_s,
                    store_wait_s=settings.store_wait_s,
-                   token_hash_key=settings.token_hash_key.encode(),
+                   token_hash_key=fingerprint_key(auth.secret),
                    body_read_timeout_s=settings.body_read_timeout_s, auth=auth,
                    chains=chains)  # fmt: skip
 
@@ -580,7 +582,7 @@ def build(settings: Settings) -> Orderflow:
                    auth)  # fmt: skip
     register_commands(app)  # replay / trace / dlq as `faust -A orderflow.app <command>`
     return Orderflow(settings, app, orders, payments, order_service, payment_service, gateway,
-                     topics, metrics)  # fmt: skip
+                     topics, metrics, api)  # fmt: skip
 
 
 try:

@@ -233,10 +233,6 @@ class Settings:
     # retention.ms of the topics that carry payment tokens (the command topic, order.created,
     # the dead letters), set when the worker creates them: a token lives there this long.
     token_retention_s: float = 7 * 24 * 3600.0
-    # The key of the hash that puts the payment token into an order's stored fingerprint (the
-    # same on every worker); empty: the token is left out of it (web.orders._fingerprint).
-    # A secret: kept out of the settings' repr (logs).
-    token_hash_key: str = field(default="", repr=False)
     # "keys": every /orders request needs a configured API key (web/auth.py); "none": no
     # authentication at all (development only, logged loudly at start).
     api_auth: str = "keys"
@@ -338,7 +334,6 @@ class Settings:
                 env, "ORDERFLOW_MAX_LONG_POLLS_PER_CLIENT", cls.max_long_polls_per_client
             ),
             token_retention_s=_float(env, "ORDERFLOW_TOKEN_TOPIC_RETENTION", cls.token_retention_s),
-            token_hash_key=env.get("ORDERFLOW_TOKEN_HASH_KEY", ""),
             api_auth=_choice(env, "ORDERFLOW_API_AUTH", cls.api_auth, ("keys", "none")),
             api_keys_file=Path(env["ORDERFLOW_API_KEYS_FILE"])
             if env.get("ORDERFLOW_API_KEYS_FILE")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 
 from orderflow.domain.order import place_order
 from orderflow.domain.payment import Approved, Declined, PaymentStatus, decline_for
-from orderflow.domain.tokens import mask_secrets, mask_text, mask_token, token_digest
+from orderflow.domain.tokens import (
+    fingerprint_key,
+    mask_secrets,
+    mask_text,
+    mask_token,
+    token_digest,
+)
 from orderflow.domain.validation import OrderRequest, validate_order_request
 from orderflow.records import (
     encode_event,
@@ -145,3 +153,21 @@ def test_an_orderdb_row_written_before_the_change_still_decodes_without_its_toke
 
     assert decoded == order and decoded.command_offset is None
     assert b"tok_visa" not in order_to_bytes(decoded)  # its next write drops the token
+
+
+def test_a_worker_fingerprints_the_token_with_a_key_from_its_cluster_secret(tmp_path: Path) -> None:
+    # The key once came from an optional variable of its own, empty by default: the token was
+    # left out of fingerprints (the same Idempotency-Key with another card replayed the first
+    # order), and two workers with different keys answered each other's honest retries 422.
+    from orderflow.app import build
+    from orderflow.config import Settings
+
+    secret = "c" * 40
+    flow = build(Settings.from_env({
+        "ORDERFLOW_DATA_DIR": str(tmp_path), "ORDERFLOW_STORE": "memory",
+        "ORDERFLOW_GATEWAY": "sandbox", "ORDERFLOW_API_AUTH": "none",
+        "ORDERFLOW_CLUSTER_SECRET": secret,
+    }))  # fmt: skip
+    assert flow.api is not None
+    assert flow.api.token_hash_key == fingerprint_key(secret.encode())
+    assert flow.api.token_hash_key not in (b"", secret.encode())

@@ -80,3 +80,10 @@ def token_digest(token: str, key: bytes) -> str:
     trying the candidates; without the key, a stored digest tells nothing.
     """
     return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
+
+
+def fingerprint_key(cluster_secret: bytes) -> bytes:
+    """The key of ``token_digest`` in stored request fingerprints, derived from the cluster
+    secret: the same on every worker that can serve the cluster, and no second secret to keep
+    in step (a worker with another key would answer a client's honest retry 422)."""
+    return hmac.new(cluster_secret, b"orderflow request fingerprint v1", hashlib.sha256).digest()
