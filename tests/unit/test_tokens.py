@@ -145,3 +145,11 @@ def test_an_orderdb_row_written_before_the_change_still_decodes_without_its_toke
 
     assert decoded == order and decoded.command_offset is None
     assert b"tok_visa" not in order_to_bytes(decoded)  # its next write drops the token
+
+
+def test_mask_text_masks_bare_token_shaped_values_and_keeps_decline_codes() -> None:
+    # Regression: a gateway's "No such token: 'tok_…'" reply kept the whole token.
+    masked = mask_text("No such token: 'tok_secret4242'; pm_1NqkZ2LkdIwHu7ix (card_declined)")
+    assert "tok_secret4242" not in masked and "pm_1NqkZ2LkdIwHu7ix" not in masked
+    assert "tok_…242" in masked and "card_declined" in masked
+    assert mask_text(masked) == masked
