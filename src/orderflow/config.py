@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -111,6 +112,12 @@ def _gateway_url(env: Mapping[str, str]) -> str:
         raise ConfigError("ORDERFLOW_GATEWAY_URL is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError("ORDERFLOW_GATEWAY_URL must be http(s)://host[:port]")
+    # The API key and the card tokens travel in every request: in clear only on this machine.
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            "ORDERFLOW_GATEWAY_URL must use https:// (http:// only for a loopback host: "
+            "127.0.0.0/8, ::1, localhost): the API key and card tokens would travel in clear"
+        )
     # Credentials belong in ORDERFLOW_GATEWAY_API_KEY: a URL is logged, traced and shown.
     if parts.username is not None or parts.password is not None:
         raise ConfigError(
@@ -123,6 +130,15 @@ def _gateway_url(env: Mapping[str, str]) -> str:
             "put any key in ORDERFLOW_GATEWAY_API_KEY"
         )
     return raw
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve anywhere
+        return False
 
 
 def _public_url(url: str) -> str:

@@ -114,3 +114,19 @@ def test_min_insync_replicas_above_the_replication_factor_is_a_problem() -> None
     problems = cluster_problems(1, [1, 2, 3], {1: 1, 2: 2, 3: 1})
     assert len(problems) == 1
     assert "min.insync.replicas" in problems[0] and "broker 2: 2" in problems[0]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://gw.example:8080", "http://10.0.0.5", "http://[fe80::1]:80", "http://127.x"]
+)
+def test_a_plain_http_gateway_url_to_another_host_is_refused(url: str) -> None:
+    # Regression: http:// to any host sent the API key and the card tokens in clear.
+    with pytest.raises(ConfigError, match=r"ORDERFLOW_GATEWAY_URL.*https://"):
+        Settings.from_env({**_HTTP, "ORDERFLOW_GATEWAY_URL": url})
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8099", "http://127.3.4.5", "http://[::1]:8099", "http://localhost:1"]
+)
+def test_a_plain_http_gateway_url_on_loopback_is_accepted(url: str) -> None:
+    assert Settings.from_env({**_HTTP, "ORDERFLOW_GATEWAY_URL": url}).gateway_url == url

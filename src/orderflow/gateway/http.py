@@ -307,7 +307,7 @@ class HttpPaymentGateway:
         try:
             async with self._client().request(
                 method, url, json=json_body, params=params, headers=headers,
-                timeout=client_timeout,
+                timeout=client_timeout, allow_redirects=False,  # key and token stay with it
             ) as resp:  # fmt: skip
                 raw = await resp.read()
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
