@@ -12,6 +12,7 @@ import importlib.util
 import ipaddress
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,8 +79,20 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     return value
 
 
-# Addresses that accept connections from anywhere: another worker cannot reach "0.0.0.0".
-_ANY_ADDRESS = ("0.0.0.0", "::", "[::]")
+def _is_wildcard(host: str) -> bool:
+    """An address that accepts connections from anywhere: another worker cannot reach it.
+
+    Every spelling of it ("0", "0.0", "::0", "0:0:0:0:0:0:0:0", "[::]"); a name is not one.
+    """
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        pass
+    try:  # the shorthand forms the resolver (inet_aton) takes: "0", "0.0", "0x0", "000.0.0.0"
+        return socket.inet_aton(host) == bytes(4)
+    except OSError:
+        return False
 
 
 def _installed(module: str) -> bool:
@@ -267,14 +280,14 @@ class Settings:
         web_port = _int(env, "ORDERFLOW_WEB_PORT", cls.web_port)
         canonical_url = env.get("ORDERFLOW_CANONICAL_URL", "")
         if not canonical_url:
-            if worker and web_host in _ANY_ADDRESS:
+            if worker and _is_wildcard(web_host):
                 # Other workers would be told 127.0.0.1: each believes it owns every order.
                 raise ConfigError(
                     f"ORDERFLOW_WEB_HOST={web_host} needs ORDERFLOW_CANONICAL_URL "
                     "(the URL other workers reach this one at)"
                 )
             canonical_url = (
-                f"http://{'127.0.0.1' if web_host in _ANY_ADDRESS else web_host}:{web_port}"
+                f"http://{'127.0.0.1' if _is_wildcard(web_host) else web_host}:{web_port}"
             )
         gateway, gateway_url, api_key = cls.gateway, "", ""
         if worker:

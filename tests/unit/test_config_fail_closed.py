@@ -130,3 +130,16 @@ def test_a_plain_http_gateway_url_to_another_host_is_refused(url: str) -> None:
 )
 def test_a_plain_http_gateway_url_on_loopback_is_accepted(url: str) -> None:
     assert Settings.from_env({**_HTTP, "ORDERFLOW_GATEWAY_URL": url}).gateway_url == url
+
+
+@pytest.mark.parametrize("host", ["0", "::0", "0:0:0:0:0:0:0:0", "[::]", "0.0", "0x0", "000.0.0.0"])
+def test_every_spelling_of_a_wildcard_web_host_needs_a_canonical_url(host: str) -> None:
+    # Regression: only "0.0.0.0", "::" and "[::]" were recognised.
+    with pytest.raises(ConfigError, match="ORDERFLOW_CANONICAL_URL"):
+        Settings.from_env({"ORDERFLOW_GATEWAY": "sandbox", "ORDERFLOW_WEB_HOST": host})
+
+
+@pytest.mark.parametrize("host", ["localhost", "w1.internal", "10.0.0.7", "::1"])
+def test_a_web_host_that_is_not_a_wildcard_needs_no_canonical_url(host: str) -> None:
+    settings = Settings.from_env({"ORDERFLOW_GATEWAY": "sandbox", "ORDERFLOW_WEB_HOST": host})
+    assert settings.canonical_url.endswith(":6066")
