@@ -176,6 +176,7 @@ class FencedApp(faust.App):
 
     fence: Fence | None = None
     token_retention_s: float = Settings.token_retention_s  # see RetainedTopic
+    dead_letter_retention_s: float = Settings.dead_letter_retention_s
 
     async def _on_partitions_revoked(self, revoked: set[Any]) -> None:
         # Faust revokes the tables and flushes the producer before it sends the
@@ -221,21 +222,32 @@ class RetainedTopic(faust.Topic):
     """
 
     async def declare(self) -> None:
-        # From the app: a clone of this topic (Faust derives some) keeps its app, not attributes.
-        retention_s = getattr(self.app, "token_retention_s", Settings.token_retention_s)
         conf = self.app.conf
         if not conf.topic_allow_declare:
             return
         producer = await self._get_producer()
         for topic in self.topics:
             config = dict(self.config or {})
-            if topic in TOKEN_TOPICS:
-                config["retention.ms"] = int(retention_s * 1000)
+            retention_ms = topic_retention_ms(self.app, topic)
+            if retention_ms is not None:
+                config["retention.ms"] = retention_ms
             await producer.create_topic(
                 topic=topic, partitions=self.partitions or conf.topic_partitions,
                 replication=self.replicas or conf.topic_replication_factor or 1, config=config,
                 compacting=self.compacting, deleting=self.deleting, retention=self.retention,
             )  # fmt: skip
+
+
+def topic_retention_ms(app: Any, topic: str) -> int | None:
+    """The ``retention.ms`` a topic that carries payment tokens is created with, else None."""
+    if topic not in TOKEN_TOPICS:
+        return None
+    # From the app: a clone of a topic (Faust derives some) keeps its app, not attributes.
+    if topic == DEAD_LETTERS:
+        seconds = getattr(app, "dead_letter_retention_s", Settings.dead_letter_retention_s)
+    else:
+        seconds = getattr(app, "token_retention_s", Settings.token_retention_s)
+    return int(seconds * 1000)
 
 
 def _topic(app: Any, settings: Settings, *names: str) -> Any:
@@ -337,6 +349,7 @@ def build(settings: Settings) -> Orderflow:
         logging_config=logging_config(settings.log_level, settings.log_format),
     )
     app.token_retention_s = settings.token_retention_s
+    app.dead_letter_retention_s = settings.dead_letter_retention_s
     topics = {name: _topic(app, settings, name) for name in (
         ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED, PAYMENT_RECONCILE,
         DEAD_LETTERS)}  # fmt: skip

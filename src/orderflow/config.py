@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import ipaddress
+import math
 import os
 import re
 import socket
@@ -52,6 +53,29 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
     if value <= 0:
         raise ConfigError(f"{name}={value} must be > 0")
+    return value
+
+
+# The shortest retention of a topic whose records are work not done yet: the commands and
+# order.created must outlive an outage of the workers (deleted unread, an order answered 202 is
+# lost and the stalled-order nudge finds no token), the dead letters an alert and a redrive.
+_MIN_RETENTION_S = 86400.0
+
+
+def _retention(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < _MIN_RETENTION_S:
+        raise ConfigError(
+            f"{name}={raw}: expected a number of seconds >= 86400 (1 day): records deleted "
+            "sooner may never be read (an accepted order lost, a dead letter gone before its "
+            "redrive)"
+        )
     return value
 
 
@@ -237,9 +261,12 @@ class Settings:
     # A POST's whole body must arrive within this, or it is answered 408 (a slow client must
     # not hold a handler for ever).
     body_read_timeout_s: float = 10.0
-    # retention.ms of the topics that carry payment tokens (the command topic, order.created,
-    # the dead letters), set when the worker creates them: a token lives there this long.
+    # retention.ms of the topics that carry payment tokens (the command topic, order.created),
+    # set when the worker creates them: a token lives there this long. At least 1 day.
     token_retention_s: float = 7 * 24 * 3600.0
+    # retention.ms of the dead letters (they carry tokens too, byte for byte): the material of
+    # alerts and redrives, kept longer. At least 1 day.
+    dead_letter_retention_s: float = 30 * 24 * 3600.0
     # The key of the hash that puts the payment token into an order's stored fingerprint (the
     # same on every worker); empty: the token is left out of it (web.orders._fingerprint).
     # A secret: kept out of the settings' repr (logs).
@@ -334,7 +361,12 @@ class Settings:
             max_long_polls_per_client=_int(
                 env, "ORDERFLOW_MAX_LONG_POLLS_PER_CLIENT", cls.max_long_polls_per_client
             ),
-            token_retention_s=_float(env, "ORDERFLOW_TOKEN_TOPIC_RETENTION", cls.token_retention_s),
+            token_retention_s=_retention(
+                env, "ORDERFLOW_TOKEN_TOPIC_RETENTION", cls.token_retention_s
+            ),
+            dead_letter_retention_s=_retention(
+                env, "ORDERFLOW_DEAD_LETTER_RETENTION", cls.dead_letter_retention_s
+            ),
             token_hash_key=env.get("ORDERFLOW_TOKEN_HASH_KEY", ""),
         )
 

@@ -143,3 +143,26 @@ def test_every_spelling_of_a_wildcard_web_host_needs_a_canonical_url(host: str) 
 def test_a_web_host_that_is_not_a_wildcard_needs_no_canonical_url(host: str) -> None:
     settings = Settings.from_env({"ORDERFLOW_GATEWAY": "sandbox", "ORDERFLOW_WEB_HOST": host})
     assert settings.canonical_url.endswith(":6066")
+
+
+_DAY = 86400
+
+
+@pytest.mark.parametrize(
+    "name", ["ORDERFLOW_TOKEN_TOPIC_RETENTION", "ORDERFLOW_DEAD_LETTER_RETENTION"]
+)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "0.001", "3600", str(_DAY - 1)])
+def test_a_retention_below_a_day_or_not_finite_is_refused(name: str, value: str) -> None:
+    # Regression: nan/inf crashed topic creation; retention.ms=0 deleted commands before they
+    # were read (orders answered 202, lost).
+    with pytest.raises(ConfigError, match=name) as info:
+        Settings.from_env({"ORDERFLOW_GATEWAY": "sandbox", name: value})
+    assert "86400" in str(info.value)
+
+
+def test_the_dead_letters_have_their_own_retention_of_30_days_by_default() -> None:
+    base = {"ORDERFLOW_GATEWAY": "sandbox"}
+    settings = Settings.from_env(base)
+    assert (settings.token_retention_s, settings.dead_letter_retention_s) == (7 * _DAY, 30 * _DAY)
+    settings = Settings.from_env({**base, "ORDERFLOW_TOKEN_TOPIC_RETENTION": str(_DAY),
+                                  "ORDERFLOW_DEAD_LETTER_RETENTION": str(2 * _DAY)})  # fmt: skip
