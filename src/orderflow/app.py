@@ -114,6 +114,12 @@ class GatewayHolder:
             await self._sandbox.stop()
 
 
+# The topics the worker creates with ORDERFLOW_REPLICATION_FACTOR (the cluster check's view).
+_CHECKED_TOPICS = (ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED,
+                   PAYMENT_RECONCILE, DEAD_LETTERS, changelog_topic(OrderTable.NAME),
+                   changelog_topic(PaymentTable.NAME))  # fmt: skip
+
+
 class ClusterCheck(Service):
     """Refuses to run on a cluster that cannot take our writes (issue 9: fail closed).
 
@@ -130,24 +136,29 @@ class ClusterCheck(Service):
 
         while True:
             try:
-                broker_ids, min_insync = await self._describe()
+                broker_ids, min_insync, topic_replicas = await self._describe()
                 break
             except KafkaError as exc:  # no cluster yet: wait for it, as the worker always did
                 log.warning("cluster check: brokers not answering (%r); asking again", exc)
                 await self.sleep(2.0)
                 if self.should_stop:
                     return
-        problems = cluster_problems(self.settings.replication_factor, broker_ids, min_insync)
+        rf = self.settings.replication_factor
+        problems = cluster_problems(rf, broker_ids, min_insync, topic_replicas)
         if problems:
             message = "; ".join(problems)
             log.error("configuration refused: %s", message)
             raise ConfigError(message)
+        if rf > len(broker_ids):  # the topics exist (else refused above): a broker is down
+            log.warning("cluster check: %d live broker(s), below ORDERFLOW_REPLICATION_FACTOR=%d: "
+                        "a broker is missing; the topics exist, starting", len(broker_ids), rf)  # fmt: skip
         log.info("cluster check: %d broker(s), replication factor %d, min.insync.replicas %s",
                  len(broker_ids), self.settings.replication_factor,
                  sorted(set(min_insync.values())))  # fmt: skip
 
-    async def _describe(self) -> tuple[list[int], dict[int, int]]:
-        """The brokers' ids, and each one's ``min.insync.replicas``."""
+    async def _describe(self) -> tuple[list[int], dict[int, int], dict[str, int | None]]:
+        """The live brokers' ids, each one's ``min.insync.replicas``, and our topics' replica
+        counts (None: the topic does not exist)."""
         from aiokafka.admin import AIOKafkaAdminClient
         from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -160,6 +171,8 @@ class ClusterCheck(Service):
             resources = [ConfigResource(ConfigResourceType.BROKER, str(b), wanted)
                          for b in broker_ids]  # fmt: skip
             responses = await admin.describe_configs(resources)
+            # Every topic: naming ours would let a broker that auto-creates topics create them.
+            described = await admin.describe_topics()
         finally:
             await admin.close()
         min_insync: dict[int, int] = {}
@@ -168,7 +181,12 @@ class ClusterCheck(Service):
                 for entry in config:
                     if entry[0] == "min.insync.replicas" and entry[1] is not None:
                         min_insync[int(name)] = int(entry[1])
-        return broker_ids, min_insync
+        topic_replicas: dict[str, int | None] = dict.fromkeys(_CHECKED_TOPICS)
+        for topic in described:
+            partitions = topic.get("partitions") or []
+            if topic["topic"] in topic_replicas and topic.get("error_code") == 0 and partitions:
+                topic_replicas[topic["topic"]] = min(len(p["replicas"]) for p in partitions)
+        return broker_ids, min_insync, topic_replicas
 
 
 class FencedApp(faust.App):

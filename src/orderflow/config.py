@@ -399,19 +399,35 @@ def _gateway_choice(env: Mapping[str, str]) -> tuple[str, str, str]:
 
 
 def cluster_problems(
-    replication_factor: int, broker_ids: list[int], min_insync: Mapping[int, int]
+    replication_factor: int,
+    broker_ids: list[int],
+    min_insync: Mapping[int, int],
+    topic_replicas: Mapping[str, int | None] | None = None,
 ) -> list[str]:
     """What makes the cluster unable to take our writes; each names the variable or setting.
 
     ``min_insync`` maps a broker id to its ``min.insync.replicas``. With ``acks=all`` a topic
     whose ISR minimum exceeds its replica count refuses every write (NotEnoughReplicas).
+    ``topic_replicas`` maps each of our topics to its replica count, None when it does not exist
+    (empty: none exists yet). ``broker_ids`` are the live brokers only (Kafka's metadata): with
+    the topics there, a broker down is no reason to refuse a restart (a rolling restart during a
+    broker outage would stop the service); only creating a topic needs that many brokers.
     """
     problems = []
-    if replication_factor > len(broker_ids):
+    topic_replicas = topic_replicas or {}
+    missing = not topic_replicas or None in topic_replicas.values()
+    if replication_factor > len(broker_ids) and missing:
         problems.append(
-            f"ORDERFLOW_REPLICATION_FACTOR={replication_factor} is above the number of brokers "
-            f"in the cluster ({len(broker_ids)}): topics cannot be created"
+            f"ORDERFLOW_REPLICATION_FACTOR={replication_factor} is above the number of live "
+            f"brokers ({len(broker_ids)}): the topics not created yet cannot be created"
         )
+    for topic, replicas in sorted(topic_replicas.items()):
+        if replicas is not None and replicas < replication_factor:
+            problems.append(
+                f"topic {topic} has fewer replicas ({replicas}) than "
+                f"ORDERFLOW_REPLICATION_FACTOR={replication_factor}: set the variable to the "
+                "topics' replication, or reassign their partitions"
+            )
     too_high = {b: n for b, n in sorted(min_insync.items()) if n > replication_factor}
     if too_high:
         shown = ", ".join(f"broker {b}: {n}" for b, n in too_high.items())

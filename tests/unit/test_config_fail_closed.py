@@ -166,3 +166,20 @@ def test_the_dead_letters_have_their_own_retention_of_30_days_by_default() -> No
     assert (settings.token_retention_s, settings.dead_letter_retention_s) == (7 * _DAY, 30 * _DAY)
     settings = Settings.from_env({**base, "ORDERFLOW_TOKEN_TOPIC_RETENTION": str(_DAY),
                                   "ORDERFLOW_DEAD_LETTER_RETENTION": str(2 * _DAY)})  # fmt: skip
+    assert (settings.token_retention_s, settings.dead_letter_retention_s) == (_DAY, 2 * _DAY)
+
+
+def test_a_broker_down_does_not_refuse_a_restart_when_the_topics_exist() -> None:
+    # Regression: RF=3 with one of three brokers down refused every restarting worker (Kafka's
+    # metadata lists live brokers only): a rolling restart in a broker outage stopped service.
+    existing = {"orders.commands": 3, "order.created": 3}
+    assert cluster_problems(3, [1, 2], {1: 2, 2: 2}, existing) == []
+    # Not created yet: creation would fail, so it is refused.
+    problems = cluster_problems(3, [1, 2], {1: 2, 2: 2}, {})
+    assert len(problems) == 1 and "ORDERFLOW_REPLICATION_FACTOR=3" in problems[0]
+
+
+def test_existing_topics_with_fewer_replicas_than_configured_are_a_problem() -> None:
+    problems = cluster_problems(3, [1, 2, 3], {1: 2, 2: 2, 3: 2}, {"order.created": 1})
+    assert len(problems) == 1
+    assert "order.created" in problems[0] and "ORDERFLOW_REPLICATION_FACTOR=3" in problems[0]
