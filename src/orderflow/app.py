@@ -117,6 +117,12 @@ class GatewayHolder:
             await self._sandbox.stop()
 
 
+# The topics the worker creates with ORDERFLOW_REPLICATION_FACTOR (the cluster check's view).
+_CHECKED_TOPICS = (ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED,
+                   PAYMENT_RECONCILE, DEAD_LETTERS, changelog_topic(OrderTable.NAME),
+                   changelog_topic(PaymentTable.NAME))  # fmt: skip
+
+
 class ClusterCheck(Service):
     """Refuses to run on a cluster that cannot take our writes (issue 9: fail closed).
 
@@ -133,24 +139,29 @@ class ClusterCheck(Service):
 
         while True:
             try:
-                broker_ids, min_insync = await self._describe()
+                broker_ids, min_insync, topic_replicas = await self._describe()
                 break
             except KafkaError as exc:  # no cluster yet: wait for it, as the worker always did
                 log.warning("cluster check: brokers not answering (%r); asking again", exc)
                 await self.sleep(2.0)
                 if self.should_stop:
                     return
-        problems = cluster_problems(self.settings.replication_factor, broker_ids, min_insync)
+        rf = self.settings.replication_factor
+        problems = cluster_problems(rf, broker_ids, min_insync, topic_replicas)
         if problems:
             message = "; ".join(problems)
             log.error("configuration refused: %s", message)
             raise ConfigError(message)
+        if rf > len(broker_ids):  # the topics exist (else refused above): a broker is down
+            log.warning("cluster check: %d live broker(s), below ORDERFLOW_REPLICATION_FACTOR=%d: "
+                        "a broker is missing; the topics exist, starting", len(broker_ids), rf)  # fmt: skip
         log.info("cluster check: %d broker(s), replication factor %d, min.insync.replicas %s",
                  len(broker_ids), self.settings.replication_factor,
                  sorted(set(min_insync.values())))  # fmt: skip
 
-    async def _describe(self) -> tuple[list[int], dict[int, int]]:
-        """The brokers' ids, and each one's ``min.insync.replicas``."""
+    async def _describe(self) -> tuple[list[int], dict[int, int], dict[str, int | None]]:
+        """The live brokers' ids, each one's ``min.insync.replicas``, and our topics' replica
+        counts (None: the topic does not exist)."""
         from aiokafka.admin import AIOKafkaAdminClient
         from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -163,6 +174,8 @@ class ClusterCheck(Service):
             resources = [ConfigResource(ConfigResourceType.BROKER, str(b), wanted)
                          for b in broker_ids]  # fmt: skip
             responses = await admin.describe_configs(resources)
+            # Every topic: naming ours would let a broker that auto-creates topics create them.
+            described = await admin.describe_topics()
         finally:
             await admin.close()
         min_insync: dict[int, int] = {}
@@ -171,7 +184,12 @@ class ClusterCheck(Service):
                 for entry in config:
                     if entry[0] == "min.insync.replicas" and entry[1] is not None:
                         min_insync[int(name)] = int(entry[1])
-        return broker_ids, min_insync
+        topic_replicas: dict[str, int | None] = dict.fromkeys(_CHECKED_TOPICS)
+        for topic in described:
+            partitions = topic.get("partitions") or []
+            if topic["topic"] in topic_replicas and topic.get("error_code") == 0 and partitions:
+                topic_replicas[topic["topic"]] = min(len(p["replicas"]) for p in partitions)
+        return broker_ids, min_insync, topic_replicas
 
 
 class FencedApp(faust.App):
@@ -179,6 +197,7 @@ class FencedApp(faust.App):
 
     fence: Fence | None = None
     token_retention_s: float = Settings.token_retention_s  # see RetainedTopic
+    dead_letter_retention_s: float = Settings.dead_letter_retention_s
 
     async def _on_partitions_revoked(self, revoked: set[Any]) -> None:
         # Faust revokes the tables and flushes the producer before it sends the
@@ -225,21 +244,32 @@ class RetainedTopic(faust.Topic):
     """
 
     async def declare(self) -> None:
-        # From the app: a clone of this topic (Faust derives some) keeps its app, not attributes.
-        retention_s = getattr(self.app, "token_retention_s", Settings.token_retention_s)
         conf = self.app.conf
         if not conf.topic_allow_declare:
             return
         producer = await self._get_producer()
         for topic in self.topics:
             config = dict(self.config or {})
-            if topic in TOKEN_TOPICS:
-                config["retention.ms"] = int(retention_s * 1000)
+            retention_ms = topic_retention_ms(self.app, topic)
+            if retention_ms is not None:
+                config["retention.ms"] = retention_ms
             await producer.create_topic(
                 topic=topic, partitions=self.partitions or conf.topic_partitions,
                 replication=self.replicas or conf.topic_replication_factor or 1, config=config,
                 compacting=self.compacting, deleting=self.deleting, retention=self.retention,
             )  # fmt: skip
+
+
+def topic_retention_ms(app: Any, topic: str) -> int | None:
+    """The ``retention.ms`` a topic that carries payment tokens is created with, else None."""
+    if topic not in TOKEN_TOPICS:
+        return None
+    # From the app: a clone of a topic (Faust derives some) keeps its app, not attributes.
+    if topic == DEAD_LETTERS:
+        seconds = getattr(app, "dead_letter_retention_s", Settings.dead_letter_retention_s)
+    else:
+        seconds = getattr(app, "token_retention_s", Settings.token_retention_s)
+    return int(seconds * 1000)
 
 
 def _topic(app: Any, settings: Settings, *names: str) -> Any:
@@ -363,6 +393,7 @@ def build(settings: Settings) -> Orderflow:
         logging_config=logging_config(settings.log_level, settings.log_format),
     )
     app.token_retention_s = settings.token_retention_s
+    app.dead_letter_retention_s = settings.dead_letter_retention_s
     topics = {name: _topic(app, settings, name) for name in (
         ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED, PAYMENT_RECONCILE,
         DEAD_LETTERS)}  # fmt: skip

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import ipaddress
+import math
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +56,29 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+# The shortest retention of a topic whose records are work not done yet: the commands and
+# order.created must outlive an outage of the workers (deleted unread, an order answered 202 is
+# lost and the stalled-order nudge finds no token), the dead letters an alert and a redrive.
+_MIN_RETENTION_S = 86400.0
+
+
+def _retention(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < _MIN_RETENTION_S:
+        raise ConfigError(
+            f"{name}={raw}: expected a number of seconds >= 86400 (1 day): records deleted "
+            "sooner may never be read (an accepted order lost, a dead letter gone before its "
+            "redrive)"
+        )
+    return value
+
+
 # Kafka's own rule for group.instance.id (the Java client refuses anything else: 1 to 249 of
 # these characters), less the 9 characters of the URL fingerprint (``group_instance_id``).
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,240}")
@@ -77,8 +103,20 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     return value
 
 
-# Addresses that accept connections from anywhere: another worker cannot reach "0.0.0.0".
-_ANY_ADDRESS = ("0.0.0.0", "::", "[::]")
+def _is_wildcard(host: str) -> bool:
+    """An address that accepts connections from anywhere: another worker cannot reach it.
+
+    Every spelling of it ("0", "0.0", "::0", "0:0:0:0:0:0:0:0", "[::]"); a name is not one.
+    """
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        pass
+    try:  # the shorthand forms the resolver (inet_aton) takes: "0", "0.0", "0x0", "000.0.0.0"
+        return socket.inet_aton(host) == bytes(4)
+    except OSError:
+        return False
 
 
 def _installed(module: str) -> bool:
@@ -111,6 +149,12 @@ def _gateway_url(env: Mapping[str, str]) -> str:
         raise ConfigError("ORDERFLOW_GATEWAY_URL is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError("ORDERFLOW_GATEWAY_URL must be http(s)://host[:port]")
+    # The API key and the card tokens travel in every request: in clear only on this machine.
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            "ORDERFLOW_GATEWAY_URL must use https:// (http:// only for a loopback host: "
+            "127.0.0.0/8, ::1, localhost): the API key and card tokens would travel in clear"
+        )
     # Credentials belong in ORDERFLOW_GATEWAY_API_KEY: a URL is logged, traced and shown.
     if parts.username is not None or parts.password is not None:
         raise ConfigError(
@@ -123,6 +167,15 @@ def _gateway_url(env: Mapping[str, str]) -> str:
             "put any key in ORDERFLOW_GATEWAY_API_KEY"
         )
     return raw
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve anywhere
+        return False
 
 
 def _public_url(url: str) -> str:
@@ -230,8 +283,8 @@ class Settings:
     # A POST's whole body must arrive within this, or it is answered 408 (a slow client must
     # not hold a handler for ever).
     body_read_timeout_s: float = 10.0
-    # retention.ms of the topics that carry payment tokens (the command topic, order.created,
-    # the dead letters), set when the worker creates them: a token lives there this long.
+    # retention.ms of the topics that carry payment tokens (the command topic, order.created),
+    # set when the worker creates them: a token lives there this long. At least 1 day.
     token_retention_s: float = 7 * 24 * 3600.0
     # "keys": every /orders request needs a configured API key (web/auth.py); "none": no
     # authentication at all (development only, logged loudly at start).
@@ -243,6 +296,9 @@ class Settings:
     open_endpoints: tuple[str, ...] = ("health", "metrics", "openapi", "ready")
     # How long an Idempotency-Key names its order; after it, the key may place a new one.
     idempotency_retention_s: float = 86400.0
+    # retention.ms of the dead letters (they carry tokens too, byte for byte): the material of
+    # alerts and redrives, kept longer. At least 1 day.
+    dead_letter_retention_s: float = 30 * 24 * 3600.0
 
     @property
     def group_instance_id(self) -> str | None:
@@ -279,14 +335,14 @@ class Settings:
         web_port = _int(env, "ORDERFLOW_WEB_PORT", cls.web_port)
         canonical_url = env.get("ORDERFLOW_CANONICAL_URL", "")
         if not canonical_url:
-            if worker and web_host in _ANY_ADDRESS:
+            if worker and _is_wildcard(web_host):
                 # Other workers would be told 127.0.0.1: each believes it owns every order.
                 raise ConfigError(
                     f"ORDERFLOW_WEB_HOST={web_host} needs ORDERFLOW_CANONICAL_URL "
                     "(the URL other workers reach this one at)"
                 )
             canonical_url = (
-                f"http://{'127.0.0.1' if web_host in _ANY_ADDRESS else web_host}:{web_port}"
+                f"http://{'127.0.0.1' if _is_wildcard(web_host) else web_host}:{web_port}"
             )
         gateway, gateway_url, api_key = cls.gateway, "", ""
         if worker:
@@ -333,7 +389,12 @@ class Settings:
             max_long_polls_per_client=_int(
                 env, "ORDERFLOW_MAX_LONG_POLLS_PER_CLIENT", cls.max_long_polls_per_client
             ),
-            token_retention_s=_float(env, "ORDERFLOW_TOKEN_TOPIC_RETENTION", cls.token_retention_s),
+            token_retention_s=_retention(
+                env, "ORDERFLOW_TOKEN_TOPIC_RETENTION", cls.token_retention_s
+            ),
+            dead_letter_retention_s=_retention(
+                env, "ORDERFLOW_DEAD_LETTER_RETENTION", cls.dead_letter_retention_s
+            ),
             api_auth=_choice(env, "ORDERFLOW_API_AUTH", cls.api_auth, ("keys", "none")),
             api_keys_file=Path(env["ORDERFLOW_API_KEYS_FILE"])
             if env.get("ORDERFLOW_API_KEYS_FILE")
@@ -374,19 +435,35 @@ def _gateway_choice(env: Mapping[str, str]) -> tuple[str, str, str]:
 
 
 def cluster_problems(
-    replication_factor: int, broker_ids: list[int], min_insync: Mapping[int, int]
+    replication_factor: int,
+    broker_ids: list[int],
+    min_insync: Mapping[int, int],
+    topic_replicas: Mapping[str, int | None] | None = None,
 ) -> list[str]:
     """What makes the cluster unable to take our writes; each names the variable or setting.
 
     ``min_insync`` maps a broker id to its ``min.insync.replicas``. With ``acks=all`` a topic
     whose ISR minimum exceeds its replica count refuses every write (NotEnoughReplicas).
+    ``topic_replicas`` maps each of our topics to its replica count, None when it does not exist
+    (empty: none exists yet). ``broker_ids`` are the live brokers only (Kafka's metadata): with
+    the topics there, a broker down is no reason to refuse a restart (a rolling restart during a
+    broker outage would stop the service); only creating a topic needs that many brokers.
     """
     problems = []
-    if replication_factor > len(broker_ids):
+    topic_replicas = topic_replicas or {}
+    missing = not topic_replicas or None in topic_replicas.values()
+    if replication_factor > len(broker_ids) and missing:
         problems.append(
-            f"ORDERFLOW_REPLICATION_FACTOR={replication_factor} is above the number of brokers "
-            f"in the cluster ({len(broker_ids)}): topics cannot be created"
+            f"ORDERFLOW_REPLICATION_FACTOR={replication_factor} is above the number of live "
+            f"brokers ({len(broker_ids)}): the topics not created yet cannot be created"
         )
+    for topic, replicas in sorted(topic_replicas.items()):
+        if replicas is not None and replicas < replication_factor:
+            problems.append(
+                f"topic {topic} has fewer replicas ({replicas}) than "
+                f"ORDERFLOW_REPLICATION_FACTOR={replication_factor}: set the variable to the "
+                "topics' replication, or reassign their partitions"
+            )
     too_high = {b: n for b, n in sorted(min_insync.items()) if n > replication_factor}
     if too_high:
         shown = ", ".join(f"broker {b}: {n}" for b, n in too_high.items())

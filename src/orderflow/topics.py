@@ -53,8 +53,8 @@ INPUT_TOPICS = (ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
 
 # Topics whose records carry payment tokens: the command and ``order.created`` (the charge needs
 # the token) and the dead letters (kept byte for byte for a redrive). The worker creates them
-# with ``retention.ms`` = ORDERFLOW_TOKEN_TOPIC_RETENTION (7 days by default), so a token lives
-# there no longer; topics created beforehand by a cluster's operators need it set there. Nothing
+# with ``retention.ms`` = ORDERFLOW_TOKEN_TOPIC_RETENTION (7 days by default; the dead letters:
+# ORDERFLOW_DEAD_LETTER_RETENTION, 30 days), so a token lives there no longer; topics created beforehand by a cluster's operators need it set there. Nothing
 # else keeps a token: OrderDB never, PaymentDB only until the payment is settled.
 TOKEN_TOPICS = frozenset({ORDER_COMMANDS, ORDER_CREATED, DEAD_LETTERS})
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import SimpleNamespace
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from orderflow.domain.tokens import mask_text
 from orderflow.logs import current_order
 
 __all__ = [
@@ -84,6 +86,25 @@ def setup(mode: str, service_name: str = "orderflow") -> None:
     _tracer = trace.get_tracer("orderflow")
 
 
+@contextlib.contextmanager
+def _span(name: str, **kwargs: Any) -> Iterator[Any]:
+    """``start_as_current_span`` whose failure is recorded masked: OpenTelemetry's own recording
+    keeps the exception's message and stack trace, which may quote an event (a card token)."""
+    with _tracer.start_as_current_span(
+        name, record_exception=False, set_status_on_exception=False, **kwargs
+    ) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            from opentelemetry import trace
+
+            span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+            stack = "".join(traceback.format_exception(exc))
+            span.record_exception(exc, attributes={"exception.message": mask_text(str(exc)),
+                                                   "exception.stacktrace": mask_text(stack)})  # fmt: skip
+            raise
+
+
 def _order_id(key: Any) -> str | None:
     if isinstance(key, bytes):
         return key.decode(errors="replace")
@@ -127,7 +148,7 @@ def consuming(event: Any) -> Iterator[None]:
     order_id = _order_id(message.key)
     if order_id is not None:
         attributes["order_id"] = order_id
-    with _tracer.start_as_current_span(
+    with _span(
         f"{message.topic} process", context=parent, kind=trace.SpanKind.CONSUMER,
         attributes=attributes,
     ):  # fmt: skip
@@ -153,9 +174,7 @@ class TracedTopic:
         order_id = _order_id(key)
         if order_id is not None:
             attributes["order_id"] = order_id
-        with _tracer.start_as_current_span(
-            f"{name} publish", kind=trace.SpanKind.PRODUCER, attributes=attributes
-        ):
+        with _span(f"{name} publish", kind=trace.SpanKind.PRODUCER, attributes=attributes):
             context: dict[str, str] = {}
             propagate.inject(context)
             traced = [(k, v) for k, v in _header_items(headers) if k.lower() not in context]
@@ -179,7 +198,7 @@ async def _server_span(request: web.Request, handler: Handler) -> web.StreamResp
     # every span name unique); the id itself is an attribute.
     route = "/orders" if request.path.rstrip("/") == "/orders" else "/orders/{order_id}"
     parent = propagate.extract(dict(request.headers))
-    with _tracer.start_as_current_span(
+    with _span(
         f"{request.method} {route}", context=parent, kind=trace.SpanKind.SERVER,
         attributes={"http.request.method": request.method, "http.route": route,
                     "orderflow.forwarded": "X-Orderflow-Forwarded" in request.headers},

@@ -208,6 +208,14 @@ def test_minus_zero_quantity_is_out_of_range(worker: str) -> None:
     assert {(p["field"], p["code"]) for p in answer["problems"]} == {("items[0].quantity", "range")}
 
 
+def test_a_deeply_nested_body_is_a_json_400_not_a_plain_500(worker: str) -> None:
+    # 1,020 levels: orjson takes them, the duplicate-key check's stdlib parse did not (500).
+    raw = b'{"customer_id": ' + b"[" * 1020 + b"]" * 1020 + b"}"
+    status, answer = _post(worker, raw, **{"Idempotency-Key": str(uuid.uuid4())})
+    assert status == 400, answer
+    assert [p["code"] for p in answer["problems"]] == ["too_deep"]
+
+
 def test_duplicate_keys_are_refused_not_last_one_wins(worker: str) -> None:
     # A proxy that reads the first customer_id and this worker the last would disagree on whose
     # order it is: a body with a key twice is refused, wherever the key is.

@@ -57,9 +57,11 @@ TOKENS = (APPROVED, DECLINED, INVALID, SETTLED_LATER, POISON)
 _VALUES_ALLOWED = {ORDER_COMMANDS, ORDER_CREATED, DEAD_LETTERS}
 _CHANGELOGS = {changelog_topic("OrderDB"), changelog_topic("PaymentDB")}
 
-_RETENTION_S = 3600  # ORDERFLOW_TOKEN_TOPIC_RETENTION for this run (the default is 7 days)
+_RETENTION_S = 86400  # ORDERFLOW_TOKEN_TOPIC_RETENTION for this run (the default is 7 days)
+_DLQ_RETENTION_S = 2 * 86400  # ORDERFLOW_DEAD_LETTER_RETENTION (the default is 30 days)
 _FAST = {"ORDERFLOW_GATEWAY_TIMEOUT": "1", "ORDERFLOW_GATEWAY_DEADLINE": "3",
-         "ORDERFLOW_STALL_AFTER": "3", "ORDERFLOW_TOKEN_TOPIC_RETENTION": str(_RETENTION_S)}  # fmt: skip
+         "ORDERFLOW_STALL_AFTER": "3", "ORDERFLOW_TOKEN_TOPIC_RETENTION": str(_RETENTION_S),
+         "ORDERFLOW_DEAD_LETTER_RETENTION": str(_DLQ_RETENTION_S)}  # fmt: skip
 
 
 def _leaks(where: str, text: str | bytes | None) -> list[str]:
@@ -218,9 +220,10 @@ def test_no_raw_payment_token_outside_the_topics_that_need_it(
     assert {ORDER_COMMANDS, ORDER_CREATED, DEAD_LETTERS, *_CHANGELOGS} <= set(topics), topics
     # The topics that carry tokens were created with the configured retention; the others not.
     retention = _retention_ms(bootstrap, [*TOKEN_TOPICS, PAYMENT_COMPLETED])
-    assert {t: retention[t] for t in TOKEN_TOPICS} == dict.fromkeys(
-        TOKEN_TOPICS, str(_RETENTION_S * 1000)
-    ), retention
+    assert {t: retention[t] for t in TOKEN_TOPICS} == {
+        t: str((_DLQ_RETENTION_S if t == DEAD_LETTERS else _RETENTION_S) * 1000)
+        for t in TOKEN_TOPICS
+    }, retention
     assert retention[PAYMENT_COMPLETED] != str(_RETENTION_S * 1000), retention
     records = {topic: read_topic(bootstrap, topic) for topic in topics}
     # The scan can see a token: the command topic holds every one placed through the API.

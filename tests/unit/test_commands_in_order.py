@@ -73,3 +73,20 @@ async def test_with_nothing_known_of_the_partition_nothing_is_read() -> None:
     service, orders = _service(kafka, committed=None)
     await service.handle(event_of(_LOG[-1]))
     assert kafka.reads == [] and orders.get("ord-1") is not None
+
+
+async def test_commands_read_ahead_of_a_hole_log_under_their_own_order_id() -> None:
+    # Regression: they were handled inside the triggering event's order_context, so their log
+    # lines named the wrong order.
+    from orderflow.logs import current_order, order_context
+
+    first = CommandRecord(ORDER_COMMANDS, 5, 36, b"ord-1", encode_event(
+        place_command(order_id="ord-1", fingerprint="fp", request_id="r-36")), ())  # fmt: skip
+    second = CommandRecord(ORDER_COMMANDS, 5, 37, b"ord-2", encode_event(
+        place_command(order_id="ord-2", fingerprint="fp", request_id="r-37")), ())  # fmt: skip
+    service, _ = _service(CommandPartition([first, second]), committed=36)
+    seen: list[tuple[str, str | None]] = []
+    service.on_created = lambda order: seen.append((order.order_id, current_order.get()))
+    with order_context(b"ord-2"):  # as the app wraps the event that arrived (offset 37)
+        await service.handle(event_of(second))
+    assert seen == [("ord-1", "ord-1"), ("ord-2", "ord-2")]

@@ -114,3 +114,72 @@ def test_min_insync_replicas_above_the_replication_factor_is_a_problem() -> None
     problems = cluster_problems(1, [1, 2, 3], {1: 1, 2: 2, 3: 1})
     assert len(problems) == 1
     assert "min.insync.replicas" in problems[0] and "broker 2: 2" in problems[0]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://gw.example:8080", "http://10.0.0.5", "http://[fe80::1]:80", "http://127.x"]
+)
+def test_a_plain_http_gateway_url_to_another_host_is_refused(url: str) -> None:
+    # Regression: http:// to any host sent the API key and the card tokens in clear.
+    with pytest.raises(ConfigError, match=r"ORDERFLOW_GATEWAY_URL.*https://"):
+        Settings.from_env({**_HTTP, "ORDERFLOW_GATEWAY_URL": url})
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8099", "http://127.3.4.5", "http://[::1]:8099", "http://localhost:1"]
+)
+def test_a_plain_http_gateway_url_on_loopback_is_accepted(url: str) -> None:
+    assert Settings.from_env({**_HTTP, "ORDERFLOW_GATEWAY_URL": url}).gateway_url == url
+
+
+@pytest.mark.parametrize("host", ["0", "::0", "0:0:0:0:0:0:0:0", "[::]", "0.0", "0x0", "000.0.0.0"])
+def test_every_spelling_of_a_wildcard_web_host_needs_a_canonical_url(host: str) -> None:
+    # Regression: only "0.0.0.0", "::" and "[::]" were recognised.
+    with pytest.raises(ConfigError, match="ORDERFLOW_CANONICAL_URL"):
+        Settings.from_env({"ORDERFLOW_GATEWAY": "sandbox", "ORDERFLOW_WEB_HOST": host})
+
+
+@pytest.mark.parametrize("host", ["localhost", "w1.internal", "10.0.0.7", "::1"])
+def test_a_web_host_that_is_not_a_wildcard_needs_no_canonical_url(host: str) -> None:
+    settings = Settings.from_env({"ORDERFLOW_GATEWAY": "sandbox", "ORDERFLOW_WEB_HOST": host})
+    assert settings.canonical_url.endswith(":6066")
+
+
+_DAY = 86400
+
+
+@pytest.mark.parametrize(
+    "name", ["ORDERFLOW_TOKEN_TOPIC_RETENTION", "ORDERFLOW_DEAD_LETTER_RETENTION"]
+)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "0.001", "3600", str(_DAY - 1)])
+def test_a_retention_below_a_day_or_not_finite_is_refused(name: str, value: str) -> None:
+    # Regression: nan/inf crashed topic creation; retention.ms=0 deleted commands before they
+    # were read (orders answered 202, lost).
+    with pytest.raises(ConfigError, match=name) as info:
+        Settings.from_env({"ORDERFLOW_GATEWAY": "sandbox", name: value})
+    assert "86400" in str(info.value)
+
+
+def test_the_dead_letters_have_their_own_retention_of_30_days_by_default() -> None:
+    base = {"ORDERFLOW_GATEWAY": "sandbox"}
+    settings = Settings.from_env(base)
+    assert (settings.token_retention_s, settings.dead_letter_retention_s) == (7 * _DAY, 30 * _DAY)
+    settings = Settings.from_env({**base, "ORDERFLOW_TOKEN_TOPIC_RETENTION": str(_DAY),
+                                  "ORDERFLOW_DEAD_LETTER_RETENTION": str(2 * _DAY)})  # fmt: skip
+    assert (settings.token_retention_s, settings.dead_letter_retention_s) == (_DAY, 2 * _DAY)
+
+
+def test_a_broker_down_does_not_refuse_a_restart_when_the_topics_exist() -> None:
+    # Regression: RF=3 with one of three brokers down refused every restarting worker (Kafka's
+    # metadata lists live brokers only): a rolling restart in a broker outage stopped service.
+    existing = {"orders.commands": 3, "order.created": 3}
+    assert cluster_problems(3, [1, 2], {1: 2, 2: 2}, existing) == []
+    # Not created yet: creation would fail, so it is refused.
+    problems = cluster_problems(3, [1, 2], {1: 2, 2: 2}, {})
+    assert len(problems) == 1 and "ORDERFLOW_REPLICATION_FACTOR=3" in problems[0]
+
+
+def test_existing_topics_with_fewer_replicas_than_configured_are_a_problem() -> None:
+    problems = cluster_problems(3, [1, 2, 3], {1: 2, 2: 2, 3: 2}, {"order.created": 1})
+    assert len(problems) == 1
+    assert "order.created" in problems[0] and "ORDERFLOW_REPLICATION_FACTOR=3" in problems[0]

@@ -56,3 +56,29 @@ def test_the_level_is_applied_to_every_logger() -> None:
     logging.getLogger("aiokafka.consumer").info("hidden")
     logging.getLogger("faust.worker").warning("shown")
     assert out.getvalue().count("\n") == 1 and "shown" in out.getvalue()
+
+
+_PLACE = b'{"command": "PlaceOrder", "payment": {"token": "tok_secretVisa4242"}}'
+
+
+def test_debug_level_never_logs_record_values_with_payment_tokens() -> None:
+    # Regression: ORDERFLOW_LOG_LEVEL=debug printed every PlaceOrder/order.created value.
+    _, out = _capture("text", "debug")
+    logging.getLogger("aiokafka.producer.producer").debug(
+        "Sending (key=%s value=%s) to %s", b"k", _PLACE, "tp"
+    )
+    logging.getLogger("faust.topics").debug("send: topic=%r k=%r v=%r", "t", b"k", _PLACE)
+    logging.getLogger("orderflow.test").debug("still shown")
+    assert "tok_secretVisa4242" not in out.getvalue()
+    assert "Sending" not in out.getvalue() and "still shown" in out.getvalue()
+
+
+def test_every_line_has_token_shaped_strings_masked() -> None:
+    log, out = _capture("json")
+    log.warning("gateway said: No such token: '%s'", "tok_secretVisa4242")
+    try:
+        raise ValueError('{"payment_token": "tok_secretVisa4242"}')
+    except ValueError:
+        log.exception("failed")
+    assert "tok_secretVisa4242" not in out.getvalue()
+    assert "tok_…242" in json.loads(out.getvalue().splitlines()[0])["message"]

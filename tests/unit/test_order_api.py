@@ -322,6 +322,17 @@ async def test_duplicate_key_in_body_is_400_duplicate_key_not_last_one_wins() ->
     assert commands.sent == []
 
 
+async def test_deeply_nested_body_is_json_400_not_a_500() -> None:
+    # Regression: orjson takes 1024 levels, the stdlib parse of the duplicate-key check raised
+    # RecursionError near 1000: a 2 KB [[[...]]] body answered a plain-text 500.
+    api, commands = _post_api("stored")
+    for raw in (b"[" * 1020 + b"]" * 1020, b'{"customer_id": ' + b"[" * 1020 + b"]" * 1020 + b"}"):
+        response = await api.create(_raw_request(raw, length=len(raw)))
+        assert response.status == 400, response.body
+        assert response.body["problems"][0]["code"] == "too_deep"
+    assert commands.sent == []
+
+
 class _Trickle(_Segments):
     """A client that sent a few bytes of its body and then nothing more, for ever."""
 

@@ -171,3 +171,11 @@ def test_a_worker_fingerprints_the_token_with_a_key_from_its_cluster_secret(tmp_
     assert flow.api is not None
     assert flow.api.token_hash_key == fingerprint_key(secret.encode())
     assert flow.api.token_hash_key not in (b"", secret.encode())
+
+
+def test_mask_text_masks_bare_token_shaped_values_and_keeps_decline_codes() -> None:
+    # Regression: a gateway's "No such token: 'tok_…'" reply kept the whole token.
+    masked = mask_text("No such token: 'tok_secret4242'; pm_1NqkZ2LkdIwHu7ix (card_declined)")
+    assert "tok_secret4242" not in masked and "pm_1NqkZ2LkdIwHu7ix" not in masked
+    assert "tok_…242" in masked and "card_declined" in masked
+    assert mask_text(masked) == masked

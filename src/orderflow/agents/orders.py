@@ -18,6 +18,7 @@ from orderflow.domain.errors import EventDecodeError
 from orderflow.domain.events import PaymentCompleted, PaymentFailed, PlaceOrder, rfc3339
 from orderflow.domain.order import Order, PlacementKind, apply_payment, place_order
 from orderflow.keychains import KeyChains, epoch
+from orderflow.logs import order_context
 from orderflow.records import decode_event, encode_event
 from orderflow.tables import OrderTable
 from orderflow.tables.scan import PartitionScan, elsewhere, order_partition
@@ -148,7 +149,8 @@ class OrderService:
         # A command ahead of a hole: the commands before it first (the first PlaceOrder of an
         # Idempotency-Key wins), read from Kafka; Faust delivers them again later (duplicates).
         for command in [*await commands.missing_before(message.partition, message.offset), event]:
-            await self.dead_letters.guard(command, self._handle)
+            with order_context(command.message.key):  # each one's lines name its own order
+                await self.dead_letters.guard(command, self._handle)
             commands.handled(message.partition, command.message.offset)
 
     async def _handle(self, event: Any) -> None:

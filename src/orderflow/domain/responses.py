@@ -103,7 +103,7 @@ PROBLEMS = Object(
                             "code",
                             String(
                                 description="missing, type, format, range, empty, too_many, "
-                                "unknown, unknown_field, invalid_json, duplicate_key, too_large, timeout, "
+                                "unknown, unknown_field, invalid_json, duplicate_key, too_deep, too_large, timeout, "
                                 "undecodable, unsupported, reused"
                             ),
                         ),

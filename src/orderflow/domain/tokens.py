@@ -33,6 +33,10 @@ _MIN_MASKED_LENGTH = 8  # shorter: nothing of it is shown
 _FIELD = "|".join(sorted(SECRET_FIELDS))
 _QUOTED = re.compile(rf"""(?P<head>(?P<q>["'])(?:{_FIELD})(?P=q)\s*:\s*(?P=q))(?P<tok>[^"'\\]*)""")
 _ASSIGNED = re.compile(rf"(?P<head>\b(?:{_FIELD})=)(?P<tok>[A-Za-z0-9_\-{MASK}]+)")
+# A token named by no field (a gateway's "No such token: 'tok_…'", a value in a log line): the
+# gateways' token prefixes. ``card_`` only before a digit or capital: ``card_declined`` is a
+# decline code, ``card_1Nq…`` a card id.
+_BARE = re.compile(r"\b(?:tok_|pm_|src_|card_(?=[0-9A-Z]))[A-Za-z0-9_\-]{4,}")
 
 
 def mask_token(token: str) -> str:
@@ -54,9 +58,11 @@ def mask_token(token: str) -> str:
 
 
 def mask_text(text: str) -> str:
-    """Mask every token written as a known field in free text (raw values, reasons, messages)."""
+    """Mask every token in free text (raw values, reasons, messages): written as a known field,
+    or bare with a gateway's token prefix."""
     text = _QUOTED.sub(lambda m: m["head"] + mask_token(m["tok"]), text)
-    return _ASSIGNED.sub(lambda m: m["head"] + mask_token(m["tok"]), text)
+    text = _ASSIGNED.sub(lambda m: m["head"] + mask_token(m["tok"]), text)
+    return _BARE.sub(lambda m: mask_token(m[0]), text)
 
 
 def mask_secrets(value: Any) -> Any:

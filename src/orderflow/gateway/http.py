@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from orderflow.domain.payment import Approved, ChargeOutcome, Declined, GatewayCharge, decline_for
+from orderflow.domain.tokens import mask_text
 from orderflow.gateway.base import (
     ChargeRequest,
     CircuitOpenError,
@@ -306,7 +307,7 @@ class HttpPaymentGateway:
         try:
             async with self._client().request(
                 method, url, json=json_body, params=params, headers=headers,
-                timeout=client_timeout,
+                timeout=client_timeout, allow_redirects=False,  # key and token stay with it
             ) as resp:  # fmt: skip
                 raw = await resp.read()
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
@@ -423,6 +424,8 @@ def _excerpt(text: str | bytes, limit: int = 120) -> str:
         text = text[: limit * 4].decode(errors="replace")
     text = _BEARER.sub(lambda m: m.group(1) + "[redacted]", text)
     text = _UNPRINTABLE.sub(" ", text).strip()
+    # A reply may echo the card token ("No such token: 'tok_…'"): masked, before the cut.
+    text = mask_text(text)
     return text[:limit] + ("..." if len(text) > limit else "")
 
 

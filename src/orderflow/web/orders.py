@@ -645,7 +645,12 @@ class OrderApi:
         except orjson.JSONDecodeError:
             return None, _problems(400, "invalid_request", [
                 Problem("$", "invalid_json", "the body is not valid JSON (UTF-8)")])  # fmt: skip
-        if (twice := _duplicate_key(raw)) is not None:
+        try:
+            twice = _duplicate_key(raw)
+        except RecursionError:  # orjson takes 1024 levels, the stdlib parse about 1000
+            return None, _problems(400, "invalid_request", [Problem("$", "too_deep",
+                "the body nests arrays or objects too deeply")])  # fmt: skip
+        if twice is not None:
             return None, _problems(400, "invalid_request", [Problem("$", "duplicate_key",
                 f"the member {twice!r} appears twice in one object")])  # fmt: skip
         return body, None

@@ -179,3 +179,30 @@ def test_the_sandbox_command_refuses_a_non_loopback_host_without_an_admin_token(
     assert exited.value.code == 2
     assert "ORDERFLOW_SANDBOX_ADMIN_TOKEN" in capsys.readouterr().err
     assert not (tmp_path / "l.db").exists()
+
+
+async def test_a_redirecting_gateway_is_not_followed_with_the_key_and_the_token() -> None:
+    # Regression: aiohttp follows redirects by default, sending the charge (card token, and the
+    # session's Authorization header) wherever the reply points.
+    hits: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        hits.append(request.path)
+        if request.path.startswith("/v1/"):
+            raise web.HTTPTemporaryRedirect("/elsewhere")
+        return web.json_response({"id": "ch_1", "status": "succeeded"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    client = HttpPaymentGateway(f"http://127.0.0.1:{runner.addresses[0][1]}", api_key=KEY,
+                                deadline=5, max_attempts=1)  # fmt: skip
+    try:
+        with pytest.raises(PermanentGatewayError, match="HTTP 307"):
+            await client.charge(_request("o-307"))
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert hits == ["/v1/charges"]
