@@ -51,6 +51,8 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value):  # float() takes nan and inf: a nan timeout never fires
+        raise ConfigError(f"{name}={raw!r} must be a finite number")
     if value <= 0:
         raise ConfigError(f"{name}={value} must be > 0")
     return value

@@ -125,3 +125,29 @@ def _created(value: bytes) -> OrderCreated:
     event = decode_event(value, OrderCreated.event_type)
     assert isinstance(event, OrderCreated)
     return event
+
+
+def test_a_range_below_the_log_start_is_read_as_gone_at_once(kafka_bootstrap: str) -> None:
+    """A hole the order service reads (``missing_before``) may lie wholly below the log start
+    (commands past their retention): a seek there resets to the earliest record, which the range
+    never matches, and the read used to wait for its timeout holding the reader's lock."""
+
+    async def scenario() -> None:
+        topic = await _topic_with_records(kafka_bootstrap, 30)
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_records({TopicPartition(topic, 1): RecordsToDelete(20)})
+        finally:
+            await admin.close()
+        log = CommandLog([kafka_bootstrap], topic)
+        log.read_timeout_s = 60.0  # a wait for the timeout would fail the bound below
+        try:
+            gone = await asyncio.wait_for(log.read(1, 5, 10), timeout=20)
+            straddling = await asyncio.wait_for(log.read(1, 15, 25), timeout=20)
+        finally:
+            await log.close()
+        assert gone == []
+        assert [r.offset for r in straddling] == [20, 21, 22, 23, 24]
+
+    asyncio.run(scenario())

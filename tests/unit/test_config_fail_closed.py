@@ -183,3 +183,11 @@ def test_existing_topics_with_fewer_replicas_than_configured_are_a_problem() -> 
     problems = cluster_problems(3, [1, 2, 3], {1: 2, 2: 2, 3: 2}, {"order.created": 1})
     assert len(problems) == 1
     assert "order.created" in problems[0] and "ORDERFLOW_REPLICATION_FACTOR=3" in problems[0]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999"])
+def test_a_duration_that_is_not_a_finite_number_is_refused(value: str) -> None:
+    # float() takes them: a nan timeout compares false with everything (never times out), an
+    # infinite one never ends.
+    with pytest.raises(ConfigError, match="ORDERFLOW_GATEWAY_TIMEOUT"):
+        Settings.from_env({"ORDERFLOW_GATEWAY": "sandbox", "ORDERFLOW_GATEWAY_TIMEOUT": value})

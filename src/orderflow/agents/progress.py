@@ -84,6 +84,11 @@ class CommandLog:
 
     async def read(self, partition: int, start: int, stop: int) -> list[CommandRecord]:
         """The records at offsets ``start`` up to ``stop`` (excluded), in order."""
+        # Below the log start (retention deleted them), a seek would reset to the earliest
+        # record, which the range never matches: the read would wait for its timeout.
+        start = max(start, await self.beginning(partition))
+        if start >= stop:
+            return []
         client = await self._started()
         tp = TopicPartition(self.topic, partition)
         records: list[CommandRecord] = []
