@@ -500,6 +500,16 @@ def build(settings: Settings) -> Orderflow:
     async def reconcile_unknown_payments() -> None:
         metrics.reconciliations.inc(await payment_service.request_due_reconciliations())
 
+    @app.timer(interval=2.0)
+    async def read_undelivered_partitions() -> None:
+        consumer = app.consumer
+        if not isinstance(consumer, RewindingConsumer):
+            return
+        if routing.is_ready():  # never during a recovery: Faust holds partitions back then
+            await consumer.read_undelivered_again()
+        else:
+            consumer.forget_undelivered()
+
     @app.timer(interval=max(0.5, settings.stall_after_s / 5))
     async def nudge_stalled_orders() -> None:
         metrics.stall_nudges.inc(await order_service.nudge_stalled(routing.owns))
@@ -603,6 +613,9 @@ def build(settings: Settings) -> Orderflow:
             "inconsistent_payments": payment_service.inconsistent,
             "table_recoveries_restarted": recovery_check.restarts,
             "input_holes_read_again": getattr(app.consumer, "redelivered", 0),
+            "undelivered_partitions_read_again": getattr(
+                app.consumer, "undelivered_read_again", 0
+            ),
             "commands_read_ahead_of_a_hole": progress.holes_read,
         },
         settings.stuck_after_s, settings.recovery_deadline_s,

@@ -82,6 +82,18 @@ def head_is_missing(start: int | None, acked: Collection[int]) -> bool:
     return start is not None and bool(acked) and min(acked) > start
 
 
+def undelivered(
+    starts: Mapping[Any, int | None], ends: Mapping[Any, int], busy: Collection[Any]
+) -> dict[Any, int]:
+    """The partitions whose records from ``starts`` on exist (``ends`` beyond) while none of
+    them is acked or in flight (``busy``): records that never reached the agent. Their starts."""
+    return {
+        tp: start
+        for tp, start in starts.items()
+        if start is not None and tp not in busy and ends.get(tp, 0) > start
+    }
+
+
 class LivePartitions:
     """The partitions a fetch may return: Faust's live set, but never "all" when it empties.
 
@@ -115,6 +127,8 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         self.reading_from: dict[Any, int] = {}
         self._held: dict[Any, tuple[int, float]] = {}  # partition -> (hole start, noticed at)
         self._seeks: set[asyncio.Future[None]] = set()  # read-again seeks, until they are done
+        # partition -> (start, since when) of a partition with records and nothing delivered
+        self._quiet: dict[Any, tuple[int, float]] = {}
 
     async def _getmany(self, active_partitions: Set[Any] | None, timeout: float) -> Any:
         # Faust fetches only while some partition is active (None: all, for client-only apps).
@@ -193,6 +207,52 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
             task = asyncio.ensure_future(self._seek_back(tp, start))
             self._seeks.add(task)
             task.add_done_callback(self._seeks.discard)
+
+    undelivered_read_again = 0  # partitions whose head never reached the agent (logs, /health)
+
+    async def read_undelivered_again(self) -> int:
+        """Read again the assigned partitions whose records from the committed offset on exist
+        but have not reached the agents for ``redeliver_after``; returns how many now.
+
+        The hole check above needs a later record acked to notice anything; a partition whose
+        head Faust never delivers (fetched under the previous generation and skipped, or left
+        paused after a rebalance) has nothing acked and stays unread: its orders wait for the
+        next rebalance (a chaos run saw 22 commands wait 3 minutes). Call it only while the
+        worker is ready (tables recovered): Faust holds partitions back during a recovery.
+        """
+        acking = self.app.topics.acking_topics
+        assigned = [tp for tp in self.assignment() if tp.topic in acking]
+        busy = {tp for tp in assigned if self._acked.get(tp)}
+        busy |= {m.tp for m in self._unacked_messages if not m.acked}
+        starts = {tp: self._committed_offset.get(tp) or self.reading_from.get(tp)
+                  for tp in assigned if tp not in busy}  # fmt: skip
+        if not any(start is not None for start in starts.values()):
+            self._quiet.clear()
+            return 0
+        ends = await self.highwaters(*[tp for tp, s in starts.items() if s is not None])
+        now, revived = self.clock(), 0
+        stuck = undelivered(starts, ends, busy)
+        for tp in list(self._quiet):
+            if tp not in stuck:
+                del self._quiet[tp]
+        for tp, start in stuck.items():
+            since = self._quiet.get(tp)
+            if since is None or since[0] != start:
+                self._quiet[tp] = (start, now)
+            elif now - since[1] >= self.redeliver_after:
+                self._quiet[tp] = (start, now)
+                self.undelivered_read_again += 1
+                revived += 1
+                log.warning("%s[%d]: offsets %d..%d never reached the agent (nothing acked or "
+                            "in flight); reading them again", tp.topic, tp.partition, start,
+                            ends[tp] - 1)  # fmt: skip
+                self.resume_partitions([tp])  # (a no-op unless Faust left it paused)
+                await self.seek_wait({tp: start})
+        return revived
+
+    def forget_undelivered(self) -> None:
+        """Start ``read_undelivered_again``'s clocks afresh (the worker is not ready)."""
+        self._quiet.clear()
 
     async def _seek_back(self, tp: Any, offset: int) -> None:
         if tp in self.assignment():  # not if it moved meanwhile: its new owner reads it

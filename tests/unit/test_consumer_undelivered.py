@@ -1,0 +1,109 @@
+"""A partition whose records exist but never reach the agent is read again.
+
+The hole check (``_new_offset``) notices missing records only once a later one is acked. A chaos
+run in CI saw a worker own ``orderflow.order-commands[4]`` for three minutes after a broker
+restart and a rebalance without any of its records reaching the order service: nothing acked,
+nothing noticed, 22 accepted orders unplaced until the next rebalance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from types import SimpleNamespace
+from typing import Any
+
+from faust.types import TP
+
+from orderflow.consumer import RewindingConsumer, undelivered
+
+COMMANDS = TP("orderflow.order-commands", 4)
+CREATED = TP("order.created", 4)
+CHANGELOG = TP("orderflow-OrderDB-changelog", 4)
+
+
+def test_records_beyond_the_start_with_nothing_acked_or_in_flight_are_undelivered() -> None:
+    starts = {COMMANDS: 74, CREATED: 70, TP("order.created", 2): 5, TP("order.created", 6): None}
+    ends = {COMMANDS: 107, CREATED: 70, TP("order.created", 2): 9}
+    assert undelivered(starts, ends, busy={TP("order.created", 2)}) == {COMMANDS: 74}
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _consumer(ends: dict[Any, int], committed: dict[Any, int]) -> tuple[Any, list[Any], _Clock]:
+    consumer: Any = object.__new__(RewindingConsumer)
+    clock = _Clock()
+    seeks: list[Any] = []
+    consumer.app = SimpleNamespace(topics=SimpleNamespace(
+        acking_topics={"orderflow.order-commands", "order.created"}))  # fmt: skip
+    consumer.assignment = lambda: {COMMANDS, CREATED, CHANGELOG}
+    consumer._acked = defaultdict(list)
+    consumer._unacked_messages = set()
+    consumer._committed_offset = defaultdict(lambda: None, committed)
+    consumer.reading_from, consumer._quiet = {}, {}
+    consumer.clock = clock
+    consumer.resumed = []
+    consumer.resume_partitions = lambda tps: consumer.resumed.extend(tps)
+
+    async def highwaters(*tps: Any) -> dict[Any, int]:
+        return {tp: ends[tp] for tp in tps if tp in ends}
+
+    async def seek_wait(positions: dict[Any, int]) -> None:
+        seeks.append(positions)
+
+    consumer.highwaters, consumer.seek_wait = highwaters, seek_wait
+    return consumer, seeks, clock
+
+
+def test_a_partition_left_undelivered_is_read_again_from_its_committed_offset() -> None:
+    consumer, seeks, clock = _consumer({COMMANDS: 107, CREATED: 70}, {COMMANDS: 74, CREATED: 70})
+
+    async def scenario() -> None:
+        assert await consumer.read_undelivered_again() == 0  # noticed: its clock starts
+        clock.now += consumer.redeliver_after - 1
+        assert await consumer.read_undelivered_again() == 0  # not long enough yet
+        clock.now += 2
+        assert await consumer.read_undelivered_again() == 1
+
+    asyncio.run(scenario())
+    assert seeks == [{COMMANDS: 74}]  # order.created[4] is at its end: nothing to read
+    assert consumer.resumed == [COMMANDS]
+    assert consumer.undelivered_read_again == 1
+
+
+def test_a_partition_with_records_acked_or_in_flight_is_left_alone() -> None:
+    consumer, seeks, clock = _consumer({COMMANDS: 107}, {COMMANDS: 74})
+
+    async def scenario() -> None:
+        await consumer.read_undelivered_again()
+        consumer._acked[COMMANDS] = [75]  # the agent is on it
+        clock.now += 60
+        assert await consumer.read_undelivered_again() == 0
+        consumer._acked[COMMANDS] = []
+        consumer._unacked_messages = [SimpleNamespace(tp=COMMANDS, acked=False)]  # in flight
+        clock.now += 60
+        assert await consumer.read_undelivered_again() == 0
+        consumer._unacked_messages = set()
+        assert await consumer.read_undelivered_again() == 0  # its clock starts again here
+
+    asyncio.run(scenario())
+    assert seeks == []
+
+
+def test_the_clock_starts_afresh_when_the_worker_was_not_ready() -> None:
+    consumer, seeks, clock = _consumer({COMMANDS: 107}, {COMMANDS: 74})
+
+    async def scenario() -> None:
+        await consumer.read_undelivered_again()
+        clock.now += 60
+        consumer.forget_undelivered()  # a recovery meanwhile: Faust held partitions back
+        assert await consumer.read_undelivered_again() == 0
+
+    asyncio.run(scenario())
+    assert seeks == []
