@@ -43,14 +43,18 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def _number(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    value = _number(name, raw)
     if not math.isfinite(value):  # float() takes nan and inf: a nan timeout never fires
         raise ConfigError(f"{name}={raw!r} must be a finite number")
     if value <= 0:
@@ -68,10 +72,7 @@ def _retention(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    value = _number(name, raw)
     if not math.isfinite(value) or value < _MIN_RETENTION_S:
         raise ConfigError(
             f"{name}={raw}: expected a number of seconds >= 86400 (1 day): records deleted "

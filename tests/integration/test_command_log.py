@@ -37,6 +37,16 @@ async def _topic_with_records(bootstrap: str, count: int) -> str:
     return topic
 
 
+async def _delete_records_before(bootstrap: str, topic: str, partition: int, offset: int) -> None:
+    """Move the partition's log start to ``offset``, as retention does."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({TopicPartition(topic, partition): RecordsToDelete(offset)})
+    finally:
+        await admin.close()
+
+
 def test_a_range_is_read_in_order_and_the_end_is_known(kafka_bootstrap: str) -> None:
     async def run() -> None:
         topic = await _topic_with_records(kafka_bootstrap, 30)
@@ -75,12 +85,7 @@ def test_the_nudge_knows_a_command_below_the_log_start_is_gone_without_reading_i
                 await producer.send_and_wait(topic, value, key=b"k", partition=1)
         finally:
             await producer.stop()
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        await admin.start()
-        try:
-            await admin.delete_records({TopicPartition(topic, 1): RecordsToDelete(20)})
-        finally:
-            await admin.close()
+        await _delete_records_before(kafka_bootstrap, topic, 1, 20)
 
         log = CommandLog([kafka_bootstrap], topic)
         reads: list[tuple[int, int]] = []
@@ -134,12 +139,7 @@ def test_a_range_below_the_log_start_is_read_as_gone_at_once(kafka_bootstrap: st
 
     async def scenario() -> None:
         topic = await _topic_with_records(kafka_bootstrap, 30)
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        await admin.start()
-        try:
-            await admin.delete_records({TopicPartition(topic, 1): RecordsToDelete(20)})
-        finally:
-            await admin.close()
+        await _delete_records_before(kafka_bootstrap, topic, 1, 20)
         log = CommandLog([kafka_bootstrap], topic)
         log.read_timeout_s = 60.0  # a wait for the timeout would fail the bound below
         try:
