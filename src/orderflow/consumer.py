@@ -56,9 +56,16 @@ from collections.abc import Collection, Iterable, Mapping, Set
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 
-__all__ = ["LivePartitions", "RewindingConsumer", "head_is_missing", "never_committed"]
+__all__ = [
+    "CommitGuardThread",
+    "LivePartitions",
+    "RewindingConsumer",
+    "head_is_missing",
+    "never_committed",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +117,22 @@ class LivePartitions:
         return tp in self.live  # read from the consumer thread: one atomic set lookup
 
 
+class CommitGuardThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread, which sends no commit when every partition in it was revoked."""
+
+    async def _commit(self, offsets: Mapping[Any, int]) -> bool:
+        # Faust drops the partitions revoked meanwhile and hands aiokafka what is left: nothing,
+        # after a rebalance during a slow commit, which aiokafka refuses with ValueError({}) and
+        # Faust turns into a crash of the worker (seen in a chaos run and in CI). The check runs
+        # here, on the thread's loop, where the assignment cannot change before the send; made
+        # on the app's loop it raced with the rebalance.
+        assigned = self.assignment()
+        if not any(tp in assigned for tp in offsets):
+            return False
+        committed: bool = await super()._commit(offsets)
+        return committed
+
+
 class RewindingConsumer(AIOKafkaDriverConsumer):
     """Faust's aiokafka consumer whose post-rebalance seek also covers uncommitted partitions."""
 
@@ -129,6 +152,9 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         self._seeks: set[asyncio.Future[None]] = set()  # read-again seeks, until they are done
         # partition -> (start, since when) of a partition with records and nothing delivered
         self._quiet: dict[Any, tuple[int, float]] = {}
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return CommitGuardThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _getmany(self, active_partitions: Set[Any] | None, timeout: float) -> Any:
         # Faust fetches only while some partition is active (None: all, for client-only apps).
@@ -269,17 +295,6 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         self.gaps_refused += 1
         log.warning("%s[%d]: offsets %d..%d skipped on the way to the agent: not counted as "
                     "handled", tp.topic, tp.partition, offset_from, offset_to - 1)  # fmt: skip
-
-    async def _commit(self, offsets: Mapping[Any, int]) -> bool:
-        # Faust's consumer thread drops the partitions revoked meanwhile and hands aiokafka what
-        # is left: nothing, after a rebalance during a slow commit, which aiokafka refuses with
-        # ValueError({}) and Faust turns into a crash of the worker (seen in a chaos run).
-        assigned = self.assignment()
-        kept = {tp: offset for tp, offset in offsets.items() if tp in assigned}
-        if not kept:
-            return False
-        committed: bool = await super()._commit(kept)
-        return committed
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
         # Where reading started belongs to one assignment: the next one learns it again (in

@@ -204,6 +204,7 @@ def test_stalled_order_is_nudged_to_completion_while_workers_keep_joining_and_le
                 worker.stop()
 
     def nudged() -> bool:
+        assert stable.alive, stable.log_tail()  # a crash of the worker fails here, named
         return any(f"order {order_id} {_NUDGE}" in w.log_tail(2_000_000)
                    for w in [stable, *churners])  # fmt: skip
 
