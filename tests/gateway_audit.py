@@ -109,9 +109,8 @@ def judge_gateway(
     orders = _by_order(order_changelog, ids)
     payments = _by_order(payment_changelog, ids)
     requests = [
-        r for r in requests
-        if r["order_id"] in ids or by_key.get(r["idempotency_key"] or "") in ids
-    ]  # fmt: skip
+        r for r in requests if r["order_id"] in ids or by_key.get(r["idempotency_key"] or "") in ids
+    ]
     ledger = [row for row in ledger if row["order_id"] in ids]
     audit = GatewayAudit()
 

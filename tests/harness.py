@@ -81,8 +81,10 @@ def write_keys_file(directory: Path) -> Path:
     path = directory / "api-keys"
     if not path.exists():
         directory.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# test clients\n{TEST_CLIENT} {hash_key(TEST_API_KEY)}\n"
-                        f"{OTHER_CLIENT} {hash_key(OTHER_API_KEY)}\n")  # fmt: skip
+        path.write_text(
+            f"# test clients\n{TEST_CLIENT} {hash_key(TEST_API_KEY)}\n"
+            f"{OTHER_CLIENT} {hash_key(OTHER_API_KEY)}\n"
+        )
     return path
 
 
@@ -114,9 +116,12 @@ def poll_until(
 
 
 def http_json(
-    method: str, url: str, body: Any = None, headers: Mapping[str, str] | None = None,
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: Mapping[str, str] | None = None,
     timeout: float = 35.0,
-) -> tuple[int, Any, dict[str, str]]:  # fmt: skip
+) -> tuple[int, Any, dict[str, str]]:
     """A small blocking HTTP client: (status, decoded JSON or None, headers).
 
     Requests to ``/orders`` carry the test client's API key unless ``headers`` names an
@@ -160,9 +165,13 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+                self.args,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         return self
 
     @property
@@ -217,14 +226,28 @@ TEST_KEY_TTL_S = 20.0
 
 
 def start_sandbox(
-    tmp: Path, port: int | None = None, db: Path | None = None, *,
-    strict: bool = True, key_ttl_s: float = TEST_KEY_TTL_S,
-) -> ManagedProcess:  # fmt: skip
+    tmp: Path,
+    port: int | None = None,
+    db: Path | None = None,
+    *,
+    strict: bool = True,
+    key_ttl_s: float = TEST_KEY_TTL_S,
+) -> ManagedProcess:
     """The sandbox gateway as its own process, with its SQLite ledger at ``db``."""
     port = port or free_port()
     db = db or tmp / "ledger.db"
-    args = [sys.executable, "-m", "orderflow", "sandbox-gateway", "--port", str(port),
-            "--db", str(db), "--key-ttl", str(key_ttl_s)]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "orderflow",
+        "sandbox-gateway",
+        "--port",
+        str(port),
+        "--db",
+        str(db),
+        "--key-ttl",
+        str(key_ttl_s),
+    ]
     if strict:
         args.append("--strict")
     url = f"http://127.0.0.1:{port}"
@@ -239,8 +262,9 @@ def start_sandbox(
     ).start()
     poll_until(
         lambda: _answers(f"http://127.0.0.1:{port}/_admin/stats") or _dead(proc),
-        30, what="the sandbox gateway to answer",
-    )  # fmt: skip
+        30,
+        what="the sandbox gateway to answer",
+    )
     return proc
 
 
@@ -258,10 +282,18 @@ def _dead(proc: ManagedProcess) -> bool:
 
 
 def start_worker(
-    tmp: Path, bootstrap: str, gateway_url: str, *, name: str = "w1",
-    port: int | None = None, data_dir: Path | None = None, extra: Mapping[str, str] | None = None,
-    wait_ready: bool = True, timeout: float = 120.0, gateway_api_key: str | None = None,
-) -> ManagedProcess:  # fmt: skip
+    tmp: Path,
+    bootstrap: str,
+    gateway_url: str,
+    *,
+    name: str = "w1",
+    port: int | None = None,
+    data_dir: Path | None = None,
+    extra: Mapping[str, str] | None = None,
+    wait_ready: bool = True,
+    timeout: float = 120.0,
+    gateway_api_key: str | None = None,
+) -> ManagedProcess:
     """``faust -A orderflow.app worker`` with its own web port and data dir; waits for /ready.
 
     The worker calls the gateway at ``gateway_url`` with ``gateway_api_key``, by default the key
@@ -269,22 +301,24 @@ def start_worker(
     """
     port = port or free_port()
     data_dir = data_dir or tmp / f"data-{name}"
-    env = _base_env({
-        "ORDERFLOW_KAFKA_BOOTSTRAP": bootstrap,
-        "ORDERFLOW_WEB_PORT": str(port),
-        "ORDERFLOW_DATA_DIR": str(data_dir),
-        "ORDERFLOW_GATEWAY": "http",
-        "ORDERFLOW_GATEWAY_URL": gateway_url,
-        "ORDERFLOW_GATEWAY_API_KEY": gateway_api_key or GATEWAY_KEYS.get(
-            gateway_url.rstrip("/"), "sk_test_no_sandbox_here"),
-        "ORDERFLOW_RECONCILE_INTERVAL": "0.5",
-        # The tests read the stored order from the POST's answer (201): a loaded CI machine
-        # must not turn it into a 202 (the chaos rig keeps the default).
-        "ORDERFLOW_STORE_WAIT": "10",
-        "ORDERFLOW_API_KEYS_FILE": str(write_keys_file(tmp)),
-        "ORDERFLOW_CLUSTER_SECRET": TEST_CLUSTER_SECRET,
-        **(extra or {}),
-    })  # fmt: skip
+    env = _base_env(
+        {
+            "ORDERFLOW_KAFKA_BOOTSTRAP": bootstrap,
+            "ORDERFLOW_WEB_PORT": str(port),
+            "ORDERFLOW_DATA_DIR": str(data_dir),
+            "ORDERFLOW_GATEWAY": "http",
+            "ORDERFLOW_GATEWAY_URL": gateway_url,
+            "ORDERFLOW_GATEWAY_API_KEY": gateway_api_key
+            or GATEWAY_KEYS.get(gateway_url.rstrip("/"), "sk_test_no_sandbox_here"),
+            "ORDERFLOW_RECONCILE_INTERVAL": "0.5",
+            # The tests read the stored order from the POST's answer (201): a loaded CI machine
+            # must not turn it into a 202 (the chaos rig keeps the default).
+            "ORDERFLOW_STORE_WAIT": "10",
+            "ORDERFLOW_API_KEYS_FILE": str(write_keys_file(tmp)),
+            "ORDERFLOW_CLUSTER_SECRET": TEST_CLUSTER_SECRET,
+            **(extra or {}),
+        }
+    )
     proc = ManagedProcess(
         name,
         [sys.executable, "-m", "faust", "-A", "orderflow.app", "worker", "-l", "info"],

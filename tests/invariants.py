@@ -72,11 +72,12 @@ def assert_orders_settled_once(
         (r.key, dict(r.headers).get(DLQ_HEADER_REASON, b"").decode(errors="replace"))
         for r in read_topic(bootstrap, DEAD_LETTERS)
         if (r.key or b"").decode(errors="replace") in order_ids
-    ]  # fmt: skip
+    ]
     unexpected = [
-        (key, why) for key, why in dead
+        (key, why)
+        for key, why in dead
         if not (expected_dead_letters and why.startswith(expected_dead_letters))
-    ]  # fmt: skip
+    ]
     assert not unexpected, f"events of these orders were dead-lettered: {unexpected[:5]}"
 
 

@@ -39,8 +39,9 @@ async def partitions_of(bootstrap: str, topic: str) -> list[int]:
         described = await admin.describe_topics([topic])
     finally:
         await admin.close()
-    return sorted(p["partition"] for t in described if t["error_code"] == 0
-                  for p in t["partitions"])  # fmt: skip
+    return sorted(
+        p["partition"] for t in described if t["error_code"] == 0 for p in t["partitions"]
+    )
 
 
 async def _stop(consumer: AIOKafkaConsumer) -> None:
@@ -51,8 +52,12 @@ async def _stop(consumer: AIOKafkaConsumer) -> None:
 
 
 async def _read(bootstrap: str, topic: str) -> list[Record]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, isolation_level="read_committed")  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
     await consumer.start()
     try:
         partitions = await partitions_of(bootstrap, topic)
@@ -69,8 +74,17 @@ async def _read(bootstrap: str, topic: str) -> list[Record]:
             for tp, messages in batch.items():
                 for m in messages:
                     if m.offset < ends[tp]:
-                        out.append(Record(m.topic, m.partition, m.offset, m.key, m.value,
-                                          tuple(m.headers or ()), m.timestamp))  # fmt: skip
+                        out.append(
+                            Record(
+                                m.topic,
+                                m.partition,
+                                m.offset,
+                                m.key,
+                                m.value,
+                                tuple(m.headers or ()),
+                                m.timestamp,
+                            )
+                        )
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
         return out
@@ -84,9 +98,12 @@ def read_topic(bootstrap: str, topic: str) -> list[Record]:
 
 
 def wait_for_records(
-    bootstrap: str, topic: str, match: Callable[[Record], bool], count: int = 1,
+    bootstrap: str,
+    topic: str,
+    match: Callable[[Record], bool],
+    count: int = 1,
     timeout: float = 30.0,
-) -> list[Record]:  # fmt: skip
+) -> list[Record]:
     """Poll the topic until ``count`` records match (fails at the deadline)."""
     import time
 
@@ -124,19 +141,29 @@ async def _handled_place_command(bootstrap: str, order_id: str, token: str) -> i
     from orderflow.records import encode_event
     from orderflow.topics import APP_ID, ORDER_COMMANDS
 
-    command = PlaceOrder(order_id, "request", "fingerprint", "c-1", "EUR",
-                         (LineItem("SKU-1", 1, 500),), token, rfc3339(0))  # fmt: skip
+    command = PlaceOrder(
+        order_id,
+        "request",
+        "fingerprint",
+        "c-1",
+        "EUR",
+        (LineItem("SKU-1", 1, 500),),
+        token,
+        rfc3339(0),
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        sent = await producer.send_and_wait(ORDER_COMMANDS, encode_event(command),
-                                            key=order_id.encode())  # fmt: skip
+        sent = await producer.send_and_wait(
+            ORDER_COMMANDS, encode_event(command), key=order_id.encode()
+        )
     finally:
         await producer.stop()
     tp = TopicPartition(ORDER_COMMANDS, sent.partition)
     for _ in range(60):  # a member of the group that is going away refuses the commit a moment
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=APP_ID,
-                                    enable_auto_commit=False)  # fmt: skip
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=APP_ID, enable_auto_commit=False
+        )
         await consumer.start()
         try:
             consumer.assign([tp])

@@ -42,9 +42,12 @@ def _auth(api_key: str | None) -> dict[str, str]:
 
 
 def place(
-    base_url: str, body: dict[str, Any], key: str | None = None, timeout: float = 60,
+    base_url: str,
+    body: dict[str, Any],
+    key: str | None = None,
+    timeout: float = 60,
     api_key: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """POST /orders until it answers 201: 503 (not stored durably) and 202 (accepted durably, not
     stored yet: a rebalance) are retried with the same key, as the API tells clients to."""
     key = key or f"test-{uuid.uuid4()}"

@@ -95,8 +95,9 @@ class GatewayHolder:
 
                     # A key of its own, so the embedded sandbox is called like a real gateway.
                     api_key = secrets.token_urlsafe(24)
-                    self._sandbox = SandboxGateway(self.settings.gateway_sandbox_db,
-                                                   api_key=api_key)  # fmt: skip
+                    self._sandbox = SandboxGateway(
+                        self.settings.gateway_sandbox_db, api_key=api_key
+                    )
                     await self._sandbox.start("127.0.0.1", self.settings.gateway_sandbox_port)
                     url = self._sandbox.url
                     log.info("embedded sandbox gateway at %s", url)
@@ -118,9 +119,16 @@ class GatewayHolder:
 
 
 # The topics the worker creates with ORDERFLOW_REPLICATION_FACTOR (the cluster check's view).
-_CHECKED_TOPICS = (ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED,
-                   PAYMENT_RECONCILE, DEAD_LETTERS, changelog_topic(OrderTable.NAME),
-                   changelog_topic(PaymentTable.NAME))  # fmt: skip
+_CHECKED_TOPICS = (
+    ORDER_COMMANDS,
+    ORDER_CREATED,
+    PAYMENT_COMPLETED,
+    PAYMENT_FAILED,
+    PAYMENT_RECONCILE,
+    DEAD_LETTERS,
+    changelog_topic(OrderTable.NAME),
+    changelog_topic(PaymentTable.NAME),
+)
 
 
 class ClusterCheck(Service):
@@ -153,11 +161,18 @@ class ClusterCheck(Service):
             log.error("configuration refused: %s", message)
             raise ConfigError(message)
         if rf > len(broker_ids):  # the topics exist (else refused above): a broker is down
-            log.warning("cluster check: %d live broker(s), below ORDERFLOW_REPLICATION_FACTOR=%d: "
-                        "a broker is missing; the topics exist, starting", len(broker_ids), rf)  # fmt: skip
-        log.info("cluster check: %d broker(s), replication factor %d, min.insync.replicas %s",
-                 len(broker_ids), self.settings.replication_factor,
-                 sorted(set(min_insync.values())))  # fmt: skip
+            log.warning(
+                "cluster check: %d live broker(s), below ORDERFLOW_REPLICATION_FACTOR=%d: "
+                "a broker is missing; the topics exist, starting",
+                len(broker_ids),
+                rf,
+            )
+        log.info(
+            "cluster check: %d broker(s), replication factor %d, min.insync.replicas %s",
+            len(broker_ids),
+            self.settings.replication_factor,
+            sorted(set(min_insync.values())),
+        )
 
     async def _describe(self) -> tuple[list[int], dict[int, int], dict[str, int | None]]:
         """The live brokers' ids, each one's ``min.insync.replicas``, and our topics' replica
@@ -171,8 +186,9 @@ class ClusterCheck(Service):
             cluster = await admin.describe_cluster()
             broker_ids = [int(b["node_id"]) for b in cluster["brokers"]]
             wanted = {"min.insync.replicas": None}
-            resources = [ConfigResource(ConfigResourceType.BROKER, str(b), wanted)
-                         for b in broker_ids]  # fmt: skip
+            resources = [
+                ConfigResource(ConfigResourceType.BROKER, str(b), wanted) for b in broker_ids
+            ]
             responses = await admin.describe_configs(resources)
             # Every topic: naming ours would let a broker that auto-creates topics create them.
             described = await admin.describe_topics()
@@ -254,10 +270,14 @@ class RetainedTopic(faust.Topic):
             if retention_ms is not None:
                 config["retention.ms"] = retention_ms
             await producer.create_topic(
-                topic=topic, partitions=self.partitions or conf.topic_partitions,
-                replication=self.replicas or conf.topic_replication_factor or 1, config=config,
-                compacting=self.compacting, deleting=self.deleting, retention=self.retention,
-            )  # fmt: skip
+                topic=topic,
+                partitions=self.partitions or conf.topic_partitions,
+                replication=self.replicas or conf.topic_replication_factor or 1,
+                config=config,
+                compacting=self.compacting,
+                deleting=self.deleting,
+                retention=self.retention,
+            )
 
 
 def topic_retention_ms(app: Any, topic: str) -> int | None:
@@ -321,8 +341,12 @@ def consumer_lag(app: Any) -> Callable[[], dict[tuple[str, int], int]]:
     return lag
 
 
-_ENDPOINT_PATHS = {"health": "/health", "ready": "/ready", "metrics": "/metrics",
-                   "openapi": "/openapi.json"}  # fmt: skip
+_ENDPOINT_PATHS = {
+    "health": "/health",
+    "ready": "/ready",
+    "metrics": "/metrics",
+    "openapi": "/openapi.json",
+}
 
 
 def _open_paths(settings: Settings) -> frozenset[str]:
@@ -394,16 +418,25 @@ def build(settings: Settings) -> Orderflow:
     )
     app.token_retention_s = settings.token_retention_s
     app.dead_letter_retention_s = settings.dead_letter_retention_s
-    topics = {name: _topic(app, settings, name) for name in (
-        ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED, PAYMENT_RECONCILE,
-        DEAD_LETTERS)}  # fmt: skip
+    topics = {
+        name: _topic(app, settings, name)
+        for name in (
+            ORDER_COMMANDS,
+            ORDER_CREATED,
+            PAYMENT_COMPLETED,
+            PAYMENT_FAILED,
+            PAYMENT_RECONCILE,
+            DEAD_LETTERS,
+        )
+    }
     orders = OrderTable(app, settings.partitions)
     payments = PaymentTable(app, settings.partitions)
     watch = OrderWatch()
     recovery_check = RecoveryCheck(
-        app, {changelog_topic(OrderTable.NAME), changelog_topic(PaymentTable.NAME)},
+        app,
+        {changelog_topic(OrderTable.NAME), changelog_topic(PaymentTable.NAME)},
         persistent=settings.store == "rocksdb",
-    )  # fmt: skip
+    )
     gateway = GatewayHolder(settings)
     metrics = Metrics()
     unknown = UnknownPayments(partitions=settings.partitions)
@@ -433,24 +466,34 @@ def build(settings: Settings) -> Orderflow:
     routing = OwnerLookup(app, OrderTable.NAME, settings.max_long_polls)
     stalled = StalledOrders(settings.stall_after_s, partitions=settings.partitions)
     command_log = CommandLog(_bootstrap_servers(settings), ORDER_COMMANDS)
-    progress = CommandProgress(settings.partitions, committed_offsets(app, ORDER_COMMANDS),
-                               command_log)  # fmt: skip
+    progress = CommandProgress(
+        settings.partitions, committed_offsets(app, ORDER_COMMANDS), command_log
+    )
     auth = Authenticator.from_settings(settings)
     chains = KeyChains(auth.secret, settings.partitions, settings.idempotency_retention_s)
     # The stall nudge's own consumer (and lock): its reads never hold up missing_before's.
     nudge_log = CommandLog(_bootstrap_servers(settings), ORDER_COMMANDS)
-    order_service = OrderService(orders, FencedSender(outputs[ORDER_CREATED], fence),
-                                 dead_letters, watch, stalled, progress=progress,
-                                 chains=chains, commands=nudge_log)  # fmt: skip
+    order_service = OrderService(
+        orders,
+        FencedSender(outputs[ORDER_CREATED], fence),
+        dead_letters,
+        watch,
+        stalled,
+        progress=progress,
+        chains=chains,
+        commands=nudge_log,
+    )
     order_service.on_created = metrics.order_created
     order_service.on_terminal = metrics.order_terminal
 
-    payment_service = PaymentService(payments, metered(gateway.get, metrics), publish,
-                                     dead_letters, unknown)  # fmt: skip
+    payment_service = PaymentService(
+        payments, metered(gateway.get, metrics), publish, dead_letters, unknown
+    )
     metrics.watch(lambda: len(unknown.due_at), lambda: len(stalled.due_at), consumer_lag(app))
 
-    async def run_payment_event(partition: int, handle: Callable[[], Awaitable[None]],
-                                key: bytes | None = None) -> bool:  # fmt: skip
+    async def run_payment_event(
+        partition: int, handle: Callable[[], Awaitable[None]], key: bytes | None = None
+    ) -> bool:
         with order_context(key):  # the key is the order id: its log lines name it
             return await fence.run(partition, handle, key)
 
@@ -477,8 +520,10 @@ def build(settings: Settings) -> Orderflow:
 
         return [e for e in events if e.message.tp in assigned], still_assigned
 
-    @app.agent(_topic(app, settings, ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED),
-               name="order-service")  # fmt: skip
+    @app.agent(
+        _topic(app, settings, ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED),
+        name="order-service",
+    )
     async def order_agent(stream: Any) -> None:
         # Batches, handled one event after the other: one delivery wait per batch, not per event.
         async for events in stream.take_events(settings.payment_batch_size, within=0.002):
@@ -546,8 +591,11 @@ def build(settings: Settings) -> Orderflow:
             return  # recovering again (or rebalanced meanwhile): settle at the next completion
         # The safety nets read only the partitions they did not hold (all of them after a freeze:
         # another worker wrote even the ones we get back), at their next tick, in chunks.
-        owned = {tp.partition for tp in app.assignor.assigned_actives()
-                 if tp.topic == changelog_topic(OrderTable.NAME)}  # fmt: skip
+        owned = {
+            tp.partition
+            for tp in app.assignor.assigned_actives()
+            if tp.topic == changelog_topic(OrderTable.NAME)
+        }
         rescan_all = fence.freezes != freezes_seen[0]
         freezes_seen[0] = fence.freezes
         unknown.assigned(owned, rescan_all=rescan_all)
@@ -557,8 +605,7 @@ def build(settings: Settings) -> Orderflow:
         # durably meanwhile): the rebalance and its table recovery (make chaos reports these).
         unready_s = routing.unready_for()
         metrics.unready_seconds.observe(unready_s)
-        log.info("partitions settled: %d of OrderDB, after %.1fs unready", len(owned),
-                 unready_s)  # fmt: skip
+        log.info("partitions settled: %d of OrderDB, after %.1fs unready", len(owned), unready_s)
         routing.mark_settled()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -582,8 +629,9 @@ def build(settings: Settings) -> Orderflow:
         if not any(isinstance(c, ClusterCheck) for c in app._children):
             # First: a worker refused on its cluster leaves its data dir untouched.
             app.add_dependency(ClusterCheck(settings))
-        if settings.store == "rocksdb" and not any(isinstance(c, LocalStateGuard)
-                                                   for c in app._children):  # fmt: skip
+        if settings.store == "rocksdb" and not any(
+            isinstance(c, LocalStateGuard) for c in app._children
+        ):
             state = LocalState(settings.data_dir, app.conf.tabledir)
             app.add_dependency(LocalStateGuard(state, CHANGELOG.unsettled))
 
@@ -597,15 +645,25 @@ def build(settings: Settings) -> Orderflow:
         await nudge_log.close()
 
     long_polls = LongPolls(settings.max_long_polls, settings.max_long_polls_per_client)
-    api = OrderApi(orders, traced(topics[ORDER_COMMANDS]), watch, routing, settings.post_wait_s, long_polls,
-                   caught_up=progress.caught_up, move_wait_s=settings.move_wait_s,
-                   store_wait_s=settings.store_wait_s,
-                   token_hash_key=fingerprint_key(auth.secret),
-                   body_read_timeout_s=settings.body_read_timeout_s, auth=auth,
-                   chains=chains)  # fmt: skip
+    api = OrderApi(
+        orders,
+        traced(topics[ORDER_COMMANDS]),
+        watch,
+        routing,
+        settings.post_wait_s,
+        long_polls,
+        caught_up=progress.caught_up,
+        move_wait_s=settings.move_wait_s,
+        store_wait_s=settings.store_wait_s,
+        token_hash_key=fingerprint_key(auth.secret),
+        body_read_timeout_s=settings.body_read_timeout_s,
+        auth=auth,
+        chains=chains,
+    )
 
     liveness = Liveness(
-        in_flight, routing.unready_for,
+        in_flight,
+        routing.unready_for,
         lambda: {
             "dead_letters": dead_letters.count,
             "undeliverable_dead_letters": dead_letters.undeliverable,
@@ -613,20 +671,36 @@ def build(settings: Settings) -> Orderflow:
             "inconsistent_payments": payment_service.inconsistent,
             "table_recoveries_restarted": recovery_check.restarts,
             "input_holes_read_again": getattr(app.consumer, "redelivered", 0),
-            "undelivered_partitions_read_again": getattr(
-                app.consumer, "undelivered_read_again", 0
-            ),
+            "undelivered_partitions_read_again": getattr(app.consumer, "undelivered_read_again", 0),
             "commands_read_ahead_of_a_hole": progress.holes_read,
         },
-        settings.stuck_after_s, settings.recovery_deadline_s,
-    )  # fmt: skip
+        settings.stuck_after_s,
+        settings.recovery_deadline_s,
+    )
 
-    register_views(app, api, routing, liveness.check, metrics,
-                   openapi_document(open_paths=_open_paths(settings)), settings.gateway_description,
-                   auth)  # fmt: skip
+    register_views(
+        app,
+        api,
+        routing,
+        liveness.check,
+        metrics,
+        openapi_document(open_paths=_open_paths(settings)),
+        settings.gateway_description,
+        auth,
+    )
     register_commands(app)  # replay / trace / dlq as `faust -A orderflow.app <command>`
-    return Orderflow(settings, app, orders, payments, order_service, payment_service, gateway,
-                     topics, metrics, api)  # fmt: skip
+    return Orderflow(
+        settings,
+        app,
+        orders,
+        payments,
+        order_service,
+        payment_service,
+        gateway,
+        topics,
+        metrics,
+        api,
+    )
 
 
 try:

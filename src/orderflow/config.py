@@ -20,8 +20,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 # What ORDERFLOW_TRACING needs (the `tracing` extra); looked up without being imported.
-_TRACING_MODULES = ("opentelemetry.trace", "opentelemetry.sdk.trace",
-                    "opentelemetry.exporter.otlp.proto.http.trace_exporter")  # fmt: skip
+_TRACING_MODULES = (
+    "opentelemetry.trace",
+    "opentelemetry.sdk.trace",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+)
 
 __all__ = ["ConfigError", "Settings", "cluster_problems"]
 

@@ -184,16 +184,21 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         finally:
             await probe.stop()
         if missing:
-            log.warning("subscribing before the broker knows %s: the first assignment may "
-                        "ignore them until the next metadata refresh", sorted(missing))  # fmt: skip
+            log.warning(
+                "subscribing before the broker knows %s: the first assignment may "
+                "ignore them until the next metadata refresh",
+                sorted(missing),
+            )
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
         # Faust keeps the committed offsets it just read (absent or None when none; it also
         # turns 0 into None). ``acking_topics`` are the agents' sources.
-        fresh = sorted(never_committed(
-            self.assignment(), self._committed_offset, self.app.topics.acking_topics
-        ))  # fmt: skip
+        fresh = sorted(
+            never_committed(
+                self.assignment(), self._committed_offset, self.app.topics.acking_topics
+            )
+        )
         if not fresh:
             return
         starts = await self.earliest_offsets(*fresh)
@@ -202,8 +207,11 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         await self.seek_wait(positions)
         self.reading_from.update(positions)
         self.rewound += len(fresh)
-        log.info("no committed offset: reading %d partition(s) from the start: %s", len(fresh),
-                 ", ".join(f"{tp.topic}[{tp.partition}]" for tp in fresh))  # fmt: skip
+        log.info(
+            "no committed offset: reading %d partition(s) from the start: %s",
+            len(fresh),
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in fresh),
+        )
 
     def _new_offset(self, tp: Any) -> int | None:
         acked = self._acked[tp]
@@ -223,13 +231,23 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         since = self._held.get(tp)
         if since is None or since[0] != start:
             self._held[tp] = (start, now)
-            log.warning("%s[%d]: not committing past offset %d, not acked yet (first acked: %d)",
-                        tp.topic, tp.partition, start, first_acked)  # fmt: skip
+            log.warning(
+                "%s[%d]: not committing past offset %d, not acked yet (first acked: %d)",
+                tp.topic,
+                tp.partition,
+                start,
+                first_acked,
+            )
         elif now - since[1] >= self.redeliver_after:
             self._held[tp] = (start, now)  # and again later if the hole stays
             self.redelivered += 1
-            log.warning("%s[%d]: offsets %d..%d never reached the agent; reading them again",
-                        tp.topic, tp.partition, start, first_acked - 1)  # fmt: skip
+            log.warning(
+                "%s[%d]: offsets %d..%d never reached the agent; reading them again",
+                tp.topic,
+                tp.partition,
+                start,
+                first_acked - 1,
+            )
             task = asyncio.ensure_future(self._seek_back(tp, start))
             self._seeks.add(task)
             task.add_done_callback(self._seeks.discard)
@@ -250,8 +268,11 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         assigned = [tp for tp in self.assignment() if tp.topic in acking]
         busy = {tp for tp in assigned if self._acked.get(tp)}
         busy |= {m.tp for m in self._unacked_messages if not m.acked}
-        starts = {tp: self._committed_offset.get(tp) or self.reading_from.get(tp)
-                  for tp in assigned if tp not in busy}  # fmt: skip
+        starts = {
+            tp: self._committed_offset.get(tp) or self.reading_from.get(tp)
+            for tp in assigned
+            if tp not in busy
+        }
         if not any(start is not None for start in starts.values()):
             self._quiet.clear()
             return 0
@@ -269,9 +290,14 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
                 self._quiet[tp] = (start, now)
                 self.undelivered_read_again += 1
                 revived += 1
-                log.warning("%s[%d]: offsets %d..%d never reached the agent (nothing acked or "
-                            "in flight); reading them again", tp.topic, tp.partition, start,
-                            ends[tp] - 1)  # fmt: skip
+                log.warning(
+                    "%s[%d]: offsets %d..%d never reached the agent (nothing acked or "
+                    "in flight); reading them again",
+                    tp.topic,
+                    tp.partition,
+                    start,
+                    ends[tp] - 1,
+                )
                 self.resume_partitions([tp])  # (a no-op unless Faust left it paused)
                 await self.seek_wait({tp: start})
         return revived
@@ -293,8 +319,13 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         # were dropped on the way (a fetch batch still being delivered after a seek back), and
         # the commit guard above holds the partition until they are read again.
         self.gaps_refused += 1
-        log.warning("%s[%d]: offsets %d..%d skipped on the way to the agent: not counted as "
-                    "handled", tp.topic, tp.partition, offset_from, offset_to - 1)  # fmt: skip
+        log.warning(
+            "%s[%d]: offsets %d..%d skipped on the way to the agent: not counted as handled",
+            tp.topic,
+            tp.partition,
+            offset_from,
+            offset_to - 1,
+        )
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
         # Where reading started belongs to one assignment: the next one learns it again (in

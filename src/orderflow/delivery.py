@@ -117,8 +117,11 @@ class Deliveries:
         while self.pending:
             pending, self.pending = self.pending, []
             results = await asyncio.gather(*(r.future for r in pending), return_exceptions=True)
-            failed = [(r, res) for r, res in zip(pending, results, strict=True)
-                      if isinstance(res, BaseException)]  # fmt: skip
+            failed = [
+                (r, res)
+                for r, res in zip(pending, results, strict=True)
+                if isinstance(res, BaseException)
+            ]
             if not failed:
                 return
             errors = {repr(res) for _, res in failed}
@@ -133,8 +136,13 @@ class Deliveries:
                     kept[record.partition] = keep(record.partition)
                 if kept[record.partition]:
                     retry.append(record)
-            log.error("%d record(s) not delivered (%s); sending %d again in %.1fs", len(failed),
-                      ", ".join(sorted(errors)[:3]), len(retry), delay)  # fmt: skip
+            log.error(
+                "%d record(s) not delivered (%s); sending %d again in %.1fs",
+                len(failed),
+                ", ".join(sorted(errors)[:3]),
+                len(retry),
+                delay,
+            )
             if not retry:
                 return
             await asyncio.sleep(delay)
@@ -146,8 +154,9 @@ class Deliveries:
                         await record.resend()
                     except Exception as exc:
                         # Still a failed record: the next round classifies it (retry or give up).
-                        self.add(_Record(_failed(exc), record.partition, record.resend,
-                                         record.where))  # fmt: skip
+                        self.add(
+                            _Record(_failed(exc), record.partition, record.resend, record.where)
+                        )
             finally:
                 _current.reset(token)
 
@@ -212,8 +221,14 @@ class DeliveringTable(faust.Table[Any, Any]):
     #: The delivery of the last changelog record sent (``JsonTable.put_durable`` awaits it).
     last_changelog: Any = None
 
-    def send_changelog(self, partition: int | None, key: Any, value: Any,
-                       key_serializer: Any = None, value_serializer: Any = None) -> Any:  # fmt: skip
+    def send_changelog(
+        self,
+        partition: int | None,
+        key: Any,
+        value: Any,
+        key_serializer: Any = None,
+        value_serializer: Any = None,
+    ) -> Any:
         future = super().send_changelog(partition, key, value, key_serializer, value_serializer)
         CHANGELOG.sent(self.name, key, future)
         self.last_changelog = future
@@ -226,11 +241,12 @@ class DeliveringTable(faust.Table[Any, Any]):
             # The key's current value: a later write of the same key may have been delivered.
             current = self.data.get(key)
             if current is not None:
-                self.send_changelog(final_partition, key, current, key_serializer,
-                                    value_serializer)  # fmt: skip
+                self.send_changelog(final_partition, key, current, key_serializer, value_serializer)
 
-        where = (f"changelog {self.name}[{final_partition}] of {_source()}, key {_size(key)} "
-                 f"bytes, value {_size(value)} bytes")  # fmt: skip
+        where = (
+            f"changelog {self.name}[{final_partition}] of {_source()}, key {_size(key)} "
+            f"bytes, value {_size(value)} bytes"
+        )
         _track(_Record(future, final_partition, resend, where))
         return future
 
@@ -250,8 +266,10 @@ class DeliveringTopic:
             await self.send(key=key, value=value, headers=headers)
 
         topic = ",".join(getattr(self.topic, "topics", None) or ("?",))
-        where = (f"{topic} for {_source()}, key {_size(key)} bytes, value {_size(value)} bytes, "
-                 f"headers {len(headers or ())}")  # fmt: skip
+        where = (
+            f"{topic} for {_source()}, key {_size(key)} bytes, value {_size(value)} bytes, "
+            f"headers {len(headers or ())}"
+        )
         _track(_Record(future, partition, resend, where))
         return future
 

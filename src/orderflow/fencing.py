@@ -185,8 +185,10 @@ class Fence:
         frozen = self._is_frozen()
         if frozen or self.rebalancing or bound != (self.epoch, self.freezes):
             self.refused += 1
-            raise Fenced(f"bound to epoch {bound[0]}/freeze {bound[1]}, now {self.epoch}/"
-                         f"{self.freezes}, frozen={frozen}, rebalancing={self.rebalancing}")  # fmt: skip
+            raise Fenced(
+                f"bound to epoch {bound[0]}/freeze {bound[1]}, now {self.epoch}/"
+                f"{self.freezes}, frozen={frozen}, rebalancing={self.rebalancing}"
+            )
 
     def keeps(self, partition: int) -> bool:
         """Whether this task may send a failed record of ``partition`` again (``settle``'s keep).
@@ -275,8 +277,9 @@ class Fence:
             while self.rebalancing or self._is_frozen():  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
             if not self._kept(partition, bound):
-                log.info("partition %d moved: in-flight work left to its owner (%s)",
-                         partition, reason)  # fmt: skip
+                log.info(
+                    "partition %d moved: in-flight work left to its owner (%s)", partition, reason
+                )
                 return
             log.info("partition %d stayed here: handling its event again (%s)", partition, reason)
             self.bind()

@@ -151,14 +151,21 @@ def ensure_jars(version: str | None = None) -> Path:
     print(f"localkafka: resolving Apache Kafka {version} from Maven Central ...", file=sys.stderr)
     result = subprocess.run(
         [
-            mvn, "-q", "-B", "-f", str(home / "pom.xml"),
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(home / "pom.xml"),
             f"org.apache.maven.plugins:maven-dependency-plugin:{DEPENDENCY_PLUGIN_VERSION}"
             ":copy-dependencies",
-            f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
+            f"-DoutputDirectory={staging}",
+            "-DincludeScope=runtime",
             "-Dmdep.prependGroupId=true",
         ],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
         raise KafkaLauncherError(
             f"Maven could not resolve org.apache.kafka:kafka_2.13:{version}:\n"
@@ -182,8 +189,9 @@ class NodePorts:
 
     @property
     def roles(self) -> str:
-        return ",".join(r for r, on in (("broker", self.is_broker),
-                                        ("controller", self.is_controller)) if on)  # fmt: skip
+        return ",".join(
+            r for r, on in (("broker", self.is_broker), ("controller", self.is_controller)) if on
+        )
 
 
 @dataclass
@@ -211,10 +219,15 @@ class KafkaCluster:
         """Every node: the brokers, then the dedicated controllers."""
         combined = self.controllers == 0
         return [
-            NodePorts(n, self.base_port + 2 * (n - 1), self.base_port + 2 * (n - 1) + 1,
-                      is_broker=n <= self.nodes, is_controller=combined or n > self.nodes)
+            NodePorts(
+                n,
+                self.base_port + 2 * (n - 1),
+                self.base_port + 2 * (n - 1) + 1,
+                is_broker=n <= self.nodes,
+                is_controller=combined or n > self.nodes,
+            )
             for n in range(1, self.nodes + self.controllers + 1)
-        ]  # fmt: skip
+        ]
 
     @property
     def ports(self) -> list[NodePorts]:
@@ -332,10 +345,21 @@ class KafkaCluster:
             if (node / "data" / "meta.properties").exists():
                 continue
             result = subprocess.run(
-                [self._java(), "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-                 f"--cluster-id={cluster_id}", "-c", str(props), "--ignore-formatted"],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
+                [
+                    self._java(),
+                    "-cp",
+                    f"{libs}/*",
+                    "kafka.tools.StorageTool",
+                    "format",
+                    f"--cluster-id={cluster_id}",
+                    "-c",
+                    str(props),
+                    "--ignore-formatted",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if result.returncode != 0:
                 raise KafkaLauncherError(
                     f"StorageTool format failed:\n{result.stdout}{result.stderr}"
@@ -366,11 +390,22 @@ class KafkaCluster:
         heap = (HEAP, "-Xms256m") if node_id <= self.nodes else (CONTROLLER_HEAP, "-Xms128m")
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                [self._java(), *heap, "-XX:+UseG1GC", "-Djava.awt.headless=true",
-                 log_opt, "-cp", f"{libs}/*", "kafka.Kafka", str(node / "server.properties")],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [
+                    self._java(),
+                    *heap,
+                    "-XX:+UseG1GC",
+                    "-Djava.awt.headless=true",
+                    log_opt,
+                    "-cp",
+                    f"{libs}/*",
+                    "kafka.Kafka",
+                    str(node / "server.properties"),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,  # survives the launcher; `down` stops it by pid
-            )  # fmt: skip
+            )
         self.pid_file(node_id).write_text(str(proc.pid))
         # Between fork and exec /proc shows the launcher's own command line: wait for the JVM.
         deadline = time.monotonic() + 10
@@ -530,8 +565,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             else:
                 took = cluster.start()
-                print(f"localkafka: Kafka {cluster.version} ready at {cluster.bootstrap} "
-                      f"in {took:.1f}s ({cluster.nodes} node(s), state in {cluster.state_dir})")  # fmt: skip
+                print(
+                    f"localkafka: Kafka {cluster.version} ready at {cluster.bootstrap} "
+                    f"in {took:.1f}s ({cluster.nodes} node(s), state in {cluster.state_dir})"
+                )
         elif args.command == "down":
             cluster.stop()
             print("localkafka: stopped")

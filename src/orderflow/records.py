@@ -73,9 +73,12 @@ def order_to_public(order: Order) -> dict[str, Any]:
     if order.status is OrderStatus.PAID:
         payment: dict[str, Any] = {"status": "COMPLETED", "charge_id": order.charge_id}
     elif order.status is OrderStatus.PAYMENT_FAILED:
-        payment = {"status": "FAILED", "charge_id": order.charge_id,
-                   "decline_code": order.decline.code if order.decline else None,
-                   "decline": _decline_to_dict(order.decline)}  # fmt: skip
+        payment = {
+            "status": "FAILED",
+            "charge_id": order.charge_id,
+            "decline_code": order.decline.code if order.decline else None,
+            "decline": _decline_to_dict(order.decline),
+        }
     else:
         payment = {"status": "PENDING"}
     return {
@@ -94,9 +97,13 @@ def order_to_public(order: Order) -> dict[str, Any]:
 def order_to_bytes(order: Order) -> bytes:
     # No payment token: OrderDB's changelog is kept forever (see domain.order.Order).
     data = order_to_public(order)
-    data.update(fingerprint=order.fingerprint, request_id=order.request_id,
-                charge_id=order.charge_id, decline=_decline_to_dict(order.decline),
-                command_offset=order.command_offset)  # fmt: skip
+    data.update(
+        fingerprint=order.fingerprint,
+        request_id=order.request_id,
+        charge_id=order.charge_id,
+        decline=_decline_to_dict(order.decline),
+        command_offset=order.command_offset,
+    )
     if order.client_id:
         data["client_id"] = order.client_id
     del data["payment"]

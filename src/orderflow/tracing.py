@@ -100,8 +100,13 @@ def _span(name: str, **kwargs: Any) -> Iterator[Any]:
 
             span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
             stack = "".join(traceback.format_exception(exc))
-            span.record_exception(exc, attributes={"exception.message": mask_text(str(exc)),
-                                                   "exception.stacktrace": mask_text(stack)})  # fmt: skip
+            span.record_exception(
+                exc,
+                attributes={
+                    "exception.message": mask_text(str(exc)),
+                    "exception.stacktrace": mask_text(stack),
+                },
+            )
             raise
 
 
@@ -149,9 +154,11 @@ def consuming(event: Any) -> Iterator[None]:
     if order_id is not None:
         attributes["order_id"] = order_id
     with _span(
-        f"{message.topic} process", context=parent, kind=trace.SpanKind.CONSUMER,
+        f"{message.topic} process",
+        context=parent,
+        kind=trace.SpanKind.CONSUMER,
         attributes=attributes,
-    ):  # fmt: skip
+    ):
         yield
 
 
@@ -168,9 +175,11 @@ class TracedTopic:
         from opentelemetry import propagate, trace
 
         name = ",".join(getattr(self.topic, "topics", None) or ("?",))
-        attributes: dict[str, Any] = {"messaging.system": "kafka",
-                                      "messaging.operation.type": "send",
-                                      "messaging.destination.name": name}  # fmt: skip
+        attributes: dict[str, Any] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": name,
+        }
         order_id = _order_id(key)
         if order_id is not None:
             attributes["order_id"] = order_id
@@ -199,10 +208,15 @@ async def _server_span(request: web.Request, handler: Handler) -> web.StreamResp
     route = "/orders" if request.path.rstrip("/") == "/orders" else "/orders/{order_id}"
     parent = propagate.extract(dict(request.headers))
     with _span(
-        f"{request.method} {route}", context=parent, kind=trace.SpanKind.SERVER,
-        attributes={"http.request.method": request.method, "http.route": route,
-                    "orderflow.forwarded": "X-Orderflow-Forwarded" in request.headers},
-    ) as span:  # fmt: skip
+        f"{request.method} {route}",
+        context=parent,
+        kind=trace.SpanKind.SERVER,
+        attributes={
+            "http.request.method": request.method,
+            "http.route": route,
+            "orderflow.forwarded": "X-Orderflow-Forwarded" in request.headers,
+        },
+    ) as span:
         order_id = request.match_info.get("order_id")
         if order_id:
             span.set_attribute("order_id", order_id)
@@ -233,16 +247,19 @@ async def _on_request_start(
     from opentelemetry import propagate, trace
 
     # No query string in the attributes: nothing secret goes there today, nor may tomorrow.
-    attributes: dict[str, Any] = {"http.request.method": params.method,
-                                  "server.address": params.url.host or "",
-                                  "url.path": params.url.path}  # fmt: skip
+    attributes: dict[str, Any] = {
+        "http.request.method": params.method,
+        "server.address": params.url.host or "",
+        "url.path": params.url.path,
+    }
     order_id = current_order.get() or _order_in_path(params.url.path)
     if order_id:
         attributes["order_id"] = order_id
     # Named by the route, never the raw path (one name per order would defeat grouping).
     path = params.url.path.replace(order_id, "{order_id}") if order_id else params.url.path
-    span = _tracer.start_span(f"{params.method} {path}",
-                              kind=trace.SpanKind.CLIENT, attributes=attributes)  # fmt: skip
+    span = _tracer.start_span(
+        f"{params.method} {path}", kind=trace.SpanKind.CLIENT, attributes=attributes
+    )
     ctx.otel_span, ctx.otel_order = span, order_id
     context: dict[str, str] = {}
     propagate.inject(context, context=trace.set_span_in_context(span))
@@ -263,9 +280,10 @@ async def _on_request_end(
 
 
 async def _on_request_exception(
-    session: aiohttp.ClientSession, ctx: SimpleNamespace,
+    session: aiohttp.ClientSession,
+    ctx: SimpleNamespace,
     params: aiohttp.TraceRequestExceptionParams,
-) -> None:  # fmt: skip
+) -> None:
     span = getattr(ctx, "otel_span", None)
     if span is not None:
         from opentelemetry import trace

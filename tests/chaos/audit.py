@@ -121,18 +121,29 @@ def order_states(bootstrap: str) -> dict[str, list[dict[str, Any]]]:
 
 
 async def collect(
-    bootstrap: str, gateway_url: str, worker_urls: list[str], intents: list[Intent],
-    statuses: Counter[str], bare_5xx: list[dict[str, Any]],
-) -> Evidence:  # fmt: skip
+    bootstrap: str,
+    gateway_url: str,
+    worker_urls: list[str],
+    intents: list[Intent],
+    statuses: Counter[str],
+    bare_5xx: list[dict[str, Any]],
+) -> Evidence:
     """Read the evidence once the pipeline has drained."""
-    topics = [changelog_topic("OrderDB"), changelog_topic("PaymentDB"), PAYMENT_COMPLETED,
-              PAYMENT_FAILED, DEAD_LETTERS]  # fmt: skip
+    topics = [
+        changelog_topic("OrderDB"),
+        changelog_topic("PaymentDB"),
+        PAYMENT_COMPLETED,
+        PAYMENT_FAILED,
+        DEAD_LETTERS,
+    ]
     records = await asyncio.gather(*(asyncio.to_thread(read_topic, bootstrap, t) for t in topics))
     dead = [
-        ((r.key or b"").decode(errors="replace"),
-         dict(r.headers).get(DLQ_HEADER_REASON, b"?").decode(errors="replace"))
+        (
+            (r.key or b"").decode(errors="replace"),
+            dict(r.headers).get(DLQ_HEADER_REASON, b"?").decode(errors="replace"),
+        )
         for r in records[4]
-    ]  # fmt: skip
+    ]
     _, ledger = await _get_json(f"{gateway_url}/_admin/ledger")
     _, stats = await _get_json(f"{gateway_url}/_admin/stats")
     status, requests = await _get_json(f"{gateway_url}/_admin/requests")
@@ -141,12 +152,19 @@ async def collect(
     accepted = [i.order_id for i in intents if i.order_id is not None]
     api = await _get_orders(worker_urls, accepted)
     return Evidence(
-        intents=intents, orderdb=_group(records[0]), paymentdb=_group(records[1]),
-        completed=_group(records[2]), failed=_group(records[3]), dead_letters=dead,
-        ledger=list((ledger or {}).get("data", [])), api=api, statuses=statuses,
-        bare_5xx=bare_5xx, gateway_stats=dict(stats or {}),
+        intents=intents,
+        orderdb=_group(records[0]),
+        paymentdb=_group(records[1]),
+        completed=_group(records[2]),
+        failed=_group(records[3]),
+        dead_letters=dead,
+        ledger=list((ledger or {}).get("data", [])),
+        api=api,
+        statuses=statuses,
+        bare_5xx=bare_5xx,
+        gateway_stats=dict(stats or {}),
         gateway_requests=list(requests) if status == 200 and isinstance(requests, list) else None,
-    )  # fmt: skip
+    )
 
 
 def _reason_class(reason: str) -> str:
@@ -213,10 +231,12 @@ def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
         charges = succeeded.get(order_id, [])
         if status == "PAID":
             good = [
-                c for c in charges
-                if c.get("id") == final.get("charge_id") and c.get("amount") == final.get("amount")
+                c
+                for c in charges
+                if c.get("id") == final.get("charge_id")
+                and c.get("amount") == final.get("amount")
                 and str(c.get("currency", "")).upper() == str(final.get("currency", "")).upper()
-            ]  # fmt: skip
+            ]
             if len(charges) != 1 or len(good) != 1:
                 fail["paid_without_exactly_one_matching_charge"].append(order_id)
         elif charges:
@@ -288,14 +308,20 @@ def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
 
     requests_per_order = _per_order_counts(ev.gateway_stats.get("charge_requests_per_order"))
     if not requests_per_order and ev.gateway_requests is not None:
-        requests_per_order = dict(Counter(
-            str(r.get("order_id", r.get("order_ref", ""))) for r in ev.gateway_requests
-            if r.get("kind") == "charge"
-        ))  # fmt: skip
+        requests_per_order = dict(
+            Counter(
+                str(r.get("order_id", r.get("order_ref", "")))
+                for r in ev.gateway_requests
+                if r.get("kind") == "charge"
+            )
+        )
     raw_violations = ev.gateway_stats.get("violations")
     if ev.gateway_requests is not None:
-        violations = [str(r.get("order_id", r.get("order_ref", "?")))
-                      for r in ev.gateway_requests if r.get("violation")]  # fmt: skip
+        violations = [
+            str(r.get("order_id", r.get("order_ref", "?")))
+            for r in ev.gateway_requests
+            if r.get("violation")
+        ]
     elif isinstance(raw_violations, list):
         violations = [str(v) for v in raw_violations]
     else:
@@ -351,8 +377,10 @@ def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
     details = {o: _order_story(ev, o) for v in fail.values() for o in v[:3] if o.startswith("ord_")}
     for o in violations[:3]:
         details.setdefault(o, _order_story(ev, o))
-    failures = {k: v[:_EXAMPLES] + ([f"... {len(v)} in all"] if len(v) > _EXAMPLES else [])
-                for k, v in fail.items()}  # fmt: skip
+    failures = {
+        k: v[:_EXAMPLES] + ([f"... {len(v)} in all"] if len(v) > _EXAMPLES else [])
+        for k, v in fail.items()
+    }
     return Verdict(figures, failures, details)
 
 
@@ -360,8 +388,12 @@ def _order_story(ev: Evidence, order_id: str) -> dict[str, Any]:
     """What every source says about one order, for the result file's examples."""
 
     def brief(values: list[dict[str, Any]]) -> list[str]:
-        return [" ".join(str(v.get(k)) for k in ("status", "attempts", "charge_id")
-                         if v.get(k) is not None) for v in values]  # fmt: skip
+        return [
+            " ".join(
+                str(v.get(k)) for k in ("status", "attempts", "charge_id") if v.get(k) is not None
+            )
+            for v in values
+        ]
 
     return {
         "orderdb": brief(ev.orderdb.get(order_id, [])),

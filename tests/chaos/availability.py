@@ -117,9 +117,13 @@ def _latencies(attempts: Sequence[Attempt]) -> dict[int, float | None]:
 
 
 def _figures(
-    attempts: Sequence[Attempt], orders: set[int], latency: Mapping[int, float | None],
-    start: float, end: float, wall_offset: float,
-) -> dict[str, Any]:  # fmt: skip
+    attempts: Sequence[Attempt],
+    orders: set[int],
+    latency: Mapping[int, float | None],
+    start: float,
+    end: float,
+    wall_offset: float,
+) -> dict[str, Any]:
     failed = [a for a in attempts if is_failure(a.outcome) and start <= a.start + a.duration < end]
     seconds = {_second(a.start + a.duration, wall_offset) for a in failed}
     return {
@@ -143,9 +147,12 @@ def _latency_figures(orders: set[int], latency: Mapping[int, float | None]) -> d
 
 
 def availability(
-    attempts: Sequence[Attempt], faults: Sequence[FaultWindow], wall_offset: float,
-    origin: float = 0.0, settle_cap_s: float = SETTLE_CAP_S,
-) -> dict[str, Any]:  # fmt: skip
+    attempts: Sequence[Attempt],
+    faults: Sequence[FaultWindow],
+    wall_offset: float,
+    origin: float = 0.0,
+    settle_cap_s: float = SETTLE_CAP_S,
+) -> dict[str, Any]:
     """The availability figures: per occurrence, per fault type and for the whole run.
 
     ``wall_offset`` is ``time.time() - time.monotonic()`` (to count wall-clock seconds);
@@ -160,8 +167,9 @@ def availability(
         following = [f.start for f in faults if f is not fault and f.start >= fault.end]
         if following and min(following) < end:
             end, ended_by = min(following), "next_fault"
-        others = sorted(f.kind for f in faults
-                        if f is not fault and f.start < end and f.end > fault.start)  # fmt: skip
+        others = sorted(
+            f.kind for f in faults if f is not fault and f.start < end and f.end > fault.start
+        )
         orders = {o for o, t in order_first.items() if fault.start <= t < end}
         figures = _figures(attempts, orders, latency, fault.start, end, wall_offset)
         occurrence = {
@@ -225,10 +233,14 @@ _COLUMNS = (
 def render_availability(figures: Mapping[str, Any]) -> str:
     """The per-fault-type table, then the whole-run line (see the module docstring)."""
     header = "".join(f"{name:<{width}}" for name, width, _ in _COLUMNS).rstrip()
-    lines = ["", "availability: what clients felt during each fault (window: fault start to "
-             f"settled, at most {figures.get('settle_cap_s')} s after its end or the next fault; "
-             "tests/chaos/availability.py)", header,
-             "-" * len(header)]  # fmt: skip
+    lines = [
+        "",
+        "availability: what clients felt during each fault (window: fault start to "
+        f"settled, at most {figures.get('settle_cap_s')} s after its end or the next fault; "
+        "tests/chaos/availability.py)",
+        header,
+        "-" * len(header),
+    ]
 
     def row(name: str, values: Mapping[str, Any], unavailable: str) -> str:
         cells = [f"{name:<16}"]
@@ -246,7 +258,17 @@ def render_availability(figures: Mapping[str, Any]) -> str:
     whole = figures.get("whole_run")
     if whole:
         lines.append("-" * len(header))
-        lines.append(row("whole_run", {**whole, "n": "-", "cut": "-", "overlap": "-",
-                                       "longest_failing_run_s_max": whole["longest_failing_run_s"]},
-                         str(whole["unavailable_s"])))  # fmt: skip
+        lines.append(
+            row(
+                "whole_run",
+                {
+                    **whole,
+                    "n": "-",
+                    "cut": "-",
+                    "overlap": "-",
+                    "longest_failing_run_s_max": whole["longest_failing_run_s"],
+                },
+                str(whole["unavailable_s"]),
+            )
+        )
     return "\n".join(lines)

@@ -134,9 +134,13 @@ class LoadGenerator:
     """Posts the intents at the set rate to random workers and counts every answer."""
 
     def __init__(
-        self, intents: list[Intent], settings: LoadSettings, urls: Callable[[], list[str]],
-        seed: int, log: Callable[[str], None],
-    ) -> None:  # fmt: skip
+        self,
+        intents: list[Intent],
+        settings: LoadSettings,
+        urls: Callable[[], list[str]],
+        seed: int,
+        log: Callable[[str], None],
+    ) -> None:
         self.intents = intents
         self.settings = settings
         self.urls = urls
@@ -240,8 +244,9 @@ class LoadGenerator:
                 self._replay(intent, *await self._post(session, intent, intent.key, intent.body))
             elif intent.mode == "reuse_key":
                 other = {**intent.body, "customer_id": intent.body["customer_id"] + "-other"}
-                intent.reuse_status, _ = await self._post(session, intent, intent.key, other,
-                                                          until_decided=True)  # fmt: skip
+                intent.reuse_status, _ = await self._post(
+                    session, intent, intent.key, other, until_decided=True
+                )
         finally:
             self.in_flight -= 1
 
@@ -261,9 +266,14 @@ class LoadGenerator:
                 self._accept(intent, status, body)
 
     async def _post(
-        self, session: aiohttp.ClientSession, intent: Intent, key: str | None,
-        body: dict[str, Any], retry: bool = True, until_decided: bool = False,
-    ) -> tuple[int, Any]:  # fmt: skip
+        self,
+        session: aiohttp.ClientSession,
+        intent: Intent,
+        key: str | None,
+        body: dict[str, Any],
+        retry: bool = True,
+        until_decided: bool = False,
+    ) -> tuple[int, Any]:
         """POST until an answer that is not 5xx/429 (same key); ``(0, None)`` when giving up.
 
         ``until_decided``: a 202 (accepted, not decided yet) is asked again after its
@@ -284,8 +294,9 @@ class LoadGenerator:
             answer: Any = None
             try:
                 headers = {} if key is None else {"Idempotency-Key": key}
-                async with session.post(f"{url}/orders", json=body, timeout=timeout,
-                                        headers=headers) as response:  # fmt: skip
+                async with session.post(
+                    f"{url}/orders", json=body, timeout=timeout, headers=headers
+                ) as response:
                     status = response.status
                     retry_after = response.headers.get("Retry-After")
                     text = await response.text()
@@ -293,8 +304,9 @@ class LoadGenerator:
                 self.statuses[f"POST {status}"] += 1
                 answer = _json_or_text(text)
                 if status >= 500 and not (status == 503 and retry_after):
-                    self.bare_5xx.append({"url": url, "key": key, "status": status,
-                                          "body": text[:300]})  # fmt: skip
+                    self.bare_5xx.append(
+                        {"url": url, "key": key, "status": status, "body": text[:300]}
+                    )
                     self.log(f"bare {status} from {url} for {key}: {text[:200]}")
             except TimeoutError:
                 outcome = "TimeoutError"
@@ -304,8 +316,9 @@ class LoadGenerator:
                 self.statuses[f"POST {outcome}"] += 1
                 if isinstance(exc, aiohttp.ClientConnectionError):  # refused, reset, closed
                     self._eject(url)
-            self.attempts.append(Attempt(sent, time.monotonic() - sent, outcome, intent.index,
-                                         first, order_first))  # fmt: skip
+            self.attempts.append(
+                Attempt(sent, time.monotonic() - sent, outcome, intent.index, first, order_first)
+            )
             if until_decided and outcome == 202 and time.monotonic() < deadline:
                 await asyncio.sleep(float(retry_after or 1))
                 continue
@@ -321,8 +334,10 @@ class LoadGenerator:
 
     def progress(self) -> str:
         top = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items()))
-        return (f"load: sent {self.sent}/{len(self.intents)}, accepted {self.accepted}, "
-                f"in flight {self.in_flight} | {top}")  # fmt: skip
+        return (
+            f"load: sent {self.sent}/{len(self.intents)}, accepted {self.accepted}, "
+            f"in flight {self.in_flight} | {top}"
+        )
 
 
 def _json_or_text(text: str) -> Any:

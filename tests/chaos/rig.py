@@ -90,9 +90,12 @@ class Rig:
     def __post_init__(self) -> None:
         s = self.settings
         self.cluster = KafkaCluster(
-            state_dir=s.work_dir / "kafka", nodes=s.brokers, base_port=s.base_port,
-            partitions=s.partitions, controllers=s.controllers,
-        )  # fmt: skip
+            state_dir=s.work_dir / "kafka",
+            nodes=s.brokers,
+            base_port=s.base_port,
+            partitions=s.partitions,
+            controllers=s.controllers,
+        )
         self._rng = random.Random(f"rig-{s.seed}")
 
     # -- start and stop ----------------------------------------------------------------------
@@ -148,8 +151,11 @@ class Rig:
             return []
         usage = subprocess.run(
             [sys.executable, "-m", "orderflow", "sandbox-gateway", "--help"],
-            capture_output=True, text=True, check=False, timeout=60,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        ).stdout
         args = []
         if "--strict" in usage:
             args.append("--strict")
@@ -161,10 +167,19 @@ class Rig:
         port = free_port()
         tmp = self.settings.work_dir / "sandbox"
         args = [
-            sys.executable, "-m", "orderflow", "sandbox-gateway", "--port", str(port),
-            "--db", str(tmp / "ledger.db"), "--seed", str(self.settings.seed),
-            *self._sandbox_wronged_args(), *self.settings.sandbox_args,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "orderflow",
+            "sandbox-gateway",
+            "--port",
+            str(port),
+            "--db",
+            str(tmp / "ledger.db"),
+            "--seed",
+            str(self.settings.seed),
+            *self._sandbox_wronged_args(),
+            *self.settings.sandbox_args,
+        ]
         self.sandbox_mode = " ".join(args[args.index("--seed") + 2 :]) or "lax (no strict mode)"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
         env["PYTHONUNBUFFERED"] = "1"
@@ -211,9 +226,15 @@ class Rig:
     def _start_worker(self, name: str, wait: bool = True) -> None:
         slot = self.slots[name]
         slot.proc = start_worker(
-            self.settings.work_dir / "workers", self.bootstrap, self.gateway_url, name=name,
-            port=slot.port, data_dir=slot.data_dir, extra=self._worker_extra(), wait_ready=False,
-        )  # fmt: skip
+            self.settings.work_dir / "workers",
+            self.bootstrap,
+            self.gateway_url,
+            name=name,
+            port=slot.port,
+            data_dir=slot.data_dir,
+            extra=self._worker_extra(),
+            wait_ready=False,
+        )
         if wait:
             self._wait_ready(name)
 
@@ -311,9 +332,14 @@ class Rig:
         finally:
             os.killpg(proc.proc.pid, signal.SIGCONT)
         ready_s = self._wait_ready(name)
-        return {"worker": name, "stopped_s": pause, "alive": proc.alive, "ready_after_s": ready_s,
-                "slow_charges_ms": slow_ms,
-                "charge_requests_while_slow": self._charge_requests() - requests_before}  # fmt: skip
+        return {
+            "worker": name,
+            "stopped_s": pause,
+            "alive": proc.alive,
+            "ready_after_s": ready_s,
+            "slow_charges_ms": slow_ms,
+            "charge_requests_while_slow": self._charge_requests() - requests_before,
+        }
 
     def liveness_probe(self) -> list[dict[str, Any]]:
         """Ask every worker in service for /health; restart those stuck for several probes.
@@ -329,8 +355,9 @@ class Rig:
             if slot.proc is None or not slot.proc.alive:
                 continue
             try:
-                status, body, _ = http_json("GET", f"http://127.0.0.1:{slot.port}/health",
-                                            timeout=2)  # fmt: skip
+                status, body, _ = http_json(
+                    "GET", f"http://127.0.0.1:{slot.port}/health", timeout=2
+                )
             except OSError:
                 continue
             failures = self._unhealthy[name] = (
@@ -366,8 +393,12 @@ class Rig:
         began = time.monotonic()
         self.cluster.start_node(node)
         self.cluster.wait_ready()
-        return {"node": node, "pid": pid, "killed": killed,
-                "ready_after_s": round(time.monotonic() - began, 1)}  # fmt: skip
+        return {
+            "node": node,
+            "pid": pid,
+            "killed": killed,
+            "ready_after_s": round(time.monotonic() - began, 1),
+        }
 
     def processes(self) -> dict[str, Any]:
         """Which worker processes are alive now (for the result file)."""

@@ -135,21 +135,31 @@ async def _gateway_fault(rig: Rig, fault: Fault) -> dict[str, Any]:
         await asyncio.to_thread(call, "POST", "/_admin/faults", base)
     after = await asyncio.to_thread(charges_so_far)
     # Proof that the fault met real traffic: charge requests arrived while it was set.
-    return {"set": change, "seconds": round(time.monotonic() - started, 1),
-            "charge_requests_during": after - before}  # fmt: skip
+    return {
+        "set": change,
+        "seconds": round(time.monotonic() - started, 1),
+        "charge_requests_during": after - before,
+    }
 
 
-async def _run_lane(rig: Rig, faults: list[Fault], clock: _Clock, load_t0: float,
-                    records: list[FaultRecord]) -> None:  # fmt: skip
+async def _run_lane(
+    rig: Rig, faults: list[Fault], clock: _Clock, load_t0: float, records: list[FaultRecord]
+) -> None:
     for fault in faults:
         delay = load_t0 + fault.at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        record = FaultRecord(fault.kind, fault.at, started_at=clock.now(),
-                             started_utc=time.strftime("%H:%M:%S", time.gmtime()))  # fmt: skip
+        record = FaultRecord(
+            fault.kind,
+            fault.at,
+            started_at=clock.now(),
+            started_utc=time.strftime("%H:%M:%S", time.gmtime()),
+        )
         records.append(record)
-        clock.log(f"fault {fault.kind} starts at {record.started_utc} UTC "
-                  f"(planned at +{fault.at:.0f}s of load)")  # fmt: skip
+        clock.log(
+            f"fault {fault.kind} starts at {record.started_utc} UTC "
+            f"(planned at +{fault.at:.0f}s of load)"
+        )
         try:
             if fault.lane == "gateway":
                 record.detail = await _gateway_fault(rig, fault)
@@ -159,12 +169,15 @@ async def _run_lane(rig: Rig, faults: list[Fault], clock: _Clock, load_t0: float
         except Exception as exc:  # a fault that could not be played is reported, not fatal
             record.error = f"{type(exc).__name__}: {exc}"[:2000]
         record.ended_at = clock.now()
-        clock.log(f"fault {fault.kind} {'done' if record.ok else 'FAILED'}: "
-                  f"{record.detail or record.error}")  # fmt: skip
+        clock.log(
+            f"fault {fault.kind} {'done' if record.ok else 'FAILED'}: "
+            f"{record.detail or record.error}"
+        )
 
 
-async def _supervise(rig: Rig, clock: _Clock, restarts: list[dict[str, Any]],
-                     every: float = 2.0) -> None:  # fmt: skip
+async def _supervise(
+    rig: Rig, clock: _Clock, restarts: list[dict[str, Any]], every: float = 2.0
+) -> None:
     """The liveness probe of a production supervisor, for the whole run (cancelled at its end)."""
     while True:
         await asyncio.sleep(every)
@@ -185,13 +198,16 @@ async def _drain(rig: Rig, accepted: set[str], deadline_s: float, clock: _Clock)
     began = time.monotonic()
     while True:
         states = await asyncio.to_thread(order_states, rig.bootstrap)
-        pending = [o for o in accepted
-                   if not states.get(o) or states[o][-1].get("status") == "PENDING"]  # fmt: skip
+        pending = [
+            o for o in accepted if not states.get(o) or states[o][-1].get("status") == "PENDING"
+        ]
         if not pending:
             return round(time.monotonic() - began, 1)
         if time.monotonic() - began > deadline_s:
-            clock.log(f"drain: {len(pending)} order(s) still not terminal at the deadline, "
-                      f"e.g. {pending[:3]}")  # fmt: skip
+            clock.log(
+                f"drain: {len(pending)} order(s) still not terminal at the deadline, "
+                f"e.g. {pending[:3]}"
+            )
             return None
         clock.log(f"drain: {len(pending)} order(s) not terminal yet")
         await asyncio.sleep(3)
@@ -202,8 +218,7 @@ async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock) -> RunResult:
     schedule = build_schedule(cfg.faults, load_seconds, cfg.seed)
     clock.log(f"schedule: {', '.join(f'{f.kind}@{f.at:.0f}s' for f in schedule) or 'no faults'}")
     intents = make_intents(cfg.orders, cfg.seed)
-    load = LoadGenerator(intents, LoadSettings(rate=cfg.rate), rig.worker_urls, cfg.seed,
-                         clock.log)  # fmt: skip
+    load = LoadGenerator(intents, LoadSettings(rate=cfg.rate), rig.worker_urls, cfg.seed, clock.log)
     records: list[FaultRecord] = []
     load_t0 = time.monotonic()
     lanes = [
@@ -224,16 +239,19 @@ async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock) -> RunResult:
     windows = [FaultWindow(r.kind, clock.t0 + r.started_at, clock.t0 + r.ended_at) for r in records]
     felt = availability(load.attempts, windows, load.wall_offset, origin=clock.t0)
     _write_attempts(cfg.work_dir / "attempts.csv", load, clock.t0)
-    clock.log(f"load done at +{load_end}s, last fault ended at +{last_fault_end}s: draining "
-              f"{len(accepted)} accepted order(s)")  # fmt: skip
+    clock.log(
+        f"load done at +{load_end}s, last fault ended at +{last_fault_end}s: draining "
+        f"{len(accepted)} accepted order(s)"
+    )
     try:
         drained = await _drain(rig, accepted, cfg.drain_deadline_s, clock)
     finally:
         supervisor.cancel()
     drain_done = clock.now()
     clock.log("auditing: topics, ledger, API")
-    evidence = await collect(rig.bootstrap, rig.gateway_url, rig.worker_urls(), intents,
-                             load.statuses, load.bare_5xx)  # fmt: skip
+    evidence = await collect(
+        rig.bootstrap, rig.gateway_url, rig.worker_urls(), intents, load.statuses, load.bare_5xx
+    )
     verdict: Verdict = audit(evidence, cfg.fail_on_violations)
     failures = dict(verdict.failures)
     unplayed = [f"{r.kind}@{r.planned_at}: {r.error}" for r in records if not r.ok]
@@ -282,8 +300,10 @@ def _write_attempts(path: Path, load: LoadGenerator, origin: float) -> None:
         out.write(f"# wall time = start + {origin + load.wall_offset:.3f}\n")
         out.write("start_s,duration_s,outcome,order,first,order_first_s\n")
         for a in load.attempts:
-            out.write(f"{a.start - origin:.3f},{a.duration:.3f},{a.outcome},{a.order},"
-                      f"{int(a.first)},{a.order_first - origin:.3f}\n")  # fmt: skip
+            out.write(
+                f"{a.start - origin:.3f},{a.duration:.3f},{a.outcome},{a.order},"
+                f"{int(a.first)},{a.order_first - origin:.3f}\n"
+            )
 
 
 _LOG_MARKERS = {
@@ -315,8 +335,9 @@ def _scan_worker_logs(work_dir: Path) -> tuple[dict[str, Any], list[str]]:
     settles.sort()
     counts["settle_s"] = (
         f"n={len(settles)} p50={settles[len(settles) // 2]:.1f} max={settles[-1]:.1f}"
-        if settles else "-"
-    )  # fmt: skip
+        if settles
+        else "-"
+    )
     return counts, list(errors)[:30]
 
 
@@ -335,16 +356,26 @@ def _dropped_responses(rig: Rig, stats: dict[str, Any]) -> int:
 def run(cfg: ChaosConfig) -> RunResult:
     """Start everything, run, audit, stop everything (also on failure); write the result file."""
     clock = _Clock()
-    rig = Rig(RigSettings(
-        work_dir=cfg.work_dir.absolute(), workers=cfg.workers, brokers=cfg.brokers,
-        controllers=cfg.controllers, base_port=cfg.base_port, seed=cfg.seed, sandbox_args=cfg.sandbox_args,
-        gateway_key_ttl_s=cfg.gateway_key_ttl_s, ready_timeout_s=cfg.ready_timeout_s,
-        worker_env=cfg.worker_env,
-    ))  # fmt: skip
+    rig = Rig(
+        RigSettings(
+            work_dir=cfg.work_dir.absolute(),
+            workers=cfg.workers,
+            brokers=cfg.brokers,
+            controllers=cfg.controllers,
+            base_port=cfg.base_port,
+            seed=cfg.seed,
+            sandbox_args=cfg.sandbox_args,
+            gateway_key_ttl_s=cfg.gateway_key_ttl_s,
+            ready_timeout_s=cfg.ready_timeout_s,
+            worker_env=cfg.worker_env,
+        )
+    )
     try:
         quorum = f" ({cfg.controllers} dedicated controller(s))" if cfg.controllers else ""
-        clock.log(f"starting {cfg.brokers} broker(s){quorum} on {rig.bootstrap}, the sandbox, "
-                  f"{cfg.workers} worker(s) in {cfg.work_dir}")  # fmt: skip
+        clock.log(
+            f"starting {cfg.brokers} broker(s){quorum} on {rig.bootstrap}, the sandbox, "
+            f"{cfg.workers} worker(s) in {cfg.work_dir}"
+        )
         rig.start()
         clock.log(f"ready: workers {rig.worker_urls()}, gateway {rig.gateway_url}")
         result = asyncio.run(_run(cfg, rig, clock))

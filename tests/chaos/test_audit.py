@@ -14,9 +14,12 @@ from tests.chaos.availability import (
 )
 from tests.chaos.load import Attempt, Intent
 
-_BODY = {"customer_id": "c-1", "currency": "EUR",
-         "items": [{"sku": "S", "quantity": 2, "unit_amount": 500}],
-         "payment": {"token": "tok_visa"}}  # fmt: skip
+_BODY = {
+    "customer_id": "c-1",
+    "currency": "EUR",
+    "items": [{"sku": "S", "quantity": 2, "unit_amount": 500}],
+    "payment": {"token": "tok_visa"},
+}
 _ORDER = "ord_1"
 
 
@@ -25,21 +28,39 @@ def _clean() -> Evidence:
     order = {"order_id": _ORDER, "amount": 1000, "currency": "EUR"}
     return Evidence(
         intents=[intent],
-        orderdb={_ORDER: [{**order, "status": "PENDING"},
-                          {**order, "status": "PAID", "charge_id": "ch_1"}]},
-        paymentdb={_ORDER: [{"status": "ATTEMPTING"}, {"status": "COMPLETED", "charge_id": "ch_1"}]},
+        orderdb={
+            _ORDER: [
+                {**order, "status": "PENDING"},
+                {**order, "status": "PAID", "charge_id": "ch_1"},
+            ]
+        },
+        paymentdb={
+            _ORDER: [{"status": "ATTEMPTING"}, {"status": "COMPLETED", "charge_id": "ch_1"}]
+        },
         completed={_ORDER: [{"charge_id": "ch_1"}]},
         failed={},
         dead_letters=[],
-        ledger=[{"id": "ch_1", "order_id": _ORDER, "status": "succeeded", "amount": 1000,
-                 "currency": "EUR"}],
+        ledger=[
+            {
+                "id": "ch_1",
+                "order_id": _ORDER,
+                "status": "succeeded",
+                "amount": 1000,
+                "currency": "EUR",
+            }
+        ],
         api={_ORDER: {"status": "PAID"}},
-    )  # fmt: skip
+    )
 
 
 def _charge(charge_id: str, amount: int = 1000) -> dict[str, Any]:
-    return {"id": charge_id, "order_id": _ORDER, "status": "succeeded", "amount": amount,
-            "currency": "EUR"}  # fmt: skip
+    return {
+        "id": charge_id,
+        "order_id": _ORDER,
+        "status": "succeeded",
+        "amount": amount,
+        "currency": "EUR",
+    }
 
 
 def test_a_clean_run_passes() -> None:
@@ -118,8 +139,9 @@ def test_a_paymentdb_write_after_settlement_is_a_second_writer() -> None:
 
 def test_an_unkeyed_order_answered_202_and_never_stored_is_lost() -> None:
     ev = _clean()
-    ev.intents.append(Intent(1, "k-1", _BODY, "tok_visa", "no_key", order_id="ord_2",
-                             accepted_status=202))  # fmt: skip
+    ev.intents.append(
+        Intent(1, "k-1", _BODY, "tok_visa", "no_key", order_id="ord_2", accepted_status=202)
+    )
     verdict = audit(ev)
     assert verdict.failures["lost"] == ["ord_2"]
 
@@ -159,31 +181,49 @@ def test_availability_of_one_fault_counts_failing_seconds_attempts_and_latencies
     assert occurrence["window_s"] == [10.0, 14.0]
     assert (occurrence["ended_by"], occurrence["other_faults"]) == ("settled", [])
     assert occurrence["failed_attempts"] == 5  # answered at 10.3, 10.8, 10.95, 12.8, 13.5
-    assert occurrence["failed_by_outcome"] == {"503": 3, "ClientConnectorError": 1,
-                                               "TimeoutError": 1}  # fmt: skip
+    assert occurrence["failed_by_outcome"] == {
+        "503": 3,
+        "ClientConnectorError": 1,
+        "TimeoutError": 1,
+    }
     assert occurrence["unavailable_s"] == 3  # seconds 1010, 1012, 1013
     assert occurrence["longest_failing_run_s"] == 2  # 1012-1013
     # Orders 1, 2, 3 first tried in the window: 2600, 2400, 200 ms (nearest rank).
     assert occurrence["orders"] == 3
     assert occurrence["orders_without_2xx"] == 0
-    assert (occurrence["post_p50_ms"], occurrence["post_p99_ms"],
-            occurrence["post_max_ms"]) == (2400, 2600, 2600)  # fmt: skip
+    assert (occurrence["post_p50_ms"], occurrence["post_p99_ms"], occurrence["post_max_ms"]) == (
+        2400,
+        2600,
+        2600,
+    )
 
 
 def test_availability_aggregates_occurrences_per_fault_type_and_the_whole_run() -> None:
-    faults = [FaultWindow("worker_kill", 10.0, 12.5), FaultWindow("worker_kill", 14.4, 14.6),
-              FaultWindow("gateway_5xx", 9.0, 9.05)]  # fmt: skip
+    faults = [
+        FaultWindow("worker_kill", 10.0, 12.5),
+        FaultWindow("worker_kill", 14.4, 14.6),
+        FaultWindow("gateway_5xx", 9.0, 9.05),
+    ]
     figures = availability(_ATTEMPTS, faults, _WALL)
 
     # The second kill never settles (second 1014 has a failure, then no attempt): capped.
     assert figures["occurrences"][1]["window_s"] == [14.4, 14.6 + SETTLE_CAP_S]
     assert figures["occurrences"][1]["failed_attempts"] == 1
     assert figures["by_fault"]["worker_kill"] == {
-        "n": 2, "unavailable_s_max": 3, "unavailable_s_sum": 4, "longest_failing_run_s_max": 2,
-        "failed_attempts": 6, "cut": 0, "overlap": 0, "orders": 4, "orders_without_2xx": 0,
+        "n": 2,
+        "unavailable_s_max": 3,
+        "unavailable_s_sum": 4,
+        "longest_failing_run_s_max": 2,
+        "failed_attempts": 6,
+        "cut": 0,
+        "overlap": 0,
+        "orders": 4,
+        "orders_without_2xx": 0,
         # Orders 1-4 over both windows: 200, 300, 2400, 2600 ms.
-        "post_p50_ms": 300, "post_p99_ms": 2600, "post_max_ms": 2600,
-    }  # fmt: skip
+        "post_p50_ms": 300,
+        "post_p99_ms": 2600,
+        "post_max_ms": 2600,
+    }
     # The kill at 10.0 cuts the gateway fault's window short: [9.0, 10.0), orders 0 and 5.
     assert figures["occurrences"][2]["window_s"] == [9.0, 10.0]
     assert figures["occurrences"][2]["ended_by"] == "next_fault"
@@ -206,14 +246,20 @@ def test_availability_aggregates_occurrences_per_fault_type_and_the_whole_run() 
 
 
 def test_the_next_fault_cuts_a_window_and_concurrent_faults_are_named() -> None:
-    cut = availability(_ATTEMPTS, [FaultWindow("worker_kill", 10.0, 12.5),
-                                   FaultWindow("broker_restart", 13.0, 13.1)], _WALL)  # fmt: skip
+    cut = availability(
+        _ATTEMPTS,
+        [FaultWindow("worker_kill", 10.0, 12.5), FaultWindow("broker_restart", 13.0, 13.1)],
+        _WALL,
+    )
     kill = cut["occurrences"][0]
     assert (kill["window_s"], kill["ended_by"]) == ([10.0, 13.0], "next_fault")
     assert (kill["failed_attempts"], kill["unavailable_s"]) == (4, 2)  # 1010, 1012; not 13.5
 
-    shared = availability(_ATTEMPTS, [FaultWindow("worker_kill", 10.0, 12.5),
-                                      FaultWindow("gateway_5xx", 11.0, 11.5)], _WALL)  # fmt: skip
+    shared = availability(
+        _ATTEMPTS,
+        [FaultWindow("worker_kill", 10.0, 12.5), FaultWindow("gateway_5xx", 11.0, 11.5)],
+        _WALL,
+    )
     kill, gateway = shared["occurrences"]
     assert (kill["window_s"], kill["other_faults"]) == ([10.0, 14.0], ["gateway_5xx"])
     # Started during the kill: settles with it, at the end of second 1013.

@@ -19,16 +19,29 @@ _PORT = int(os.environ.get("ORDERFLOW_TEST_KAFKA_PORT", "19092")) + 10
 
 def test_small_chaos_run_loses_no_order_and_charges_none_twice(tmp_path: Path) -> None:
     cfg = ChaosConfig(
-        orders=300, rate=10, workers=2, brokers=1, faults="small", seed=7,
-        out=tmp_path / "result.json", work_dir=tmp_path / "run", drain_deadline_s=90,
-        base_port=_PORT, ready_timeout_s=90,
-    )  # fmt: skip
+        orders=300,
+        rate=10,
+        workers=2,
+        brokers=1,
+        faults="small",
+        seed=7,
+        out=tmp_path / "result.json",
+        work_dir=tmp_path / "run",
+        drain_deadline_s=90,
+        base_port=_PORT,
+        ready_timeout_s=90,
+    )
     result = run(cfg)
 
     # The faults really happened, not only the run ending well.
     played = {r.kind: r for r in result.faults if r.ok}
-    assert set(played) == {"worker_kill", "add_worker", "broker_restart", "gateway_drop",
-                           "gateway_5xx"}, result.faults  # fmt: skip
+    assert set(played) == {
+        "worker_kill",
+        "add_worker",
+        "broker_restart",
+        "gateway_drop",
+        "gateway_5xx",
+    }, result.faults
     assert played["worker_kill"].detail["returncode"] == -signal.SIGKILL
     assert played["broker_restart"].detail["killed"] is True
     assert played["gateway_drop"].detail["charge_requests_during"] > 0

@@ -18,12 +18,16 @@ from tests.harness import (
     poll_until,
     start_sandbox,
     start_worker,
-)  # fmt: skip
+)
 from tests.invariants import assert_orders_settled_once
 from tests.orders_client import get_terminal, ledger_stats, order_body, place
 
-_FAST = {"ORDERFLOW_SESSION_TIMEOUT": "6", "ORDERFLOW_GATEWAY_DEADLINE": "3",
-         "ORDERFLOW_GATEWAY_TIMEOUT": "1", "ORDERFLOW_STALL_AFTER": "4"}  # fmt: skip
+_FAST = {
+    "ORDERFLOW_SESSION_TIMEOUT": "6",
+    "ORDERFLOW_GATEWAY_DEADLINE": "3",
+    "ORDERFLOW_GATEWAY_TIMEOUT": "1",
+    "ORDERFLOW_STALL_AFTER": "4",
+}
 
 
 def _post(url: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -34,8 +38,9 @@ def _post(url: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, 
 def _post_with_headers(
     url: str, key: str, body: dict[str, Any] | None = None
 ) -> tuple[int, Any, dict[str, str]]:
-    return http_json("POST", f"{url}/orders", body or order_body(), {"Idempotency-Key": key},
-                     timeout=30)  # fmt: skip
+    return http_json(
+        "POST", f"{url}/orders", body or order_body(), {"Idempotency-Key": key}, timeout=30
+    )
 
 
 def _followed(url: str, location: str) -> Any:
@@ -52,8 +57,9 @@ def _followed(url: str, location: str) -> Any:
 def _owned_by(url: str, key: str) -> bool:
     """Whether the worker at ``url`` owns the key's order (a forwarded GET is never forwarded)."""
     order_id = key_order_id(key)
-    status, _, _ = http_json("GET", f"{url}/orders/{order_id}",
-                             headers=forwarded_headers("GET", f"/orders/{order_id}"))  # fmt: skip
+    status, _, _ = http_json(
+        "GET", f"{url}/orders/{order_id}", headers=forwarded_headers("GET", f"/orders/{order_id}")
+    )
     return status in (200, 404)
 
 

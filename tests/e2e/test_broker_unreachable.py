@@ -28,10 +28,19 @@ def test_sends_failed_while_the_broker_was_down_are_never_committed_past(
     bootstrap = own_broker.bootstrap
     sandbox = start_sandbox(tmp_path)
     gateway = sandbox.meta["url"]
-    worker = start_worker(tmp_path, bootstrap, gateway, name="frozen", extra={
-        "ORDERFLOW_PRODUCER_TIMEOUT": "3", "ORDERFLOW_STALL_AFTER": "8",
-        "ORDERFLOW_GATEWAY_TIMEOUT": "5", "ORDERFLOW_GATEWAY_DEADLINE": "10",
-        "ORDERFLOW_SESSION_TIMEOUT": "30"})  # fmt: skip
+    worker = start_worker(
+        tmp_path,
+        bootstrap,
+        gateway,
+        name="frozen",
+        extra={
+            "ORDERFLOW_PRODUCER_TIMEOUT": "3",
+            "ORDERFLOW_STALL_AFTER": "8",
+            "ORDERFLOW_GATEWAY_TIMEOUT": "5",
+            "ORDERFLOW_GATEWAY_DEADLINE": "10",
+            "ORDERFLOW_SESSION_TIMEOUT": "30",
+        },
+    )
     try:
         # Slow charges: the broker freezes while answers are on their way back to the worker.
         set_faults(gateway, latency_ms=1500)
@@ -41,16 +50,28 @@ def test_sends_failed_while_the_broker_was_down_are_never_committed_past(
         order_ids = {o["order_id"] for o in orders}
         # Kill the broker once every charge request reached the gateway: the answers (1.5 s
         # later) land in a worker with no broker, and what it writes after the charges expires.
-        poll_until(lambda: ledger_stats(gateway)["charge_requests"] >= len(keys), 60, 0.1,
-                   "every charge request to reach the gateway")  # fmt: skip
+        poll_until(
+            lambda: ledger_stats(gateway)["charge_requests"] >= len(keys),
+            60,
+            0.1,
+            "every charge request to reach the gateway",
+        )
         own_broker.stop_node(1, signal.SIGKILL)
         try:
-            poll_until(lambda: ledger_stats(gateway)["charges"] >= len(keys), 60, 0.2,
-                       "every charge to be made")  # fmt: skip
+            poll_until(
+                lambda: ledger_stats(gateway)["charges"] >= len(keys),
+                60,
+                0.2,
+                "every charge to be made",
+            )
             before = _payment_send_failures(worker)
             # Down until the producer gave up on a PaymentDB write made after the charges.
-            poll_until(lambda: _payment_send_failures(worker) > before, 90, 0.3,
-                       "a PaymentDB write to fail while the broker is down")  # fmt: skip
+            poll_until(
+                lambda: _payment_send_failures(worker) > before,
+                90,
+                0.3,
+                "a PaymentDB write to fail while the broker is down",
+            )
         finally:
             own_broker.start()
         set_faults(gateway)
@@ -59,8 +80,12 @@ def test_sends_failed_while_the_broker_was_down_are_never_committed_past(
         per_order = ledger_stats(gateway)["per_order"]
         assert all(per_order.get(oid) == 1 for oid in order_ids), per_order
         # The changelogs, not only the worker's memory, hold every order's final state.
-        poll_until(lambda: _settled(bootstrap, order_ids), 120, 1.0,
-                   "the changelogs to hold every final state")  # fmt: skip
+        poll_until(
+            lambda: _settled(bootstrap, order_ids),
+            120,
+            1.0,
+            "the changelogs to hold every final state",
+        )
         assert_orders_settled_once(bootstrap, order_ids)
     finally:
         worker.stop()

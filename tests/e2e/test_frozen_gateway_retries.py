@@ -63,8 +63,11 @@ def test_worker_frozen_longer_than_its_gateway_timeout_sends_no_charge_after_wak
         # In flight: every attempt stored and every charge request at the gateway (as in the
         # zombie test), the answers come while the worker is frozen.
         poll_until(lambda: _attempts_stored(kafka_bootstrap, set(ids)), 60, 0.2, "attempts")
-        poll_until(lambda: ledger_stats(gateway)["charge_requests"] >= len(ids), 60,
-                   what="every charge in flight")  # fmt: skip
+        poll_until(
+            lambda: ledger_stats(gateway)["charge_requests"] >= len(ids),
+            60,
+            what="every charge in flight",
+        )
         os.killpg(frozen.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
         frozen_at = time.monotonic()
         stopped = True
@@ -75,21 +78,32 @@ def test_worker_frozen_longer_than_its_gateway_timeout_sends_no_charge_after_wak
         # its payment settled, and a settled payment is never charged, so the assertion below
         # holds either way.
         # Frozen longer than the gateway timeout (this is the fault, usually long true by now).
-        poll_until(lambda: time.monotonic() - frozen_at > _GATEWAY_TIMEOUT_S + 2, 30, 0.2,
-                   "the freeze to outlast the gateway timeout")  # fmt: skip
+        poll_until(
+            lambda: time.monotonic() - frozen_at > _GATEWAY_TIMEOUT_S + 2,
+            30,
+            0.2,
+            "the freeze to outlast the gateway timeout",
+        )
         set_gateway_config(gateway, key_ttl_s=1)  # every key of the test has expired now
         woke_at = time.time()
         os.killpg(frozen.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
         stopped = False
         poll_until(lambda: _ready(frozen), 120, 0.5, "the frozen worker to rejoin")
         poll_until(lambda: _ready(owner), 120, 0.5, "the owner to settle the rebalance")
-        poll_until(lambda: "in-flight work left to its owner" in frozen.log_tail(2_000_000), 60,
-                   0.5, "the frozen worker's in-flight batch to be refused")  # fmt: skip
+        poll_until(
+            lambda: "in-flight work left to its owner" in frozen.log_tail(2_000_000),
+            60,
+            0.5,
+            "the frozen worker's in-flight batch to be refused",
+        )
 
         ours = {idempotency_key_for(o): o for o in ids}
         requests = [r for r in gateway_requests(gateway) if r["idempotency_key"] in ours]
-        late = [(r["order_id"], r["outcome"]) for r in requests
-                if r["kind"] == "charge" and r["at"] >= woke_at]  # fmt: skip
+        late = [
+            (r["order_id"], r["outcome"])
+            for r in requests
+            if r["kind"] == "charge" and r["at"] >= woke_at
+        ]
         assert late == [], f"charge requests after the worker woke: {late}"
         violations = [(r["order_id"], r["violation"]) for r in requests if r["violation"]]
         assert violations == [], violations
@@ -98,8 +112,9 @@ def test_worker_frozen_longer_than_its_gateway_timeout_sends_no_charge_after_wak
 
         # The fault really happened: the owner looked up charges the frozen worker had in
         # flight, the worker saw its freeze, and its retries were refused, not sent.
-        moved = {o for o, n in ledger_stats(gateway)["lookups_per_order"].items()
-                 if o in set(ids) and n}  # fmt: skip
+        moved = {
+            o for o, n in ledger_stats(gateway)["lookups_per_order"].items() if o in set(ids) and n
+        }
         assert moved, "no order moved with its charge in flight"
         log = frozen.log_tail(2_000_000)
         assert "the process was frozen for" in log

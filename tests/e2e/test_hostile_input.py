@@ -34,8 +34,12 @@ def worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
     tmp = tmp_path_factory.mktemp("hostile")
     sandbox = start_sandbox(tmp)
     try:
-        proc: ManagedProcess = start_worker(tmp, kafka_bootstrap, sandbox.meta["url"], extra={
-            "ORDERFLOW_BODY_READ_TIMEOUT": str(READ_TIMEOUT_S)})  # fmt: skip
+        proc: ManagedProcess = start_worker(
+            tmp,
+            kafka_bootstrap,
+            sandbox.meta["url"],
+            extra={"ORDERFLOW_BODY_READ_TIMEOUT": str(READ_TIMEOUT_S)},
+        )
         try:
             yield proc.meta["url"]
         finally:

@@ -29,13 +29,18 @@ def test_same_key_within_retention_is_the_same_order_after_it_a_new_one_on_the_s
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     sandbox = start_sandbox(tmp_path)
-    worker = start_worker(tmp_path, kafka_bootstrap, sandbox.meta["url"],
-                          extra={"ORDERFLOW_IDEMPOTENCY_RETENTION": f"{RETENTION_S:g}s"})  # fmt: skip
+    worker = start_worker(
+        tmp_path,
+        kafka_bootstrap,
+        sandbox.meta["url"],
+        extra={"ORDERFLOW_IDEMPOTENCY_RETENTION": f"{RETENTION_S:g}s"},
+    )
     try:
         url, key = worker.meta["url"], f"retained-{uuid.uuid4()}"
         first = place(url, order_body(), key=key)
-        status, again, headers = http_json("POST", f"{url}/orders", order_body(),
-                                           {"Idempotency-Key": key})  # fmt: skip
+        status, again, headers = http_json(
+            "POST", f"{url}/orders", order_body(), {"Idempotency-Key": key}
+        )
         if _age(first) < RETENTION_S - 1:  # (a machine too slow to ask in time proves nothing)
             assert (status, again["order_id"]) == (201, first["order_id"])
             assert headers.get("Idempotent-Replayed") == "true"
@@ -44,8 +49,9 @@ def test_same_key_within_retention_is_the_same_order_after_it_a_new_one_on_the_s
         answers: list[tuple[int, str, float]] = []
 
         def new_order() -> str | None:
-            status, answer, _ = http_json("POST", f"{url}/orders", order_body(),
-                                          {"Idempotency-Key": key})  # fmt: skip
+            status, answer, _ = http_json(
+                "POST", f"{url}/orders", order_body(), {"Idempotency-Key": key}
+            )
             answers.append((status, answer["order_id"], _age(first)))
             return answer["order_id"] if answer["order_id"] != first["order_id"] else None
 
@@ -58,8 +64,9 @@ def test_same_key_within_retention_is_the_same_order_after_it_a_new_one_on_the_s
         assert second["status"] == "PAID"
         # The first order is still there under its own id; the key now names the second.
         assert http_json("GET", f"{url}/orders/{first['order_id']}")[1]["status"] == "PAID"
-        status, again, _ = http_json("POST", f"{url}/orders", order_body(),
-                                     {"Idempotency-Key": key})  # fmt: skip
+        status, again, _ = http_json(
+            "POST", f"{url}/orders", order_body(), {"Idempotency-Key": key}
+        )
         if _age(second) < RETENTION_S - 1:
             assert (status, again["order_id"]) == (201, second_id)
     finally:

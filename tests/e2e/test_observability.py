@@ -32,8 +32,12 @@ def observed(
     tmp = tmp_path_factory.mktemp("observe")
     sandbox = start_sandbox(tmp)
     try:
-        worker = start_worker(tmp, kafka_bootstrap, sandbox.meta["url"], extra={
-            "ORDERFLOW_GATEWAY_TIMEOUT": "1", "ORDERFLOW_GATEWAY_DEADLINE": "2"})  # fmt: skip
+        worker = start_worker(
+            tmp,
+            kafka_bootstrap,
+            sandbox.meta["url"],
+            extra={"ORDERFLOW_GATEWAY_TIMEOUT": "1", "ORDERFLOW_GATEWAY_DEADLINE": "2"},
+        )
         try:
             yield worker, sandbox
         finally:
@@ -71,8 +75,9 @@ class Conformance:
         )
         self.checked: list[tuple[str, str, int]] = []
 
-    def check(self, method: str, template: str, status: int, body: Any, headers: dict[str, str]
-              ) -> None:  # fmt: skip
+    def check(
+        self, method: str, template: str, status: int, body: Any, headers: dict[str, str]
+    ) -> None:
         operation = self.document["paths"][template][method.lower()]
         assert str(status) in operation["responses"], (method, template, status, body)
         answer = operation["responses"][str(status)]
@@ -106,8 +111,13 @@ def test_openapi_document_served_by_the_worker_is_valid_and_answers_conform_to_i
     validate_openapi(document)
     api = Conformance(document)
 
-    def call(method: str, template: str, path: str, body: Any = None,
-             headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
+    def call(
+        method: str,
+        template: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
         status, answer, answer_headers = http_json(method, f"{url}{path}", body, headers)
         api.check(method, template, status, answer, answer_headers)
         return status, answer
@@ -117,12 +127,15 @@ def test_openapi_document_served_by_the_worker_is_valid_and_answers_conform_to_i
     assert status == 201, created
     order_id = created["order_id"]
     assert call("POST", "/orders", "/orders", order_body(), {"Idempotency-Key": key})[0] == 201
-    assert call("POST", "/orders", "/orders", order_body(quantity=9),
-                {"Idempotency-Key": key})[0] == 422  # fmt: skip
+    assert (
+        call("POST", "/orders", "/orders", order_body(quantity=9), {"Idempotency-Key": key})[0]
+        == 422
+    )
     assert call("POST", "/orders", "/orders", {"items": [{"quantity": 0}], "x": 1})[0] == 400
     assert call("POST", "/orders", "/orders", b"{not json")[0] == 400
-    assert call("POST", "/orders", "/orders", order_body(),
-                {"Content-Encoding": "compress"})[0] == 415  # fmt: skip
+    assert (
+        call("POST", "/orders", "/orders", order_body(), {"Content-Encoding": "compress"})[0] == 415
+    )
     declined = call("POST", "/orders", "/orders", order_body("tok_chargeDeclined"))[1]
     assert call("GET", "/orders/{order_id}", f"/orders/{order_id}?wait=10")[1]["status"] == "PAID"
     terminal = get_terminal(url, declined["order_id"])
@@ -159,31 +172,51 @@ def test_metrics_move_as_orders_flow_through_the_gateway_and_its_faults(
 
         def transient_and_unknown() -> bool:
             samples = scrape(url)[1]
-            transient = moved(before, samples, "orderflow_gateway_requests_total",
-                              operation="charge", outcome="transient")  # fmt: skip
+            transient = moved(
+                before,
+                samples,
+                "orderflow_gateway_requests_total",
+                operation="charge",
+                outcome="transient",
+            )
             return transient >= 1 and value(samples, "orderflow_payments_unknown") >= 1
 
-        poll_until(transient_and_unknown, 60, 0.5,
-                   "a transient charge and an UNKNOWN payment in /metrics")  # fmt: skip
+        poll_until(
+            transient_and_unknown, 60, 0.5, "a transient charge and an UNKNOWN payment in /metrics"
+        )
         # No answer in time (a charge may have happened): "unknown". The UNKNOWN payment is
         # looked up before any new charge, so the lookup meets the timeouts first.
         set_faults(gateway, timeout_rate=1.0, hang_s=3.0)
 
         def unknowns(samples: Samples) -> float:
-            return sum(moved(before, samples, "orderflow_gateway_requests_total",
-                             operation=operation, outcome="unknown")
-                       for operation in ("charge", "lookup"))  # fmt: skip
+            return sum(
+                moved(
+                    before,
+                    samples,
+                    "orderflow_gateway_requests_total",
+                    operation=operation,
+                    outcome="unknown",
+                )
+                for operation in ("charge", "lookup")
+            )
 
-        poll_until(lambda: unknowns(scrape(url)[1]) >= 1, 60, 0.5,
-                   "an unknown gateway outcome in /metrics")  # fmt: skip
+        poll_until(
+            lambda: unknowns(scrape(url)[1]) >= 1, 60, 0.5, "an unknown gateway outcome in /metrics"
+        )
     finally:
         set_faults(gateway)
     assert get_terminal(url, troubled["order_id"])["status"] == "PAID"
 
     # A poison command: dead-lettered, counted by its bounded reason.
     _produce(kafka_bootstrap, ORDER_COMMANDS, b"ord_poison", b"not json")
-    poll_until(lambda: moved(before, scrape(url)[1], "orderflow_dead_letters_total",
-                             reason="malformed") >= 1, 60, 0.5, "the dead letter counted")  # fmt: skip
+    poll_until(
+        lambda: (
+            moved(before, scrape(url)[1], "orderflow_dead_letters_total", reason="malformed") >= 1
+        ),
+        60,
+        0.5,
+        "the dead letter counted",
+    )
 
     def settled() -> Samples | None:
         samples = scrape(url)[1]
@@ -203,18 +236,30 @@ def test_metrics_move_as_orders_flow_through_the_gateway_and_its_faults(
         assert delta("orderflow_gateway_requests_total", operation="charge", outcome=outcome) >= 1
     assert unknowns(after) >= 1
     # UNKNOWN payments are looked up before any new charge.
-    assert sum(delta("orderflow_gateway_requests_total", operation="lookup", outcome=outcome)
-               for outcome in ("found", "not_found")) >= 1  # fmt: skip
+    assert (
+        sum(
+            delta("orderflow_gateway_requests_total", operation="lookup", outcome=outcome)
+            for outcome in ("found", "not_found")
+        )
+        >= 1
+    )
     assert delta("orderflow_gateway_request_duration_seconds_count", operation="charge") >= 4
     assert delta("orderflow_reconciliations_total") >= 1
     assert delta("orderflow_http_requests_total", method="POST", route="/orders", status="201") >= 3
     assert delta("orderflow_http_requests_total", method="POST", route="/orders", status="400") >= 1
-    assert delta("orderflow_http_requests_total", method="GET", route="/orders/{order_id}",
-                 status="200") >= 3  # fmt: skip
-    assert delta("orderflow_http_requests_total", method="GET", route="/orders/{order_id}",
-                 status="404") >= 1  # fmt: skip
-    assert delta("orderflow_http_requests_total", method="GET", route="/metrics",
-                 status="200") >= 1  # fmt: skip
+    assert (
+        delta(
+            "orderflow_http_requests_total", method="GET", route="/orders/{order_id}", status="200"
+        )
+        >= 3
+    )
+    assert (
+        delta(
+            "orderflow_http_requests_total", method="GET", route="/orders/{order_id}", status="404"
+        )
+        >= 1
+    )
+    assert delta("orderflow_http_requests_total", method="GET", route="/metrics", status="200") >= 1
     # Never a raw path as a label value (unbounded cardinality).
     assert not [key for key in after if any("ord_" in v for _, v in key[1])]
     # Known at any time since the worker settled: its assignment and how long it took.

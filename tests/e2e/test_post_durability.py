@@ -52,8 +52,14 @@ def test_posts_during_a_broker_stall_then_a_worker_crash_are_never_2xx_and_lost(
             os.kill(broker_pid, signal.SIGCONT)
         # The fault really happened: the stalled broker confirmed nothing within the POST wait.
         assert all(status != 201 for status, _, _ in answers), answers
-        restarted = start_worker(tmp_path, bootstrap, sandbox.meta["url"], name="after",
-                                 data_dir=worker.meta["data_dir"], extra=_WORKER_ENV)  # fmt: skip
+        restarted = start_worker(
+            tmp_path,
+            bootstrap,
+            sandbox.meta["url"],
+            name="after",
+            data_dir=worker.meta["data_dir"],
+            extra=_WORKER_ENV,
+        )
         url = restarted.meta["url"]
         assert get_terminal(url, warm["order_id"])["status"] == "PAID"
         for key, (status, body, headers) in zip(keys, answers, strict=True):

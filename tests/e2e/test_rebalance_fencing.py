@@ -98,8 +98,9 @@ async def _all_committed(bootstrap: str) -> bool:
             for p in await partitions_of(bootstrap, topic)
         ]
         ends = await consumer.end_offsets(tps)
-        return all(ends[tp] == 0 or (tp in committed and committed[tp].offset >= ends[tp])
-                   for tp in tps)  # fmt: skip
+        return all(
+            ends[tp] == 0 or (tp in committed and committed[tp].offset >= ends[tp]) for tp in tps
+        )
     finally:
         await asyncio.sleep(0.05)
         await consumer.stop()
@@ -123,8 +124,11 @@ def _moved_with_a_charge_in_flight(
     found or a second attempt with the same key.
     """
     lookups = ledger_stats(gateway).get("lookups_per_order", {})
-    return [o for o, h in history.items()
-            if lookups.get(o) or sum(r["status"] == "ATTEMPTING" for r in h) >= 2]  # fmt: skip
+    return [
+        o
+        for o, h in history.items()
+        if lookups.get(o) or sum(r["status"] == "ATTEMPTING" for r in h) >= 2
+    ]
 
 
 def test_zombie_worker_resuming_mid_batch_writes_nothing_after_the_new_owner(
@@ -144,8 +148,11 @@ def test_zombie_worker_resuming_mid_batch_writes_nothing_after_the_new_owner(
         # at the freeze would be delivered on waking, and no fence can recall it) and every
         # charge request at the gateway, waiting for its answer.
         poll_until(lambda: _attempts_stored(kafka_bootstrap, set(ids)), 30, 0.2, "attempts")
-        poll_until(lambda: ledger_stats(gateway)["charge_requests"] >= len(ids), 30,
-                   what="every charge in flight")  # fmt: skip
+        poll_until(
+            lambda: ledger_stats(gateway)["charge_requests"] >= len(ids),
+            30,
+            what="every charge in flight",
+        )
         os.killpg(zombie.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
         stopped = True
         assert ledger_stats(gateway)["charges"] < len(ids), "charges done before the freeze"
@@ -153,8 +160,12 @@ def test_zombie_worker_resuming_mid_batch_writes_nothing_after_the_new_owner(
         for order_id in ids:
             assert get_terminal(owner.meta["url"], order_id, timeout=120)["status"] == "PAID"
         # Nothing left to redeliver: whatever the zombie writes after waking is stale.
-        poll_until(lambda: asyncio.run(_all_committed(kafka_bootstrap)), 60, 0.5,
-                   "the owner to commit every input")  # fmt: skip
+        poll_until(
+            lambda: asyncio.run(_all_committed(kafka_bootstrap)),
+            60,
+            0.5,
+            "the owner to commit every input",
+        )
         events_before = _payment_events(kafka_bootstrap, set(ids))
         os.killpg(zombie.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
         stopped = False
@@ -172,8 +183,12 @@ def test_zombie_worker_resuming_mid_batch_writes_nothing_after_the_new_owner(
         # by the new owner (its partition moved with the charge in flight), and the zombie woke
         # up mid-batch and had its writes refused.
         assert _moved_with_a_charge_in_flight(history, gateway), "no in-flight payment moved"
-        poll_until(lambda: "in-flight work left to its owner" in zombie.log_tail(2_000_000), 60, 0.5,
-                   "the zombie's in-flight batch to be refused its writes")  # fmt: skip
+        poll_until(
+            lambda: "in-flight work left to its owner" in zombie.log_tail(2_000_000),
+            60,
+            0.5,
+            "the zombie's in-flight batch to be refused its writes",
+        )
         assert "the process was frozen for" in zombie.log_tail(2_000_000)
     finally:
         if stopped:
@@ -201,8 +216,11 @@ def test_worker_losing_partitions_in_a_rebalance_stops_writing_its_in_flight_bat
         # Long, uneven latencies: the new owner's charge can be answered before the old owner's.
         set_faults(gateway, latency_ms=500, latency_jitter_ms=9000)
         ids = _place(first.meta["url"], 24, f"join-{tmp_path.name}")
-        poll_until(lambda: ledger_stats(gateway)["charge_requests"] >= len(ids), 30,
-                   what="every charge in flight")  # fmt: skip
+        poll_until(
+            lambda: ledger_stats(gateway)["charge_requests"] >= len(ids),
+            30,
+            what="every charge in flight",
+        )
         second = start_worker(tmp_path, kafka_bootstrap, gateway, name="second", extra=env)
         for order_id in ids:
             assert get_terminal(second.meta["url"], order_id, timeout=120)["status"] == "PAID"

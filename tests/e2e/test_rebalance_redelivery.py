@@ -35,12 +35,18 @@ def test_records_buffered_at_a_rebalance_on_uncommitted_partitions_are_handled(
         # into its buffer behind it.
         set_faults(gateway, latency_ms=30_000)
         first_wave = _place(first.meta["url"], 8, f"held-{tmp_path.name}")
-        poll_until(lambda: ledger_stats(gateway)["charge_requests"] >= len(first_wave), 60,
-                   what="the first wave's charges in flight")  # fmt: skip
+        poll_until(
+            lambda: ledger_stats(gateway)["charge_requests"] >= len(first_wave),
+            60,
+            what="the first wave's charges in flight",
+        )
         second_wave = _place(first.meta["url"], 16, f"buffered-{tmp_path.name}")
         wanted = {order_id.encode() for order_id in second_wave}
-        poll_until(lambda: wanted <= {r.key for r in read_topic(bootstrap, ORDER_CREATED)}, 60,
-                   what="the second wave's order.created published")  # fmt: skip
+        poll_until(
+            lambda: wanted <= {r.key for r in read_topic(bootstrap, ORDER_CREATED)},
+            60,
+            what="the second wave's order.created published",
+        )
         # A worker joins while that batch is in flight: every partition is revoked (Faust's
         # eager protocol), the buffers are cleared, and the first worker keeps some partitions.
         second = start_worker(tmp_path, bootstrap, gateway, name="second", extra=_ENV)
@@ -78,8 +84,12 @@ def test_orders_of_a_frozen_worker_and_of_the_survivors_own_batch_complete_witho
     # worker's partitions (nothing committed there) and gets its own back mid-batch. Before the
     # fix, some orders of both kinds stayed PENDING with /health ok (an event skipped and
     # committed past on a kept partition; the taken-over partitions never read).
-    env = {**_ENV, "ORDERFLOW_GATEWAY_TIMEOUT": "10", "ORDERFLOW_GATEWAY_DEADLINE": "600",
-           "ORDERFLOW_STUCK_AFTER": "1"}  # fmt: skip
+    env = {
+        **_ENV,
+        "ORDERFLOW_GATEWAY_TIMEOUT": "10",
+        "ORDERFLOW_GATEWAY_DEADLINE": "600",
+        "ORDERFLOW_STUCK_AFTER": "1",
+    }
     sandbox = start_sandbox(tmp_path, key_ttl_s=600)
     gateway = sandbox.meta["url"]
     frozen = start_worker(tmp_path, kafka_bootstrap, gateway, name="frozen", extra=env)

@@ -64,22 +64,39 @@ def _assert_all_known(url: str, orders: dict[str, str], what: str) -> None:
 
 
 def _worker(tmp: Path, bootstrap: str, gateway: str, name: str, standbys: int) -> ManagedProcess:
-    return start_worker(tmp, bootstrap, gateway, name=name, extra={
-        "ORDERFLOW_STANDBY_REPLICAS": str(standbys), "ORDERFLOW_STORE": "rocksdb",
-        "ORDERFLOW_GATEWAY_DEADLINE": "3", "ORDERFLOW_GATEWAY_TIMEOUT": "1",
-        "ORDERFLOW_STALL_AFTER": "4"})  # fmt: skip
+    return start_worker(
+        tmp,
+        bootstrap,
+        gateway,
+        name=name,
+        extra={
+            "ORDERFLOW_STANDBY_REPLICAS": str(standbys),
+            "ORDERFLOW_STORE": "rocksdb",
+            "ORDERFLOW_GATEWAY_DEADLINE": "3",
+            "ORDERFLOW_GATEWAY_TIMEOUT": "1",
+            "ORDERFLOW_STALL_AFTER": "4",
+        },
+    )
 
 
 def _hand_over(
-    tmp: Path, bootstrap: str, gateway: str, owner: ManagedProcess, name: str, standbys: int,
+    tmp: Path,
+    bootstrap: str,
+    gateway: str,
+    owner: ManagedProcess,
+    name: str,
+    standbys: int,
     orders: dict[str, str],
-) -> ManagedProcess:  # fmt: skip
+) -> ManagedProcess:
     """A new worker joins while orders flow to ``owner``; then ``owner`` leaves."""
     charged = ledger_stats(gateway)["charge_requests"]
     with ThreadPoolExecutor(1) as background:
         early = background.submit(_place_many, owner.meta["url"], 30, f"{name}-{tmp.name}")
-        poll_until(lambda: ledger_stats(gateway)["charge_requests"] >= charged + 3, 30,
-                   what="payments in flight")  # fmt: skip
+        poll_until(
+            lambda: ledger_stats(gateway)["charge_requests"] >= charged + 3,
+            30,
+            what="payments in flight",
+        )
         joined = _worker(tmp, bootstrap, gateway, name, standbys)
         orders.update(early.result())
     orders.update(_place_many(joined.meta["url"], 20, f"{name}-joined-{tmp.name}"))
@@ -108,8 +125,10 @@ def test_orders_stay_known_when_their_owner_leaves_and_standbys_are_promoted(
                 _hand_over(tmp_path, bootstrap, gateway, workers[-1], name, standbys, orders)
             )
             _assert_all_known(workers[-1].meta["url"], orders, f"after {name} took over")
-        letters = [dict(r.headers).get(DLQ_HEADER_REASON, b"").decode()
-                   for r in read_topic(bootstrap, DEAD_LETTERS)]  # fmt: skip
+        letters = [
+            dict(r.headers).get(DLQ_HEADER_REASON, b"").decode()
+            for r in read_topic(bootstrap, DEAD_LETTERS)
+        ]
         assert [reason for reason in letters if "unknown order" in reason] == []
     finally:
         for proc in reversed(workers):

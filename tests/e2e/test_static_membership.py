@@ -51,8 +51,12 @@ from tests.orders_client import get_terminal, order_body, place, set_faults
 # Short gateway deadlines and stall detection so that faults play out in seconds. The session
 # timeout leaves a loaded 2-core machine time to restart a worker within it.
 SESSION_TIMEOUT_S = 20
-_ENV = {"ORDERFLOW_GATEWAY_DEADLINE": "3", "ORDERFLOW_GATEWAY_TIMEOUT": "1",
-        "ORDERFLOW_STALL_AFTER": "4", "ORDERFLOW_SESSION_TIMEOUT": str(SESSION_TIMEOUT_S)}  # fmt: skip
+_ENV = {
+    "ORDERFLOW_GATEWAY_DEADLINE": "3",
+    "ORDERFLOW_GATEWAY_TIMEOUT": "1",
+    "ORDERFLOW_STALL_AFTER": "4",
+    "ORDERFLOW_SESSION_TIMEOUT": str(SESSION_TIMEOUT_S),
+}
 _SYNCED = "Successfully synced group"
 
 
@@ -192,10 +196,15 @@ def test_worker_restarted_within_the_session_timeout_gets_its_partitions_back_wi
                 assert victim.stop() == 0, victim.log_tail()
             # The same worker again: same instance id, canonical URL and data dir.
             restarted = start_worker(
-                tmp_path, bootstrap, gateway, name=f"{victim.name}-again",
-                port=victim.meta["port"], data_dir=victim.meta["data_dir"],
-                extra=dict(victim.env), wait_ready=False,
-            )  # fmt: skip
+                tmp_path,
+                bootstrap,
+                gateway,
+                name=f"{victim.name}-again",
+                port=victim.meta["port"],
+                data_dir=victim.meta["data_dir"],
+                extra=dict(victim.env),
+                wait_ready=False,
+            )
             wait_worker_ready(restarted, timeout=120)
             ready_after = time.monotonic() - started
             set_faults(gateway)
@@ -203,9 +212,11 @@ def test_worker_restarted_within_the_session_timeout_gets_its_partitions_back_wi
             orders |= _place_many(survivor.meta["url"], 10, f"via-b-{stop}-{membership}")
         after = poll_until(lambda: _stable_with(bootstrap, set(before)), 60, 0.5, "stable group")
         rebalances = syncs(survivor) - synced
-        print(f"\n{membership}/{stop}: restarted worker ready {ready_after:.1f}s after the stop; "
-              f"survivor unready {readiness.unready_s:.1f}s ({readiness.failures} probes), "
-              f"{rebalances} rebalance(s) seen by the survivor")  # fmt: skip
+        print(
+            f"\n{membership}/{stop}: restarted worker ready {ready_after:.1f}s after the stop; "
+            f"survivor unready {readiness.unready_s:.1f}s ({readiness.failures} probes), "
+            f"{rebalances} rebalance(s) seen by the survivor"
+        )
         url_a, url_b = victim.meta["url"], survivor.meta["url"]
         if static:
             assert rebalances == 0, survivor.log_tail()
@@ -246,14 +257,18 @@ def test_worker_stopped_for_good_hands_its_partitions_over_static_only_after_the
         everything = before[url_a].partitions | before[url_b].partitions
         poll_until(
             lambda: (m := _stable_with(bootstrap, {url_b})) and m[url_b].partitions == everything,
-            SESSION_TIMEOUT_S * 3, 0.2, "the survivor to own every partition",
-        )  # fmt: skip
+            SESSION_TIMEOUT_S * 3,
+            0.2,
+            "the survivor to own every partition",
+        )
         moved_after = time.monotonic() - started
         wait_worker_ready(survivor)
         ready_after = time.monotonic() - started
-        print(f"\n{membership}: stop took {stopped_after:.1f}s; partitions moved "
-              f"{moved_after:.1f}s and the survivor was ready {ready_after:.1f}s after the "
-              f"SIGTERM (session timeout {SESSION_TIMEOUT_S}s)")  # fmt: skip
+        print(
+            f"\n{membership}: stop took {stopped_after:.1f}s; partitions moved "
+            f"{moved_after:.1f}s and the survivor was ready {ready_after:.1f}s after the "
+            f"SIGTERM (session timeout {SESSION_TIMEOUT_S}s)"
+        )
         orders |= _place_many(url_b, 10, f"after-gone-{membership}")
         _assert_all_settled_once(url_b, gateway, bootstrap, orders)
     finally:
@@ -283,15 +298,22 @@ def test_static_worker_restarted_with_another_url_or_a_duplicate_id_is_not_wedge
         orders = _place_many(victim.meta["url"], 10, "before-move")
         victim.kill()
         # Same instance id and data dir, another port: another canonical URL.
-        moved = start_worker(tmp_path, bootstrap, gateway, name="a-moved",
-                             data_dir=victim.meta["data_dir"], extra=_same_id(victim),
-                             wait_ready=False)  # fmt: skip
+        moved = start_worker(
+            tmp_path,
+            bootstrap,
+            gateway,
+            name="a-moved",
+            data_dir=victim.meta["data_dir"],
+            extra=_same_id(victim),
+            wait_ready=False,
+        )
         wait_worker_ready(moved, timeout=SESSION_TIMEOUT_S * 4)
         urls = {moved.meta["url"], survivor.meta["url"]}
         poll_until(lambda: _stable_with(bootstrap, urls), 60, 0.5, "the moved worker assigned")
         # A mistake: a third worker with the survivor's instance id (its own URL and data dir).
-        twin = start_worker(tmp_path, bootstrap, gateway, name="b-twin",
-                            extra=_same_id(survivor), wait_ready=False)  # fmt: skip
+        twin = start_worker(
+            tmp_path, bootstrap, gateway, name="b-twin", extra=_same_id(survivor), wait_ready=False
+        )
         wait_worker_ready(twin, timeout=SESSION_TIMEOUT_S * 4)
         urls.add(twin.meta["url"])
         poll_until(lambda: _stable_with(bootstrap, urls), 60, 0.5, "three workers assigned")
@@ -308,8 +330,10 @@ def _leave_group(instance_id: str, bootstrap: str) -> subprocess.CompletedProces
     """``orderflow leave-group INSTANCE_ID`` as an operator runs it."""
     return subprocess.run(
         [sys.executable, "-m", "orderflow", "leave-group", instance_id, "--bootstrap", bootstrap],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_leave_group_command_hands_a_static_worker_s_partitions_over_without_the_session_wait(
@@ -334,10 +358,14 @@ def test_leave_group_command_hands_a_static_worker_s_partitions_over_without_the
         everything = before[url_a].partitions | before[url_b].partitions
         poll_until(
             lambda: (m := _stable_with(bootstrap, {url_b})) and m[url_b].partitions == everything,
-            SESSION_TIMEOUT_S * 3, 0.2, "the survivor to own every partition",
-        )  # fmt: skip
-        print(f"\nleave-group: partitions moved {time.monotonic() - started:.1f}s after the "
-              f"SIGTERM (session timeout {SESSION_TIMEOUT_S}s)")  # fmt: skip
+            SESSION_TIMEOUT_S * 3,
+            0.2,
+            "the survivor to own every partition",
+        )
+        print(
+            f"\nleave-group: partitions moved {time.monotonic() - started:.1f}s after the "
+            f"SIGTERM (session timeout {SESSION_TIMEOUT_S}s)"
+        )
         # Nobody left by that id now: the command says so and fails.
         again = _leave_group(victim.env["ORDERFLOW_INSTANCE_ID"], bootstrap)
         assert again.returncode == 1, again.stdout + again.stderr

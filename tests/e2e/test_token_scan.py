@@ -59,9 +59,13 @@ _CHANGELOGS = {changelog_topic("OrderDB"), changelog_topic("PaymentDB")}
 
 _RETENTION_S = 86400  # ORDERFLOW_TOKEN_TOPIC_RETENTION for this run (the default is 7 days)
 _DLQ_RETENTION_S = 2 * 86400  # ORDERFLOW_DEAD_LETTER_RETENTION (the default is 30 days)
-_FAST = {"ORDERFLOW_GATEWAY_TIMEOUT": "1", "ORDERFLOW_GATEWAY_DEADLINE": "3",
-         "ORDERFLOW_STALL_AFTER": "3", "ORDERFLOW_TOKEN_TOPIC_RETENTION": str(_RETENTION_S),
-         "ORDERFLOW_DEAD_LETTER_RETENTION": str(_DLQ_RETENTION_S)}  # fmt: skip
+_FAST = {
+    "ORDERFLOW_GATEWAY_TIMEOUT": "1",
+    "ORDERFLOW_GATEWAY_DEADLINE": "3",
+    "ORDERFLOW_STALL_AFTER": "3",
+    "ORDERFLOW_TOKEN_TOPIC_RETENTION": str(_RETENTION_S),
+    "ORDERFLOW_DEAD_LETTER_RETENTION": str(_DLQ_RETENTION_S),
+}
 
 
 def _leaks(where: str, text: str | bytes | None) -> list[str]:
@@ -70,8 +74,11 @@ def _leaks(where: str, text: str | bytes | None) -> list[str]:
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
     # Whole tokens only: tok_chargeDeclined is also the start of tok_chargeDeclinedExpiredCard.
-    return [f"{where}: {token}" for token in TOKENS
-            if re.search(re.escape(token) + r"(?![A-Za-z0-9_\-])", text)]  # fmt: skip
+    return [
+        f"{where}: {token}"
+        for token in TOKENS
+        if re.search(re.escape(token) + r"(?![A-Za-z0-9_\-])", text)
+    ]
 
 
 def _all_topics(bootstrap: str) -> list[str]:
@@ -132,10 +139,15 @@ def _scan_topic(topic: str, records: Iterable[Record]) -> list[str]:
 def _cli(bootstrap: str, gateway: str, *args: str) -> str:
     """Run an ``orderflow`` command; stdout and stderr together (both are shown to people)."""
     done = subprocess.run(
-        [sys.executable, "-m", "orderflow", *args], capture_output=True, timeout=180,
-        env={"PATH": "/usr/bin:/bin", "ORDERFLOW_KAFKA_BOOTSTRAP": bootstrap,
-             "ORDERFLOW_GATEWAY_URL": gateway},
-    )  # fmt: skip
+        [sys.executable, "-m", "orderflow", *args],
+        capture_output=True,
+        timeout=180,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "ORDERFLOW_KAFKA_BOOTSTRAP": bootstrap,
+            "ORDERFLOW_GATEWAY_URL": gateway,
+        },
+    )
     out = done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
     assert done.returncode == 0, f"orderflow {' '.join(args)} failed:\n{out[-3000:]}"
     return out
@@ -144,8 +156,9 @@ def _cli(bootstrap: str, gateway: str, *args: str) -> str:
 def _send_poison(bootstrap: str) -> str:
     """An order.created whose key is not its order id: the payment service dead-letters it."""
     order_id = f"ord_{uuid.uuid4().hex}"
-    event = OrderCreated(order_id, "c-1", "EUR", 500, (LineItem("SKU-1", 1, 500),), POISON,
-                         rfc3339(0))  # fmt: skip
+    event = OrderCreated(
+        order_id, "c-1", "EUR", 500, (LineItem("SKU-1", 1, 500),), POISON, rfc3339(0)
+    )
 
     async def send() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
@@ -192,8 +205,12 @@ def test_no_raw_payment_token_outside_the_topics_that_need_it(
         set_faults(gateway, error_rate=1.0)
         try:
             answers.append(place(base, order_body(SETTLED_LATER), key))
-            poll_until(lambda: "UNKNOWN" in _payment_statuses(bootstrap, later), 60, 0.3,
-                       "the payment to go UNKNOWN")  # fmt: skip
+            poll_until(
+                lambda: "UNKNOWN" in _payment_statuses(bootstrap, later),
+                60,
+                0.3,
+                "the payment to go UNKNOWN",
+            )
         finally:
             set_faults(gateway)
         final = get_terminal(base, later)
@@ -240,16 +257,24 @@ def test_no_raw_payment_token_outside_the_topics_that_need_it(
     assert "token=tok_…isa" in shown, shown
     for fmt in ("json", "table"):
         for order_id in [*order_ids.values(), poison]:
-            leaks += _leaks(f"trace {order_id} ({fmt})", _cli(
-                bootstrap, gateway, "trace", order_id, "--format", fmt))  # fmt: skip
+            leaks += _leaks(
+                f"trace {order_id} ({fmt})",
+                _cli(bootstrap, gateway, "trace", order_id, "--format", fmt),
+            )
         for extra in ([], ["--dry-run"], ["--topic", DEAD_LETTERS]):
-            leaks += _leaks(f"replay {extra} ({fmt})", _cli(
-                bootstrap, gateway, "replay", "--since", "1h", "--format", fmt, *extra))  # fmt: skip
+            leaks += _leaks(
+                f"replay {extra} ({fmt})",
+                _cli(bootstrap, gateway, "replay", "--since", "1h", "--format", fmt, *extra),
+            )
         leaks += _leaks(
             f"dlq list ({fmt})", _cli(bootstrap, gateway, "dlq", "list", "--format", fmt)
         )
-        leaks += _leaks(f"dlq show ({fmt})", _cli(
-            bootstrap, gateway, "dlq", "show", "--order-id", poison, "--format", fmt))  # fmt: skip
-        leaks += _leaks(f"dlq redrive --dry-run ({fmt})", _cli(
-            bootstrap, gateway, "dlq", "redrive", "--all", "--dry-run", "--format", fmt))  # fmt: skip
+        leaks += _leaks(
+            f"dlq show ({fmt})",
+            _cli(bootstrap, gateway, "dlq", "show", "--order-id", poison, "--format", fmt),
+        )
+        leaks += _leaks(
+            f"dlq redrive --dry-run ({fmt})",
+            _cli(bootstrap, gateway, "dlq", "redrive", "--all", "--dry-run", "--format", fmt),
+        )
     assert not leaks, f"{len(leaks)} raw payment token(s) found:\n" + "\n".join(leaks)

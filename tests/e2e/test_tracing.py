@@ -29,8 +29,15 @@ def traced(
     workers: list[ManagedProcess] = []
     try:
         for name in ("a", "b"):
-            workers.append(start_worker(tmp, kafka_bootstrap, sandbox.meta["url"], name=name,
-                                        extra={"ORDERFLOW_TRACING": "console"}))  # fmt: skip
+            workers.append(
+                start_worker(
+                    tmp,
+                    kafka_bootstrap,
+                    sandbox.meta["url"],
+                    name=name,
+                    extra={"ORDERFLOW_TRACING": "console"},
+                )
+            )
         # Both own partitions: the second worker's /ready can come before the rebalance ends.
         poll_until(lambda: all(_ready(w) for w in workers), 120, 0.2, "both workers ready")
         yield workers, sandbox
@@ -81,16 +88,21 @@ def test_one_order_is_one_trace_from_the_post_to_its_terminal_state(
 
     def settled() -> bool:  # the batch exporter prints every 0.5 s
         spans = spans_of(workers)
-        return all(any(s["name"] == terminal and s["attributes"].get("order_id") == o
-                       for s in spans) for o in orders)  # fmt: skip
+        return all(
+            any(s["name"] == terminal and s["attributes"].get("order_id") == o for s in spans)
+            for o in orders
+        )
 
     poll_until(settled, 60, 0.2, "the spans of every order")
     spans = spans_of(workers)
     forwarded = 0
     for order_id in orders:
         # The client's GETs (long-polls) are requests of their own, with traces of their own.
-        mine = [s for s in spans if s["attributes"].get("order_id") == order_id
-                and not s["name"].startswith("GET ")]  # fmt: skip
+        mine = [
+            s
+            for s in spans
+            if s["attributes"].get("order_id") == order_id and not s["name"].startswith("GET ")
+        ]
         trace_ids = {s["context"]["trace_id"] for s in mine}
         assert len(trace_ids) == 1, f"order {order_id} spans {len(trace_ids)} traces"
         trace = [s for s in spans if s["context"]["trace_id"] in trace_ids]
@@ -106,8 +118,11 @@ def test_one_order_is_one_trace_from_the_post_to_its_terminal_state(
         paying = _one_parent(trace, result)
         assert paying["name"] == f"{ORDER_CREATED} process"
         assert paying["kind"] == "SpanKind.CONSUMER"
-        calls = [s for s in trace if s["parent_id"] == paying["context"]["span_id"]
-                 and s["kind"] == "SpanKind.CLIENT"]  # fmt: skip
+        calls = [
+            s
+            for s in trace
+            if s["parent_id"] == paying["context"]["span_id"] and s["kind"] == "SpanKind.CLIENT"
+        ]
         assert [c["name"] for c in calls] == ["POST /v1/charges"], calls
         assert calls[0]["attributes"]["order_id"] == order_id
         created = _one_parent(trace, paying)
@@ -139,21 +154,27 @@ def test_a_forwarded_get_continues_the_callers_trace(
     # Orders owned by the second worker: a GET at the first is forwarded to it.
     spans = spans_of(workers)
     owned_elsewhere = [
-        s["attributes"]["order_id"] for s in spans
-        if s["name"] == "POST /orders" and s["kind"] == "SpanKind.SERVER"
+        s["attributes"]["order_id"]
+        for s in spans
+        if s["name"] == "POST /orders"
+        and s["kind"] == "SpanKind.SERVER"
         and s["attributes"].get("orderflow.forwarded") is True
-    ]  # fmt: skip
+    ]
     assert owned_elsewhere, "the first test placed no order owned by the second worker"
     trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
-    status, _, _ = http_json("GET", f"{workers[0].meta['url']}/orders/{owned_elsewhere[0]}",
-                             headers={"traceparent": f"00-{trace_id}-{parent_id}-01"})  # fmt: skip
+    status, _, _ = http_json(
+        "GET",
+        f"{workers[0].meta['url']}/orders/{owned_elsewhere[0]}",
+        headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+    )
     assert status == 200
 
     def gets() -> list[Span]:
         return [s for s in spans_of(workers) if s["context"]["trace_id"] == f"0x{trace_id}"]
 
-    poll_until(lambda: len(_named(gets(), "GET /orders/{order_id}")) == 3, 30, 0.2,
-               "the GET's three spans")  # fmt: skip
+    poll_until(
+        lambda: len(_named(gets(), "GET /orders/{order_id}")) == 3, 30, 0.2, "the GET's three spans"
+    )
     trace = gets()
     front = [s for s in trace if s["parent_id"] == f"0x{parent_id}"]
     assert [(s["name"], s["kind"]) for s in front] == [
@@ -175,9 +196,15 @@ def test_spans_hold_no_payment_token_nor_gateway_key(
     token = "tok_chargeDeclined"  # a token of its own, so that its absence means something
     order_id = place(workers[0].meta["url"], order_body(token=token))["order_id"]
     assert get_terminal(workers[0].meta["url"], order_id)["status"] == "PAYMENT_FAILED"
-    poll_until(lambda: any(s["attributes"].get("order_id") == order_id
-                           and s["name"] == "payment.failed process"
-                           for s in spans_of(workers)), 60, 0.2, "the declined order's spans")  # fmt: skip
+    poll_until(
+        lambda: any(
+            s["attributes"].get("order_id") == order_id and s["name"] == "payment.failed process"
+            for s in spans_of(workers)
+        ),
+        60,
+        0.2,
+        "the declined order's spans",
+    )
     text = "\n".join(json.dumps(s) for s in spans_of(workers))
     assert order_id in text  # the scan reads what it means to
     for secret in (token, "tok_visa", sandbox.meta["api_key"], "Bearer"):

@@ -84,8 +84,12 @@ def test_sigkill_with_changelog_behind_rocksdb_rebuilds_tables_and_charges_once(
     sandbox = start_sandbox(tmp_path, key_ttl_s=600)
     gateway = sandbox.meta["url"]
     data_dir = tmp_path / "data-w1"
-    extra = {"ORDERFLOW_GATEWAY_TIMEOUT": "5", "ORDERFLOW_GATEWAY_DEADLINE": "10",
-             "ORDERFLOW_STALL_AFTER": "8", "ORDERFLOW_SESSION_TIMEOUT": "10"}  # fmt: skip
+    extra = {
+        "ORDERFLOW_GATEWAY_TIMEOUT": "5",
+        "ORDERFLOW_GATEWAY_DEADLINE": "10",
+        "ORDERFLOW_STALL_AFTER": "8",
+        "ORDERFLOW_SESSION_TIMEOUT": "10",
+    }
     worker = start_worker(tmp_path, bootstrap, gateway, name="w1", data_dir=data_dir, extra=extra)
     try:
         # Slow charges: the answers come back while the broker is frozen.
@@ -94,28 +98,52 @@ def test_sigkill_with_changelog_behind_rocksdb_rebuilds_tables_and_charges_once(
         with ThreadPoolExecutor(6) as pool:
             placed = list(pool.map(lambda k: place(worker.meta["url"], order_body(), k), keys))
         order_ids = {o["order_id"] for o in placed}
-        poll_until(lambda: ledger_stats(gateway)["charge_requests"] >= len(keys), 60, 0.05,
-                   "every charge request to reach the gateway")  # fmt: skip
+        poll_until(
+            lambda: ledger_stats(gateway)["charge_requests"] >= len(keys),
+            60,
+            0.05,
+            "every charge request to reach the gateway",
+        )
         pid = own_broker.running_pid(1)
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)  # from now on no changelog record can be delivered
         try:
-            poll_until(lambda: sum(r["delivered"] for r in gateway_requests(gateway)
-                                   if r["kind"] == "charge") >= len(keys),
-                       60, 0.1, "every charge answer to reach the worker")  # fmt: skip
-            poll_until(lambda: _local_completed(data_dir) >= len(keys), 30, 0.1,
-                       "the worker to write every COMPLETED payment to its RocksDB")  # fmt: skip
+            poll_until(
+                lambda: (
+                    sum(r["delivered"] for r in gateway_requests(gateway) if r["kind"] == "charge")
+                    >= len(keys)
+                ),
+                60,
+                0.1,
+                "every charge answer to reach the worker",
+            )
+            poll_until(
+                lambda: _local_completed(data_dir) >= len(keys),
+                30,
+                0.1,
+                "the worker to write every COMPLETED payment to its RocksDB",
+            )
             worker.kill()
         finally:
             os.kill(pid, signal.SIGCONT)
         # The fault happened: the local store held COMPLETED payments that the changelog lacks.
-        behind = {oid for oid, status in _last_payment_status(bootstrap, order_ids).items()
-                  if status != "COMPLETED"}  # fmt: skip
+        behind = {
+            oid
+            for oid, status in _last_payment_status(bootstrap, order_ids).items()
+            if status != "COMPLETED"
+        }
         print(f"{len(behind)} of {len(order_ids)} PaymentDB changelog entries behind at the kill")
         assert behind, "every COMPLETED reached the changelog: the kill came too late"
         set_faults(gateway)
-        worker = start_worker(tmp_path, bootstrap, gateway, name="w1-restarted",
-                              data_dir=data_dir, extra=extra, timeout=180)  # fmt: skip
+        worker = start_worker(
+            tmp_path,
+            bootstrap,
+            gateway,
+            name="w1-restarted",
+            data_dir=data_dir,
+            extra=extra,
+            timeout=180,
+        )
         finals = {oid: get_terminal(worker.meta["url"], oid, timeout=120) for oid in order_ids}
         assert {f["status"] for f in finals.values()} == {"PAID"}, finals
         _wait_settled(bootstrap, order_ids, 60)
@@ -165,10 +193,17 @@ def test_second_worker_on_the_same_data_dir_fails_at_once(
     sandbox = start_sandbox(tmp_path)
     data_dir = tmp_path / "data-shared"
     try:
-        worker = start_worker(tmp_path, kafka_bootstrap, sandbox.meta["url"], name="owner",
-                              data_dir=data_dir)  # fmt: skip
-        intruder = start_worker(tmp_path, kafka_bootstrap, sandbox.meta["url"], name="intruder",
-                                data_dir=data_dir, wait_ready=False)  # fmt: skip
+        worker = start_worker(
+            tmp_path, kafka_bootstrap, sandbox.meta["url"], name="owner", data_dir=data_dir
+        )
+        intruder = start_worker(
+            tmp_path,
+            kafka_bootstrap,
+            sandbox.meta["url"],
+            name="intruder",
+            data_dir=data_dir,
+            wait_ready=False,
+        )
         assert intruder.proc is not None
         assert intruder.proc.wait(60) != 0
         assert "ORDERFLOW_DATA_DIR" in intruder.log_tail(), intruder.log_tail()
@@ -193,9 +228,13 @@ def test_sigterm_with_undelivered_changelog_records_rebuilds_tables_at_restart(
     sandbox = start_sandbox(tmp_path, key_ttl_s=600)  # see the SIGKILL test
     gateway = sandbox.meta["url"]
     data_dir = tmp_path / "data-w1"
-    extra = {"ORDERFLOW_GATEWAY_TIMEOUT": "5", "ORDERFLOW_GATEWAY_DEADLINE": "10",
-             "ORDERFLOW_STALL_AFTER": "8", "ORDERFLOW_SESSION_TIMEOUT": "10",
-             "ORDERFLOW_PRODUCER_TIMEOUT": "3"}  # fmt: skip
+    extra = {
+        "ORDERFLOW_GATEWAY_TIMEOUT": "5",
+        "ORDERFLOW_GATEWAY_DEADLINE": "10",
+        "ORDERFLOW_STALL_AFTER": "8",
+        "ORDERFLOW_SESSION_TIMEOUT": "10",
+        "ORDERFLOW_PRODUCER_TIMEOUT": "3",
+    }
     worker = start_worker(tmp_path, bootstrap, gateway, name="w1", data_dir=data_dir, extra=extra)
     try:
         set_faults(gateway, latency_ms=1500)
@@ -203,37 +242,63 @@ def test_sigterm_with_undelivered_changelog_records_rebuilds_tables_at_restart(
         with ThreadPoolExecutor(4) as pool:
             placed = list(pool.map(lambda k: place(worker.meta["url"], order_body(), k), keys))
         order_ids = {o["order_id"] for o in placed}
-        poll_until(lambda: ledger_stats(gateway)["charge_requests"] >= len(keys), 60, 0.05,
-                   "every charge request to reach the gateway")  # fmt: skip
+        poll_until(
+            lambda: ledger_stats(gateway)["charge_requests"] >= len(keys),
+            60,
+            0.05,
+            "every charge request to reach the gateway",
+        )
         pid = own_broker.running_pid(1)
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)
         try:
-            poll_until(lambda: _local_completed(data_dir) >= len(keys), 60, 0.1,
-                       "the worker to write every COMPLETED payment to its RocksDB")  # fmt: skip
-            poll_until(lambda: _PAYMENT_SEND_FAILED in worker.log_tail(10_000_000), 60, 0.2,
-                       "a PaymentDB changelog record to fail")  # fmt: skip
+            poll_until(
+                lambda: _local_completed(data_dir) >= len(keys),
+                60,
+                0.1,
+                "the worker to write every COMPLETED payment to its RocksDB",
+            )
+            poll_until(
+                lambda: _PAYMENT_SEND_FAILED in worker.log_tail(10_000_000),
+                60,
+                0.2,
+                "a PaymentDB changelog record to fail",
+            )
             assert worker.proc is not None
             os.killpg(worker.proc.pid, signal.SIGTERM)
             # The agents stop (their failed records are not sent again); the consumer's final
             # commit needs the broker: let it back only then, so the stop is a clean one.
-            poll_until(lambda: _AGENTS_STOPPED in worker.log_tail(10_000_000), 60, 0.2,
-                       "the agents to stop")  # fmt: skip
+            poll_until(
+                lambda: _AGENTS_STOPPED in worker.log_tail(10_000_000),
+                60,
+                0.2,
+                "the agents to stop",
+            )
         finally:
             os.kill(pid, signal.SIGCONT)
         code = worker.proc.wait(120)
         log = worker.log_tail(10_000_000)
         assert code == 0, log[-3000:]  # a graceful stop, not the harness's SIGKILL
         assert "local tables not marked clean" in log, log[-3000:]
-        behind = {oid for oid, status in _last_payment_status(bootstrap, order_ids).items()
-                  if status != "COMPLETED"}  # fmt: skip
+        behind = {
+            oid
+            for oid, status in _last_payment_status(bootstrap, order_ids).items()
+            if status != "COMPLETED"
+        }
         # Usually most are; a produce request the client gave up on may still have reached the
         # frozen broker's socket and been appended at SIGCONT. The worker cannot know which: the
         # failure alone must keep it from trusting its stores.
         print(f"{len(behind)} of {len(order_ids)} PaymentDB changelog entries behind at the stop")
         set_faults(gateway)
-        worker = start_worker(tmp_path, bootstrap, gateway, name="w1-restarted",
-                              data_dir=data_dir, extra=extra, timeout=180)  # fmt: skip
+        worker = start_worker(
+            tmp_path,
+            bootstrap,
+            gateway,
+            name="w1-restarted",
+            data_dir=data_dir,
+            extra=extra,
+            timeout=180,
+        )
         finals = {oid: get_terminal(worker.meta["url"], oid, timeout=120) for oid in order_ids}
         assert {f["status"] for f in finals.values()} == {"PAID"}, finals
         _wait_settled(bootstrap, order_ids, 60)

@@ -33,8 +33,11 @@ from tests.kafka_helpers import handled_place_command, read_topic
 from tests.orders_client import get_terminal, ledger_stats, order_body, place, set_faults
 
 TOKENS = ["tok_visa", "tok_visa", "tok_chargeDeclined", "tok_visa", "tok_chargeDeclinedExpiredCard"]
-EXPECTED = {"tok_visa": "PAID", "tok_chargeDeclined": "PAYMENT_FAILED",
-            "tok_chargeDeclinedExpiredCard": "PAYMENT_FAILED"}  # fmt: skip
+EXPECTED = {
+    "tok_visa": "PAID",
+    "tok_chargeDeclined": "PAYMENT_FAILED",
+    "tok_chargeDeclinedExpiredCard": "PAYMENT_FAILED",
+}
 
 
 def _place_many(url: str, count: int, prefix: str) -> list[tuple[str, str, str]]:
@@ -65,8 +68,11 @@ def _assert_exactly_once(
 
 
 # Short gateway deadlines and stall detection, so faults play out in seconds.
-_FAST = {"ORDERFLOW_GATEWAY_DEADLINE": "3", "ORDERFLOW_GATEWAY_TIMEOUT": "1",
-         "ORDERFLOW_STALL_AFTER": "4"}  # fmt: skip
+_FAST = {
+    "ORDERFLOW_GATEWAY_DEADLINE": "3",
+    "ORDERFLOW_GATEWAY_TIMEOUT": "1",
+    "ORDERFLOW_STALL_AFTER": "4",
+}
 
 
 def _worker(tmp: Path, bootstrap: str, gateway: str, name: str) -> ManagedProcess:
@@ -87,8 +93,13 @@ def test_worker_stopped_mid_flight_then_restarted_settles_every_order_exactly_on
         set_faults(gateway, latency_ms=400, latency_jitter_ms=300)  # keep charges in flight
         # Small payment batches: a graceful stop finishes its current batch, and the orders
         # queued behind it must still be waiting when the worker goes.
-        first = start_worker(tmp_path, kafka_bootstrap, gateway, name="victim",
-                             extra={**_FAST, "ORDERFLOW_PAYMENT_BATCH": "4"})  # fmt: skip
+        first = start_worker(
+            tmp_path,
+            kafka_bootstrap,
+            gateway,
+            name="victim",
+            extra={**_FAST, "ORDERFLOW_PAYMENT_BATCH": "4"},
+        )
         orders = _place_many(first.meta["url"], 40, f"{stop}-{tmp_path.name}")
         # Stop while payments are in flight: some charged, some not, some answers unread.
         poll_until(lambda: ledger_stats(gateway)["charges"] >= 3, 30, what="first charges")
@@ -102,8 +113,9 @@ def test_worker_stopped_mid_flight_then_restarted_settles_every_order_exactly_on
         set_faults(gateway)
         # A fresh data dir: OrderDB and PaymentDB must be rebuilt from their changelogs.
         data_dir = None if fresh_data_dir else first.meta["data_dir"]
-        second = start_worker(tmp_path, kafka_bootstrap, gateway, name="survivor",
-                              data_dir=data_dir, extra=_FAST)  # fmt: skip
+        second = start_worker(
+            tmp_path, kafka_bootstrap, gateway, name="survivor", data_dir=data_dir, extra=_FAST
+        )
         try:
             _assert_exactly_once(second.meta["url"], gateway, orders, kafka_bootstrap)
             # The restarted OrderDB still knows every idempotency key: replays give the same order.
@@ -156,8 +168,7 @@ def test_total_gateway_outage_leaves_orders_waiting_then_completes_them(
     # Every order was tried and its payment recorded UNKNOWN (may have been charged: ask
     # again later), never FAILED.
     ids = {order_id for _, order_id, _ in orders}
-    poll_until(lambda: _all_waiting(kafka_bootstrap, ids), 60, 0.5,
-               "every payment to be UNKNOWN")  # fmt: skip
+    poll_until(lambda: _all_waiting(kafka_bootstrap, ids), 60, 0.5, "every payment to be UNKNOWN")
     statuses: list[Any] = [get_status(url, order_id) for _, order_id, _ in orders]
     assert statuses == ["PENDING"] * len(orders)
     assert ledger_stats(gateway)["charges"] == 0
@@ -199,8 +210,9 @@ async def _write_changelog(bootstrap: str, order: Order) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(changelog_topic("OrderDB"), key=order.order_id.encode(),
-                                     value=order_to_bytes(order))  # fmt: skip
+        await producer.send_and_wait(
+            changelog_topic("OrderDB"), key=order.order_id.encode(), value=order_to_bytes(order)
+        )
     finally:
         await producer.stop()
 
@@ -214,8 +226,19 @@ def test_order_stored_but_never_published_is_nudged_to_completion(
     now = rfc3339(time.time())
     items = (LineItem("SKU-1", 1, 500),)
     # (placed by the test client: with API keys on, an order with no owner is nobody's to read)
-    order = Order(order_id, "c-1", "EUR", items, 500, OrderStatus.PENDING, now, now,
-                  "fingerprint", "request", client_id=TEST_CLIENT)  # fmt: skip
+    order = Order(
+        order_id,
+        "c-1",
+        "EUR",
+        items,
+        500,
+        OrderStatus.PENDING,
+        now,
+        now,
+        "fingerprint",
+        "request",
+        client_id=TEST_CLIENT,
+    )
     sandbox = start_sandbox(tmp_path)
     try:
         # A first worker creates the topics and leaves; the order appears while nobody owns it
@@ -249,8 +272,9 @@ def test_rebalances_while_orders_are_in_flight_settle_every_order_exactly_once(
             # Orders keep arriving at the first worker while a second one joins (a rebalance
             # moves half the partitions, with payments in flight on them).
             early = background.submit(_place_many, first.meta["url"], 30, f"rb1-{tmp_path.name}")
-            poll_until(lambda: ledger_stats(gateway)["charge_requests"] >= 3, 30,
-                       what="payments in flight")  # fmt: skip
+            poll_until(
+                lambda: ledger_stats(gateway)["charge_requests"] >= 3, 30, what="payments in flight"
+            )
             second = _worker(tmp_path, kafka_bootstrap, gateway, "second")
             orders = early.result()
         orders += _place_many(second.meta["url"], 20, f"rb2-{tmp_path.name}")

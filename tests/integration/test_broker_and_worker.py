@@ -28,8 +28,9 @@ async def _round_trip(bootstrap: str) -> list[tuple[bytes, bytes]]:
             await producer.send_and_wait(topic, key=f"k{i}".encode(), value=f"v{i}".encode())
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest")  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
     await consumer.start()
     got: list[tuple[bytes, bytes]] = []
     try:

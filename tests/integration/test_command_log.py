@@ -73,15 +73,22 @@ def test_the_nudge_knows_a_command_below_the_log_start_is_gone_without_reading_i
 
     async def run() -> None:
         topic = await _topic_with_records(kafka_bootstrap, 0)
-        old, new = (next(f"ord-{name}-{i}" for i in range(100)
-                         if order_partition(f"ord-{name}-{i}", 2) == 1) for name in ("a", "b"))  # fmt: skip
+        old, new = (
+            next(
+                f"ord-{name}-{i}" for i in range(100) if order_partition(f"ord-{name}-{i}", 2) == 1
+            )
+            for name in ("a", "b")
+        )
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
         await producer.start()
         try:
             for offset in range(30):
                 order_id = {5: old, 25: new}.get(offset)
-                value = (encode_event(place_command(order_id=order_id, payment_token=f"tok-{offset}"))
-                         if order_id else b"filler")  # fmt: skip
+                value = (
+                    encode_event(place_command(order_id=order_id, payment_token=f"tok-{offset}"))
+                    if order_id
+                    else b"filler"
+                )
                 await producer.send_and_wait(topic, value, key=b"k", partition=1)
         finally:
             await producer.stop()
@@ -97,13 +104,20 @@ def test_the_nudge_knows_a_command_below_the_log_start_is_gone_without_reading_i
 
         log.read = recorded  # type: ignore[method-assign]
         rows, sent = FakeOrders(), _Sent()
-        service = OrderService(rows, sent, PassingDeadLetters(), OrderWatch(),  # type: ignore[arg-type]
-                               StalledOrders(1.0, partitions=2), commands=log)  # fmt: skip
+        service = OrderService(
+            rows,  # type: ignore[arg-type]
+            sent,
+            PassingDeadLetters(),  # type: ignore[arg-type]
+            OrderWatch(),  # type: ignore[arg-type]
+            StalledOrders(1.0, partitions=2),
+            commands=log,
+        )
         try:
             assert await log.beginning(1) == 20
             for order_id, offset in ((old, 5), (new, 25)):
-                order = dataclasses.replace(pending_order(), order_id=order_id,
-                                            command_offset=offset)  # fmt: skip
+                order = dataclasses.replace(
+                    pending_order(), order_id=order_id, command_offset=offset
+                )
                 rows.put(order)
                 service.stalled.track(order, 1e10)
 

@@ -23,7 +23,7 @@ from tests.harness import (
     poll_until,
     start_sandbox,
     start_worker,
-)  # fmt: skip
+)
 from tests.kafka_helpers import partitions_of, read_topic
 from tests.orders_client import get_terminal, order_body, place
 
@@ -37,8 +37,13 @@ def dlq_stack(
     tmp = tmp_path_factory.mktemp("dlq")
     sandbox = start_sandbox(tmp)
     try:
-        worker = start_worker(tmp, kafka_bootstrap, sandbox.meta["url"], name="dlq",
-                              extra={"ORDERFLOW_STUCK_AFTER": str(_STUCK_AFTER)})  # fmt: skip
+        worker = start_worker(
+            tmp,
+            kafka_bootstrap,
+            sandbox.meta["url"],
+            name="dlq",
+            extra={"ORDERFLOW_STUCK_AFTER": str(_STUCK_AFTER)},
+        )
         try:
             yield worker
         finally:
@@ -58,8 +63,9 @@ async def _set_max_message_bytes(bootstrap: str, value: str | None) -> None:
     try:
         # None restores the broker default (1 MiB) for the topic.
         configs = {"max.message.bytes": value or "1048588"}
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, DEAD_LETTERS,
-                                                  configs=configs)])  # fmt: skip
+        await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, DEAD_LETTERS, configs=configs)]
+        )
     finally:
         await admin.close()
 
@@ -143,8 +149,12 @@ def test_health_reports_an_agent_stuck_on_an_unreachable_dead_letter_topic_until
     key = f"stuck-{uuid.uuid4()}".encode()
     asyncio.run(_delete_topic(kafka_bootstrap))
     try:
-        poll_until(lambda: not _dead_letter_topic_exists(kafka_bootstrap), 30, 0.3,
-                   "the dead-letter topic to be gone")  # fmt: skip
+        poll_until(
+            lambda: not _dead_letter_topic_exists(kafka_bootstrap),
+            30,
+            0.3,
+            "the dead-letter topic to be gone",
+        )
         asyncio.run(_produce(kafka_bootstrap, key, b"not json at all"))
         body = poll_until(lambda: _stuck_health(worker), 60, 0.5, "/health to answer 503")
         stuck = body["stuck"]
@@ -155,11 +165,19 @@ def test_health_reports_an_agent_stuck_on_an_unreachable_dead_letter_topic_until
         assert first["seconds"] >= _STUCK_AFTER, body
     finally:
         if not _dead_letter_topic_exists(kafka_bootstrap):
-            poll_until(lambda: _try_create(kafka_bootstrap, partitions), 60, 0.5,
-                       "the dead-letter topic to be created again")  # fmt: skip
+            poll_until(
+                lambda: _try_create(kafka_bootstrap, partitions),
+                60,
+                0.5,
+                "the dead-letter topic to be created again",
+            )
     # The dead letter goes through once the topic is back, and health is green again.
-    poll_until(lambda: any(r.key == key for r in read_topic(kafka_bootstrap, DEAD_LETTERS)),
-               90, 0.5, "the dead letter to arrive")  # fmt: skip
+    poll_until(
+        lambda: any(r.key == key for r in read_topic(kafka_bootstrap, DEAD_LETTERS)),
+        90,
+        0.5,
+        "the dead letter to arrive",
+    )
     poll_until(lambda: _health(worker)[0] == 200, 60, 0.5, "/health to answer 200 again")
 
 

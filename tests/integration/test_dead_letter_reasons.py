@@ -40,10 +40,11 @@ async def _produce(bootstrap: str, topic: str, key: bytes, value: bytes) -> None
 
 def _letter_for(bootstrap: str, key: bytes, source: str) -> Record:
     letters = wait_for_records(
-        bootstrap, DEAD_LETTERS,
+        bootstrap,
+        DEAD_LETTERS,
         lambda r: r.key == key and dict(r.headers).get(DLQ_HEADER_TOPIC) == source.encode(),
         timeout=60,
-    )  # fmt: skip
+    )
     assert len(letters) == 1, letters
     return letters[0]
 
@@ -57,8 +58,15 @@ def test_a_valid_order_created_under_another_key_is_dead_lettered_and_never_char
 ) -> None:
     _, sandbox = stack
     order_id = f"ord_{uuid.uuid4().hex}"
-    event = OrderCreated(order_id, "c-1", "EUR", 3998, (LineItem("SKU-1", 2, 1999),), "tok_visa",
-                         rfc3339(1_790_000_000.0))  # fmt: skip
+    event = OrderCreated(
+        order_id,
+        "c-1",
+        "EUR",
+        3998,
+        (LineItem("SKU-1", 2, 1999),),
+        "tok_visa",
+        rfc3339(1_790_000_000.0),
+    )
     wrong_key = f"ord_{uuid.uuid4().hex}".encode()
     value = encode_event(event)
     asyncio.run(_produce(kafka_bootstrap, ORDER_CREATED, wrong_key, value))
@@ -75,8 +83,9 @@ def test_a_payment_result_for_an_unknown_order_is_dead_lettered(
 ) -> None:
     order_id = f"ord_{uuid.uuid4().hex}"
     completed = PaymentCompleted(order_id, 3998, "EUR", "ch_nobody", rfc3339(1_790_000_000.0))
-    asyncio.run(_produce(kafka_bootstrap, PAYMENT_COMPLETED, order_id.encode(),
-                         encode_event(completed)))  # fmt: skip
+    asyncio.run(
+        _produce(kafka_bootstrap, PAYMENT_COMPLETED, order_id.encode(), encode_event(completed))
+    )
     letter = _letter_for(kafka_bootstrap, order_id.encode(), PAYMENT_COMPLETED)
     assert _reason(letter) == "payment result for an unknown order"
 
@@ -89,13 +98,23 @@ def test_a_payment_result_contradicting_a_paid_order_is_dead_lettered_and_change
     order_id = place(url, order_body(), f"contra-{uuid.uuid4()}")["order_id"]
     paid = get_terminal(url, order_id)
     assert paid["status"] == "PAID"
-    failed = PaymentFailed(order_id, 3998, "EUR", DECLINE_MESSAGES["card_declined"],
-                           rfc3339(1_790_000_000.0), "ch_other")  # fmt: skip
+    failed = PaymentFailed(
+        order_id,
+        3998,
+        "EUR",
+        DECLINE_MESSAGES["card_declined"],
+        rfc3339(1_790_000_000.0),
+        "ch_other",
+    )
     asyncio.run(_produce(kafka_bootstrap, PAYMENT_FAILED, order_id.encode(), encode_event(failed)))
     letter = _letter_for(kafka_bootstrap, order_id.encode(), PAYMENT_FAILED)
     assert _reason(letter).startswith("refused: "), _reason(letter)
     assert get_terminal(url, order_id) == paid
     # Nothing else about the order was dead-lettered (the order itself went through cleanly).
-    others = [r for r in read_topic(kafka_bootstrap, DEAD_LETTERS) if r.key == order_id.encode()
-              and dict(r.headers).get(DLQ_HEADER_TOPIC) != PAYMENT_FAILED.encode()]  # fmt: skip
+    others = [
+        r
+        for r in read_topic(kafka_bootstrap, DEAD_LETTERS)
+        if r.key == order_id.encode()
+        and dict(r.headers).get(DLQ_HEADER_TOPIC) != PAYMENT_FAILED.encode()
+    ]
     assert others == []

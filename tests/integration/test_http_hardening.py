@@ -28,7 +28,7 @@ from tests.harness import (
     poll_until,
     start_sandbox,
     start_worker,
-)  # fmt: skip
+)
 from tests.orders_client import order_body
 
 _CAPS = {"ORDERFLOW_MAX_LONG_POLLS": "60", "ORDERFLOW_MAX_LONG_POLLS_PER_CLIENT": "40"}
@@ -43,10 +43,19 @@ def pair(
     sandbox = start_sandbox(tmp)
     workers: list[ManagedProcess] = []
     try:
-        workers.append(start_worker(tmp, kafka_bootstrap, sandbox.meta["url"], name="edge",
-                                    extra=_CAPS))  # fmt: skip
-        workers.append(start_worker(tmp, kafka_bootstrap, sandbox.meta["url"], name="owner",
-                                    extra=_CAPS, wait_ready=False))  # fmt: skip
+        workers.append(
+            start_worker(tmp, kafka_bootstrap, sandbox.meta["url"], name="edge", extra=_CAPS)
+        )
+        workers.append(
+            start_worker(
+                tmp,
+                kafka_bootstrap,
+                sandbox.meta["url"],
+                name="owner",
+                extra=_CAPS,
+                wait_ready=False,
+            )
+        )
         seen = _ready_answers_until_200(workers[1].meta["url"])
         urls = [w.meta["url"] for w in workers]
         poll_until(lambda: all(_ready(u) for u in urls), 90, 0.3, "both workers ready")
@@ -81,8 +90,9 @@ def _ready_answers_until_200(url: str) -> list[tuple[int, Any, str | None]]:
 
 def _owned_by_other_worker(edge: str, order_id: str) -> bool:
     """The edge refuses (503) a forwarded request for an order it does not own; 404 if it owns."""
-    status, _, _ = http_json("GET", f"{edge}/orders/{order_id}",
-                             headers=forwarded_headers("GET", f"/orders/{order_id}"))  # fmt: skip
+    status, _, _ = http_json(
+        "GET", f"{edge}/orders/{order_id}", headers=forwarded_headers("GET", f"/orders/{order_id}")
+    )
     assert status in (404, 503), status
     return status == 503
 
@@ -115,15 +125,20 @@ def _raw_http(url: str, head: bytes, *segments: bytes, pause: float = 0.3) -> tu
 
 
 def _post_head(headers: dict[str, str]) -> bytes:
-    lines = ["POST /orders HTTP/1.1", "Host: test", "Connection: close",
-             "Content-Type: application/json", f"Authorization: Bearer {TEST_API_KEY}",
-             ] + [f"{k}: {v}" for k, v in headers.items()]  # fmt: skip
+    lines = [
+        "POST /orders HTTP/1.1",
+        "Host: test",
+        "Connection: close",
+        "Content-Type: application/json",
+        f"Authorization: Bearer {TEST_API_KEY}",
+    ] + [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def test_body_sent_in_two_tcp_segments_is_read_whole(pair: dict[str, Any]) -> None:
-    items = [{"sku": f"SKU-{i:03d}-" + "x" * 50, "quantity": 1, "unit_amount": 100}
-             for i in range(40)]  # fmt: skip
+    items = [
+        {"sku": f"SKU-{i:03d}-" + "x" * 50, "quantity": 1, "unit_amount": 100} for i in range(40)
+    ]
     body = orjson.dumps(order_body() | {"items": items})  # about 3 KB
     assert len(body) > 3000
     head = _post_head({"Content-Length": str(len(body)), "Idempotency-Key": str(uuid.uuid4())})
@@ -201,10 +216,16 @@ def test_long_poll_flood_gets_429s_while_posts_still_succeed(pair: dict[str, Any
         polls = [pool.submit(long_poll, order_id) for order_id in unknown]
         # The first refusals come back at once; the polls still held keep their slots.
         poll_until(lambda: sum(p.done() for p in polls) >= 100, 30, what="refused long-polls")
-        local = http_json("POST", f"{edge}/orders", order_body(),
-                          {"Idempotency-Key": str(uuid.uuid4())}, timeout=30)  # fmt: skip
-        forwarded = http_json("POST", f"{edge}/orders", order_body(),
-                              {"Idempotency-Key": forwarded_key}, timeout=30)  # fmt: skip
+        local = http_json(
+            "POST",
+            f"{edge}/orders",
+            order_body(),
+            {"Idempotency-Key": str(uuid.uuid4())},
+            timeout=30,
+        )
+        forwarded = http_json(
+            "POST", f"{edge}/orders", order_body(), {"Idempotency-Key": forwarded_key}, timeout=30
+        )
         held_while_posting = sum(not p.done() for p in polls)
         answers = [p.result() for p in polls]
     refused = [a for a in answers if a[0] == 429]

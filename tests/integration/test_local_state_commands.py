@@ -22,8 +22,12 @@ def test_app_command_leaves_an_uncleanly_stopped_data_dir_alone(tmp_path: Path) 
     env["ORDERFLOW_DATA_DIR"] = str(data_dir)
     env["ORDERFLOW_GATEWAY"] = "sandbox"  # the app is built at import: a worker's settings
     env["ORDERFLOW_KAFKA_BOOTSTRAP"] = "127.0.0.1:1"  # nothing may need a broker
-    done = subprocess.run([sys.executable, "-m", "faust", "-A", "orderflow.app", "trace", "--help"],
-                          env=env, capture_output=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "faust", "-A", "orderflow.app", "trace", "--help"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
     assert b"trace" in done.stdout
     assert (store / "000004.log").read_bytes() == b"local only"

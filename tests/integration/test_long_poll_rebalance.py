@@ -21,7 +21,7 @@ from tests.harness import (
     poll_until,
     start_sandbox,
     start_worker,
-)  # fmt: skip
+)
 from tests.orders_client import place, set_faults
 
 PARTITIONS = 8
@@ -54,10 +54,19 @@ def test_long_polls_spanning_a_partition_move_never_answer_404(
     try:
         # Every charge hangs: the orders stay PENDING, so every long-poll waits its full time.
         set_faults(gateway, timeout_rate=1.0, hang_s=120)
-        orders = [place(first.meta["url"], {"customer_id": "c-1", "currency": "EUR",
-                        "items": [{"sku": "S", "quantity": 1, "unit_amount": 100}],
-                        "payment": {"token": "tok_visa"}}, key)["order_id"]
-                  for key in _one_key_per_partition().values()]  # fmt: skip
+        orders = [
+            place(
+                first.meta["url"],
+                {
+                    "customer_id": "c-1",
+                    "currency": "EUR",
+                    "items": [{"sku": "S", "quantity": 1, "unit_amount": 100}],
+                    "payment": {"token": "tok_visa"},
+                },
+                key,
+            )["order_id"]
+            for key in _one_key_per_partition().values()
+        ]
         assert {_partition(o) for o in orders} == set(range(PARTITIONS))
         stop = threading.Event()
         answers: list[tuple[str, int, object]] = []
@@ -79,17 +88,31 @@ def test_long_polls_spanning_a_partition_move_never_answer_404(
             before_move = len(answers)
             second = start_worker(tmp_path, kafka_bootstrap, gateway, name="second")
             urls = [first.meta["url"], second.meta["url"]]
-            poll_until(lambda: all(http_json("GET", f"{u}/ready")[0] == 200 for u in urls),
-                       90, 0.3, "both workers ready")  # fmt: skip
+            poll_until(
+                lambda: all(http_json("GET", f"{u}/ready")[0] == 200 for u in urls),
+                90,
+                0.3,
+                "both workers ready",
+            )
             settled_at = len(answers)
             # Let every poll that spanned the move come back, and a few more after it.
-            poll_until(lambda: len(answers) >= settled_at + 2 * len(orders), 60,
-                       what="long-polls after the move")  # fmt: skip
+            poll_until(
+                lambda: len(answers) >= settled_at + 2 * len(orders),
+                60,
+                what="long-polls after the move",
+            )
             stop.set()
         # The partitions really moved: the first worker no longer owns some of the orders.
-        moved = [o for o in orders if http_json(
-            "GET", f"{first.meta['url']}/orders/{o}",
-            headers=forwarded_headers("GET", f"/orders/{o}"))[0] == 503]  # fmt: skip
+        moved = [
+            o
+            for o in orders
+            if http_json(
+                "GET",
+                f"{first.meta['url']}/orders/{o}",
+                headers=forwarded_headers("GET", f"/orders/{o}"),
+            )[0]
+            == 503
+        ]
         assert moved, "no partition moved to the second worker"
         statuses = [status for _, status, _ in answers]
         assert 404 not in statuses, [a for a in answers if a[1] == 404]

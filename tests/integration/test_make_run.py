@@ -30,14 +30,21 @@ def test_make_run_script_serves_orders_through_the_embedded_sandbox_and_stops_on
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
     # The broker answers, so the script starts none; no gateway chosen: the script asks for the
     # embedded sandbox.
-    env.update({
-        "ORDERFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "ORDERFLOW_WEB_PORT": str(port),
-        "ORDERFLOW_DATA_DIR": str(tmp_path / "data"),
-        "ORDERFLOW_SANDBOX_DB": str(ledger),
-    })  # fmt: skip
-    run = ManagedProcess("make-run", ["bash", str(REPO / "scripts" / "run.sh")], env,
-                         tmp_path / "make-run.log", meta={"url": f"http://127.0.0.1:{port}"})  # fmt: skip
+    env.update(
+        {
+            "ORDERFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "ORDERFLOW_WEB_PORT": str(port),
+            "ORDERFLOW_DATA_DIR": str(tmp_path / "data"),
+            "ORDERFLOW_SANDBOX_DB": str(ledger),
+        }
+    )
+    run = ManagedProcess(
+        "make-run",
+        ["bash", str(REPO / "scripts" / "run.sh")],
+        env,
+        tmp_path / "make-run.log",
+        meta={"url": f"http://127.0.0.1:{port}"},
+    )
     run.start()
     try:
         wait_worker_ready(run)
@@ -56,10 +63,12 @@ def test_make_run_script_serves_orders_through_the_embedded_sandbox_and_stops_on
         assert "payment gateway: sandbox" in run.log_tail(100_000)  # asked for by run.sh
         assert http_json("GET", f"{url}/ready")[1]["gateway"] == "sandbox"
         with sqlite3.connect(ledger) as db:
-            rows = dict(db.execute(
-                "SELECT order_id, status FROM charges WHERE order_id IN (?, ?)",
-                (paid["order_id"], declined["order_id"]),
-            ).fetchall())  # fmt: skip
+            rows = dict(
+                db.execute(
+                    "SELECT order_id, status FROM charges WHERE order_id IN (?, ?)",
+                    (paid["order_id"], declined["order_id"]),
+                ).fetchall()
+            )
         assert rows == {paid["order_id"]: "succeeded", declined["order_id"]: "failed"}
         # Ctrl-C in a terminal signals the whole foreground group: the script and its worker.
         assert run.proc is not None

@@ -29,13 +29,16 @@ from tests.harness import (
     poll_until,
     start_sandbox,
     start_worker,
-)  # fmt: skip
+)
 from tests.kafka_helpers import read_topic
 from tests.orders_client import get_terminal, ledger_stats, order_body, place, set_faults
 
 # Short gateway timeouts (a 1.5 s latency fault outlives every attempt) and a quick stall nudge.
-_FAST = {"ORDERFLOW_GATEWAY_TIMEOUT": "1", "ORDERFLOW_GATEWAY_DEADLINE": "3",
-         "ORDERFLOW_STALL_AFTER": "3"}  # fmt: skip
+_FAST = {
+    "ORDERFLOW_GATEWAY_TIMEOUT": "1",
+    "ORDERFLOW_GATEWAY_DEADLINE": "3",
+    "ORDERFLOW_STALL_AFTER": "3",
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +48,7 @@ def settling_stack(
     tmp = tmp_path_factory.mktemp("settling")
     sandbox = start_sandbox(tmp)
     try:
-        worker = start_worker(tmp, kafka_bootstrap, sandbox.meta["url"], name="settle",
-                              extra=_FAST)  # fmt: skip
+        worker = start_worker(tmp, kafka_bootstrap, sandbox.meta["url"], name="settle", extra=_FAST)
         try:
             yield worker, sandbox
         finally:
@@ -69,17 +71,40 @@ def _payment_history(bootstrap: str, order_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def _insert_ledger_row(db: Path, order_key: str, *, order_id: str, amount: int, currency: str,
-                       source: str) -> str:  # fmt: skip
+def _insert_ledger_row(
+    db: Path, order_key: str, *, order_id: str, amount: int, currency: str, source: str
+) -> str:
     """Write a succeeded charge under ``order_key`` into the sandbox's ledger, as another client
     of the same gateway account would have (through the sandbox's own ``Ledger``)."""
     charge_id = f"ch_{uuid.uuid4().hex}"
     # The sandbox's canonical form of the request parameters (it compares them on a reused key).
-    params = json.dumps({"amount": amount, "currency": currency, "metadata": {"order_id": order_id},
-                         "source": source}, sort_keys=True, separators=(",", ":"))  # fmt: skip
+    params = json.dumps(
+        {
+            "amount": amount,
+            "currency": currency,
+            "metadata": {"order_id": order_id},
+            "source": source,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     now = time.time()
-    row = ChargeRow(charge_id, order_key, params, order_id, amount, currency, source, "succeeded",
-                    None, None, 200, "", int(now), now)  # fmt: skip
+    row = ChargeRow(
+        charge_id,
+        order_key,
+        params,
+        order_id,
+        amount,
+        currency,
+        source,
+        "succeeded",
+        None,
+        None,
+        200,
+        "",
+        int(now),
+        now,
+    )
     row = dataclasses.replace(row, response_body=json.dumps(row.to_charge()))
 
     async def insert() -> None:
@@ -105,9 +130,14 @@ def test_lost_answer_goes_unknown_then_the_lookup_settles_it_without_a_second_ch
     body = order_body()
     # The gateway charged this very request, and every answer the worker gets is a 5xx (its
     # answer was lost): the payment must go UNKNOWN, and the reconciler's lookup must settle it.
-    charged = _insert_ledger_row(sandbox.meta["db"], idempotency_key_for(order_id),
-                                 order_id=order_id, amount=_amount(body), currency="EUR",
-                                 source="tok_visa")  # fmt: skip
+    charged = _insert_ledger_row(
+        sandbox.meta["db"],
+        idempotency_key_for(order_id),
+        order_id=order_id,
+        amount=_amount(body),
+        currency="EUR",
+        source="tok_visa",
+    )
     set_faults(gateway, error_rate=1.0)
     try:
         place(worker.meta["url"], body, key)
@@ -152,9 +182,14 @@ def test_refused_retry_after_an_earlier_charge_is_settled_from_the_gateways_reco
     body = order_body()
     # An earlier attempt for this order charged with other parameters (another token): the
     # worker's request with the same key is refused (400 idempotency_error).
-    earlier = _insert_ledger_row(sandbox.meta["db"], idempotency_key_for(order_id),
-                                 order_id=order_id, amount=_amount(body), currency="EUR",
-                                 source="tok_visa_earlier")  # fmt: skip
+    earlier = _insert_ledger_row(
+        sandbox.meta["db"],
+        idempotency_key_for(order_id),
+        order_id=order_id,
+        amount=_amount(body),
+        currency="EUR",
+        source="tok_visa_earlier",
+    )
     order = place(worker.meta["url"], body, key)
     assert order["order_id"] == order_id
     final = get_terminal(worker.meta["url"], order_id)
@@ -173,9 +208,14 @@ def test_a_foreign_charge_under_the_key_never_makes_the_order_paid_nor_charges_a
     key = f"foreign-{uuid.uuid4()}"
     order_id = key_order_id(key)
     # Another deployment sharing the gateway account used the same key for another order.
-    foreign = _insert_ledger_row(sandbox.meta["db"], idempotency_key_for(order_id),
-                                 order_id="ord_of_another_deployment", amount=100,
-                                 currency="USD", source="tok_visa")  # fmt: skip
+    foreign = _insert_ledger_row(
+        sandbox.meta["db"],
+        idempotency_key_for(order_id),
+        order_id="ord_of_another_deployment",
+        amount=100,
+        currency="USD",
+        source="tok_visa",
+    )
     place(worker.meta["url"], order_body(), key)
     letters = poll_until(
         lambda: [
@@ -191,8 +231,15 @@ def test_a_foreign_charge_under_the_key_never_makes_the_order_paid_nor_charges_a
     assert history[-1]["status"] == "INCONSISTENT", history
     requests = _charge_requests(gateway, order_id)
     # The stall watchdog publishes order.created again: that must not charge again.
-    poll_until(lambda: "publishing order.created again" in worker.log_tail(200_000)
-               and order_id in worker.log_tail(200_000), 60, 0.5, "a stall nudge")  # fmt: skip
+    poll_until(
+        lambda: (
+            "publishing order.created again" in worker.log_tail(200_000)
+            and order_id in worker.log_tail(200_000)
+        ),
+        60,
+        0.5,
+        "a stall nudge",
+    )
     status, current, _ = http_json("GET", f"{worker.meta['url']}/orders/{order_id}")
     assert status == 200 and current["status"] == "PENDING", current
     assert _charge_requests(gateway, order_id) == requests

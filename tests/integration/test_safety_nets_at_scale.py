@@ -43,22 +43,42 @@ from tests.harness import (
     poll_until,
     start_sandbox,
     start_worker,
-)  # fmt: skip
+)
 from tests.kafka_helpers import handled_place_command
 from tests.orders_client import get_terminal, ledger_stats
 
-_TOPICS = (ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED, PAYMENT_RECONCILE,
-           DEAD_LETTERS, changelog_topic("OrderDB"), changelog_topic("PaymentDB"))  # fmt: skip
+_TOPICS = (
+    ORDER_COMMANDS,
+    ORDER_CREATED,
+    PAYMENT_COMPLETED,
+    PAYMENT_FAILED,
+    PAYMENT_RECONCILE,
+    DEAD_LETTERS,
+    changelog_topic("OrderDB"),
+    changelog_topic("PaymentDB"),
+)
 _ROWS = 200_000
 _NUDGE = "still PENDING: publishing order.created again"
 
 
-def _order(order_id: str, status: OrderStatus, updated: float,
-           command_offset: int | None = None) -> Order:  # fmt: skip
+def _order(
+    order_id: str, status: OrderStatus, updated: float, command_offset: int | None = None
+) -> Order:
     at = rfc3339(updated)
-    return Order(order_id, "c-1", "EUR", (LineItem("SKU-1", 1, 500),), 500, status,
-                 at, at, "fingerprint", "request", command_offset=command_offset,
-                 client_id=TEST_CLIENT)  # fmt: skip
+    return Order(
+        order_id,
+        "c-1",
+        "EUR",
+        (LineItem("SKU-1", 1, 500),),
+        500,
+        status,
+        at,
+        at,
+        "fingerprint",
+        "request",
+        command_offset=command_offset,
+        client_id=TEST_CLIENT,
+    )
 
 
 def _stalled(bootstrap: str, order_id: str, updated: float) -> Order:
@@ -81,15 +101,18 @@ async def _create_topics(bootstrap: str) -> None:
 
 async def _write_tables(bootstrap: str, orders: list[Order], payments: list[PaymentRecord]) -> None:
     """Changelog rows as Faust writes them (same key bytes, same partitioner), in batches."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
-                                max_batch_size=1_000_000)  # fmt: skip
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1_000_000
+    )
     await producer.start()
     try:
         rows = [(changelog_topic("OrderDB"), o.order_id, order_to_bytes(o)) for o in orders]
         rows += [(changelog_topic("PaymentDB"), p.order_id, payment_to_bytes(p)) for p in payments]
         for start in range(0, len(rows), 20_000):
-            futures = [await producer.send(topic, key=key.encode(), value=value)
-                       for topic, key, value in rows[start:start + 20_000]]  # fmt: skip
+            futures = [
+                await producer.send(topic, key=key.encode(), value=value)
+                for topic, key, value in rows[start : start + 20_000]
+            ]
             await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -108,8 +131,9 @@ def _seed_orderdb(data_dir: Path, orders: list[Order], partitions: int = 8) -> N
 
     tables = data_dir / "v1" / "tables"
     tables.mkdir(parents=True)
-    dbs = {p: Rdict(str(tables / f"OrderDB-{p}.db"), Options(raw_mode=True))
-           for p in range(partitions)}  # fmt: skip
+    dbs = {
+        p: Rdict(str(tables / f"OrderDB-{p}.db"), Options(raw_mode=True)) for p in range(partitions)
+    }
     try:
         for order in orders:
             key = order.order_id.encode()
@@ -127,17 +151,24 @@ def test_worker_answers_while_it_reads_200k_orders_and_nudges_the_stalled_one(
 ) -> None:
     now = time.time()
     stalled_id = "ord_" + uuid.uuid4().hex
-    orders = [_order(f"ord_{uuid.uuid4().hex}", OrderStatus.PAID, now - 3600)
-              for _ in range(_ROWS - 1)]  # fmt: skip
+    orders = [
+        _order(f"ord_{uuid.uuid4().hex}", OrderStatus.PAID, now - 3600) for _ in range(_ROWS - 1)
+    ]
     asyncio.run(_create_topics(kafka_bootstrap))
     orders.append(_stalled(kafka_bootstrap, stalled_id, now - 60))  # placed, never published
     data_dir = tmp_path / "data-big"
     _seed_orderdb(data_dir, orders)
     del orders
     sandbox = start_sandbox(tmp_path)
-    worker = start_worker(tmp_path, kafka_bootstrap, sandbox.meta["url"], name="big",
-                          data_dir=data_dir, extra={"ORDERFLOW_STALL_AFTER": "10"},
-                          wait_ready=False)  # fmt: skip
+    worker = start_worker(
+        tmp_path,
+        kafka_bootstrap,
+        sandbox.meta["url"],
+        name="big",
+        data_dir=data_dir,
+        extra={"ORDERFLOW_STALL_AFTER": "10"},
+        wait_ready=False,
+    )
     try:
         answered_while_reading = 0
         deadline = time.monotonic() + 100
@@ -183,8 +214,9 @@ def test_stalled_order_is_nudged_to_completion_while_workers_keep_joining_and_le
     sandbox = start_sandbox(tmp_path)
     gateway = sandbox.meta["url"]
     extra = {"ORDERFLOW_STALL_AFTER": "12", "ORDERFLOW_SESSION_TIMEOUT": "6"}
-    asyncio.run(_write_tables(kafka_bootstrap, [_stalled(kafka_bootstrap, order_id,
-                                                         time.time())], []))  # fmt: skip
+    asyncio.run(
+        _write_tables(kafka_bootstrap, [_stalled(kafka_bootstrap, order_id, time.time())], [])
+    )
     stable = start_worker(tmp_path, kafka_bootstrap, gateway, name="stable", extra=extra)
     churners: list[ManagedProcess] = []
     stop = threading.Event()
@@ -195,8 +227,9 @@ def test_stalled_order_is_nudged_to_completion_while_workers_keep_joining_and_le
         for n in range(1000):
             if stop.is_set():
                 return
-            worker = start_worker(tmp_path, kafka_bootstrap, gateway, name=f"churn{n}",
-                                  extra=extra, wait_ready=False)  # fmt: skip
+            worker = start_worker(
+                tmp_path, kafka_bootstrap, gateway, name=f"churn{n}", extra=extra, wait_ready=False
+            )
             churners.append(worker)
             try:
                 poll_until(partial(_joined, worker, stop), 60, 0.2, "the churner to join")
@@ -205,15 +238,17 @@ def test_stalled_order_is_nudged_to_completion_while_workers_keep_joining_and_le
 
     def nudged() -> bool:
         assert stable.alive, stable.log_tail()  # a crash of the worker fails here, named
-        return any(f"order {order_id} {_NUDGE}" in w.log_tail(2_000_000)
-                   for w in [stable, *churners])  # fmt: skip
+        return any(
+            f"order {order_id} {_NUDGE}" in w.log_tail(2_000_000) for w in [stable, *churners]
+        )
 
     background = threading.Thread(target=churn, daemon=True)
     try:
         background.start()
         poll_until(nudged, 90, 0.5, "the stalled order to be nudged during the churn")
-        rebalances = sum(w.log_tail(2_000_000).count("Setting newly assigned partitions")
-                         for w in [stable])  # fmt: skip
+        rebalances = sum(
+            w.log_tail(2_000_000).count("Setting newly assigned partitions") for w in [stable]
+        )
         stop.set()
         background.join(60)
         assert rebalances >= 3, f"only {rebalances} assignment(s) at the stable worker"

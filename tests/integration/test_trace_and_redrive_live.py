@@ -67,10 +67,15 @@ async def test_trace_of_a_real_order_shows_its_history_and_paid_charged_once(
     stack: tuple[ManagedProcess, ManagedProcess], kafka_bootstrap: str
 ) -> None:
     worker, sandbox = stack
-    body = {"customer_id": "c-1", "currency": "EUR", "payment": {"token": "tok_visa"},
-            "items": [{"sku": "SKU-1", "quantity": 3, "unit_amount": 1250}]}  # fmt: skip
-    status, order, _ = await asyncio.to_thread(http_json, "POST", f"{worker.meta['url']}/orders",
-                                               body)  # fmt: skip
+    body = {
+        "customer_id": "c-1",
+        "currency": "EUR",
+        "payment": {"token": "tok_visa"},
+        "items": [{"sku": "SKU-1", "quantity": 3, "unit_amount": 1250}],
+    }
+    status, order, _ = await asyncio.to_thread(
+        http_json, "POST", f"{worker.meta['url']}/orders", body
+    )
     assert status == 201, order
     order_id = order["order_id"]
     status, final = await _get(f"{worker.meta['url']}/orders/{order_id}?wait=30")
@@ -79,8 +84,13 @@ async def test_trace_of_a_real_order_shows_its_history_and_paid_charged_once(
     trace = await _settled_trace(kafka_bootstrap, order_id, sandbox.meta["url"])
     assert trace["verdict"] == "PAID, charged once"
     topics = [e["topic"] for e in trace["events"]]
-    for topic in ("orderflow.order-commands", "order.created", "payment.completed",
-                  "orderflow-OrderDB-changelog", "orderflow-PaymentDB-changelog"):  # fmt: skip
+    for topic in (
+        "orderflow.order-commands",
+        "order.created",
+        "payment.completed",
+        "orderflow-OrderDB-changelog",
+        "orderflow-PaymentDB-changelog",
+    ):
         assert topic in topics, topics
     assert topics.index("orderflow.order-commands") < topics.index("order.created")
     assert topics.index("order.created") < topics.index("payment.completed")
@@ -100,10 +110,18 @@ async def test_redriving_a_dead_lettered_command_completes_the_order_exactly_onc
     order_id = new_order_id()
     # A valid command that a (since fixed) bug in the order service dead-lettered: the bytes
     # were fine, the code was not, so redriving the bytes as they are is the fix.
-    [letter] = await produce(kafka_bootstrap, [
-        dead_letter(order_id, place(order_id), ORDER_COMMANDS,
-                    "unexpected: RuntimeError('simulated bug')", error_type="RuntimeError")
-    ])  # fmt: skip
+    [letter] = await produce(
+        kafka_bootstrap,
+        [
+            dead_letter(
+                order_id,
+                place(order_id),
+                ORDER_COMMANDS,
+                "unexpected: RuntimeError('simulated bug')",
+                error_type="RuntimeError",
+            )
+        ],
+    )
     status, _ = await _get(f"{worker.meta['url']}/orders/{order_id}")
     assert status == 404  # nothing happened to it yet
 
@@ -127,6 +145,7 @@ async def test_redriving_a_dead_lettered_command_completes_the_order_exactly_onc
     again = await cli(kafka_bootstrap, "dlq", "redrive", "--order-id", order_id)
     assert [a["action"] for a in again.lines] == ["already_redriven"]
     assert await end_offsets(kafka_bootstrap, [ORDER_COMMANDS]) == commands
-    status, stats, _ = await asyncio.to_thread(http_json, "GET",
-                                               f"{sandbox.meta['url']}/_admin/stats")  # fmt: skip
+    status, stats, _ = await asyncio.to_thread(
+        http_json, "GET", f"{sandbox.meta['url']}/_admin/stats"
+    )
     assert stats["per_order"][order_id] == 1

@@ -53,8 +53,9 @@ def test_otlp_mode_sends_the_spans_to_the_configured_endpoint(
         "trace.get_tracer_provider().shutdown()\n"
     )
     env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
-    child = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                           text=True, timeout=60)  # fmt: skip
+    child = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
     assert child.returncode == 0, child.stderr[-2000:]
     assert [path for path, _ in received] == ["/v1/traces"]
     request = ExportTraceServiceRequest.FromString(received[0][1])

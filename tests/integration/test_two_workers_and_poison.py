@@ -66,10 +66,11 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_worker_keeps_going(
         asyncio.run(_produce(kafka_bootstrap, ORDER_CREATED, poison))
         keys = {key for key, _ in poison}
         letters = wait_for_records(
-            kafka_bootstrap, DEAD_LETTERS,
+            kafka_bootstrap,
+            DEAD_LETTERS,
             lambda r: r.key in keys and dict(r.headers).get(DLQ_HEADER_TOPIC) == b"order.created",
             count=len(poison),
-        )  # fmt: skip
+        )
         assert {(r.key, r.value) for r in letters} == set(poison)  # kept byte for byte
         reasons = [dict(r.headers)[DLQ_HEADER_REASON].decode() for r in letters]
         assert all(reason.startswith("malformed:") for reason in reasons), reasons

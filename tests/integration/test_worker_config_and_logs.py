@@ -21,8 +21,9 @@ from tests.orders_client import get_terminal, order_body, place, set_faults
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
-    return subprocess.run([sys.executable, *args], env={**clean, **env}, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, *args], env={**clean, **env}, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_a_worker_without_a_gateway_choice_exits_naming_the_variable_without_a_traceback() -> None:
@@ -34,9 +35,14 @@ def test_a_worker_without_a_gateway_choice_exits_naming_the_variable_without_a_t
 
 
 def test_a_gateway_url_with_credentials_is_refused_without_echoing_them() -> None:
-    done = _run(["-m", "orderflow", "worker"], {
-        "ORDERFLOW_GATEWAY": "http", "ORDERFLOW_GATEWAY_API_KEY": "k",
-        "ORDERFLOW_GATEWAY_URL": "https://user:hunter2@gw.example/"})  # fmt: skip
+    done = _run(
+        ["-m", "orderflow", "worker"],
+        {
+            "ORDERFLOW_GATEWAY": "http",
+            "ORDERFLOW_GATEWAY_API_KEY": "k",
+            "ORDERFLOW_GATEWAY_URL": "https://user:hunter2@gw.example/",
+        },
+    )
     output = done.stdout + done.stderr
     assert done.returncode != 0 and "ORDERFLOW_GATEWAY_URL" in output, output
     assert "hunter2" not in output and "Traceback" not in output, output
@@ -48,8 +54,14 @@ def test_replication_factor_above_the_broker_count_stops_the_worker_before_agent
     # One broker, replication factor 3: topics could never be created nor written.
     sandbox = start_sandbox(tmp_path)
     try:
-        worker = start_worker(tmp_path, kafka_bootstrap, sandbox.meta["url"], name="rf3",
-                              extra={"ORDERFLOW_REPLICATION_FACTOR": "3"}, wait_ready=False)  # fmt: skip
+        worker = start_worker(
+            tmp_path,
+            kafka_bootstrap,
+            sandbox.meta["url"],
+            name="rf3",
+            extra={"ORDERFLOW_REPLICATION_FACTOR": "3"},
+            wait_ready=False,
+        )
         assert worker.proc is not None
         try:
             code = worker.proc.wait(90)
@@ -80,16 +92,28 @@ def test_json_logs_carry_the_order_id_and_every_logger_uses_them(
     key = sandbox.meta["api_key"]
     gateway = sandbox.meta["url"]
     try:
-        worker = start_worker(tmp_path, kafka_bootstrap, gateway, name="json", extra={
-            "ORDERFLOW_LOG_FORMAT": "json", "ORDERFLOW_LOG_LEVEL": "debug",
-            "ORDERFLOW_GATEWAY_TIMEOUT": "1", "ORDERFLOW_GATEWAY_DEADLINE": "2"})  # fmt: skip
+        worker = start_worker(
+            tmp_path,
+            kafka_bootstrap,
+            gateway,
+            name="json",
+            extra={
+                "ORDERFLOW_LOG_FORMAT": "json",
+                "ORDERFLOW_LOG_LEVEL": "debug",
+                "ORDERFLOW_GATEWAY_TIMEOUT": "1",
+                "ORDERFLOW_GATEWAY_DEADLINE": "2",
+            },
+        )
         try:
             status, ready, _ = http_json("GET", f"{worker.meta['url']}/ready")
             assert (status, ready["gateway"], ready["gateway_url"]) == (200, "http", gateway)
             set_faults(gateway, error_rate=1.0)  # the charge fails: UNKNOWN, logged per order
             order_id = place(worker.meta["url"], order_body())["order_id"]
-            poll_until(lambda: f"payment {order_id} UNKNOWN" in worker.log_tail(200000), 60,
-                       what="the UNKNOWN payment's log line")  # fmt: skip
+            poll_until(
+                lambda: f"payment {order_id} UNKNOWN" in worker.log_tail(200000),
+                60,
+                what="the UNKNOWN payment's log line",
+            )
             set_faults(gateway)
             assert get_terminal(worker.meta["url"], order_id)["status"] == "PAID"
         finally:
@@ -106,8 +130,13 @@ def test_json_logs_carry_the_order_id_and_every_logger_uses_them(
     about = [line for line in lines if order_id in line["message"]]
     assert about and all(line.get("order_id") == order_id for line in about), about
     # Every log line is JSON: what is not is Faust's start-up banner (printed, not logged).
-    stray = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("{")
-             and ("INFO" in ln or "WARNING" in ln or "DEBUG" in ln)]  # fmt: skip
+    stray = [
+        ln
+        for ln in text.splitlines()
+        if ln.strip()
+        and not ln.startswith("{")
+        and ("INFO" in ln or "WARNING" in ln or "DEBUG" in ln)
+    ]
     assert stray == [], stray[:5]
     assert key not in text
     # At debug, aiokafka's producer and faust.topics printed every record's value (the token).

@@ -53,8 +53,11 @@ class PassingDeadLetters:
 
 def event_of(record: CommandRecord) -> FakeEvent:
     """The Faust event that would carry ``record``."""
-    return FakeEvent(FakeMessage(record.topic, record.partition, record.offset, record.key or b"",
-                                 record.value or b""))  # fmt: skip
+    return FakeEvent(
+        FakeMessage(
+            record.topic, record.partition, record.offset, record.key or b"", record.value or b""
+        )
+    )
 
 
 class CommandPartition:

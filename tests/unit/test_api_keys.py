@@ -22,9 +22,14 @@ SECRET = b"x" * 32
 def test_a_configured_key_names_its_client_and_nothing_else_does() -> None:
     key_a, key_b = new_api_key(), new_api_key()
     assert key_a.startswith("ofk_") and len(key_a) >= 4 + 43 and key_a != key_b
-    keys = ApiKeys.parse([
-        "# clients", f"shop-a {hash_key(key_a)}  # web shop", "", f"shop-b {hash_key(key_b)}",
-    ])  # fmt: skip
+    keys = ApiKeys.parse(
+        [
+            "# clients",
+            f"shop-a {hash_key(key_a)}  # web shop",
+            "",
+            f"shop-b {hash_key(key_b)}",
+        ]
+    )
     assert keys.client_for(key_a) == "shop-a"
     assert keys.client_for(key_b) == "shop-b"
     assert keys.client_for(key_a + "x") is None
@@ -66,10 +71,14 @@ def test_settings_read_auth_retention_and_open_endpoints() -> None:
     from orderflow.config import ConfigError, Settings
 
     base = {"ORDERFLOW_GATEWAY": "sandbox"}  # the gateway must be named (fail closed)
-    settings = Settings.from_env({
-        **base, "ORDERFLOW_IDEMPOTENCY_RETENTION": "30m",
-        "ORDERFLOW_OPEN_ENDPOINTS": "health, metrics", "ORDERFLOW_CLUSTER_SECRET": "s" * 40,
-    })  # fmt: skip
+    settings = Settings.from_env(
+        {
+            **base,
+            "ORDERFLOW_IDEMPOTENCY_RETENTION": "30m",
+            "ORDERFLOW_OPEN_ENDPOINTS": "health, metrics",
+            "ORDERFLOW_CLUSTER_SECRET": "s" * 40,
+        }
+    )
     assert settings.idempotency_retention_s == 1800.0
     assert settings.open_endpoints == ("health", "metrics")
     assert "s" * 40 not in repr(settings)  # the secret never reaches a log line via repr

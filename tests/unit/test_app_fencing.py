@@ -60,12 +60,19 @@ def test_the_gateway_client_asks_the_fence_before_every_request_of_a_bound_batch
     with socket.socket() as sock:  # a port nobody listens on: any request fails, slowly
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    flow = build(Settings.from_env({
-        "ORDERFLOW_DATA_DIR": str(tmp_path), "ORDERFLOW_STORE": "memory",
-        "ORDERFLOW_GATEWAY": "http", "ORDERFLOW_GATEWAY_API_KEY": "sk_test_fence",
-        "ORDERFLOW_GATEWAY_URL": f"http://127.0.0.1:{port}",
-        "ORDERFLOW_GATEWAY_TIMEOUT": "0.2", "ORDERFLOW_GATEWAY_DEADLINE": "0.5",
-    }))  # fmt: skip
+    flow = build(
+        Settings.from_env(
+            {
+                "ORDERFLOW_DATA_DIR": str(tmp_path),
+                "ORDERFLOW_STORE": "memory",
+                "ORDERFLOW_GATEWAY": "http",
+                "ORDERFLOW_GATEWAY_API_KEY": "sk_test_fence",
+                "ORDERFLOW_GATEWAY_URL": f"http://127.0.0.1:{port}",
+                "ORDERFLOW_GATEWAY_TIMEOUT": "0.2",
+                "ORDERFLOW_GATEWAY_DEADLINE": "0.5",
+            }
+        )
+    )
     fence = flow.app.fence
     assert fence is not None
     key = idempotency_key_for("o-1")

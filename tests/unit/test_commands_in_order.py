@@ -36,8 +36,14 @@ def _record(offset: int, fingerprint: str) -> CommandRecord:
 def _service(kafka: CommandPartition, committed: int | None) -> tuple[OrderService, FakeOrders]:
     progress = CommandProgress(8, lambda partition: committed, kafka)
     orders = FakeOrders()
-    service = OrderService(orders, SilentTopic(), PassingDeadLetters(), OrderWatch(),  # type: ignore[arg-type]
-                           StalledOrders(30.0), progress=progress)  # fmt: skip
+    service = OrderService(
+        orders,  # type: ignore[arg-type]
+        SilentTopic(),
+        PassingDeadLetters(),  # type: ignore[arg-type]
+        OrderWatch(),  # type: ignore[arg-type]
+        StalledOrders(30.0),
+        progress=progress,
+    )
     return service, orders
 
 
@@ -80,10 +86,22 @@ async def test_commands_read_ahead_of_a_hole_log_under_their_own_order_id() -> N
     # lines named the wrong order.
     from orderflow.logs import current_order, order_context
 
-    first = CommandRecord(ORDER_COMMANDS, 5, 36, b"ord-1", encode_event(
-        place_command(order_id="ord-1", fingerprint="fp", request_id="r-36")), ())  # fmt: skip
-    second = CommandRecord(ORDER_COMMANDS, 5, 37, b"ord-2", encode_event(
-        place_command(order_id="ord-2", fingerprint="fp", request_id="r-37")), ())  # fmt: skip
+    first = CommandRecord(
+        ORDER_COMMANDS,
+        5,
+        36,
+        b"ord-1",
+        encode_event(place_command(order_id="ord-1", fingerprint="fp", request_id="r-36")),
+        (),
+    )
+    second = CommandRecord(
+        ORDER_COMMANDS,
+        5,
+        37,
+        b"ord-2",
+        encode_event(place_command(order_id="ord-2", fingerprint="fp", request_id="r-37")),
+        (),
+    )
     service, _ = _service(CommandPartition([first, second]), committed=36)
     seen: list[tuple[str, str | None]] = []
     service.on_created = lambda order: seen.append((order.order_id, current_order.get()))

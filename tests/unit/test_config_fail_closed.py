@@ -50,8 +50,10 @@ def test_http_gateway_needs_a_url_and_an_api_key() -> None:
 
 def test_the_gateway_description_shows_scheme_host_and_port_only() -> None:
     settings = Settings.from_env(_HTTP)
-    assert settings.gateway_description == {"gateway": "http",
-                                            "gateway_url": "https://gw.example:8443"}  # fmt: skip
+    assert settings.gateway_description == {
+        "gateway": "http",
+        "gateway_url": "https://gw.example:8443",
+    }
     assert "sk_live_secret" not in repr(settings)
 
 
@@ -164,8 +166,13 @@ def test_the_dead_letters_have_their_own_retention_of_30_days_by_default() -> No
     base = {"ORDERFLOW_GATEWAY": "sandbox"}
     settings = Settings.from_env(base)
     assert (settings.token_retention_s, settings.dead_letter_retention_s) == (7 * _DAY, 30 * _DAY)
-    settings = Settings.from_env({**base, "ORDERFLOW_TOKEN_TOPIC_RETENTION": str(_DAY),
-                                  "ORDERFLOW_DEAD_LETTER_RETENTION": str(2 * _DAY)})  # fmt: skip
+    settings = Settings.from_env(
+        {
+            **base,
+            "ORDERFLOW_TOKEN_TOPIC_RETENTION": str(_DAY),
+            "ORDERFLOW_DEAD_LETTER_RETENTION": str(2 * _DAY),
+        }
+    )
     assert (settings.token_retention_s, settings.dead_letter_retention_s) == (_DAY, 2 * _DAY)
 
 

@@ -71,9 +71,12 @@ def _consumer(cls: type[Any], committed: int | None, acked: list[int]) -> Any:
     ],
 )
 def test_an_offset_is_committed_only_when_every_record_before_it_was_acked(
-    committed: int | None, reading_from: int | None, acked: list[int],
-    faust_commits: int | None, we_commit: int | None,
-) -> None:  # fmt: skip
+    committed: int | None,
+    reading_from: int | None,
+    acked: list[int],
+    faust_commits: int | None,
+    we_commit: int | None,
+) -> None:
     assert _consumer(FaustConsumer, committed, acked)._new_offset(FAILED) == faust_commits
     ours = _consumer(RewindingConsumer, committed, acked)
     if reading_from is not None:
@@ -160,8 +163,10 @@ async def test_a_commit_of_partitions_revoked_meanwhile_sends_nothing_and_crashe
         return
     assert thread.crashes == [] and thread._consumer.sent == []
     assert await thread._commit({FAILED: 7, CREATED: 3}) is True
-    assert [{(tp.topic, tp.partition): o.offset for tp, o in sent.items()}
-            for sent in thread._consumer.sent] == [{("order.created", 0): 3}]  # fmt: skip
+    assert [
+        {(tp.topic, tp.partition): o.offset for tp, o in sent.items()}
+        for sent in thread._consumer.sent
+    ] == [{("order.created", 0): 3}]
     assert thread.crashes == []
 
 

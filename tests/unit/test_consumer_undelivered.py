@@ -40,8 +40,9 @@ def _consumer(ends: dict[Any, int], committed: dict[Any, int]) -> tuple[Any, lis
     consumer: Any = object.__new__(RewindingConsumer)
     clock = _Clock()
     seeks: list[Any] = []
-    consumer.app = SimpleNamespace(topics=SimpleNamespace(
-        acking_topics={"orderflow.order-commands", "order.created"}))  # fmt: skip
+    consumer.app = SimpleNamespace(
+        topics=SimpleNamespace(acking_topics={"orderflow.order-commands", "order.created"})
+    )
     consumer.assignment = lambda: {COMMANDS, CREATED, CHANGELOG}
     consumer._acked = defaultdict(list)
     consumer._unacked_messages = set()

@@ -63,23 +63,22 @@ def _publisher(topic: DeliveringTopic, value: bytes) -> Any:
 
 async def test_a_record_that_failed_is_sent_again_until_delivered_before_the_batch_ends() -> None:
     raw = FlakyTopic(failures=2)
-    deliveries = await run_batch([Event(3)], _publisher(DeliveringTopic(raw), b"v"),
-                                 lambda e: True)  # fmt: skip
+    deliveries = await run_batch([Event(3)], _publisher(DeliveringTopic(raw), b"v"), lambda e: True)
     assert raw.sent == [b"v", b"v", b"v"]
     assert deliveries.failures == 2 and deliveries.pending == []
 
 
 async def test_a_delivered_batch_sends_nothing_again() -> None:
     raw = FlakyTopic(failures=0)
-    deliveries = await run_batch([Event(3)], _publisher(DeliveringTopic(raw), b"v"),
-                                 lambda e: True)  # fmt: skip
+    deliveries = await run_batch([Event(3)], _publisher(DeliveringTopic(raw), b"v"), lambda e: True)
     assert raw.sent == [b"v"] and deliveries.failures == 0
 
 
 async def test_a_record_of_a_partition_that_moved_away_is_not_sent_again() -> None:
     raw = FlakyTopic(failures=1)
-    deliveries = await run_batch([Event(3)], _publisher(DeliveringTopic(raw), b"v"),
-                                 lambda e: False)  # fmt: skip
+    deliveries = await run_batch(
+        [Event(3)], _publisher(DeliveringTopic(raw), b"v"), lambda e: False
+    )
     assert raw.sent == [b"v"]  # the new owner handles the event again
     assert deliveries.failures == 1
 
@@ -191,8 +190,15 @@ class FakeChangelog:
         self.sent: list[tuple[int | None, bytes, bytes]] = []
         self.bound: list[Any] = []
 
-    def __call__(self, table: Any, partition: int | None, key: Any, value: Any,
-                 key_serializer: Any = None, value_serializer: Any = None) -> Any:  # fmt: skip
+    def __call__(
+        self,
+        table: Any,
+        partition: int | None,
+        key: Any,
+        value: Any,
+        key_serializer: Any = None,
+        value_serializer: Any = None,
+    ) -> Any:
         self.sent.append((partition, key, value))
         self.bound.append(current_event())
         future: Any = asyncio.get_running_loop().create_future()

@@ -22,8 +22,7 @@ from orderflow.fencing import Fenced
 
 
 def _event(topic: str, partition: int, offset: int) -> Any:
-    return SimpleNamespace(message=SimpleNamespace(topic=topic, partition=partition,
-                                                   offset=offset))  # fmt: skip
+    return SimpleNamespace(message=SimpleNamespace(topic=topic, partition=partition, offset=offset))
 
 
 class Clock:
@@ -37,8 +36,9 @@ class Clock:
 def test_an_event_held_longer_than_the_bound_is_reported_with_its_coordinates() -> None:
     clock = Clock()
     in_flight = InFlight(clock=lambda: 1_700_000_000.0, monotonic=clock)
-    with in_flight.handling("payment-service", [_event("order.created", 3, 41),
-                                                _event("order.created", 5, 7)]):  # fmt: skip
+    with in_flight.handling(
+        "payment-service", [_event("order.created", 3, 41), _event("order.created", 5, 7)]
+    ):
         clock.now += 5
         assert in_flight.stuck(10) == []
         clock.now += 6
@@ -98,8 +98,11 @@ class FakeDeadLetterTopic:
 
 
 def _message_event() -> Any:
-    return SimpleNamespace(message=SimpleNamespace(topic="order.created", partition=2, offset=9,
-                                                   key=b"o1", value=b"{}", headers=[]))  # fmt: skip
+    return SimpleNamespace(
+        message=SimpleNamespace(
+            topic="order.created", partition=2, offset=9, key=b"o1", value=b"{}", headers=[]
+        )
+    )
 
 
 async def test_a_handler_that_cannot_send_while_the_broker_is_away_is_retried_not_dead_lettered() -> (

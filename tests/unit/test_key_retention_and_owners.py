@@ -45,13 +45,25 @@ class _Topic:
 
 
 def _service(orders: _Orders, topic: _Topic, chains: KeyChains) -> OrderService:
-    return OrderService(orders, topic, None, OrderWatch(), StalledOrders(30.0),  # type: ignore[arg-type]
-                        chains=chains)  # fmt: skip
+    return OrderService(
+        orders,  # type: ignore[arg-type]
+        topic,
+        None,  # type: ignore[arg-type]
+        OrderWatch(),
+        StalledOrders(30.0),  # type: ignore[arg-type]
+        chains=chains,
+    )
 
 
 def _command(gen0: str, at: float, request_id: str, fingerprint: str = "fp-1") -> PlaceOrder:
-    return place_command(order_id=gen0, occurred_at=rfc3339(at), request_id=request_id,
-                         fingerprint=fingerprint, client_id="shop-a", keyed=True)  # fmt: skip
+    return place_command(
+        order_id=gen0,
+        occurred_at=rfc3339(at),
+        request_id=request_id,
+        fingerprint=fingerprint,
+        client_id="shop-a",
+        keyed=True,
+    )
 
 
 async def test_a_key_names_its_order_within_retention_and_a_new_one_on_the_same_partition_after() -> (
@@ -90,8 +102,16 @@ def _auth() -> Authenticator:
 
 def _api(table: _Table, commands: Any = None) -> OrderApi:
     auth = _auth()
-    return OrderApi(table, commands, OrderWatch(), _LocalRouting(), 0.3,  # type: ignore[arg-type]
-                    move_wait_s=0.05, auth=auth, chains=KeyChains(SECRET, 8, RETENTION))  # fmt: skip
+    return OrderApi(
+        table,  # type: ignore[arg-type]
+        commands,
+        OrderWatch(),
+        _LocalRouting(),  # type: ignore[arg-type]
+        0.3,  # type: ignore[arg-type]
+        move_wait_s=0.05,
+        auth=auth,
+        chains=KeyChains(SECRET, 8, RETENTION),
+    )
 
 
 def _get(key: str | None, query: dict[str, str] | None = None) -> _Request:
@@ -142,8 +162,9 @@ async def test_another_clients_order_is_404_exactly_like_an_unknown_one() -> Non
 async def test_requests_without_a_valid_key_are_401_with_a_json_body_and_a_challenge() -> None:
     api = _api(_Orders())
     for key in (None, "ofk_wrong", hash_key(KEY_A)):
-        post = await api.create(_Request(order_body(), {} if key is None else {
-            "Authorization": f"Bearer {key}"}))  # fmt: skip
+        post = await api.create(
+            _Request(order_body(), {} if key is None else {"Authorization": f"Bearer {key}"})
+        )
         get = await api.get(_get(key), "ord_" + "1" * 32)
         for response in (post, get):
             assert response.status == 401
@@ -154,10 +175,12 @@ async def test_requests_without_a_valid_key_are_401_with_a_json_body_and_a_chall
 async def test_two_clients_with_the_same_key_place_two_orders() -> None:
     table = _Table()
     api = _api(table, _Commands(table, OrderWatch(), "stored"))
-    a = await api.create(_Request(order_body(), {"Authorization": f"Bearer {KEY_A}",
-                                                 "Idempotency-Key": "same"}))  # fmt: skip
-    b = await api.create(_Request(order_body(), {"Authorization": f"Bearer {KEY_B}",
-                                                 "Idempotency-Key": "same"}))  # fmt: skip
+    a = await api.create(
+        _Request(order_body(), {"Authorization": f"Bearer {KEY_A}", "Idempotency-Key": "same"})
+    )
+    b = await api.create(
+        _Request(order_body(), {"Authorization": f"Bearer {KEY_B}", "Idempotency-Key": "same"})
+    )
     assert (a.status, b.status) == (201, 201)
     assert a.body["order_id"] != b.body["order_id"]
 
@@ -172,11 +195,13 @@ async def test_forged_forwarding_headers_make_an_ordinary_request() -> None:
     response = await api.create(_Request(order_body(), dict(forged)))
     assert response.status == 401 and commands.sent == []
     stale = Authenticator(None, SECRET, clock=lambda: 0.0).forward_headers(
-        Caller("shop-a"), "POST", "/orders", orjson.dumps(order_body()))  # fmt: skip
+        Caller("shop-a"), "POST", "/orders", orjson.dumps(order_body())
+    )
     response = await api.create(_Request(order_body(), stale))  # signed 56 years ago
     assert response.status == 401 and commands.sent == []
-    response = await api.create(_Request(order_body(), {**forged,
-                                                        "Authorization": f"Bearer {KEY_B}"}))  # fmt: skip
+    response = await api.create(
+        _Request(order_body(), {**forged, "Authorization": f"Bearer {KEY_B}"})
+    )
     assert response.status == 201
     assert orjson.loads(commands.sent[0])["client_id"] == "shop-b"  # not the claimed shop-a
 
@@ -185,8 +210,9 @@ async def test_a_signed_forward_acts_for_the_client_the_first_worker_authenticat
     table = _Table()
     commands = _Commands(table, OrderWatch(), "stored")
     api = _api(table, commands)
-    signed = _auth().forward_headers(Caller("shop-a"), "POST", "/orders",
-                                     orjson.dumps(order_body()))  # fmt: skip
+    signed = _auth().forward_headers(
+        Caller("shop-a"), "POST", "/orders", orjson.dumps(order_body())
+    )
     response = await api.create(_Request(order_body(), signed))
     assert response.status == 201
     assert orjson.loads(commands.sent[0])["client_id"] == "shop-a"
@@ -200,6 +226,7 @@ async def test_post_with_another_content_type_is_415_json_and_charset_is_fine() 
         response = await api.create(_Request(order_body(), {**auth, "Content-Type": content_type}))
         assert response.status == 415, content_type
         assert response.body["error"] == "unsupported_media_type"
-    ok = await api.create(_Request(order_body(), {**auth,
-                                                  "Content-Type": "application/json; charset=utf-8"}))  # fmt: skip
+    ok = await api.create(
+        _Request(order_body(), {**auth, "Content-Type": "application/json; charset=utf-8"})
+    )
     assert ok.status == 201

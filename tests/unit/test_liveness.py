@@ -18,8 +18,13 @@ class _Clock:
 
 
 def _liveness(routing: OwnerLookup, in_flight: InFlight | None = None) -> Liveness:
-    return Liveness(in_flight or InFlight(), routing.unready_for, lambda: {"dead_letters": 0},
-                    stuck_after_s=60, recovery_deadline_s=300)  # fmt: skip
+    return Liveness(
+        in_flight or InFlight(),
+        routing.unready_for,
+        lambda: {"dead_letters": 0},
+        stuck_after_s=60,
+        recovery_deadline_s=300,
+    )
 
 
 def _event(partition: int, offset: int) -> Any:

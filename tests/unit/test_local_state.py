@@ -79,8 +79,9 @@ def test_lock_held_by_another_process_is_refused(tmp_path: Path) -> None:
         "s = LocalState(Path(sys.argv[1]), Path(sys.argv[1]) / 't'); s.lock(); "
         "print('locked', flush=True); time.sleep(60)"
     )
-    holder = subprocess.Popen([sys.executable, "-c", code, str(state.data_dir)],
-                              stdout=subprocess.PIPE)  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(state.data_dir)], stdout=subprocess.PIPE
+    )
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline() == b"locked\n"

@@ -28,9 +28,13 @@ def test_combined_nodes_are_brokers_and_the_controller_quorum(tmp_path: Path) ->
 def test_dedicated_controllers_form_the_quorum_and_serve_no_clients(tmp_path: Path) -> None:
     cluster = KafkaCluster(state_dir=tmp_path, nodes=3, base_port=30000, controllers=3)
     assert [(p.node_id, p.roles) for p in cluster.members] == [
-        (1, "broker"), (2, "broker"), (3, "broker"),
-        (4, "controller"), (5, "controller"), (6, "controller"),
-    ]  # fmt: skip
+        (1, "broker"),
+        (2, "broker"),
+        (3, "broker"),
+        (4, "controller"),
+        (5, "controller"),
+        (6, "controller"),
+    ]
     # Clients and a broker fault see only the brokers.
     assert [p.node_id for p in cluster.ports] == [1, 2, 3]
     assert cluster.bootstrap == "127.0.0.1:30000,127.0.0.1:30002,127.0.0.1:30004"

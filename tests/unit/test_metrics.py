@@ -40,9 +40,12 @@ def test_two_apps_in_one_process_have_their_own_registries() -> None:
 
 def test_terminal_order_counts_status_decline_code_and_latency_from_created_at() -> None:
     metrics = Metrics()
-    order = replace(pending_order(), status=OrderStatus.PAYMENT_FAILED,
-                    created_at="2026-01-01T00:00:00Z",
-                    decline=Decline("insufficient_funds", "no", True))  # fmt: skip
+    order = replace(
+        pending_order(),
+        status=OrderStatus.PAYMENT_FAILED,
+        created_at="2026-01-01T00:00:00Z",
+        decline=Decline("insufficient_funds", "no", True),
+    )
     created = 1767225600.0  # 2026-01-01T00:00:00Z
 
     metrics.order_terminal(order, now=created + 0.3)
@@ -58,8 +61,11 @@ def test_terminal_order_counts_status_decline_code_and_latency_from_created_at()
 
 def test_label_values_stay_bounded_whatever_the_gateway_or_the_error_says() -> None:
     metrics = Metrics()
-    order = replace(pending_order(), status=OrderStatus.PAYMENT_FAILED,
-                    decline=Decline("made_up_code_1234", "?", False))  # fmt: skip
+    order = replace(
+        pending_order(),
+        status=OrderStatus.PAYMENT_FAILED,
+        decline=Decline("made_up_code_1234", "?", False),
+    )
     metrics.order_terminal(order)
 
     assert samples(metrics)[("orderflow_payment_declines_total", (("code", "other"),))] == 1
@@ -103,8 +109,9 @@ def test_gateway_calls_are_counted_by_outcome_and_timed() -> None:
         CircuitOpenError("circuit open"),
         PermanentGatewayError("HTTP 400", status=400),
     ]
-    gateway = ScriptedGateway(Approved("ch_1"), Declined(Decline("card_declined", "no", False)),
-                              *errors, None)  # fmt: skip
+    gateway = ScriptedGateway(
+        Approved("ch_1"), Declined(Decline("card_declined", "no", False)), *errors, None
+    )
     ticks = iter(range(100))
     metrics = Metrics()
     metered = MeteredGateway(gateway, metrics, clock=lambda: float(next(ticks)))
@@ -126,8 +133,9 @@ def test_gateway_calls_are_counted_by_outcome_and_timed() -> None:
         labels = (("operation", operation), ("outcome", outcome))
         return found.get(("orderflow_gateway_requests_total", labels), 0)
 
-    assert [count("charge", o) for o in ("approved", "declined", "transient", "unknown",
-                                         "rejected")] == [1, 1, 2, 1, 1]  # fmt: skip
+    assert [
+        count("charge", o) for o in ("approved", "declined", "transient", "unknown", "rejected")
+    ] == [1, 1, 2, 1, 1]
     assert count("lookup", "not_found") == 1
     duration = (("operation", "charge"),)
     assert found[("orderflow_gateway_request_duration_seconds_count", duration)] == 6

@@ -32,8 +32,14 @@ def test_document_is_valid_openapi_3_1() -> None:
 
 def test_document_describes_every_endpoint_status_and_header() -> None:
     paths = DOCUMENT["paths"]
-    assert set(paths) == {"/orders", "/orders/{order_id}", "/health", "/ready", "/metrics",
-                          "/openapi.json"}  # fmt: skip
+    assert set(paths) == {
+        "/orders",
+        "/orders/{order_id}",
+        "/health",
+        "/ready",
+        "/metrics",
+        "/openapi.json",
+    }
     post = paths["/orders"]["post"]
     assert set(post["responses"]) == {"201", "202", "400", "401", "408", "413", "415", "422", "503"}
     assert set(post["responses"]["201"]["headers"]) == {"Location", "Idempotent-Replayed"}

@@ -42,8 +42,12 @@ class _Content:
 class _Request(dict[str, Any]):
     """The parts of an aiohttp request that OrderApi reads."""
 
-    def __init__(self, body: Any = None, headers: dict[str, str] | None = None,
-                 query: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
+    ) -> None:
         super().__init__()
         raw = orjson.dumps(body) if body is not None else b""
         self.content = _Content(raw)
@@ -89,8 +93,14 @@ class _NoTable:
 
 
 def _api(owner: Owner | None, commands: Any = None, suspect: bool = False) -> OrderApi:
-    return OrderApi(_NoTable(), commands, OrderWatch(), _Routing(owner, suspect),  # type: ignore[arg-type]
-                    post_wait_s=0.1, move_wait_s=0.05)  # fmt: skip
+    return OrderApi(
+        _NoTable(),  # type: ignore[arg-type]
+        commands,
+        OrderWatch(),
+        _Routing(owner, suspect),  # type: ignore[arg-type]
+        post_wait_s=0.1,
+        move_wait_s=0.05,
+    )
 
 
 def _elsewhere() -> Owner:
@@ -180,9 +190,11 @@ class _Segments:
 
 
 def _raw_request(
-    *segments: bytes, headers: dict[str, str] | None = None, length: int | None = None,
+    *segments: bytes,
+    headers: dict[str, str] | None = None,
+    length: int | None = None,
     error: Exception | None = None,
-) -> _Request:  # fmt: skip
+) -> _Request:
     request = _Request(None, {"Content-Type": "application/json", **(headers or {})})
     request.content = _Segments(*segments, error=error)  # type: ignore[assignment]
     request.content_length = length
@@ -223,9 +235,12 @@ class _Commands:
 
     def _store(self, value: bytes) -> None:
         command = orjson.loads(value)
-        order = pending_order(order_id=command["order_id"], fingerprint=command["fingerprint"],
-                              request_id=command["request_id"],
-                              created_at=command["occurred_at"])  # fmt: skip
+        order = pending_order(
+            order_id=command["order_id"],
+            fingerprint=command["fingerprint"],
+            request_id=command["request_id"],
+            created_at=command["occurred_at"],
+        )
         self.table.rows.setdefault(
             order.order_id, order
         )  # the first command wins, as in place_order
@@ -275,8 +290,9 @@ def _post_api(outcome: str, post_wait_s: float = 0.3) -> tuple[OrderApi, _Comman
 
 
 async def test_body_arriving_in_two_segments_is_read_whole() -> None:
-    items = [{"sku": f"SKU-{i:03d}-" + "x" * 50, "quantity": 1, "unit_amount": 100}
-             for i in range(40)]  # fmt: skip
+    items = [
+        {"sku": f"SKU-{i:03d}-" + "x" * 50, "quantity": 1, "unit_amount": 100} for i in range(40)
+    ]
     raw = orjson.dumps(order_body() | {"items": items})  # about 3 KB
     assert len(raw) > 3000
     api, _ = _post_api("stored")
@@ -313,7 +329,8 @@ async def test_declared_length_over_the_limit_is_413_before_reading_the_body() -
 async def test_duplicate_key_in_body_is_400_duplicate_key_not_last_one_wins() -> None:
     api, commands = _post_api("stored")
     raw = orjson.dumps(order_body()).replace(
-        b'"sku":"SKU-1"', b'"sku":"SKU-1","quantity":1000,"sku":"SKU-1"')  # fmt: skip
+        b'"sku":"SKU-1"', b'"sku":"SKU-1","quantity":1000,"sku":"SKU-1"'
+    )
     assert raw.count(b'"sku"') == 2
     response = await api.create(_raw_request(raw, length=len(raw)))
     assert response.status == 400, response.body
@@ -346,8 +363,15 @@ class _Trickle(_Segments):
 async def test_slow_body_is_408_after_the_read_timeout_not_held_for_ever() -> None:
     table, watch = _Table(), OrderWatch()
     commands = _Commands(table, watch, "stored")
-    api = OrderApi(table, commands, watch, _LocalRouting(), 0.3, move_wait_s=0.05,  # type: ignore[arg-type]
-                   body_read_timeout_s=0.2)  # fmt: skip
+    api = OrderApi(
+        table,  # type: ignore[arg-type]
+        commands,
+        watch,
+        _LocalRouting(),  # type: ignore[arg-type]
+        0.3,
+        move_wait_s=0.05,  # type: ignore[arg-type]
+        body_read_timeout_s=0.2,
+    )
     request = _raw_request(length=500)
     request.content = _Trickle(b'{"customer_id": ')  # type: ignore[assignment]
     response = await asyncio.wait_for(api.create(request), 10)
@@ -456,8 +480,11 @@ async def test_keyed_post_not_durably_delivered_is_503_retry_same_key(outcome: s
 # -- long-polls: a partition move, and caps ----------------------------------------------------
 
 
-def _get_request(wait: float, remote: str = "10.0.0.9", headers: dict[str, str] | None = None,
-                 ) -> _Request:  # fmt: skip
+def _get_request(
+    wait: float,
+    remote: str = "10.0.0.9",
+    headers: dict[str, str] | None = None,
+) -> _Request:
     request = _Request(None, headers, {"wait": str(wait)})
     request.method, request.raw_path = "GET", f"/orders/x?wait={wait}"
     request.remote = remote  # type: ignore[attr-defined]
@@ -465,16 +492,25 @@ def _get_request(wait: float, remote: str = "10.0.0.9", headers: dict[str, str] 
 
 
 def _get_api(
-    table: _Table, routing: _LocalRouting, watch: OrderWatch | None = None,
-    max_total: int | None = None, max_per_peer: int = 100,
-) -> OrderApi:  # fmt: skip
+    table: _Table,
+    routing: _LocalRouting,
+    watch: OrderWatch | None = None,
+    max_total: int | None = None,
+    max_per_peer: int = 100,
+) -> OrderApi:
     watch = watch or OrderWatch()
     if max_total is None:  # the default caps
         return OrderApi(table, None, watch, routing, 0.1)  # type: ignore[arg-type]
     from orderflow.web.orders import LongPolls
 
-    return OrderApi(table, None, watch, routing, 0.1,  # type: ignore[arg-type]
-                    long_polls=LongPolls(max_total, max_per_peer))  # fmt: skip
+    return OrderApi(
+        table,  # type: ignore[arg-type]
+        None,
+        watch,
+        routing,  # type: ignore[arg-type]
+        0.1,  # type: ignore[arg-type]
+        long_polls=LongPolls(max_total, max_per_peer),
+    )
 
 
 async def _until_waiting(watch: OrderWatch, order_id: str) -> None:
@@ -513,8 +549,11 @@ async def test_long_poll_is_woken_by_a_partition_move() -> None:
     assert response.status == 503
 
 
-async def _flood(api: OrderApi, peers: list[str], headers: dict[str, str] | None = None,
-                 ) -> list[int]:  # fmt: skip
+async def _flood(
+    api: OrderApi,
+    peers: list[str],
+    headers: dict[str, str] | None = None,
+) -> list[int]:
     unknown = "ord_" + "3" * 32
     polls = [asyncio.ensure_future(api.get(_get_request(0.3, p, headers), unknown)) for p in peers]
     return [r.status for r in await asyncio.gather(*polls)]
@@ -530,8 +569,9 @@ async def test_long_polls_over_the_per_client_cap_get_429_other_clients_do_not()
 async def test_long_polls_over_the_worker_cap_get_429_with_retry_after() -> None:
     api = _get_api(_Table(), _LocalRouting(), max_total=4, max_per_peer=4)
     unknown = "ord_" + "4" * 32
-    polls = [asyncio.ensure_future(api.get(_get_request(0.3, f"10.0.1.{i}"), unknown))
-             for i in range(6)]  # fmt: skip
+    polls = [
+        asyncio.ensure_future(api.get(_get_request(0.3, f"10.0.1.{i}"), unknown)) for i in range(6)
+    ]
     responses = await asyncio.gather(*polls)
     refused = [r for r in responses if r.status == 429]
     assert len(refused) == 2
@@ -592,9 +632,16 @@ async def test_forwarding_keeps_the_owners_location_retry_after_and_replay_heade
     from aiohttp import web
 
     async def owner_answers(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True}, status=201, headers={
-            "Location": "/orders/ord_x", "Retry-After": "7", "Idempotent-Replayed": "true",
-            "X-Internal": "not forwarded"})  # fmt: skip
+        return web.json_response(
+            {"ok": True},
+            status=201,
+            headers={
+                "Location": "/orders/ord_x",
+                "Retry-After": "7",
+                "Idempotent-Replayed": "true",
+                "X-Internal": "not forwarded",
+            },
+        )
 
     runner, owner = await _owner_server(owner_answers)
     routing = OwnerLookup(_App(), "orders")
@@ -607,8 +654,11 @@ async def test_forwarding_keeps_the_owners_location_retry_after_and_replay_heade
         await routing.close()
         await runner.cleanup()
     assert (status, orjson.loads(payload), content_type) == (201, {"ok": True}, "application/json")
-    assert headers == {"Location": "/orders/ord_x", "Retry-After": "7",
-                       "Idempotent-Replayed": "true"}  # fmt: skip
+    assert headers == {
+        "Location": "/orders/ord_x",
+        "Retry-After": "7",
+        "Idempotent-Replayed": "true",
+    }
 
 
 async def test_forwarded_gzip_post_reaches_the_owner_decoded_without_its_encoding() -> None:
@@ -689,8 +739,11 @@ async def test_forwarded_long_polls_cannot_take_the_connections_of_forwarded_pos
     try:
         for i in range(120):  # more than the whole pool of connections for forwarded requests
             request = _get_request(30, f"10.2.0.{i}")
-            polls.append(asyncio.ensure_future(
-                routing.forward(where, request, None, timeout=60, long_poll=True)))  # fmt: skip
+            polls.append(
+                asyncio.ensure_future(
+                    routing.forward(where, request, None, timeout=60, long_poll=True)
+                )
+            )
         deadline = asyncio.get_running_loop().time() + 30
         while held < 120:  # every poll holds its connection at the owner
             assert asyncio.get_running_loop().time() < deadline, f"only {held} polls arrived"
@@ -767,8 +820,9 @@ async def test_get_of_an_order_whose_command_failed_for_good_is_404() -> None:
 # -- GET of an order accepted elsewhere during a move: 404 only once every command is read ------
 
 
-def _catching_up_api(caught_up: bool, table: _Table | None = None,
-                     store_meanwhile: Any = None) -> OrderApi:  # fmt: skip
+def _catching_up_api(
+    caught_up: bool, table: _Table | None = None, store_meanwhile: Any = None
+) -> OrderApi:
     table = table or _Table()
     asked: list[str] = []
 
@@ -778,8 +832,15 @@ def _catching_up_api(caught_up: bool, table: _Table | None = None,
             table.rows[store_meanwhile.order_id] = store_meanwhile
         return caught_up
 
-    return OrderApi(table, None, OrderWatch(), _LocalRouting(), 0.1,  # type: ignore[arg-type]
-                    caught_up=commands_read, move_wait_s=0.05)  # fmt: skip
+    return OrderApi(
+        table,  # type: ignore[arg-type]
+        None,
+        OrderWatch(),
+        _LocalRouting(),  # type: ignore[arg-type]
+        0.1,  # type: ignore[arg-type]
+        caught_up=commands_read,
+        move_wait_s=0.05,
+    )
 
 
 async def test_unknown_order_before_the_owner_read_every_command_is_503_not_404() -> None:
@@ -816,8 +877,14 @@ async def test_get_during_a_move_waits_for_the_partition_to_settle_instead_of_50
 async def test_post_waits_for_the_store_only_the_store_wait_once_kafka_acknowledged() -> None:
     table, watch = _Table(), OrderWatch()
     commands = _Commands(table, watch, "delivered")  # acknowledged, never stored
-    api = OrderApi(table, commands, watch, _LocalRouting(), post_wait_s=30,  # type: ignore[arg-type]
-                   store_wait_s=0.05)  # fmt: skip
+    api = OrderApi(
+        table,  # type: ignore[arg-type]
+        commands,
+        watch,
+        _LocalRouting(),  # type: ignore[arg-type]
+        post_wait_s=30,  # type: ignore[arg-type]
+        store_wait_s=0.05,
+    )
     response = await asyncio.wait_for(
         api.create(_Request(order_body(), {"Idempotency-Key": "k-store-wait"})), timeout=5
     )  # not the 30 s of the POST wait
@@ -829,8 +896,14 @@ async def test_post_whose_acknowledgement_took_the_whole_store_wait_answers_202_
     # client is not made to wait for the store on top of the failover.
     table, watch = _Table(), OrderWatch()
     commands = _Commands(table, watch, "slow_ack")
-    api = OrderApi(table, commands, watch, _LocalRouting(), post_wait_s=30,  # type: ignore[arg-type]
-                   store_wait_s=0.1)  # fmt: skip
+    api = OrderApi(
+        table,  # type: ignore[arg-type]
+        commands,
+        watch,
+        _LocalRouting(),  # type: ignore[arg-type]
+        post_wait_s=30,  # type: ignore[arg-type]
+        store_wait_s=0.1,
+    )
     response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-slow-ack"}))
     assert response.status == 202, response.body
     assert len(commands.sent) == 1  # durable: the owner stores it and a GET finds it

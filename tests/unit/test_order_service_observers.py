@@ -30,8 +30,13 @@ class _DeadLetters:
 def test_created_and_terminal_are_observed_once_despite_redelivery() -> None:
     orders = FakeOrders()
     dead_letters = _DeadLetters()
-    service = OrderService(orders, SilentTopic(), dead_letters, OrderWatch(),  # type: ignore[arg-type]
-                           StalledOrders(30.0))  # fmt: skip
+    service = OrderService(
+        orders,  # type: ignore[arg-type]
+        SilentTopic(),
+        dead_letters,  # type: ignore[arg-type]
+        OrderWatch(),  # type: ignore[arg-type]
+        StalledOrders(30.0),
+    )
     created: list[str] = []
     terminal: list[tuple[str, OrderStatus]] = []
     service.on_created = lambda order: created.append(order.order_id)
@@ -43,8 +48,9 @@ def test_created_and_terminal_are_observed_once_despite_redelivery() -> None:
         await service.handle(place)
         await service.handle(place)  # redelivered
         order = orders.rows["ord-1"]
-        paid = PaymentCompleted("ord-1", order.amount, order.currency, "ch_1",
-                                "2026-01-01T00:00:01Z")  # fmt: skip
+        paid = PaymentCompleted(
+            "ord-1", order.amount, order.currency, "ch_1", "2026-01-01T00:00:01Z"
+        )
         result = FakeEvent(FakeMessage(PAYMENT_COMPLETED, 0, 0, b"ord-1", encode_event(paid)))
         await service.handle(result)
         await service.handle(result)  # redelivered

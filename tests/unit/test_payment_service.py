@@ -83,14 +83,26 @@ def _service(gateway: FakeGateway) -> tuple[PaymentService, FakeTable, list[tupl
     async def publish(topic: str, key: bytes, value: bytes) -> None:
         published.append((topic, value))
 
-    service = PaymentService(table, get_gateway, publish, None, UnknownPayments(),  # type: ignore[arg-type]
-                             clock=lambda: 1000.0)  # fmt: skip
+    service = PaymentService(
+        table,  # type: ignore[arg-type]
+        get_gateway,
+        publish,
+        None,  # type: ignore[arg-type]
+        UnknownPayments(),  # type: ignore[arg-type]
+        clock=lambda: 1000.0,
+    )
     return service, table, published
 
 
 def _record() -> PaymentRecord:
-    return PaymentRecord("o1", idempotency_key_for("o1"), 500, "EUR", PaymentStatus.ATTEMPTING,
-                         payment_token="tok_visa")  # fmt: skip
+    return PaymentRecord(
+        "o1",
+        idempotency_key_for("o1"),
+        500,
+        "EUR",
+        PaymentStatus.ATTEMPTING,
+        payment_token="tok_visa",
+    )
 
 
 async def test_timeout_makes_the_payment_unknown_never_failed() -> None:
@@ -133,8 +145,10 @@ async def test_a_refused_request_fails_with_a_fixed_public_message_not_the_gatew
     await service._charge(_record())
     decline = table.rows["o1"].decline
     assert decline is not None
-    assert (decline.code, decline.message) == ("gateway_rejected",
-                                               "The payment could not be processed.")  # fmt: skip
+    assert (decline.code, decline.message) == (
+        "gateway_rejected",
+        "The payment could not be processed.",
+    )
     assert [topic for topic, _ in published] == ["payment.failed"]
     assert b"gw.example" not in published[0][1] and b"sk_live_42" not in published[0][1]
 
@@ -163,8 +177,7 @@ _FOREIGN = [
     GatewayCharge(Approved("ch_foreign"), None, None, None),
     GatewayCharge(Declined(Decline("card_declined", "no", False), "ch_foreign"), 1, "EUR", "o9"),
 ]
-_FOREIGN_IDS = ["other-order", "other-amount", "other-currency", "unreported",
-                "foreign-decline"]  # fmt: skip
+_FOREIGN_IDS = ["other-order", "other-amount", "other-currency", "unreported", "foreign-decline"]
 
 
 @pytest.mark.parametrize("found", _FOREIGN, ids=_FOREIGN_IDS)
@@ -344,9 +357,23 @@ async def test_an_event_whose_attempting_record_failed_is_retried_by_the_guard_a
 
     service.dead_letters = DeadLetters(topic=None, sleep=no_sleep)
     created = OrderCreated("o1", "c-1", "EUR", 500, (), "tok_visa", "2026-01-01T00:00:00Z")
-    event = type("E", (), {"message": type("M", (), {
-        "topic": "order.created", "partition": 0, "offset": 7, "key": b"o1",
-        "value": encode_event(created)})()})()  # fmt: skip
+    event = type(
+        "E",
+        (),
+        {
+            "message": type(
+                "M",
+                (),
+                {
+                    "topic": "order.created",
+                    "partition": 0,
+                    "offset": 7,
+                    "key": b"o1",
+                    "value": encode_event(created),
+                },
+            )()
+        },
+    )()
     await service.handle(event)
     assert len(gateway.requests) == 1
     assert table.rows["o1"].status is PaymentStatus.COMPLETED
@@ -365,8 +392,15 @@ class RecordingDeadLetters(DeadLetters):
 
 
 def _event(topic: str, value: bytes) -> Any:
-    return type("E", (), {"message": type("M", (), {
-        "topic": topic, "partition": 0, "offset": 7, "key": b"o1", "value": value})()})()  # fmt: skip
+    return type(
+        "E",
+        (),
+        {
+            "message": type(
+                "M", (), {"topic": topic, "partition": 0, "offset": 7, "key": b"o1", "value": value}
+            )()
+        },
+    )()
 
 
 _CREATED = OrderCreated("o1", "c-1", "EUR", 500, (), "tok_visa", "2026-01-01T00:00:00Z")

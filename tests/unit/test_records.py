@@ -86,8 +86,9 @@ def test_payment_record_survives_a_bytes_round_trip(record: PaymentRecord) -> No
 @pytest.mark.parametrize("order", ORDERS)
 def test_order_to_public_never_contains_the_payment_token(order: Order) -> None:
     placed = place_order(None, place_command(payment_token=SECRET_TOKEN)).order
-    order = dataclasses.replace(placed, status=order.status, charge_id=order.charge_id,
-                                decline=order.decline)  # fmt: skip
+    order = dataclasses.replace(
+        placed, status=order.status, charge_id=order.charge_id, decline=order.decline
+    )
 
     public = order_to_public(order)
 

@@ -30,8 +30,18 @@ T0 = 1_800_000_000.0
 
 def _order(order_id: str, status: str = "PENDING", updated: float = T0) -> Order:
     at = rfc3339(updated)
-    return Order(order_id, "c-1", "EUR", (LineItem("SKU-1", 1, 100),), 100,
-                 OrderStatus(status), at, at, "fp", "req")  # fmt: skip
+    return Order(
+        order_id,
+        "c-1",
+        "EUR",
+        (LineItem("SKU-1", 1, 100),),
+        100,
+        OrderStatus(status),
+        at,
+        at,
+        "fp",
+        "req",
+    )
 
 
 class FakeOrders:
@@ -97,8 +107,15 @@ def _service(
 ) -> tuple[OrderService, FakeTopic]:
     topic = FakeTopic()
     progress = CommandProgress(8, lambda partition: None, FakeCommands(orders))
-    service = OrderService(orders, topic, None, None, stalled, clock=lambda: now[0],  # type: ignore[arg-type]
-                           progress=progress)  # fmt: skip
+    service = OrderService(
+        orders,  # type: ignore[arg-type]
+        topic,
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        stalled,
+        clock=lambda: now[0],  # type: ignore[arg-type]
+        progress=progress,
+    )
     return service, topic
 
 
@@ -201,8 +218,9 @@ class FakePayments:
 def test_a_rescan_keeps_pending_reconcile_requests() -> None:
     # Each rescan used to forget what had been asked: a rebalance every few seconds asked again
     # and again for the same UNKNOWN payment.
-    record = PaymentRecord("o1", "key-o1", 100, "EUR", PaymentStatus.UNKNOWN, attempts=1,
-                           next_attempt_at=T0)  # fmt: skip
+    record = PaymentRecord(
+        "o1", "key-o1", 100, "EUR", PaymentStatus.UNKNOWN, attempts=1, next_attempt_at=T0
+    )
     unknown = UnknownPayments(request_timeout=30)
     sent: list[bytes] = []
 
@@ -210,8 +228,14 @@ def test_a_rescan_keeps_pending_reconcile_requests() -> None:
         sent.append(key)
 
     now = [T0]
-    service = PaymentService(FakePayments([record]), _no_gateway, publish, None, unknown,  # type: ignore[arg-type]
-                             clock=lambda: now[0])  # fmt: skip
+    service = PaymentService(
+        FakePayments([record]),  # type: ignore[arg-type]
+        _no_gateway,
+        publish,
+        None,  # type: ignore[arg-type]
+        unknown,  # type: ignore[arg-type]
+        clock=lambda: now[0],
+    )
     unknown.scan.assigned({0})
     assert asyncio.run(service.request_due_reconciliations()) == 1
     for step in range(5):
@@ -234,8 +258,9 @@ def test_indexes_forget_the_partitions_that_moved_away() -> None:
     unknown = UnknownPayments(request_timeout=30, partitions=4)
     stalled = StalledOrders(stall_after=10, partitions=4)
     for order_id in ids:
-        unknown.track(PaymentRecord(order_id, "k", 100, "EUR", PaymentStatus.UNKNOWN,
-                                    next_attempt_at=T0))  # fmt: skip
+        unknown.track(
+            PaymentRecord(order_id, "k", 100, "EUR", PaymentStatus.UNKNOWN, next_attempt_at=T0)
+        )
         stalled.track(_order(order_id), T0)
     unknown.assigned({0, 1})
     stalled.assigned({0, 1})

@@ -9,8 +9,9 @@ from orderflow.domain.payment import PaymentRecord, PaymentStatus
 
 
 def _record(order_id: str, status: PaymentStatus, next_attempt_at: float = 0.0) -> PaymentRecord:
-    return PaymentRecord(order_id, f"key-{order_id}", 100, "EUR", status, attempts=1,
-                         next_attempt_at=next_attempt_at)  # fmt: skip
+    return PaymentRecord(
+        order_id, f"key-{order_id}", 100, "EUR", status, attempts=1, next_attempt_at=next_attempt_at
+    )
 
 
 def test_unknown_payment_is_due_at_its_next_attempt_and_requested_once() -> None:
@@ -37,8 +38,7 @@ def test_settled_payment_leaves_the_index() -> None:
 
 
 def _order(order_id: str, status: str) -> Order:
-    return Order(order_id, "c-1", "EUR", (), 100, OrderStatus(status),
-                 "t0", "t0", "fp", "req")  # fmt: skip
+    return Order(order_id, "c-1", "EUR", (), 100, OrderStatus(status), "t0", "t0", "fp", "req")
 
 
 def test_pending_order_is_nudged_after_stall_time_then_with_doubling_delays() -> None:

@@ -42,8 +42,15 @@ def _stack(
     orders, sent = FakeOrders(), _Sent()
     progress = CommandProgress(8, lambda partition: None, kafka)
     # Due at once: the command's occurred_at is long ago.
-    service = OrderService(orders, sent, PassingDeadLetters(), OrderWatch(),  # type: ignore[arg-type]
-                           StalledOrders(1.0), progress=progress, commands=kafka)  # fmt: skip
+    service = OrderService(
+        orders,  # type: ignore[arg-type]
+        sent,
+        PassingDeadLetters(),  # type: ignore[arg-type]
+        OrderWatch(),  # type: ignore[arg-type]
+        StalledOrders(1.0),
+        progress=progress,
+        commands=kafka,
+    )
     return service, orders, kafka, sent
 
 
@@ -96,9 +103,14 @@ async def test_nudge_finds_the_token_of_an_order_of_a_later_key_generation() -> 
     # command share the request id.
     record = _command_at(36)  # PlaceOrder of ord-1 (generation 0), request REQUEST_ID
     service, orders, _, sent = _stack([record])
-    later = replace(pending_order(order_id="ord-1-g1", created_at="2020-01-01T00:00:00.000Z",
-                                  updated_at="2020-01-01T00:00:00.000Z"),
-                    command_offset=36)  # fmt: skip
+    later = replace(
+        pending_order(
+            order_id="ord-1-g1",
+            created_at="2020-01-01T00:00:00.000Z",
+            updated_at="2020-01-01T00:00:00.000Z",
+        ),
+        command_offset=36,
+    )
     orders.put(later)
     service.stalled.track(later, 0.0)
 

@@ -66,8 +66,14 @@ def _stack(
     hot_path = CommandPartition([])  # the order agent's reader: the nudge must never use it
     rows, sent = FakeOrders(), _Sent()
     progress = CommandProgress(PARTITIONS, lambda partition: None, hot_path)
-    service = OrderService(rows, sent, PassingDeadLetters(), OrderWatch(),  # type: ignore[arg-type]
-                           StalledOrders(1.0), progress=progress)  # fmt: skip
+    service = OrderService(
+        rows,  # type: ignore[arg-type]
+        sent,
+        PassingDeadLetters(),  # type: ignore[arg-type]
+        OrderWatch(),  # type: ignore[arg-type]
+        StalledOrders(1.0),
+        progress=progress,
+    )
     service.commands = nudge_reader
     for order in orders:
         rows.put(order)
@@ -197,8 +203,14 @@ def _payments(
     async def publish(topic: str, key: bytes, value: bytes) -> None:
         published.append(topic)
 
-    service = PaymentService(table, get_gateway, publish, DeadLetters(topic),  # type: ignore[arg-type]
-                             UnknownPayments(), clock=lambda: 1000.0)  # fmt: skip
+    service = PaymentService(
+        table,  # type: ignore[arg-type]
+        get_gateway,
+        publish,
+        DeadLetters(topic),  # type: ignore[arg-type]
+        UnknownPayments(),
+        clock=lambda: 1000.0,
+    )
     return service, table, published, topic
 
 
@@ -208,8 +220,14 @@ def _tokenless() -> FakeEvent:
 
 
 def _record(**overrides: Any) -> PaymentRecord:
-    record = PaymentRecord("o1", idempotency_key_for("o1"), 500, "EUR", PaymentStatus.ATTEMPTING,
-                           payment_token="tok_visa")  # fmt: skip
+    record = PaymentRecord(
+        "o1",
+        idempotency_key_for("o1"),
+        500,
+        "EUR",
+        PaymentStatus.ATTEMPTING,
+        payment_token="tok_visa",
+    )
     return dataclasses.replace(record, **overrides)
 
 

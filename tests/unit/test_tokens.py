@@ -59,9 +59,11 @@ def test_a_masked_token_never_shows_the_token_and_masking_again_changes_nothing(
 
 
 def test_mask_text_masks_json_repr_and_assigned_tokens_even_truncated() -> None:
-    text = ('{"payment": {"token": "tok_chargeDeclined"}, "source": "tok_visa"} '
-            "{'payment_token': 'tok_secret_4242'} token=tok_visa "
-            '{"event_type": "order.created", "payment": {"token": "tok_chargeDecl')  # fmt: skip
+    text = (
+        '{"payment": {"token": "tok_chargeDeclined"}, "source": "tok_visa"} '
+        "{'payment_token': 'tok_secret_4242'} token=tok_visa "
+        '{"event_type": "order.created", "payment": {"token": "tok_chargeDecl'
+    )
     masked = mask_text(text)
     for raw in ("tok_chargeDeclined", "tok_visa", "tok_secret_4242", "tok_chargeDecl"):
         assert raw not in masked, masked
@@ -70,9 +72,13 @@ def test_mask_text_masks_json_repr_and_assigned_tokens_even_truncated() -> None:
 
 
 def test_mask_secrets_masks_token_fields_at_any_depth_and_keeps_the_rest() -> None:
-    value = {"order_id": "o1", "payment": {"token": "tok_visa"},
-             "rows": [{"source": "tok_chargeDeclined", "params": '{"source":"tok_visa"}'}],
-             "payment_token": "tok_visa", "amount": 5}  # fmt: skip
+    value = {
+        "order_id": "o1",
+        "payment": {"token": "tok_visa"},
+        "rows": [{"source": "tok_chargeDeclined", "params": '{"source":"tok_visa"}'}],
+        "payment_token": "tok_visa",
+        "amount": 5,
+    }
     masked = mask_secrets(value)
     assert "tok_visa" not in orjson.dumps(masked).decode()
     assert "tok_chargeDeclined" not in orjson.dumps(masked).decode()
@@ -100,9 +106,10 @@ def test_fingerprint_holds_no_plain_hash_of_the_token() -> None:
 
 
 @pytest.mark.parametrize(
-    "outcome", [Approved("ch_1"), Declined(decline_for("card_declined"), "ch_2")],
+    "outcome",
+    [Approved("ch_1"), Declined(decline_for("card_declined"), "ch_2")],
     ids=["COMPLETED", "FAILED"],
-)  # fmt: skip
+)
 def test_a_settled_payment_drops_its_token(outcome: Approved | Declined) -> None:
     record = payment_record(payment_token="tok_visa").attempt(1.0)
 
@@ -127,8 +134,9 @@ def test_attempting_and_unknown_payments_keep_the_token_for_the_next_charge() ->
 
 
 def test_a_settled_record_written_before_the_change_still_decodes() -> None:
-    old = orjson.loads(payment_to_bytes(payment_record(status=PaymentStatus.COMPLETED,
-                                                       charge_id="ch_1")))  # fmt: skip
+    old = orjson.loads(
+        payment_to_bytes(payment_record(status=PaymentStatus.COMPLETED, charge_id="ch_1"))
+    )
     old["payment_token"] = "tok_visa"  # as the old code wrote it
     assert payment_from_bytes(orjson.dumps(old)).status is PaymentStatus.COMPLETED
 
@@ -163,11 +171,17 @@ def test_a_worker_fingerprints_the_token_with_a_key_from_its_cluster_secret(tmp_
     from orderflow.config import Settings
 
     secret = "c" * 40
-    flow = build(Settings.from_env({
-        "ORDERFLOW_DATA_DIR": str(tmp_path), "ORDERFLOW_STORE": "memory",
-        "ORDERFLOW_GATEWAY": "sandbox", "ORDERFLOW_API_AUTH": "none",
-        "ORDERFLOW_CLUSTER_SECRET": secret,
-    }))  # fmt: skip
+    flow = build(
+        Settings.from_env(
+            {
+                "ORDERFLOW_DATA_DIR": str(tmp_path),
+                "ORDERFLOW_STORE": "memory",
+                "ORDERFLOW_GATEWAY": "sandbox",
+                "ORDERFLOW_API_AUTH": "none",
+                "ORDERFLOW_CLUSTER_SECRET": secret,
+            }
+        )
+    )
     assert flow.api is not None
     assert flow.api.token_hash_key == fingerprint_key(secret.encode())
     assert flow.api.token_hash_key not in (b"", secret.encode())

@@ -27,8 +27,9 @@ def test_a_failing_handler_span_never_records_the_token_in_its_exception(
     spans: InMemorySpanExporter,
 ) -> None:
     # Regression: start_as_current_span recorded the exception (message, stack trace) unmasked.
-    message = SimpleNamespace(topic="order.created", partition=0, offset=7, key=b"ord-1",
-                              headers=[])  # fmt: skip
+    message = SimpleNamespace(
+        topic="order.created", partition=0, offset=7, key=b"ord-1", headers=[]
+    )
     with pytest.raises(ValueError), tracing.consuming(SimpleNamespace(message=message)):
         raise ValueError('bad event {"payment": {"token": "tok_secretVisa4242"}}')
     (span,) = spans.get_finished_spans()

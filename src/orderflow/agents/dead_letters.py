@@ -86,8 +86,9 @@ class DeadLetters:
         delay = 0.1
         while True:  # a dead letter is the only copy of a failed event: it must reach Kafka
             try:
-                delivery = await self.topic.send(key=message.key, value=message.value,
-                                                 headers=headers)  # fmt: skip
+                delivery = await self.topic.send(
+                    key=message.key, value=message.value, headers=headers
+                )
                 await delivery
                 break
             except (KafkaError, ProducerSendError) as exc:
@@ -101,16 +102,23 @@ class DeadLetters:
         if self.on_sent is not None:
             self.on_sent(reason)
 
-    def _give_up(self, message: Any, headers: list[tuple[str, bytes]], reason: str,
-                 exc: BaseException) -> None:  # fmt: skip
+    def _give_up(
+        self, message: Any, headers: list[tuple[str, bytes]], reason: str, exc: BaseException
+    ) -> None:
         """Log where the event was and how big (never its bytes: they may hold a payment token)."""
         self.undeliverable += 1
         log.error(
             "dead letter given up, the broker refuses it for good (%r): %s[%s]@%s, key %d bytes, "
             "value %d bytes, headers %d bytes; reason: %s",
-            exc, message.topic, message.partition, message.offset, len(message.key or b""),
-            len(message.value or b""), sum(len(k) + len(v) for k, v in headers), reason[:300],
-        )  # fmt: skip
+            exc,
+            message.topic,
+            message.partition,
+            message.offset,
+            len(message.key or b""),
+            len(message.value or b""),
+            sum(len(k) + len(v) for k, v in headers),
+            reason[:300],
+        )
 
     async def guard(self, event: Any, handle: Callable[[Any], Awaitable[None]]) -> None:
         """Run ``handle(event)``; whatever it raises parks the event here and the agent goes on.
@@ -136,19 +144,26 @@ class DeadLetters:
             except (KafkaError, ProducerSendError) as exc:
                 message = event.message
                 if is_retriable(exc):
-                    log.warning("handler could not send on %s[%s]@%s (%r); again in %.1fs",
-                                message.topic, message.partition, message.offset, exc,
-                                delay)  # fmt: skip
+                    log.warning(
+                        "handler could not send on %s[%s]@%s (%r); again in %.1fs",
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        exc,
+                        delay,
+                    )
                     await self.sleep(delay)
                     delay = min(delay * 2, 5.0)
                     continue
-                log.exception("handler failed on %s[%s]@%s", message.topic, message.partition,
-                              message.offset)  # fmt: skip
+                log.exception(
+                    "handler failed on %s[%s]@%s", message.topic, message.partition, message.offset
+                )
                 await self.send(event, f"unexpected: {exc!r}", exc)
                 return
             except Exception as exc:  # a bug must not stop the partition
                 message = event.message
-                log.exception("handler failed on %s[%s]@%s", message.topic, message.partition,
-                              message.offset)  # fmt: skip
+                log.exception(
+                    "handler failed on %s[%s]@%s", message.topic, message.partition, message.offset
+                )
                 await self.send(event, f"unexpected: {exc!r}", exc)
                 return

@@ -32,9 +32,14 @@ class Stuck:
     seconds: float
 
     def to_json(self) -> dict[str, object]:
-        return {"agent": self.agent, "topic": self.topic, "partition": self.partition,
-                "offset": self.offset, "since": rfc3339(self.since),
-                "seconds": round(self.seconds, 1)}  # fmt: skip
+        return {
+            "agent": self.agent,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "since": rfc3339(self.since),
+            "seconds": round(self.seconds, 1),
+        }
 
 
 @dataclass(frozen=True)

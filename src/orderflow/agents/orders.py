@@ -212,14 +212,20 @@ class OrderService:
         """Publish ``order.created`` again for orders PENDING too long; returns how many."""
         now = self.clock()
         if self.stalled.scan.pending:
-            log.info("stalled-order index: reading OrderDB partition(s) %s",
-                     sorted(self.stalled.scan.pending))  # fmt: skip
+            log.info(
+                "stalled-order index: reading OrderDB partition(s) %s",
+                sorted(self.stalled.scan.pending),
+            )
             read = await self.stalled.scan.run(
-                self.orders.partition_rows, self.orders.decode,
+                self.orders.partition_rows,
+                self.orders.decode,
                 lambda order: self.stalled.track(order, now),
-            )  # fmt: skip
-            log.info("stalled-order index: read %d OrderDB row(s), %d PENDING", read,
-                     len(self.stalled.due_at))  # fmt: skip
+            )
+            log.info(
+                "stalled-order index: read %d OrderDB row(s), %d PENDING",
+                read,
+                len(self.stalled.due_at),
+            )
             now = self.clock()
         due: list[Order] = []
         for order_id in self.stalled.due(now):
@@ -242,13 +248,18 @@ class OrderService:
             token = tokens[order_id]
             if token is None:
                 continue  # its command could not be read now (logged): again after the backoff
-            log.warning("order %s still PENDING: publishing order.created again (nudge %d)",
-                        order_id, self.stalled.nudges[order_id])  # fmt: skip
+            log.warning(
+                "order %s still PENDING: publishing order.created again (nudge %d)",
+                order_id,
+                self.stalled.nudges[order_id],
+            )
             if not token:
                 # Without a token the copy cannot charge: the payment service finishes it from
                 # PaymentDB (settled, attempting, unknown), else dead-letters it for a person.
-                log.error("order %s: its PlaceOrder is gone; order.created sent without a "
-                          "payment token", order_id)  # fmt: skip
+                log.error(
+                    "order %s: its PlaceOrder is gone; order.created sent without a payment token",
+                    order_id,
+                )
             await self.order_created.send(
                 key=order_id.encode(), value=encode_event(order.created_event(token))
             )
@@ -287,17 +298,27 @@ class OrderService:
                 await self.commands.end(partition),
             )
         except (KafkaError, OSError) as exc:
-            log.warning("command partition %d: offsets not known (%r): %d nudge(s) wait",
-                        partition, exc, len(orders))  # fmt: skip
+            log.warning(
+                "command partition %d: offsets not known (%r): %d nudge(s) wait",
+                partition,
+                exc,
+                len(orders),
+            )
             return dict.fromkeys((o.order_id for o in orders), None)
         tokens: dict[str, str | None] = {}
         readable: list[Order] = []
         for order in sorted(orders, key=lambda o: o.command_offset or 0):
             offset = order.command_offset or 0
             if offset < first or offset >= end:
-                log.warning("order %s: its PlaceOrder at %s:%d:%d is gone (the partition holds "
-                            "%d..%d)", order.order_id, ORDER_COMMANDS, partition, offset, first,
-                            end - 1)  # fmt: skip
+                log.warning(
+                    "order %s: its PlaceOrder at %s:%d:%d is gone (the partition holds %d..%d)",
+                    order.order_id,
+                    ORDER_COMMANDS,
+                    partition,
+                    offset,
+                    first,
+                    end - 1,
+                )
                 tokens[order.order_id] = ""
             elif len(readable) < self.nudge_batch and (
                 not readable or offset - (readable[0].command_offset or 0) < self.nudge_span
@@ -309,9 +330,14 @@ class OrderService:
         try:
             records = await self.commands.read(partition, start, stop)
         except (KafkaError, OSError) as exc:  # TimeoutError included
-            log.warning("command partition %d: offsets %d..%d could not be read (%r): %d "
-                        "nudge(s) wait", partition, start, stop - 1, exc,
-                        len(readable))  # fmt: skip
+            log.warning(
+                "command partition %d: offsets %d..%d could not be read (%r): %d nudge(s) wait",
+                partition,
+                start,
+                stop - 1,
+                exc,
+                len(readable),
+            )
             tokens.update(dict.fromkeys((o.order_id for o in readable), None))
             return tokens
         at = {r.offset: r for r in records}
@@ -325,15 +351,21 @@ def _token_in(order: Order, record: CommandRecord | None, partition: int) -> str
     try:
         command = decode_event(record.value, PlaceOrder.event_type) if record else None
     except EventDecodeError as exc:
-        log.warning("order %s: the record at its command offset does not decode (%s)",
-                    order.order_id, exc)  # fmt: skip
+        log.warning(
+            "order %s: the record at its command offset does not decode (%s)", order.order_id, exc
+        )
         return ""
     # Its own command: the same order id, or (a key's later generation, placed under another
     # id of the same partition) the command keyed by generation 0 whose request made it.
     if not isinstance(command, PlaceOrder) or (
         command.order_id != order.order_id and command.request_id != order.request_id
     ):
-        log.warning("order %s: no PlaceOrder of it at %s:%d:%s (expired?)",
-                    order.order_id, ORDER_COMMANDS, partition, order.command_offset)  # fmt: skip
+        log.warning(
+            "order %s: no PlaceOrder of it at %s:%d:%s (expired?)",
+            order.order_id,
+            ORDER_COMMANDS,
+            partition,
+            order.command_offset,
+        )
         return ""
     return command.payment_token

@@ -177,8 +177,10 @@ class PaymentService:
             if record is None and not created.payment_token:
                 # A stall nudge's copy whose token was gone, and no payment began: nothing can
                 # be charged. Dead-lettered (the guard) for an operator, never charged.
-                log.error("payment %s: order.created without a token and no PaymentDB record",
-                          created.order_id)  # fmt: skip
+                log.error(
+                    "payment %s: order.created without a token and no PaymentDB record",
+                    created.order_id,
+                )
                 raise PaymentTokenGoneError
             if record is None:
                 record = PaymentRecord(
@@ -230,8 +232,13 @@ class PaymentService:
         # Not delivered: this raises, the gateway is not called, and the dead-letter guard
         # handles the event again (a retriable send error) or parks it.
         await self.payments.put_durable(record)
-        request = ChargeRequest(record.idempotency_key, record.order_id, record.amount,
-                                record.currency, record.payment_token)  # fmt: skip
+        request = ChargeRequest(
+            record.idempotency_key,
+            record.order_id,
+            record.amount,
+            record.currency,
+            record.payment_token,
+        )
         try:
             gateway = await self.gateway()
             outcome: Approved | Declined = await gateway.charge(request)
@@ -257,8 +264,12 @@ class PaymentService:
 
     def _mark_unknown(self, record: PaymentRecord, reason: Exception) -> None:
         record = record.unknown(self.clock())
-        log.warning("payment %s UNKNOWN (%s); asking again in %.0fs", record.order_id, reason,
-                    record.next_attempt_at - record.updated_at)  # fmt: skip
+        log.warning(
+            "payment %s UNKNOWN (%s); asking again in %.0fs",
+            record.order_id,
+            reason,
+            record.next_attempt_at - record.updated_at,
+        )
         self.payments.put(record)
         self.unknown.track(record)
 
@@ -289,12 +300,19 @@ class PaymentService:
         event: PaymentCompleted | PaymentFailed
         if record.status is PaymentStatus.COMPLETED:
             assert record.charge_id is not None
-            event = PaymentCompleted(record.order_id, record.amount, record.currency,
-                                     record.charge_id, at)  # fmt: skip
+            event = PaymentCompleted(
+                record.order_id, record.amount, record.currency, record.charge_id, at
+            )
         else:
             assert record.decline is not None
-            event = PaymentFailed(record.order_id, record.amount, record.currency,
-                                  record.decline, at, record.charge_id)  # fmt: skip
+            event = PaymentFailed(
+                record.order_id,
+                record.amount,
+                record.currency,
+                record.decline,
+                at,
+                record.charge_id,
+            )
         await self.publish(event.event_type, record.order_id.encode(), encode_event(event))
 
     async def request_due_reconciliations(self) -> int:
@@ -303,10 +321,14 @@ class PaymentService:
             read = await self.unknown.scan.run(
                 self.payments.partition_rows, self.payments.decode, self.unknown.track_scanned
             )
-            log.info("UNKNOWN-payment index: read %d PaymentDB row(s), %d UNKNOWN", read,
-                     len(self.unknown.due_at))  # fmt: skip
+            log.info(
+                "UNKNOWN-payment index: read %d PaymentDB row(s), %d UNKNOWN",
+                read,
+                len(self.unknown.due_at),
+            )
         due = self.unknown.take_due(self.clock())
         for order_id in due:
-            await self.publish(PAYMENT_RECONCILE, order_id.encode(),
-                               orjson.dumps({"order_id": order_id}))  # fmt: skip
+            await self.publish(
+                PAYMENT_RECONCILE, order_id.encode(), orjson.dumps({"order_id": order_id})
+            )
         return len(due)

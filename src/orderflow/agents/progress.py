@@ -100,8 +100,11 @@ class CommandLog:
                     fetched = await client.getmany(tp, timeout_ms=500, max_records=stop - start)
                     for r in fetched.get(tp, []):
                         if start <= r.offset < stop:
-                            records.append(CommandRecord(r.topic, r.partition, r.offset, r.key,
-                                                         r.value, tuple(r.headers)))  # fmt: skip
+                            records.append(
+                                CommandRecord(
+                                    r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers)
+                                )
+                            )
             finally:
                 client.assign([])
         return records
@@ -109,8 +112,12 @@ class CommandLog:
     async def _started(self) -> AIOKafkaConsumer:
         async with self._starting:
             if self._client is None:
-                client = AIOKafkaConsumer(bootstrap_servers=self.servers, request_timeout_ms=5000,
-                                          enable_auto_commit=False, auto_offset_reset="earliest")  # fmt: skip
+                client = AIOKafkaConsumer(
+                    bootstrap_servers=self.servers,
+                    request_timeout_ms=5000,
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                )
                 await client.start()
                 self._client = client
             return self._client
@@ -160,13 +167,26 @@ class CommandProgress:
         expected = self.read_through(partition)
         if offset <= expected:
             return []
-        log.warning("command partition %d: offset %d reached the order service before %d..%d: "
-                    "reading those first", partition, offset, expected, offset - 1)  # fmt: skip
+        log.warning(
+            "command partition %d: offset %d reached the order service before %d..%d: "
+            "reading those first",
+            partition,
+            offset,
+            expected,
+            offset - 1,
+        )
         try:
             records = await self.commands.read(partition, expected, offset)
         except Exception as exc:  # the broker: handled out of order, as Faust delivered it
-            log.error("command partition %d: could not read offsets %d..%d (%r): handling %d "
-                      "out of order", partition, expected, offset - 1, exc, offset)  # fmt: skip
+            log.error(
+                "command partition %d: could not read offsets %d..%d (%r): handling %d "
+                "out of order",
+                partition,
+                expected,
+                offset - 1,
+                exc,
+                offset,
+            )
             return []
         self.holes_read += len(records)
         return [CommandEvent(record) for record in records]

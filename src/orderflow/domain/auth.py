@@ -113,9 +113,16 @@ def sign_forward(
 
 
 def verify_forward(
-    secret: bytes, method: str, path_qs: str, client_id: str, body: bytes, timestamp: str,
-    signature: str, now: float, max_age_s: float = FORWARD_MAX_AGE_S,
-) -> bool:  # fmt: skip
+    secret: bytes,
+    method: str,
+    path_qs: str,
+    client_id: str,
+    body: bytes,
+    timestamp: str,
+    signature: str,
+    now: float,
+    max_age_s: float = FORWARD_MAX_AGE_S,
+) -> bool:
     """True for a signature made with ``secret`` over this request less than ``max_age_s`` ago."""
     try:
         sent = float(timestamp)

@@ -146,10 +146,18 @@ class PlaceOrder:
     @classmethod
     def from_reader(cls, r: FieldReader) -> PlaceOrder:
         keyed = r.bool("keyed") if "keyed" in r.data else False
-        return cls(r.str("order_id"), r.str("request_id"), r.str("fingerprint"),
-                   r.str("customer_id"), r.str("currency"), r.items("items"),
-                   r.obj("payment").str("token"), r.str("occurred_at"),
-                   r.opt_str("client_id") or "", keyed)  # fmt: skip
+        return cls(
+            r.str("order_id"),
+            r.str("request_id"),
+            r.str("fingerprint"),
+            r.str("customer_id"),
+            r.str("currency"),
+            r.items("items"),
+            r.obj("payment").str("token"),
+            r.str("occurred_at"),
+            r.opt_str("client_id") or "",
+            keyed,
+        )
 
 
 @dataclass(frozen=True)
@@ -188,9 +196,16 @@ class OrderCreated:
         # No "token" is a tokenless nudge (see payload); one that is there must not be empty.
         payment = r.obj("payment")
         token = payment.str("token") if "token" in payment.data else ""
-        return cls(r.str("order_id"), r.str("customer_id"), r.str("currency"),
-                   r.int("amount"), r.items("items"), token,
-                   r.str("occurred_at"), r.opt_str("client_id") or "")  # fmt: skip
+        return cls(
+            r.str("order_id"),
+            r.str("customer_id"),
+            r.str("currency"),
+            r.int("amount"),
+            r.items("items"),
+            token,
+            r.str("occurred_at"),
+            r.opt_str("client_id") or "",
+        )
 
 
 @dataclass(frozen=True)
@@ -214,8 +229,13 @@ class PaymentCompleted:
 
     @classmethod
     def from_reader(cls, r: FieldReader) -> PaymentCompleted:
-        return cls(r.str("order_id"), r.int("amount"), r.str("currency"), r.str("charge_id"),
-                   r.str("occurred_at"))  # fmt: skip
+        return cls(
+            r.str("order_id"),
+            r.int("amount"),
+            r.str("currency"),
+            r.str("charge_id"),
+            r.str("occurred_at"),
+        )
 
 
 @dataclass(frozen=True)
@@ -236,17 +256,30 @@ class PaymentFailed:
         return event_id_for(self.order_id, self.event_type)
 
     def payload(self) -> dict[str, Any]:
-        reason = {"code": self.reason.code, "message": self.reason.message,
-                  "retryable": self.reason.retryable}  # fmt: skip
-        return {"amount": self.amount, "currency": self.currency, "reason": reason,
-                "charge_id": self.charge_id}  # fmt: skip
+        reason = {
+            "code": self.reason.code,
+            "message": self.reason.message,
+            "retryable": self.reason.retryable,
+        }
+        return {
+            "amount": self.amount,
+            "currency": self.currency,
+            "reason": reason,
+            "charge_id": self.charge_id,
+        }
 
     @classmethod
     def from_reader(cls, r: FieldReader) -> PaymentFailed:
         reason = r.obj("reason")
         decline = Decline(reason.str("code"), reason.str("message"), reason.bool("retryable"))
-        return cls(r.str("order_id"), r.int("amount"), r.str("currency"), decline,
-                   r.str("occurred_at"), r.opt_str("charge_id"))  # fmt: skip
+        return cls(
+            r.str("order_id"),
+            r.int("amount"),
+            r.str("currency"),
+            decline,
+            r.str("occurred_at"),
+            r.opt_str("charge_id"),
+        )
 
 
 Event = PlaceOrder | OrderCreated | PaymentCompleted | PaymentFailed

@@ -47,9 +47,12 @@ def order_id_for_key(secret: bytes, client_id: str, idempotency_key: str) -> str
 
 
 def generation_id(
-    secret: bytes, gen0_id: str, generation: int, partition_of: Callable[[str], int],
+    secret: bytes,
+    gen0_id: str,
+    generation: int,
+    partition_of: Callable[[str], int],
     partitions: int,
-) -> str:  # fmt: skip
+) -> str:
     """Generation ``generation`` of the key whose generation 0 is ``gen0_id``: same partition.
 
     Derived from generation 0's id (itself a MAC of the client and key), so the raw key need not

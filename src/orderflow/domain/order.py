@@ -63,9 +63,16 @@ class Order:
     legacy_payment_token: str = field(default="", repr=False, compare=False)
 
     def created_event(self, payment_token: str) -> OrderCreated:
-        return OrderCreated(self.order_id, self.customer_id, self.currency, self.amount,
-                            self.items, payment_token, self.created_at,
-                            self.client_id)  # fmt: skip
+        return OrderCreated(
+            self.order_id,
+            self.customer_id,
+            self.currency,
+            self.amount,
+            self.items,
+            payment_token,
+            self.created_at,
+            self.client_id,
+        )
 
 
 class PlacementKind(enum.Enum):
@@ -136,14 +143,20 @@ def apply_payment(order: Order, event: PaymentCompleted | PaymentFailed, now: st
         return Transition(order, False, reason, anomaly=not same)
     if event.amount != order.amount or event.currency != order.currency:
         return Transition(
-            order, False,
+            order,
+            False,
             f"payment of {event.amount} {event.currency} does not match the order's "
             f"{order.amount} {order.currency}",
             anomaly=True,
-        )  # fmt: skip
+        )
     if isinstance(event, PaymentCompleted):
         paid = replace(order, status=OrderStatus.PAID, charge_id=event.charge_id, updated_at=now)
         return Transition(paid, True)
-    failed = replace(order, status=OrderStatus.PAYMENT_FAILED, decline=event.reason,
-                     charge_id=event.charge_id, updated_at=now)  # fmt: skip
+    failed = replace(
+        order,
+        status=OrderStatus.PAYMENT_FAILED,
+        decline=event.reason,
+        charge_id=event.charge_id,
+        updated_at=now,
+    )
     return Transition(failed, True)

@@ -156,19 +156,37 @@ class PaymentRecord:
     problem: str | None = None  # for INCONSISTENT: what the gateway's charge got wrong
 
     def attempt(self, now: float) -> PaymentRecord:
-        return replace(self, status=PaymentStatus.ATTEMPTING, attempts=self.attempts + 1,
-                       updated_at=now)  # fmt: skip
+        return replace(
+            self, status=PaymentStatus.ATTEMPTING, attempts=self.attempts + 1, updated_at=now
+        )
 
     def settle(self, outcome: ChargeOutcome, now: float) -> PaymentRecord:
         if isinstance(outcome, Approved):
-            return replace(self, status=PaymentStatus.COMPLETED, charge_id=outcome.charge_id,
-                           decline=None, updated_at=now, payment_token="")  # fmt: skip
-        return replace(self, status=PaymentStatus.FAILED, charge_id=outcome.charge_id,
-                       decline=outcome.decline, updated_at=now, payment_token="")  # fmt: skip
+            return replace(
+                self,
+                status=PaymentStatus.COMPLETED,
+                charge_id=outcome.charge_id,
+                decline=None,
+                updated_at=now,
+                payment_token="",
+            )
+        return replace(
+            self,
+            status=PaymentStatus.FAILED,
+            charge_id=outcome.charge_id,
+            decline=outcome.decline,
+            updated_at=now,
+            payment_token="",
+        )
 
     def inconsistent(self, problem: str, now: float) -> PaymentRecord:
-        return replace(self, status=PaymentStatus.INCONSISTENT, problem=problem, updated_at=now,
-                       payment_token="")  # fmt: skip
+        return replace(
+            self,
+            status=PaymentStatus.INCONSISTENT,
+            problem=problem,
+            updated_at=now,
+            payment_token="",
+        )
 
     def unknown(self, now: float) -> PaymentRecord:
         """Ask the gateway again later: after a charge attempt, by the number of attempts; when
@@ -176,10 +194,12 @@ class PaymentRecord:
         delay = next_reconcile_delay(self.attempts)
         if self.status is PaymentStatus.UNKNOWN:
             # The previous delay is in the record itself: no new field, old records decode.
-            delay = min(max(delay, 2 * (self.next_attempt_at - self.updated_at)),
-                        next_reconcile_delay(64))  # fmt: skip
-        return replace(self, status=PaymentStatus.UNKNOWN, updated_at=now,
-                       next_attempt_at=now + delay)  # fmt: skip
+            delay = min(
+                max(delay, 2 * (self.next_attempt_at - self.updated_at)), next_reconcile_delay(64)
+            )
+        return replace(
+            self, status=PaymentStatus.UNKNOWN, updated_at=now, next_attempt_at=now + delay
+        )
 
 
 def charge_mismatch(record: PaymentRecord, charge: GatewayCharge) -> str | None:

@@ -219,8 +219,9 @@ class HttpPaymentGateway:
     def _client(self) -> aiohttp.ClientSession:
         # Created on first use, inside the running loop the session will belong to.
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(raise_for_status=False, headers=self._auth,
-                                                  trace_configs=client_trace_configs())  # fmt: skip
+            self._session = aiohttp.ClientSession(
+                raise_for_status=False, headers=self._auth, trace_configs=client_trace_configs()
+            )
         return self._session
 
     async def close(self) -> None:
@@ -238,9 +239,12 @@ class HttpPaymentGateway:
             "metadata": {"order_id": request.order_id},
         }
         reply = await self._exchange(
-            "POST", "/v1/charges", request.idempotency_key,
-            json_body=body, headers={"Idempotency-Key": request.idempotency_key},
-        )  # fmt: skip
+            "POST",
+            "/v1/charges",
+            request.idempotency_key,
+            json_body=body,
+            headers={"Idempotency-Key": request.idempotency_key},
+        )
         if reply.status == 402:
             code = _error_field(reply.body, "code") or "card_declined"
             decline = decline_for(code, _error_field(reply.body, "message"))
@@ -284,8 +288,12 @@ class HttpPaymentGateway:
             )
         else:
             raise TransientGatewayError(f"charge {charge_id} is {status!r}, not settled")
-        return GatewayCharge(outcome, _int_field(charge, "amount"), _str_field(charge, "currency"),
-                             _order_reference(charge))  # fmt: skip
+        return GatewayCharge(
+            outcome,
+            _int_field(charge, "amount"),
+            _str_field(charge, "currency"),
+            _order_reference(charge),
+        )
 
     async def _attempt(
         self,
@@ -306,9 +314,14 @@ class HttpPaymentGateway:
         )
         try:
             async with self._client().request(
-                method, url, json=json_body, params=params, headers=headers,
-                timeout=client_timeout, allow_redirects=False,  # key and token stay with it
-            ) as resp:  # fmt: skip
+                method,
+                url,
+                json=json_body,
+                params=params,
+                headers=headers,
+                timeout=client_timeout,
+                allow_redirects=False,  # key and token stay with it
+            ) as resp:
                 raw = await resp.read()
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
                 status = resp.status
@@ -327,8 +340,13 @@ class HttpPaymentGateway:
         if not _is_transient(status) and not (200 <= status < 300 or status == 402):
             # The gateway's words stay in our log: the error may reach a decline message, an
             # event, a table; its body may echo what we sent.
-            log.warning("gateway refused %s %s: HTTP %d: %s", method, path, status,
-                        _excerpt(_error_field(body, "message") or raw))  # fmt: skip
+            log.warning(
+                "gateway refused %s %s: HTTP %d: %s",
+                method,
+                path,
+                status,
+                _excerpt(_error_field(body, "message") or raw),
+            )
             raise PermanentGatewayError(f"{method} {path}: HTTP {status}", status=status)
         if status < 300 and not body:
             raise TransientGatewayError(
@@ -361,8 +379,14 @@ class HttpPaymentGateway:
                 except BaseException as exc:
                     # Never sent: neither a success nor a failure; free a half-open probe slot.
                     self.breaker.release()
-                    log.info("%s %s (key %s) not sent, attempt %d refused: %s", method, path,
-                             idempotency_key, sent + 1, exc)  # fmt: skip
+                    log.info(
+                        "%s %s (key %s) not sent, attempt %d refused: %s",
+                        method,
+                        path,
+                        idempotency_key,
+                        sent + 1,
+                        exc,
+                    )
                     raise
             sent += 1
             limit = min(self.request_timeout, deadline_at - loop.time())
@@ -399,8 +423,14 @@ class HttpPaymentGateway:
                 # Never sleep past the deadline (nor a Retry-After beyond it): answer now.
                 stop = f"deadline of {self.deadline}s passed"
             else:
-                log.debug("retrying %s %s (key %s) in %.3fs: %s", method, path,
-                          idempotency_key, delay, last)  # fmt: skip
+                log.debug(
+                    "retrying %s %s (key %s) in %.3fs: %s",
+                    method,
+                    path,
+                    idempotency_key,
+                    delay,
+                    last,
+                )
                 await asyncio.sleep(delay)
                 if loop.time() >= deadline_at:  # the sleep overshot; aiohttp reads 0 as no limit
                     stop = f"deadline of {self.deadline}s passed"

@@ -718,8 +718,17 @@ class SandboxGateway:
         return True
 
     def _record(self, seen: _Seen, status: int | None, delivered: bool) -> None:
-        row = RequestRow(seen.at, seen.kind, seen.idempotency_key, seen.order_id, seen.outcome,
-                         status, seen.charge_id, delivered, seen.violation)  # fmt: skip
+        row = RequestRow(
+            seen.at,
+            seen.kind,
+            seen.idempotency_key,
+            seen.order_id,
+            seen.outcome,
+            status,
+            seen.charge_id,
+            delivered,
+            seen.violation,
+        )
         self._pending.append(row)
         settled = seen.outcome in _SETTLED_OUTCOMES and seen.kind in ("charge", "lookup")
         if delivered and settled and seen.idempotency_key is not None:
@@ -852,9 +861,11 @@ class SandboxGateway:
         key = request.headers.get("Idempotency-Key", "").strip()
         if not key:
             return _error(
-                400, "invalid_request_error", "the Idempotency-Key header is required",
+                400,
+                "invalid_request_error",
+                "the Idempotency-Key header is required",
                 param="Idempotency-Key",
-            )  # fmt: skip
+            )
         try:
             body = await request.json()
         except ValueError:
@@ -874,10 +885,11 @@ class SandboxGateway:
             if row.params != params.canonical():
                 seen.outcome = "idempotency_error"
                 return _error(
-                    400, "idempotency_error",
+                    400,
+                    "idempotency_error",
                     f"Keys for idempotent requests can only be used with the same parameters "
                     f"they were first used with (key {key!r}).",
-                )  # fmt: skip
+                )
             seen.outcome = "replayed"
             return _json_text(row.http_status, row.response_body, replayed=True)
         if how == "expired":
@@ -898,9 +910,11 @@ class SandboxGateway:
         if row is None:
             seen.outcome = "not_found"
             return _error(
-                404, "invalid_request_error", f"No such charge: {charge_id!r}",
+                404,
+                "invalid_request_error",
+                f"No such charge: {charge_id!r}",
                 code="resource_missing",
-            )  # fmt: skip
+            )
         seen.outcome, seen.charge_id, seen.order_id = "found", row.id, row.order_id
         seen.idempotency_key = row.idempotency_key
         return web.json_response(row.to_charge())
@@ -956,11 +970,25 @@ class SandboxGateway:
         return web.json_response(stats)
 
 
-async def _serve(host: str, port: int, db_path: Path, faults: Faults, seed: int | None,
-                 config: SandboxConfig, api_key: str = "", admin_token: str = "") -> None:  # fmt: skip
-    gateway = SandboxGateway(db_path, faults=faults, seed=seed, key_ttl_s=config.key_ttl_s,
-                             strict=config.strict, api_key=api_key,
-                             admin_token=admin_token)  # fmt: skip
+async def _serve(
+    host: str,
+    port: int,
+    db_path: Path,
+    faults: Faults,
+    seed: int | None,
+    config: SandboxConfig,
+    api_key: str = "",
+    admin_token: str = "",
+) -> None:
+    gateway = SandboxGateway(
+        db_path,
+        faults=faults,
+        seed=seed,
+        key_ttl_s=config.key_ttl_s,
+        strict=config.strict,
+        api_key=api_key,
+        admin_token=admin_token,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -986,8 +1014,16 @@ def run_sandbox(
     admin_token: str = "",
 ) -> None:
     """Serve until SIGTERM or SIGINT, then close cleanly."""
-    serving = _serve(host, port, Path(db_path), faults or Faults(), seed,
-                     config or SandboxConfig(), api_key, admin_token)  # fmt: skip
+    serving = _serve(
+        host,
+        port,
+        Path(db_path),
+        faults or Faults(),
+        seed,
+        config or SandboxConfig(),
+        api_key,
+        admin_token,
+    )
     asyncio.run(serving)
 
 
@@ -999,16 +1035,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     p.add_argument("--db", type=Path, default=Path(".run/sandbox-gateway.db"), help="ledger file")
     p.add_argument("--seed", type=int, default=None, help="seed for the fault dice")
-    p.add_argument("--key-ttl", dest="key_ttl_s", type=float, default=86400.0, metavar="SECONDS",
-                   help="idempotency keys expire this long after first use (default 86400)")  # fmt: skip
-    p.add_argument("--api-key", default=None, metavar="KEY",
-                   help="/v1 requests need 'Authorization: Bearer KEY' "
-                        "[default: ORDERFLOW_SANDBOX_API_KEY; unset: open]")  # fmt: skip
-    p.add_argument("--admin-token", default=None, metavar="TOKEN",
-                   help="/_admin needs 'Authorization: Bearer TOKEN' off loopback "
-                        "[default: ORDERFLOW_SANDBOX_ADMIN_TOKEN]")  # fmt: skip
-    p.add_argument("--strict", action="store_true",
-                   help="flag charge requests for keys whose settled answer was delivered")  # fmt: skip
+    p.add_argument(
+        "--key-ttl",
+        dest="key_ttl_s",
+        type=float,
+        default=86400.0,
+        metavar="SECONDS",
+        help="idempotency keys expire this long after first use (default 86400)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help="/v1 requests need 'Authorization: Bearer KEY' "
+        "[default: ORDERFLOW_SANDBOX_API_KEY; unset: open]",
+    )
+    p.add_argument(
+        "--admin-token",
+        default=None,
+        metavar="TOKEN",
+        help="/_admin needs 'Authorization: Bearer TOKEN' off loopback "
+        "[default: ORDERFLOW_SANDBOX_ADMIN_TOKEN]",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="flag charge requests for keys whose settled answer was delivered",
+    )
     for f in fields(Faults):
         flag = "--" + f.name.replace("_", "-")
         p.add_argument(flag, dest=f.name, type=float, default=f.default)

@@ -73,11 +73,13 @@ async def write_capture(
             await _check_format(db, path)
         await db.executescript(_SCHEMA)
         await db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
-        await db.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)",
-                         (rfc3339(time.time()),))  # fmt: skip
+        await db.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (rfc3339(time.time()),)
+        )
         for name, value in meta.items():
-            await db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                             (f"last_{name}", json.dumps(value)))  # fmt: skip
+            await db.execute(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"last_{name}", json.dumps(value))
+            )
         # Committed before any record: a capture that fails or is interrupted leaves a valid
         # file with what it had stored so far, which a later run can extend.
         await db.commit()
@@ -109,9 +111,12 @@ async def _insert(db: aiosqlite.Connection, batch: list[TopicRecord]) -> int:
     await db.executemany(
         'INSERT OR IGNORE INTO headers (topic, partition, "offset", position, name, value) '
         "VALUES (?, ?, ?, ?, ?, ?)",
-        [(r.topic, r.partition, r.offset, i, name, value)
-         for r in batch for i, (name, value) in enumerate(r.headers)],
-    )  # fmt: skip
+        [
+            (r.topic, r.partition, r.offset, i, name, value)
+            for r in batch
+            for i, (name, value) in enumerate(r.headers)
+        ],
+    )
     return added
 
 
@@ -139,10 +144,15 @@ async def read_capture(path: Path, selection: Selection) -> AsyncGenerator[Topic
                         raw = pending[4]
                         found.append((pending[3], None if raw is None else bytes(raw)))
                     pending = await headers.fetchone()
-                record = TopicRecord(topic, partition, offset, timestamp,
-                                     None if key is None else bytes(key),
-                                     None if value is None else bytes(value),
-                                     tuple(found))  # fmt: skip
+                record = TopicRecord(
+                    topic,
+                    partition,
+                    offset,
+                    timestamp,
+                    None if key is None else bytes(key),
+                    None if value is None else bytes(value),
+                    tuple(found),
+                )
                 if selection.matches(record):
                     yield record
         finally:

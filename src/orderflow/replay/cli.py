@@ -56,27 +56,32 @@ def _window(since: str | None, until: str | None) -> TimeWindow:
 
 def bootstrap_option(f: F) -> F:
     return click.option(
-        "--bootstrap", metavar="HOST:PORT",
+        "--bootstrap",
+        metavar="HOST:PORT",
         help="Kafka bootstrap servers [default: ORDERFLOW_KAFKA_BOOTSTRAP or 127.0.0.1:9092]",
-    )(f)  # fmt: skip
+    )(f)
 
 
 def format_option(f: F) -> F:
     return click.option(
-        "--format", "fmt", type=click.Choice(["json", "table"]),
+        "--format",
+        "fmt",
+        type=click.Choice(["json", "table"]),
         help="json: JSON lines (the default when stdout is not a terminal); table: for people "
         "(the default on a terminal)",
-    )(f)  # fmt: skip
+    )(f)
 
 
 def window_options(f: F) -> F:
-    f = click.option("--until", metavar="WHEN",
-                     help="Only records before WHEN (same forms as --since)")(f)  # fmt: skip
+    f = click.option(
+        "--until", metavar="WHEN", help="Only records before WHEN (same forms as --since)"
+    )(f)
     return click.option(
-        "--since", metavar="WHEN",
+        "--since",
+        metavar="WHEN",
         help="Only records at or after WHEN: RFC 3339 (2024-05-01T12:00:00Z) or a duration ago "
         "(15m, 2h, 7d)",
-    )(f)  # fmt: skip
+    )(f)
 
 
 class PartitionOffset(click.ParamType):
@@ -136,42 +141,91 @@ DRY_RUN_COLUMNS = [("ORDER", 36), ("KIND", 16), ("AT", 34), ("RECORDED", 34), ("
 
 
 @debug_cli.command()
-@click.option("--topic", "-t", "topics", multiple=True,
-              help="Topic to read (repeatable) [default: the input topics; with --dry-run also "
-              "the OrderDB changelog]")  # fmt: skip
-@click.option("--partition", "-p", "partitions", type=click.IntRange(min=0), multiple=True,
-              help="Only this partition (repeatable)")  # fmt: skip
-@click.option("--from-offset", type=click.IntRange(min=0),
-              help="First offset to read, inclusive (needs --partition)")  # fmt: skip
-@click.option("--to-offset", type=click.IntRange(min=0),
-              help="Last offset to read, inclusive (needs --partition)")  # fmt: skip
+@click.option(
+    "--topic",
+    "-t",
+    "topics",
+    multiple=True,
+    help="Topic to read (repeatable) [default: the input topics; with --dry-run also "
+    "the OrderDB changelog]",
+)
+@click.option(
+    "--partition",
+    "-p",
+    "partitions",
+    type=click.IntRange(min=0),
+    multiple=True,
+    help="Only this partition (repeatable)",
+)
+@click.option(
+    "--from-offset",
+    type=click.IntRange(min=0),
+    help="First offset to read, inclusive (needs --partition)",
+)
+@click.option(
+    "--to-offset",
+    type=click.IntRange(min=0),
+    help="Last offset to read, inclusive (needs --partition)",
+)
 @window_options
-@click.option("--order-id", "order_ids", multiple=True,
-              help="Only this order's records (repeatable)")  # fmt: skip
-@click.option("--event-type", "event_types", multiple=True,
-              help="Only events of this type, e.g. order.created (repeatable)")  # fmt: skip
+@click.option(
+    "--order-id", "order_ids", multiple=True, help="Only this order's records (repeatable)"
+)
+@click.option(
+    "--event-type",
+    "event_types",
+    multiple=True,
+    help="Only events of this type, e.g. order.created (repeatable)",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after this many records")
-@click.option("--from-capture", type=click.Path(dir_okay=False, path_type=Path),
-              help="Read a capture file instead of the broker")  # fmt: skip
-@click.option("--capture", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the records to this capture file (SQLite), print nothing")  # fmt: skip
-@click.option("--dry-run", is_flag=True,
-              help="Fold the records through today's domain code; print where it decides "
-              "differently. Calls no gateway, produces nothing")  # fmt: skip
-@click.option("--decision-rule", metavar="MODULE:FUNC",
-              help="With --dry-run: try this payment rule, not sandbox_decision")  # fmt: skip
-@click.option("--to-topic", metavar="NAME",
-              help="Re-publish the records to NAME with orderflow-origin-* headers")  # fmt: skip
+@click.option(
+    "--from-capture",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read a capture file instead of the broker",
+)
+@click.option(
+    "--capture",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the records to this capture file (SQLite), print nothing",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Fold the records through today's domain code; print where it decides "
+    "differently. Calls no gateway, produces nothing",
+)
+@click.option(
+    "--decision-rule",
+    metavar="MODULE:FUNC",
+    help="With --dry-run: try this payment rule, not sandbox_decision",
+)
+@click.option(
+    "--to-topic",
+    metavar="NAME",
+    help="Re-publish the records to NAME with orderflow-origin-* headers",
+)
 @click.option("--force", is_flag=True, help="Allow --to-topic to name a live input topic")
 @bootstrap_option
 @format_option
 def replay(
-    topics: tuple[str, ...], partitions: tuple[int, ...], from_offset: int | None,
-    to_offset: int | None, since: str | None, until: str | None, order_ids: tuple[str, ...],
-    event_types: tuple[str, ...], limit: int | None, from_capture: Path | None,
-    capture: Path | None, dry_run: bool, decision_rule: str | None, to_topic: str | None,
-    force: bool, bootstrap: str | None, fmt: str | None,
-) -> Awaitable[None]:  # fmt: skip
+    topics: tuple[str, ...],
+    partitions: tuple[int, ...],
+    from_offset: int | None,
+    to_offset: int | None,
+    since: str | None,
+    until: str | None,
+    order_ids: tuple[str, ...],
+    event_types: tuple[str, ...],
+    limit: int | None,
+    from_capture: Path | None,
+    capture: Path | None,
+    dry_run: bool,
+    decision_rule: str | None,
+    to_topic: str | None,
+    force: bool,
+    bootstrap: str | None,
+    fmt: str | None,
+) -> Awaitable[None]:
     """Re-read events by time window or offsets, without any consumer group.
 
     Prints them (default), or writes them to a capture file (--capture), folds them through
@@ -179,8 +233,11 @@ def replay(
     Records come partition by partition, each in offset order (Kafka orders nothing across
     partitions); `trace` puts one order's records in time order.
     """
-    actions = [name for name, on in (("--capture", capture), ("--dry-run", dry_run),
-                                     ("--to-topic", to_topic)) if on]  # fmt: skip
+    actions = [
+        name
+        for name, on in (("--capture", capture), ("--dry-run", dry_run), ("--to-topic", to_topic))
+        if on
+    ]
     if len(actions) > 1:
         raise click.UsageError(f"{' and '.join(actions)} cannot be combined")
     if decision_rule and not dry_run:
@@ -189,10 +246,14 @@ def replay(
         raise click.UsageError("--force only applies to --to-topic")
     try:
         selection = Selection(
-            topics=topics, partitions=partitions, from_offset=from_offset, to_offset=to_offset,
-            window=_window(since, until), order_ids=frozenset(order_ids),
+            topics=topics,
+            partitions=partitions,
+            from_offset=from_offset,
+            to_offset=to_offset,
+            window=_window(since, until),
+            order_ids=frozenset(order_ids),
             event_types=frozenset(event_types),
-        )  # fmt: skip
+        )
     except ReplayError as exc:
         raise click.UsageError(str(exc)) from None
     rule = load_rule(decision_rule) if decision_rule else None
@@ -213,8 +274,9 @@ def replay(
         from orderflow.replay.reader import read_records
 
         progress = make_progress("replay")
-        records = read_records(_bootstrap(bootstrap), selection, read_topics, progress=progress,
-                               missing_ok=not topics)  # fmt: skip
+        records = read_records(
+            _bootstrap(bootstrap), selection, read_topics, progress=progress, missing_ok=not topics
+        )
         return _take(records, limit)
 
     if capture is not None:
@@ -231,8 +293,10 @@ async def _print_records(records: AsyncGenerator[TopicRecord, None], fmt: str) -
     async with contextlib.aclosing(records):
         async for r in records:
             data = record_to_json(r)
-            out.emit(data, [data["time"], r.topic, r.partition, r.offset, key_text(r) or "-",
-                            describe(r)])  # fmt: skip
+            out.emit(
+                data,
+                [data["time"], r.topic, r.partition, r.offset, key_text(r) or "-", describe(r)],
+            )
     out.flush()
     note(f"replay: {out.rows} record(s)")
 
@@ -241,8 +305,10 @@ async def _capture(records: AsyncGenerator[TopicRecord, None], path: Path, argv:
     from orderflow.replay.capture import write_capture
 
     added, known = await write_capture(path, records, {"argv": argv})
-    note(f"replay: captured {added} record(s) to {path}"
-         + (f" ({known} were there already)" if known else ""))  # fmt: skip
+    note(
+        f"replay: captured {added} record(s) to {path}"
+        + (f" ({known} were there already)" if known else "")
+    )
 
 
 async def _dry_run(records: AsyncGenerator[TopicRecord, None], rule: Any, fmt: str) -> None:
@@ -253,13 +319,17 @@ async def _dry_run(records: AsyncGenerator[TopicRecord, None], rule: Any, fmt: s
     report = dry_run(collected, rule) if rule else dry_run(collected)
     out = Writer("json" if fmt == "json" else "table", DRY_RUN_COLUMNS)
     for finding in report.findings:
-        out.emit(finding.to_json(), [finding.order_id, finding.kind, finding.at,
-                                     finding.recorded, finding.today])  # fmt: skip
+        out.emit(
+            finding.to_json(),
+            [finding.order_id, finding.kind, finding.at, finding.recorded, finding.today],
+        )
     out.flush()
     s = report.summary()
-    note(f"dry-run: {s['orders']} order(s), {s['compared']} with a recorded outcome, "
-         f"{s['differing_orders']} decided differently by today's code "
-         f"({s['differences']} difference(s), {s['findings']} finding(s))")  # fmt: skip
+    note(
+        f"dry-run: {s['orders']} order(s), {s['compared']} with a recorded outcome, "
+        f"{s['differing_orders']} decided differently by today's code "
+        f"({s['differences']} difference(s), {s['findings']} finding(s))"
+    )
 
 
 async def _publish(
@@ -282,15 +352,21 @@ async def _publish(
     metavar="URL",
     help="Payment gateway whose /_admin/ledger to ask [default: ORDERFLOW_GATEWAY_URL]",
 )
-@click.option("--all-partitions", is_flag=True,
-              help="Read every partition, not only the one the order id hashes to (finds "
-              "records produced with a wrong key)")  # fmt: skip
+@click.option(
+    "--all-partitions",
+    is_flag=True,
+    help="Read every partition, not only the one the order id hashes to (finds "
+    "records produced with a wrong key)",
+)
 @bootstrap_option
 @format_option
 def trace(
-    order_id: str, gateway_url: str | None, all_partitions: bool, bootstrap: str | None,
+    order_id: str,
+    gateway_url: str | None,
+    all_partitions: bool,
+    bootstrap: str | None,
     fmt: str | None,
-) -> Awaitable[None]:  # fmt: skip
+) -> Awaitable[None]:
     """One order's history on every orderflow topic, its table entries, ledger and verdict."""
     return _trace(order_id, gateway_url, all_partitions, bootstrap, resolve_format(fmt))
 
@@ -301,9 +377,13 @@ async def _trace(
     from orderflow.replay.trace import trace_lines, trace_order
 
     url = gateway_url if gateway_url is not None else Settings.from_env(worker=False).gateway_url
-    result = await trace_order(_bootstrap(bootstrap), order_id, gateway_url=url,
-                               all_partitions=all_partitions,
-                               progress=make_progress("trace"))  # fmt: skip
+    result = await trace_order(
+        _bootstrap(bootstrap),
+        order_id,
+        gateway_url=url,
+        all_partitions=all_partitions,
+        progress=make_progress("trace"),
+    )
     out = Writer("json")
     if fmt == "json":
         out.json(result.to_json())
@@ -326,17 +406,26 @@ def dlq() -> None:
 
 def dlq_filter_options(f: F) -> F:
     f = window_options(f)
-    f = click.option("--source-topic", "source_topics", multiple=True,
-                     help="Only dead letters from this topic (repeatable)")(f)  # fmt: skip
+    f = click.option(
+        "--source-topic",
+        "source_topics",
+        multiple=True,
+        help="Only dead letters from this topic (repeatable)",
+    )(f)
     f = click.option("--reason", help="Only reasons containing this text (case-insensitive)")(f)
-    return click.option("--order-id", "order_ids", multiple=True,
-                        help="Only this order's dead letters (repeatable)")(f)  # fmt: skip
+    return click.option(
+        "--order-id", "order_ids", multiple=True, help="Only this order's dead letters (repeatable)"
+    )(f)
 
 
 def _dlq_filter(
-    order_ids: Sequence[str], reason: str | None, source_topics: Sequence[str],
-    since: str | None, until: str | None, at: Sequence[tuple[int, int]] = (),
-) -> Any:  # fmt: skip
+    order_ids: Sequence[str],
+    reason: str | None,
+    source_topics: Sequence[str],
+    since: str | None,
+    until: str | None,
+    at: Sequence[tuple[int, int]] = (),
+) -> Any:
     from orderflow.replay.dlq import DlqFilter
 
     return DlqFilter(
@@ -353,9 +442,14 @@ def _dlq_filter(
 @bootstrap_option
 @format_option
 def dlq_list(
-    order_ids: tuple[str, ...], reason: str | None, source_topics: tuple[str, ...],
-    since: str | None, until: str | None, bootstrap: str | None, fmt: str | None,
-) -> Awaitable[None]:  # fmt: skip
+    order_ids: tuple[str, ...],
+    reason: str | None,
+    source_topics: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    bootstrap: str | None,
+    fmt: str | None,
+) -> Awaitable[None]:
     """Dead letters with their reason and source."""
     flt = _dlq_filter(order_ids, reason, source_topics, since, until)
     return _dlq_list(_bootstrap(bootstrap), flt, resolve_format(fmt))
@@ -369,8 +463,16 @@ async def _dlq_list(bootstrap: str, flt: Any, fmt: str) -> None:
     async with contextlib.aclosing(letters):
         async for letter in letters:
             data = letter.to_json()
-            out.emit(data, [letter.address, record_to_json(letter.record)["time"],
-                            letter.order_id or "-", letter.source, letter.reason])  # fmt: skip
+            out.emit(
+                data,
+                [
+                    letter.address,
+                    record_to_json(letter.record)["time"],
+                    letter.order_id or "-",
+                    letter.source,
+                    letter.reason,
+                ],
+            )
     out.flush()
     note(f"dlq: {out.rows} dead letter(s)")
 
@@ -386,8 +488,9 @@ def dlq_show(
     """One dead letter in full (PARTITION:OFFSET), or all of one order (--order-id)."""
     if (address is None) == (order_id is None):
         raise click.UsageError("give either PARTITION:OFFSET or --order-id")
-    flt = _dlq_filter([order_id] if order_id else [], None, [], None, None,
-                      [address] if address else [])  # fmt: skip
+    flt = _dlq_filter(
+        [order_id] if order_id else [], None, [], None, None, [address] if address else []
+    )
     return _dlq_show(_bootstrap(bootstrap), flt, resolve_format(fmt))
 
 
@@ -420,22 +523,36 @@ async def _dlq_show(bootstrap: str, flt: Any, fmt: str) -> None:
 
 @dlq.command(name="redrive")
 @dlq_filter_options
-@click.option("--at", "at", type=PartitionOffset(), multiple=True,
-              help="Only the dead letter at PARTITION:OFFSET (repeatable)")  # fmt: skip
+@click.option(
+    "--at",
+    "at",
+    type=PartitionOffset(),
+    multiple=True,
+    help="Only the dead letter at PARTITION:OFFSET (repeatable)",
+)
 @click.option("--all", "redrive_all", is_flag=True, help="Redrive every dead letter")
 @click.option("--dry-run", is_flag=True, help="Say what would be redriven; send nothing")
 @bootstrap_option
 @format_option
 def dlq_redrive(
-    order_ids: tuple[str, ...], reason: str | None, source_topics: tuple[str, ...],
-    since: str | None, until: str | None, at: tuple[tuple[int, int], ...], redrive_all: bool,
-    dry_run: bool, bootstrap: str | None, fmt: str | None,
-) -> Awaitable[None]:  # fmt: skip
+    order_ids: tuple[str, ...],
+    reason: str | None,
+    source_topics: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    at: tuple[tuple[int, int], ...],
+    redrive_all: bool,
+    dry_run: bool,
+    bootstrap: str | None,
+    fmt: str | None,
+) -> Awaitable[None]:
     """Re-produce dead letters to their source topic, original key/value, at most once each."""
     flt = _dlq_filter(order_ids, reason, source_topics, since, until, at)
     if flt.is_empty and not redrive_all:
-        raise click.UsageError("select dead letters (--order-id, --at, --reason, "
-                               "--source-topic, --since/--until) or pass --all")  # fmt: skip
+        raise click.UsageError(
+            "select dead letters (--order-id, --at, --reason, "
+            "--source-topic, --since/--until) or pass --all"
+        )
     return _dlq_redrive(_bootstrap(bootstrap), flt, dry_run, resolve_format(fmt))
 
 
@@ -445,8 +562,10 @@ async def _dlq_redrive(bootstrap: str, flt: Any, dry_run: bool, fmt: str) -> Non
     actions = await redrive(bootstrap, flt, dry_run=dry_run)
     out = Writer("json" if fmt == "json" else "table", REDRIVE_COLUMNS)
     for a in actions:
-        out.emit(a.to_json(), [a.letter.address, a.letter.order_id or "-", a.action,
-                               a.target or "-", a.detail])  # fmt: skip
+        out.emit(
+            a.to_json(),
+            [a.letter.address, a.letter.order_id or "-", a.action, a.target or "-", a.detail],
+        )
     out.flush()
     counts: dict[str, int] = {}
     for a in actions:

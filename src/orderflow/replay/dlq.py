@@ -208,8 +208,13 @@ class RedriveAction:
     detail: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"dead_letter": self.letter.address, "order_id": self.letter.order_id,
-                "action": self.action, "to_topic": self.target, "detail": self.detail}  # fmt: skip
+        return {
+            "dead_letter": self.letter.address,
+            "order_id": self.letter.order_id,
+            "action": self.action,
+            "to_topic": self.target,
+            "detail": self.detail,
+        }
 
 
 def _plan(letters: Sequence[DeadLetter], markers: set[str], dry_run: bool) -> list[RedriveAction]:

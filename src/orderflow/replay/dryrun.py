@@ -59,8 +59,14 @@ class Finding:
         return self.kind in DIFFERENCE_KINDS
 
     def to_json(self) -> dict[str, Any]:
-        return {"order_id": self.order_id, "kind": self.kind, "difference": self.is_difference,
-                "recorded": self.recorded, "today": self.today, "at": self.at}  # fmt: skip
+        return {
+            "order_id": self.order_id,
+            "kind": self.kind,
+            "difference": self.is_difference,
+            "recorded": self.recorded,
+            "today": self.today,
+            "at": self.at,
+        }
 
 
 @dataclass
@@ -80,9 +86,13 @@ class DryRunReport:
         return len({f.order_id for f in self.differences})
 
     def summary(self) -> dict[str, Any]:
-        return {"orders": self.orders, "compared": self.compared,
-                "differing_orders": self.differing_orders,
-                "differences": len(self.differences), "findings": len(self.findings)}  # fmt: skip
+        return {
+            "orders": self.orders,
+            "compared": self.compared,
+            "differing_orders": self.differing_orders,
+            "differences": len(self.differences),
+            "findings": len(self.findings),
+        }
 
 
 def _outcome_text(outcome: Approved | Decline | PaymentCompleted | PaymentFailed) -> str:
@@ -188,8 +198,12 @@ class _OrderFold:
         if transition.changed:
             self.order = transition.order
         elif transition.anomaly:
-            self.add("refused", f"{event.event_type} on the topic",
-                     f"apply_payment refuses it: {transition.reason}", record.at)  # fmt: skip
+            self.add(
+                "refused",
+                f"{event.event_type} on the topic",
+                f"apply_payment refuses it: {transition.reason}",
+                record.at,
+            )
 
     def _compare_decision(
         self, event: PaymentCompleted | PaymentFailed, expected: Approved | Decline, at: str
@@ -203,8 +217,12 @@ class _OrderFold:
     def finish(self) -> None:
         today = None if self.order is None else str(self.order.status)
         if self.recorded_status is not None and today is not None and today != self.recorded_status:
-            self.add("final_status", f"OrderDB {self.recorded_status}", f"state machine {today}",
-                     self.recorded_at)  # fmt: skip
+            self.add(
+                "final_status",
+                f"OrderDB {self.recorded_status}",
+                f"state machine {today}",
+                self.recorded_at,
+            )
 
 
 def _order_id(record: TopicRecord) -> str | None:

@@ -231,8 +231,9 @@ def record_to_json(record: TopicRecord) -> dict[str, Any]:
     out["event_type"] = event_type_of(record, value)
     # Shown to people: every payment token masked (the bytes on the topic stay as they are).
     # aiokafka gives None for a header sent with a null value.
-    out["headers"] = {k: None if v is None else mask_text(_text_or_b64(v))
-                      for k, v in record.headers}  # fmt: skip
+    out["headers"] = {
+        k: None if v is None else mask_text(_text_or_b64(v)) for k, v in record.headers
+    }
     if value is None and record.value:
         out["value"] = None
         out["value_raw"] = mask_text(_text_or_b64(record.value))  # not JSON: shown, not parsed

@@ -70,8 +70,13 @@ def origin_headers(record: TopicRecord) -> list[tuple[str, bytes | None]]:
 
 def make_producer(bootstrap: str) -> AIOKafkaProducer:
     # Idempotent producer: a retried batch is not written twice.
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                            linger_ms=5, client_id="orderflow-replay")  # fmt: skip
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        client_id="orderflow-replay",
+    )
 
 
 async def send_all(

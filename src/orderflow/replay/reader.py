@@ -81,8 +81,11 @@ async def topic_partitions(bootstrap: str, topics: Sequence[str]) -> dict[str, i
     finally:
         await admin.close()
     wanted = set(topics)
-    return {t["topic"]: len(t["partitions"]) for t in described
-            if t["topic"] in wanted and t["error_code"] == 0 and t["partitions"]}  # fmt: skip
+    return {
+        t["topic"]: len(t["partitions"])
+        for t in described
+        if t["topic"] in wanted and t["error_code"] == 0 and t["partitions"]
+    }
 
 
 async def plan_partitions(
@@ -194,8 +197,15 @@ async def _drain(
                 if m.offset >= plan.stop:
                     break
                 consumed += 1
-                record = TopicRecord(m.topic, m.partition, m.offset, m.timestamp, m.key,
-                                     m.value, tuple(m.headers or ()))  # fmt: skip
+                record = TopicRecord(
+                    m.topic,
+                    m.partition,
+                    m.offset,
+                    m.timestamp,
+                    m.key,
+                    m.value,
+                    tuple(m.headers or ()),
+                )
                 if selection.matches(record):
                     yield record
             progress.advance(consumed)

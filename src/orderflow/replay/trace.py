@@ -129,13 +129,20 @@ async def trace_order(
 ) -> OrderTrace:
     """Read the order's records and the ledger (concurrently) and judge."""
     key = order_id.encode()
-    selection = Selection(order_ids=frozenset({order_id}),
-                          key_partitions_of=() if all_partitions else (key,))  # fmt: skip
+    selection = Selection(
+        order_ids=frozenset({order_id}), key_partitions_of=() if all_partitions else (key,)
+    )
     skipped: list[str] = []
 
     async def read() -> list[TopicRecord]:
-        records = read_records(bootstrap, selection, all_topic_names(), progress=progress,
-                               missing_ok=True, skipped=skipped)  # fmt: skip
+        records = read_records(
+            bootstrap,
+            selection,
+            all_topic_names(),
+            progress=progress,
+            missing_ok=True,
+            skipped=skipped,
+        )
         async with contextlib.aclosing(records):
             return [r async for r in records]
 
@@ -147,8 +154,9 @@ async def trace_order(
     if ledger_note:
         notes.append(ledger_note)
     order = _decode(_latest(events, ORDER_CHANGELOG, key), "OrderDB", notes, order_from_bytes)
-    payment = _decode(_latest(events, PAYMENT_CHANGELOG, key), "PaymentDB", notes,
-                      payment_from_bytes)  # fmt: skip
+    payment = _decode(
+        _latest(events, PAYMENT_CHANGELOG, key), "PaymentDB", notes, payment_from_bytes
+    )
     charges = None
     if ledger is not None:
         try:
@@ -174,8 +182,9 @@ def trace_lines(trace: OrderTrace) -> list[str]:
     lines.append(header)
     for r in trace.events:
         time_text = ms_to_rfc3339(r.timestamp)
-        lines.append(f"{time_text:<24}  {r.topic:<29}  {r.partition:>2}  {r.offset:>6}  "
-                     f"{describe(r)}")  # fmt: skip
+        lines.append(
+            f"{time_text:<24}  {r.topic:<29}  {r.partition:>2}  {r.offset:>6}  {describe(r)}"
+        )
     if not trace.events:
         lines.append("(no records)")
     lines.append("")
@@ -184,8 +193,10 @@ def trace_lines(trace: OrderTrace) -> list[str]:
         lines.append("OrderDB:   (no entry)")
     else:
         extra = _charge_text(order.charge_id, order.decline)
-        lines.append(f"OrderDB:   {order.status} {order.amount} {order.currency}{extra}, "
-                     f"updated {order.updated_at}")  # fmt: skip
+        lines.append(
+            f"OrderDB:   {order.status} {order.amount} {order.currency}{extra}, "
+            f"updated {order.updated_at}"
+        )
     payment = trace.payment
     if payment is None:
         lines.append("PaymentDB: (no entry)")
@@ -198,8 +209,10 @@ def trace_lines(trace: OrderTrace) -> list[str]:
         lines.append(f"Ledger:    {len(trace.ledger)} row(s)")
         for row in trace.ledger:
             code = f" ({row.get('failure_code')})" if row.get("failure_code") else ""
-            lines.append(f"           {row.get('id')} {row.get('status')}{code} "
-                         f"{row.get('amount')} {row.get('currency')}")  # fmt: skip
+            lines.append(
+                f"           {row.get('id')} {row.get('status')}{code} "
+                f"{row.get('amount')} {row.get('currency')}"
+            )
     for text in trace.notes:
         lines.append(f"note:      {mask_text(text)}")
     lines.append(f"Verdict:   {trace.verdict.text}")

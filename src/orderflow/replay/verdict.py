@@ -28,8 +28,13 @@ class Charge:
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> Charge:
-        return cls(str(row["id"]), str(row["status"]), int(row["amount"]), str(row["currency"]),
-                   row.get("failure_code"))  # fmt: skip
+        return cls(
+            str(row["id"]),
+            str(row["status"]),
+            int(row["amount"]),
+            str(row["currency"]),
+            row.get("failure_code"),
+        )
 
 
 @dataclass(frozen=True)
@@ -64,8 +69,11 @@ def _paid(order: Order, ok: list[Charge]) -> Verdict:
         return Verdict("inconsistent", f"INCONSISTENT: PAID and charged {_charges(len(ok))}")
     charge = ok[0]
     if charge.id != order.charge_id:
-        return Verdict("inconsistent", f"INCONSISTENT: PAID with charge {order.charge_id} "
-                                       f"but the ledger's charge is {charge.id}")  # fmt: skip
+        return Verdict(
+            "inconsistent",
+            f"INCONSISTENT: PAID with charge {order.charge_id} "
+            f"but the ledger's charge is {charge.id}",
+        )
     if (charge.amount, charge.currency) != (order.amount, order.currency):
         return Verdict(
             "inconsistent",
@@ -78,24 +86,35 @@ def _paid(order: Order, ok: list[Charge]) -> Verdict:
 def _pending(payment: PaymentRecord | None, ok: list[Charge] | None) -> Verdict:
     if payment is None:
         if ok:
-            return Verdict("inconsistent", f"INCONSISTENT: PENDING with no payment attempt but "
-                                           f"charged {_charges(len(ok))}")  # fmt: skip
+            return Verdict(
+                "inconsistent",
+                f"INCONSISTENT: PENDING with no payment attempt but charged {_charges(len(ok))}",
+            )
         return Verdict("pending", "PENDING: no payment attempt yet")
     if payment.status is PaymentStatus.ATTEMPTING:
         return Verdict("pending", f"PENDING: payment attempt {payment.attempts} in progress")
     if payment.status is PaymentStatus.UNKNOWN:
         text = f"STUCK: PENDING with UNKNOWN payment after {payment.attempts} attempt(s)"
         if ok is not None:
-            text += (f"; the gateway charged it {_charges(len(ok))}, the reconciler should settle "
-                     "it" if ok else "; the gateway has no successful charge")  # fmt: skip
+            text += (
+                f"; the gateway charged it {_charges(len(ok))}, the reconciler should settle it"
+                if ok
+                else "; the gateway has no successful charge"
+            )
         return Verdict("stuck", text)
     if payment.status is PaymentStatus.INCONSISTENT:
-        return Verdict("inconsistent", f"INCONSISTENT: the gateway's charge under the order's key "
-                                       f"is not this order's ({payment.problem}); never settled "
-                                       "from it")  # fmt: skip
+        return Verdict(
+            "inconsistent",
+            f"INCONSISTENT: the gateway's charge under the order's key "
+            f"is not this order's ({payment.problem}); never settled "
+            "from it",
+        )
     outcome = "payment.completed" if payment.status is PaymentStatus.COMPLETED else "payment.failed"
-    return Verdict("inconsistent", f"INCONSISTENT: PaymentDB says {payment.status} but the order "
-                                   f"is still PENDING ({outcome} not applied)")  # fmt: skip
+    return Verdict(
+        "inconsistent",
+        f"INCONSISTENT: PaymentDB says {payment.status} but the order "
+        f"is still PENDING ({outcome} not applied)",
+    )
 
 
 def judge(
@@ -120,6 +139,7 @@ def judge(
     if ok is None:
         return Verdict("unchecked", f"PAYMENT_FAILED ({code}) (ledger not checked)")
     if ok:
-        return Verdict("inconsistent", f"INCONSISTENT: PAYMENT_FAILED ({code}) but charged "
-                                       f"{_charges(len(ok))}")  # fmt: skip
+        return Verdict(
+            "inconsistent", f"INCONSISTENT: PAYMENT_FAILED ({code}) but charged {_charges(len(ok))}"
+        )
     return Verdict("ok", f"PAYMENT_FAILED ({code}), not charged")

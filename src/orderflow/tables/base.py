@@ -38,9 +38,17 @@ class JsonTable(Generic[T]):
         # order topics' keys (the same UTF-8 bytes through the same murmur2 partitioner).
         # DeliveringTable: the agent batch that writes an entry awaits its changelog delivery
         # (orderflow.delivery); otherwise what ``app.Table`` builds.
-        self.table = app.tables.add(delivery.DeliveringTable(
-            app, name=name, beacon=app.tables.beacon, partitions=partitions, key_type=bytes,
-            value_type=bytes, help=help))  # fmt: skip
+        self.table = app.tables.add(
+            delivery.DeliveringTable(
+                app,
+                name=name,
+                beacon=app.tables.beacon,
+                partitions=partitions,
+                key_type=bytes,
+                value_type=bytes,
+                help=help,
+            )
+        )
         # Called right before every write; raises to refuse it (orderflow.fencing: a handler whose
         # partition was revoked while it awaited the gateway must not write after the new owner).
         self.before_write: Callable[[], None] = _allow

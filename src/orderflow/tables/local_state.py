@@ -95,16 +95,24 @@ class LocalState:
         clean = self.marker.is_file()
         stores = self.stores()
         if stores and not clean:
-            log.warning("unclean stop, rebuilding tables from their changelogs: removing %d "
-                        "local store(s) in %s", len(stores), self.table_dir)  # fmt: skip
+            log.warning(
+                "unclean stop, rebuilding tables from their changelogs: removing %d "
+                "local store(s) in %s",
+                len(stores),
+                self.table_dir,
+            )
             for path in stores:
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path)
                 else:
                     path.unlink()
         elif stores:
-            log.info("local tables kept (clean stop at %s): %d store(s) in %s",
-                     self.marker.read_text().strip(), len(stores), self.table_dir)  # fmt: skip
+            log.info(
+                "local tables kept (clean stop at %s): %d store(s) in %s",
+                self.marker.read_text().strip(),
+                len(stores),
+                self.table_dir,
+            )
         self.marker.unlink(missing_ok=True)
         _fsync_dir(self.table_dir)
         return bool(stores) and clean
@@ -139,8 +147,9 @@ class LocalStateGuard(Service):
     store is opened) and stops after them (mode stops children in reverse order).
     """
 
-    def __init__(self, state: LocalState, unsettled: Callable[[], str | None],
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self, state: LocalState, unsettled: Callable[[], str | None], **kwargs: Any
+    ) -> None:
         self.local = state
         self.unsettled = unsettled  # None when every changelog record sent was delivered
         self.claimed = False
@@ -159,6 +168,9 @@ class LocalStateGuard(Service):
             self.local.mark_clean_stop()
             log.info("clean stop: local tables marked consistent with their changelogs")
         else:
-            log.warning("local tables not marked clean (%s): the next start rebuilds them "
-                        "from their changelogs", problem)  # fmt: skip
+            log.warning(
+                "local tables not marked clean (%s): the next start rebuilds them "
+                "from their changelogs",
+                problem,
+            )
         # The lock stays until the process exits: Faust never closes its RocksDB handles.

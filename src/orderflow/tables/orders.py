@@ -17,6 +17,12 @@ class OrderTable(JsonTable[Order]):
     NAME = "OrderDB"
 
     def __init__(self, app: Any, partitions: int) -> None:
-        super().__init__(app, self.NAME, partitions, order_to_bytes, order_from_bytes,
-                         lambda order: order.order_id,
-                         "Orders by id, owned by the order service.")  # fmt: skip
+        super().__init__(
+            app,
+            self.NAME,
+            partitions,
+            order_to_bytes,
+            order_from_bytes,
+            lambda order: order.order_id,
+            "Orders by id, owned by the order service.",
+        )

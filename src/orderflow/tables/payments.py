@@ -17,6 +17,12 @@ class PaymentTable(JsonTable[PaymentRecord]):
     NAME = "PaymentDB"
 
     def __init__(self, app: Any, partitions: int) -> None:
-        super().__init__(app, self.NAME, partitions, payment_to_bytes, payment_from_bytes,
-                         lambda record: record.order_id,
-                         "Payment attempts by order id, owned by the payment service.")  # fmt: skip
+        super().__init__(
+            app,
+            self.NAME,
+            partitions,
+            payment_to_bytes,
+            payment_from_bytes,
+            lambda record: record.order_id,
+            "Payment attempts by order id, owned by the payment service.",
+        )

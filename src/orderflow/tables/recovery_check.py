@@ -62,8 +62,9 @@ class RecoveryCheck:
     async def verify(self) -> bool:
         """True when every active changelog partition is fully held; else recovery restarts."""
         generation = self.app.consumer_generation_id
-        tps = {tp for tp in self.app.assignor.assigned_actives()
-               if tp.topic in self.changelog_topics}  # fmt: skip
+        tps = {
+            tp for tp in self.app.assignor.assigned_actives() if tp.topic in self.changelog_topics
+        }
         if not tps:
             return True
         ends = await self.app.consumer.highwaters(*tps)

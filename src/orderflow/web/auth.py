@@ -26,8 +26,12 @@ from orderflow.domain.auth import (
 )
 
 __all__ = [
-    "CLIENT_HEADER", "FORWARDED_HEADER", "MIN_SECRET_BYTES", "Authenticator", "Caller",
-]  # fmt: skip
+    "CLIENT_HEADER",
+    "FORWARDED_HEADER",
+    "MIN_SECRET_BYTES",
+    "Authenticator",
+    "Caller",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +55,13 @@ class Authenticator:
     """API keys and forwarding signatures; ``keys`` None: authentication is off."""
 
     def __init__(
-        self, keys: ApiKeys | None, secret: bytes, open_endpoints: tuple[str, ...] = (),
-        problem: str | None = None, clock: Callable[[], float] = time.time,
-    ) -> None:  # fmt: skip
+        self,
+        keys: ApiKeys | None,
+        secret: bytes,
+        open_endpoints: tuple[str, ...] = (),
+        problem: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.keys = keys
         self.secret = secret
         self.open_endpoints = frozenset(open_endpoints)
@@ -78,9 +86,11 @@ class Authenticator:
         problems = []
         keys: ApiKeys | None = ApiKeys(())
         if settings.api_keys_file is None:
-            problems.append("ORDERFLOW_API_KEYS_FILE is not set (lines 'client_id sha256:<hex>', "
-                            "made by `orderflow api-key new CLIENT_ID`), or set "
-                            "ORDERFLOW_API_AUTH=none for development")  # fmt: skip
+            problems.append(
+                "ORDERFLOW_API_KEYS_FILE is not set (lines 'client_id sha256:<hex>', "
+                "made by `orderflow api-key new CLIENT_ID`), or set "
+                "ORDERFLOW_API_AUTH=none for development"
+            )
         else:
             try:
                 text = settings.api_keys_file.read_text()
@@ -90,8 +100,10 @@ class Authenticator:
             except KeysFileError as exc:
                 problems.append(f"ORDERFLOW_API_KEYS_FILE={settings.api_keys_file}: {exc}")
         if len(secret) < MIN_SECRET_BYTES:
-            problems.append(f"ORDERFLOW_CLUSTER_SECRET must be at least {MIN_SECRET_BYTES} "
-                            "bytes, the same on every worker (e.g. `openssl rand -hex 32`)")  # fmt: skip
+            problems.append(
+                f"ORDERFLOW_CLUSTER_SECRET must be at least {MIN_SECRET_BYTES} "
+                "bytes, the same on every worker (e.g. `openssl rand -hex 32`)"
+            )
         return cls(keys, secret, settings.open_endpoints, "; ".join(problems) or None)
 
     def check(self) -> None:
@@ -99,8 +111,10 @@ class Authenticator:
         if self.problem is not None:
             raise ConfigError(self.problem)
         if not self.enabled:
-            log.warning("ORDERFLOW_API_AUTH=none: the API is OPEN, any caller can place and read "
-                        "any order; for development only")  # fmt: skip
+            log.warning(
+                "ORDERFLOW_API_AUTH=none: the API is OPEN, any caller can place and read "
+                "any order; for development only"
+            )
 
     def is_open(self, endpoint: str) -> bool:
         return not self.enabled or endpoint in self.open_endpoints
@@ -113,8 +127,16 @@ class Authenticator:
             client_id = headers.get(CLIENT_HEADER, "")
             timestamp, _, signature = signed.partition(" ")
             path_qs = str(getattr(request, "raw_path", request.path))
-            if verify_forward(self.secret, request.method, path_qs, client_id, body, timestamp,
-                              signature, self.clock()):  # fmt: skip
+            if verify_forward(
+                self.secret,
+                request.method,
+                path_qs,
+                client_id,
+                body,
+                timestamp,
+                signature,
+                self.clock(),
+            ):
                 return Caller(client_id, forwarded=True)
             # Not a worker: the headers are ignored, and the request is an ordinary one.
         if self.keys is None:
@@ -126,6 +148,7 @@ class Authenticator:
         self, caller: Caller, method: str, path_qs: str, body: bytes
     ) -> dict[str, str]:
         """The headers that make the owner believe this request comes from a worker."""
-        timestamp, signature = sign_forward(self.secret, method, path_qs, caller.client_id, body,
-                                            self.clock())  # fmt: skip
+        timestamp, signature = sign_forward(
+            self.secret, method, path_qs, caller.client_id, body, self.clock()
+        )
         return {FORWARDED_HEADER: f"{timestamp} {signature}", CLIENT_HEADER: caller.client_id}

@@ -49,9 +49,14 @@ from orderflow.web.auth import FORWARDED_HEADER, Authenticator, Caller
 from orderflow.web.routing import NotReady, OwnerLookup
 
 __all__ = [
-    "MAX_BODY_BYTES", "MAX_WAIT_S", "UNAUTHORIZED", "ApiResponse", "LongPolls", "OrderApi",
+    "MAX_BODY_BYTES",
+    "MAX_WAIT_S",
+    "UNAUTHORIZED",
+    "ApiResponse",
+    "LongPolls",
+    "OrderApi",
     "order_id_for_key",
-]  # fmt: skip
+]
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +118,11 @@ def _content_type_refusal(request: Any) -> ApiResponse | None:
     declared = request.headers.get("Content-Type", "")
     if declared.split(";", 1)[0].strip().lower() == "application/json":
         return None
-    return _problems(415, "unsupported_media_type", [Problem(
-        "Content-Type", "unsupported", "must be application/json")])  # fmt: skip
+    return _problems(
+        415,
+        "unsupported_media_type",
+        [Problem("Content-Type", "unsupported", "must be application/json")],
+    )
 
 
 def _fingerprint(request: OrderRequest, token_key: bytes = b"") -> str:
@@ -147,13 +155,17 @@ class ApiResponse:
 def _not_durable(order_id: str, keyed: bool) -> ApiResponse:
     """503 for a PlaceOrder the broker did not confirm: the order may or may not exist."""
     if keyed:
-        return _unavailable("the order could not be stored durably in time; retry with the "
-                            "same Idempotency-Key")  # fmt: skip
+        return _unavailable(
+            "the order could not be stored durably in time; retry with the same Idempotency-Key"
+        )
     # Without a key a blind retry could be a second order: name it so the client can check.
-    body = {"error": "unavailable", "order_id": order_id,
-            "message": "the order could not be confirmed as stored; it may still be placed: "
-                       "GET the Location (until it answers 200 or 404) before placing it again, "
-                       "or send an Idempotency-Key to make retries safe"}  # fmt: skip
+    body = {
+        "error": "unavailable",
+        "order_id": order_id,
+        "message": "the order could not be confirmed as stored; it may still be placed: "
+        "GET the Location (until it answers 200 or 404) before placing it again, "
+        "or send an Idempotency-Key to make retries safe",
+    }
     return ApiResponse(503, body, {"Retry-After": "1", "Location": f"/orders/{order_id}"})
 
 
@@ -170,10 +182,19 @@ def _accepted(order_id: str, placed_at: float | None) -> ApiResponse:
     For a keyed POST ``order_id`` is the key's generation-0 id: the order itself after the
     key's retention may have another; the ``Location`` always leads to it.
     """
-    again = ("; the same POST again answers 201 once it is stored, or 422 if this "
-             "Idempotency-Key was first used for another body") if placed_at is not None else ""  # fmt: skip
-    body = {"order_id": order_id, "status": "ACCEPTED",
-            "message": f"accepted durably; not stored yet: GET the Location to follow it{again}"}  # fmt: skip
+    again = (
+        (
+            "; the same POST again answers 201 once it is stored, or 422 if this "
+            "Idempotency-Key was first used for another body"
+        )
+        if placed_at is not None
+        else ""
+    )
+    body = {
+        "order_id": order_id,
+        "status": "ACCEPTED",
+        "message": f"accepted durably; not stored yet: GET the Location to follow it{again}",
+    }
     return ApiResponse(202, body, {"Location": _location(order_id, placed_at), "Retry-After": "1"})
 
 
@@ -262,17 +283,21 @@ class Placements:
 
 UNAUTHORIZED = ApiResponse(
     401,
-    {"error": "unauthorized",
-     "message": "a valid API key is required: Authorization: Bearer <key>"},
+    {
+        "error": "unauthorized",
+        "message": "a valid API key is required: Authorization: Bearer <key>",
+    },
     {"WWW-Authenticate": 'Bearer realm="orderflow"'},
-)  # fmt: skip
+)
 
 _TOO_MANY_LONG_POLLS = ApiResponse(
     429,
-    {"error": "too_many_long_polls",
-     "message": "too many long-polls (GET ?wait=) in progress; retry later or without wait"},
+    {
+        "error": "too_many_long_polls",
+        "message": "too many long-polls (GET ?wait=) in progress; retry later or without wait",
+    },
     {"Retry-After": "1"},
-)  # fmt: skip
+)
 
 
 class OrderApi:
@@ -331,8 +356,13 @@ class OrderApi:
         key = request.headers.get("Idempotency-Key")
         problems: list[Problem] = []
         if key is not None and not (0 < len(key) <= _MAX_KEY_LENGTH and key.isprintable()):
-            problems.append(Problem("Idempotency-Key", "format",
-                                    f"must be 1 to {_MAX_KEY_LENGTH} printable characters"))  # fmt: skip
+            problems.append(
+                Problem(
+                    "Idempotency-Key",
+                    "format",
+                    f"must be 1 to {_MAX_KEY_LENGTH} printable characters",
+                )
+            )
         validated = validate_order_request(body)
         if isinstance(validated, list):
             problems.extend(validated)
@@ -348,15 +378,21 @@ class OrderApi:
                 order_id = self._local_order_id()
             owner = self.routing.owner(order_id)
             if not owner.is_local:
-                return await self._forward(owner, request, body_bytes=request["raw_body"],
-                                           timeout=_FORWARD_POST_TIMEOUT_S, caller=caller)  # fmt: skip
+                return await self._forward(
+                    owner,
+                    request,
+                    body_bytes=request["raw_body"],
+                    timeout=_FORWARD_POST_TIMEOUT_S,
+                    caller=caller,
+                )
             return await self._place(order_id, validated, keyed, caller)
         except NotReady as exc:
             # Nobody can confirm the order now (rebalance, recovery, owner down or stopping):
             # the command is accepted durably here, and its owner decides when it reads it.
             log.info("accepting %s without its owner: %s", order_id or "a new order", exc)
-            return await self._accept(order_id or "ord_" + uuid.uuid4().hex, validated, keyed,
-                                      caller)  # fmt: skip
+            return await self._accept(
+                order_id or "ord_" + uuid.uuid4().hex, validated, keyed, caller
+            )
 
     def _local_order_id(self) -> str:
         """A fresh order id whose partition this worker owns, so the POST needs no extra hop."""
@@ -367,12 +403,26 @@ class OrderApi:
         raise NotReady("this worker owns no partition")
 
     def _command(
-        self, order_id: str, request: OrderRequest, request_id: str, caller: Caller, keyed: bool,
+        self,
+        order_id: str,
+        request: OrderRequest,
+        request_id: str,
+        caller: Caller,
+        keyed: bool,
         occurred_at: str,
-    ) -> bytes:  # fmt: skip
-        command = PlaceOrder(order_id, request_id, self._fingerprint(request), request.customer_id,
-                             request.currency, request.items, request.payment_token,
-                             occurred_at, caller.client_id, keyed)  # fmt: skip
+    ) -> bytes:
+        command = PlaceOrder(
+            order_id,
+            request_id,
+            self._fingerprint(request),
+            request.customer_id,
+            request.currency,
+            request.items,
+            request.payment_token,
+            occurred_at,
+            caller.client_id,
+            keyed,
+        )
         return encode_event(command)
 
     def _fingerprint(self, request: OrderRequest) -> str:
@@ -430,9 +480,17 @@ class OrderApi:
                 # cannot make a second order, and without a key the client must not retry.
                 return self._accepted(order_id, placed_at)
         if existing.fingerprint != fingerprint:
-            return _problems(422, "idempotency_key_reused", [Problem(
-                "Idempotency-Key", "reused",
-                "was already used for a different request; nothing was changed")])  # fmt: skip
+            return _problems(
+                422,
+                "idempotency_key_reused",
+                [
+                    Problem(
+                        "Idempotency-Key",
+                        "reused",
+                        "was already used for a different request; nothing was changed",
+                    )
+                ],
+            )
         headers = {"Location": f"/orders/{existing.order_id}"}
         if existing.request_id != request_id:
             headers["Idempotent-Replayed"] = "true"
@@ -470,8 +528,9 @@ class OrderApi:
             if raw_placed_at.isdigit() and 0 < int(raw_placed_at) < _MAX_PLACED_AT_MS:
                 placed_at = int(raw_placed_at) / 1000
             else:
-                problems.append(Problem("placed_at", "format",
-                                        "must be the value a 202's Location gave"))  # fmt: skip
+                problems.append(
+                    Problem("placed_at", "format", "must be the value a 202's Location gave")
+                )
         wait = 0.0
         raw_wait = request.query.get("wait")
         if raw_wait is not None:
@@ -520,10 +579,13 @@ class OrderApi:
                     break
                 remaining_wait = max(0.0, started + wait - loop.time())
                 return await self._forward(
-                    owner, request, body_bytes=None, long_poll=remaining_wait > 0,
+                    owner,
+                    request,
+                    body_bytes=None,
+                    long_poll=remaining_wait > 0,
                     timeout=max(remaining_wait, self.move_wait_s) + _FORWARD_MARGIN_S,
                     caller=caller,
-                )  # fmt: skip
+                )
             except NotReady as exc:
                 remaining = move_deadline - loop.time()
                 if remaining <= 0 or caller.forwarded:
@@ -543,30 +605,40 @@ class OrderApi:
             return self._visible(self._stored(order_id, placed_at), caller)
 
         order = await self.watch.wait_for(
-            order_id, lookup, settled, max(0.0, started + wait - loop.time()),
-        )  # fmt: skip
+            order_id,
+            lookup,
+            settled,
+            max(0.0, started + wait - loop.time()),
+        )
         terminal = order is not None and order.status.is_terminal
         if not terminal and not self.routing.owns(order_id):
             # The partition moved during the wait: the local store no longer tells the truth
             # (a 404 here would make a client place an existing order again).
             return _unavailable("the order's partition moved during the wait; retry")
         if order is None:
-            return await self._not_stored(order_id, max(0.0, move_deadline - loop.time()),
-                                          lookup, placed_at)  # fmt: skip
+            return await self._not_stored(
+                order_id, max(0.0, move_deadline - loop.time()), lookup, placed_at
+            )
         self.placements.forget(order_id)
         return _found(order, placed_at)
 
     async def _not_stored(
-        self, order_id: str, budget: float, lookup: Callable[[], Order | None],
+        self,
+        order_id: str,
+        budget: float,
+        lookup: Callable[[], Order | None],
         placed_at: float | None,
-    ) -> ApiResponse:  # fmt: skip
+    ) -> ApiResponse:
         """404 only when the order is truly unknown: this worker has read every command written
         to the order's partition before now (a POST accepted by another worker during a move
         may still be on its way), and no POST it answered may still be stored."""
         state = self.placements.state(order_id)
         if state == "unconfirmed":
-            body = {"error": "unavailable", "order_id": order_id,
-                    "message": "the order is not confirmed yet; ask again"}  # fmt: skip
+            body = {
+                "error": "unavailable",
+                "order_id": order_id,
+                "message": "the order is not confirmed yet; ask again",
+            }
             return ApiResponse(503, body, {"Retry-After": "1"})
         if self.caught_up is not None:
             caught_up = await self.caught_up(order_id, max(budget, _CATCH_UP_MIN_S))
@@ -575,21 +647,31 @@ class OrderApi:
                 self.placements.forget(order_id)
                 return _found(order, placed_at)
             if not caught_up or not self.routing.owns(order_id):
-                body = {"error": "unavailable", "order_id": order_id,
-                        "message": "the order's owner has not read every placed order yet; "
-                                   "ask again"}  # fmt: skip
+                body = {
+                    "error": "unavailable",
+                    "order_id": order_id,
+                    "message": "the order's owner has not read every placed order yet; ask again",
+                }
                 return ApiResponse(503, body, {"Retry-After": "1"})
         if state == "accepted":
-            body = {"order_id": order_id, "status": "ACCEPTED",
-                    "message": "accepted; not stored yet: ask again"}  # fmt: skip
+            body = {
+                "order_id": order_id,
+                "status": "ACCEPTED",
+                "message": "accepted; not stored yet: ask again",
+            }
             headers = {"Location": _location(order_id, placed_at), "Retry-After": "1"}
             return ApiResponse(202, body, headers)
         return ApiResponse(404, {"error": "not_found", "order_id": order_id})
 
     async def _forward(
-        self, owner: Any, request: Any, body_bytes: bytes | None, timeout: float,
-        caller: Caller, long_poll: bool = False,
-    ) -> ApiResponse:  # fmt: skip
+        self,
+        owner: Any,
+        request: Any,
+        body_bytes: bytes | None,
+        timeout: float,
+        caller: Caller,
+        long_poll: bool = False,
+    ) -> ApiResponse:
         if caller.forwarded:
             # The sender thought we own the key; we think not: assignments are moving.
             raise NotReady("partition ownership is changing")
@@ -609,8 +691,11 @@ class OrderApi:
         too_large = Problem("$", "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if encoding not in _DECODED_ENCODINGS:
-            return None, _problems(415, "invalid_request", [Problem(
-                "Content-Encoding", "unsupported", "supported: gzip, deflate, identity")])  # fmt: skip
+            return None, _problems(
+                415,
+                "invalid_request",
+                [Problem("Content-Encoding", "unsupported", "supported: gzip, deflate, identity")],
+            )
         length = request.content_length
         if length is not None and length > MAX_BODY_BYTES:
             return None, _problems(413, "invalid_request", [too_large])
@@ -629,11 +714,23 @@ class OrderApi:
                     size += len(chunk)
         except RequestPayloadError as exc:  # bad gzip/deflate data, a broken chunked encoding
             where = "Content-Encoding" if encoding not in ("", "identity") else "$"
-            return None, _problems(400, "invalid_request", [Problem(
-                where, "undecodable", f"the body could not be read: {exc}")])  # fmt: skip
+            return None, _problems(
+                400,
+                "invalid_request",
+                [Problem(where, "undecodable", f"the body could not be read: {exc}")],
+            )
         except TimeoutError:
-            slow = _problems(408, "invalid_request", [Problem("$", "timeout",
-                f"the body did not arrive within {self.body_read_timeout_s:g} s")])  # fmt: skip
+            slow = _problems(
+                408,
+                "invalid_request",
+                [
+                    Problem(
+                        "$",
+                        "timeout",
+                        f"the body did not arrive within {self.body_read_timeout_s:g} s",
+                    )
+                ],
+            )
             # The rest of the body may still come: the connection cannot be reused.
             return None, ApiResponse(slow.status, slow.body, {"Connection": "close"})
         if size > MAX_BODY_BYTES:  # 413 Content Too Large (RFC 9110), with our JSON body
@@ -643,14 +740,27 @@ class OrderApi:
         try:
             body = orjson.loads(raw)  # also refuses bytes that are not UTF-8
         except orjson.JSONDecodeError:
-            return None, _problems(400, "invalid_request", [
-                Problem("$", "invalid_json", "the body is not valid JSON (UTF-8)")])  # fmt: skip
+            return None, _problems(
+                400,
+                "invalid_request",
+                [Problem("$", "invalid_json", "the body is not valid JSON (UTF-8)")],
+            )
         try:
             twice = _duplicate_key(raw)
         except RecursionError:  # orjson takes 1024 levels, the stdlib parse about 1000
-            return None, _problems(400, "invalid_request", [Problem("$", "too_deep",
-                "the body nests arrays or objects too deeply")])  # fmt: skip
+            return None, _problems(
+                400,
+                "invalid_request",
+                [Problem("$", "too_deep", "the body nests arrays or objects too deeply")],
+            )
         if twice is not None:
-            return None, _problems(400, "invalid_request", [Problem("$", "duplicate_key",
-                f"the member {twice!r} appears twice in one object")])  # fmt: skip
+            return None, _problems(
+                400,
+                "invalid_request",
+                [
+                    Problem(
+                        "$", "duplicate_key", f"the member {twice!r} appears twice in one object"
+                    )
+                ],
+            )
         return body, None

@@ -23,16 +23,26 @@ from orderflow.web.auth import CLIENT_HEADER, FORWARDED_HEADER
 __all__ = ["FORWARDED_HEADER", "SUSPECT_S", "NotReady", "Owner", "OwnerLookup"]
 
 _KEPT_RESPONSE_HEADERS = (
-    "Location", "Retry-After", "Idempotent-Replayed", "Content-Location", "WWW-Authenticate",
-)  # fmt: skip
+    "Location",
+    "Retry-After",
+    "Idempotent-Replayed",
+    "Content-Location",
+    "WWW-Authenticate",
+)
 # The body we forward is the one we read, already decoded by aiohttp: its Content-Encoding
 # must not travel with it (the owner would try to decode it again).
 # The client's API key goes no further than the worker it reached (the owner believes the
 # signature), and forwarding headers are always this worker's own.
 _DROPPED_REQUEST_HEADERS = {
-    "host", "content-length", "transfer-encoding", "connection", "content-encoding",
-    "authorization", FORWARDED_HEADER.lower(), CLIENT_HEADER.lower(),
-}  # fmt: skip
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "content-encoding",
+    "authorization",
+    FORWARDED_HEADER.lower(),
+    CLIENT_HEADER.lower(),
+}
 # Connections to the owners for forwarded POSTs and plain GETs; long-polls have their own pool.
 _REQUEST_POOL_SIZE = 100
 # An owner that did not answer (refused, reset, timed out) is not asked again for this long:
@@ -61,9 +71,12 @@ class OwnerLookup:
     """Finds the owner of an order id and forwards requests to it."""
 
     def __init__(
-        self, app: Any, table_name: str, max_long_polls: int = Settings.max_long_polls,
+        self,
+        app: Any,
+        table_name: str,
+        max_long_polls: int = Settings.max_long_polls,
         monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.app = app
         self.monotonic = monotonic
         # When the worker last stopped being ready (it starts unready: nothing recovered yet).
@@ -141,8 +154,9 @@ class OwnerLookup:
         session = self._sessions.get(long_poll)
         if session is None or session.closed:
             limit = self.max_long_polls if long_poll else _REQUEST_POOL_SIZE
-            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit),
-                                            trace_configs=client_trace_configs())  # fmt: skip
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=limit), trace_configs=client_trace_configs()
+            )
             self._sessions[long_poll] = session
         return session
 
@@ -154,27 +168,37 @@ class OwnerLookup:
             await session.close()
 
     async def forward(
-        self, owner: Owner, request: Any, body: bytes | None, timeout: float,
-        long_poll: bool = False, sign: Callable[[str, bytes], dict[str, str]] | None = None,
-    ) -> tuple[int, bytes, str, dict[str, str]]:  # fmt: skip
+        self,
+        owner: Owner,
+        request: Any,
+        body: bytes | None,
+        timeout: float,
+        long_poll: bool = False,
+        sign: Callable[[str, bytes], dict[str, str]] | None = None,
+    ) -> tuple[int, bytes, str, dict[str, str]]:
         """Replay the request at the owner; returns (status, body, content type, headers).
 
         ``sign(path_qs, body)``: the headers that authenticate the forward (web/auth.py).
         """
         url = owner.url.with_path(request.path).with_query(request.query)
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() not in _DROPPED_REQUEST_HEADERS}  # fmt: skip
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() not in _DROPPED_REQUEST_HEADERS
+        }
         if sign is not None:
             headers.update(sign(url.raw_path_qs, body or b""))
         session = self._session(long_poll)
         try:
             async with session.request(
-                request.method, url, headers=headers, data=body,
+                request.method,
+                url,
+                headers=headers,
+                data=body,
                 timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as response:  # fmt: skip
+            ) as response:
                 payload = await response.read()
-                kept = {h: response.headers[h] for h in _KEPT_RESPONSE_HEADERS
-                        if h in response.headers}  # fmt: skip
+                kept = {
+                    h: response.headers[h] for h in _KEPT_RESPONSE_HEADERS if h in response.headers
+                }
                 return response.status, payload, response.content_type, kept
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._suspects[_ident(owner.url)] = self.monotonic() + SUSPECT_S

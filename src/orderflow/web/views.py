@@ -19,10 +19,18 @@ __all__ = ["register_views"]
 
 def _respond(view: View, response: ApiResponse) -> Any:
     if response.raw is not None:
-        return view.bytes(response.raw, status=response.status,
-                          content_type=response.content_type, headers=response.headers)  # fmt: skip
-    return view.bytes(orjson.dumps(response.body), status=response.status,
-                      content_type="application/json", headers=response.headers)  # fmt: skip
+        return view.bytes(
+            response.raw,
+            status=response.status,
+            content_type=response.content_type,
+            headers=response.headers,
+        )
+    return view.bytes(
+        orjson.dumps(response.body),
+        status=response.status,
+        content_type="application/json",
+        headers=response.headers,
+    )
 
 
 # (HTTP status, JSON body) of the liveness check; built by the app from what its agents report.
@@ -30,10 +38,15 @@ HealthCheck = Callable[[], tuple[int, dict[str, Any]]]
 
 
 def register_views(
-    app: Any, api: OrderApi, routing: OwnerLookup, health: HealthCheck,
-    metrics: Metrics | None = None, openapi: dict[str, Any] | None = None,
-    gateway: Mapping[str, str] | None = None, auth: Authenticator | None = None,
-) -> None:  # fmt: skip
+    app: Any,
+    api: OrderApi,
+    routing: OwnerLookup,
+    health: HealthCheck,
+    metrics: Metrics | None = None,
+    openapi: dict[str, Any] | None = None,
+    gateway: Mapping[str, str] | None = None,
+    auth: Authenticator | None = None,
+) -> None:
     """Mount the HTTP API on the worker's web server; ``gateway`` says which one /ready shows."""
     shown = dict(gateway or {})
     auth = auth or api.auth
@@ -83,8 +96,9 @@ def register_views(
                 return counted(request, "/ready", _respond(self, UNAUTHORIZED))
             if routing.is_ready():
                 return counted(request, "/ready", self.json({"status": "ready", **shown}))
-            response = self.json({"status": "not_ready", **shown}, status=503,
-                                 headers={"Retry-After": "1"})  # fmt: skip
+            response = self.json(
+                {"status": "not_ready", **shown}, status=503, headers={"Retry-After": "1"}
+            )
             return counted(request, "/ready", response)
 
     if metrics is not None:

@@ -23,8 +23,9 @@ async def _publish_again(bootstrap: str, record: Record) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(record.topic, key=record.key, value=record.value,
-                                     partition=record.partition)  # fmt: skip
+        await producer.send_and_wait(
+            record.topic, key=record.key, value=record.value, partition=record.partition
+        )
     finally:
         await producer.stop()
 
@@ -53,8 +54,7 @@ def test_duplicate_order_created_for_settled_orders_republishes_without_charging
         (created,) = wait_for_records(kafka_bootstrap, ORDER_CREATED, _keyed(order_id))
         asyncio.run(_publish_again(kafka_bootstrap, created))
         # The duplicate was handled once its outcome is published a second time.
-        wait_for_records(kafka_bootstrap, outcome_topic, _keyed(order_id), count=2,
-                         timeout=60)  # fmt: skip
+        wait_for_records(kafka_bootstrap, outcome_topic, _keyed(order_id), count=2, timeout=60)
 
     audit = check_gateway(kafka_bootstrap, sandbox.meta["url"], set(orders))
     assert audit.charge_requests == dict.fromkeys(orders, 1)

@@ -53,17 +53,26 @@ async def test_the_client_sends_the_api_key_as_a_bearer_token(
 async def test_the_keyed_sandbox_answers_401_to_charges_and_lookups_without_the_key(
     keyed_sandbox: SandboxGateway, sent: str | None
 ) -> None:
-    headers = {"Idempotency-Key": "k-401"} if sent is None else {
-        "Idempotency-Key": "k-401", "Authorization": sent}  # fmt: skip
-    body = {"amount": 500, "currency": "EUR", "source": "tok_visa",
-            "metadata": {"order_id": "o-401"}}  # fmt: skip
+    headers = (
+        {"Idempotency-Key": "k-401"}
+        if sent is None
+        else {"Idempotency-Key": "k-401", "Authorization": sent}
+    )
+    body = {
+        "amount": 500,
+        "currency": "EUR",
+        "source": "tok_visa",
+        "metadata": {"order_id": "o-401"},
+    }
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"{keyed_sandbox.url}/v1/charges", json=body,
-                                headers=headers) as resp:  # fmt: skip
+        async with session.post(
+            f"{keyed_sandbox.url}/v1/charges", json=body, headers=headers
+        ) as resp:
             assert resp.status == 401
             assert KEY not in await resp.text()
-        async with session.get(f"{keyed_sandbox.url}/v1/charges",
-                               params={"idempotency_key": "k-401"}, headers=headers) as resp:  # fmt: skip
+        async with session.get(
+            f"{keyed_sandbox.url}/v1/charges", params={"idempotency_key": "k-401"}, headers=headers
+        ) as resp:
             assert resp.status == 401
     assert await keyed_sandbox.ledger.rows() == []  # nothing charged
 
@@ -136,8 +145,9 @@ async def test_admin_needs_the_token_beyond_loopback(tmp_path: Path) -> None:
             for headers in ({}, {"Authorization": "Bearer nope"}):
                 async with session.get(f"{base}/_admin/ledger", headers=headers) as resp:
                     assert resp.status == 401
-                async with session.post(f"{base}/_admin/faults", json={"error_rate": 1},
-                                        headers=headers) as resp:  # fmt: skip
+                async with session.post(
+                    f"{base}/_admin/faults", json={"error_rate": 1}, headers=headers
+                ) as resp:
                     assert resp.status == 401
             good = {"Authorization": "Bearer adm-secret"}
             async with session.get(f"{base}/_admin/stats", headers=good) as resp:
@@ -197,8 +207,9 @@ async def test_a_redirecting_gateway_is_not_followed_with_the_key_and_the_token(
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    client = HttpPaymentGateway(f"http://127.0.0.1:{runner.addresses[0][1]}", api_key=KEY,
-                                deadline=5, max_attempts=1)  # fmt: skip
+    client = HttpPaymentGateway(
+        f"http://127.0.0.1:{runner.addresses[0][1]}", api_key=KEY, deadline=5, max_attempts=1
+    )
     try:
         with pytest.raises(PermanentGatewayError, match="HTTP 307"):
             await client.charge(_request("o-307"))

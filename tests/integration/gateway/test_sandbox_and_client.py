@@ -264,8 +264,11 @@ async def test_charges_can_be_read_by_id_and_unknown_ids_are_404(
     async with admin.session.get(f"{sandbox.url}/v1/charges/{outcome.charge_id}") as resp:
         charge = await resp.json()
     assert (resp.status, charge["id"], charge["status"], charge["order_id"]) == (
-        200, outcome.charge_id, "succeeded", "o-get",
-    )  # fmt: skip
+        200,
+        outcome.charge_id,
+        "succeeded",
+        "o-get",
+    )
     async with admin.session.get(f"{sandbox.url}/v1/charges/ch_unknown") as resp:
         assert resp.status == 404
         assert (await resp.json())["error"]["code"] == "resource_missing"
@@ -610,8 +613,10 @@ async def test_409_conflicts_do_not_count_as_breaker_failures(
 ) -> None:
     breaker = CircuitBreaker(failure_threshold=2, cooldown_s=30, clock=FakeClock())
     conflict: tuple[int, dict[str, Any], dict[str, str]] = (
-        409, {"error": {"type": "idempotency_error"}}, {},
-    )  # fmt: skip
+        409,
+        {"error": {"type": "idempotency_error"}},
+        {},
+    )
     script = Script([conflict, conflict, conflict, CHARGED])
     async with serve(script.handle) as url:
         outcome = await make_client(url, breaker=breaker).charge(charge_request("o-409s"))
@@ -681,9 +686,19 @@ async def test_sandbox_command_prints_its_url_takes_its_settings_and_stops_clean
     code = "import sys; from orderflow.gateway.sandbox import main; sys.exit(main(sys.argv[1:]))"
     db = tmp_path / "cli.db"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, "--port", "0", "--db", str(db),
-        "--key-ttl", "20", "--strict", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-c",
+        code,
+        "--port",
+        "0",
+        "--db",
+        str(db),
+        "--key-ttl",
+        "20",
+        "--strict",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), timeout=10)).decode()

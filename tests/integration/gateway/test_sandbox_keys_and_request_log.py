@@ -211,9 +211,22 @@ async def test_ledger_of_the_old_schema_is_migrated_and_its_keys_can_expire(
         old.executescript(_OLD_SCHEMA)
         old.execute(
             "INSERT INTO charges VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            ("ch_old", idempotency_key_for("o-old"), params, "o-old", 500, "eur", "tok_visa",
-             "succeeded", None, None, 200, body, int(clock.now)),
-        )  # fmt: skip
+            (
+                "ch_old",
+                idempotency_key_for("o-old"),
+                params,
+                "o-old",
+                500,
+                "eur",
+                "tok_visa",
+                "succeeded",
+                None,
+                None,
+                200,
+                body,
+                int(clock.now),
+            ),
+        )
     gateway = SandboxGateway(db, key_ttl_s=60, clock=clock)
     await gateway.start()
     try:

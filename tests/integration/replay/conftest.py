@@ -20,8 +20,9 @@ from tests.integration.replay.support import ensure_orderflow_topics
 @pytest.fixture(scope="package")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A single-node broker for this package only (two ports above the session broker's)."""
-    cluster = KafkaCluster(state_dir=tmp_path_factory.mktemp("replay-kafka"),
-                           base_port=TEST_BASE_PORT + 2)  # fmt: skip
+    cluster = KafkaCluster(
+        state_dir=tmp_path_factory.mktemp("replay-kafka"), base_port=TEST_BASE_PORT + 2
+    )
     try:
         cluster.start()
         yield cluster.bootstrap

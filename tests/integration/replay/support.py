@@ -64,10 +64,15 @@ async def ensure_topics(bootstrap: str, names: Sequence[str], partitions: int = 
     try:
         existing = set(await admin.list_topics())
         new = [
-            NewTopic(name, partitions, 1,
-                     topic_configs={"cleanup.policy": "compact"} if "changelog" in name else {})
-            for name in names if name not in existing
-        ]  # fmt: skip
+            NewTopic(
+                name,
+                partitions,
+                1,
+                topic_configs={"cleanup.policy": "compact"} if "changelog" in name else {},
+            )
+            for name in names
+            if name not in existing
+        ]
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
@@ -133,11 +138,18 @@ async def produce(bootstrap: str, records: Sequence[Out]) -> list[Produced]:
     out = []
     try:
         for r in records:
-            meta = await producer.send_and_wait(r.topic, value=r.value, key=r.key,
-                                                headers=list(r.headers),
-                                                timestamp_ms=r.timestamp_ms)  # fmt: skip
-            out.append(Produced(r.topic, meta.partition, meta.offset, meta.timestamp, r.key,
-                                r.value, r.headers))  # fmt: skip
+            meta = await producer.send_and_wait(
+                r.topic,
+                value=r.value,
+                key=r.key,
+                headers=list(r.headers),
+                timestamp_ms=r.timestamp_ms,
+            )
+            out.append(
+                Produced(
+                    r.topic, meta.partition, meta.offset, meta.timestamp, r.key, r.value, r.headers
+                )
+            )
     finally:
         await producer.stop()
     return out
@@ -149,13 +161,25 @@ AMOUNT = 2500
 
 def place(order_id: str, token: str = "tok_visa") -> bytes:
     # Placed by the test client, as the API does today (an order with no owner is 404 to all).
-    return encode_event(PlaceOrder(order_id, f"req-{order_id}", f"fp-{order_id}", "cust-1",
-                                   "EUR", ITEMS, token, T_NOW, TEST_CLIENT))  # fmt: skip
+    return encode_event(
+        PlaceOrder(
+            order_id,
+            f"req-{order_id}",
+            f"fp-{order_id}",
+            "cust-1",
+            "EUR",
+            ITEMS,
+            token,
+            T_NOW,
+            TEST_CLIENT,
+        )
+    )
 
 
 def created(order_id: str, token: str = "tok_visa", amount: int = AMOUNT) -> bytes:
-    return encode_event(OrderCreated(order_id, "cust-1", "EUR", amount, ITEMS, token, T_NOW,
-                                     TEST_CLIENT))  # fmt: skip
+    return encode_event(
+        OrderCreated(order_id, "cust-1", "EUR", amount, ITEMS, token, T_NOW, TEST_CLIENT)
+    )
 
 
 def completed(order_id: str, amount: int = AMOUNT) -> bytes:
@@ -163,8 +187,9 @@ def completed(order_id: str, amount: int = AMOUNT) -> bytes:
 
 
 def failed(order_id: str, code: str = "card_declined", amount: int = AMOUNT) -> bytes:
-    return encode_event(PaymentFailed(order_id, amount, "EUR", DECLINE_MESSAGES[code], T_NOW,
-                                      f"ch_{order_id}"))  # fmt: skip
+    return encode_event(
+        PaymentFailed(order_id, amount, "EUR", DECLINE_MESSAGES[code], T_NOW, f"ch_{order_id}")
+    )
 
 
 @dataclass(frozen=True)

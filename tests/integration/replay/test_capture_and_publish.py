@@ -30,13 +30,17 @@ from tests.kafka_helpers import read_topic
 # Bytes that any text or JSON round trip would damage: NUL, invalid UTF-8, an empty key next to
 # a missing one, a tombstone, repeated, empty and null-valued headers.
 AWKWARD = [
-    Out("", b"\x00\xff\xfebinary", bytes(range(256)),
-        (("h", b"\x00\x01"), ("h", b""), ("text", "é".encode()))),
+    Out(
+        "",
+        b"\x00\xff\xfebinary",
+        bytes(range(256)),
+        (("h", b"\x00\x01"), ("h", b""), ("text", "é".encode())),
+    ),
     Out("", None, b'{"event_type": "order.created", "order_id": "x"}'),
     Out("", b"k", None, (("only", b"\xff"),)),
     Out("", b"", b"", ()),
     Out("", b"null-header", b"v", (("nullable", None),)),  # type: ignore[arg-type]
-]  # fmt: skip
+]
 
 
 async def test_capture_then_replay_from_capture_round_trips_byte_exactly(
@@ -44,10 +48,13 @@ async def test_capture_then_replay_from_capture_round_trips_byte_exactly(
 ) -> None:
     topic = f"replay-test.capture.{uuid.uuid4().hex[:8]}"
     await ensure_topics(replay_bootstrap, [topic], partitions=3)
-    produced = await produce(replay_bootstrap, [
-        Out(topic, o.key, o.value, o.headers, timestamp_ms=1_700_000_000_000 + i)
-        for i, o in enumerate(AWKWARD * 3)
-    ])  # fmt: skip
+    produced = await produce(
+        replay_bootstrap,
+        [
+            Out(topic, o.key, o.value, o.headers, timestamp_ms=1_700_000_000_000 + i)
+            for i, o in enumerate(AWKWARD * 3)
+        ],
+    )
     path = tmp_path / "incident.db"
 
     first = await cli(replay_bootstrap, "replay", "--topic", topic, "--capture", str(path))
@@ -56,8 +63,9 @@ async def test_capture_then_replay_from_capture_round_trips_byte_exactly(
 
     async with contextlib.aclosing(read_capture(path, Selection())) as records:
         captured = [r async for r in records]
-    as_tuples = sorted((r.topic, r.partition, r.offset, r.timestamp, r.key, r.value, r.headers)
-                       for r in captured)  # fmt: skip
+    as_tuples = sorted(
+        (r.topic, r.partition, r.offset, r.timestamp, r.key, r.value, r.headers) for r in captured
+    )
     assert as_tuples == sorted(
         (p.topic, p.partition, p.offset, p.timestamp, p.key, p.value, p.headers) for p in produced
     )
@@ -76,9 +84,18 @@ async def test_capture_then_replay_from_capture_round_trips_byte_exactly(
     from_file = await cli(replay_bootstrap, "replay", "--from-capture", str(path))
     assert sorted(from_file.out.splitlines()) == sorted(from_broker.out.splitlines())
     one = produced[5]
-    narrowed = await cli(replay_bootstrap, "replay", "--from-capture", str(path), "--partition",
-                         str(one.partition), "--from-offset", str(one.offset), "--to-offset",
-                         str(one.offset))  # fmt: skip
+    narrowed = await cli(
+        replay_bootstrap,
+        "replay",
+        "--from-capture",
+        str(path),
+        "--partition",
+        str(one.partition),
+        "--from-offset",
+        str(one.offset),
+        "--to-offset",
+        str(one.offset),
+    )
     assert [(r["partition"], r["offset"]) for r in narrowed.lines] == [(one.partition, one.offset)]
 
     not_capture = tmp_path / "other.db"
@@ -94,10 +111,13 @@ async def test_to_topic_refuses_a_live_input_topic_without_force_and_stamps_the_
     order_id = new_order_id()
     scratch = f"replay-test.publish.{uuid.uuid4().hex[:8]}"
     await ensure_topics(replay_bootstrap, [scratch])
-    originals = await produce(replay_bootstrap, [
-        Out(ORDER_CREATED, order_id.encode(), created(order_id), (("trace-id", b"t-1"),)),
-        Out(PAYMENT_COMPLETED, order_id.encode(), completed(order_id)),
-    ])  # fmt: skip
+    originals = await produce(
+        replay_bootstrap,
+        [
+            Out(ORDER_CREATED, order_id.encode(), created(order_id), (("trace-id", b"t-1"),)),
+            Out(PAYMENT_COMPLETED, order_id.encode(), completed(order_id)),
+        ],
+    )
     selection = ["replay", "--order-id", order_id, "--since", "10m"]
 
     before = (await end_offsets(replay_bootstrap, [ORDER_CREATED]))[ORDER_CREATED]
@@ -111,21 +131,37 @@ async def test_to_topic_refuses_a_live_input_topic_without_force_and_stamps_the_
     assert "published 2 record(s)" in done.err
     copies = await asyncio.to_thread(read_topic, replay_bootstrap, scratch)
     assert sorted((c.key, c.value, c.headers) for c in copies) == sorted(
-        (o.key, o.value, (*o.headers,
-                          (ORIGIN_HEADER_TOPIC, o.topic.encode()),
-                          (ORIGIN_HEADER_PARTITION, str(o.partition).encode()),
-                          (ORIGIN_HEADER_OFFSET, str(o.offset).encode())))
+        (
+            o.key,
+            o.value,
+            (
+                *o.headers,
+                (ORIGIN_HEADER_TOPIC, o.topic.encode()),
+                (ORIGIN_HEADER_PARTITION, str(o.partition).encode()),
+                (ORIGIN_HEADER_OFFSET, str(o.offset).encode()),
+            ),
+        )
         for o in originals
-    )  # fmt: skip
+    )
 
-    forced = await cli(replay_bootstrap, *selection, "--event-type", "order.created",
-                       "--to-topic", ORDER_CREATED, "--force")  # fmt: skip
+    forced = await cli(
+        replay_bootstrap,
+        *selection,
+        "--event-type",
+        "order.created",
+        "--to-topic",
+        ORDER_CREATED,
+        "--force",
+    )
     assert forced.code == 0, forced.err
     # One copy, read from the end offsets taken at start (the copy is not copied again).
     assert (await end_offsets(replay_bootstrap, [ORDER_CREATED]))[ORDER_CREATED] == before + 1
     after = await cli(replay_bootstrap, *selection, "--topic", ORDER_CREATED)
     original, copy = after.lines
     assert copy["value"] == original["value"]
-    assert copy["headers"] == {"trace-id": "t-1", ORIGIN_HEADER_TOPIC: ORDER_CREATED,
-                               ORIGIN_HEADER_PARTITION: str(original["partition"]),
-                               ORIGIN_HEADER_OFFSET: str(original["offset"])}  # fmt: skip
+    assert copy["headers"] == {
+        "trace-id": "t-1",
+        ORIGIN_HEADER_TOPIC: ORDER_CREATED,
+        ORIGIN_HEADER_PARTITION: str(original["partition"]),
+        ORIGIN_HEADER_OFFSET: str(original["offset"]),
+    }

@@ -34,18 +34,21 @@ async def _history(bootstrap: str) -> tuple[str, str, str]:
     assert isinstance(command, PlaceOrder)
     pending = place_order(None, command).order
     settled = dataclasses.replace(pending, status=OrderStatus.PAID, charge_id=f"ch_{paid}")
-    await produce(bootstrap, [
-        Out(ORDER_COMMANDS, paid.encode(), place(paid)),
-        Out(ORDER_CHANGELOG, paid.encode(), order_to_bytes(pending)),
-        Out(ORDER_CREATED, paid.encode(), created(paid)),
-        Out(PAYMENT_COMPLETED, paid.encode(), completed(paid)),
-        Out(ORDER_CHANGELOG, paid.encode(), order_to_bytes(settled)),
-        Out(ORDER_CREATED, declined.encode(), created(declined, "tok_chargeDeclined")),
-        Out(PAYMENT_FAILED, declined.encode(), failed(declined, "card_declined")),
-        # Recorded with another decline code than today's rule gives this token.
-        Out(ORDER_CREATED, odd.encode(), created(odd, "tok_chargeDeclinedInsufficientFunds")),
-        Out(PAYMENT_FAILED, odd.encode(), failed(odd, "card_declined")),
-    ])  # fmt: skip
+    await produce(
+        bootstrap,
+        [
+            Out(ORDER_COMMANDS, paid.encode(), place(paid)),
+            Out(ORDER_CHANGELOG, paid.encode(), order_to_bytes(pending)),
+            Out(ORDER_CREATED, paid.encode(), created(paid)),
+            Out(PAYMENT_COMPLETED, paid.encode(), completed(paid)),
+            Out(ORDER_CHANGELOG, paid.encode(), order_to_bytes(settled)),
+            Out(ORDER_CREATED, declined.encode(), created(declined, "tok_chargeDeclined")),
+            Out(PAYMENT_FAILED, declined.encode(), failed(declined, "card_declined")),
+            # Recorded with another decline code than today's rule gives this token.
+            Out(ORDER_CREATED, odd.encode(), created(odd, "tok_chargeDeclinedInsufficientFunds")),
+            Out(PAYMENT_FAILED, odd.encode(), failed(odd, "card_declined")),
+        ],
+    )
     return paid, declined, odd
 
 
@@ -59,9 +62,13 @@ async def test_dry_run_agrees_with_history_and_catches_a_changed_decision_rule(
     today = await cli(replay_bootstrap, "replay", "--dry-run", *only)
     assert today.code == 0, today.err
     assert [(f["order_id"], f["kind"], f["recorded"], f["today"]) for f in today.lines] == [
-        (odd, "decline", "declined (card_declined, retryable=False)",
-         "declined (insufficient_funds, retryable=True)"),
-    ]  # fmt: skip
+        (
+            odd,
+            "decline",
+            "declined (card_declined, retryable=False)",
+            "declined (insufficient_funds, retryable=True)",
+        ),
+    ]
     assert "3 order(s), 3 with a recorded outcome, 1 decided differently" in today.err
 
     changed = await cli(

@@ -48,21 +48,28 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[SandboxGateway]:
 
 
 async def _charge(gateway: SandboxGateway, order_id: str, token: str, key: str) -> None:
-    body = {"amount": AMOUNT, "currency": "EUR", "source": token,
-            "metadata": {"order_id": order_id}}  # fmt: skip
+    body = {
+        "amount": AMOUNT,
+        "currency": "EUR",
+        "source": token,
+        "metadata": {"order_id": order_id},
+    }
     async with (
         aiohttp.ClientSession() as session,
-        session.post(f"{gateway.url}/v1/charges", json=body,
-                     headers={"Idempotency-Key": key}) as response,
-    ):  # fmt: skip
+        session.post(
+            f"{gateway.url}/v1/charges", json=body, headers={"Idempotency-Key": key}
+        ) as response,
+    ):
         assert response.status in (200, 402), await response.text()
 
 
 def _declined_history(order_id: str) -> list[Out]:
     """One declined order's records, 1 ms apart: time order, not topic order or tie-breaks."""
     base = int(time.time() * 1000)
-    return [dataclasses.replace(out, timestamp_ms=base + i)
-            for i, out in enumerate(_declined_records(order_id))]  # fmt: skip
+    return [
+        dataclasses.replace(out, timestamp_ms=base + i)
+        for i, out in enumerate(_declined_records(order_id))
+    ]
 
 
 def _declined_records(order_id: str) -> list[Out]:
@@ -71,13 +78,21 @@ def _declined_records(order_id: str) -> list[Out]:
     assert isinstance(command, PlaceOrder)
     pending = place_order(None, command).order
     decline = DECLINE_MESSAGES["card_declined"]
-    attempt = PaymentRecord(order_id, idempotency_key_for(order_id), AMOUNT, "EUR",
-                            PaymentStatus.ATTEMPTING, attempts=1,
-                            payment_token="tok_chargeDeclined")  # fmt: skip
-    settled = dataclasses.replace(attempt, status=PaymentStatus.FAILED, decline=decline,
-                                  charge_id=f"ch_{order_id}")  # fmt: skip
-    final = dataclasses.replace(pending, status=OrderStatus.PAYMENT_FAILED, decline=decline,
-                                charge_id=f"ch_{order_id}")  # fmt: skip
+    attempt = PaymentRecord(
+        order_id,
+        idempotency_key_for(order_id),
+        AMOUNT,
+        "EUR",
+        PaymentStatus.ATTEMPTING,
+        attempts=1,
+        payment_token="tok_chargeDeclined",
+    )
+    settled = dataclasses.replace(
+        attempt, status=PaymentStatus.FAILED, decline=decline, charge_id=f"ch_{order_id}"
+    )
+    final = dataclasses.replace(
+        pending, status=OrderStatus.PAYMENT_FAILED, decline=decline, charge_id=f"ch_{order_id}"
+    )
     return [
         Out(ORDER_COMMANDS, key, place(order_id, "tok_chargeDeclined")),
         Out(ORDER_CHANGELOG, key, order_to_bytes(pending)),
@@ -88,18 +103,23 @@ def _declined_records(order_id: str) -> list[Out]:
         Out(ORDER_CHANGELOG, key, order_to_bytes(final)),
         # The same outcome again, and a contradicting one that the order service refused.
         Out(PAYMENT_FAILED, key, failed(order_id)),
-        dead_letter(order_id, completed(order_id), PAYMENT_COMPLETED,
-                    "refused: order already PAYMENT_FAILED"),
-    ]  # fmt: skip
+        dead_letter(
+            order_id,
+            completed(order_id),
+            PAYMENT_COMPLETED,
+            "refused: order already PAYMENT_FAILED",
+        ),
+    ]
 
 
 async def test_trace_shows_every_record_in_time_order_and_the_current_table_entries(
     replay_bootstrap: str, sandbox: SandboxGateway
 ) -> None:
     order_id, neighbour = new_order_id(), new_order_id()
-    produced = await produce(replay_bootstrap, [
-        *_declined_history(order_id), Out(ORDER_CREATED, neighbour.encode(), created(neighbour))
-    ])  # fmt: skip
+    produced = await produce(
+        replay_bootstrap,
+        [*_declined_history(order_id), Out(ORDER_CREATED, neighbour.encode(), created(neighbour))],
+    )
     mine = produced[:-1]
     closed = f"http://127.0.0.1:{free_port()}"
 
@@ -120,8 +140,9 @@ async def test_trace_shows_every_record_in_time_order_and_the_current_table_entr
     assert any("refused: order already PAYMENT_FAILED" in n for n in trace["notes"])
 
     await _charge(sandbox, order_id, "tok_chargeDeclined", idempotency_key_for(order_id))
-    checked = await cli(replay_bootstrap, "trace", order_id, "--gateway-url", sandbox.url,
-                        "--format", "table")  # fmt: skip
+    checked = await cli(
+        replay_bootstrap, "trace", order_id, "--gateway-url", sandbox.url, "--format", "table"
+    )
     assert checked.code == 0, checked.err
     lines = checked.out.splitlines()
     assert lines[-1] == "Verdict:   PAYMENT_FAILED (card_declined), not charged"

@@ -19,8 +19,16 @@ def _record(order_id: str, value: dict[str, Any], timestamp: int) -> Record:
 
 
 def _charge(order_id: str, at: float, outcome: str = "created", **extra: Any) -> dict[str, Any]:
-    row = {"kind": "charge", "order_id": order_id, "idempotency_key": idempotency_key_for(order_id),
-           "at": at, "outcome": outcome, "delivered": True, "violation": None, "charge_id": "ch_1"}  # fmt: skip
+    row = {
+        "kind": "charge",
+        "order_id": order_id,
+        "idempotency_key": idempotency_key_for(order_id),
+        "at": at,
+        "outcome": outcome,
+        "delivered": True,
+        "violation": None,
+        "charge_id": "ch_1",
+    }
     return {**row, **extra}
 
 
@@ -32,9 +40,11 @@ def _judge(
     charge_id: str = "ch_1",
     payment_statuses: tuple[str, ...] = ("ATTEMPTING", "COMPLETED"),
 ) -> GatewayAudit:
-    ledger = [{"order_id": "o1", "id": "ch_1", "status": "succeeded", "amount": 500}] if (
-        ledger is None
-    ) else ledger  # fmt: skip
+    ledger = (
+        [{"order_id": "o1", "id": "ch_1", "status": "succeeded", "amount": 500}]
+        if (ledger is None)
+        else ledger
+    )
     payments = [
         _record("o1", {"status": s}, SETTLED_MS - 10 * (len(payment_statuses) - 1 - i))
         for i, s in enumerate(payment_statuses)
@@ -96,19 +106,31 @@ def test_paid_order_whose_charge_differs_from_the_ledger_is_a_fault() -> None:
 
 def test_paid_order_without_a_charge_and_money_without_paid_are_faults() -> None:
     assert any("without a successful charge" in p for p in _judge([], ledger=[]).problems)
-    failed = _judge([_charge("o1", SETTLED_S - 5)], status="PAYMENT_FAILED",
-                    payment_statuses=("ATTEMPTING", "FAILED"))  # fmt: skip
+    failed = _judge(
+        [_charge("o1", SETTLED_S - 5)],
+        status="PAYMENT_FAILED",
+        payment_statuses=("ATTEMPTING", "FAILED"),
+    )
     assert failed.problems == ["1 successful charge(s) for 0 PAID order(s)"]
 
 
 def test_requests_are_matched_by_key_when_they_carry_no_order_and_counted() -> None:
-    lookup = {"kind": "lookup", "order_id": None, "idempotency_key": idempotency_key_for("o1"),
-              "at": SETTLED_S - 1, "outcome": "not_found", "delivered": True, "violation": None,
-              "charge_id": None}  # fmt: skip
+    lookup = {
+        "kind": "lookup",
+        "order_id": None,
+        "idempotency_key": idempotency_key_for("o1"),
+        "at": SETTLED_S - 1,
+        "outcome": "not_found",
+        "delivered": True,
+        "violation": None,
+        "charge_id": None,
+    }
     dropped = _charge("o1", SETTLED_S - 2, "dropped_response", delivered=False)
     other = _charge("o2", SETTLED_S + 9)
-    audit = _judge([dropped, lookup, _charge("o1", SETTLED_S - 0.5, "replayed"), other],
-                   payment_statuses=("ATTEMPTING", "UNKNOWN", "COMPLETED"))  # fmt: skip
+    audit = _judge(
+        [dropped, lookup, _charge("o1", SETTLED_S - 0.5, "replayed"), other],
+        payment_statuses=("ATTEMPTING", "UNKNOWN", "COMPLETED"),
+    )
     assert audit.problems == []
     assert (audit.charge_requests, audit.lookups) == ({"o1": 2}, {"o1": 1})
     assert (audit.dropped_responses, audit.undelivered, audit.dropped_orders) == (1, 1, {"o1"})

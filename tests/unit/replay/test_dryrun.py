@@ -23,8 +23,12 @@ def rec(topic: str, value: bytes | None, at: int, key: bytes = b"ord-1") -> Topi
     return TopicRecord(topic, 0, at, at, key, value)
 
 
-def history(*, outcome: bytes = encode_event(COMPLETED), final: bytes = order_to_bytes(PAID),
-            created: bytes = encode_event(ORDER.created_event(TOKEN))) -> list[TopicRecord]:  # fmt: skip
+def history(
+    *,
+    outcome: bytes = encode_event(COMPLETED),
+    final: bytes = order_to_bytes(PAID),
+    created: bytes = encode_event(ORDER.created_event(TOKEN)),
+) -> list[TopicRecord]:
     return [
         rec(ORDER_COMMANDS, encode_event(place_command()), 1),
         rec(ORDER_CREATED, created, 2),
@@ -46,9 +50,11 @@ def test_a_changed_decision_rule_is_reported_where_it_decides_differently() -> N
     report = dry_run(history(), declines_everything)
     [finding] = report.findings
     assert (finding.kind, finding.recorded, finding.today, finding.at) == (
-        "payment_decision", "approved", "declined (card_declined, retryable=False)",
+        "payment_decision",
+        "approved",
+        "declined (card_declined, retryable=False)",
         f"{PAYMENT_COMPLETED}:0:3",
-    )  # fmt: skip
+    )
     assert finding.is_difference and report.differing_orders == 1
 
 
@@ -59,12 +65,16 @@ def test_the_default_rule_is_the_sandbox_rule() -> None:
 def test_another_decline_code_is_a_difference() -> None:
     failed = PaymentFailed("ord-1", ITEMS_TOTAL, "USD", DECLINE_MESSAGES["expired_card"], T1)
     final = dataclasses.replace(ORDER, status=OrderStatus.PAYMENT_FAILED, decline=failed.reason)
-    report = dry_run(history(outcome=encode_event(failed), final=order_to_bytes(final)),
-                     declines_everything)  # fmt: skip
+    report = dry_run(
+        history(outcome=encode_event(failed), final=order_to_bytes(final)), declines_everything
+    )
     assert [(f.kind, f.recorded, f.today) for f in report.findings] == [
-        ("decline", "declined (expired_card, retryable=False)",
-         "declined (card_declined, retryable=False)"),
-    ]  # fmt: skip
+        (
+            "decline",
+            "declined (expired_card, retryable=False)",
+            "declined (card_declined, retryable=False)",
+        ),
+    ]
 
 
 def test_an_order_created_that_today_would_publish_differently() -> None:
@@ -102,12 +112,18 @@ def test_orders_are_folded_separately_and_in_time_order_whatever_the_input_order
     other = dataclasses.replace(ORDER, order_id="ord-2")
     other_history = [
         rec(ORDER_CREATED, encode_event(other.created_event(TOKEN)), 2, key=b"ord-2"),
-        rec(PAYMENT_COMPLETED, encode_event(dataclasses.replace(COMPLETED, order_id="ord-2")), 3,
-            key=b"ord-2"),
-    ]  # fmt: skip
+        rec(
+            PAYMENT_COMPLETED,
+            encode_event(dataclasses.replace(COMPLETED, order_id="ord-2")),
+            3,
+            key=b"ord-2",
+        ),
+    ]
     # Republished copies (same event again) are normal: decided once, applied once.
-    duplicates = [rec(ORDER_CREATED, encode_event(ORDER.created_event(TOKEN)), 6),
-                  rec(PAYMENT_COMPLETED, encode_event(COMPLETED), 7)]  # fmt: skip
+    duplicates = [
+        rec(ORDER_CREATED, encode_event(ORDER.created_event(TOKEN)), 6),
+        rec(PAYMENT_COMPLETED, encode_event(COMPLETED), 7),
+    ]
     mixed = list(reversed(history() + other_history + duplicates))
     report = dry_run(mixed)
     assert (report.orders, report.compared, report.findings) == (2, 2, [])

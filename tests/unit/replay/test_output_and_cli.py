@@ -85,9 +85,14 @@ def test_bad_option_combinations_fail_before_touching_kafka(args: list[str], mes
 
 @pytest.mark.parametrize(
     "topic",
-    ["order.created", "orderflow-OrderDB-changelog", "orderflow-PaymentDB-changelog",
-     "orderflow.dead-letters", "other-app-Table-changelog"],
-)  # fmt: skip
+    [
+        "order.created",
+        "orderflow-OrderDB-changelog",
+        "orderflow-PaymentDB-changelog",
+        "orderflow.dead-letters",
+        "other-app-Table-changelog",
+    ],
+)
 def test_publishing_into_live_orderflow_state_needs_force(topic: str) -> None:
     from orderflow.replay.publish import check_target
 

@@ -18,8 +18,14 @@ from orderflow.replay.window import TimeWindow
 
 
 def rec(key: bytes | None = b"ord_1", value: bytes | None = b"{}", **kw: object) -> TopicRecord:
-    fields: dict[str, object] = {"topic": "order.created", "partition": 3, "offset": 10,
-                                 "timestamp": 1_000, "key": key, "value": value}  # fmt: skip
+    fields: dict[str, object] = {
+        "topic": "order.created",
+        "partition": 3,
+        "offset": 10,
+        "timestamp": 1_000,
+        "key": key,
+        "value": value,
+    }
     fields.update(kw)
     return TopicRecord(**fields)  # type: ignore[arg-type]
 
@@ -33,8 +39,9 @@ def test_offsets_need_a_partition_and_must_be_ordered() -> None:
 
 
 def test_offsets_are_inclusive_and_the_window_half_open() -> None:
-    selection = Selection(partitions=(3,), from_offset=10, to_offset=11,
-                          window=TimeWindow(1_000, 2_000))  # fmt: skip
+    selection = Selection(
+        partitions=(3,), from_offset=10, to_offset=11, window=TimeWindow(1_000, 2_000)
+    )
     assert selection.matches(rec(offset=10)) and selection.matches(rec(offset=11))
     assert not selection.matches(rec(offset=12)) and not selection.matches(rec(offset=9))
     assert not selection.matches(rec(partition=4))
@@ -65,8 +72,12 @@ def test_key_partition_is_the_default_partitioner_of_every_producer() -> None:
 
 
 def test_json_output_inlines_json_and_keeps_other_bytes_readable() -> None:
-    data = record_to_json(rec(value=b'{"event_type": "order.created", "amount": 1}',
-                              headers=(("h", b"v"), ("bin", b"\xff"))))  # fmt: skip
+    data = record_to_json(
+        rec(
+            value=b'{"event_type": "order.created", "amount": 1}',
+            headers=(("h", b"v"), ("bin", b"\xff")),
+        )
+    )
     assert data["value"] == {"event_type": "order.created", "amount": 1}
     assert data["event_type"] == "order.created"
     assert data["headers"] == {"h": "v", "bin": "base64:/w=="}

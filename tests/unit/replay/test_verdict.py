@@ -30,34 +30,84 @@ DECLINED = Charge("ch_1", "failed", ITEMS_TOTAL, "USD", "card_declined")
         (FAILED, None, [], "ok", "PAYMENT_FAILED (card_declined), not charged"),
         (PAID, None, None, "unchecked", "PAID, charge ch_1 (ledger not checked)"),
         (FAILED, None, None, "unchecked", "PAYMENT_FAILED (card_declined) (ledger not checked)"),
-        (PAID, None, [OK, dataclasses.replace(OK, id="ch_2")], "inconsistent",
-         "INCONSISTENT: PAID and charged 2 times"),
+        (
+            PAID,
+            None,
+            [OK, dataclasses.replace(OK, id="ch_2")],
+            "inconsistent",
+            "INCONSISTENT: PAID and charged 2 times",
+        ),
         (PAID, None, [DECLINED], "inconsistent", "INCONSISTENT: PAID but no charge in the ledger"),
-        (PAID, None, [dataclasses.replace(OK, id="ch_9")], "inconsistent",
-         "INCONSISTENT: PAID with charge ch_1 but the ledger's charge is ch_9"),
-        (PAID, None, [dataclasses.replace(OK, amount=1)], "inconsistent",
-         f"INCONSISTENT: PAID {ITEMS_TOTAL} USD but charged 1 USD"),
-        (FAILED, None, [OK], "inconsistent",
-         "INCONSISTENT: PAYMENT_FAILED (card_declined) but charged once"),
+        (
+            PAID,
+            None,
+            [dataclasses.replace(OK, id="ch_9")],
+            "inconsistent",
+            "INCONSISTENT: PAID with charge ch_1 but the ledger's charge is ch_9",
+        ),
+        (
+            PAID,
+            None,
+            [dataclasses.replace(OK, amount=1)],
+            "inconsistent",
+            f"INCONSISTENT: PAID {ITEMS_TOTAL} USD but charged 1 USD",
+        ),
+        (
+            FAILED,
+            None,
+            [OK],
+            "inconsistent",
+            "INCONSISTENT: PAYMENT_FAILED (card_declined) but charged once",
+        ),
         (pending_order(), None, None, "pending", "PENDING: no payment attempt yet"),
-        (pending_order(), None, [OK], "inconsistent",
-         "INCONSISTENT: PENDING with no payment attempt but charged once"),
-        (pending_order(), payment_record(status=PaymentStatus.ATTEMPTING, attempts=1), None,
-         "pending", "PENDING: payment attempt 1 in progress"),
-        (pending_order(), payment_record(status=PaymentStatus.UNKNOWN, attempts=3), [OK],
-         "stuck", "STUCK: PENDING with UNKNOWN payment after 3 attempt(s); the gateway charged "
-         "it once, the reconciler should settle it"),
-        (pending_order(), payment_record(status=PaymentStatus.UNKNOWN, attempts=2), [],
-         "stuck", "STUCK: PENDING with UNKNOWN payment after 2 attempt(s); the gateway has no "
-         "successful charge"),
-        (pending_order(), payment_record(status=PaymentStatus.COMPLETED, attempts=1), None,
-         "inconsistent", "INCONSISTENT: PaymentDB says COMPLETED but the order is still PENDING "
-         "(payment.completed not applied)"),
-        (pending_order(), payment_record(status=PaymentStatus.INCONSISTENT, problem="amount 1"),
-         None, "inconsistent", "INCONSISTENT: the gateway's charge under the order's key is not "
-         "this order's (amount 1); never settled from it"),
+        (
+            pending_order(),
+            None,
+            [OK],
+            "inconsistent",
+            "INCONSISTENT: PENDING with no payment attempt but charged once",
+        ),
+        (
+            pending_order(),
+            payment_record(status=PaymentStatus.ATTEMPTING, attempts=1),
+            None,
+            "pending",
+            "PENDING: payment attempt 1 in progress",
+        ),
+        (
+            pending_order(),
+            payment_record(status=PaymentStatus.UNKNOWN, attempts=3),
+            [OK],
+            "stuck",
+            "STUCK: PENDING with UNKNOWN payment after 3 attempt(s); the gateway charged "
+            "it once, the reconciler should settle it",
+        ),
+        (
+            pending_order(),
+            payment_record(status=PaymentStatus.UNKNOWN, attempts=2),
+            [],
+            "stuck",
+            "STUCK: PENDING with UNKNOWN payment after 2 attempt(s); the gateway has no "
+            "successful charge",
+        ),
+        (
+            pending_order(),
+            payment_record(status=PaymentStatus.COMPLETED, attempts=1),
+            None,
+            "inconsistent",
+            "INCONSISTENT: PaymentDB says COMPLETED but the order is still PENDING "
+            "(payment.completed not applied)",
+        ),
+        (
+            pending_order(),
+            payment_record(status=PaymentStatus.INCONSISTENT, problem="amount 1"),
+            None,
+            "inconsistent",
+            "INCONSISTENT: the gateway's charge under the order's key is not "
+            "this order's (amount 1); never settled from it",
+        ),
     ],
-)  # fmt: skip
+)
 def test_verdicts(order: object, payment: object, ledger: object, status: str, text: str) -> None:
     verdict = judge(order, payment, ledger, events=5, dead_letters=0)  # type: ignore[arg-type]
     assert (verdict.status, verdict.text) == (status, text)
