@@ -12,9 +12,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.progress import CommandLog, CommandRecord
 from orderflow.domain.events import OrderCreated
-from orderflow.records import decode_event, encode_event
 from orderflow.tables.scan import order_partition
 from orderflow.watch import OrderWatch
+from orderflow.wire import decode_event, encode_event
 from tests.unit.builders import pending_order, place_command
 from tests.unit.order_service_fakes import FakeOrders, PassingDeadLetters
 

@@ -15,7 +15,6 @@ from aiokafka import AIOKafkaProducer
 from orderflow.domain.events import OrderCreated, PaymentCompleted, PaymentFailed, rfc3339
 from orderflow.domain.payment import DECLINE_MESSAGES
 from orderflow.domain.validation import LineItem
-from orderflow.records import encode_event
 from orderflow.topics import (
     DEAD_LETTERS,
     DLQ_HEADER_REASON,
@@ -24,6 +23,7 @@ from orderflow.topics import (
     PAYMENT_COMPLETED,
     PAYMENT_FAILED,
 )
+from orderflow.wire import encode_event
 from tests.harness import ManagedProcess
 from tests.kafka_helpers import Record, read_topic, wait_for_records
 from tests.orders_client import get_terminal, ledger_stats, order_body, place

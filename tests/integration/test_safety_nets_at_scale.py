@@ -25,7 +25,6 @@ from orderflow.domain.events import rfc3339
 from orderflow.domain.order import Order, OrderStatus
 from orderflow.domain.payment import PaymentRecord
 from orderflow.domain.validation import LineItem
-from orderflow.records import order_to_bytes, payment_to_bytes
 from orderflow.tables.local_state import LocalState
 from orderflow.topics import (
     DEAD_LETTERS,
@@ -36,6 +35,7 @@ from orderflow.topics import (
     PAYMENT_RECONCILE,
     changelog_topic,
 )
+from orderflow.wire import order_to_bytes, payment_to_bytes
 from tests.harness import (
     TEST_CLIENT,
     ManagedProcess,

@@ -17,10 +17,10 @@ from orderflow.domain.auth import ApiKeys, hash_key
 from orderflow.domain.events import OrderCreated, PlaceOrder, rfc3339
 from orderflow.domain.order import Order
 from orderflow.keychains import KeyChains
-from orderflow.records import decode_event
 from orderflow.watch import OrderWatch
 from orderflow.web.auth import Authenticator, Caller
 from orderflow.web.orders import OrderApi
+from orderflow.wire import decode_event
 from tests.orders_client import order_body
 from tests.unit.builders import pending_order, place_command
 from tests.unit.test_order_api import _Commands, _LocalRouting, _Request, _Table

@@ -9,9 +9,9 @@ from typing import Any
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.domain.events import PaymentCompleted
 from orderflow.domain.order import OrderStatus
-from orderflow.records import encode_event
 from orderflow.topics import ORDER_COMMANDS, PAYMENT_COMPLETED
 from orderflow.watch import OrderWatch
+from orderflow.wire import encode_event
 from tests.unit.builders import place_command
 from tests.unit.order_service_fakes import FakeEvent, FakeMessage, FakeOrders, SilentTopic
 

@@ -29,8 +29,8 @@ from orderflow.gateway.base import (
     PermanentGatewayError,
     TransientGatewayError,
 )
-from orderflow.records import encode_event
 from orderflow.topics import ORDER_CREATED, PAYMENT_RECONCILE
+from orderflow.wire import encode_event
 
 
 class FakeGateway:

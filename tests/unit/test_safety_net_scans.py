@@ -14,15 +14,15 @@ from orderflow.domain.events import rfc3339
 from orderflow.domain.order import Order, OrderStatus
 from orderflow.domain.payment import PaymentRecord, PaymentStatus
 from orderflow.domain.validation import LineItem
-from orderflow.records import (
+from orderflow.tables.scan import PartitionScan
+from orderflow.topics import ORDER_COMMANDS
+from orderflow.wire import (
     encode_event,
     order_from_bytes,
     order_to_bytes,
     payment_from_bytes,
     payment_to_bytes,
 )
-from orderflow.tables.scan import PartitionScan
-from orderflow.topics import ORDER_COMMANDS
 from tests.unit.builders import place_command
 
 T0 = 1_800_000_000.0

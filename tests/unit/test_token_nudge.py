@@ -13,9 +13,9 @@ from dataclasses import replace
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.progress import CommandProgress, CommandRecord
 from orderflow.domain.events import OrderCreated
-from orderflow.records import decode_event, encode_event, order_to_bytes
 from orderflow.topics import ORDER_COMMANDS
 from orderflow.watch import OrderWatch
+from orderflow.wire import decode_event, encode_event, order_to_bytes
 from tests.unit.builders import pending_order, place_command
 from tests.unit.order_service_fakes import (
     CommandPartition,

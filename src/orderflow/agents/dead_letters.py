@@ -14,13 +14,14 @@ from faust.exceptions import ProducerSendError
 from orderflow.domain.errors import ChargeMismatchError, DomainError, PaymentTokenGoneError
 from orderflow.domain.events import rfc3339
 from orderflow.domain.tokens import mask_text
-from orderflow.topics import (
+from orderflow.wire.dead_letters import (
     DLQ_HEADER_ERROR,
     DLQ_HEADER_FAILED_AT,
     DLQ_HEADER_OFFSET,
     DLQ_HEADER_PARTITION,
     DLQ_HEADER_REASON,
     DLQ_HEADER_TOPIC,
+    DLQ_PREFIX,
 )
 
 __all__ = ["DeadLetters", "is_retriable"]
@@ -80,9 +81,7 @@ class DeadLetters:
             (DLQ_HEADER_FAILED_AT, rfc3339(time.time()).encode()),
         ]
         # The original headers ride along (a redrive restores them); ours come first.
-        headers.extend(
-            (k, v) for k, v in (message.headers or ()) if not k.startswith("orderflow-dlq")
-        )
+        headers.extend((k, v) for k, v in (message.headers or ()) if not k.startswith(DLQ_PREFIX))
         delay = 0.1
         while True:  # a dead letter is the only copy of a failed event: it must reach Kafka
             try:

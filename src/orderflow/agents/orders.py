@@ -19,12 +19,12 @@ from orderflow.domain.events import PaymentCompleted, PaymentFailed, PlaceOrder,
 from orderflow.domain.order import Order, PlacementKind, apply_payment, place_order
 from orderflow.keychains import KeyChains, epoch
 from orderflow.logs import order_context
-from orderflow.records import decode_event, encode_event
 from orderflow.tables import OrderTable
 from orderflow.tables.scan import PartitionScan, elsewhere, order_partition
 from orderflow.topics import ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED
 from orderflow.tracing import consuming
 from orderflow.watch import OrderWatch
+from orderflow.wire import decode_event, encode_event
 
 __all__ = ["CommandReader", "OrderService", "StalledOrders"]
 

@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
-import orjson
-
 from orderflow.agents.dead_letters import DeadLetters
 from orderflow.domain.errors import (
     ChargeMismatchError,
@@ -43,11 +41,11 @@ from orderflow.gateway.base import (
     PermanentGatewayError,
     TransientGatewayError,
 )
-from orderflow.records import decode_event, decode_json, encode_event
 from orderflow.tables import PaymentTable, bind_event
 from orderflow.tables.scan import PartitionScan, elsewhere
 from orderflow.topics import ORDER_CREATED, PAYMENT_RECONCILE
 from orderflow.tracing import consuming
+from orderflow.wire import decode_event, decode_reconcile, encode_event, encode_reconcile
 
 __all__ = ["PaymentService", "UnknownPayments"]
 
@@ -194,10 +192,9 @@ class PaymentService:
             await self._charge(record)
 
     async def _reconcile(self, message: Any) -> None:
-        data = decode_json(message.value)
-        order_id = data.get("order_id") if isinstance(data, dict) else None
-        if not isinstance(order_id, str) or message.key != order_id.encode():
-            raise EventDecodeError("reconcile request: order_id missing or not the key")
+        order_id = decode_reconcile(message.value)
+        if message.key != order_id.encode():
+            raise EventDecodeError("reconcile request: order_id is not the key")
         record = self.payments.get(order_id)
         if record is None or record.status is not PaymentStatus.UNKNOWN:
             if record is not None:
@@ -328,7 +325,5 @@ class PaymentService:
             )
         due = self.unknown.take_due(self.clock())
         for order_id in due:
-            await self.publish(
-                PAYMENT_RECONCILE, order_id.encode(), orjson.dumps({"order_id": order_id})
-            )
+            await self.publish(PAYMENT_RECONCILE, order_id.encode(), encode_reconcile(order_id))
         return len(due)

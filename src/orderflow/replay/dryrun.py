@@ -21,13 +21,12 @@ from orderflow.domain.events import (
     PaymentCompleted,
     PaymentFailed,
     PlaceOrder,
-    event_to_dict,
 )
 from orderflow.domain.order import Order, OrderStatus, PlacementKind, apply_payment, place_order
 from orderflow.domain.payment import Approved, Decline, sandbox_decision
-from orderflow.records import decode_event
 from orderflow.replay.model import ORDER_CHANGELOG, TopicRecord, json_value, time_order
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
+from orderflow.wire import decode_event, event_to_dict
 
 __all__ = ["DIFFERENCE_KINDS", "DecisionRule", "DryRunReport", "Finding", "dry_run"]
 

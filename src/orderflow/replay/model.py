@@ -18,16 +18,18 @@ from orderflow.replay.errors import SelectionError
 from orderflow.replay.window import TimeWindow, ms_to_rfc3339
 from orderflow.topics import (
     DEAD_LETTERS,
-    DLQ_HEADER_OFFSET,
-    DLQ_HEADER_PARTITION,
-    DLQ_HEADER_REASON,
-    DLQ_HEADER_TOPIC,
     ORDER_COMMANDS,
     ORDER_CREATED,
     PAYMENT_COMPLETED,
     PAYMENT_FAILED,
     PAYMENT_RECONCILE,
     changelog_topic,
+)
+from orderflow.wire.dead_letters import (
+    DLQ_HEADER_OFFSET,
+    DLQ_HEADER_PARTITION,
+    DLQ_HEADER_REASON,
+    DLQ_HEADER_TOPIC,
 )
 
 __all__ = [

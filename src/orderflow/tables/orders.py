@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from orderflow.domain.order import Order
-from orderflow.records import order_from_bytes, order_to_bytes
 from orderflow.tables.base import JsonTable
+from orderflow.wire import order_from_bytes, order_to_bytes
 
 __all__ = ["OrderTable"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from orderflow.domain.payment import PaymentRecord
-from orderflow.records import payment_from_bytes, payment_to_bytes
 from orderflow.tables.base import JsonTable
+from orderflow.wire import payment_from_bytes, payment_to_bytes
 
 __all__ = ["PaymentTable"]
 

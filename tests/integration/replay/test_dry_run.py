@@ -6,7 +6,6 @@ import dataclasses
 
 from orderflow.domain.events import PlaceOrder
 from orderflow.domain.order import OrderStatus, place_order
-from orderflow.records import decode_event, order_to_bytes
 from orderflow.replay.model import ORDER_CHANGELOG
 from orderflow.topics import (
     INPUT_TOPICS,
@@ -15,6 +14,7 @@ from orderflow.topics import (
     PAYMENT_COMPLETED,
     PAYMENT_FAILED,
 )
+from orderflow.wire import decode_event, order_to_bytes
 from tests.integration.replay.support import (
     Out,
     cli,

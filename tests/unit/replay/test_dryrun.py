@@ -7,10 +7,10 @@ import dataclasses
 from orderflow.domain.events import PaymentCompleted, PaymentFailed
 from orderflow.domain.order import OrderStatus
 from orderflow.domain.payment import DECLINE_MESSAGES, Approved, Decline, sandbox_decision
-from orderflow.records import encode_event, order_to_bytes
 from orderflow.replay.dryrun import dry_run
 from orderflow.replay.model import ORDER_CHANGELOG, TopicRecord
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
+from orderflow.wire import encode_event, order_to_bytes
 from tests.unit.builders import ITEMS_TOTAL, T1, TOKEN, pending_order, place_command
 
 ORDER = pending_order()
