@@ -12,13 +12,13 @@ Compatibility kept: OrderDB values written before payment tokens left it carry a
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+from typing import Any, Literal
 
 import msgspec
 
 from orderflow.domain.order import Order, OrderStatus
-from orderflow.domain.payment import Decline, PaymentRecord, PaymentStatus
-from orderflow.domain.validation import LineItem
+from orderflow.domain.payment import PaymentRecord, PaymentStatus
 from orderflow.wire.codec import NonEmpty, decode_error
 from orderflow.wire.events import LineItemV1
 
@@ -85,101 +85,38 @@ _ORDER = msgspec.json.Decoder(OrderValueV1)
 _PAYMENT = msgspec.json.Decoder(PaymentValueV1)
 
 
-def _stored(decline: Decline | None) -> StoredDeclineV1 | None:
-    return (
-        None
-        if decline is None
-        else StoredDeclineV1(decline.code, decline.message, decline.retryable)
-    )
+def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise ValueError(str(decode_error(exc))) from None
 
 
-def _domain(decline: StoredDeclineV1 | None) -> Decline | None:
-    return None if decline is None else Decline(decline.code, decline.message, decline.retryable)
+# The stored shapes name their fields like the domain's dataclasses, so msgspec converts between
+# them attribute by attribute (nested items and declines too); a field that differs is renamed
+# here, never by hand in a converter.
 
 
 def order_to_bytes(order: Order) -> bytes:
-    value = OrderValueV1(
-        order_id=order.order_id,
-        status=order.status,
-        customer_id=order.customer_id,
-        amount=order.amount,
-        currency=order.currency,
-        items=tuple(LineItemV1(i.sku, i.quantity, i.unit_amount) for i in order.items),
-        created_at=order.created_at,
-        updated_at=order.updated_at,
-        fingerprint=order.fingerprint,
-        request_id=order.request_id,
-        charge_id=order.charge_id,
-        decline=_stored(order.decline),
-        command_offset=order.command_offset,
-        client_id=order.client_id,
-    )
-    return _ENCODER.encode(value)
+    return _ENCODER.encode(msgspec.convert(order, OrderValueV1, from_attributes=True))
 
 
 def order_from_bytes(raw: bytes) -> Order:
-    """The stored order; ValueError naming the field when malformed (msgspec's
-    DecodeError for bytes that are not JSON is one too)."""
-    try:
-        v = _ORDER.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise ValueError(str(decode_error(exc))) from None
-    return Order(
-        order_id=v.order_id,
-        customer_id=v.customer_id,
-        currency=v.currency,
-        items=tuple(LineItem(i.sku, i.quantity, i.unit_amount) for i in v.items),
-        amount=v.amount,
-        status=v.status,
-        created_at=v.created_at,
-        updated_at=v.updated_at,
-        fingerprint=v.fingerprint,
-        request_id=v.request_id,
-        charge_id=v.charge_id,
-        decline=_domain(v.decline),
-        command_offset=v.command_offset,
-        client_id=v.client_id,
+    """The stored order; ValueError naming the field when malformed (msgspec's DecodeError for
+    bytes that are not JSON is one too)."""
+    value: OrderValueV1 = _decode(_ORDER, raw)
+    order = msgspec.convert(value, Order, from_attributes=True)
+    if isinstance(value.payment_token, str):
         # Kept in memory for the stall nudge, the only way left to charge such an order.
-        legacy_payment_token=v.payment_token or "",
-    )
+        order = dataclasses.replace(order, legacy_payment_token=value.payment_token)
+    return order
 
 
 def payment_to_bytes(record: PaymentRecord) -> bytes:
-    value = PaymentValueV1(
-        order_id=record.order_id,
-        idempotency_key=record.idempotency_key,
-        amount=record.amount,
-        currency=record.currency,
-        status=record.status,
-        attempts=record.attempts,
-        charge_id=record.charge_id,
-        decline=_stored(record.decline),
-        updated_at=record.updated_at,
-        next_attempt_at=record.next_attempt_at,
-        payment_token=record.payment_token,
-        problem=record.problem,
-    )
-    return _ENCODER.encode(value)
+    return _ENCODER.encode(msgspec.convert(record, PaymentValueV1, from_attributes=True))
 
 
 def payment_from_bytes(raw: bytes) -> PaymentRecord:
-    """The stored payment; ValueError naming the field when malformed (msgspec's
-    DecodeError for bytes that are not JSON is one too)."""
-    try:
-        v = _PAYMENT.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise ValueError(str(decode_error(exc))) from None
-    return PaymentRecord(
-        order_id=v.order_id,
-        idempotency_key=v.idempotency_key,
-        amount=v.amount,
-        currency=v.currency,
-        status=v.status,
-        attempts=v.attempts,
-        charge_id=v.charge_id,
-        decline=_domain(v.decline),
-        updated_at=v.updated_at,
-        next_attempt_at=v.next_attempt_at,
-        payment_token=v.payment_token,
-        problem=v.problem,
-    )
+    """The stored payment; ValueError naming the field when malformed."""
+    value: PaymentValueV1 = _decode(_PAYMENT, raw)
+    return msgspec.convert(value, PaymentRecord, from_attributes=True)
