@@ -18,13 +18,12 @@ from orderflow.domain.payment import DECLINE_MESSAGES
 from orderflow.domain.validation import LineItem
 from orderflow.topics import (
     DEAD_LETTERS,
-    DLQ_HEADER_REASON,
-    DLQ_HEADER_TOPIC,
     ORDER_CREATED,
     PAYMENT_COMPLETED,
     PAYMENT_FAILED,
 )
 from orderflow.wire import encode_event
+from orderflow.wire.dead_letters import DLQ_HEADER_REASON, DLQ_HEADER_TOPIC
 from tests.harness import ManagedProcess
 from tests.kafka_helpers import Record, read_topic, wait_for_records
 from tests.orders_client import get_terminal, ledger_stats, order_body, place

@@ -219,7 +219,7 @@ def test_there_is_one_schema_per_event_type() -> None:
         Draft202012Validator.check_schema(schema)
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
         assert schema["properties"]["event_type"] == {"enum": [event_type]}
-        assert schema["properties"]["schema_version"] == {"enum": [1]}
+        assert schema["properties"]["schema_version"]["enum"] == [1]
         # Readers ignore unknown fields, so the schema allows them.
         assert schema.get("additionalProperties", True) is not False
 

@@ -14,10 +14,20 @@ import msgspec
 
 from orderflow.domain.errors import EventDecodeError
 
-__all__ = ["NonEmpty", "decode_error", "parse_json"]
+__all__ = ["Amount", "Currency", "NonEmpty", "Timestamp", "decode_error", "parse_json"]
 
 # Required strings are never empty (an empty id or currency is a writer's bug).
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+# Readers check structure, not the domain's limits (amount ranges, item counts, currency lists):
+# a newer writer may widen a limit in a minor version, and an old reader must not refuse it.
+Amount = Annotated[
+    int, msgspec.Meta(description="Minor units of the currency (cents, yen); never a float.")
+]
+Currency = Annotated[str, msgspec.Meta(min_length=1, description="ISO 4217 code, e.g. EUR.")]
+Timestamp = Annotated[
+    str,
+    msgspec.Meta(min_length=1, description="RFC 3339 time, UTC, e.g. 2024-05-01T12:00:00.000Z."),
+]
 
 _KINDS = {
     "str": "a string",

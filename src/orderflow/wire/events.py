@@ -17,7 +17,7 @@ Compatibility rules (a rolling upgrade mixes old and new workers):
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -31,7 +31,7 @@ from orderflow.domain.events import (
 )
 from orderflow.domain.payment import Decline
 from orderflow.domain.validation import LineItem
-from orderflow.wire.codec import NonEmpty, decode_error, parse_json
+from orderflow.wire.codec import Amount, Currency, NonEmpty, Timestamp, decode_error, parse_json
 
 __all__ = [
     "EVENT_SHAPES",
@@ -51,7 +51,7 @@ class LineItemV1(msgspec.Struct, frozen=True):
 
     sku: NonEmpty
     quantity: int
-    unit_amount: int
+    unit_amount: Amount
 
 
 class DeclineV1(msgspec.Struct, frozen=True):
@@ -80,10 +80,22 @@ class _Envelope(
 ):
     """The fields every event carries (``event_type`` is the tag of each subclass)."""
 
-    event_id: NonEmpty
-    schema_version: Literal[1]
-    schema_minor: int = 0
-    occurred_at: NonEmpty
+    event_id: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            description="The same for every copy of the event: uuid5 of order id and type "
+            "(order.place: the HTTP request's id), so consumers can drop duplicates.",
+        ),
+    ]
+    schema_version: Annotated[
+        Literal[1],
+        msgspec.Meta(description="MAJOR version: a reader refuses one it does not know."),
+    ]
+    schema_minor: Annotated[
+        int, msgspec.Meta(description="MINOR version (absent: 0): additive changes; any is read.")
+    ] = 0
+    occurred_at: Timestamp
     order_id: NonEmpty
 
 
@@ -93,7 +105,7 @@ class PlaceOrderV1(_Envelope, frozen=True, kw_only=True, tag="order.place"):
     request_id: NonEmpty
     fingerprint: NonEmpty
     customer_id: NonEmpty
-    currency: NonEmpty
+    currency: Currency
     items: tuple[LineItemV1, ...]
     payment: CommandPaymentV1
     client_id: NonEmpty | None = None  # the API client that placed it; absent: no owner
@@ -118,8 +130,8 @@ class OrderCreatedV1(_Envelope, frozen=True, kw_only=True, tag="order.created"):
     """The order service accepted an order; the payment service charges it."""
 
     customer_id: NonEmpty
-    currency: NonEmpty
-    amount: int
+    currency: Currency
+    amount: Amount
     items: tuple[LineItemV1, ...]
     payment: CreatedPaymentV1
     client_id: NonEmpty | None = None  # absent: an order from before API keys (no owner)
@@ -140,8 +152,8 @@ class OrderCreatedV1(_Envelope, frozen=True, kw_only=True, tag="order.created"):
 class PaymentCompletedV1(_Envelope, frozen=True, kw_only=True, tag="payment.completed"):
     """The gateway charged the order's amount."""
 
-    amount: int
-    currency: NonEmpty
+    amount: Amount
+    currency: Currency
     charge_id: NonEmpty
 
     def to_domain(self) -> PaymentCompleted:
@@ -153,8 +165,8 @@ class PaymentCompletedV1(_Envelope, frozen=True, kw_only=True, tag="payment.comp
 class PaymentFailedV1(_Envelope, frozen=True, kw_only=True, tag="payment.failed"):
     """The gateway declined; ``reason`` says why and whether a retry could succeed."""
 
-    amount: int
-    currency: NonEmpty
+    amount: Amount
+    currency: Currency
     reason: DeclineV1
     charge_id: NonEmpty | None = None
 
