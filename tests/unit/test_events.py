@@ -89,6 +89,16 @@ def test_event_id_is_the_same_for_a_republished_event() -> None:
     assert uuid.UUID(PAYMENT_COMPLETED.event_id).version == 5
 
 
+@pytest.mark.parametrize("order_id", ["ord-1", "", "ord_" + "f" * 32, "Zürich/東京", "a" * 500])
+@pytest.mark.parametrize("event_type", ["order.created", "payment.completed", "payment.failed"])
+def test_event_id_is_the_uuid5_of_order_id_and_type(order_id: str, event_type: str) -> None:
+    namespace = uuid.UUID("6f1d3c1e-6a55-4c43-9a43-6a0f5a3b2e10")
+
+    assert event_id_for(order_id, event_type) == str(
+        uuid.uuid5(namespace, f"{order_id}/{event_type}")
+    )
+
+
 def test_event_ids_differ_across_types_and_orders() -> None:
     ids = {
         ORDER_CREATED.event_id,
