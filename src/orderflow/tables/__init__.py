@@ -1,6 +1,6 @@
 """State kept by the agents: OrderDB and PaymentDB, changelog-backed Faust tables keyed by order id.
 
-Values are JSON bytes (``orderflow.records``) so a changelog is readable with any Kafka tool.
+Values are JSON bytes (``orderflow.wire.tables``) so a changelog is readable with any Kafka tool.
 Both tables are co-partitioned with the order topics: entry ``k`` of either table lives on the
 partition that ``k``'s events arrive on.
 """

@@ -1,4 +1,4 @@
-"""A typed view over a Faust table whose values are JSON bytes (``orderflow.records``)."""
+"""A typed view over a Faust table whose values are JSON bytes (``orderflow.wire.tables``)."""
 
 from __future__ import annotations
 
