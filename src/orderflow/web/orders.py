@@ -42,11 +42,11 @@ from orderflow.domain.order import Order
 from orderflow.domain.tokens import token_digest
 from orderflow.domain.validation import OrderRequest, Problem, validate_order_request
 from orderflow.keychains import KeyChains
+from orderflow.ports import CommandSender, OrderReader, OwnerRouting
 from orderflow.records import encode_event, order_to_public
-from orderflow.tables import OrderTable
 from orderflow.watch import OrderWatch
 from orderflow.web.auth import FORWARDED_HEADER, Authenticator, Caller
-from orderflow.web.routing import NotReady, OwnerLookup
+from orderflow.web.routing import NotReady
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -305,10 +305,10 @@ class OrderApi:
 
     def __init__(
         self,
-        orders: OrderTable,
-        commands: Any,
+        orders: OrderReader,
+        commands: CommandSender,
         watch: OrderWatch,
-        routing: OwnerLookup,
+        routing: OwnerRouting,
         post_wait_s: float,
         long_polls: LongPolls | None = None,
         caught_up: CaughtUp | None = None,
