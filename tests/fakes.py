@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from aiokafka.errors import KafkaTimeoutError
@@ -21,6 +21,7 @@ from orderflow.domain.order import Order
 from orderflow.domain.payment import ChargeOutcome, GatewayCharge, PaymentRecord
 from orderflow.gateway.base import ChargeRequest
 from orderflow.ports import (
+    BodyStream,
     CommandSender,
     DeadLetterSink,
     Handler,
@@ -289,12 +290,6 @@ class FakeGateway:
 # -- the HTTP side -----------------------------------------------------------------------------
 
 
-class BodyReader(Protocol):
-    """A request body arriving: ``read(n)`` returns at most what has arrived (aiohttp's)."""
-
-    async def read(self, limit: int) -> bytes: ...
-
-
 class _Content:
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
@@ -315,7 +310,7 @@ class FakeRequest(dict[str, Any]):
     ) -> None:
         super().__init__()
         raw = orjson.dumps(body) if body is not None else b""
-        self.content: BodyReader = _Content(raw)
+        self.content: BodyStream = _Content(raw)
         self.content_length: int | None = len(raw)
         self.headers = headers or {}
         if body is not None:  # what every client sends with a JSON body

@@ -8,7 +8,7 @@ and the unit tests pass the fakes of ``tests/fakes.py``, which implement the sam
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from orderflow.domain.events import OrderCreated, PaymentCompleted, PaymentFailed
@@ -18,10 +18,12 @@ from orderflow.gateway.base import PaymentGateway
 from orderflow.web.routing import Owner
 
 __all__ = [
+    "BodyStream",
     "Clock",
     "CommandSender",
     "DeadLetterSink",
     "Handler",
+    "HttpRequest",
     "InboundEvent",
     "InboundMessage",
     "OrderReader",
@@ -136,6 +138,35 @@ class CommandSender(Protocol):
     async def send(self, *, key: bytes, value: bytes) -> asyncio.Future[Any]: ...
 
 
+class BodyStream(Protocol):
+    """A request body as it arrives: ``read(n)`` returns at most what has arrived (aiohttp's)."""
+
+    async def read(self, n: int, /) -> bytes: ...
+
+
+class HttpRequest(Protocol):
+    """What ``OrderApi`` reads of an HTTP request (aiohttp's ``web.Request``, or a test's);
+    ``request["raw_body"]`` keeps the body read, for the forward and its signature."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def query(self) -> Mapping[str, str]: ...
+    @property
+    def content(self) -> BodyStream: ...
+    @property
+    def content_length(self) -> int | None: ...
+    @property
+    def remote(self) -> str | None: ...
+    def __getitem__(self, key: str, /) -> Any: ...
+    def __setitem__(self, key: str, value: Any, /) -> None: ...
+    def get(self, key: str, default: Any, /) -> Any: ...
+
+
 class OwnerRouting(Protocol):
     """Which worker owns an order's partition, and forwarding to it (``web.routing``)."""
 
@@ -147,7 +178,7 @@ class OwnerRouting(Protocol):
     async def forward(
         self,
         owner: Owner,
-        request: Any,
+        request: HttpRequest,
         body: bytes | None,
         timeout: float,
         long_poll: bool = False,
