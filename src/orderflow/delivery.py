@@ -34,6 +34,7 @@ import faust
 from faust.streams import current_event
 
 from orderflow.agents.dead_letters import is_retriable
+from orderflow.domain.backoff import Backoff
 from orderflow.tables.stream_context import bind_event
 
 __all__ = [
@@ -113,7 +114,8 @@ class Deliveries:
         partition that moved is not sent again (the new owner re-runs the events, whose offsets
         were never committed here, and a stale changelog value must not land after its writes).
         """
-        delay = backoff
+        policy = Backoff(base=backoff, cap=cap)
+        rounds = 0
         while self.pending:
             pending, self.pending = self.pending, []
             results = await asyncio.gather(*(r.future for r in pending), return_exceptions=True)
@@ -141,12 +143,12 @@ class Deliveries:
                 len(failed),
                 ", ".join(sorted(errors)[:3]),
                 len(retry),
-                delay,
+                policy.delay(rounds),
             )
             if not retry:
                 return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, cap)
+            await asyncio.sleep(policy.delay(rounds))
+            rounds += 1
             token = _current.set(self)  # the new sends are awaited in the next round
             try:
                 for record in retry:

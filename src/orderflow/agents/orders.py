@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError
 
 from orderflow.agents.dead_letters import DeadLetters
 from orderflow.agents.progress import CommandProgress, CommandRecord
+from orderflow.domain.backoff import Backoff
 from orderflow.domain.errors import EventDecodeError
 from orderflow.domain.events import PaymentCompleted, PaymentFailed, PlaceOrder, rfc3339
 from orderflow.domain.order import Order, PlacementKind, apply_payment, place_order
@@ -55,6 +56,8 @@ class StalledOrders:
         self.partitions = partitions  # None: never forgets (a single worker owning everything)
         self.stall_after = stall_after
         self.cap = cap
+        # The n-th nudge waits stall_after * 2**n, at most cap (30 s doubling to 300 s by default).
+        self.backoff = Backoff(base=stall_after, cap=cap)
         self.due_at: dict[str, float] = {}
         self.nudges: dict[str, int] = {}
         self.scan = PartitionScan()
@@ -81,7 +84,7 @@ class StalledOrders:
     def nudged(self, order_id: str, now: float) -> None:
         """Reschedule a nudged order with a doubling, capped delay."""
         n = self.nudges[order_id] = self.nudges.get(order_id, 0) + 1
-        self.due_at[order_id] = now + min(self.cap, self.stall_after * 2 ** min(n, 16))
+        self.due_at[order_id] = now + self.backoff.delay(n)
 
 
 def _stored_time(rfc3339_text: str, default: float) -> float:

@@ -22,11 +22,12 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
 
+from orderflow.domain.backoff import Backoff
 from orderflow.domain.payment import Approved, ChargeOutcome, Declined, GatewayCharge, decline_for
 from orderflow.domain.tokens import mask_text
 from orderflow.gateway.base import (
@@ -41,29 +42,9 @@ __all__ = [
     "BreakerState",
     "CircuitBreaker",
     "HttpPaymentGateway",
-    "backoff_ceiling",
-    "backoff_delays",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def backoff_ceiling(attempt: int, base: float, cap: float) -> float:
-    """The most we wait before retry ``attempt`` (0-based): ``base * 2**attempt``, capped."""
-    # The exponent is clamped so a long-running loop cannot overflow the float.
-    return min(cap, base * 2.0 ** min(attempt, 64))
-
-
-def backoff_delays(base: float, cap: float, rng: random.Random) -> Iterator[float]:
-    """Endless retry delays with full jitter: uniform in ``[0, backoff_ceiling(n)]``.
-
-    Full jitter spreads the retries of many clients that failed together (AWS's "Exponential
-    Backoff and Jitter"), instead of having them retry in lock-step.
-    """
-    attempt = 0
-    while True:
-        yield rng.uniform(0.0, backoff_ceiling(attempt, base, cap))
-        attempt += 1
 
 
 class BreakerState(enum.Enum):
@@ -203,8 +184,8 @@ class HttpPaymentGateway:
         self.deadline = deadline
         self.max_attempts = max_attempts
         self.breaker = breaker or CircuitBreaker()
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
+        # Full jitter: the retries of many workers that failed together do not stay in step.
+        self.backoff = Backoff(backoff_base, backoff_cap, jitter=1.0)
         self._rng = rng or random.Random()
         # Called right before every HTTP attempt (first, retries, lookups); what it raises
         # propagates unchanged and the attempt is not sent.
@@ -370,7 +351,7 @@ class HttpPaymentGateway:
         loop = asyncio.get_running_loop()
         deadline_at = loop.time() + self.deadline
         url = self.base_url + path
-        delays = backoff_delays(self.backoff_base, self.backoff_cap, self._rng)
+        delays = self.backoff.delays(self._rng)
         sent = 0
         while True:  # the breaker has allowed this attempt
             if self.before_request is not None:
