@@ -128,16 +128,7 @@ class Deliveries:
                 return
             errors = {repr(res) for _, res in failed}
             self.failures += len(failed)
-            retry = []
-            kept: dict[int | None, bool] = {}  # one ownership check per partition, not per record
-            for record, exc in failed:
-                if not is_retriable(exc):
-                    self._give_up(record, exc)
-                    continue
-                if record.partition not in kept:
-                    kept[record.partition] = keep(record.partition)
-                if kept[record.partition]:
-                    retry.append(record)
+            retry = self._to_retry(failed, keep)
             log.error(
                 "%d record(s) not delivered (%s); sending %d again in %.1fs",
                 len(failed),
@@ -149,18 +140,35 @@ class Deliveries:
                 return
             await asyncio.sleep(policy.delay(rounds))
             rounds += 1
-            token = _current.set(self)  # the new sends are awaited in the next round
-            try:
-                for record in retry:
-                    try:
-                        await record.resend()
-                    except Exception as exc:
-                        # Still a failed record: the next round classifies it (retry or give up).
-                        self.add(
-                            _Record(_failed(exc), record.partition, record.resend, record.where)
-                        )
-            finally:
-                _current.reset(token)
+            await self._resend(retry)
+
+    def _to_retry(
+        self, failed: list[tuple[_Record, BaseException]], keep: Callable[[int | None], bool]
+    ) -> list[_Record]:
+        """The failed records to send again: retriable, of a partition still ours."""
+        retry = []
+        kept: dict[int | None, bool] = {}  # one ownership check per partition, not per record
+        for record, exc in failed:
+            if not is_retriable(exc):
+                self._give_up(record, exc)
+                continue
+            if record.partition not in kept:
+                kept[record.partition] = keep(record.partition)
+            if kept[record.partition]:
+                retry.append(record)
+        return retry
+
+    async def _resend(self, retry: list[_Record]) -> None:
+        token = _current.set(self)  # the new sends are awaited in the next round
+        try:
+            for record in retry:
+                try:
+                    await record.resend()
+                except Exception as exc:
+                    # Still a failed record: the next round classifies it (retry or give up).
+                    self.add(_Record(_failed(exc), record.partition, record.resend, record.where))
+        finally:
+            _current.reset(token)
 
     def _give_up(self, record: _Record, exc: BaseException) -> None:
         self.undeliverable += 1
