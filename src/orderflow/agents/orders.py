@@ -56,8 +56,6 @@ class StalledOrders:
         self.partitions = partitions  # None: never forgets (a single worker owning everything)
         self.stall_after = stall_after
         self.cap = cap
-        # The n-th nudge waits stall_after * 2**n, at most cap (30 s doubling to 300 s by default).
-        self.backoff = Backoff(base=stall_after, cap=cap)
         self.due_at: dict[str, float] = {}
         self.nudges: dict[str, int] = {}
         self.scan = PartitionScan()
@@ -84,7 +82,8 @@ class StalledOrders:
     def nudged(self, order_id: str, now: float) -> None:
         """Reschedule a nudged order with a doubling, capped delay."""
         n = self.nudges[order_id] = self.nudges.get(order_id, 0) + 1
-        self.due_at[order_id] = now + self.backoff.delay(n)
+        # The n-th nudge waits stall_after * 2**n, at most cap (by default 60, 120, 240, then 300 s).
+        self.due_at[order_id] = now + Backoff(base=self.stall_after, cap=self.cap).delay(n)
 
 
 def _stored_time(rfc3339_text: str, default: float) -> float:
