@@ -82,7 +82,7 @@ class StalledOrders:
     def nudged(self, order_id: str, now: float) -> None:
         """Reschedule a nudged order with a doubling, capped delay."""
         n = self.nudges[order_id] = self.nudges.get(order_id, 0) + 1
-        # The n-th nudge waits stall_after * 2**n, at most cap (by default 60, 120, 240, then 300 s).
+        # The n-th nudge waits stall_after * 2**n, at most cap (default: 60, 120, 240, then 300 s).
         self.due_at[order_id] = now + Backoff(base=self.stall_after, cap=self.cap).delay(n)
 
 
