@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -247,17 +247,3 @@ class MeteredGateway:
 
     async def close(self) -> None:
         await self.gateway.close()
-
-
-def metered(get: Callable[[], Any], metrics: Metrics) -> Callable[[], Any]:
-    """Wrap a gateway getter (``GatewayHolder.get``) so that every gateway it gives is metered."""
-    wrapped: dict[int, MeteredGateway] = {}
-
-    async def get_metered() -> PaymentGateway:
-        gateway = await get()
-        meter = wrapped.get(id(gateway))
-        if meter is None or meter.gateway is not gateway:
-            meter = wrapped[id(gateway)] = MeteredGateway(gateway, metrics)
-        return meter
-
-    return get_metered

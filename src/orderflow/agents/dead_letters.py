@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from faust.exceptions import ProducerSendError
@@ -15,6 +14,7 @@ from orderflow.domain.backoff import Backoff
 from orderflow.domain.errors import ChargeMismatchError, DomainError, PaymentTokenGoneError
 from orderflow.domain.events import rfc3339
 from orderflow.domain.tokens import mask_text
+from orderflow.ports import Handler, InboundEvent, InboundMessage, RecordSink
 from orderflow.topics import (
     DLQ_HEADER_ERROR,
     DLQ_HEADER_FAILED_AT,
@@ -52,7 +52,7 @@ class DeadLetters:
 
     def __init__(
         self,
-        topic: Any,
+        topic: RecordSink,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         before_send: Callable[[], None] | None = None,
     ) -> None:
@@ -66,7 +66,11 @@ class DeadLetters:
         self.undeliverable = 0
         self.on_sent: Callable[[str], None] | None = None  # (reason) the app's metrics
 
-    async def send(self, event: Any, reason: str, error: BaseException | None = None) -> None:
+    async def send(
+        self, event: InboundEvent, reason: str, error: BaseException | None = None
+    ) -> None:
+        """Park ``event`` (its key and value untouched) with ``reason``; retried until Kafka
+        takes it, except what the broker refuses for good (logged and counted)."""
         if self.before_send is not None:
             self.before_send()
         message = event.message
@@ -108,7 +112,11 @@ class DeadLetters:
             self.on_sent(reason)
 
     def _give_up(
-        self, message: Any, headers: list[tuple[str, bytes]], reason: str, exc: BaseException
+        self,
+        message: InboundMessage,
+        headers: list[tuple[str, bytes]],
+        reason: str,
+        exc: BaseException,
     ) -> None:
         """Log where the event was and how big (never its bytes: they may hold a payment token)."""
         self.undeliverable += 1
@@ -125,7 +133,7 @@ class DeadLetters:
             reason[:300],
         )
 
-    async def guard(self, event: Any, handle: Callable[[Any], Awaitable[None]]) -> None:
+    async def guard(self, event: InboundEvent, handle: Handler) -> None:
         """Run ``handle(event)``; whatever it raises parks the event here and the agent goes on.
 
         An exception escaping an agent's loop would ack and skip the event (Faust), losing it.
