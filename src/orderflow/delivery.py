@@ -34,7 +34,7 @@ import faust
 from faust.streams import current_event
 
 from orderflow.agents.dead_letters import is_retriable
-from orderflow.tables.stream_context import bind_event
+from orderflow.faust_glue import bind_event
 
 __all__ = [
     "CHANGELOG",

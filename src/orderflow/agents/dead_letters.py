@@ -51,6 +51,7 @@ class DeadLetters:
         topic: Any,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         before_send: Callable[[], None] | None = None,
+        on_sent: Callable[[str], None] | None = None,
     ) -> None:
         self.topic = topic
         self.sleep = sleep
@@ -60,7 +61,7 @@ class DeadLetters:
         # Dead letters the broker refused for good (logged with their coordinates): the last
         # resort, so that one unsendable record never stalls every partition of an agent.
         self.undeliverable = 0
-        self.on_sent: Callable[[str], None] | None = None  # (reason) the app's metrics
+        self.on_sent = on_sent  # (reason) the app's metrics
 
     async def send(self, event: Any, reason: str, error: BaseException | None = None) -> None:
         if self.before_send is not None:

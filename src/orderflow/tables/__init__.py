@@ -5,8 +5,8 @@ Both tables are co-partitioned with the order topics: entry ``k`` of either tabl
 partition that ``k``'s events arrive on.
 """
 
+from orderflow.faust_glue import bind_event
 from orderflow.tables.orders import OrderTable
 from orderflow.tables.payments import PaymentTable
-from orderflow.tables.stream_context import bind_event
 
 __all__ = ["OrderTable", "PaymentTable", "bind_event"]

@@ -10,12 +10,13 @@ from typing import Any, Generic, TypeVar
 import orderflow.delivery as delivery
 from orderflow.tables.scan import partition_rows
 
-__all__ = ["JsonTable"]
+__all__ = ["JsonTable", "allow"]
 
 T = TypeVar("T")
 
 
-def _allow() -> None:
+def allow() -> None:
+    """The default ``before_write``: every write goes ahead."""
     return None
 
 
@@ -31,6 +32,7 @@ class JsonTable(Generic[T]):
         decode: Callable[[bytes], T],
         key_of: Callable[[T], str],
         help: str,
+        before_write: Callable[[], None] = allow,
     ) -> None:
         self.name = name
         self._encode, self._decode, self._key_of = encode, decode, key_of
@@ -51,7 +53,7 @@ class JsonTable(Generic[T]):
         )
         # Called right before every write; raises to refuse it (orderflow.fencing: a handler whose
         # partition was revoked while it awaited the gateway must not write after the new owner).
-        self.before_write: Callable[[], None] = _allow
+        self.before_write = before_write
 
     def get(self, order_id: str) -> T | None:
         raw = self.table.get(order_id.encode())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from orderflow.domain.order import Order
 from orderflow.records import order_from_bytes, order_to_bytes
-from orderflow.tables.base import JsonTable
+from orderflow.tables.base import JsonTable, allow
+from orderflow.topics import ORDER_TABLE
 
 __all__ = ["OrderTable"]
 
@@ -14,9 +16,9 @@ __all__ = ["OrderTable"]
 class OrderTable(JsonTable[Order]):
     """The ``OrderDB`` Faust table (order id -> Order), written by the order service only."""
 
-    NAME = "OrderDB"
+    NAME = ORDER_TABLE
 
-    def __init__(self, app: Any, partitions: int) -> None:
+    def __init__(self, app: Any, partitions: int, before_write: Callable[[], None] = allow) -> None:
         super().__init__(
             app,
             self.NAME,
@@ -25,4 +27,5 @@ class OrderTable(JsonTable[Order]):
             order_from_bytes,
             lambda order: order.order_id,
             "Orders by id, owned by the order service.",
+            before_write,
         )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from orderflow.domain.payment import PaymentRecord
 from orderflow.records import payment_from_bytes, payment_to_bytes
-from orderflow.tables.base import JsonTable
+from orderflow.tables.base import JsonTable, allow
+from orderflow.topics import PAYMENT_TABLE
 
 __all__ = ["PaymentTable"]
 
@@ -14,9 +16,9 @@ __all__ = ["PaymentTable"]
 class PaymentTable(JsonTable[PaymentRecord]):
     """The ``PaymentDB`` Faust table (order id -> PaymentRecord), written by the payment service."""
 
-    NAME = "PaymentDB"
+    NAME = PAYMENT_TABLE
 
-    def __init__(self, app: Any, partitions: int) -> None:
+    def __init__(self, app: Any, partitions: int, before_write: Callable[[], None] = allow) -> None:
         super().__init__(
             app,
             self.NAME,
@@ -25,4 +27,5 @@ class PaymentTable(JsonTable[PaymentRecord]):
             payment_from_bytes,
             lambda record: record.order_id,
             "Payment attempts by order id, owned by the payment service.",
+            before_write,
         )
