@@ -52,9 +52,7 @@ from orderflow.topics import (
     ORDER_CREATED,
     ORDER_TABLE,
     PAYMENT_CHANGELOG,
-    PAYMENT_COMPLETED,
-    PAYMENT_FAILED,
-    PAYMENT_RECONCILE,
+    WORKER_TOPICS,
 )
 from orderflow.tracing import TracedTopic
 from orderflow.watch import OrderWatch
@@ -67,16 +65,6 @@ from orderflow.web.views import register_views
 __all__ = ["GatewayHolder", "Orderflow", "app", "build", "orderflow"]
 
 log = logging.getLogger(__name__)
-
-# The topics the worker sends to (and declares at its first assignment).
-WORKER_TOPICS = (
-    ORDER_COMMANDS,
-    ORDER_CREATED,
-    PAYMENT_COMPLETED,
-    PAYMENT_FAILED,
-    PAYMENT_RECONCILE,
-    DEAD_LETTERS,
-)
 
 
 class GatewayHolder:
@@ -164,6 +152,10 @@ class Parts:
     progress: CommandProgress
     chains: KeyChains
     command_logs: tuple[CommandLog, CommandLog]  # progress's, and the stall nudge's own
+    unknown: UnknownPayments
+    stalled: StalledOrders
+    in_flight: InFlight
+    recovery_check: RecoveryCheck
 
     @classmethod
     def create(cls, app: Any, settings: Settings, fence: Fence) -> Parts:
@@ -197,6 +189,12 @@ class Parts:
             progress,
             KeyChains(auth.secret, settings.partitions, settings.idempotency_retention_s),
             (logs[0], logs[1]),
+            UnknownPayments(partitions=settings.partitions),
+            StalledOrders(settings.stall_after_s, partitions=settings.partitions),
+            InFlight(),
+            RecoveryCheck(
+                app, {ORDER_CHANGELOG, PAYMENT_CHANGELOG}, persistent=settings.store == "rocksdb"
+            ),
         )
 
 
@@ -212,12 +210,10 @@ class WorkerCounters:
         app: Any,
         parts: Parts,
         payment_service: PaymentService,
-        recovery_check: RecoveryCheck,
     ) -> None:
         self.app = app
         self.parts = parts
         self.payment_service = payment_service
-        self.recovery_check = recovery_check
 
     def __call__(self) -> dict[str, int]:
         dead_letters, consumer = self.parts.dead_letters, self.app.consumer
@@ -226,7 +222,7 @@ class WorkerCounters:
             "undeliverable_dead_letters": dead_letters.undeliverable,
             "undeliverable_records": UNDELIVERABLE.count,
             "inconsistent_payments": self.payment_service.inconsistent,
-            "table_recoveries_restarted": self.recovery_check.restarts,
+            "table_recoveries_restarted": self.parts.recovery_check.restarts,
             "input_holes_read_again": getattr(consumer, "redelivered", 0),
             "undelivered_partitions_read_again": getattr(consumer, "undelivered_read_again", 0),
             "commands_read_ahead_of_a_hole": self.parts.progress.holes_read,
@@ -319,13 +315,13 @@ def _new_fence(settings: Settings) -> Fence:
     return Fence(freeze_after=max(1.0, settings.session_timeout_s - heartbeat_s))
 
 
-def _order_service(parts: Parts, orders: OrderTable, stalled: StalledOrders) -> OrderService:
+def _order_service(parts: Parts, orders: OrderTable) -> OrderService:
     service = OrderService(
         orders,
         FencedSender(parts.outputs[ORDER_CREATED], parts.fence),
         parts.dead_letters,
         parts.watch,
-        stalled,
+        parts.stalled,
         progress=parts.progress,
         chains=parts.chains,
         commands=parts.command_logs[1],
@@ -339,15 +335,36 @@ def _payment_service(
     parts: Parts,
     payments: PaymentTable,
     gateway: GatewayHolder,
-    unknown: UnknownPayments,
     batches: FencedBatches,
 ) -> PaymentService:
     publish = PaymentOutputs(parts.outputs, parts.fence)
     service = PaymentService(
-        payments, metered(gateway.get, parts.metrics), publish, parts.dead_letters, unknown
+        payments, metered(gateway.get, parts.metrics), publish, parts.dead_letters, parts.unknown
     )
     service.run_event = batches.run_event  # a revocation fences the batch's writes
     return service
+
+
+def _connect_lifecycle(parts: Parts, gateway: GatewayHolder) -> None:
+    """The worker's start-up checks, rebalance signals, start-up tasks and stop."""
+    app, settings, unknown, stalled = parts.app, parts.settings, parts.unknown, parts.stalled
+    parts.metrics.watch(lambda: len(unknown.due_at), lambda: len(stalled.due_at), ConsumerLag(app))
+    Lifecycle(
+        app,
+        settings,
+        parts.fence,
+        gateway,
+        parts.routing,
+        parts.metrics,
+        parts.watch,
+        parts.recovery_check,
+        unknown,
+        stalled,
+        parts.topics.values(),
+        parts.command_logs,
+    ).connect()
+    checks = StartupChecks(app, settings, parts.auth.check)
+    faust_glue.connect_sync(app.on_worker_init, checks.worker_init)
 
 
 def _order_api(parts: Parts, orders: OrderTable) -> OrderApi:
@@ -369,12 +386,10 @@ def _order_api(parts: Parts, orders: OrderTable) -> OrderApi:
     )
 
 
-def _register_views(
-    parts: Parts, api: OrderApi, health: WorkerCounters, in_flight: InFlight
-) -> None:
+def _register_views(parts: Parts, api: OrderApi, health: WorkerCounters) -> None:
     settings = parts.settings
     liveness = Liveness(
-        in_flight,
+        parts.in_flight,
         parts.routing.unready_for,
         health,
         settings.stuck_after_s,
@@ -403,37 +418,14 @@ def build(settings: Settings) -> Orderflow:
     # A stale batch sends no gateway request either (a retry, a lookup): only the attempt in
     # flight at a freeze or revocation can still land, and the new owner looks it up first.
     gateway = GatewayHolder(settings, before_request=fence.check)
-    unknown = UnknownPayments(partitions=settings.partitions)
-    stalled = StalledOrders(settings.stall_after_s, partitions=settings.partitions)
-    in_flight = InFlight()
-    batches = FencedBatches(app, fence, in_flight)
-    order_service = _order_service(parts, orders, stalled)
-    payment_service = _payment_service(parts, payments, gateway, unknown, batches)
-    parts.metrics.watch(lambda: len(unknown.due_at), lambda: len(stalled.due_at), ConsumerLag(app))
+    batches = FencedBatches(app, fence, parts.in_flight)
+    order_service = _order_service(parts, orders)
+    payment_service = _payment_service(parts, payments, gateway, batches)
     register_order_agent(app, settings, order_service, batches, parts.routing.owns, parts.metrics)
     register_payment_agent(app, settings, payment_service, batches, parts.metrics)
-    recovery_check = RecoveryCheck(
-        app, {ORDER_CHANGELOG, PAYMENT_CHANGELOG}, persistent=settings.store == "rocksdb"
-    )
-    Lifecycle(
-        app,
-        settings,
-        fence,
-        gateway,
-        parts.routing,
-        parts.metrics,
-        parts.watch,
-        recovery_check,
-        unknown,
-        stalled,
-        parts.topics.values(),
-        parts.command_logs,
-    ).connect()
-    checks = StartupChecks(app, settings, parts.auth.check)
-    faust_glue.connect_sync(app.on_worker_init, checks.worker_init)
+    _connect_lifecycle(parts, gateway)
     api = _order_api(parts, orders)
-    counters = WorkerCounters(app, parts, payment_service, recovery_check)
-    _register_views(parts, api, counters, in_flight)
+    _register_views(parts, api, WorkerCounters(app, parts, payment_service))
     register_commands(app)  # replay / trace / dlq as `faust -A orderflow.app <command>`
     return Orderflow(
         settings,

@@ -39,6 +39,7 @@ __all__ = [
     "PAYMENT_TABLE",
     "TOKEN_TOPICS",
     "TOPICS",
+    "WORKER_TOPICS",
     "TopicSpec",
     "all_topic_names",
     "changelog_topic",
@@ -134,6 +135,10 @@ PAYMENT_OUTCOME_TOPICS: Mapping[str, str] = {
     "payment.completed": PAYMENT_COMPLETED,
     "payment.failed": PAYMENT_FAILED,
 }
+
+
+# The topics the worker creates itself (Faust creates the changelogs with their tables).
+WORKER_TOPICS = tuple(t.name for t in TOPICS if t.name not in (ORDER_CHANGELOG, PAYMENT_CHANGELOG))
 
 
 def sources(agent: str) -> tuple[str, ...]:

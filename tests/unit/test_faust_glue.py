@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,25 +19,9 @@ from mode import Service
 from yarl import URL
 
 from orderflow import faust_glue
-from orderflow.app import Orderflow, build
-from orderflow.config import Settings
+from orderflow.app import Orderflow
 from orderflow.consumer import RewindingConsumer
 from orderflow.topics import DEAD_LETTERS, ORDER_CHANGELOG, ORDER_COMMANDS, ORDER_TABLE
-
-
-@pytest.fixture
-def flow(tmp_path: Path) -> Iterator[Orderflow]:
-    """A worker's app, built but not started (no broker)."""
-    yield build(
-        Settings.from_env(
-            {
-                "ORDERFLOW_DATA_DIR": str(tmp_path),
-                "ORDERFLOW_STORE": "memory",
-                "ORDERFLOW_GATEWAY": "sandbox",
-                "ORDERFLOW_API_AUTH": "none",
-            }
-        )
-    )
 
 
 def test_bind_event_makes_the_event_faust_s_current_event() -> None:

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from orderflow.agents.payment_agent import PaymentOutputs
-from orderflow.app import build
-from orderflow.config import Settings
+from orderflow.app import Orderflow
 from orderflow.domain.events import PaymentCompleted, PaymentFailed
 from orderflow.fencing import Fence
 from orderflow.topics import (
@@ -45,17 +44,7 @@ def test_payment_outcomes_map_to_their_topics_by_event_type() -> None:
     } == PAYMENT_OUTCOME_TOPICS
 
 
-def test_the_worker_s_agents_subscribe_to_what_topics_py_says(tmp_path: Path) -> None:
-    flow = build(
-        Settings.from_env(
-            {
-                "ORDERFLOW_DATA_DIR": str(tmp_path),
-                "ORDERFLOW_STORE": "memory",
-                "ORDERFLOW_GATEWAY": "sandbox",
-                "ORDERFLOW_API_AUTH": "none",
-            }
-        )
-    )
+def test_the_worker_s_agents_subscribe_to_what_topics_py_says(flow: Orderflow) -> None:
     subscribed = {name: tuple(agent.channel.topics) for name, agent in flow.app.agents.items()}
     assert subscribed == {ORDER_AGENT: sources(ORDER_AGENT), PAYMENT_AGENT: sources(PAYMENT_AGENT)}
 
