@@ -9,6 +9,13 @@ at shutdown, a publish lost with its broker), the order service publishes ``orde
 for any order PENDING too long (``StalledOrders``), and UNKNOWN payments are reconciled. ``exactly_once`` is not used: its transactions cannot cover
 the gateway call anyway, sends from web views fail on partitions the worker does not own, and it
 has open duplicate/ProducerFenced bugs on rebalance (faust-streaming #177, #517, #323).
+
+``build`` assembles a worker from: ``topics.py`` (every topic, who writes and who reads it),
+``agents/order_agent.py`` and ``agents/payment_agent.py`` (each agent's subscription and timer,
+beside the service it drives), ``lifecycle.py`` (rebalance signals, start-up tasks, stop),
+``checks.py`` (start-up checks) and ``faust_glue.py`` (every Faust internal we use). The app is
+built on first use of this module's ``app`` (what ``faust -A orderflow.app`` asks for), not at
+import.
 """
 
 from __future__ import annotations
