@@ -153,3 +153,36 @@ async def test_a_dead_letter_refused_by_the_fence_is_not_sent_and_the_refusal_pr
 
 def _refuse() -> None:
     raise Fenced("rebalancing")
+
+
+async def test_sends_again_after_delays_doubling_from_a_tenth_of_a_second_to_five() -> None:
+    slept: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+
+    dead_letters = DeadLetters(FakeDeadLetterTopic(), sleep=sleep)
+
+    async def handle(event: Any) -> None:
+        if len(slept) < 8:
+            raise _wrapped(KafkaTimeoutError())
+
+    await dead_letters.guard(_message_event(), handle)
+
+    assert slept == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0])
+
+
+def test_a_stuck_event_is_shown_with_every_field_in_order() -> None:
+    stuck = InFlight(clock=lambda: 1_700_000_000.0, monotonic=Clock())
+    with stuck.handling("order-service", [_event("order.commands", 1, 5)]):
+        report = stuck.stuck(-1)[0].to_json()
+
+    assert list(report) == ["agent", "topic", "partition", "offset", "since", "seconds"]
+    assert report == {
+        "agent": "order-service",
+        "topic": "order.commands",
+        "partition": 1,
+        "offset": 5,
+        "since": "2023-11-14T22:13:20.000Z",
+        "seconds": 0.0,
+    }

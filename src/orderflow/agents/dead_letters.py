@@ -11,6 +11,7 @@ from typing import Any
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from faust.exceptions import ProducerSendError
 
+from orderflow.domain.backoff import Backoff
 from orderflow.domain.errors import ChargeMismatchError, DomainError, PaymentTokenGoneError
 from orderflow.domain.events import rfc3339
 from orderflow.domain.tokens import mask_text
@@ -26,6 +27,9 @@ from orderflow.topics import (
 __all__ = ["DeadLetters", "is_retriable"]
 
 log = logging.getLogger(__name__)
+
+# Sending again while the broker is away: 0.1 s doubling to 5 s, no jitter (one sender per agent).
+_SEND_AGAIN = Backoff(base=0.1, cap=5.0)
 
 
 def is_retriable(exc: BaseException) -> bool:
@@ -84,7 +88,7 @@ class DeadLetters:
         headers.extend(
             (k, v) for k, v in (message.headers or ()) if not k.startswith("orderflow-dlq")
         )
-        delay = 0.1
+        attempt = 0
         while True:  # a dead letter is the only copy of a failed event: it must reach Kafka
             try:
                 delivery = await self.topic.send(
@@ -96,9 +100,10 @@ class DeadLetters:
                 if not is_retriable(exc):
                     self._give_up(message, headers, reason, exc)
                     return
+                delay = _SEND_AGAIN.delay(attempt)
                 log.error("dead letter not delivered (%r); retrying in %.1fs", exc, delay)
                 await self.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                attempt += 1
         self.count += 1
         if self.on_sent is not None:
             self.on_sent(reason)
@@ -128,7 +133,7 @@ class DeadLetters:
         Except a send the broker may still take (it is away): the event is fine, so the handler
         (idempotent) runs again until it goes through; ``/health`` tells if that lasts.
         """
-        delay = 0.1
+        attempt = 0
         while True:
             try:
                 await handle(event)
@@ -145,6 +150,7 @@ class DeadLetters:
             except (KafkaError, ProducerSendError) as exc:
                 message = event.message
                 if is_retriable(exc):
+                    delay = _SEND_AGAIN.delay(attempt)
                     log.warning(
                         "handler could not send on %s[%s]@%s (%r); again in %.1fs",
                         message.topic,
@@ -154,7 +160,7 @@ class DeadLetters:
                         delay,
                     )
                     await self.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    attempt += 1
                     continue
                 log.exception(
                     "handler failed on %s[%s]@%s", message.topic, message.partition, message.offset

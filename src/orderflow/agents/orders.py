@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError
 
 from orderflow.agents.dead_letters import DeadLetters
 from orderflow.agents.progress import CommandProgress, CommandRecord
+from orderflow.domain.backoff import Backoff
 from orderflow.domain.errors import EventDecodeError
 from orderflow.domain.events import PaymentCompleted, PaymentFailed, PlaceOrder, rfc3339
 from orderflow.domain.order import Order, PlacementKind, apply_payment, place_order
@@ -81,7 +82,8 @@ class StalledOrders:
     def nudged(self, order_id: str, now: float) -> None:
         """Reschedule a nudged order with a doubling, capped delay."""
         n = self.nudges[order_id] = self.nudges.get(order_id, 0) + 1
-        self.due_at[order_id] = now + min(self.cap, self.stall_after * 2 ** min(n, 16))
+        # The n-th nudge waits stall_after * 2**n, at most cap (default: 60, 120, 240, then 300 s).
+        self.due_at[order_id] = now + Backoff(base=self.stall_after, cap=self.cap).delay(n)
 
 
 def _stored_time(rfc3339_text: str, default: float) -> float:
