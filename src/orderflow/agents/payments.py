@@ -13,9 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any
 
-from orderflow.agents.dead_letters import DeadLetters
 from orderflow.domain.errors import (
     ChargeMismatchError,
     EventDecodeError,
@@ -41,11 +39,19 @@ from orderflow.gateway.base import (
     PermanentGatewayError,
     TransientGatewayError,
 )
-from orderflow.tables import PaymentTable, bind_event
+from orderflow.ports import (
+    Clock,
+    DeadLetterSink,
+    InboundEvent,
+    InboundMessage,
+    PaymentStore,
+    Publisher,
+)
+from orderflow.tables import bind_event
 from orderflow.tables.scan import PartitionScan, elsewhere
 from orderflow.topics import ORDER_CREATED, PAYMENT_RECONCILE
 from orderflow.tracing import consuming
-from orderflow.wire import decode_event, decode_reconcile, encode_event, encode_reconcile
+from orderflow.wire import decode_event, decode_reconcile
 
 __all__ = ["PaymentService", "UnknownPayments"]
 
@@ -114,16 +120,16 @@ class PaymentService:
 
     def __init__(
         self,
-        payments: PaymentTable,
-        gateway: Callable[[], Awaitable[PaymentGateway]],
-        publish: Callable[[str, bytes, bytes], Awaitable[None]],
-        dead_letters: DeadLetters,
+        payments: PaymentStore,
+        gateway: PaymentGateway,
+        publisher: Publisher,
+        dead_letters: DeadLetterSink,
         unknown: UnknownPayments,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
     ) -> None:
         self.payments = payments
         self.gateway = gateway
-        self.publish = publish  # (topic, key, value)
+        self.publisher = publisher  # payment outcomes and reconcile requests
         self.dead_letters = dead_letters
         self.unknown = unknown
         self.clock = clock
@@ -133,14 +139,14 @@ class PaymentService:
             [int, Callable[[], Awaitable[None]], bytes | None], Awaitable[bool]
         ] = _run
 
-    async def handle_batch(self, events: Sequence[Any]) -> None:
+    async def handle_batch(self, events: Sequence[InboundEvent]) -> None:
         """Group the batch by order id and run the groups concurrently."""
-        by_order: dict[bytes, list[Any]] = {}
+        by_order: dict[bytes, list[InboundEvent]] = {}
         for event in events:
             by_order.setdefault(event.message.key or b"", []).append(event)
         await asyncio.gather(*(self._handle_in_order(group) for group in by_order.values()))
 
-    async def _handle_in_order(self, events: list[Any]) -> None:
+    async def _handle_in_order(self, events: list[InboundEvent]) -> None:
         for event in events:
             bind_event(event)  # table writes go to this event's partition (see bind_event)
             handle = partial(self.handle, event)
@@ -148,11 +154,12 @@ class PaymentService:
             # owner's; the order's later events here queue behind that redo (Fence.run).
             await self.run_event(event.message.partition, handle, event.message.key)
 
-    async def handle(self, event: Any) -> None:
+    async def handle(self, event: InboundEvent) -> None:
+        """Handle one ``order.created`` or reconcile request; failures go to the dead letters."""
         with consuming(event):  # the gateway call and the result's publish nest under it
             await self.dead_letters.guard(event, self._handle)
 
-    async def _handle(self, event: Any) -> None:
+    async def _handle(self, event: InboundEvent) -> None:
         message = event.message
         if message.topic == PAYMENT_RECONCILE:
             await self._reconcile(message)
@@ -191,10 +198,10 @@ class PaymentService:
                 )
             await self._charge(record)
 
-    async def _reconcile(self, message: Any) -> None:
+    async def _reconcile(self, message: InboundMessage) -> None:
         order_id = decode_reconcile(message.value)
         if message.key != order_id.encode():
-            raise EventDecodeError("reconcile request: order_id is not the key")
+            raise EventDecodeError("reconcile request: order_id missing or not the key")
         record = self.payments.get(order_id)
         if record is None or record.status is not PaymentStatus.UNKNOWN:
             if record is not None:
@@ -209,8 +216,7 @@ class PaymentService:
         the first one landed could be a second one. Only a lookup that finds nothing allows it.
         """
         try:
-            gateway = await self.gateway()
-            found = await gateway.find_charge(record.idempotency_key)
+            found = await self.gateway.find_charge(record.idempotency_key)
         except GatewayError as exc:  # still not known: ask again later, never charge blind
             self._mark_unknown(record, exc)
             return
@@ -237,8 +243,7 @@ class PaymentService:
             record.payment_token,
         )
         try:
-            gateway = await self.gateway()
-            outcome: Approved | Declined = await gateway.charge(request)
+            outcome: Approved | Declined = await self.gateway.charge(request)
         except TransientGatewayError as exc:
             # The card may have been charged: never call it failed. The reconciler asks again.
             self._mark_unknown(record, exc)
@@ -247,7 +252,7 @@ class PaymentService:
             # A refusal of the request itself. An earlier attempt with this key (a timeout, a
             # crash) may still have charged, so the gateway's record decides, not the error.
             try:
-                found = await gateway.find_charge(record.idempotency_key)
+                found = await self.gateway.find_charge(record.idempotency_key)
             except GatewayError as lookup_error:
                 self._mark_unknown(record, lookup_error)
                 return
@@ -310,7 +315,7 @@ class PaymentService:
                 at,
                 record.charge_id,
             )
-        await self.publish(event.event_type, record.order_id.encode(), encode_event(event))
+        await self.publisher.publish(event)
 
     async def request_due_reconciliations(self) -> int:
         """Ask the owner of each due UNKNOWN payment to settle it (via the reconcile topic)."""
@@ -325,5 +330,5 @@ class PaymentService:
             )
         due = self.unknown.take_due(self.clock())
         for order_id in due:
-            await self.publish(PAYMENT_RECONCILE, order_id.encode(), encode_reconcile(order_id))
+            await self.publisher.request_reconciliation(order_id)
         return len(due)

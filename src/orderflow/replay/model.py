@@ -18,12 +18,13 @@ from orderflow.replay.errors import SelectionError
 from orderflow.replay.window import TimeWindow, ms_to_rfc3339
 from orderflow.topics import (
     DEAD_LETTERS,
+    ORDER_CHANGELOG,
     ORDER_COMMANDS,
     ORDER_CREATED,
+    PAYMENT_CHANGELOG,
     PAYMENT_COMPLETED,
     PAYMENT_FAILED,
     PAYMENT_RECONCILE,
-    changelog_topic,
 )
 from orderflow.wire.dead_letters import (
     DLQ_HEADER_OFFSET,
@@ -49,9 +50,6 @@ __all__ = [
     "record_to_json",
     "time_order",
 ]
-
-ORDER_CHANGELOG = changelog_topic("OrderDB")
-PAYMENT_CHANGELOG = changelog_topic("PaymentDB")
 
 # `replay --to-topic` stamps every copy with where it was read from.
 ORIGIN_HEADER_TOPIC = "orderflow-origin-topic"

@@ -5,8 +5,27 @@ Both tables are co-partitioned with the order topics: entry ``k`` of either tabl
 partition that ``k``'s events arrive on.
 """
 
-from orderflow.tables.orders import OrderTable
-from orderflow.tables.payments import PaymentTable
-from orderflow.tables.stream_context import bind_event
+from orderflow.domain.order import Order
+from orderflow.domain.payment import PaymentRecord
+from orderflow.faust_glue import bind_event
+from orderflow.tables.base import JsonTable
+from orderflow.topics import ORDER_TABLE, PAYMENT_TABLE
+from orderflow.wire import order_from_bytes, order_to_bytes, payment_from_bytes, payment_to_bytes
 
 __all__ = ["OrderTable", "PaymentTable", "bind_event"]
+
+
+class OrderTable(JsonTable[Order]):
+    """The ``OrderDB`` Faust table (order id -> Order), written by the order service only."""
+
+    NAME = ORDER_TABLE
+    HELP = "Orders by id, owned by the order service."
+    encode, decode = staticmethod(order_to_bytes), staticmethod(order_from_bytes)
+
+
+class PaymentTable(JsonTable[PaymentRecord]):
+    """The ``PaymentDB`` Faust table (order id -> PaymentRecord), written by the payment service."""
+
+    NAME = PAYMENT_TABLE
+    HELP = "Payment attempts by order id, owned by the payment service."
+    encode, decode = staticmethod(payment_to_bytes), staticmethod(payment_from_bytes)
