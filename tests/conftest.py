@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from orderflow.localkafka import KafkaCluster, broker_is_reachable
+from orderflow.tools.localkafka import KafkaCluster, broker_is_reachable
 
 # `orderflow.app` builds the worker's app at import (Faust's `-A` needs it), and a worker needs a
 # gateway chosen explicitly: tests that import it get the sandbox. Processes the tests start get

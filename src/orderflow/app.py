@@ -40,10 +40,10 @@ from orderflow.health import Liveness
 from orderflow.keychains import KeyChains
 from orderflow.logs import logging_config, order_context
 from orderflow.metrics import Metrics, metered
-from orderflow.replay.faust_commands import register_commands
 from orderflow.tables import OrderTable, PaymentTable
 from orderflow.tables.local_state import LocalState, LocalStateGuard
 from orderflow.tables.recovery_check import RecoveryCheck
+from orderflow.tools.replay.faust_commands import register_commands
 from orderflow.topics import (
     APP_ID,
     DEAD_LETTERS,
@@ -91,7 +91,7 @@ class GatewayHolder:
 
                 url, api_key = self.settings.gateway_url, self.settings.gateway_api_key
                 if self.settings.gateway == "sandbox":
-                    from orderflow.gateway.sandbox import SandboxGateway
+                    from orderflow.tools.sandbox.gateway import SandboxGateway
 
                     # A key of its own, so the embedded sandbox is called like a real gateway.
                     api_key = secrets.token_urlsafe(24)

@@ -6,7 +6,7 @@
     orderflow leave-group INSTANCE_ID           a static worker stopped for good leaves the group
     orderflow api-key new CLIENT_ID             an API key for a client (printed once, stored hashed)
     orderflow replay|trace|dlq ...              debugging: re-read events, trace an order,
-                                                dead letters (``orderflow.replay``)
+                                                dead letters (``orderflow.tools.replay``)
     orderflow <any faust command>               e.g. `orderflow agents`, app commands
 
 The worker and app commands are Faust's own CLI with ``-A orderflow.app`` filled in; the sandbox,
@@ -24,11 +24,11 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "sandbox-gateway":
-        from orderflow.gateway.sandbox import main as sandbox_main
+        from orderflow.tools.sandbox.gateway import main as sandbox_main
 
         return sandbox_main(args[1:])
     if args and args[0] == "kafka":
-        from orderflow.localkafka import main as kafka_main
+        from orderflow.tools.localkafka import main as kafka_main
 
         return kafka_main(args[1:])
     if args and args[0] == "leave-group":
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return api_key_main(args[1:])
     if args and args[0] in ("replay", "trace", "dlq"):
-        from orderflow.replay.cli import main as debug_main
+        from orderflow.tools.replay.cli import main as debug_main
 
         return debug_main(args)
     from orderflow.config import ConfigError, Settings

@@ -17,8 +17,8 @@ from orderflow.domain.payment import (
     decline_for,
     idempotency_key_for,
     next_reconcile_delay,
-    sandbox_decision,
 )
+from orderflow.tools.sandbox.rules import sandbox_decision
 from tests.unit.builders import payment_record
 
 NOW = 1714564900.5

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from orderflow.domain.payment import DECLINE_MESSAGES, Approved, Decline, sandbox_decision
+from orderflow.domain.payment import DECLINE_MESSAGES, Approved, Decline
+from orderflow.tools.sandbox.rules import sandbox_decision
 
 
 def visa_declined(token: str) -> Approved | Decline:

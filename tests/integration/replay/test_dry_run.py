@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from orderflow.tools.replay.model import ORDER_CHANGELOG
+
 from orderflow.domain.events import PlaceOrder
 from orderflow.domain.order import OrderStatus, place_order
 from orderflow.records import decode_event, order_to_bytes
-from orderflow.replay.model import ORDER_CHANGELOG
 from orderflow.topics import (
     INPUT_TOPICS,
     ORDER_COMMANDS,

@@ -21,7 +21,7 @@ from tests.integration.replay.support import (
 # What app.py does once `register_commands(app)` is added there; a module of our own meanwhile.
 APP_MODULE = """
 from orderflow.app import app
-from orderflow.replay.faust_commands import register_commands
+from orderflow.tools.replay.faust_commands import register_commands
 
 register_commands(app)
 """

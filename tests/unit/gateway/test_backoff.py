@@ -8,7 +8,7 @@ import random
 import pytest
 
 from orderflow.gateway.http import BreakerState, CircuitBreaker, backoff_ceiling, backoff_delays
-from orderflow.gateway.sandbox import Faults
+from orderflow.tools.sandbox.gateway import Faults
 from tests.breaker_helpers import FakeClock, state_of
 
 # -- backoff ---------------------------------------------------------------------------------------

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+from orderflow.tools.replay.dryrun import dry_run
+from orderflow.tools.replay.model import ORDER_CHANGELOG, TopicRecord
+
 from orderflow.domain.events import PaymentCompleted, PaymentFailed
 from orderflow.domain.order import OrderStatus
-from orderflow.domain.payment import DECLINE_MESSAGES, Approved, Decline, sandbox_decision
+from orderflow.domain.payment import DECLINE_MESSAGES, Approved, Decline
 from orderflow.records import encode_event, order_to_bytes
-from orderflow.replay.dryrun import dry_run
-from orderflow.replay.model import ORDER_CHANGELOG, TopicRecord
+from orderflow.tools.sandbox.rules import sandbox_decision
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
 from tests.unit.builders import ITEMS_TOTAL, T1, TOKEN, pending_order, place_command
 

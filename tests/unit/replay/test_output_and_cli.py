@@ -8,10 +8,9 @@ from typing import Any
 
 import click
 import pytest
-
-from orderflow.replay.cli import debug_cli
-from orderflow.replay.errors import PublishRefused
-from orderflow.replay.output import (
+from orderflow.tools.replay.cli import debug_cli
+from orderflow.tools.replay.errors import PublishRefused
+from orderflow.tools.replay.output import (
     NullProgress,
     TerminalProgress,
     Writer,
@@ -94,7 +93,7 @@ def test_bad_option_combinations_fail_before_touching_kafka(args: list[str], mes
     ],
 )
 def test_publishing_into_live_orderflow_state_needs_force(topic: str) -> None:
-    from orderflow.replay.publish import check_target
+    from orderflow.tools.replay.publish import check_target
 
     with pytest.raises(PublishRefused):
         check_target(topic, force=False)
@@ -103,7 +102,7 @@ def test_publishing_into_live_orderflow_state_needs_force(topic: str) -> None:
 
 
 async def test_limit_stops_reading_at_the_last_wanted_record() -> None:
-    from orderflow.replay.cli import _take
+    from orderflow.tools.replay.cli import _take
 
     pulled: list[int] = []
 

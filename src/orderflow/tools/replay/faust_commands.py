@@ -1,7 +1,7 @@
 """The debugging commands under Faust's CLI: ``faust -A orderflow.app replay|trace|dlq ...``.
 
 ``register_commands(app)`` declares one Faust app command per name. Each forwards its arguments
-untouched to the click commands in ``orderflow.replay.cli``, so both spellings accept the same
+untouched to the click commands in ``orderflow.tools.replay.cli``, so both spellings accept the same
 options and print the same output. Nothing here starts the app: the commands read Kafka with
 their own consumer, outside any group.
 """
@@ -24,7 +24,7 @@ _HELP = {
 
 def _make_handler(name: str) -> Any:
     async def handler(self: Any, args: tuple[str, ...]) -> None:
-        from orderflow.replay.cli import run_async
+        from orderflow.tools.replay.cli import run_async
 
         prog = self.prog_name or "faust"
         if getattr(self.state, "app", None):

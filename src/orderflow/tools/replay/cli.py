@@ -23,8 +23,8 @@ import click
 from aiokafka.errors import KafkaError
 
 from orderflow.config import ConfigError, Settings
-from orderflow.replay.errors import ReplayError
-from orderflow.replay.model import (
+from orderflow.tools.replay.errors import ReplayError
+from orderflow.tools.replay.model import (
     ORDER_CHANGELOG,
     Selection,
     TopicRecord,
@@ -32,8 +32,8 @@ from orderflow.replay.model import (
     key_text,
     record_to_json,
 )
-from orderflow.replay.output import Writer, make_progress, note, resolve_format
-from orderflow.replay.window import TimeWindow
+from orderflow.tools.replay.output import Writer, make_progress, note, resolve_format
+from orderflow.tools.replay.window import TimeWindow
 from orderflow.topics import INPUT_TOPICS
 
 __all__ = ["COMMANDS", "debug_cli", "main", "run_async"]
@@ -258,7 +258,7 @@ def replay(
         raise click.UsageError(str(exc)) from None
     rule = load_rule(decision_rule) if decision_rule else None
     if to_topic:
-        from orderflow.replay.publish import check_target
+        from orderflow.tools.replay.publish import check_target
 
         try:
             check_target(to_topic, force=force)  # before reading anything
@@ -268,10 +268,10 @@ def replay(
 
     def source() -> AsyncGenerator[TopicRecord, None]:
         if from_capture is not None:
-            from orderflow.replay.capture import read_capture
+            from orderflow.tools.replay.capture import read_capture
 
             return _take(read_capture(from_capture, selection), limit)
-        from orderflow.replay.reader import read_records
+        from orderflow.tools.replay.reader import read_records
 
         progress = make_progress("replay")
         records = read_records(
@@ -302,7 +302,7 @@ async def _print_records(records: AsyncGenerator[TopicRecord, None], fmt: str) -
 
 
 async def _capture(records: AsyncGenerator[TopicRecord, None], path: Path, argv: list[str]) -> None:
-    from orderflow.replay.capture import write_capture
+    from orderflow.tools.replay.capture import write_capture
 
     added, known = await write_capture(path, records, {"argv": argv})
     note(
@@ -312,7 +312,7 @@ async def _capture(records: AsyncGenerator[TopicRecord, None], path: Path, argv:
 
 
 async def _dry_run(records: AsyncGenerator[TopicRecord, None], rule: Any, fmt: str) -> None:
-    from orderflow.replay.dryrun import dry_run
+    from orderflow.tools.replay.dryrun import dry_run
 
     async with contextlib.aclosing(records):
         collected = [r async for r in records]
@@ -335,7 +335,7 @@ async def _dry_run(records: AsyncGenerator[TopicRecord, None], rule: Any, fmt: s
 async def _publish(
     records: AsyncGenerator[TopicRecord, None], bootstrap: str, to_topic: str, force: bool
 ) -> None:
-    from orderflow.replay.publish import publish_records
+    from orderflow.tools.replay.publish import publish_records
 
     async with contextlib.aclosing(records):
         count = await publish_records(bootstrap, records, to_topic, force=force)
@@ -374,7 +374,7 @@ def trace(
 async def _trace(
     order_id: str, gateway_url: str | None, all_partitions: bool, bootstrap: str | None, fmt: str
 ) -> None:
-    from orderflow.replay.trace import trace_lines, trace_order
+    from orderflow.tools.replay.trace import trace_lines, trace_order
 
     url = gateway_url if gateway_url is not None else Settings.from_env(worker=False).gateway_url
     result = await trace_order(
@@ -426,7 +426,7 @@ def _dlq_filter(
     until: str | None,
     at: Sequence[tuple[int, int]] = (),
 ) -> Any:
-    from orderflow.replay.dlq import DlqFilter
+    from orderflow.tools.replay.dlq import DlqFilter
 
     return DlqFilter(
         order_ids=frozenset(order_ids),
@@ -456,7 +456,7 @@ def dlq_list(
 
 
 async def _dlq_list(bootstrap: str, flt: Any, fmt: str) -> None:
-    from orderflow.replay.dlq import find_dead_letters
+    from orderflow.tools.replay.dlq import find_dead_letters
 
     out = Writer("json" if fmt == "json" else "table", DLQ_COLUMNS)
     letters = find_dead_letters(bootstrap, flt, progress=make_progress("dlq"))
@@ -495,7 +495,7 @@ def dlq_show(
 
 
 async def _dlq_show(bootstrap: str, flt: Any, fmt: str) -> None:
-    from orderflow.replay.dlq import find_dead_letters
+    from orderflow.tools.replay.dlq import find_dead_letters
 
     out = Writer("json")
     letters = find_dead_letters(bootstrap, flt)
@@ -557,7 +557,7 @@ def dlq_redrive(
 
 
 async def _dlq_redrive(bootstrap: str, flt: Any, dry_run: bool, fmt: str) -> None:
-    from orderflow.replay.dlq import redrive
+    from orderflow.tools.replay.dlq import redrive
 
     actions = await redrive(bootstrap, flt, dry_run=dry_run)
     out = Writer("json" if fmt == "json" else "table", REDRIVE_COLUMNS)

@@ -24,9 +24,10 @@ from orderflow.domain.events import (
     event_to_dict,
 )
 from orderflow.domain.order import Order, OrderStatus, PlacementKind, apply_payment, place_order
-from orderflow.domain.payment import Approved, Decline, sandbox_decision
+from orderflow.domain.payment import Approved, Decline
 from orderflow.records import decode_event
-from orderflow.replay.model import ORDER_CHANGELOG, TopicRecord, json_value, time_order
+from orderflow.tools.replay.model import ORDER_CHANGELOG, TopicRecord, json_value, time_order
+from orderflow.tools.sandbox.rules import sandbox_decision
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
 
 __all__ = ["DIFFERENCE_KINDS", "DecisionRule", "DryRunReport", "Finding", "dry_run"]

@@ -61,8 +61,9 @@ from pathlib import Path
 import aiosqlite
 from aiohttp import web
 
-from orderflow.domain.payment import Approved, sandbox_decision
+from orderflow.domain.payment import Approved
 from orderflow.domain.tokens import mask_secrets
+from orderflow.tools.sandbox.rules import sandbox_decision
 
 __all__ = [
     "ChargeRow",

@@ -17,9 +17,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from orderflow.replay.errors import ReplayError, TopicNotFound
-from orderflow.replay.model import Selection, TopicRecord, key_partition
-from orderflow.replay.output import NullProgress, Progress, note
+from orderflow.tools.replay.errors import ReplayError, TopicNotFound
+from orderflow.tools.replay.model import Selection, TopicRecord, key_partition
+from orderflow.tools.replay.output import NullProgress, Progress, note
 
 __all__ = ["PartitionPlan", "plan_partitions", "read_records", "topic_partitions"]
 

@@ -3,10 +3,10 @@
 No Docker and no Kafka download site are needed: the broker's jars are published on Maven Central,
 so we resolve them once with Maven into a cache folder and run ``kafka.Kafka`` on the JDK.
 
-    python -m orderflow.localkafka up [--nodes 3 [--controllers 3]]   fetch if needed, format,
+    python -m orderflow.tools.localkafka up [--nodes 3 [--controllers 3]]   fetch if needed, format,
                                                      start, wait for ready
-    python -m orderflow.localkafka down              SIGTERM, wait, no orphan JVM
-    python -m orderflow.localkafka status | logs
+    python -m orderflow.tools.localkafka down              SIGTERM, wait, no orphan JVM
+    python -m orderflow.tools.localkafka status | logs
 
 Environment (read here only, the launcher is a developer tool separate from the service):
 ``ORDERFLOW_KAFKA_VERSION`` (default 4.1.2; 3.9.x works too), ``KAFKA_HOME`` (use an installed
@@ -530,7 +530,9 @@ def _default_state_dir(nodes: int, controllers: int = 0) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orderflow.localkafka", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m orderflow.tools.localkafka", description=__doc__
+    )
     parser.add_argument("command", choices=["up", "down", "status", "logs", "fetch"])
     parser.add_argument("--nodes", type=int, choices=[1, 3], default=1, help="brokers")
     parser.add_argument(
