@@ -43,7 +43,6 @@ from orderflow.metrics import Metrics, metered
 from orderflow.tables import OrderTable, PaymentTable
 from orderflow.tables.local_state import LocalState, LocalStateGuard
 from orderflow.tables.recovery_check import RecoveryCheck
-from orderflow.tools.replay.faust_commands import register_commands
 from orderflow.topics import (
     APP_ID,
     DEAD_LETTERS,
@@ -91,6 +90,8 @@ class GatewayHolder:
 
                 url, api_key = self.settings.gateway_url, self.settings.gateway_api_key
                 if self.settings.gateway == "sandbox":
+                    # The one import of orderflow.tools in the service (the ignore_imports of
+                    # the service-not-tools contract, setup.cfg): lazy, sandbox workers only.
                     from orderflow.tools.sandbox.gateway import SandboxGateway
 
                     # A key of its own, so the embedded sandbox is called like a real gateway.
@@ -688,7 +689,6 @@ def build(settings: Settings) -> Orderflow:
         settings.gateway_description,
         auth,
     )
-    register_commands(app)  # replay / trace / dlq as `faust -A orderflow.app <command>`
     return Orderflow(
         settings,
         app,

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from orderflow.tools.replay.model import TopicRecord, describe, record_to_json
 
 from orderflow.domain.order import place_order
 from orderflow.domain.payment import Approved, Declined, PaymentStatus, decline_for
@@ -25,6 +24,7 @@ from orderflow.records import (
     payment_from_bytes,
     payment_to_bytes,
 )
+from orderflow.tools.replay.model import TopicRecord, describe, record_to_json
 from orderflow.topics import ORDER_CREATED
 from orderflow.web.orders import _fingerprint
 from tests.unit.builders import payment_record, place_command, valid_body

@@ -16,8 +16,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from orderflow.tools.replay.cli import run_async
 
+from orderflow.cli import run_async
 from orderflow.domain.events import (
     OrderCreated,
     PaymentCompleted,
@@ -228,7 +228,6 @@ def dead_letter(
 ) -> Out:
     """A dead letter laid out as ``orderflow.agents.dead_letters`` writes one."""
     from orderflow.tools.replay.model import key_partition
-
     from orderflow.topics import (
         DEAD_LETTERS,
         DLQ_HEADER_ERROR,

@@ -14,7 +14,6 @@ from orderflow.tools.replay.model import (
     ORIGIN_HEADER_TOPIC,
     Selection,
 )
-
 from orderflow.topics import ORDER_CREATED, PAYMENT_COMPLETED
 from tests.integration.replay.support import (
     Out,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 from orderflow.tools.replay.model import REDRIVEN_FROM_HEADER
-
 from orderflow.topics import INPUT_TOPICS, ORDER_CREATED, PAYMENT_COMPLETED
 from tests.integration.replay.support import (
     cli,

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from orderflow.tools.replay.model import ORDER_CHANGELOG, PAYMENT_CHANGELOG
 
 from orderflow.domain.events import PlaceOrder
 from orderflow.domain.order import OrderStatus, place_order
@@ -20,6 +19,7 @@ from orderflow.domain.payment import (
     idempotency_key_for,
 )
 from orderflow.records import decode_event, order_to_bytes, payment_to_bytes
+from orderflow.tools.replay.model import ORDER_CHANGELOG, PAYMENT_CHANGELOG
 from orderflow.tools.sandbox.gateway import SandboxGateway
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
 from tests.harness import free_port

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+
 from orderflow.tools.replay.errors import SelectionError
 from orderflow.tools.replay.model import (
     Selection,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from orderflow.tools.replay.errors import SelectionError
 from orderflow.tools.replay.window import (
     TimeWindow,
