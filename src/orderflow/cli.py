@@ -155,7 +155,8 @@ async def run_async(args: Sequence[str], prog_name: str = "orderflow") -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: parse, run, return the exit status."""
-    result = _invoke(list(sys.argv[1:] if argv is None else argv), "orderflow")
+    args = list(sys.argv[1:] if argv is None else argv)
+    result = _invoke(args or ["--help"], "orderflow")  # no command: the list, and success
     if isinstance(result, int):
         return result
     try:
