@@ -33,13 +33,15 @@ from orderflow.agents.progress import CommandLog, CommandProgress, committed_off
 from orderflow.config import ConfigError, Settings, cluster_problems
 from orderflow.consumer import RewindingConsumer
 from orderflow.delivery import CHANGELOG, UNDELIVERABLE, DeliveringTopic, run_batch, sequentially
+from orderflow.domain.payment import ChargeOutcome, GatewayCharge
 from orderflow.domain.tokens import fingerprint_key
-from orderflow.fencing import Fence, FencedSender
-from orderflow.gateway.base import PaymentGateway
+from orderflow.fencing import Fence
+from orderflow.gateway.base import ChargeRequest, PaymentGateway
 from orderflow.health import Liveness
 from orderflow.keychains import KeyChains
 from orderflow.logs import logging_config, order_context
-from orderflow.metrics import Metrics, metered
+from orderflow.metrics import MeteredGateway, Metrics
+from orderflow.publisher import TopicPublisher
 from orderflow.tables import OrderTable, PaymentTable
 from orderflow.tables.local_state import LocalState, LocalStateGuard
 from orderflow.tables.recovery_check import RecoveryCheck
@@ -68,7 +70,8 @@ log = logging.getLogger(__name__)
 
 
 class GatewayHolder:
-    """Creates the gateway client once, in the worker's loop; embeds the sandbox if asked to."""
+    """The ``PaymentGateway`` of the worker: creates the client once, in the worker's loop, at
+    its first use; embeds the sandbox if asked to."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -110,6 +113,12 @@ class GatewayHolder:
                     before_request=self.before_request,
                 )
             return self._gateway
+
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        return await (await self.get()).charge(request)
+
+    async def find_charge(self, idempotency_key: str) -> GatewayCharge | None:
+        return await (await self.get()).find_charge(idempotency_key)
 
     async def close(self) -> None:
         self._closed = True
@@ -460,9 +469,7 @@ def build(settings: Settings) -> Orderflow:
     traced = TracedTopic if tracing.enabled() else (lambda topic: topic)
     outputs = {name: DeliveringTopic(traced(topic)) for name, topic in topics.items()}
 
-    async def publish(topic: str, key: bytes, value: bytes) -> None:
-        fence.check()
-        await outputs[topic].send(key=key, value=value)
+    publisher = TopicPublisher(outputs, before_send=fence.check)
 
     routing = OwnerLookup(app, OrderTable.NAME, settings.max_long_polls)
     stalled = StalledOrders(settings.stall_after_s, partitions=settings.partitions)
@@ -476,7 +483,7 @@ def build(settings: Settings) -> Orderflow:
     nudge_log = CommandLog(_bootstrap_servers(settings), ORDER_COMMANDS)
     order_service = OrderService(
         orders,
-        FencedSender(outputs[ORDER_CREATED], fence),
+        publisher,
         dead_letters,
         watch,
         stalled,
@@ -488,7 +495,7 @@ def build(settings: Settings) -> Orderflow:
     order_service.on_terminal = metrics.order_terminal
 
     payment_service = PaymentService(
-        payments, metered(gateway.get, metrics), publish, dead_letters, unknown
+        payments, MeteredGateway(gateway, metrics), publisher, dead_letters, unknown
     )
     metrics.watch(lambda: len(unknown.due_at), lambda: len(stalled.due_at), consumer_lag(app))
 

@@ -17,6 +17,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 # What ORDERFLOW_TRACING needs (the `tracing` extra); looked up without being imported.
@@ -337,80 +338,131 @@ class Settings:
         worker needs: the gateway choice and the web address.
         """
         env = os.environ if env is None else env
-        web_host = env.get("ORDERFLOW_WEB_HOST") or cls.web_host
-        web_port = _int(env, "ORDERFLOW_WEB_PORT", cls.web_port)
-        canonical_url = env.get("ORDERFLOW_CANONICAL_URL", "")
-        if not canonical_url:
-            if worker and _is_wildcard(web_host):
-                # Other workers would be told 127.0.0.1: each believes it owns every order.
-                raise ConfigError(
-                    f"ORDERFLOW_WEB_HOST={web_host} needs ORDERFLOW_CANONICAL_URL "
-                    "(the URL other workers reach this one at)"
-                )
-            canonical_url = (
-                f"http://{'127.0.0.1' if _is_wildcard(web_host) else web_host}:{web_port}"
-            )
-        gateway, gateway_url, api_key = cls.gateway, "", ""
-        if worker:
-            gateway, gateway_url, api_key = _gateway_choice(env)
+        # In the order the worker's rules were always checked: its address, then its gateway.
+        web = _web_settings(env, worker)
+        gateway = _gateway_settings(env, worker)
         return cls(
-            kafka_bootstrap=env.get("ORDERFLOW_KAFKA_BOOTSTRAP") or cls.kafka_bootstrap,
-            web_host=web_host,
-            web_port=web_port,
-            canonical_url=canonical_url,
-            data_dir=Path(env.get("ORDERFLOW_DATA_DIR") or cls.data_dir),
-            store=_choice(env, "ORDERFLOW_STORE", cls.store, ("rocksdb", "memory")),
-            partitions=_int(env, "ORDERFLOW_PARTITIONS", cls.partitions),
-            replication_factor=_int(env, "ORDERFLOW_REPLICATION_FACTOR", cls.replication_factor),
-            standby_replicas=_int(
-                env, "ORDERFLOW_STANDBY_REPLICAS", cls.standby_replicas, minimum=0
-            ),
-            gateway=gateway,
-            gateway_url=gateway_url or env.get("ORDERFLOW_GATEWAY_URL", ""),
-            gateway_api_key=api_key,
-            gateway_sandbox_port=_int(env, "ORDERFLOW_SANDBOX_PORT", 0, minimum=0),
-            gateway_sandbox_db=Path(env.get("ORDERFLOW_SANDBOX_DB") or cls.gateway_sandbox_db),
-            gateway_timeout_s=_float(env, "ORDERFLOW_GATEWAY_TIMEOUT", cls.gateway_timeout_s),
-            gateway_deadline_s=_float(env, "ORDERFLOW_GATEWAY_DEADLINE", cls.gateway_deadline_s),
-            payment_batch_size=_int(env, "ORDERFLOW_PAYMENT_BATCH", cls.payment_batch_size),
-            reconcile_interval_s=_float(
-                env, "ORDERFLOW_RECONCILE_INTERVAL", cls.reconcile_interval_s
-            ),
-            post_wait_s=_float(env, "ORDERFLOW_POST_WAIT", cls.post_wait_s),
-            move_wait_s=_float(env, "ORDERFLOW_MOVE_WAIT", cls.move_wait_s),
-            store_wait_s=_float(env, "ORDERFLOW_STORE_WAIT", cls.store_wait_s),
-            stall_after_s=_float(env, "ORDERFLOW_STALL_AFTER", cls.stall_after_s),
-            stuck_after_s=_float(env, "ORDERFLOW_STUCK_AFTER", cls.stuck_after_s),
-            producer_timeout_s=_float(env, "ORDERFLOW_PRODUCER_TIMEOUT", cls.producer_timeout_s),
-            recovery_deadline_s=_float(env, "ORDERFLOW_RECOVERY_DEADLINE", cls.recovery_deadline_s),
-            session_timeout_s=_float(env, "ORDERFLOW_SESSION_TIMEOUT", cls.session_timeout_s),
-            instance_id=_instance_id(env, "ORDERFLOW_INSTANCE_ID"),
-            log_level=_choice(
-                env, "ORDERFLOW_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")
-            ),
-            log_format=_choice(env, "ORDERFLOW_LOG_FORMAT", cls.log_format, ("text", "json")),
-            tracing=_tracing(env),
-            max_long_polls=_int(env, "ORDERFLOW_MAX_LONG_POLLS", cls.max_long_polls),
-            body_read_timeout_s=_float(env, "ORDERFLOW_BODY_READ_TIMEOUT", cls.body_read_timeout_s),
-            max_long_polls_per_client=_int(
-                env, "ORDERFLOW_MAX_LONG_POLLS_PER_CLIENT", cls.max_long_polls_per_client
-            ),
-            token_retention_s=_retention(
-                env, "ORDERFLOW_TOKEN_TOPIC_RETENTION", cls.token_retention_s
-            ),
-            dead_letter_retention_s=_retention(
-                env, "ORDERFLOW_DEAD_LETTER_RETENTION", cls.dead_letter_retention_s
-            ),
-            api_auth=_choice(env, "ORDERFLOW_API_AUTH", cls.api_auth, ("keys", "none")),
-            api_keys_file=Path(env["ORDERFLOW_API_KEYS_FILE"])
-            if env.get("ORDERFLOW_API_KEYS_FILE")
-            else None,
-            cluster_secret=env.get("ORDERFLOW_CLUSTER_SECRET", ""),
-            open_endpoints=_names(env, "ORDERFLOW_OPEN_ENDPOINTS", cls.open_endpoints),
-            idempotency_retention_s=_duration(
-                env, "ORDERFLOW_IDEMPOTENCY_RETENTION", cls.idempotency_retention_s
-            ),
+            **web,
+            **gateway,
+            **_kafka_settings(env),
+            **_state_settings(env),
+            **_api_settings(env),
+            **_log_settings(env),
         )
+
+
+# Each returns the ``Settings`` arguments of one concern, read from ``ORDERFLOW_*`` variables.
+
+
+def _web_settings(env: Mapping[str, str], worker: bool) -> dict[str, Any]:
+    """Where the worker listens, and the URL the other workers reach it at."""
+    web_host = env.get("ORDERFLOW_WEB_HOST") or Settings.web_host
+    web_port = _int(env, "ORDERFLOW_WEB_PORT", Settings.web_port)
+    canonical_url = env.get("ORDERFLOW_CANONICAL_URL", "")
+    if not canonical_url:
+        if worker and _is_wildcard(web_host):
+            # Other workers would be told 127.0.0.1: each believes it owns every order.
+            raise ConfigError(
+                f"ORDERFLOW_WEB_HOST={web_host} needs ORDERFLOW_CANONICAL_URL "
+                "(the URL other workers reach this one at)"
+            )
+        canonical_url = f"http://{'127.0.0.1' if _is_wildcard(web_host) else web_host}:{web_port}"
+    return {"web_host": web_host, "web_port": web_port, "canonical_url": canonical_url}
+
+
+def _gateway_settings(env: Mapping[str, str], worker: bool) -> dict[str, Any]:
+    """The gateway (a worker's choice is checked; debugging commands skip it) and the payments."""
+    gateway, gateway_url, api_key = Settings.gateway, "", ""
+    if worker:
+        gateway, gateway_url, api_key = _gateway_choice(env)
+    return {
+        "gateway": gateway,
+        "gateway_url": gateway_url or env.get("ORDERFLOW_GATEWAY_URL", ""),
+        "gateway_api_key": api_key,
+        "gateway_sandbox_port": _int(env, "ORDERFLOW_SANDBOX_PORT", 0, minimum=0),
+        "gateway_sandbox_db": Path(env.get("ORDERFLOW_SANDBOX_DB") or Settings.gateway_sandbox_db),
+        "gateway_timeout_s": _float(env, "ORDERFLOW_GATEWAY_TIMEOUT", Settings.gateway_timeout_s),
+        "gateway_deadline_s": _float(
+            env, "ORDERFLOW_GATEWAY_DEADLINE", Settings.gateway_deadline_s
+        ),
+        "payment_batch_size": _int(env, "ORDERFLOW_PAYMENT_BATCH", Settings.payment_batch_size),
+        "reconcile_interval_s": _float(
+            env, "ORDERFLOW_RECONCILE_INTERVAL", Settings.reconcile_interval_s
+        ),
+        "stall_after_s": _float(env, "ORDERFLOW_STALL_AFTER", Settings.stall_after_s),
+    }
+
+
+def _kafka_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The cluster, the topics and the consumer group."""
+    return {
+        "kafka_bootstrap": env.get("ORDERFLOW_KAFKA_BOOTSTRAP") or Settings.kafka_bootstrap,
+        "partitions": _int(env, "ORDERFLOW_PARTITIONS", Settings.partitions),
+        "replication_factor": _int(
+            env, "ORDERFLOW_REPLICATION_FACTOR", Settings.replication_factor
+        ),
+        "standby_replicas": _int(
+            env, "ORDERFLOW_STANDBY_REPLICAS", Settings.standby_replicas, minimum=0
+        ),
+        "producer_timeout_s": _float(
+            env, "ORDERFLOW_PRODUCER_TIMEOUT", Settings.producer_timeout_s
+        ),
+        "session_timeout_s": _float(env, "ORDERFLOW_SESSION_TIMEOUT", Settings.session_timeout_s),
+        "instance_id": _instance_id(env, "ORDERFLOW_INSTANCE_ID"),
+        "token_retention_s": _retention(
+            env, "ORDERFLOW_TOKEN_TOPIC_RETENTION", Settings.token_retention_s
+        ),
+        "dead_letter_retention_s": _retention(
+            env, "ORDERFLOW_DEAD_LETTER_RETENTION", Settings.dead_letter_retention_s
+        ),
+    }
+
+
+def _state_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """Where the tables live, and when /health calls the worker stuck."""
+    return {
+        "data_dir": Path(env.get("ORDERFLOW_DATA_DIR") or Settings.data_dir),
+        "store": _choice(env, "ORDERFLOW_STORE", Settings.store, ("rocksdb", "memory")),
+        "stuck_after_s": _float(env, "ORDERFLOW_STUCK_AFTER", Settings.stuck_after_s),
+        "recovery_deadline_s": _float(
+            env, "ORDERFLOW_RECOVERY_DEADLINE", Settings.recovery_deadline_s
+        ),
+    }
+
+
+def _api_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """How long requests wait, how many long-polls are held, who may call."""
+    keys_file = env.get("ORDERFLOW_API_KEYS_FILE")
+    return {
+        "post_wait_s": _float(env, "ORDERFLOW_POST_WAIT", Settings.post_wait_s),
+        "move_wait_s": _float(env, "ORDERFLOW_MOVE_WAIT", Settings.move_wait_s),
+        "store_wait_s": _float(env, "ORDERFLOW_STORE_WAIT", Settings.store_wait_s),
+        "max_long_polls": _int(env, "ORDERFLOW_MAX_LONG_POLLS", Settings.max_long_polls),
+        "body_read_timeout_s": _float(
+            env, "ORDERFLOW_BODY_READ_TIMEOUT", Settings.body_read_timeout_s
+        ),
+        "max_long_polls_per_client": _int(
+            env, "ORDERFLOW_MAX_LONG_POLLS_PER_CLIENT", Settings.max_long_polls_per_client
+        ),
+        "api_auth": _choice(env, "ORDERFLOW_API_AUTH", Settings.api_auth, ("keys", "none")),
+        "api_keys_file": Path(keys_file) if keys_file else None,
+        "cluster_secret": env.get("ORDERFLOW_CLUSTER_SECRET", ""),
+        "open_endpoints": _names(env, "ORDERFLOW_OPEN_ENDPOINTS", Settings.open_endpoints),
+        "idempotency_retention_s": _duration(
+            env, "ORDERFLOW_IDEMPOTENCY_RETENTION", Settings.idempotency_retention_s
+        ),
+    }
+
+
+def _log_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """What the logs say and how; whether spans are traced."""
+    return {
+        "log_level": _choice(
+            env, "ORDERFLOW_LOG_LEVEL", Settings.log_level, ("debug", "info", "warning", "error")
+        ),
+        "log_format": _choice(env, "ORDERFLOW_LOG_FORMAT", Settings.log_format, ("text", "json")),
+        "tracing": _tracing(env),
+    }
 
 
 def _gateway_choice(env: Mapping[str, str]) -> tuple[str, str, str]:

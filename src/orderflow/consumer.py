@@ -136,7 +136,6 @@ class CommitGuardThread(AIOKafkaConsumerThread):
 class RewindingConsumer(AIOKafkaDriverConsumer):
     """Faust's aiokafka consumer whose post-rebalance seek also covers uncommitted partitions."""
 
-    rewound = 0  # partitions sought back to their beginning (logs and tests)
     commits_held = 0  # commits refused because an earlier record was not acked (logs, tests)
     redelivered = 0  # holes read again (logs, /health and tests)
     redeliver_after = 10.0  # seconds a hole may last before its records are read again
@@ -206,7 +205,6 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         # In the consumer's own thread, waiting for the positions (as Faust's recovery seeks).
         await self.seek_wait(positions)
         self.reading_from.update(positions)
-        self.rewound += len(fresh)
         log.info(
             "no committed offset: reading %d partition(s) from the start: %s",
             len(fresh),

@@ -34,6 +34,7 @@ import faust
 from faust.streams import current_event
 
 from orderflow.agents.dead_letters import is_retriable
+from orderflow.domain.backoff import Backoff
 from orderflow.tables.stream_context import bind_event
 
 __all__ = [
@@ -113,7 +114,8 @@ class Deliveries:
         partition that moved is not sent again (the new owner re-runs the events, whose offsets
         were never committed here, and a stale changelog value must not land after its writes).
         """
-        delay = backoff
+        policy = Backoff(base=backoff, cap=cap)
+        rounds = 0
         while self.pending:
             pending, self.pending = self.pending, []
             results = await asyncio.gather(*(r.future for r in pending), return_exceptions=True)
@@ -126,39 +128,47 @@ class Deliveries:
                 return
             errors = {repr(res) for _, res in failed}
             self.failures += len(failed)
-            retry = []
-            kept: dict[int | None, bool] = {}  # one ownership check per partition, not per record
-            for record, exc in failed:
-                if not is_retriable(exc):
-                    self._give_up(record, exc)
-                    continue
-                if record.partition not in kept:
-                    kept[record.partition] = keep(record.partition)
-                if kept[record.partition]:
-                    retry.append(record)
+            retry = self._to_retry(failed, keep)
             log.error(
                 "%d record(s) not delivered (%s); sending %d again in %.1fs",
                 len(failed),
                 ", ".join(sorted(errors)[:3]),
                 len(retry),
-                delay,
+                policy.delay(rounds),
             )
             if not retry:
                 return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, cap)
-            token = _current.set(self)  # the new sends are awaited in the next round
-            try:
-                for record in retry:
-                    try:
-                        await record.resend()
-                    except Exception as exc:
-                        # Still a failed record: the next round classifies it (retry or give up).
-                        self.add(
-                            _Record(_failed(exc), record.partition, record.resend, record.where)
-                        )
-            finally:
-                _current.reset(token)
+            await asyncio.sleep(policy.delay(rounds))
+            rounds += 1
+            await self._resend(retry)
+
+    def _to_retry(
+        self, failed: list[tuple[_Record, BaseException]], keep: Callable[[int | None], bool]
+    ) -> list[_Record]:
+        """The failed records to send again: retriable, of a partition still ours."""
+        retry = []
+        kept: dict[int | None, bool] = {}  # one ownership check per partition, not per record
+        for record, exc in failed:
+            if not is_retriable(exc):
+                self._give_up(record, exc)
+                continue
+            if record.partition not in kept:
+                kept[record.partition] = keep(record.partition)
+            if kept[record.partition]:
+                retry.append(record)
+        return retry
+
+    async def _resend(self, retry: list[_Record]) -> None:
+        token = _current.set(self)  # the new sends are awaited in the next round
+        try:
+            for record in retry:
+                try:
+                    await record.resend()
+                except Exception as exc:
+                    # Still a failed record: the next round classifies it (retry or give up).
+                    self.add(_Record(_failed(exc), record.partition, record.resend, record.where))
+        finally:
+            _current.reset(token)
 
     def _give_up(self, record: _Record, exc: BaseException) -> None:
         self.undeliverable += 1

@@ -30,11 +30,10 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from orderflow.delivery import run_delivered
 
-__all__ = ["Fence", "Fenced", "FencedSender"]
+__all__ = ["Fence", "Fenced"]
 
 log = logging.getLogger(__name__)
 
@@ -299,15 +298,3 @@ class Fence:
         for task in redos:
             task.cancel()
         await asyncio.gather(*redos, return_exceptions=True)
-
-
-class FencedSender:
-    """A topic whose ``send`` checks the fence first (the order service's ``order.created``)."""
-
-    def __init__(self, topic: Any, fence: Fence) -> None:
-        self.topic = topic
-        self.fence = fence
-
-    async def send(self, *, key: bytes, value: bytes) -> Any:
-        self.fence.check()
-        return await self.topic.send(key=key, value=value)

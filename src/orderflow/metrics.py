@@ -9,9 +9,9 @@ and no broker round trip per scrape. Label values are bounded (route templates, 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -48,10 +48,18 @@ _DEAD_LETTER_REASONS = {
 _ORDER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 _GATEWAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0)
 _UNREADY_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# The outcomes MeteredGateway counts (the HELP text of orderflow_gateway_requests).
+_GATEWAY_REQUESTS_HELP = (
+    "Gateway calls (retries included) by operation and outcome: approved, declined, "
+    "transient (answered 5xx/429, or not sent: circuit open), unknown (no answer: the "
+    "charge may have happened), rejected (4xx); lookups: found, not_found"
+)
 
 # No `*_created` series (a timestamp per labelled counter): they double the output and
 # Prometheus does not use them. A switch of the library for the whole process.
 disable_created_metrics()  # type: ignore[no-untyped-call]
+
+_T = TypeVar("_T")
 
 # partition lag: (topic, partition) -> records not yet handled
 LagReader = Callable[[], Mapping[tuple[str, int], int]]
@@ -97,74 +105,62 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.orders_created = Counter(
-            "orderflow_orders_created", "Orders stored by the order service", registry=r
+        counter, histogram = self._counter, self._histogram
+        self.orders_created = counter("orders_created", "Orders stored by the order service")
+        self.orders_terminal = counter(
+            "orders_terminal", "Orders that reached a terminal status", "status"
         )
-        self.orders_terminal = Counter(
-            "orderflow_orders_terminal",
-            "Orders that reached a terminal status",
-            ["status"],
-            registry=r,
+        self.declines = counter(
+            "payment_declines", "Orders failed by a payment decline, by decline code", "code"
         )
-        self.declines = Counter(
-            "orderflow_payment_declines",
-            "Orders failed by a payment decline, by decline code",
-            ["code"],
-            registry=r,
-        )
-        self.order_seconds = Histogram(
-            "orderflow_order_completion_seconds",
+        self.order_seconds = histogram(
+            "order_completion_seconds",
             "From the order's creation (POST) to the order service's terminal status",
-            ["status"],
-            buckets=_ORDER_BUCKETS,
-            registry=r,
+            _ORDER_BUCKETS,
+            "status",
         )
-        self.gateway_requests = Counter(
-            "orderflow_gateway_requests",
-            "Gateway calls (retries included) by operation and outcome: approved, declined, "
-            "transient (answered 5xx/429, or not sent: circuit open), unknown (no answer: the "
-            "charge may have happened), rejected (4xx); lookups: found, not_found",
-            ["operation", "outcome"],
-            registry=r,
+        self.gateway_requests = counter(
+            "gateway_requests", _GATEWAY_REQUESTS_HELP, "operation", "outcome"
         )
-        self.gateway_seconds = Histogram(
-            "orderflow_gateway_request_duration_seconds",
+        self.gateway_seconds = histogram(
+            "gateway_request_duration_seconds",
             "Gateway call duration, retries included",
-            ["operation"],
-            buckets=_GATEWAY_BUCKETS,
-            registry=r,
+            _GATEWAY_BUCKETS,
+            "operation",
         )
-        self.stall_nudges = Counter(
-            "orderflow_stall_nudges",
-            "order.created published again for a stalled order",
-            registry=r,
+        self.stall_nudges = counter(
+            "stall_nudges", "order.created published again for a stalled order"
         )
-        self.reconciliations = Counter(
-            "orderflow_reconciliations",
-            "Reconcile requests sent for UNKNOWN payments",
-            registry=r,
+        self.reconciliations = counter(
+            "reconciliations", "Reconcile requests sent for UNKNOWN payments"
         )
-        self.dead_letters = Counter(
-            "orderflow_dead_letters",
-            "Events sent to the dead-letter topic, by reason",
-            ["reason"],
-            registry=r,
+        self.dead_letters = counter(
+            "dead_letters", "Events sent to the dead-letter topic, by reason", "reason"
         )
-        self.rebalances = Counter(
-            "orderflow_rebalances", "Partition assignments received (rebalances)", registry=r
-        )
-        self.unready_seconds = Histogram(
-            "orderflow_partitions_unready_seconds",
+        self.rebalances = counter("rebalances", "Partition assignments received (rebalances)")
+        self.unready_seconds = histogram(
+            "partitions_unready_seconds",
             "How long partitions were unready (rebalance and table recovery) until settled",
-            buckets=_UNREADY_BUCKETS,
-            registry=r,
+            _UNREADY_BUCKETS,
         )
-        self.http_requests = Counter(
-            "orderflow_http_requests",
+        self.http_requests = counter(
+            "http_requests",
             "HTTP requests by method, route template and status",
-            ["method", "route", "status"],
-            registry=r,
+            "method",
+            "route",
+            "status",
+        )
+
+    # Every metric is named orderflow_<name> and kept in this worker's registry.
+
+    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
+        return Counter(f"orderflow_{name}", documentation, labels, registry=self.registry)
+
+    def _histogram(
+        self, name: str, documentation: str, buckets: tuple[float, ...], *labels: str
+    ) -> Histogram:
+        return Histogram(
+            f"orderflow_{name}", documentation, labels, buckets=buckets, registry=self.registry
         )
 
     def watch(self, unknown: Callable[[], int], pending: Callable[[], int], lag: LagReader) -> None:
@@ -203,6 +199,10 @@ def _charge_outcome(outcome: ChargeOutcome) -> str:
     return "approved" if isinstance(outcome, Approved) else "declined"
 
 
+def _lookup_outcome(found: GatewayCharge | None) -> str:
+    return "not_found" if found is None else "found"
+
+
 def _error_outcome(exc: GatewayError) -> str:
     if isinstance(exc, PermanentGatewayError):
         return "rejected"
@@ -225,39 +225,25 @@ class MeteredGateway:
         self.metrics.gateway_requests.labels(operation, outcome).inc()
         self.metrics.gateway_seconds.labels(operation).observe(self.clock() - started)
 
-    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+    async def _metered(
+        self, operation: str, call: Awaitable[_T], outcome: Callable[[_T], str]
+    ) -> _T:
+        """Await ``call``, then count its outcome (or its error's) and time it."""
         started = self.clock()
         try:
-            outcome = await self.gateway.charge(request)
+            result = await call
         except GatewayError as exc:
-            self._observe("charge", _error_outcome(exc), started)
+            self._observe(operation, _error_outcome(exc), started)
             raise
-        self._observe("charge", _charge_outcome(outcome), started)
-        return outcome
+        self._observe(operation, outcome(result), started)
+        return result
+
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        return await self._metered("charge", self.gateway.charge(request), _charge_outcome)
 
     async def find_charge(self, idempotency_key: str) -> GatewayCharge | None:
-        started = self.clock()
-        try:
-            found = await self.gateway.find_charge(idempotency_key)
-        except GatewayError as exc:
-            self._observe("lookup", _error_outcome(exc), started)
-            raise
-        self._observe("lookup", "not_found" if found is None else "found", started)
-        return found
+        found = self.gateway.find_charge(idempotency_key)
+        return await self._metered("lookup", found, _lookup_outcome)
 
     async def close(self) -> None:
         await self.gateway.close()
-
-
-def metered(get: Callable[[], Any], metrics: Metrics) -> Callable[[], Any]:
-    """Wrap a gateway getter (``GatewayHolder.get``) so that every gateway it gives is metered."""
-    wrapped: dict[int, MeteredGateway] = {}
-
-    async def get_metered() -> PaymentGateway:
-        gateway = await get()
-        meter = wrapped.get(id(gateway))
-        if meter is None or meter.gateway is not gateway:
-            meter = wrapped[id(gateway)] = MeteredGateway(gateway, metrics)
-        return meter
-
-    return get_metered

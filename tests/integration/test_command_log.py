@@ -11,12 +11,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.progress import CommandLog, CommandRecord
-from orderflow.domain.events import OrderCreated
-from orderflow.records import decode_event, encode_event
+from orderflow.records import encode_event
 from orderflow.tables.scan import order_partition
 from orderflow.watch import OrderWatch
+from tests.fakes import FakeOrderStore, FakePublisher, PassingDeadLetters
 from tests.unit.builders import pending_order, place_command
-from tests.unit.order_service_fakes import FakeOrders, PassingDeadLetters
 
 
 async def _topic_with_records(bootstrap: str, count: int) -> str:
@@ -95,22 +94,15 @@ def test_the_nudge_knows_a_command_below_the_log_start_is_gone_without_reading_i
         await _delete_records_before(kafka_bootstrap, topic, 1, 20)
 
         log = CommandLog([kafka_bootstrap], topic)
-        reads: list[tuple[int, int]] = []
-        read = log.read
-
-        async def recorded(partition: int, start: int, stop: int) -> list[CommandRecord]:
-            reads.append((start, stop))
-            return await read(partition, start, stop)
-
-        log.read = recorded  # type: ignore[method-assign]
-        rows, sent = FakeOrders(), _Sent()
+        recorded = _RecordedLog(log)
+        rows, sent = FakeOrderStore(), FakePublisher()
         service = OrderService(
-            rows,  # type: ignore[arg-type]
+            rows,
             sent,
-            PassingDeadLetters(),  # type: ignore[arg-type]
-            OrderWatch(),  # type: ignore[arg-type]
+            PassingDeadLetters(),
+            OrderWatch(),
             StalledOrders(1.0, partitions=2),
-            commands=log,
+            commands=recorded,
         )
         try:
             assert await log.beginning(1) == 20
@@ -123,8 +115,8 @@ def test_the_nudge_knows_a_command_below_the_log_start_is_gone_without_reading_i
 
             assert await service.nudge_stalled(lambda order_id: True) == 2
 
-            assert reads == [(25, 26)]  # never a seek below the log start
-            tokens = {e.order_id: e.payment_token for e in map(_created, sent.values)}
+            assert recorded.reads == [(25, 26)]  # never a seek below the log start
+            tokens = {e.order_id: e.payment_token for e in sent.created()}
             assert tokens == {old: "", new: "tok-25"}
         finally:
             await log.close()
@@ -132,18 +124,22 @@ def test_the_nudge_knows_a_command_below_the_log_start_is_gone_without_reading_i
     asyncio.run(run())
 
 
-class _Sent:
-    def __init__(self) -> None:
-        self.values: list[bytes] = []
+class _RecordedLog:
+    """A ``CommandLog`` whose range reads are noted (start, stop)."""
 
-    async def send(self, key: bytes, value: bytes) -> None:
-        self.values.append(value)
+    def __init__(self, log: CommandLog) -> None:
+        self.log = log
+        self.reads: list[tuple[int, int]] = []
 
+    async def beginning(self, partition: int) -> int:
+        return await self.log.beginning(partition)
 
-def _created(value: bytes) -> OrderCreated:
-    event = decode_event(value, OrderCreated.event_type)
-    assert isinstance(event, OrderCreated)
-    return event
+    async def end(self, partition: int) -> int:
+        return await self.log.end(partition)
+
+    async def read(self, partition: int, start: int, stop: int) -> list[CommandRecord]:
+        self.reads.append((start, stop))
+        return await self.log.read(partition, start, stop)
 
 
 def test_a_range_below_the_log_start_is_read_as_gone_at_once(kafka_bootstrap: str) -> None:

@@ -18,14 +18,14 @@ from orderflow.agents.progress import CommandProgress, CommandRecord
 from orderflow.records import encode_event
 from orderflow.topics import ORDER_COMMANDS
 from orderflow.watch import OrderWatch
-from tests.unit.builders import place_command
-from tests.unit.order_service_fakes import (
-    CommandPartition,
-    FakeOrders,
+from tests.fakes import (
+    FakeOrderStore,
+    FakePublisher,
     PassingDeadLetters,
-    SilentTopic,
+    ReadableCommands,
     event_of,
 )
+from tests.unit.builders import place_command
 
 
 def _record(offset: int, fingerprint: str) -> CommandRecord:
@@ -33,14 +33,14 @@ def _record(offset: int, fingerprint: str) -> CommandRecord:
     return CommandRecord(ORDER_COMMANDS, 5, offset, b"ord-1", encode_event(command), ())
 
 
-def _service(kafka: CommandPartition, committed: int | None) -> tuple[OrderService, FakeOrders]:
+def _service(kafka: ReadableCommands, committed: int | None) -> tuple[OrderService, FakeOrderStore]:
     progress = CommandProgress(8, lambda partition: committed, kafka)
-    orders = FakeOrders()
+    orders = FakeOrderStore()
     service = OrderService(
-        orders,  # type: ignore[arg-type]
-        SilentTopic(),
-        PassingDeadLetters(),  # type: ignore[arg-type]
-        OrderWatch(),  # type: ignore[arg-type]
+        orders,
+        FakePublisher(),
+        PassingDeadLetters(),
+        OrderWatch(),
         StalledOrders(30.0),
         progress=progress,
     )
@@ -52,7 +52,7 @@ _LOG = [_record(o, "fp-first-body" if o == 36 else "fp-other-body") for o in ran
 
 
 async def test_a_command_ahead_of_a_hole_has_the_hole_read_first_and_the_first_body_wins() -> None:
-    kafka = CommandPartition(_LOG)
+    kafka = ReadableCommands(_LOG)
     service, orders = _service(kafka, committed=36)
     await service.handle(event_of(_LOG[-1]))  # offset 45 delivered first, out of order
     assert kafka.reads == [(5, 36, 45)]
@@ -65,7 +65,7 @@ async def test_a_command_ahead_of_a_hole_has_the_hole_read_first_and_the_first_b
 
 
 async def test_commands_in_order_read_nothing_from_kafka() -> None:
-    kafka = CommandPartition(_LOG)
+    kafka = ReadableCommands(_LOG)
     service, orders = _service(kafka, committed=36)
     for record in _LOG:
         await service.handle(event_of(record))
@@ -75,7 +75,7 @@ async def test_commands_in_order_read_nothing_from_kafka() -> None:
 
 
 async def test_with_nothing_known_of_the_partition_nothing_is_read() -> None:
-    kafka = CommandPartition(_LOG)
+    kafka = ReadableCommands(_LOG)
     service, orders = _service(kafka, committed=None)
     await service.handle(event_of(_LOG[-1]))
     assert kafka.reads == [] and orders.get("ord-1") is not None
@@ -102,7 +102,7 @@ async def test_commands_read_ahead_of_a_hole_log_under_their_own_order_id() -> N
         encode_event(place_command(order_id="ord-2", fingerprint="fp", request_id="r-37")),
         (),
     )
-    service, _ = _service(CommandPartition([first, second]), committed=36)
+    service, _ = _service(ReadableCommands([first, second]), committed=36)
     seen: list[tuple[str, str | None]] = []
     service.on_created = lambda order: seen.append((order.order_id, current_order.get()))
     with order_context(b"ord-2"):  # as the app wraps the event that arrived (offset 37)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,6 +18,8 @@ from faust.exceptions import ProducerSendError
 from orderflow.agents.dead_letters import DeadLetters, is_retriable
 from orderflow.agents.in_flight import InFlight
 from orderflow.fencing import Fenced
+from orderflow.ports import InboundEvent
+from tests.fakes import Event, FakeRecordTopic, event, no_sleep
 
 
 def _event(topic: str, partition: int, offset: int) -> Any:
@@ -86,33 +87,18 @@ def test_which_dead_letter_errors_are_retried(error: Exception, retriable: bool)
     assert is_retriable(error) is retriable
 
 
-class FakeDeadLetterTopic:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    async def send(self, **kwargs: Any) -> Any:
-        self.sent.append(kwargs)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-
-def _message_event() -> Any:
-    return SimpleNamespace(
-        message=SimpleNamespace(
-            topic="order.created", partition=2, offset=9, key=b"o1", value=b"{}", headers=[]
-        )
-    )
+def _message_event() -> Event:
+    return event("order.created", b"{}", key=b"o1", partition=2, offset=9)
 
 
 async def test_a_handler_that_cannot_send_while_the_broker_is_away_is_retried_not_dead_lettered() -> (
     None
 ):
-    topic = FakeDeadLetterTopic()
-    dead_letters = DeadLetters(topic, sleep=_no_sleep)
+    topic = FakeRecordTopic()
+    dead_letters = DeadLetters(topic, sleep=no_sleep)
     calls: list[int] = []
 
-    async def handle(event: Any) -> None:
+    async def handle(_: InboundEvent) -> None:
         calls.append(1)
         if len(calls) < 3:
             raise _wrapped(KafkaTimeoutError())
@@ -124,10 +110,10 @@ async def test_a_handler_that_cannot_send_while_the_broker_is_away_is_retried_no
 
 
 async def test_a_handler_error_that_no_retry_can_fix_is_dead_lettered() -> None:
-    topic = FakeDeadLetterTopic()
+    topic = FakeRecordTopic()
     dead_letters = DeadLetters(topic)
 
-    async def handle(event: Any) -> None:
+    async def handle(_: InboundEvent) -> None:
         raise _wrapped(MessageSizeTooLargeError())
 
     await dead_letters.guard(_message_event(), handle)
@@ -135,15 +121,11 @@ async def test_a_handler_error_that_no_retry_can_fix_is_dead_lettered() -> None:
     assert len(topic.sent) == 1 and dead_letters.count == 1
 
 
-async def _no_sleep(delay: float) -> None:
-    return None
-
-
 async def test_a_dead_letter_refused_by_the_fence_is_not_sent_and_the_refusal_propagates() -> None:
-    topic = FakeDeadLetterTopic()
+    topic = FakeRecordTopic()
     dead_letters = DeadLetters(topic, before_send=_refuse)
 
-    async def handle(event: Any) -> None:
+    async def handle(_: InboundEvent) -> None:
         raise _wrapped(MessageSizeTooLargeError())
 
     with pytest.raises(Fenced):  # Fence.run redoes the handler once the assignment settled
@@ -153,3 +135,36 @@ async def test_a_dead_letter_refused_by_the_fence_is_not_sent_and_the_refusal_pr
 
 def _refuse() -> None:
     raise Fenced("rebalancing")
+
+
+async def test_sends_again_after_delays_doubling_from_a_tenth_of_a_second_to_five() -> None:
+    slept: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+
+    dead_letters = DeadLetters(FakeRecordTopic(), sleep=sleep)
+
+    async def handle(_: InboundEvent) -> None:
+        if len(slept) < 8:
+            raise _wrapped(KafkaTimeoutError())
+
+    await dead_letters.guard(_message_event(), handle)
+
+    assert slept == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0])
+
+
+def test_a_stuck_event_is_shown_with_every_field_in_order() -> None:
+    stuck = InFlight(clock=lambda: 1_700_000_000.0, monotonic=Clock())
+    with stuck.handling("order-service", [_event("order.commands", 1, 5)]):
+        report = stuck.stuck(-1)[0].to_json()
+
+    assert list(report) == ["agent", "topic", "partition", "offset", "since", "seconds"]
+    assert report == {
+        "agent": "order-service",
+        "topic": "order.commands",
+        "partition": 1,
+        "offset": 5,
+        "since": "2023-11-14T22:13:20.000Z",
+        "seconds": 0.0,
+    }

@@ -8,22 +8,29 @@ same partition once it expired; a redelivered command decides the same; a durabl
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import orjson
 
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.domain.auth import ApiKeys, hash_key
-from orderflow.domain.events import OrderCreated, PlaceOrder, rfc3339
-from orderflow.domain.order import Order
+from orderflow.domain.events import PlaceOrder, rfc3339
 from orderflow.keychains import KeyChains
-from orderflow.records import decode_event
+from orderflow.records import encode_event
+from orderflow.topics import ORDER_COMMANDS
 from orderflow.watch import OrderWatch
 from orderflow.web.auth import Authenticator, Caller
 from orderflow.web.orders import OrderApi
+from tests.fakes import (
+    FakeCommandTopic,
+    FakeOrderStore,
+    FakePublisher,
+    FakeRequest,
+    FakeRouting,
+    PassingDeadLetters,
+    event,
+)
 from tests.orders_client import order_body
 from tests.unit.builders import pending_order, place_command
-from tests.unit.test_order_api import _Commands, _LocalRouting, _Request, _Table
 
 SECRET = b"k" * 32
 RETENTION = 100.0
@@ -31,28 +38,16 @@ T0 = 1_800_000_000.0
 KEY_A, KEY_B = "ofk_client_a_key", "ofk_client_b_key"
 
 
-class _Orders(_Table):
-    def put(self, order: Order) -> None:
-        self.rows[order.order_id] = order
-
-
-class _Topic:
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, Any]] = []
-
-    async def send(self, key: bytes, value: bytes) -> None:
-        self.sent.append((key, decode_event(value, OrderCreated.event_type)))
-
-
-def _service(orders: _Orders, topic: _Topic, chains: KeyChains) -> OrderService:
+def _service(orders: FakeOrderStore, publisher: FakePublisher, chains: KeyChains) -> OrderService:
     return OrderService(
-        orders,  # type: ignore[arg-type]
-        topic,
-        None,  # type: ignore[arg-type]
-        OrderWatch(),
-        StalledOrders(30.0),  # type: ignore[arg-type]
-        chains=chains,
+        orders, publisher, PassingDeadLetters(), OrderWatch(), StalledOrders(30.0), chains=chains
     )
+
+
+async def _place(service: OrderService, command: PlaceOrder) -> None:
+    """The order service handles ``command`` as the order agent hands it over."""
+    key = command.order_id.encode()
+    await service.handle(event(ORDER_COMMANDS, encode_event(command), key=key))
 
 
 def _command(gen0: str, at: float, request_id: str, fingerprint: str = "fp-1") -> PlaceOrder:
@@ -70,28 +65,28 @@ async def test_a_key_names_its_order_within_retention_and_a_new_one_on_the_same_
     None
 ):
     chains = KeyChains(SECRET, 8, RETENTION)
-    orders, topic = _Orders(), _Topic()
+    orders, topic = FakeOrderStore(), FakePublisher()
     service = _service(orders, topic, chains)
     gen0 = chains.gen0("shop-a", "key-1")
 
-    await service._place(_command(gen0, T0, "r-1"), 0)
-    await service._place(_command(gen0, T0 + 50, "r-2"), 0)  # within retention: a replay
+    await _place(service, _command(gen0, T0, "r-1"))
+    await _place(service, _command(gen0, T0 + 50, "r-2"))  # within retention: a replay
     assert list(orders.rows) == [gen0]
     assert orders.rows[gen0].client_id == "shop-a"
 
     later = _command(gen0, T0 + 150, "r-3")
-    await service._place(later, 0)
-    await service._place(later, 0)  # redelivered: the same decision, no third order
+    await _place(service, later)
+    await _place(service, later)  # redelivered: the same decision, no third order
     assert len(orders.rows) == 2
     (gen1,) = set(orders.rows) - {gen0}
     assert chains.partition_of(gen1) == chains.partition_of(gen0)
     assert orders.rows[gen1].request_id == "r-3"
     # order.created goes out under the new order's id (its partition: the same single writer)
-    assert {key.decode() for key, _ in topic.sent} == {gen0, gen1}
-    assert all(event.client_id == "shop-a" for _, event in topic.sent)
+    assert {e.order_id for e in topic.created()} == {gen0, gen1}
+    assert all(e.client_id == "shop-a" for e in topic.created())
 
     # Another body under the key while generation 1 is live: refused, nothing stored.
-    await service._place(_command(gen0, T0 + 160, "r-4", fingerprint="fp-other"), 0)
+    await _place(service, _command(gen0, T0 + 160, "r-4", fingerprint="fp-other"))
     assert len(orders.rows) == 2 and orders.rows[gen1].fingerprint == "fp-1"
 
 
@@ -100,23 +95,23 @@ def _auth() -> Authenticator:
     return Authenticator(keys, SECRET)
 
 
-def _api(table: _Table, commands: Any = None) -> OrderApi:
+def _api(table: FakeOrderStore, commands: FakeCommandTopic | None = None) -> OrderApi:
     auth = _auth()
     return OrderApi(
-        table,  # type: ignore[arg-type]
-        commands,
+        table,
+        commands or FakeCommandTopic(table),
         OrderWatch(),
-        _LocalRouting(),  # type: ignore[arg-type]
-        0.3,  # type: ignore[arg-type]
+        FakeRouting(),
+        0.3,
         move_wait_s=0.05,
         auth=auth,
         chains=KeyChains(SECRET, 8, RETENTION),
     )
 
 
-def _get(key: str | None, query: dict[str, str] | None = None) -> _Request:
+def _get(key: str | None, query: dict[str, str] | None = None) -> FakeRequest:
     headers = {} if key is None else {"Authorization": f"Bearer {key}"}
-    request = _Request(None, headers, query)
+    request = FakeRequest(None, headers, query)
     request.method = "GET"
     return request
 
@@ -125,11 +120,11 @@ async def test_a_202_location_is_resolved_by_the_owner_to_the_generation_its_com
     None
 ):
     chains = KeyChains(SECRET, 8, RETENTION)
-    orders = _Orders()
-    service = _service(orders, _Topic(), chains)
+    orders = FakeOrderStore()
+    service = _service(orders, FakePublisher(), chains)
     gen0 = chains.gen0("shop-a", "key-1")
-    await service._place(_command(gen0, T0, "r-1"), 0)
-    await service._place(_command(gen0, T0 + 150, "r-2"), 0)
+    await _place(service, _command(gen0, T0, "r-1"))
+    await _place(service, _command(gen0, T0 + 150, "r-2"))
     (gen1,) = set(orders.rows) - {gen0}
     api = _api(orders)
 
@@ -143,7 +138,7 @@ async def test_a_202_location_is_resolved_by_the_owner_to_the_generation_its_com
 
 
 async def test_another_clients_order_is_404_exactly_like_an_unknown_one() -> None:
-    orders = _Orders()
+    orders = FakeOrderStore()
     api = _api(orders)
     owned = pending_order(order_id="ord_" + "1" * 32, client_id="shop-a")
     orders.rows[owned.order_id] = owned
@@ -160,10 +155,10 @@ async def test_another_clients_order_is_404_exactly_like_an_unknown_one() -> Non
 
 
 async def test_requests_without_a_valid_key_are_401_with_a_json_body_and_a_challenge() -> None:
-    api = _api(_Orders())
+    api = _api(FakeOrderStore())
     for key in (None, "ofk_wrong", hash_key(KEY_A)):
         post = await api.create(
-            _Request(order_body(), {} if key is None else {"Authorization": f"Bearer {key}"})
+            FakeRequest(order_body(), {} if key is None else {"Authorization": f"Bearer {key}"})
         )
         get = await api.get(_get(key), "ord_" + "1" * 32)
         for response in (post, get):
@@ -173,13 +168,13 @@ async def test_requests_without_a_valid_key_are_401_with_a_json_body_and_a_chall
 
 
 async def test_two_clients_with_the_same_key_place_two_orders() -> None:
-    table = _Table()
-    api = _api(table, _Commands(table, OrderWatch(), "stored"))
+    table = FakeOrderStore()
+    api = _api(table, FakeCommandTopic(table, OrderWatch(), "stored"))
     a = await api.create(
-        _Request(order_body(), {"Authorization": f"Bearer {KEY_A}", "Idempotency-Key": "same"})
+        FakeRequest(order_body(), {"Authorization": f"Bearer {KEY_A}", "Idempotency-Key": "same"})
     )
     b = await api.create(
-        _Request(order_body(), {"Authorization": f"Bearer {KEY_B}", "Idempotency-Key": "same"})
+        FakeRequest(order_body(), {"Authorization": f"Bearer {KEY_B}", "Idempotency-Key": "same"})
     )
     assert (a.status, b.status) == (201, 201)
     assert a.body["order_id"] != b.body["order_id"]
@@ -188,45 +183,47 @@ async def test_two_clients_with_the_same_key_place_two_orders() -> None:
 async def test_forged_forwarding_headers_make_an_ordinary_request() -> None:
     """A client that sends the forwarding headers itself (no signature from the cluster secret)
     is not believed: without its own key it is 401; with it, it acts as itself."""
-    table = _Table()
-    commands = _Commands(table, OrderWatch(), "stored")
+    table = FakeOrderStore()
+    commands = FakeCommandTopic(table, OrderWatch(), "stored")
     api = _api(table, commands)
     forged = {"X-Orderflow-Forwarded": "1", "X-Orderflow-Client": "shop-a"}
-    response = await api.create(_Request(order_body(), dict(forged)))
+    response = await api.create(FakeRequest(order_body(), dict(forged)))
     assert response.status == 401 and commands.sent == []
     stale = Authenticator(None, SECRET, clock=lambda: 0.0).forward_headers(
         Caller("shop-a"), "POST", "/orders", orjson.dumps(order_body())
     )
-    response = await api.create(_Request(order_body(), stale))  # signed 56 years ago
+    response = await api.create(FakeRequest(order_body(), stale))  # signed 56 years ago
     assert response.status == 401 and commands.sent == []
     response = await api.create(
-        _Request(order_body(), {**forged, "Authorization": f"Bearer {KEY_B}"})
+        FakeRequest(order_body(), {**forged, "Authorization": f"Bearer {KEY_B}"})
     )
     assert response.status == 201
     assert orjson.loads(commands.sent[0])["client_id"] == "shop-b"  # not the claimed shop-a
 
 
 async def test_a_signed_forward_acts_for_the_client_the_first_worker_authenticated() -> None:
-    table = _Table()
-    commands = _Commands(table, OrderWatch(), "stored")
+    table = FakeOrderStore()
+    commands = FakeCommandTopic(table, OrderWatch(), "stored")
     api = _api(table, commands)
     signed = _auth().forward_headers(
         Caller("shop-a"), "POST", "/orders", orjson.dumps(order_body())
     )
-    response = await api.create(_Request(order_body(), signed))
+    response = await api.create(FakeRequest(order_body(), signed))
     assert response.status == 201
     assert orjson.loads(commands.sent[0])["client_id"] == "shop-a"
 
 
 async def test_post_with_another_content_type_is_415_json_and_charset_is_fine() -> None:
-    table = _Table()
-    api = _api(table, _Commands(table, OrderWatch(), "stored"))
+    table = FakeOrderStore()
+    api = _api(table, FakeCommandTopic(table, OrderWatch(), "stored"))
     auth = {"Authorization": f"Bearer {KEY_A}"}
     for content_type in ("text/plain", "application/x-www-form-urlencoded", ""):
-        response = await api.create(_Request(order_body(), {**auth, "Content-Type": content_type}))
+        response = await api.create(
+            FakeRequest(order_body(), {**auth, "Content-Type": content_type})
+        )
         assert response.status == 415, content_type
         assert response.body["error"] == "unsupported_media_type"
     ok = await api.create(
-        _Request(order_body(), {**auth, "Content-Type": "application/json; charset=utf-8"})
+        FakeRequest(order_body(), {**auth, "Content-Type": "application/json; charset=utf-8"})
     )
     assert ok.status == 201

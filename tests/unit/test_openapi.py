@@ -115,3 +115,10 @@ def test_paths_a_deployment_closes_need_the_key_and_may_answer_401() -> None:
     metrics = document["paths"]["/metrics"]["get"]
     assert "security" not in metrics  # the document's default: bearerAuth
     assert "401" in metrics["responses"]
+
+
+def test_a_document_that_closes_a_path_leaves_the_next_documents_unchanged() -> None:
+    openapi_document(open_paths=set())  # every path closed: each may answer 401
+
+    assert openapi_document() == DOCUMENT
+    assert "401" not in openapi_document()["paths"]["/metrics"]["get"]["responses"]

@@ -8,12 +8,12 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka.errors import KafkaTimeoutError
 
 from orderflow.watch import OrderWatch
 from orderflow.web.auth import Authenticator, Caller
 from orderflow.web.orders import OrderApi, order_id_for_key
-from orderflow.web.routing import FORWARDED_HEADER, NotReady, Owner, OwnerLookup
+from orderflow.web.routing import FORWARDED_HEADER, Owner, OwnerLookup
+from tests.fakes import FakeCommandTopic, FakeOrderStore, FakeRequest, FakeRouting
 from tests.orders_client import order_body
 from tests.unit.builders import pending_order
 
@@ -30,74 +30,16 @@ def _signed(method: str, path_qs: str, body: bytes = b"") -> dict[str, str]:
     return _OPEN.forward_headers(Caller(""), method, path_qs, body)
 
 
-class _Content:
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-
-    async def read(self, limit: int) -> bytes:
-        head, self.raw = self.raw[:limit], self.raw[limit:]
-        return head
-
-
-class _Request(dict[str, Any]):
-    """The parts of an aiohttp request that OrderApi reads."""
-
-    def __init__(
-        self,
-        body: Any = None,
-        headers: dict[str, str] | None = None,
-        query: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__()
-        raw = orjson.dumps(body) if body is not None else b""
-        self.content = _Content(raw)
-        self.content_length: int | None = len(raw)
-        self.headers = headers or {}
-        if body is not None:  # what every client sends with a JSON body
-            self.headers.setdefault("Content-Type", "application/json")
-        self.query = query or {}
-        self.method, self.path = "POST", "/orders"
-        self.raw_path = self.path
-
-
-class _Routing:
-    """Routing that never settles (``owner`` None) or names one owner; ``suspect``: the owner
-    did not answer a moment ago."""
-
-    def __init__(self, owner: Owner | None, suspect: bool = False) -> None:
-        self._owner = owner
-        self.suspect = suspect
-
-    def owner(self, order_id: str) -> Owner:
-        if self._owner is None:
-            raise NotReady("recovering or rebalancing")
-        return self._owner
-
-    def owns(self, order_id: str) -> bool:
-        return self._owner is not None and self._owner.is_local
-
-    def is_ready(self) -> bool:
-        return self._owner is not None
-
-    async def wait_ready(self, timeout: float) -> bool:
-        await asyncio.sleep(timeout)
-        return self.is_ready()
-
-    def is_suspect(self, owner: Owner) -> bool:
-        return self.suspect
-
-
-class _NoTable:
-    def get(self, order_id: str) -> None:
-        return None
-
-
-def _api(owner: Owner | None, commands: Any = None, suspect: bool = False) -> OrderApi:
+def _api(
+    owner: Owner | None, commands: FakeCommandTopic | None = None, suspect: bool = False
+) -> OrderApi:
+    """``owner`` None: the partitions never settle (a rebalance, a recovery)."""
+    routing = FakeRouting(moved=True) if owner is None else FakeRouting(owner, suspect)
     return OrderApi(
-        _NoTable(),  # type: ignore[arg-type]
-        commands,
+        FakeOrderStore(),
+        commands or FakeCommandTopic(),
         OrderWatch(),
-        _Routing(owner, suspect),  # type: ignore[arg-type]
+        routing,
         post_wait_s=0.1,
         move_wait_s=0.05,
     )
@@ -110,8 +52,10 @@ def _elsewhere() -> Owner:
 
 
 async def test_post_while_recovering_is_accepted_durably_with_202_and_location() -> None:
-    commands = _Commands(_Table(), OrderWatch(), "delivered")
-    response = await _api(None, commands).create(_Request(order_body(), {"Idempotency-Key": "k-1"}))
+    commands = FakeCommandTopic(FakeOrderStore(), OrderWatch(), "delivered")
+    response = await _api(None, commands).create(
+        FakeRequest(order_body(), {"Idempotency-Key": "k-1"})
+    )
     assert response.status == 202, response.body
     order_id = response.body["order_id"]
     assert order_id == _key_id("k-1")  # the same key names the same order
@@ -121,32 +65,34 @@ async def test_post_while_recovering_is_accepted_durably_with_202_and_location()
 
 
 async def test_unkeyed_post_while_recovering_is_accepted_durably_under_a_fresh_id() -> None:
-    commands = _Commands(_Table(), OrderWatch(), "delivered")
+    commands = FakeCommandTopic(FakeOrderStore(), OrderWatch(), "delivered")
     api = _api(None, commands)
-    first, second = [await api.create(_Request(order_body())) for _ in range(2)]
+    first, second = [await api.create(FakeRequest(order_body())) for _ in range(2)]
     assert (first.status, second.status) == (202, 202)
     assert first.body["order_id"] != second.body["order_id"]
 
 
 async def test_post_while_recovering_not_acked_by_the_broker_is_503_never_2xx() -> None:
-    commands = _Commands(_Table(), OrderWatch(), "fails")
-    response = await _api(None, commands).create(_Request(order_body(), {"Idempotency-Key": "k-1"}))
+    commands = FakeCommandTopic(FakeOrderStore(), OrderWatch(), "fails")
+    response = await _api(None, commands).create(
+        FakeRequest(order_body(), {"Idempotency-Key": "k-1"})
+    )
     assert response.status == 503
     assert response.headers["Retry-After"] == "1"
     assert response.body["error"] == "unavailable"
 
 
 async def test_get_while_rebalancing_waits_its_move_budget_then_503_with_retry_after() -> None:
-    response = await _api(None).get(_Request(), "ord_" + "0" * 32)
+    response = await _api(None).get(FakeRequest(), "ord_" + "0" * 32)
     assert (response.status, response.headers.get("Retry-After")) == (503, "1")
 
 
 async def test_forwarded_request_for_a_partition_we_do_not_own_is_accepted_here_not_forwarded() -> (
     None
 ):
-    commands = _Commands(_Table(), OrderWatch(), "delivered")
+    commands = FakeCommandTopic(FakeOrderStore(), OrderWatch(), "delivered")
     signed = _signed("POST", "/orders", orjson.dumps(order_body()))
-    request = _Request(order_body(), {"Idempotency-Key": "k-2", **signed})
+    request = FakeRequest(order_body(), {"Idempotency-Key": "k-2", **signed})
     response = await _api(_elsewhere(), commands).create(request)
     assert response.status == 202, response.body
     assert len(commands.sent) == 1
@@ -154,15 +100,15 @@ async def test_forwarded_request_for_a_partition_we_do_not_own_is_accepted_here_
 
 async def test_post_for_an_owner_that_just_failed_to_answer_is_accepted_here() -> None:
     # The owner (port 1: nothing listens) is not even tried while it is suspect.
-    commands = _Commands(_Table(), OrderWatch(), "delivered")
+    commands = FakeCommandTopic(FakeOrderStore(), OrderWatch(), "delivered")
     api = _api(_elsewhere(), commands, suspect=True)
-    response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-3"}))
+    response = await api.create(FakeRequest(order_body(), {"Idempotency-Key": "k-3"}))
     assert response.status == 202, response.body
     assert len(commands.sent) == 1
 
 
 async def test_invalid_post_is_refused_before_any_routing() -> None:
-    response = await _api(None).create(_Request({"currency": "EUR"}))
+    response = await _api(None).create(FakeRequest({"currency": "EUR"}))
     assert response.status == 400
     assert {p["field"] for p in response.body["problems"]} == {"customer_id", "items", "payment"}
 
@@ -194,95 +140,17 @@ def _raw_request(
     headers: dict[str, str] | None = None,
     length: int | None = None,
     error: Exception | None = None,
-) -> _Request:
-    request = _Request(None, {"Content-Type": "application/json", **(headers or {})})
-    request.content = _Segments(*segments, error=error)  # type: ignore[assignment]
+) -> FakeRequest:
+    request = FakeRequest(None, {"Content-Type": "application/json", **(headers or {})})
+    request.content = _Segments(*segments, error=error)
     request.content_length = length
     return request
 
 
-class _Table:
-    def __init__(self) -> None:
-        self.rows: dict[str, Any] = {}
-
-    def get(self, order_id: str) -> Any:
-        return self.rows.get(order_id)
-
-
-class _Commands:
-    """The PlaceOrder topic: ``outcome`` says what the broker does with a sent command."""
-
-    def __init__(self, table: _Table, watch: OrderWatch, outcome: str = "stored") -> None:
-        self.table, self.watch, self.outcome = table, watch, outcome
-        self.sent: list[bytes] = []
-
-    async def send(self, key: bytes, value: bytes) -> Any:
-        if self.outcome == "send_hangs":  # no metadata: the send itself never returns
-            await asyncio.Event().wait()
-        self.sent.append(value)
-        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.outcome == "fails":
-            delivery.set_exception(KafkaTimeoutError())
-        elif self.outcome == "slow_ack":  # acknowledged after 0.2 s, stored 0.05 s later
-            loop = asyncio.get_running_loop()
-            loop.call_later(0.2, delivery.set_result, None)
-            loop.call_later(0.25, self._store, value)
-        elif self.outcome in ("delivered", "stored"):
-            delivery.set_result(None)
-            if self.outcome == "stored":  # the order service stores it a moment later
-                asyncio.get_running_loop().call_later(0.01, self._store, value)
-        return delivery  # "hangs": never completes
-
-    def _store(self, value: bytes) -> None:
-        command = orjson.loads(value)
-        order = pending_order(
-            order_id=command["order_id"],
-            fingerprint=command["fingerprint"],
-            request_id=command["request_id"],
-            created_at=command["occurred_at"],
-        )
-        self.table.rows.setdefault(
-            order.order_id, order
-        )  # the first command wins, as in place_order
-        self.watch.notify(order.order_id)
-
-
-class _LocalRouting:
-    """This worker owns every order until ``moved``; peers in ``workers`` are other workers."""
-
-    def __init__(self, workers: frozenset[str] = frozenset()) -> None:
-        self.moved = False
-        self.workers = workers
-
-    def owner(self, order_id: str) -> Owner:
-        from yarl import URL
-
-        if self.moved:
-            raise NotReady("rebalancing")
-        return Owner(is_local=True, url=URL("http://127.0.0.1:1"))
-
-    def owns(self, order_id: str) -> bool:
-        return not self.moved
-
-    def is_ready(self) -> bool:
-        return not self.moved
-
-    async def wait_ready(self, timeout: float) -> bool:
-        for _ in range(int(timeout / 0.005)):  # polled: the tests flip ``moved`` by hand
-            if not self.moved:
-                break
-            await asyncio.sleep(0.005)
-        return not self.moved
-
-    def is_suspect(self, owner: Owner) -> bool:
-        return False
-
-
-def _post_api(outcome: str, post_wait_s: float = 0.3) -> tuple[OrderApi, _Commands]:
-    table, watch = _Table(), OrderWatch()
-    commands = _Commands(table, watch, outcome)
-    routing = _LocalRouting()
-    api = OrderApi(table, commands, watch, routing, post_wait_s, move_wait_s=0.05)  # type: ignore[arg-type]
+def _post_api(outcome: str, post_wait_s: float = 0.3) -> tuple[OrderApi, FakeCommandTopic]:
+    table, watch = FakeOrderStore(), OrderWatch()
+    commands = FakeCommandTopic(table, watch, outcome)
+    api = OrderApi(table, commands, watch, FakeRouting(), post_wait_s, move_wait_s=0.05)
     return api, commands
 
 
@@ -361,19 +229,19 @@ class _Trickle(_Segments):
 
 
 async def test_slow_body_is_408_after_the_read_timeout_not_held_for_ever() -> None:
-    table, watch = _Table(), OrderWatch()
-    commands = _Commands(table, watch, "stored")
+    table, watch = FakeOrderStore(), OrderWatch()
+    commands = FakeCommandTopic(table, watch, "stored")
     api = OrderApi(
-        table,  # type: ignore[arg-type]
+        table,
         commands,
         watch,
-        _LocalRouting(),  # type: ignore[arg-type]
+        FakeRouting(),
         0.3,
-        move_wait_s=0.05,  # type: ignore[arg-type]
+        move_wait_s=0.05,
         body_read_timeout_s=0.2,
     )
     request = _raw_request(length=500)
-    request.content = _Trickle(b'{"customer_id": ')  # type: ignore[assignment]
+    request.content = _Trickle(b'{"customer_id": ')
     response = await asyncio.wait_for(api.create(request), 10)
     assert response.status == 408, response.body
     assert response.body["problems"][0]["code"] == "timeout"
@@ -387,7 +255,7 @@ async def test_undecodable_content_encoding_is_json_400() -> None:
     api, commands = _post_api("stored")
     error = RequestPayloadError("Can not decode content-encoding: gzip")
     request = _raw_request(b"", headers={"Content-Encoding": "gzip"}, length=10, error=error)
-    request.content = _Segments(error=error)  # type: ignore[assignment]
+    request.content = _Segments(error=error)
     response = await api.create(request)
     assert response.status == 400
     assert response.body["problems"][0]["field"] == "Content-Encoding"
@@ -412,7 +280,7 @@ async def test_body_not_utf8_is_400_invalid_json() -> None:
 
 async def test_invalid_idempotency_key_format_is_400_naming_the_header() -> None:
     api, commands = _post_api("stored")
-    response = await api.create(_Request(order_body(), {"Idempotency-Key": "bad\nkey"}))
+    response = await api.create(FakeRequest(order_body(), {"Idempotency-Key": "bad\nkey"}))
     assert response.status == 400
     assert [p["field"] for p in response.body["problems"]] == ["Idempotency-Key"]
     assert commands.sent == []
@@ -423,7 +291,7 @@ async def test_invalid_idempotency_key_format_is_400_naming_the_header() -> None
 
 async def test_stored_order_is_201_with_location() -> None:
     api, _ = _post_api("stored")
-    response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-201"}))
+    response = await api.create(FakeRequest(order_body(), {"Idempotency-Key": "k-201"}))
     assert response.status == 201
     assert response.headers["Location"] == f"/orders/{response.body['order_id']}"
     assert "Idempotent-Replayed" not in response.headers
@@ -431,7 +299,7 @@ async def test_stored_order_is_201_with_location() -> None:
 
 async def test_unkeyed_post_delivered_but_not_stored_in_time_is_202_with_location() -> None:
     api, commands = _post_api("delivered")
-    response = await api.create(_Request(order_body()))
+    response = await api.create(FakeRequest(order_body()))
     assert response.status == 202
     assert response.headers["Location"] == f"/orders/{response.body['order_id']}"
     assert len(commands.sent) == 1
@@ -439,30 +307,30 @@ async def test_unkeyed_post_delivered_but_not_stored_in_time_is_202_with_locatio
 
 async def test_keyed_post_delivered_but_not_stored_in_time_is_202_same_post_again_decides() -> None:
     api, _ = _post_api("delivered")
-    response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-202"}))
+    response = await api.create(FakeRequest(order_body(), {"Idempotency-Key": "k-202"}))
     assert (response.status, response.headers.get("Retry-After")) == (202, "1")
     assert response.headers["Location"].startswith(f"/orders/{_key_id('k-202')}?placed_at=")
     assert "422" in response.body["message"]
 
 
 async def test_key_accepted_during_a_move_with_another_body_is_422_once_the_owner_decides() -> None:
-    table, watch = _Table(), OrderWatch()
-    commands, routing = _Commands(table, watch, "stored"), _LocalRouting()
-    api = OrderApi(table, commands, watch, routing, 0.3, move_wait_s=0.05)  # type: ignore[arg-type]
+    table, watch = FakeOrderStore(), OrderWatch()
+    commands, routing = FakeCommandTopic(table, watch, "stored"), FakeRouting()
+    api = OrderApi(table, commands, watch, routing, 0.3, move_wait_s=0.05)
     routing.moved = True
-    accepted = await api.create(_Request(order_body(), {"Idempotency-Key": "k-move"}))
+    accepted = await api.create(FakeRequest(order_body(), {"Idempotency-Key": "k-move"}))
     assert accepted.status == 202
     routing.moved = False
     other = order_body() | {"customer_id": "c-other"}
-    assert (await api.create(_Request(other, {"Idempotency-Key": "k-move"}))).status == 422
-    again = await api.create(_Request(order_body(), {"Idempotency-Key": "k-move"}))
+    assert (await api.create(FakeRequest(other, {"Idempotency-Key": "k-move"}))).status == 422
+    again = await api.create(FakeRequest(order_body(), {"Idempotency-Key": "k-move"}))
     assert (again.status, again.body["order_id"]) == (201, accepted.body["order_id"])
 
 
 @pytest.mark.parametrize("outcome", ["fails", "hangs", "send_hangs"])
 async def test_unkeyed_post_not_durably_delivered_is_never_2xx(outcome: str) -> None:
     api, _ = _post_api(outcome)
-    response = await asyncio.wait_for(api.create(_Request(order_body())), timeout=5)
+    response = await asyncio.wait_for(api.create(FakeRequest(order_body())), timeout=5)
     assert response.status == 503, response.body
     assert response.headers["Retry-After"] == "1"
     order_id = response.body["order_id"]  # so that the client can check before placing again
@@ -472,7 +340,7 @@ async def test_unkeyed_post_not_durably_delivered_is_never_2xx(outcome: str) -> 
 @pytest.mark.parametrize("outcome", ["fails", "hangs", "send_hangs"])
 async def test_keyed_post_not_durably_delivered_is_503_retry_same_key(outcome: str) -> None:
     api, _ = _post_api(outcome)
-    request = _Request(order_body(), {"Idempotency-Key": f"k-{outcome}"})
+    request = FakeRequest(order_body(), {"Idempotency-Key": f"k-{outcome}"})
     response = await asyncio.wait_for(api.create(request), timeout=5)
     assert (response.status, response.headers.get("Retry-After")) == (503, "1")
 
@@ -484,31 +352,31 @@ def _get_request(
     wait: float,
     remote: str = "10.0.0.9",
     headers: dict[str, str] | None = None,
-) -> _Request:
-    request = _Request(None, headers, {"wait": str(wait)})
+) -> FakeRequest:
+    request = FakeRequest(None, headers, {"wait": str(wait)})
     request.method, request.raw_path = "GET", f"/orders/x?wait={wait}"
-    request.remote = remote  # type: ignore[attr-defined]
+    request.remote = remote
     return request
 
 
 def _get_api(
-    table: _Table,
-    routing: _LocalRouting,
+    table: FakeOrderStore,
+    routing: FakeRouting,
     watch: OrderWatch | None = None,
     max_total: int | None = None,
     max_per_peer: int = 100,
 ) -> OrderApi:
     watch = watch or OrderWatch()
     if max_total is None:  # the default caps
-        return OrderApi(table, None, watch, routing, 0.1)  # type: ignore[arg-type]
+        return OrderApi(table, FakeCommandTopic(table, watch), watch, routing, 0.1)
     from orderflow.web.orders import LongPolls
 
     return OrderApi(
-        table,  # type: ignore[arg-type]
-        None,
+        table,
+        FakeCommandTopic(table, watch),
         watch,
-        routing,  # type: ignore[arg-type]
-        0.1,  # type: ignore[arg-type]
+        routing,
+        0.1,
         long_polls=LongPolls(max_total, max_per_peer),
     )
 
@@ -523,7 +391,7 @@ async def _until_waiting(watch: OrderWatch, order_id: str) -> None:
 
 
 async def test_long_poll_spanning_a_partition_move_answers_503_not_404() -> None:
-    table, routing, watch = _Table(), _LocalRouting(), OrderWatch()
+    table, routing, watch = FakeOrderStore(), FakeRouting(), OrderWatch()
     order = pending_order(order_id="ord_" + "1" * 32)
     table.rows[order.order_id] = order
     api = _get_api(table, routing, watch)
@@ -537,7 +405,7 @@ async def test_long_poll_spanning_a_partition_move_answers_503_not_404() -> None
 
 
 async def test_long_poll_is_woken_by_a_partition_move() -> None:
-    table, routing, watch = _Table(), _LocalRouting(), OrderWatch()
+    table, routing, watch = FakeOrderStore(), FakeRouting(), OrderWatch()
     order = pending_order(order_id="ord_" + "2" * 32)
     table.rows[order.order_id] = order
     api = _get_api(table, routing, watch)
@@ -560,14 +428,14 @@ async def _flood(
 
 
 async def test_long_polls_over_the_per_client_cap_get_429_other_clients_do_not() -> None:
-    api = _get_api(_Table(), _LocalRouting(), max_total=100, max_per_peer=3)
+    api = _get_api(FakeOrderStore(), FakeRouting(), max_total=100, max_per_peer=3)
     statuses = await _flood(api, ["10.0.0.1"] * 5 + ["10.0.0.2"] * 2)
     assert sorted(statuses) == [404] * 5 + [429] * 2
     assert statuses[5:] == [404, 404]  # the other client is not limited by the first one
 
 
 async def test_long_polls_over_the_worker_cap_get_429_with_retry_after() -> None:
-    api = _get_api(_Table(), _LocalRouting(), max_total=4, max_per_peer=4)
+    api = _get_api(FakeOrderStore(), FakeRouting(), max_total=4, max_per_peer=4)
     unknown = "ord_" + "4" * 32
     polls = [
         asyncio.ensure_future(api.get(_get_request(0.3, f"10.0.1.{i}"), unknown)) for i in range(6)
@@ -582,20 +450,20 @@ async def test_long_polls_over_the_worker_cap_get_429_with_retry_after() -> None
 
 
 async def test_forwarded_long_polls_from_a_worker_are_not_counted_twice() -> None:
-    routing = _LocalRouting(workers=frozenset({"10.0.0.7"}))
-    api = _get_api(_Table(), routing, max_total=2, max_per_peer=2)
+    routing = FakeRouting()
+    api = _get_api(FakeOrderStore(), routing, max_total=2, max_per_peer=2)
     statuses = await _flood(api, ["10.0.0.7"] * 5, _signed("GET", "/orders/x?wait=0.3"))
     assert statuses == [404] * 5
 
 
 async def test_forged_forwarded_header_from_a_client_is_still_counted() -> None:
-    api = _get_api(_Table(), _LocalRouting(), max_total=10, max_per_peer=2)
+    api = _get_api(FakeOrderStore(), FakeRouting(), max_total=10, max_per_peer=2)
     statuses = await _flood(api, ["10.0.0.8"] * 4, {FORWARDED_HEADER: "1"})
     assert sorted(statuses) == [404, 404, 429, 429]
 
 
 async def test_plain_gets_are_not_capped() -> None:
-    api = _get_api(_Table(), _LocalRouting(), max_total=1, max_per_peer=1)
+    api = _get_api(FakeOrderStore(), FakeRouting(), max_total=1, max_per_peer=1)
     unknown = "ord_" + "5" * 32
     responses = await asyncio.gather(*(api.get(_get_request(0), unknown) for _ in range(5)))
     assert [r.status for r in responses] == [404] * 5
@@ -646,7 +514,7 @@ async def test_forwarding_keeps_the_owners_location_retry_after_and_replay_heade
     runner, owner = await _owner_server(owner_answers)
     routing = OwnerLookup(_App(), "orders")
     try:
-        request = _Request(order_body(), {"Idempotency-Key": "k-fwd"})
+        request = FakeRequest(order_body(), {"Idempotency-Key": "k-fwd"})
         status, payload, content_type, headers = await routing.forward(
             owner, request, orjson.dumps(order_body()), timeout=5
         )
@@ -674,7 +542,7 @@ async def test_forwarded_gzip_post_reaches_the_owner_decoded_without_its_encodin
     routing = OwnerLookup(_App(), "orders")
     decoded = orjson.dumps(order_body())  # what aiohttp handed the edge, already gunzipped
     try:
-        request = _Request(order_body(), {"Idempotency-Key": "k-gz", "Content-Encoding": "gzip"})
+        request = FakeRequest(order_body(), {"Idempotency-Key": "k-gz", "Content-Encoding": "gzip"})
         status, *_ = await routing.forward(owner, request, decoded, timeout=5)
     finally:
         await routing.close()
@@ -704,11 +572,11 @@ async def test_unreachable_owner_post_is_accepted_here_get_waits_its_budget_then
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     routing = _OwnedElsewhere(f"http://127.0.0.1:{port}")
-    table, watch = _Table(), OrderWatch()
-    commands = _Commands(table, watch, "delivered")
-    api = OrderApi(table, commands, watch, routing, post_wait_s=1, move_wait_s=0.3)  # type: ignore[arg-type]
+    table, watch = FakeOrderStore(), OrderWatch()
+    commands = FakeCommandTopic(table, watch, "delivered")
+    api = OrderApi(table, commands, watch, routing, post_wait_s=1, move_wait_s=0.3)
     try:
-        response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-gone"}))
+        response = await api.create(FakeRequest(order_body(), {"Idempotency-Key": "k-gone"}))
         polled = await api.get(_get_request(1), "ord_" + "6" * 32)
         assert routing.is_suspect(routing.owner("ord_" + "6" * 32))
     finally:
@@ -748,7 +616,7 @@ async def test_forwarded_long_polls_cannot_take_the_connections_of_forwarded_pos
         while held < 120:  # every poll holds its connection at the owner
             assert asyncio.get_running_loop().time() < deadline, f"only {held} polls arrived"
             await asyncio.sleep(0.01)
-        post = _Request(order_body(), {"Idempotency-Key": "k-beside-polls"})
+        post = FakeRequest(order_body(), {"Idempotency-Key": "k-beside-polls"})
         status, *_ = await routing.forward(where, post, orjson.dumps(order_body()), timeout=5)
         assert status == 201
     finally:
@@ -772,12 +640,12 @@ async def test_a_post_forwarded_while_the_worker_stops_is_accepted_here_never_a_
 
     runner, owner = await _owner_server(owner_answers)
     routing = _OwnedElsewhere(str(owner.url))
-    table, watch = _Table(), OrderWatch()
-    commands = _Commands(table, watch, broker)
-    api = OrderApi(table, commands, watch, routing, post_wait_s=1)  # type: ignore[arg-type]
+    table, watch = FakeOrderStore(), OrderWatch()
+    commands = FakeCommandTopic(table, watch, broker)
+    api = OrderApi(table, commands, watch, routing, post_wait_s=1)
     try:
         await routing.close()  # what the worker's shutdown does
-        response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-stopping"}))
+        response = await api.create(FakeRequest(order_body(), {"Idempotency-Key": "k-stopping"}))
     finally:
         await runner.cleanup()
     assert (response.status, response.headers.get("Retry-After")) == (status, "1"), response
@@ -795,7 +663,7 @@ async def test_get_of_an_order_whose_command_is_still_unconfirmed_is_503_never_4
     # after the POST gave up, so "404" then would be a lie: the order may still land, and a
     # client placing it again would pay twice.
     api, _ = _post_api("hangs")
-    placed = await api.create(_Request(order_body()))
+    placed = await api.create(FakeRequest(order_body()))
     order_id = placed.body["order_id"]
     polled = await api.get(_get_request(0), order_id)
     assert (polled.status, polled.headers.get("Retry-After")) == (503, "1"), polled.body
@@ -804,7 +672,7 @@ async def test_get_of_an_order_whose_command_is_still_unconfirmed_is_503_never_4
 
 async def test_get_of_an_accepted_order_not_stored_yet_is_202_never_404() -> None:
     api, _ = _post_api("delivered")  # in Kafka, but the order service has not stored it yet
-    placed = await api.create(_Request(order_body()))
+    placed = await api.create(FakeRequest(order_body()))
     assert placed.status == 202
     polled = await api.get(_get_request(0), placed.body["order_id"])
     assert (polled.status, polled.body["status"]) == (202, "ACCEPTED"), polled.body
@@ -812,7 +680,7 @@ async def test_get_of_an_accepted_order_not_stored_yet_is_202_never_404() -> Non
 
 async def test_get_of_an_order_whose_command_failed_for_good_is_404() -> None:
     api, _ = _post_api("fails")
-    placed = await api.create(_Request(order_body()))
+    placed = await api.create(FakeRequest(order_body()))
     polled = await api.get(_get_request(0), placed.body["order_id"])
     assert polled.status == 404, polled.body
 
@@ -821,9 +689,9 @@ async def test_get_of_an_order_whose_command_failed_for_good_is_404() -> None:
 
 
 def _catching_up_api(
-    caught_up: bool, table: _Table | None = None, store_meanwhile: Any = None
+    caught_up: bool, table: FakeOrderStore | None = None, store_meanwhile: Any = None
 ) -> OrderApi:
-    table = table or _Table()
+    table = table or FakeOrderStore()
     asked: list[str] = []
 
     async def commands_read(order_id: str, timeout: float) -> bool:
@@ -833,11 +701,11 @@ def _catching_up_api(
         return caught_up
 
     return OrderApi(
-        table,  # type: ignore[arg-type]
-        None,
+        table,
+        FakeCommandTopic(table),
         OrderWatch(),
-        _LocalRouting(),  # type: ignore[arg-type]
-        0.1,  # type: ignore[arg-type]
+        FakeRouting(),
+        0.1,
         caught_up=commands_read,
         move_wait_s=0.05,
     )
@@ -861,10 +729,10 @@ async def test_order_stored_while_catching_up_is_200() -> None:
 
 
 async def test_get_during_a_move_waits_for_the_partition_to_settle_instead_of_503() -> None:
-    table, routing = _Table(), _LocalRouting()
+    table, routing = FakeOrderStore(), FakeRouting()
     order = pending_order(order_id="ord_" + "9" * 32)
     table.rows[order.order_id] = order
-    api = OrderApi(table, None, OrderWatch(), routing, 0.1, move_wait_s=5)  # type: ignore[arg-type]
+    api = OrderApi(table, FakeCommandTopic(table), OrderWatch(), routing, 0.1, move_wait_s=5)
     routing.moved = True
     answer = asyncio.ensure_future(api.get(_get_request(0), order.order_id))
     await asyncio.sleep(0.05)
@@ -875,18 +743,18 @@ async def test_get_during_a_move_waits_for_the_partition_to_settle_instead_of_50
 
 
 async def test_post_waits_for_the_store_only_the_store_wait_once_kafka_acknowledged() -> None:
-    table, watch = _Table(), OrderWatch()
-    commands = _Commands(table, watch, "delivered")  # acknowledged, never stored
+    table, watch = FakeOrderStore(), OrderWatch()
+    commands = FakeCommandTopic(table, watch, "delivered")  # acknowledged, never stored
     api = OrderApi(
-        table,  # type: ignore[arg-type]
+        table,
         commands,
         watch,
-        _LocalRouting(),  # type: ignore[arg-type]
-        post_wait_s=30,  # type: ignore[arg-type]
+        FakeRouting(),
+        post_wait_s=30,
         store_wait_s=0.05,
     )
     response = await asyncio.wait_for(
-        api.create(_Request(order_body(), {"Idempotency-Key": "k-store-wait"})), timeout=5
+        api.create(FakeRequest(order_body(), {"Idempotency-Key": "k-store-wait"})), timeout=5
     )  # not the 30 s of the POST wait
     assert response.status == 202, response.body
 
@@ -894,16 +762,16 @@ async def test_post_waits_for_the_store_only_the_store_wait_once_kafka_acknowled
 async def test_post_whose_acknowledgement_took_the_whole_store_wait_answers_202_at_once() -> None:
     # A broker failover delays the ack: the store wait counts from the POST's arrival, so the
     # client is not made to wait for the store on top of the failover.
-    table, watch = _Table(), OrderWatch()
-    commands = _Commands(table, watch, "slow_ack")
+    table, watch = FakeOrderStore(), OrderWatch()
+    commands = FakeCommandTopic(table, watch, "slow_ack")
     api = OrderApi(
-        table,  # type: ignore[arg-type]
+        table,
         commands,
         watch,
-        _LocalRouting(),  # type: ignore[arg-type]
-        post_wait_s=30,  # type: ignore[arg-type]
+        FakeRouting(),
+        post_wait_s=30,
         store_wait_s=0.1,
     )
-    response = await api.create(_Request(order_body(), {"Idempotency-Key": "k-slow-ack"}))
+    response = await api.create(FakeRequest(order_body(), {"Idempotency-Key": "k-slow-ack"}))
     assert response.status == 202, response.body
     assert len(commands.sent) == 1  # durable: the owner stores it and a GET finds it

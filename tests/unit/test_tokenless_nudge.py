@@ -9,7 +9,6 @@ command below the log start is gone without reading, and reads many orders' comm
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from typing import Any
 
@@ -21,6 +20,7 @@ from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.payments import PaymentService, UnknownPayments
 from orderflow.agents.progress import CommandProgress, CommandRecord
 from orderflow.domain.events import OrderCreated
+from orderflow.domain.order import Order
 from orderflow.domain.payment import Approved, PaymentRecord, PaymentStatus, idempotency_key_for
 from orderflow.metrics import dead_letter_reason
 from orderflow.records import decode_event, encode_event, order_from_bytes, order_to_bytes
@@ -28,30 +28,21 @@ from orderflow.schemas import validate_event_dict
 from orderflow.tables.scan import order_partition
 from orderflow.topics import DLQ_HEADER_REASON, ORDER_COMMANDS, ORDER_CREATED
 from orderflow.watch import OrderWatch
-from tests.unit.builders import T0, pending_order, place_command
-from tests.unit.order_service_fakes import (
-    CommandPartition,
-    FakeEvent,
-    FakeMessage,
-    FakeOrders,
+from tests.fakes import (
+    Event,
+    FakeGateway,
+    FakeOrderStore,
+    FakePaymentStore,
+    FakePublisher,
+    FakeRecordTopic,
     PassingDeadLetters,
+    ReadableCommands,
+    event,
 )
-from tests.unit.test_payment_service import FakeGateway, FakeTable
+from tests.unit.builders import T0, pending_order, place_command
 
 TOKEN = "tok_chargeDeclinedInsufficientFunds"
 PARTITIONS = 8
-
-
-class _Sent:
-    def __init__(self) -> None:
-        self.values: list[bytes] = []
-
-    async def send(self, key: bytes, value: bytes) -> None:
-        self.values.append(value)
-
-    def created(self) -> list[OrderCreated]:
-        events = [decode_event(v, OrderCreated.event_type) for v in self.values]
-        return [e for e in events if isinstance(e, OrderCreated)]
 
 
 def _command(order_id: str, offset: int) -> CommandRecord:
@@ -60,28 +51,28 @@ def _command(order_id: str, offset: int) -> CommandRecord:
 
 
 def _stack(
-    nudge_reader: CommandPartition, orders: list[Any]
-) -> tuple[OrderService, CommandPartition, _Sent]:
+    nudge_reader: ReadableCommands, orders: list[Order]
+) -> tuple[OrderService, ReadableCommands, FakePublisher]:
     """An order service holding ``orders`` PENDING (due at once: stored long ago)."""
-    hot_path = CommandPartition([])  # the order agent's reader: the nudge must never use it
-    rows, sent = FakeOrders(), _Sent()
+    hot_path = ReadableCommands([])  # the order agent's reader: the nudge must never use it
+    rows, sent = FakeOrderStore(), FakePublisher()
     progress = CommandProgress(PARTITIONS, lambda partition: None, hot_path)
     service = OrderService(
-        rows,  # type: ignore[arg-type]
+        rows,
         sent,
-        PassingDeadLetters(),  # type: ignore[arg-type]
-        OrderWatch(),  # type: ignore[arg-type]
+        PassingDeadLetters(),
+        OrderWatch(),
         StalledOrders(1.0),
         progress=progress,
+        commands=nudge_reader,
     )
-    service.commands = nudge_reader
     for order in orders:
         rows.put(order)
         service.stalled.track(order, 1e10)
     return service, hot_path, sent
 
 
-def _stored(order_id: str, offset: int | None) -> Any:
+def _stored(order_id: str, offset: int | None) -> Order:
     return dataclasses.replace(pending_order(), order_id=order_id, command_offset=offset)
 
 
@@ -91,7 +82,7 @@ async def test_a_legacy_row_is_nudged_with_its_own_token_which_is_never_written_
     data["payment_token"] = TOKEN  # as OrderDB stored orders before the token work
     legacy = order_from_bytes(orjson.dumps(data))
     assert TOKEN not in repr(legacy)
-    service, _, sent = _stack(CommandPartition([]), [legacy])
+    service, _, sent = _stack(ReadableCommands([]), [legacy])
 
     assert await service.nudge_stalled(lambda order_id: True) == 1
 
@@ -100,7 +91,7 @@ async def test_a_legacy_row_is_nudged_with_its_own_token_which_is_never_written_
 
 
 async def test_a_row_without_command_offset_or_token_is_nudged_without_a_token() -> None:
-    service, _, sent = _stack(CommandPartition([]), [_stored("ord-1", None)])
+    service, _, sent = _stack(ReadableCommands([]), [_stored("ord-1", None)])
 
     assert await service.nudge_stalled(lambda order_id: True) == 1
 
@@ -108,7 +99,7 @@ async def test_a_row_without_command_offset_or_token_is_nudged_without_a_token()
 
 
 async def test_a_command_below_the_log_start_is_gone_at_once_without_reading_it() -> None:
-    kafka = CommandPartition([_command("ord-x", 40)])  # retention moved the log start to 40
+    kafka = ReadableCommands([_command("ord-x", 40)])  # retention moved the log start to 40
     service, _, sent = _stack(kafka, [_stored("ord-1", 36)])
 
     assert await service.nudge_stalled(lambda order_id: True) == 1
@@ -118,7 +109,7 @@ async def test_a_command_below_the_log_start_is_gone_at_once_without_reading_it(
 
 
 async def test_the_nudge_reads_with_its_own_reader_never_the_order_agents() -> None:
-    kafka = CommandPartition([_command("ord-1", 36)])
+    kafka = ReadableCommands([_command("ord-1", 36)])
     service, hot_path, sent = _stack(kafka, [_stored("ord-1", 36)])
 
     assert await service.nudge_stalled(lambda order_id: True) == 1
@@ -130,7 +121,7 @@ async def test_the_nudge_reads_with_its_own_reader_never_the_order_agents() -> N
 
 async def test_three_hundred_stalled_orders_cost_one_range_read_per_partition() -> None:
     ids = [f"ord-{i}" for i in range(300)]
-    kafka = CommandPartition([_command(order_id, i) for i, order_id in enumerate(ids)])
+    kafka = ReadableCommands([_command(order_id, i) for i, order_id in enumerate(ids)])
     service, _, sent = _stack(kafka, [_stored(order_id, i) for i, order_id in enumerate(ids)])
 
     assert await service.nudge_stalled(lambda order_id: True) == 300
@@ -143,7 +134,7 @@ async def test_three_hundred_stalled_orders_cost_one_range_read_per_partition() 
 
 async def test_a_tick_reads_at_most_its_batch_per_partition_and_the_rest_follow() -> None:
     ids = [f"ord-{i}" for i in range(300)]
-    kafka = CommandPartition([_command(order_id, i) for i, order_id in enumerate(ids)])
+    kafka = ReadableCommands([_command(order_id, i) for i, order_id in enumerate(ids)])
     service, _, sent = _stack(kafka, [_stored(order_id, i) for i, order_id in enumerate(ids)])
     service.nudge_batch = 10
     per_partition: dict[int, int] = {}
@@ -164,59 +155,33 @@ async def test_a_tick_reads_at_most_its_batch_per_partition_and_the_rest_follow(
 
 
 async def test_a_command_unreadable_now_sends_nothing_not_even_a_tokenless_copy() -> None:
-    kafka = CommandPartition([_command("ord-1", 36)])
+    kafka = ReadableCommands([_command("ord-1", 36)])
 
-    async def broker_away(partition: int, start: int, stop: int) -> list[CommandRecord]:
-        raise KafkaConnectionError()
-
-    kafka.read = broker_away  # type: ignore[method-assign]
+    kafka.unreadable = KafkaConnectionError()  # the broker is away
     service, _, sent = _stack(kafka, [_stored("ord-1", 36)])
 
     assert await service.nudge_stalled(lambda order_id: True) == 0
 
-    assert sent.values == []  # a tokenless copy would dead-letter an order still chargeable
+    assert sent.events == []  # a tokenless copy would dead-letter an order still chargeable
     assert service.stalled.nudges["ord-1"] == 1  # asked again after the backoff
 
 
 # --- the payment service and a tokenless order.created ----------------------------------------
 
 
-class _DeadLetterTopic:
-    def __init__(self) -> None:
-        self.reasons: list[str] = []
-
-    async def send(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
-        self.reasons.append(dict(headers)[DLQ_HEADER_REASON].decode())
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-
 def _payments(
     gateway: FakeGateway,
-) -> tuple[PaymentService, FakeTable, list[str], _DeadLetterTopic]:
-    table, published, topic = FakeTable(), [], _DeadLetterTopic()
-
-    async def get_gateway() -> FakeGateway:
-        return gateway
-
-    async def publish(topic: str, key: bytes, value: bytes) -> None:
-        published.append(topic)
-
+) -> tuple[PaymentService, FakePaymentStore, FakePublisher, FakeRecordTopic]:
+    table, published, topic = FakePaymentStore(), FakePublisher(), FakeRecordTopic()
     service = PaymentService(
-        table,  # type: ignore[arg-type]
-        get_gateway,
-        publish,
-        DeadLetters(topic),  # type: ignore[arg-type]
-        UnknownPayments(),
-        clock=lambda: 1000.0,
+        table, gateway, published, DeadLetters(topic), UnknownPayments(), clock=lambda: 1000.0
     )
     return service, table, published, topic
 
 
-def _tokenless() -> FakeEvent:
+def _tokenless() -> Event:
     created = OrderCreated("o1", "c-1", "EUR", 500, pending_order().items, "", T0)
-    return FakeEvent(FakeMessage(ORDER_CREATED, 0, 7, b"o1", encode_event(created)))
+    return event(ORDER_CREATED, encode_event(created), key=b"o1", offset=7)
 
 
 def _record(**overrides: Any) -> PaymentRecord:
@@ -239,9 +204,10 @@ async def test_tokenless_order_created_with_no_payment_record_is_dead_lettered_n
 
     await service.handle(_tokenless())
 
-    assert gateway.requests == [] and table.rows == {} and published == []
-    assert topic.reasons == ["payment token no longer available: the order's command is gone"]
-    assert dead_letter_reason(topic.reasons[0]) == "token_gone"
+    assert gateway.requests == [] and table.rows == {} and published.events == []
+    reasons = topic.header(DLQ_HEADER_REASON)
+    assert reasons == ["payment token no longer available: the order's command is gone"]
+    assert dead_letter_reason(reasons[0]) == "token_gone"
 
 
 async def test_tokenless_order_created_for_a_payment_left_attempting_charges_with_its_token() -> (
@@ -255,7 +221,7 @@ async def test_tokenless_order_created_for_a_payment_left_attempting_charges_wit
 
     assert [r.payment_token for r in gateway.requests] == ["tok_visa"]
     assert table.rows["o1"].status is PaymentStatus.COMPLETED
-    assert published == ["payment.completed"] and topic.reasons == []
+    assert published.kinds() == ["payment.completed"] and topic.sent == []
 
 
 async def test_tokenless_order_created_for_a_settled_payment_republishes_its_outcome() -> None:
@@ -265,7 +231,8 @@ async def test_tokenless_order_created_for_a_settled_payment_republishes_its_out
 
     await service.handle(_tokenless())
 
-    assert gateway.requests == [] and published == ["payment.completed"] and topic.reasons == []
+    assert gateway.requests == [] and published.kinds() == ["payment.completed"]
+    assert topic.sent == []
 
 
 def test_a_tokenless_order_created_has_no_token_field_and_validates() -> None:

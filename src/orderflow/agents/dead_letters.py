@@ -6,14 +6,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from faust.exceptions import ProducerSendError
 
+from orderflow.domain.backoff import Backoff
 from orderflow.domain.errors import ChargeMismatchError, DomainError, PaymentTokenGoneError
 from orderflow.domain.events import rfc3339
 from orderflow.domain.tokens import mask_text
+from orderflow.ports import Handler, InboundEvent, InboundMessage, RecordSink
 from orderflow.topics import (
     DLQ_HEADER_ERROR,
     DLQ_HEADER_FAILED_AT,
@@ -26,6 +27,9 @@ from orderflow.topics import (
 __all__ = ["DeadLetters", "is_retriable"]
 
 log = logging.getLogger(__name__)
+
+# Sending again while the broker is away: 0.1 s doubling to 5 s, no jitter (one sender per agent).
+_SEND_AGAIN = Backoff(base=0.1, cap=5.0)
 
 
 def is_retriable(exc: BaseException) -> bool:
@@ -48,7 +52,7 @@ class DeadLetters:
 
     def __init__(
         self,
-        topic: Any,
+        topic: RecordSink,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         before_send: Callable[[], None] | None = None,
     ) -> None:
@@ -62,7 +66,11 @@ class DeadLetters:
         self.undeliverable = 0
         self.on_sent: Callable[[str], None] | None = None  # (reason) the app's metrics
 
-    async def send(self, event: Any, reason: str, error: BaseException | None = None) -> None:
+    async def send(
+        self, event: InboundEvent, reason: str, error: BaseException | None = None
+    ) -> None:
+        """Park ``event`` (its key and value untouched) with ``reason``; retried until Kafka
+        takes it, except what the broker refuses for good (logged and counted)."""
         if self.before_send is not None:
             self.before_send()
         message = event.message
@@ -83,7 +91,7 @@ class DeadLetters:
         headers.extend(
             (k, v) for k, v in (message.headers or ()) if not k.startswith("orderflow-dlq")
         )
-        delay = 0.1
+        attempt = 0
         while True:  # a dead letter is the only copy of a failed event: it must reach Kafka
             try:
                 delivery = await self.topic.send(
@@ -95,15 +103,20 @@ class DeadLetters:
                 if not is_retriable(exc):
                     self._give_up(message, headers, reason, exc)
                     return
+                delay = _SEND_AGAIN.delay(attempt)
                 log.error("dead letter not delivered (%r); retrying in %.1fs", exc, delay)
                 await self.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                attempt += 1
         self.count += 1
         if self.on_sent is not None:
             self.on_sent(reason)
 
     def _give_up(
-        self, message: Any, headers: list[tuple[str, bytes]], reason: str, exc: BaseException
+        self,
+        message: InboundMessage,
+        headers: list[tuple[str, bytes]],
+        reason: str,
+        exc: BaseException,
     ) -> None:
         """Log where the event was and how big (never its bytes: they may hold a payment token)."""
         self.undeliverable += 1
@@ -120,14 +133,14 @@ class DeadLetters:
             reason[:300],
         )
 
-    async def guard(self, event: Any, handle: Callable[[Any], Awaitable[None]]) -> None:
+    async def guard(self, event: InboundEvent, handle: Handler) -> None:
         """Run ``handle(event)``; whatever it raises parks the event here and the agent goes on.
 
         An exception escaping an agent's loop would ack and skip the event (Faust), losing it.
         Except a send the broker may still take (it is away): the event is fine, so the handler
         (idempotent) runs again until it goes through; ``/health`` tells if that lasts.
         """
-        delay = 0.1
+        attempt = 0
         while True:
             try:
                 await handle(event)
@@ -144,6 +157,7 @@ class DeadLetters:
             except (KafkaError, ProducerSendError) as exc:
                 message = event.message
                 if is_retriable(exc):
+                    delay = _SEND_AGAIN.delay(attempt)
                     log.warning(
                         "handler could not send on %s[%s]@%s (%r); again in %.1fs",
                         message.topic,
@@ -153,7 +167,7 @@ class DeadLetters:
                         delay,
                     )
                     await self.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    attempt += 1
                     continue
                 log.exception(
                     "handler failed on %s[%s]@%s", message.topic, message.partition, message.offset

@@ -8,19 +8,19 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiokafka.errors import KafkaError
 
-from orderflow.agents.dead_letters import DeadLetters
 from orderflow.agents.progress import CommandProgress, CommandRecord
+from orderflow.domain.backoff import Backoff
 from orderflow.domain.errors import EventDecodeError
 from orderflow.domain.events import PaymentCompleted, PaymentFailed, PlaceOrder, rfc3339
 from orderflow.domain.order import Order, PlacementKind, apply_payment, place_order
 from orderflow.keychains import KeyChains, epoch
 from orderflow.logs import order_context
-from orderflow.records import decode_event, encode_event
-from orderflow.tables import OrderTable
+from orderflow.ports import Clock, DeadLetterSink, InboundEvent, OrderStore, Publisher
+from orderflow.records import decode_event
 from orderflow.tables.scan import PartitionScan, elsewhere, order_partition
 from orderflow.topics import ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED
 from orderflow.tracing import consuming
@@ -81,7 +81,8 @@ class StalledOrders:
     def nudged(self, order_id: str, now: float) -> None:
         """Reschedule a nudged order with a doubling, capped delay."""
         n = self.nudges[order_id] = self.nudges.get(order_id, 0) + 1
-        self.due_at[order_id] = now + min(self.cap, self.stall_after * 2 ** min(n, 16))
+        # The n-th nudge waits stall_after * 2**n, at most cap (default: 60, 120, 240, then 300 s).
+        self.due_at[order_id] = now + Backoff(base=self.stall_after, cap=self.cap).delay(n)
 
 
 def _stored_time(rfc3339_text: str, default: float) -> float:
@@ -109,12 +110,12 @@ class OrderService:
 
     def __init__(
         self,
-        orders: OrderTable,
-        order_created: Any,
-        dead_letters: DeadLetters,
+        orders: OrderStore,
+        publisher: Publisher,
+        dead_letters: DeadLetterSink,
         watch: OrderWatch,
         stalled: StalledOrders,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
         progress: CommandProgress | None = None,
         chains: KeyChains | None = None,
         commands: CommandReader | None = None,
@@ -127,7 +128,7 @@ class OrderService:
         # stalled order must not hold the lock ``progress.missing_before`` waits on).
         self.commands = commands
         self.partitions = progress.partitions if progress is not None else stalled.partitions
-        self.order_created = order_created
+        self.publisher = publisher  # order.created
         self.dead_letters = dead_letters
         self.watch = watch
         self.stalled = stalled
@@ -136,11 +137,12 @@ class OrderService:
         self.on_created: Callable[[Order], None] | None = None
         self.on_terminal: Callable[[Order], None] | None = None
 
-    async def handle(self, event: Any) -> None:
+    async def handle(self, event: InboundEvent) -> None:
+        """Handle one command or payment result; what fails goes to the dead letters."""
         with consuming(event):  # order.created's publish nests under it
             await self._handle_command_or_result(event)
 
-    async def _handle_command_or_result(self, event: Any) -> None:
+    async def _handle_command_or_result(self, event: InboundEvent) -> None:
         message = event.message
         commands = self.progress if message.topic == ORDER_COMMANDS else None
         if commands is None:
@@ -148,12 +150,16 @@ class OrderService:
             return
         # A command ahead of a hole: the commands before it first (the first PlaceOrder of an
         # Idempotency-Key wins), read from Kafka; Faust delivers them again later (duplicates).
-        for command in [*await commands.missing_before(message.partition, message.offset), event]:
+        in_order: list[InboundEvent] = [
+            *await commands.missing_before(message.partition, message.offset),
+            event,
+        ]
+        for command in in_order:
             with order_context(command.message.key):  # each one's lines name its own order
                 await self.dead_letters.guard(command, self._handle)
             commands.handled(message.partition, command.message.offset)
 
-    async def _handle(self, event: Any) -> None:
+    async def _handle(self, event: InboundEvent) -> None:
         message = event.message
         decoded = decode_event(message.value, _EXPECTED_TYPE.get(message.topic))
         if message.key != decoded.order_id.encode():
@@ -186,14 +192,14 @@ class OrderService:
         if placement.kind is not PlacementKind.CONFLICT:
             self.stalled.track(placement.order, self.clock())
         if placement.publish is not None:
-            await self.order_created.send(
-                key=command.order_id.encode(), value=encode_event(placement.publish)
-            )
+            await self.publisher.publish(placement.publish)
         self.watch.notify(command.order_id)
         if key_order_id != command.order_id:
             self.watch.notify(key_order_id)  # POSTs and GETs wait under the key's first id
 
-    async def _record_payment(self, event: Any, payment: PaymentCompleted | PaymentFailed) -> None:
+    async def _record_payment(
+        self, event: InboundEvent, payment: PaymentCompleted | PaymentFailed
+    ) -> None:
         order = self.orders.get(payment.order_id)
         if order is None:
             await self.dead_letters.send(event, "payment result for an unknown order")
@@ -260,9 +266,7 @@ class OrderService:
                     "order %s: its PlaceOrder is gone; order.created sent without a payment token",
                     order_id,
                 )
-            await self.order_created.send(
-                key=order_id.encode(), value=encode_event(order.created_event(token))
-            )
+            await self.publisher.publish(order.created_event(token))
             nudged += 1
         return nudged
 

@@ -13,11 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any
 
-import orjson
-
-from orderflow.agents.dead_letters import DeadLetters
 from orderflow.domain.errors import (
     ChargeMismatchError,
     EventDecodeError,
@@ -43,8 +39,16 @@ from orderflow.gateway.base import (
     PermanentGatewayError,
     TransientGatewayError,
 )
-from orderflow.records import decode_event, decode_json, encode_event
-from orderflow.tables import PaymentTable, bind_event
+from orderflow.ports import (
+    Clock,
+    DeadLetterSink,
+    InboundEvent,
+    InboundMessage,
+    PaymentStore,
+    Publisher,
+)
+from orderflow.records import decode_event, decode_json
+from orderflow.tables import bind_event
 from orderflow.tables.scan import PartitionScan, elsewhere
 from orderflow.topics import ORDER_CREATED, PAYMENT_RECONCILE
 from orderflow.tracing import consuming
@@ -116,16 +120,16 @@ class PaymentService:
 
     def __init__(
         self,
-        payments: PaymentTable,
-        gateway: Callable[[], Awaitable[PaymentGateway]],
-        publish: Callable[[str, bytes, bytes], Awaitable[None]],
-        dead_letters: DeadLetters,
+        payments: PaymentStore,
+        gateway: PaymentGateway,
+        publisher: Publisher,
+        dead_letters: DeadLetterSink,
         unknown: UnknownPayments,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
     ) -> None:
         self.payments = payments
         self.gateway = gateway
-        self.publish = publish  # (topic, key, value)
+        self.publisher = publisher  # payment outcomes and reconcile requests
         self.dead_letters = dead_letters
         self.unknown = unknown
         self.clock = clock
@@ -135,14 +139,14 @@ class PaymentService:
             [int, Callable[[], Awaitable[None]], bytes | None], Awaitable[bool]
         ] = _run
 
-    async def handle_batch(self, events: Sequence[Any]) -> None:
+    async def handle_batch(self, events: Sequence[InboundEvent]) -> None:
         """Group the batch by order id and run the groups concurrently."""
-        by_order: dict[bytes, list[Any]] = {}
+        by_order: dict[bytes, list[InboundEvent]] = {}
         for event in events:
             by_order.setdefault(event.message.key or b"", []).append(event)
         await asyncio.gather(*(self._handle_in_order(group) for group in by_order.values()))
 
-    async def _handle_in_order(self, events: list[Any]) -> None:
+    async def _handle_in_order(self, events: list[InboundEvent]) -> None:
         for event in events:
             bind_event(event)  # table writes go to this event's partition (see bind_event)
             handle = partial(self.handle, event)
@@ -150,11 +154,12 @@ class PaymentService:
             # owner's; the order's later events here queue behind that redo (Fence.run).
             await self.run_event(event.message.partition, handle, event.message.key)
 
-    async def handle(self, event: Any) -> None:
+    async def handle(self, event: InboundEvent) -> None:
+        """Handle one ``order.created`` or reconcile request; failures go to the dead letters."""
         with consuming(event):  # the gateway call and the result's publish nest under it
             await self.dead_letters.guard(event, self._handle)
 
-    async def _handle(self, event: Any) -> None:
+    async def _handle(self, event: InboundEvent) -> None:
         message = event.message
         if message.topic == PAYMENT_RECONCILE:
             await self._reconcile(message)
@@ -193,7 +198,7 @@ class PaymentService:
                 )
             await self._charge(record)
 
-    async def _reconcile(self, message: Any) -> None:
+    async def _reconcile(self, message: InboundMessage) -> None:
         data = decode_json(message.value)
         order_id = data.get("order_id") if isinstance(data, dict) else None
         if not isinstance(order_id, str) or message.key != order_id.encode():
@@ -212,8 +217,7 @@ class PaymentService:
         the first one landed could be a second one. Only a lookup that finds nothing allows it.
         """
         try:
-            gateway = await self.gateway()
-            found = await gateway.find_charge(record.idempotency_key)
+            found = await self.gateway.find_charge(record.idempotency_key)
         except GatewayError as exc:  # still not known: ask again later, never charge blind
             self._mark_unknown(record, exc)
             return
@@ -240,8 +244,7 @@ class PaymentService:
             record.payment_token,
         )
         try:
-            gateway = await self.gateway()
-            outcome: Approved | Declined = await gateway.charge(request)
+            outcome: Approved | Declined = await self.gateway.charge(request)
         except TransientGatewayError as exc:
             # The card may have been charged: never call it failed. The reconciler asks again.
             self._mark_unknown(record, exc)
@@ -250,7 +253,7 @@ class PaymentService:
             # A refusal of the request itself. An earlier attempt with this key (a timeout, a
             # crash) may still have charged, so the gateway's record decides, not the error.
             try:
-                found = await gateway.find_charge(record.idempotency_key)
+                found = await self.gateway.find_charge(record.idempotency_key)
             except GatewayError as lookup_error:
                 self._mark_unknown(record, lookup_error)
                 return
@@ -313,7 +316,7 @@ class PaymentService:
                 at,
                 record.charge_id,
             )
-        await self.publish(event.event_type, record.order_id.encode(), encode_event(event))
+        await self.publisher.publish(event)
 
     async def request_due_reconciliations(self) -> int:
         """Ask the owner of each due UNKNOWN payment to settle it (via the reconcile topic)."""
@@ -328,7 +331,5 @@ class PaymentService:
             )
         due = self.unknown.take_due(self.clock())
         for order_id in due:
-            await self.publish(
-                PAYMENT_RECONCILE, order_id.encode(), orjson.dumps({"order_id": order_id})
-            )
+            await self.publisher.request_reconciliation(order_id)
         return len(due)

@@ -6,6 +6,8 @@ import enum
 import re
 from dataclasses import dataclass, replace
 
+from orderflow.domain.backoff import Backoff
+
 __all__ = [
     "DECLINE_MESSAGES",
     "Approved",
@@ -210,9 +212,8 @@ def charge_mismatch(record: PaymentRecord, charge: GatewayCharge) -> str | None:
 
 def next_reconcile_delay(attempts: int, base: float = 1.0, cap: float = 60.0) -> float:
     """Seconds until an UNKNOWN payment is asked about again: doubling, capped, never zero."""
-    # Bound the exponent: the cap applies long before, and base * 2**1024 overflows a float.
-    exponent = min(max(0, attempts - 1), 64)
-    return float(min(cap, base * 2**exponent))
+    # The first attempt waits the base; Backoff bounds the exponent (2**1024 overflows a float).
+    return Backoff(base=base, cap=cap).delay(attempts - 1)
 
 
 class PaymentAction(enum.Enum):

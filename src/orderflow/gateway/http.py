@@ -22,11 +22,12 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
 
+from orderflow.domain.backoff import Backoff
 from orderflow.domain.payment import Approved, ChargeOutcome, Declined, GatewayCharge, decline_for
 from orderflow.domain.tokens import mask_text
 from orderflow.gateway.base import (
@@ -41,29 +42,9 @@ __all__ = [
     "BreakerState",
     "CircuitBreaker",
     "HttpPaymentGateway",
-    "backoff_ceiling",
-    "backoff_delays",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def backoff_ceiling(attempt: int, base: float, cap: float) -> float:
-    """The most we wait before retry ``attempt`` (0-based): ``base * 2**attempt``, capped."""
-    # The exponent is clamped so a long-running loop cannot overflow the float.
-    return min(cap, base * 2.0 ** min(attempt, 64))
-
-
-def backoff_delays(base: float, cap: float, rng: random.Random) -> Iterator[float]:
-    """Endless retry delays with full jitter: uniform in ``[0, backoff_ceiling(n)]``.
-
-    Full jitter spreads the retries of many clients that failed together (AWS's "Exponential
-    Backoff and Jitter"), instead of having them retry in lock-step.
-    """
-    attempt = 0
-    while True:
-        yield rng.uniform(0.0, backoff_ceiling(attempt, base, cap))
-        attempt += 1
 
 
 class BreakerState(enum.Enum):
@@ -203,8 +184,8 @@ class HttpPaymentGateway:
         self.deadline = deadline
         self.max_attempts = max_attempts
         self.breaker = breaker or CircuitBreaker()
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
+        # Full jitter: the retries of many workers that failed together do not stay in step.
+        self.backoff = Backoff(backoff_base, backoff_cap, jitter=1.0)
         self._rng = rng or random.Random()
         # Called right before every HTTP attempt (first, retries, lookups); what it raises
         # propagates unchanged and the attempt is not sent.
@@ -331,28 +312,7 @@ class HttpPaymentGateway:
             raise TransientGatewayError(f"{method} {path}: no answer in {limit:.3g}s") from exc
         except aiohttp.ClientError as exc:
             raise TransientGatewayError(f"{method} {path}: {type(exc).__name__}") from exc
-        try:
-            body = json.loads(raw) if raw else {}
-        except ValueError:
-            body = {}
-        if not isinstance(body, dict):
-            body = {}
-        if not _is_transient(status) and not (200 <= status < 300 or status == 402):
-            # The gateway's words stay in our log: the error may reach a decline message, an
-            # event, a table; its body may echo what we sent.
-            log.warning(
-                "gateway refused %s %s: HTTP %d: %s",
-                method,
-                path,
-                status,
-                _excerpt(_error_field(body, "message") or raw),
-            )
-            raise PermanentGatewayError(f"{method} {path}: HTTP {status}", status=status)
-        if status < 300 and not body:
-            raise TransientGatewayError(
-                f"{method} {path}: HTTP {status} without JSON", status=status
-            )
-        return _Reply(status, body, retry_after)
+        return _reply(f"{method} {path}", status, raw, retry_after)
 
     async def _exchange(
         self,
@@ -370,59 +330,22 @@ class HttpPaymentGateway:
         loop = asyncio.get_running_loop()
         deadline_at = loop.time() + self.deadline
         url = self.base_url + path
-        delays = backoff_delays(self.backoff_base, self.backoff_cap, self._rng)
+        delays = self.backoff.delays(self._rng)
         sent = 0
         while True:  # the breaker has allowed this attempt
-            if self.before_request is not None:
-                try:
-                    self.before_request()
-                except BaseException as exc:
-                    # Never sent: neither a success nor a failure; free a half-open probe slot.
-                    self.breaker.release()
-                    log.info(
-                        "%s %s (key %s) not sent, attempt %d refused: %s",
-                        method,
-                        path,
-                        idempotency_key,
-                        sent + 1,
-                        exc,
-                    )
-                    raise
+            self._clear_to_send(f"{method} {path} (key {idempotency_key})", sent + 1)
             sent += 1
             limit = min(self.request_timeout, deadline_at - loop.time())
-            retry_after: float | None = None
-            try:
-                reply = await self._attempt(method, url, limit, json_body, params, headers)
-            except TransientGatewayError as exc:
-                self.breaker.record_failure()
-                last = exc
-            except PermanentGatewayError:
-                self.breaker.record_success()  # the gateway is up; the request is wrong
-                raise
-            except BaseException:
-                self.breaker.release()
-                raise
-            else:
-                if not _is_transient(reply.status):
-                    self.breaker.record_success()
-                    return reply
-                if reply.status == 409:
-                    self.breaker.release()  # a concurrent twin, not a sick gateway
-                else:
-                    self.breaker.record_failure()
-                last = TransientGatewayError(
-                    f"{method} {path}: HTTP {reply.status}", status=reply.status
-                )
-                retry_after = reply.retry_after
-
-            delay = next(delays) if retry_after is None else max(retry_after, next(delays))
-            stop: str | None = None
-            if sent >= self.max_attempts:
-                stop = "gave up"
-            elif loop.time() + delay >= deadline_at:
-                # Never sleep past the deadline (nor a Retry-After beyond it): answer now.
-                stop = f"deadline of {self.deadline}s passed"
-            else:
+            outcome = await self._reported(
+                self._attempt(method, url, limit, json_body, params, headers), f"{method} {path}"
+            )
+            if isinstance(outcome, _Reply):
+                return outcome
+            last = outcome.error
+            # Never sooner than the gateway's Retry-After, when it sent one.
+            delay = max(outcome.retry_after or 0.0, next(delays))
+            stop = self._stop_before_sleep(sent, loop.time() + delay, deadline_at)
+            if stop is None:
                 log.debug(
                     "retrying %s %s (key %s) in %.3fs: %s",
                     method,
@@ -432,16 +355,95 @@ class HttpPaymentGateway:
                     last,
                 )
                 await asyncio.sleep(delay)
-                if loop.time() >= deadline_at:  # the sleep overshot; aiohttp reads 0 as no limit
-                    stop = f"deadline of {self.deadline}s passed"
-                elif not self.breaker.allow():
-                    # Not CircuitOpenError: an earlier attempt reached the gateway and may
-                    # have charged.
-                    stop = "circuit opened"
+                stop = self._stop_after_sleep(loop.time(), deadline_at)
             if stop is not None:
                 raise TransientGatewayError(
                     f"{stop} after {sent} attempt(s): {last}", status=last.status
                 ) from last
+
+    def _clear_to_send(self, what: str, attempt: int) -> None:
+        """Run the ``before_request`` hook; what it raises propagates and nothing is sent."""
+        if self.before_request is None:
+            return
+        try:
+            self.before_request()
+        except BaseException as exc:
+            # Never sent: neither a success nor a failure; free a half-open probe slot.
+            self.breaker.release()
+            log.info("%s not sent, attempt %d refused: %s", what, attempt, exc)
+            raise
+
+    async def _reported(self, attempt: Awaitable[_Reply], what: str) -> _Reply | _Retry:
+        """Await one attempt and tell the breaker: the final reply, or why to try again."""
+        try:
+            reply = await attempt
+        except TransientGatewayError as exc:
+            self.breaker.record_failure()
+            return _Retry(exc)
+        except PermanentGatewayError:
+            self.breaker.record_success()  # the gateway is up; the request is wrong
+            raise
+        except BaseException:
+            self.breaker.release()
+            raise
+        if not _is_transient(reply.status):
+            self.breaker.record_success()
+            return reply
+        if reply.status == 409:
+            self.breaker.release()  # a concurrent twin, not a sick gateway
+        else:
+            self.breaker.record_failure()
+        error = TransientGatewayError(f"{what}: HTTP {reply.status}", status=reply.status)
+        return _Retry(error, reply.retry_after)
+
+    def _stop_before_sleep(self, sent: int, wake_at: float, deadline_at: float) -> str | None:
+        """Why not to retry after ``sent`` attempts, waking at ``wake_at``; None: sleep, retry."""
+        if sent >= self.max_attempts:
+            return "gave up"
+        if wake_at >= deadline_at:
+            # Never sleep past the deadline (nor a Retry-After beyond it): answer now.
+            return f"deadline of {self.deadline}s passed"
+        return None
+
+    def _stop_after_sleep(self, now: float, deadline_at: float) -> str | None:
+        """Why not to send the retry after all; None: send it."""
+        if now >= deadline_at:  # the sleep overshot; aiohttp reads 0 as no limit
+            return f"deadline of {self.deadline}s passed"
+        if not self.breaker.allow():
+            # Not CircuitOpenError: an earlier attempt reached the gateway and may have charged.
+            return "circuit opened"
+        return None
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """A transient failure: why, and how long the gateway asked us to wait (``Retry-After``)."""
+
+    error: TransientGatewayError
+    retry_after: float | None = None
+
+
+def _reply(what: str, status: int, raw: bytes, retry_after: float | None) -> _Reply:
+    """The gateway's answer to ``what`` (method and path): a refusal raises, a body is parsed."""
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    if not _is_transient(status) and not (200 <= status < 300 or status == 402):
+        # The gateway's words stay in our log: the error may reach a decline message, an
+        # event, a table; its body may echo what we sent.
+        log.warning(
+            "gateway refused %s: HTTP %d: %s",
+            what,
+            status,
+            _excerpt(_error_field(body, "message") or raw),
+        )
+        raise PermanentGatewayError(f"{what}: HTTP {status}", status=status)
+    if status < 300 and not body:
+        raise TransientGatewayError(f"{what}: HTTP {status} without JSON", status=status)
+    return _Reply(status, body, retry_after)
 
 
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")

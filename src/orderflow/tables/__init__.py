@@ -5,8 +5,31 @@ Both tables are co-partitioned with the order topics: entry ``k`` of either tabl
 partition that ``k``'s events arrive on.
 """
 
-from orderflow.tables.orders import OrderTable
-from orderflow.tables.payments import PaymentTable
+from orderflow.domain.order import Order
+from orderflow.domain.payment import PaymentRecord
+from orderflow.records import (
+    order_from_bytes,
+    order_to_bytes,
+    payment_from_bytes,
+    payment_to_bytes,
+)
+from orderflow.tables.base import JsonTable
 from orderflow.tables.stream_context import bind_event
 
 __all__ = ["OrderTable", "PaymentTable", "bind_event"]
+
+
+class OrderTable(JsonTable[Order]):
+    """The ``OrderDB`` Faust table (order id -> Order), written by the order service only."""
+
+    NAME = "OrderDB"
+    HELP = "Orders by id, owned by the order service."
+    encode, decode = staticmethod(order_to_bytes), staticmethod(order_from_bytes)
+
+
+class PaymentTable(JsonTable[PaymentRecord]):
+    """The ``PaymentDB`` Faust table (order id -> PaymentRecord), written by the payment service."""
+
+    NAME = "PaymentDB"
+    HELP = "Payment attempts by order id, owned by the payment service."
+    encode, decode = staticmethod(payment_to_bytes), staticmethod(payment_from_bytes)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 # A module import, not a name: orderflow.delivery imports this package (a cycle Python
 # resolves as long as the name is looked up at call time).
@@ -12,7 +12,15 @@ from orderflow.tables.scan import partition_rows
 
 __all__ = ["JsonTable"]
 
-T = TypeVar("T")
+
+class Keyed(Protocol):
+    """A table value: every table is keyed by order id (co-partitioned with the order topics)."""
+
+    @property
+    def order_id(self) -> str: ...
+
+
+T = TypeVar("T", bound=Keyed)
 
 
 def _allow() -> None:
@@ -20,20 +28,18 @@ def _allow() -> None:
 
 
 class JsonTable(Generic[T]):
-    """Order id -> ``T``, stored as bytes; writes happen inside stream iteration only."""
+    """Order id -> ``T``, stored as bytes; writes happen inside stream iteration only.
 
-    def __init__(
-        self,
-        app: Any,
-        name: str,
-        partitions: int,
-        encode: Callable[[T], bytes],
-        decode: Callable[[bytes], T],
-        key_of: Callable[[T], str],
-        help: str,
-    ) -> None:
-        self.name = name
-        self._encode, self._decode, self._key_of = encode, decode, key_of
+    A table is a subclass naming its table and how its values are stored (``orderflow.records``).
+    """
+
+    NAME: ClassVar[str]  # the Faust table's name (its changelog topic is named after it)
+    HELP: ClassVar[str]
+    encode: Callable[[T], bytes]  # staticmethods of the subclass
+    decode: Callable[[bytes], T]
+
+    def __init__(self, app: Any, partitions: int) -> None:
+        self.name = self.NAME
         # bytes keys and values: Faust picks the "raw" codec, so keys partition exactly like the
         # order topics' keys (the same UTF-8 bytes through the same murmur2 partitioner).
         # DeliveringTable: the agent batch that writes an entry awaits its changelog delivery
@@ -41,12 +47,12 @@ class JsonTable(Generic[T]):
         self.table = app.tables.add(
             delivery.DeliveringTable(
                 app,
-                name=name,
+                name=self.NAME,
                 beacon=app.tables.beacon,
                 partitions=partitions,
                 key_type=bytes,
                 value_type=bytes,
-                help=help,
+                help=self.HELP,
             )
         )
         # Called right before every write; raises to refuse it (orderflow.fencing: a handler whose
@@ -55,12 +61,12 @@ class JsonTable(Generic[T]):
 
     def get(self, order_id: str) -> T | None:
         raw = self.table.get(order_id.encode())
-        return None if raw is None else self._decode(raw)
+        return None if raw is None else self.decode(raw)
 
     def put(self, value: T) -> None:
         """Store it; Faust sends the changelog entry (to the current event's partition)."""
         self.before_write()
-        self.table[self._key_of(value).encode()] = self._encode(value)
+        self.table[value.order_id.encode()] = self.encode(value)
 
     async def put_durable(self, value: T) -> None:
         """Store it and wait until its changelog record is in Kafka (raises if it is not).
@@ -74,9 +80,6 @@ class JsonTable(Generic[T]):
         sent = self.table.last_changelog
         if sent is not None:
             await sent
-
-    def decode(self, raw: bytes) -> T:
-        return self._decode(raw)
 
     def partition_rows(self, partition: int) -> Iterable[tuple[bytes, bytes]]:
         """The raw rows of one partition held here (see ``orderflow.tables.scan``)."""

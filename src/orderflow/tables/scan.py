@@ -60,7 +60,6 @@ class PartitionScan:
         self.scanned: set[int] = set()
         self.pending: set[int] = set()
         self.generation = 0  # bumped by each assignment: a scan in progress stops and restarts
-        self.rows_read = 0  # total, for logs and tests
 
     def assigned(self, partitions: Iterable[int], *, rescan_all: bool = False) -> None:
         """A new assignment is in place; ``rescan_all`` when kept partitions may have changed."""
@@ -87,7 +86,6 @@ class PartitionScan:
                 for raw in chunk:
                     track(decode(raw))
                 read += len(chunk)
-                self.rows_read += len(chunk)
                 await asyncio.sleep(0)  # let the loop run between chunks
                 if generation != self.generation:
                     return read  # reassigned meanwhile: the next run reads the new pending set

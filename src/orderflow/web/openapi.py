@@ -150,67 +150,46 @@ def _paths() -> dict[str, Any]:
     return {
         "/orders": {"post": _post_orders()},
         "/orders/{order_id}": {"get": _get_order()},
-        "/health": {
-            "get": _open(
-                {
-                    "operationId": "health",
-                    "summary": "Liveness, with the worker's counters",
-                    "responses": {
-                        "200": _json("Health", "Every agent moves on."),
-                        "503": _json(
-                            "Health",
-                            "An agent is stuck on one event, or a rebalance/table "
-                            "recovery outlasted its deadline (`status: stuck`).",
-                        ),
-                    },
-                }
-            )
-        },
-        "/ready": {
-            "get": _open(
-                {
-                    "operationId": "ready",
-                    "summary": "Readiness",
-                    "responses": {
-                        "200": _json("Ready", "Partitions assigned and tables recovered."),
-                        "503": _json("Ready", "Recovering or rebalancing.", "Retry-After"),
-                    },
-                }
-            )
-        },
+        "/health": {"get": _open_get("health", "Liveness, with the worker's counters", _HEALTH)},
+        "/ready": {"get": _open_get("ready", "Readiness", _READY)},
         "/metrics": {
-            "get": _open(
-                {
-                    "operationId": "metrics",
-                    "summary": "Prometheus metrics (text exposition format)",
-                    "responses": {
-                        "200": {
-                            "description": "The worker's metrics (`orderflow_*`).",
-                            "content": {
-                                "text/plain; version=0.0.4; charset=utf-8": {
-                                    "schema": {"type": "string"}
-                                }
-                            },
-                        }
-                    },
-                }
-            )
+            "get": _open_get("metrics", "Prometheus metrics (text exposition format)", _METRICS)
         },
-        "/openapi.json": {
-            "get": _open(
-                {
-                    "operationId": "openapi",
-                    "summary": "This document",
-                    "responses": {
-                        "200": {
-                            "description": "OpenAPI 3.1",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
-                    },
-                }
-            )
-        },
+        "/openapi.json": {"get": _open_get("openapi", "This document", _OPENAPI)},
     }
+
+
+def _open_get(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+    """A GET of the worker itself (health, metrics, this document): no API key by default."""
+    # A copy: ``_secure`` adds a 401 to the responses of a path it closes.
+    operation = {"operationId": operation_id, "summary": summary, "responses": dict(responses)}
+    return _open(operation)
+
+
+_HEALTH = {
+    "200": _json("Health", "Every agent moves on."),
+    "503": _json(
+        "Health",
+        "An agent is stuck on one event, or a rebalance/table "
+        "recovery outlasted its deadline (`status: stuck`).",
+    ),
+}
+_READY = {
+    "200": _json("Ready", "Partitions assigned and tables recovered."),
+    "503": _json("Ready", "Recovering or rebalancing.", "Retry-After"),
+}
+_METRICS = {
+    "200": {
+        "description": "The worker's metrics (`orderflow_*`).",
+        "content": {"text/plain; version=0.0.4; charset=utf-8": {"schema": {"type": "string"}}},
+    }
+}
+_OPENAPI = {
+    "200": {
+        "description": "OpenAPI 3.1",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
 
 
 def _components() -> dict[str, Any]:

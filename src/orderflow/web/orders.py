@@ -42,11 +42,11 @@ from orderflow.domain.order import Order
 from orderflow.domain.tokens import token_digest
 from orderflow.domain.validation import OrderRequest, Problem, validate_order_request
 from orderflow.keychains import KeyChains
+from orderflow.ports import CommandSender, HttpRequest, OrderReader, OwnerRouting
 from orderflow.records import encode_event, order_to_public
-from orderflow.tables import OrderTable
 from orderflow.watch import OrderWatch
 from orderflow.web.auth import FORWARDED_HEADER, Authenticator, Caller
-from orderflow.web.routing import NotReady, OwnerLookup
+from orderflow.web.routing import NotReady, Owner
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -113,7 +113,7 @@ def _now() -> tuple[str, float]:
     return rfc3339(ms / 1000), ms / 1000
 
 
-def _content_type_refusal(request: Any) -> ApiResponse | None:
+def _content_type_refusal(request: HttpRequest) -> ApiResponse | None:
     """415 unless the body is declared JSON (parameters such as charset allowed)."""
     declared = request.headers.get("Content-Type", "")
     if declared.split(";", 1)[0].strip().lower() == "application/json":
@@ -305,10 +305,10 @@ class OrderApi:
 
     def __init__(
         self,
-        orders: OrderTable,
-        commands: Any,
+        orders: OrderReader,
+        commands: CommandSender,
         watch: OrderWatch,
-        routing: OwnerLookup,
+        routing: OwnerRouting,
         post_wait_s: float,
         long_polls: LongPolls | None = None,
         caught_up: CaughtUp | None = None,
@@ -338,7 +338,7 @@ class OrderApi:
             self.auth.secret, Settings.partitions, Settings.idempotency_retention_s
         )
 
-    async def create(self, request: Any) -> ApiResponse:
+    async def create(self, request: HttpRequest) -> ApiResponse:
         # A worker's signed forward is checked once its body is read; anyone else first.
         caller = None if request.headers.get(FORWARDED_HEADER) else self.auth.caller(request)
         if caller is None and not request.headers.get(FORWARDED_HEADER):
@@ -515,7 +515,7 @@ class OrderApi:
                 self.placements.unconfirmed(order_id, delivery)
             return False
 
-    async def get(self, request: Any, order_id: str) -> ApiResponse:
+    async def get(self, request: HttpRequest, order_id: str) -> ApiResponse:
         caller = self.auth.caller(request)
         if caller is None:
             return UNAUTHORIZED
@@ -565,7 +565,12 @@ class OrderApi:
         return None
 
     async def _get(
-        self, request: Any, order_id: str, wait: float, caller: Caller, placed_at: float | None
+        self,
+        request: HttpRequest,
+        order_id: str,
+        wait: float,
+        caller: Caller,
+        placed_at: float | None,
     ) -> ApiResponse:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -665,8 +670,8 @@ class OrderApi:
 
     async def _forward(
         self,
-        owner: Any,
-        request: Any,
+        owner: Owner,
+        request: HttpRequest,
         body_bytes: bytes | None,
         timeout: float,
         caller: Caller,
@@ -686,7 +691,7 @@ class OrderApi:
         )
         return ApiResponse(status, None, headers, raw=payload, content_type=content_type)
 
-    async def _read_body(self, request: Any) -> tuple[Any, ApiResponse | None]:
+    async def _read_body(self, request: HttpRequest) -> tuple[Any, ApiResponse | None]:
         """The whole body (decoded), or the JSON 4xx that refuses it; never a bare 500."""
         too_large = Problem("$", "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
         encoding = request.headers.get("Content-Encoding", "").strip().lower()

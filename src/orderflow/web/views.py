@@ -48,27 +48,68 @@ def register_views(
     auth: Authenticator | None = None,
 ) -> None:
     """Mount the HTTP API on the worker's web server; ``gateway`` says which one /ready shows."""
-    shown = dict(gateway or {})
-    auth = auth or api.auth
+    mount = _Mount(app, metrics, auth or api.auth)
+    _order_views(mount, api)
+    _worker_views(mount, routing, health, dict(gateway or {}))
+    if metrics is not None:
+        _metrics_view(mount, metrics)
+    if openapi is not None:
+        _openapi_view(mount, orjson.dumps(openapi))
 
-    def counted(request: Any, route: str, response: Any) -> Any:
+
+# What a worker page answers once the key check let the request through: (view, request).
+PageAnswer = Callable[[View, Any], Any]
+
+
+class _Mount:
+    """What every view shares: the app it is mounted on, the request counter, the key check."""
+
+    def __init__(self, app: Any, metrics: Metrics | None, auth: Authenticator) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.auth = auth
+
+    def counted(self, request: Any, route: str, response: Any) -> Any:
         # By route template, never the raw path: order ids would make unbounded label values.
-        if metrics is not None:
-            metrics.http(request.method, route, response.status)
+        if self.metrics is not None:
+            self.metrics.http(request.method, route, response.status)
         return response
 
-    def refused(endpoint: str, request: Any) -> bool:
+    def refused(self, endpoint: str, request: Any) -> bool:
         """An endpoint not in ORDERFLOW_OPEN_ENDPOINTS needs an API key like /orders."""
-        return not auth.is_open(endpoint) and auth.caller(request) is None
+        return not self.auth.is_open(endpoint) and self.auth.caller(request) is None
 
-    @app.page("/orders")
+    def worker_page(
+        self, path: str, endpoint: str, answer: PageAnswer, *, name: str, count: bool = True
+    ) -> None:
+        """Mount GET ``path``, one of the worker's own pages: open when ``endpoint`` is.
+
+        ``count=False``: the answer counts itself (``/metrics``, before it renders).
+        """
+        mount = self
+
+        @self.app.page(path, name=name)
+        class WorkerPage(View):  # type: ignore[misc]
+            """GET ``path``: a 401 unless open or keyed, else ``answer``; counted by route."""
+
+            async def get(self, request: Any) -> Any:
+                if mount.refused(endpoint, request):
+                    return mount.counted(request, path, _respond(self, UNAUTHORIZED))
+                response = answer(self, request)
+                return mount.counted(request, path, response) if count else response
+
+
+def _order_views(mount: _Mount, api: OrderApi) -> None:
+    counted = mount.counted
+
+    @mount.app.page("/orders")
     class OrderCollection(View):  # type: ignore[misc]
         """POST /orders: place an order."""
 
         async def post(self, request: Any) -> Any:
             return counted(request, "/orders", _respond(self, await api.create(request)))
 
-    @app.page("/orders/{order_id}")
+    @mount.app.page("/orders/{order_id}")
     class OrderResource(View):  # type: ignore[misc]
         """GET /orders/{order_id}[?wait=SECONDS]: the order, from its partition's owner."""
 
@@ -77,53 +118,38 @@ def register_views(
                 response = _respond(self, await api.get(request, order_id))
             return counted(request, "/orders/{order_id}", response)
 
-    @app.page("/health")
-    class Health(View):  # type: ignore[misc]
-        """Liveness: 200 while every agent moves on; 503 naming an agent stuck on one event."""
 
-        async def get(self, request: Any) -> Any:
-            if refused("health", request):
-                return counted(request, "/health", _respond(self, UNAUTHORIZED))
-            status, body = health()
-            return counted(request, "/health", self.json(body, status=status))
+def _worker_views(
+    mount: _Mount, routing: OwnerLookup, health: HealthCheck, shown: dict[str, str]
+) -> None:
+    def alive(view: View, request: Any) -> Any:
+        status, body = health()
+        return view.json(body, status=status)
 
-    @app.page("/ready")
-    class Ready(View):  # type: ignore[misc]
-        """Readiness: partitions assigned and tables recovered (503 otherwise)."""
+    def ready(view: View, request: Any) -> Any:
+        if routing.is_ready():
+            return view.json({"status": "ready", **shown})
+        return view.json({"status": "not_ready", **shown}, status=503, headers={"Retry-After": "1"})
 
-        async def get(self, request: Any) -> Any:
-            if refused("ready", request):
-                return counted(request, "/ready", _respond(self, UNAUTHORIZED))
-            if routing.is_ready():
-                return counted(request, "/ready", self.json({"status": "ready", **shown}))
-            response = self.json(
-                {"status": "not_ready", **shown}, status=503, headers={"Retry-After": "1"}
-            )
-            return counted(request, "/ready", response)
+    # Liveness: 200 while every agent moves on; 503 naming an agent stuck on one event.
+    mount.worker_page("/health", "health", alive, name="Health")
+    # Readiness: partitions assigned and tables recovered (503 otherwise).
+    mount.worker_page("/ready", "ready", ready, name="Ready")
 
-    if metrics is not None:
-        registered = metrics
 
-        @app.page("/metrics")
-        class MetricsPage(View):  # type: ignore[misc]
-            """Prometheus metrics of this worker (its own registry), in the text format."""
+def _metrics_view(mount: _Mount, metrics: Metrics) -> None:
+    def render(view: View, request: Any) -> Any:
+        # Counted before rendering, so that a scrape sees itself counted.
+        metrics.http(request.method, "/metrics", 200)
+        return view.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
-            async def get(self, request: Any) -> Any:
-                if refused("metrics", request):
-                    return counted(request, "/metrics", _respond(self, UNAUTHORIZED))
-                # Counted before rendering, so that a scrape sees itself counted.
-                registered.http(request.method, "/metrics", 200)
-                return self.bytes(registered.render(), headers={"Content-Type": CONTENT_TYPE})
+    # Prometheus metrics of this worker (its own registry), in the text format.
+    mount.worker_page("/metrics", "metrics", render, name="MetricsPage", count=False)
 
-    if openapi is not None:
-        document = orjson.dumps(openapi)
 
-        @app.page("/openapi.json")
-        class OpenApi(View):  # type: ignore[misc]
-            """The OpenAPI 3.1 document of this API."""
+def _openapi_view(mount: _Mount, document: bytes) -> None:
+    def send(view: View, request: Any) -> Any:
+        return view.bytes(document, content_type="application/json")
 
-            async def get(self, request: Any) -> Any:
-                if refused("openapi", request):
-                    return counted(request, "/openapi.json", _respond(self, UNAUTHORIZED))
-                response = self.bytes(document, content_type="application/json")
-                return counted(request, "/openapi.json", response)
+    # The OpenAPI 3.1 document of this API.
+    mount.worker_page("/openapi.json", "openapi", send, name="OpenApi")

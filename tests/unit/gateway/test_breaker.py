@@ -1,46 +1,12 @@
-"""Backoff delays, the circuit breaker's state machine (injected clock), and fault settings."""
+"""The circuit breaker's state machine (injected clock), and fault settings."""
 
 from __future__ import annotations
 
-import itertools
-import random
-
 import pytest
 
-from orderflow.gateway.http import BreakerState, CircuitBreaker, backoff_ceiling, backoff_delays
+from orderflow.gateway.http import BreakerState, CircuitBreaker
 from orderflow.tools.sandbox.gateway import Faults
 from tests.breaker_helpers import FakeClock, state_of
-
-# -- backoff ---------------------------------------------------------------------------------------
-
-
-def test_backoff_ceiling_doubles_from_base_then_stays_at_cap() -> None:
-    ceilings = [backoff_ceiling(n, base=0.1, cap=1.0) for n in range(7)]
-    assert ceilings == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0])
-
-
-def test_backoff_ceiling_does_not_overflow_after_many_attempts() -> None:
-    assert backoff_ceiling(10_000, base=0.1, cap=2.0) == 2.0
-
-
-def test_backoff_delays_stay_within_zero_and_the_ceiling() -> None:
-    delays = list(itertools.islice(backoff_delays(0.05, 1.5, random.Random(7)), 200))
-    for n, delay in enumerate(delays):
-        assert 0.0 <= delay <= backoff_ceiling(n, 0.05, 1.5)
-
-
-def test_backoff_delays_are_jittered_not_fixed() -> None:
-    # Full jitter: at the cap, delays spread over [0, cap] instead of repeating the cap.
-    late = list(itertools.islice(backoff_delays(0.05, 1.0, random.Random(3)), 20, 120))
-    assert min(late) < 0.25
-    assert max(late) > 0.75
-
-
-def test_backoff_delays_are_reproducible_with_a_seed() -> None:
-    first = list(itertools.islice(backoff_delays(0.1, 2.0, random.Random(42)), 10))
-    again = list(itertools.islice(backoff_delays(0.1, 2.0, random.Random(42)), 10))
-    assert first == again
-
 
 # -- circuit breaker -------------------------------------------------------------------------------
 
