@@ -9,7 +9,7 @@ import pytest
 
 from orderflow.tools.localkafka import KafkaCluster, broker_is_reachable
 
-# `orderflow.app` builds the worker's app at import (Faust's `-A` needs it), and a worker needs a
+# `orderflow.app.app` builds the worker's app on first use (Faust's `-A` asks for it), and it needs a
 # gateway chosen explicitly: tests that import it get the sandbox. Processes the tests start get
 # their own environment (tests/harness.py).
 os.environ.setdefault("ORDERFLOW_GATEWAY", "sandbox")

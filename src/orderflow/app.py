@@ -9,6 +9,13 @@ at shutdown, a publish lost with its broker), the order service publishes ``orde
 for any order PENDING too long (``StalledOrders``), and UNKNOWN payments are reconciled. ``exactly_once`` is not used: its transactions cannot cover
 the gateway call anyway, sends from web views fail on partitions the worker does not own, and it
 has open duplicate/ProducerFenced bugs on rebalance (faust-streaming #177, #517, #323).
+
+``build`` assembles a worker from: ``topics.py`` (every topic, who writes and who reads it),
+``agents/order_agent.py`` and ``agents/payment_agent.py`` (each agent's subscription and timer,
+beside the service it drives), ``lifecycle.py`` (rebalance signals, start-up tasks, stop),
+``checks.py`` (start-up checks) and ``faust_glue.py`` (every Faust internal we use). The app is
+built on first use of this module's ``app`` (what ``faust -A orderflow.app`` asks for), not at
+import.
 """
 
 from __future__ import annotations
@@ -16,45 +23,43 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faust
-from mode import Service
-
-from orderflow import tracing
+from orderflow import faust_glue, tracing
+from orderflow.agents.batches import FencedBatches
 from orderflow.agents.dead_letters import DeadLetters
 from orderflow.agents.in_flight import InFlight
+from orderflow.agents.order_agent import register_order_agent
 from orderflow.agents.orders import OrderService, StalledOrders
+from orderflow.agents.payment_agent import register_payment_agent
 from orderflow.agents.payments import PaymentService, UnknownPayments
-from orderflow.agents.progress import CommandLog, CommandProgress, committed_offsets
-from orderflow.config import ConfigError, Settings, cluster_problems
-from orderflow.consumer import RewindingConsumer
-from orderflow.delivery import CHANGELOG, UNDELIVERABLE, DeliveringTopic, run_batch, sequentially
+from orderflow.agents.progress import CommandLog, CommandProgress
+from orderflow.checks import StartupChecks, bootstrap_servers
+from orderflow.config import ConfigError, Settings
+from orderflow.delivery import UNDELIVERABLE, DeliveringTopic
 from orderflow.domain.payment import ChargeOutcome, GatewayCharge
 from orderflow.domain.tokens import fingerprint_key
+from orderflow.faust_glue import ConsumerLag, FencedApp, committed_offsets, raw_topic
 from orderflow.fencing import Fence
 from orderflow.gateway.base import ChargeRequest, PaymentGateway
 from orderflow.health import Liveness
 from orderflow.keychains import KeyChains
-from orderflow.logs import logging_config, order_context
+from orderflow.lifecycle import Lifecycle
+from orderflow.logs import logging_config
 from orderflow.metrics import MeteredGateway, Metrics
 from orderflow.publisher import TopicPublisher
 from orderflow.tables import OrderTable, PaymentTable
-from orderflow.tables.local_state import LocalState, LocalStateGuard
 from orderflow.tables.recovery_check import RecoveryCheck
 from orderflow.topics import (
     APP_ID,
     DEAD_LETTERS,
+    ORDER_CHANGELOG,
     ORDER_COMMANDS,
-    ORDER_CREATED,
-    PAYMENT_COMPLETED,
-    PAYMENT_FAILED,
-    PAYMENT_RECONCILE,
-    TOKEN_TOPICS,
-    changelog_topic,
+    ORDER_TABLE,
+    PAYMENT_CHANGELOG,
+    WORKER_TOPICS,
 )
 from orderflow.tracing import TracedTopic
 from orderflow.watch import OrderWatch
@@ -64,7 +69,7 @@ from orderflow.web.orders import LongPolls, OrderApi
 from orderflow.web.routing import OwnerLookup
 from orderflow.web.views import register_views
 
-__all__ = ["Orderflow", "app", "build", "orderflow"]
+__all__ = ["GatewayHolder", "Orderflow", "app", "build", "orderflow"]
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +78,16 @@ class GatewayHolder:
     """The ``PaymentGateway`` of the worker: creates the client once, in the worker's loop, at
     its first use; embeds the sandbox if asked to."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, before_request: Callable[[], None] | None = None
+    ) -> None:
         self.settings = settings
         self._gateway: PaymentGateway | None = None
         self._sandbox: Any = None
         self._lock = asyncio.Lock()
         self._closed = False
         # Asked before every gateway request (the worker's fence: ``Fence.check``).
-        self.before_request: Callable[[], None] | None = None
+        self.before_request = before_request
 
     async def get(self) -> PaymentGateway:
         if self._gateway is not None:
@@ -128,123 +135,6 @@ class GatewayHolder:
             await self._sandbox.stop()
 
 
-# The topics the worker creates with ORDERFLOW_REPLICATION_FACTOR (the cluster check's view).
-_CHECKED_TOPICS = (
-    ORDER_COMMANDS,
-    ORDER_CREATED,
-    PAYMENT_COMPLETED,
-    PAYMENT_FAILED,
-    PAYMENT_RECONCILE,
-    DEAD_LETTERS,
-    changelog_topic(OrderTable.NAME),
-    changelog_topic(PaymentTable.NAME),
-)
-
-
-class ClusterCheck(Service):
-    """Refuses to run on a cluster that cannot take our writes (issue 9: fail closed).
-
-    Added as the app's first dependency: it starts before Faust's own services, so before any
-    agent runs or topic is created; its error stops the worker with the reason (exit code 1).
-    """
-
-    def __init__(self, settings: Settings, **kwargs: Any) -> None:
-        self.settings = settings
-        super().__init__(**kwargs)
-
-    async def on_start(self) -> None:
-        from aiokafka.errors import KafkaError
-
-        while True:
-            try:
-                broker_ids, min_insync, topic_replicas = await self._describe()
-                break
-            except KafkaError as exc:  # no cluster yet: wait for it, as the worker always did
-                log.warning("cluster check: brokers not answering (%r); asking again", exc)
-                await self.sleep(2.0)
-                if self.should_stop:
-                    return
-        rf = self.settings.replication_factor
-        problems = cluster_problems(rf, broker_ids, min_insync, topic_replicas)
-        if problems:
-            message = "; ".join(problems)
-            log.error("configuration refused: %s", message)
-            raise ConfigError(message)
-        if rf > len(broker_ids):  # the topics exist (else refused above): a broker is down
-            log.warning(
-                "cluster check: %d live broker(s), below ORDERFLOW_REPLICATION_FACTOR=%d: "
-                "a broker is missing; the topics exist, starting",
-                len(broker_ids),
-                rf,
-            )
-        log.info(
-            "cluster check: %d broker(s), replication factor %d, min.insync.replicas %s",
-            len(broker_ids),
-            self.settings.replication_factor,
-            sorted(set(min_insync.values())),
-        )
-
-    async def _describe(self) -> tuple[list[int], dict[int, int], dict[str, int | None]]:
-        """The live brokers' ids, each one's ``min.insync.replicas``, and our topics' replica
-        counts (None: the topic does not exist)."""
-        from aiokafka.admin import AIOKafkaAdminClient
-        from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=_bootstrap_servers(self.settings))
-        try:
-            await admin.start()
-            cluster = await admin.describe_cluster()
-            broker_ids = [int(b["node_id"]) for b in cluster["brokers"]]
-            wanted = {"min.insync.replicas": None}
-            resources = [
-                ConfigResource(ConfigResourceType.BROKER, str(b), wanted) for b in broker_ids
-            ]
-            responses = await admin.describe_configs(resources)
-            # Every topic: naming ours would let a broker that auto-creates topics create them.
-            described = await admin.describe_topics()
-        finally:
-            await admin.close()
-        min_insync: dict[int, int] = {}
-        for response in responses:
-            for _error, _message, _type, name, config in response.resources:
-                for entry in config:
-                    if entry[0] == "min.insync.replicas" and entry[1] is not None:
-                        min_insync[int(name)] = int(entry[1])
-        topic_replicas: dict[str, int | None] = dict.fromkeys(_CHECKED_TOPICS)
-        for topic in described:
-            partitions = topic.get("partitions") or []
-            if topic["topic"] in topic_replicas and topic.get("error_code") == 0 and partitions:
-                topic_replicas[topic["topic"]] = min(len(p["replicas"]) for p in partitions)
-        return broker_ids, min_insync, topic_replicas
-
-
-class FencedApp(faust.App):
-    """Faust's app, whose fence learns of a revocation before Faust acts on it."""
-
-    fence: Fence | None = None
-    token_retention_s: float = Settings.token_retention_s  # see RetainedTopic
-    dead_letter_retention_s: float = Settings.dead_letter_retention_s
-
-    async def _on_partitions_revoked(self, revoked: set[Any]) -> None:
-        # Faust revokes the tables and flushes the producer before it sends the
-        # on_partitions_revoked signal: in-flight work must stop writing before all of that.
-        if self.fence is not None and not self.should_stop:
-            self.fence.revoked()
-        await super()._on_partitions_revoked(revoked)
-
-    def _new_consumer(self) -> Any:
-        # Faust's own consumer (``Transport.create_consumer``) with the rewind of partitions
-        # that have no committed offset after a rebalance (see ``orderflow.consumer``).
-        return RewindingConsumer(
-            self.transport,
-            callback=self.topics.on_message,
-            loop=self.transport.loop,
-            on_partitions_revoked=self._on_partitions_revoked,
-            on_partitions_assigned=self._on_partitions_assigned,
-            beacon=self.beacon,
-        )
-
-
 @dataclass
 class Orderflow:
     """Everything a worker runs, built once; tests and CLI commands reach the parts here."""
@@ -261,94 +151,98 @@ class Orderflow:
     api: OrderApi | None = None
 
 
-class RetainedTopic(faust.Topic):
-    """A topic whose names that carry payment tokens are created with ``retention.ms`` set.
+@dataclass
+class Parts:
+    """What the services, agents, views and signals of one worker share (built by ``build``)."""
 
-    One Faust topic may stand for several names (an agent's sources) with one config; the
-    retention is per name, so ``declare`` adds it per name. Only at creation: a topic that
-    exists already (pre-created by a cluster's operators) keeps its own settings.
-    """
+    app: Any
+    settings: Settings
+    fence: Fence
+    topics: dict[str, Any]  # name -> Faust topic, for each of WORKER_TOPICS
+    outputs: dict[str, DeliveringTopic]  # the same, sends awaited per batch (delivery.run_batch)
+    metrics: Metrics
+    auth: Authenticator
+    watch: OrderWatch
+    dead_letters: DeadLetters
+    routing: OwnerLookup
+    progress: CommandProgress
+    chains: KeyChains
+    command_logs: tuple[CommandLog, CommandLog]  # progress's, and the stall nudge's own
+    unknown: UnknownPayments
+    stalled: StalledOrders
+    in_flight: InFlight
+    recovery_check: RecoveryCheck
 
-    async def declare(self) -> None:
-        conf = self.app.conf
-        if not conf.topic_allow_declare:
-            return
-        producer = await self._get_producer()
-        for topic in self.topics:
-            config = dict(self.config or {})
-            retention_ms = topic_retention_ms(self.app, topic)
-            if retention_ms is not None:
-                config["retention.ms"] = retention_ms
-            await producer.create_topic(
-                topic=topic,
-                partitions=self.partitions or conf.topic_partitions,
-                replication=self.replicas or conf.topic_replication_factor or 1,
-                config=config,
-                compacting=self.compacting,
-                deleting=self.deleting,
-                retention=self.retention,
-            )
+    @classmethod
+    def create(cls, app: Any, settings: Settings, fence: Fence) -> Parts:
+        topics = {name: raw_topic(app, settings, [name]) for name in WORKER_TOPICS}
+        # Traced: each record carries its trace context (traceparent header) to its consumer.
+        outputs = {name: DeliveringTopic(_traced(topic)) for name, topic in topics.items()}
+        metrics = Metrics()
+        # A dead letter is a decision too ("unknown order" while a table is still recovering):
+        # refused like a write while the batch's assignment is not settled, and redone after.
+        dead_letters = DeadLetters(
+            topics[DEAD_LETTERS], before_send=fence.check, on_sent=metrics.dead_letter
+        )
+        auth = Authenticator.from_settings(settings)
+        # The stall nudge has its own consumer (and lock): its reads never hold up
+        # missing_before's.
+        logs = tuple(CommandLog(bootstrap_servers(settings), ORDER_COMMANDS) for _ in range(2))
+        progress = CommandProgress(
+            settings.partitions, committed_offsets(app, ORDER_COMMANDS), logs[0]
+        )
+        return cls(
+            app,
+            settings,
+            fence,
+            topics,
+            outputs,
+            metrics,
+            auth,
+            OrderWatch(),
+            dead_letters,
+            OwnerLookup(app, ORDER_TABLE, settings.max_long_polls),
+            progress,
+            KeyChains(auth.secret, settings.partitions, settings.idempotency_retention_s),
+            (logs[0], logs[1]),
+            UnknownPayments(partitions=settings.partitions),
+            StalledOrders(settings.stall_after_s, partitions=settings.partitions),
+            InFlight(),
+            RecoveryCheck(
+                app, {ORDER_CHANGELOG, PAYMENT_CHANGELOG}, persistent=settings.store == "rocksdb"
+            ),
+        )
 
 
-def topic_retention_ms(app: Any, topic: str) -> int | None:
-    """The ``retention.ms`` a topic that carries payment tokens is created with, else None."""
-    if topic not in TOKEN_TOPICS:
-        return None
-    # From the app: a clone of a topic (Faust derives some) keeps its app, not attributes.
-    if topic == DEAD_LETTERS:
-        seconds = getattr(app, "dead_letter_retention_s", Settings.dead_letter_retention_s)
-    else:
-        seconds = getattr(app, "token_retention_s", Settings.token_retention_s)
-    return int(seconds * 1000)
+def _traced(topic: Any) -> Any:
+    return TracedTopic(topic) if tracing.enabled() else topic
 
 
-def _topic(app: Any, settings: Settings, *names: str) -> Any:
-    # internal=True: Faust creates the topic at start-up with our partition count, so topics are
-    # never left to the broker's auto-create (disabled on our local broker).
-    return RetainedTopic(
-        app,
-        topics=list(names),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-        replicas=settings.replication_factor,
-        internal=True,
-    )
+class WorkerCounters:
+    """The counts /health shows, read from their owners at each request."""
 
+    def __init__(
+        self,
+        app: Any,
+        parts: Parts,
+        payment_service: PaymentService,
+    ) -> None:
+        self.app = app
+        self.parts = parts
+        self.payment_service = payment_service
 
-def _bootstrap_servers(settings: Settings) -> list[str]:
-    return [hp.strip() for hp in settings.kafka_bootstrap.split(",") if hp.strip()]
-
-
-def consumer_lag(app: Any) -> Callable[[], dict[tuple[str, int], int]]:
-    """Records not handled yet per assigned partition, from what Faust's consumer already
-    knows: the highwater of its last fetch and its committed offset (no broker round trip)."""
-
-    def lag() -> dict[tuple[str, int], int]:
-        consumer = getattr(app, "_consumer", None)  # `app.consumer` would create one
-        if consumer is None:
-            return {}
-        lags: dict[tuple[str, int], int] = {}
-        try:
-            assigned = consumer.assignment()
-        except Exception:  # not subscribed yet, or stopping
-            return lags
-        for tp in assigned:
-            committed = consumer._committed_offset.get(tp)  # Faust: the next offset to handle
-            if committed is None:  # nothing committed yet: where reading started (consumer.py)
-                committed = getattr(consumer, "reading_from", {}).get(tp)
-            try:
-                highwater = consumer.highwater(tp)
-            except Exception:  # the partition just moved away
-                continue
-            # Changelogs (tables) have neither: table recovery is not consumer lag.
-            if committed is not None and highwater is not None:
-                lags[(tp.topic, tp.partition)] = max(0, highwater - committed)
-        return lags
-
-    return lag
+    def __call__(self) -> dict[str, int]:
+        dead_letters, consumer = self.parts.dead_letters, self.app.consumer
+        return {
+            "dead_letters": dead_letters.count,
+            "undeliverable_dead_letters": dead_letters.undeliverable,
+            "undeliverable_records": UNDELIVERABLE.count,
+            "inconsistent_payments": self.payment_service.inconsistent,
+            "table_recoveries_restarted": self.parts.recovery_check.restarts,
+            "input_holes_read_again": getattr(consumer, "redelivered", 0),
+            "undelivered_partitions_read_again": getattr(consumer, "undelivered_read_again", 0),
+            "commands_read_ahead_of_a_hole": self.parts.progress.holes_read,
+        }
 
 
 _ENDPOINT_PATHS = {
@@ -366,26 +260,12 @@ def _open_paths(settings: Settings) -> frozenset[str]:
     return frozenset(_ENDPOINT_PATHS[e] for e in settings.open_endpoints if e in _ENDPOINT_PATHS)
 
 
-class ConfigCheck(Service):
-    """Runs a configuration check when the worker starts (before any store or consumer)."""
-
-    def __init__(self, check: Callable[[], None], **kwargs: Any) -> None:
-        self.check = check
-        super().__init__(**kwargs)
-
-    async def on_start(self) -> None:
-        self.check()
-
-
-def build(settings: Settings) -> Orderflow:
-    """Create the Faust app with its topics, tables, agents, timers and views."""
-    store = "rocksdb://" if settings.store == "rocksdb" else "memory://"
-    tracing.setup(settings.tracing)  # "off": imports nothing, every hook below is a no-op
-    app = FencedApp(
-        APP_ID,
+def _kafka_options(settings: Settings) -> dict[str, Any]:
+    """``faust.App`` settings for Kafka, tables and processing."""
+    return dict(
         env={},  # Faust's own unprefixed variables (WEB_PORT, BROKER_URL...) must not win
-        broker=[f"kafka://{hp}" for hp in _bootstrap_servers(settings)],
-        store=store,
+        broker=[f"kafka://{hp}" for hp in bootstrap_servers(settings)],
+        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=str(settings.data_dir),
         autodiscover=False,
         processing_guarantee="at_least_once",
@@ -412,6 +292,12 @@ def build(settings: Settings) -> Orderflow:
         producer_metadata_max_age_ms=500,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
         stream_wait_empty=False,
+    )
+
+
+def _web_options(settings: Settings) -> dict[str, Any]:
+    """``faust.App`` settings for its web server and worker."""
+    return dict(
         web_host=settings.web_host,
         web_bind=settings.web_host,
         web_port=settings.web_port,
@@ -426,276 +312,140 @@ def build(settings: Settings) -> Orderflow:
         # Used by the worker instead of its `-l` level: ORDERFLOW_LOG_LEVEL / _FORMAT (logs.py).
         logging_config=logging_config(settings.log_level, settings.log_format),
     )
-    app.token_retention_s = settings.token_retention_s
-    app.dead_letter_retention_s = settings.dead_letter_retention_s
-    topics = {
-        name: _topic(app, settings, name)
-        for name in (
-            ORDER_COMMANDS,
-            ORDER_CREATED,
-            PAYMENT_COMPLETED,
-            PAYMENT_FAILED,
-            PAYMENT_RECONCILE,
-            DEAD_LETTERS,
-        )
-    }
-    orders = OrderTable(app, settings.partitions)
-    payments = PaymentTable(app, settings.partitions)
-    watch = OrderWatch()
-    recovery_check = RecoveryCheck(
-        app,
-        {changelog_topic(OrderTable.NAME), changelog_topic(PaymentTable.NAME)},
-        persistent=settings.store == "rocksdb",
+
+
+def _new_app(settings: Settings, fence: Fence) -> FencedApp:
+    return FencedApp(
+        APP_ID,
+        fence=fence,
+        token_retention_s=settings.token_retention_s,
+        dead_letter_retention_s=settings.dead_letter_retention_s,
+        **_kafka_options(settings),
+        **_web_options(settings),
     )
-    gateway = GatewayHolder(settings)
-    metrics = Metrics()
-    unknown = UnknownPayments(partitions=settings.partitions)
-    in_flight = InFlight()
+
+
+def _new_fence(settings: Settings) -> Fence:
     # Frozen longer than the broker allows between heartbeats: the partitions are gone.
     heartbeat_s = max(0.5, settings.session_timeout_s / 10)
-    fence = Fence(freeze_after=max(1.0, settings.session_timeout_s - heartbeat_s))
-    app.fence = fence
-    # A dead letter is a decision too ("unknown order" while a table is still recovering):
-    # refused like a write while the batch's assignment is not settled, and redone after.
-    dead_letters = DeadLetters(topics[DEAD_LETTERS], before_send=fence.check)
-    dead_letters.on_sent = metrics.dead_letter
-    orders.before_write = payments.before_write = fence.check
-    # A stale batch sends no gateway request either (a retry, a lookup): only the attempt in
-    # flight at a freeze or revocation can still land, and the new owner looks it up first.
-    gateway.before_request = fence.check
+    return Fence(freeze_after=max(1.0, settings.session_timeout_s - heartbeat_s))
 
-    # What the agents send is awaited per batch (run_batch) before its offsets can be committed.
-    # Traced: each record carries its trace context (traceparent header) to its consumer.
-    traced = TracedTopic if tracing.enabled() else (lambda topic: topic)
-    outputs = {name: DeliveringTopic(traced(topic)) for name, topic in topics.items()}
 
-    publisher = TopicPublisher(outputs, before_send=fence.check)
-
-    routing = OwnerLookup(app, OrderTable.NAME, settings.max_long_polls)
-    stalled = StalledOrders(settings.stall_after_s, partitions=settings.partitions)
-    command_log = CommandLog(_bootstrap_servers(settings), ORDER_COMMANDS)
-    progress = CommandProgress(
-        settings.partitions, committed_offsets(app, ORDER_COMMANDS), command_log
-    )
-    auth = Authenticator.from_settings(settings)
-    chains = KeyChains(auth.secret, settings.partitions, settings.idempotency_retention_s)
-    # The stall nudge's own consumer (and lock): its reads never hold up missing_before's.
-    nudge_log = CommandLog(_bootstrap_servers(settings), ORDER_COMMANDS)
-    order_service = OrderService(
+def _order_service(parts: Parts, orders: OrderTable) -> OrderService:
+    service = OrderService(
         orders,
+        TopicPublisher(parts.outputs, before_send=parts.fence.check),
+        parts.dead_letters,
+        parts.watch,
+        parts.stalled,
+        progress=parts.progress,
+        chains=parts.chains,
+        commands=parts.command_logs[1],
+    )
+    service.on_created = parts.metrics.order_created
+    service.on_terminal = parts.metrics.order_terminal
+    return service
+
+
+def _payment_service(
+    parts: Parts,
+    payments: PaymentTable,
+    gateway: GatewayHolder,
+    batches: FencedBatches,
+) -> PaymentService:
+    publisher = TopicPublisher(parts.outputs, before_send=parts.fence.check)
+    service = PaymentService(
+        payments,
+        MeteredGateway(gateway, parts.metrics),
         publisher,
-        dead_letters,
-        watch,
+        parts.dead_letters,
+        parts.unknown,
+    )
+    service.run_event = batches.run_event  # a revocation fences the batch's writes
+    return service
+
+
+def _connect_lifecycle(parts: Parts, gateway: GatewayHolder) -> None:
+    """The worker's start-up checks, rebalance signals, start-up tasks and stop."""
+    app, settings, unknown, stalled = parts.app, parts.settings, parts.unknown, parts.stalled
+    parts.metrics.watch(lambda: len(unknown.due_at), lambda: len(stalled.due_at), ConsumerLag(app))
+    Lifecycle(
+        app,
+        settings,
+        parts.fence,
+        gateway,
+        parts.routing,
+        parts.metrics,
+        parts.watch,
+        parts.recovery_check,
+        unknown,
         stalled,
-        progress=progress,
-        chains=chains,
-        commands=nudge_log,
-    )
-    order_service.on_created = metrics.order_created
-    order_service.on_terminal = metrics.order_terminal
+        parts.topics.values(),
+        parts.command_logs,
+    ).connect()
+    checks = StartupChecks(app, settings, parts.auth.check)
+    faust_glue.connect_sync(app.on_worker_init, checks.worker_init)
 
-    payment_service = PaymentService(
-        payments, MeteredGateway(gateway, metrics), publisher, dead_letters, unknown
-    )
-    metrics.watch(lambda: len(unknown.due_at), lambda: len(stalled.due_at), consumer_lag(app))
 
-    async def run_payment_event(
-        partition: int, handle: Callable[[], Awaitable[None]], key: bytes | None = None
-    ) -> bool:
-        with order_context(key):  # the key is the order id: its log lines name it
-            return await fence.run(partition, handle, key)
-
-    payment_service.run_event = run_payment_event  # a revocation fences the batch's writes
-
-    async def fenced_order_handle(event: Any) -> None:
-        # Redone like a payment when refused: the batch is acked at its end, so an event dropped
-        # after a freeze that no revocation followed would be lost.
-        message = event.message
-        with order_context(message.key):
-            await fence.run(message.partition, partial(order_service.handle, event), message.key)
-
-    def start_batch(events: Any) -> tuple[list[Any], Callable[[Any], bool]]:
-        """Bind the batch to the fence; its live events and its delivery ``keep`` predicate."""
-        fence.bind()
-        # Events buffered before a rebalance took their partition away belong to the new owner
-        # now: handling them here too would make two writers of one order. Read once per batch.
-        assigned = app.consumer.assignment()
-
-        def still_assigned(event: Any) -> bool:
-            # A failed record is sent again only if the fence agrees (a resumed zombie's
-            # consumer still lists partitions that another worker has written since).
-            return event.message.tp in assigned and fence.keeps(event.message.partition)
-
-        return [e for e in events if e.message.tp in assigned], still_assigned
-
-    @app.agent(
-        _topic(app, settings, ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED),
-        name="order-service",
-    )
-    async def order_agent(stream: Any) -> None:
-        # Batches, handled one event after the other: one delivery wait per batch, not per event.
-        async for events in stream.take_events(settings.payment_batch_size, within=0.002):
-            await fence.wait_ready()
-            live, still_assigned = start_batch(events)
-            with in_flight.handling("order-service", live):
-                await run_batch(live, sequentially(fenced_order_handle), still_assigned)
-
-    @app.agent(_topic(app, settings, ORDER_CREATED, PAYMENT_RECONCILE), name="payment-service")
-    async def payment_agent(stream: Any) -> None:
-        # Batches let one partition's gateway calls overlap; acks follow the whole batch.
-        async for events in stream.take_events(settings.payment_batch_size, within=0.005):
-            await fence.wait_ready()
-            live, still_assigned = start_batch(events)
-            with in_flight.handling("payment-service", live):
-                await run_batch(live, payment_service.handle_batch, still_assigned)
-
-    @app.timer(interval=settings.reconcile_interval_s)
-    async def reconcile_unknown_payments() -> None:
-        metrics.reconciliations.inc(await payment_service.request_due_reconciliations())
-
-    @app.timer(interval=2.0)
-    async def read_undelivered_partitions() -> None:
-        consumer = app.consumer
-        if not isinstance(consumer, RewindingConsumer):
-            return
-        if routing.is_ready():  # never during a recovery: Faust holds partitions back then
-            await consumer.read_undelivered_again()
-        else:
-            consumer.forget_undelivered()
-
-    @app.timer(interval=max(0.5, settings.stall_after_s / 5))
-    async def nudge_stalled_orders() -> None:
-        metrics.stall_nudges.inc(await order_service.nudge_stalled(routing.owns))
-
-    @app.task
-    async def start_gateway() -> None:
-        described = settings.gateway_description
-        log.info("payment gateway: %s", " ".join(described.values()))
-        log.info("tracing: %s (ORDERFLOW_TRACING)", settings.tracing)
-        await gateway.get()  # fail fast (in the log) and warm the connection pool
-
-    @app.task
-    async def start_fence() -> None:
-        fence.start()
-
-    declared: list[bool] = []
-    freezes_seen = [0]
-
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode: too narrow a stub
-    async def on_partitions_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        routing.mark_moving()  # until this assignment's tables are recovered
-        metrics.rebalances.inc()
-        # Faust declares the topics it consumes; the dead-letter topic is only written to, and
-        # must exist before the first poison message (the broker's auto-create is off).
-        if not declared:
-            for topic in topics.values():
-                await topic.maybe_declare()
-            declared.append(True)
-
-    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
-    async def rescan_after_rebalance(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Sent once the new assignment's tables are recovered, just before streams resume.
-        if not await recovery_check.verify():
-            return  # recovering again (or rebalanced meanwhile): settle at the next completion
-        # The safety nets read only the partitions they did not hold (all of them after a freeze:
-        # another worker wrote even the ones we get back), at their next tick, in chunks.
-        owned = {
-            tp.partition
-            for tp in app.assignor.assigned_actives()
-            if tp.topic == changelog_topic(OrderTable.NAME)
-        }
-        rescan_all = fence.freezes != freezes_seen[0]
-        freezes_seen[0] = fence.freezes
-        unknown.assigned(owned, rescan_all=rescan_all)
-        stalled.assigned(owned, rescan_all=rescan_all)
-        fence.settled(owned)
-        # How long this worker could not serve its partitions itself (POSTs were accepted
-        # durably meanwhile): the rebalance and its table recovery (make chaos reports these).
-        unready_s = routing.unready_for()
-        metrics.unready_seconds.observe(unready_s)
-        log.info("partitions settled: %d of OrderDB, after %.1fs unready", len(owned), unready_s)
-        routing.mark_settled()
-
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def stop_serving_moved_keys(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # (the fence learnt of the revocation first: FencedApp)
-        routing.mark_moving()
-        watch.notify_all()  # waiting GETs re-check that they still own their order
-
-    @app.on_worker_init.connect  # type: ignore[arg-type]
-    def refuse_open_api(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Fail closed: a worker with no API keys (and no explicit ORDERFLOW_API_AUTH=none) or no
-        # cluster secret does not start. Checked when the app service starts (`worker`), not at
-        # import: CLI commands that import the app (trace, replay) need no keys.
-        if not any(isinstance(c, ConfigCheck) for c in app._children):
-            app.add_dependency(ConfigCheck(auth.check))
-
-    @app.on_worker_init.connect  # type: ignore[arg-type]
-    def guard_local_state(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Sent for every CLI command (twice), but the guard acts only when the app service
-        # starts, i.e. in `worker`: RocksDB is trusted after a clean stop only (local_state).
-        if not any(isinstance(c, ClusterCheck) for c in app._children):
-            # First: a worker refused on its cluster leaves its data dir untouched.
-            app.add_dependency(ClusterCheck(settings))
-        if settings.store == "rocksdb" and not any(
-            isinstance(c, LocalStateGuard) for c in app._children
-        ):
-            state = LocalState(settings.data_dir, app.conf.tabledir)
-            app.add_dependency(LocalStateGuard(state, CHANGELOG.unsettled))
-
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def close_gateway(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Sent before the app's children (LocalStateGuard) stop: no redo may write after its check.
-        await fence.shutdown()
-        await gateway.close()
-        await routing.close()
-        await command_log.close()
-        await nudge_log.close()
-
-    long_polls = LongPolls(settings.max_long_polls, settings.max_long_polls_per_client)
-    api = OrderApi(
+def _order_api(parts: Parts, orders: OrderTable) -> OrderApi:
+    settings = parts.settings
+    return OrderApi(
         orders,
-        traced(topics[ORDER_COMMANDS]),
-        watch,
-        routing,
+        _traced(parts.topics[ORDER_COMMANDS]),
+        parts.watch,
+        parts.routing,
         settings.post_wait_s,
-        long_polls,
-        caught_up=progress.caught_up,
+        LongPolls(settings.max_long_polls, settings.max_long_polls_per_client),
+        caught_up=parts.progress.caught_up,
         move_wait_s=settings.move_wait_s,
         store_wait_s=settings.store_wait_s,
-        token_hash_key=fingerprint_key(auth.secret),
+        token_hash_key=fingerprint_key(parts.auth.secret),
         body_read_timeout_s=settings.body_read_timeout_s,
-        auth=auth,
-        chains=chains,
+        auth=parts.auth,
+        chains=parts.chains,
     )
 
+
+def _register_views(parts: Parts, api: OrderApi, health: WorkerCounters) -> None:
+    settings = parts.settings
     liveness = Liveness(
-        in_flight,
-        routing.unready_for,
-        lambda: {
-            "dead_letters": dead_letters.count,
-            "undeliverable_dead_letters": dead_letters.undeliverable,
-            "undeliverable_records": UNDELIVERABLE.count,
-            "inconsistent_payments": payment_service.inconsistent,
-            "table_recoveries_restarted": recovery_check.restarts,
-            "input_holes_read_again": getattr(app.consumer, "redelivered", 0),
-            "undelivered_partitions_read_again": getattr(app.consumer, "undelivered_read_again", 0),
-            "commands_read_ahead_of_a_hole": progress.holes_read,
-        },
+        parts.in_flight,
+        parts.routing.unready_for,
+        health,
         settings.stuck_after_s,
         settings.recovery_deadline_s,
     )
-
     register_views(
-        app,
+        parts.app,
         api,
-        routing,
+        parts.routing,
         liveness.check,
-        metrics,
+        parts.metrics,
         openapi_document(open_paths=_open_paths(settings)),
         settings.gateway_description,
-        auth,
+        parts.auth,
     )
+
+
+def build(settings: Settings) -> Orderflow:
+    """Create the Faust app with its topics, tables, agents, timers and views."""
+    tracing.setup(settings.tracing)  # "off": imports nothing, every hook below is a no-op
+    fence = _new_fence(settings)
+    app = _new_app(settings, fence)
+    parts = Parts.create(app, settings, fence)
+    orders = OrderTable(app, settings.partitions, before_write=fence.check)
+    payments = PaymentTable(app, settings.partitions, before_write=fence.check)
+    # A stale batch sends no gateway request either (a retry, a lookup): only the attempt in
+    # flight at a freeze or revocation can still land, and the new owner looks it up first.
+    gateway = GatewayHolder(settings, before_request=fence.check)
+    batches = FencedBatches(app, fence, parts.in_flight)
+    order_service = _order_service(parts, orders)
+    payment_service = _payment_service(parts, payments, gateway, batches)
+    register_order_agent(app, settings, order_service, batches, parts.routing.owns, parts.metrics)
+    register_payment_agent(app, settings, payment_service, batches, parts.metrics)
+    _connect_lifecycle(parts, gateway)
+    api = _order_api(parts, orders)
+    _register_views(parts, api, WorkerCounters(app, parts, payment_service))
     return Orderflow(
         settings,
         app,
@@ -704,16 +454,30 @@ def build(settings: Settings) -> Orderflow:
         order_service,
         payment_service,
         gateway,
-        topics,
-        metrics,
+        parts.topics,
+        parts.metrics,
         api,
     )
 
 
-try:
-    _settings = Settings.from_env()
-except ConfigError as exc:
-    # `faust -A orderflow.app ...` prints this without a traceback and exits 1.
-    raise SystemExit(f"orderflow: configuration refused: {exc}") from None
-orderflow = build(_settings)
-app = orderflow.app
+if TYPE_CHECKING:
+    orderflow: Orderflow
+    app: FencedApp
+
+
+def __getattr__(name: str) -> Any:
+    """Build the worker's app on first use of ``app`` or ``orderflow`` (PEP 562), not at import.
+
+    ``faust -A orderflow.app`` imports this module, then asks for its ``app`` attribute: that
+    builds it, from the environment, once.
+    """
+    if name not in ("app", "orderflow"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        # `faust -A orderflow.app ...` prints this without a traceback and exits 1.
+        raise SystemExit(f"orderflow: configuration refused: {exc}") from None
+    built = build(settings)
+    globals().update(orderflow=built, app=built.app)
+    return globals()[name]

@@ -35,7 +35,7 @@ from faust.streams import current_event
 
 from orderflow.agents.dead_letters import is_retriable
 from orderflow.domain.backoff import Backoff
-from orderflow.tables.stream_context import bind_event
+from orderflow.faust_glue import bind_event
 
 __all__ = [
     "CHANGELOG",

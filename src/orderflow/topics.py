@@ -1,23 +1,19 @@
 """Every topic orderflow uses, in one place: name, key, value, who writes and who reads.
 
-All keys are the order id (UTF-8), and every topic has the same partition count, so one order's
-events, its OrderDB entry and its PaymentDB entry all live on the same partition number, owned by
-one worker (Faust co-partitions topics of equal partition count). That single-writer-per-order
-rule is what makes the agents' idempotency checks race-free.
+All keys are the order id (UTF-8), and every topic has the same partition count
+(ORDERFLOW_PARTITIONS), so one order's events, its OrderDB entry and its PaymentDB entry all live
+on the same partition number, owned by one worker (Faust co-partitions topics of equal partition
+count). That single-writer-per-order rule is what makes the agents' idempotency checks race-free.
 
-| topic                         | value                         | written by      | read by         |
-|-------------------------------|-------------------------------|-----------------|-----------------|
-| orderflow.order-commands      | PlaceOrder (internal)         | POST /orders    | order service   |
-| order.created                 | OrderCreated                  | order service   | payment service |
-| payment.completed             | PaymentCompleted              | payment service | order service   |
-| payment.failed                | PaymentFailed                 | payment service | order service   |
-| orderflow.payment-reconcile   | {"order_id"} (internal)       | reconciler      | payment service |
-| orderflow.dead-letters        | the original bytes + headers  | any agent       | `dlq` commands  |
-| orderflow-OrderDB-changelog   | Order (table changelog)       | Faust           | Faust recovery  |
-| orderflow-PaymentDB-changelog | PaymentRecord (changelog)     | Faust           | Faust recovery  |
+``TOPICS`` below is the table a newcomer reads; the agents subscribe with ``sources(agent)``, so
+"who consumes topic X" is answered here and nowhere else. The two tables' names are written once
+(``ORDER_TABLE``, ``PAYMENT_TABLE``); their changelogs are topics too.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 __all__ = [
     "APP_ID",
@@ -28,15 +24,26 @@ __all__ = [
     "DLQ_HEADER_PARTITION",
     "DLQ_HEADER_REASON",
     "DLQ_HEADER_TOPIC",
+    "EVENT_TOPICS",
     "INPUT_TOPICS",
+    "ORDER_AGENT",
+    "ORDER_CHANGELOG",
     "ORDER_COMMANDS",
     "ORDER_CREATED",
+    "ORDER_TABLE",
+    "PAYMENT_AGENT",
+    "PAYMENT_CHANGELOG",
     "PAYMENT_COMPLETED",
     "PAYMENT_FAILED",
     "PAYMENT_RECONCILE",
+    "PAYMENT_TABLE",
     "TOKEN_TOPICS",
+    "TOPICS",
+    "WORKER_TOPICS",
+    "TopicSpec",
     "all_topic_names",
     "changelog_topic",
+    "sources",
 ]
 
 APP_ID = "orderflow"
@@ -72,5 +79,73 @@ def changelog_topic(table_name: str) -> str:
     return f"{APP_ID}-{table_name}-changelog"
 
 
+# The tables (orderflow.tables), keyed by order id like every topic; Faust names their changelogs.
+ORDER_TABLE = "OrderDB"
+PAYMENT_TABLE = "PaymentDB"
+ORDER_CHANGELOG = changelog_topic(ORDER_TABLE)
+PAYMENT_CHANGELOG = changelog_topic(PAYMENT_TABLE)
+
+# The agents (orderflow.agents), by the name Faust knows them by (its consumer group's members
+# report it, and the in-flight view of /health names it).
+ORDER_AGENT = "order-service"
+PAYMENT_AGENT = "payment-service"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: what it carries, who writes it and who reads it."""
+
+    name: str
+    value: str  # what a record's value is (the key is always the order id)
+    writers: tuple[str, ...]
+    readers: tuple[str, ...]
+    key: str = "order id (UTF-8)"
+    partitions: str = "ORDERFLOW_PARTITIONS"  # the same for every topic: co-partitioning
+    carries_tokens: bool = False
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        ORDER_COMMANDS,
+        "PlaceOrder (order.place)",
+        ("POST /orders",),
+        (ORDER_AGENT,),
+        carries_tokens=True,
+    ),
+    TopicSpec(ORDER_CREATED, "OrderCreated", (ORDER_AGENT,), (PAYMENT_AGENT,), carries_tokens=True),
+    TopicSpec(PAYMENT_COMPLETED, "PaymentCompleted", (PAYMENT_AGENT,), (ORDER_AGENT,)),
+    TopicSpec(PAYMENT_FAILED, "PaymentFailed", (PAYMENT_AGENT,), (ORDER_AGENT,)),
+    TopicSpec(PAYMENT_RECONCILE, '{"order_id"} (internal)', (PAYMENT_AGENT,), (PAYMENT_AGENT,)),
+    TopicSpec(
+        DEAD_LETTERS,
+        "the original bytes + headers",
+        (ORDER_AGENT, PAYMENT_AGENT),
+        ("dlq commands",),
+        carries_tokens=True,
+    ),
+    TopicSpec(ORDER_CHANGELOG, "Order (OrderDB changelog)", ("Faust",), ("Faust recovery",)),
+    TopicSpec(
+        PAYMENT_CHANGELOG, "PaymentRecord (PaymentDB changelog)", ("Faust",), ("Faust recovery",)
+    ),
+)
+
+# Where the services publish each event, by event type: named here, not derived from the event
+# type, so a topic and an event type can be renamed apart (orderflow.publisher sends by it).
+EVENT_TOPICS: Mapping[str, str] = {
+    "order.created": ORDER_CREATED,
+    "payment.completed": PAYMENT_COMPLETED,
+    "payment.failed": PAYMENT_FAILED,
+}
+
+
+# The topics the worker creates itself (Faust creates the changelogs with their tables).
+WORKER_TOPICS = tuple(t.name for t in TOPICS if t.name not in (ORDER_CHANGELOG, PAYMENT_CHANGELOG))
+
+
+def sources(agent: str) -> tuple[str, ...]:
+    """The topics ``agent`` consumes, in ``TOPICS`` order (its subscription)."""
+    return tuple(t.name for t in TOPICS if agent in t.readers)
+
+
 def all_topic_names() -> list[str]:
-    return [*INPUT_TOPICS, DEAD_LETTERS, changelog_topic("OrderDB"), changelog_topic("PaymentDB")]
+    return [t.name for t in TOPICS]

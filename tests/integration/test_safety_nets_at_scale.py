@@ -27,15 +27,7 @@ from orderflow.domain.payment import PaymentRecord
 from orderflow.domain.validation import LineItem
 from orderflow.records import order_to_bytes, payment_to_bytes
 from orderflow.tables.local_state import LocalState
-from orderflow.topics import (
-    DEAD_LETTERS,
-    ORDER_COMMANDS,
-    ORDER_CREATED,
-    PAYMENT_COMPLETED,
-    PAYMENT_FAILED,
-    PAYMENT_RECONCILE,
-    changelog_topic,
-)
+from orderflow.topics import ORDER_CHANGELOG, PAYMENT_CHANGELOG, all_topic_names
 from tests.harness import (
     TEST_CLIENT,
     ManagedProcess,
@@ -47,16 +39,7 @@ from tests.harness import (
 from tests.kafka_helpers import handled_place_command
 from tests.orders_client import get_terminal, ledger_stats
 
-_TOPICS = (
-    ORDER_COMMANDS,
-    ORDER_CREATED,
-    PAYMENT_COMPLETED,
-    PAYMENT_FAILED,
-    PAYMENT_RECONCILE,
-    DEAD_LETTERS,
-    changelog_topic("OrderDB"),
-    changelog_topic("PaymentDB"),
-)
+_TOPICS = tuple(all_topic_names())
 _ROWS = 200_000
 _NUDGE = "still PENDING: publishing order.created again"
 
@@ -106,8 +89,8 @@ async def _write_tables(bootstrap: str, orders: list[Order], payments: list[Paym
     )
     await producer.start()
     try:
-        rows = [(changelog_topic("OrderDB"), o.order_id, order_to_bytes(o)) for o in orders]
-        rows += [(changelog_topic("PaymentDB"), p.order_id, payment_to_bytes(p)) for p in payments]
+        rows = [(ORDER_CHANGELOG, o.order_id, order_to_bytes(o)) for o in orders]
+        rows += [(PAYMENT_CHANGELOG, p.order_id, payment_to_bytes(p)) for p in payments]
         for start in range(0, len(rows), 20_000):
             futures = [
                 await producer.send(topic, key=key.encode(), value=value)

@@ -126,7 +126,7 @@ def test_json_logs_carry_the_order_id_and_every_logger_uses_them(
     loggers = {line["logger"] for line in lines}
     assert any(name.startswith("faust") for name in loggers), loggers
     assert any(name.startswith("aiokafka") for name in loggers), loggers  # debug: applied
-    assert "orderflow.app" in loggers and "orderflow.agents.payments" in loggers, loggers
+    assert "orderflow.lifecycle" in loggers and "orderflow.agents.payments" in loggers, loggers
     about = [line for line in lines if order_id in line["message"]]
     assert about and all(line.get("order_id") == order_id for line in about), about
     # Every log line is JSON: what is not is Faust's start-up banner (printed, not logged).

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from orderflow.app import FencedApp, build
+from orderflow.app import build
 from orderflow.config import Settings
 from orderflow.domain.payment import idempotency_key_for
+from orderflow.faust_glue import FencedApp
 from orderflow.fencing import Fenced
 from orderflow.gateway.base import ChargeRequest, TransientGatewayError
 

@@ -21,7 +21,7 @@ from orderflow.delivery import (
     run_batch,
     run_delivered,
 )
-from orderflow.tables.stream_context import bind_event
+from orderflow.faust_glue import bind_event
 
 
 class Message:

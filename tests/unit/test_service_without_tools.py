@@ -4,10 +4,14 @@ statically; these check what a process actually loads)."""
 
 from __future__ import annotations
 
+import configparser
+import pkgutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import orderflow
 
 
 def _child(code: str, tmp: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -52,3 +56,12 @@ def test_the_debugging_commands_load_no_faust_app(tmp_path: Path) -> None:
     )
     assert child.returncode == 0, child.stderr
     assert child.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_service_module_is_under_the_import_contract() -> None:
+    # A new top-level module is service code unless it is the CLI: the contract must list it.
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).parents[2] / "setup.cfg")
+    listed = set(config["importlinter:contract:service-not-tools"]["source_modules"].split())
+    modules = {f"orderflow.{m.name}" for m in pkgutil.iter_modules(orderflow.__path__)}
+    assert modules - {"orderflow.cli", "orderflow.__main__", "orderflow.tools"} == listed

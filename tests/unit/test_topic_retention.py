@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from orderflow.app import topic_retention_ms
+from orderflow.faust_glue import topic_retention_ms
 from orderflow.topics import DEAD_LETTERS, ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED
 
 _DAY = 86400

@@ -55,6 +55,7 @@ class DeadLetters:
         topic: RecordSink,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         before_send: Callable[[], None] | None = None,
+        on_sent: Callable[[str], None] | None = None,
     ) -> None:
         self.topic = topic
         self.sleep = sleep
@@ -64,7 +65,7 @@ class DeadLetters:
         # Dead letters the broker refused for good (logged with their coordinates): the last
         # resort, so that one unsendable record never stalls every partition of an agent.
         self.undeliverable = 0
-        self.on_sent: Callable[[str], None] | None = None  # (reason) the app's metrics
+        self.on_sent = on_sent  # (reason) the app's metrics
 
     async def send(
         self, event: InboundEvent, reason: str, error: BaseException | None = None

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from orderflow.tables.scan import order_partition
 
-__all__ = ["CommandLog", "CommandProgress", "CommandRecord", "committed_offsets"]
+__all__ = ["CommandLog", "CommandProgress", "CommandRecord"]
 
 log = logging.getLogger(__name__)
 
@@ -235,19 +235,3 @@ class CommandProgress:
 def _consume_error(future: asyncio.Future[int]) -> None:
     if not future.cancelled():
         future.exception()  # retrieved: the waiters report it; no "never retrieved" warning
-
-
-def committed_offsets(app: Any, topic: str) -> CommittedOffset:
-    """The committed-offset reader of ``CommandProgress``, from the worker's Faust consumer."""
-    from faust.types import TP
-
-    def committed(partition: int) -> int | None:
-        consumer = app.consumer
-        tp = TP(topic, partition)
-        offset = consumer._committed_offset.get(tp)  # Faust: next offset to handle, or None
-        started = getattr(consumer, "reading_from", {}).get(tp)  # nothing existed before it
-        if offset is None and started is None:
-            return None
-        return max(offset or 0, started or 0)
-
-    return committed

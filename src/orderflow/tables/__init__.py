@@ -7,6 +7,7 @@ partition that ``k``'s events arrive on.
 
 from orderflow.domain.order import Order
 from orderflow.domain.payment import PaymentRecord
+from orderflow.faust_glue import bind_event
 from orderflow.records import (
     order_from_bytes,
     order_to_bytes,
@@ -14,7 +15,7 @@ from orderflow.records import (
     payment_to_bytes,
 )
 from orderflow.tables.base import JsonTable
-from orderflow.tables.stream_context import bind_event
+from orderflow.topics import ORDER_TABLE, PAYMENT_TABLE
 
 __all__ = ["OrderTable", "PaymentTable", "bind_event"]
 
@@ -22,7 +23,7 @@ __all__ = ["OrderTable", "PaymentTable", "bind_event"]
 class OrderTable(JsonTable[Order]):
     """The ``OrderDB`` Faust table (order id -> Order), written by the order service only."""
 
-    NAME = "OrderDB"
+    NAME = ORDER_TABLE
     HELP = "Orders by id, owned by the order service."
     encode, decode = staticmethod(order_to_bytes), staticmethod(order_from_bytes)
 
@@ -30,6 +31,6 @@ class OrderTable(JsonTable[Order]):
 class PaymentTable(JsonTable[PaymentRecord]):
     """The ``PaymentDB`` Faust table (order id -> PaymentRecord), written by the payment service."""
 
-    NAME = "PaymentDB"
+    NAME = PAYMENT_TABLE
     HELP = "Payment attempts by order id, owned by the payment service."
     encode, decode = staticmethod(payment_to_bytes), staticmethod(payment_from_bytes)

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 import orderflow.delivery as delivery
 from orderflow.tables.scan import partition_rows
 
-__all__ = ["JsonTable"]
+__all__ = ["JsonTable", "allow"]
 
 
 class Keyed(Protocol):
@@ -23,7 +23,8 @@ class Keyed(Protocol):
 T = TypeVar("T", bound=Keyed)
 
 
-def _allow() -> None:
+def allow() -> None:
+    """The default ``before_write``: every write goes ahead."""
     return None
 
 
@@ -38,7 +39,7 @@ class JsonTable(Generic[T]):
     encode: Callable[[T], bytes]  # staticmethods of the subclass
     decode: Callable[[bytes], T]
 
-    def __init__(self, app: Any, partitions: int) -> None:
+    def __init__(self, app: Any, partitions: int, before_write: Callable[[], None] = allow) -> None:
         self.name = self.NAME
         # bytes keys and values: Faust picks the "raw" codec, so keys partition exactly like the
         # order topics' keys (the same UTF-8 bytes through the same murmur2 partitioner).
@@ -57,7 +58,7 @@ class JsonTable(Generic[T]):
         )
         # Called right before every write; raises to refuse it (orderflow.fencing: a handler whose
         # partition was revoked while it awaited the gateway must not write after the new owner).
-        self.before_write: Callable[[], None] = _allow
+        self.before_write = before_write
 
     def get(self, order_id: str) -> T | None:
         raw = self.table.get(order_id.encode())

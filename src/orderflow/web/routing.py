@@ -2,7 +2,7 @@
 
 Faust's ``table_route`` forwards only a GET's method and headers and drops the owner's response
 headers (``Location``, ``Retry-After``); orders need the body forwarded for POST and those headers
-back, so we route with Faust's router (``key_store``) and forward ourselves.
+back, so we route with Faust's router (``faust_glue.owner_url``) and forward ourselves.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import aiohttp
 from yarl import URL
 
 from orderflow.config import Settings
+from orderflow.faust_glue import owner_url
 from orderflow.tracing import client_trace_configs
 from orderflow.web.auth import CLIENT_HEADER, FORWARDED_HEADER
 
@@ -135,7 +136,7 @@ class OwnerLookup:
         if not self.is_ready():
             raise NotReady("recovering or rebalancing")
         try:
-            url = URL(str(self.app.router.key_store(self.table_name, order_id.encode())))
+            url = URL(owner_url(self.app, self.table_name, order_id.encode()))
         except Exception as exc:  # KeyError before the first assignment, and friends
             raise NotReady(f"no owner known for the key yet ({exc!r})") from None
         local = _ident(url) == _ident(URL(str(self.app.conf.canonical_url)))

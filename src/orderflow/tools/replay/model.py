@@ -22,12 +22,13 @@ from orderflow.topics import (
     DLQ_HEADER_PARTITION,
     DLQ_HEADER_REASON,
     DLQ_HEADER_TOPIC,
+    ORDER_CHANGELOG,
     ORDER_COMMANDS,
     ORDER_CREATED,
+    PAYMENT_CHANGELOG,
     PAYMENT_COMPLETED,
     PAYMENT_FAILED,
     PAYMENT_RECONCILE,
-    changelog_topic,
 )
 
 __all__ = [
@@ -47,9 +48,6 @@ __all__ = [
     "record_to_json",
     "time_order",
 ]
-
-ORDER_CHANGELOG = changelog_topic("OrderDB")
-PAYMENT_CHANGELOG = changelog_topic("PaymentDB")
 
 # `replay --to-topic` stamps every copy with where it was read from.
 ORIGIN_HEADER_TOPIC = "orderflow-origin-topic"

@@ -1,0 +1,44 @@
+"""The order service's agent and its timer: what it consumes, and how often it nudges.
+
+Consumes ``topics.sources(ORDER_AGENT)`` (the commands and the payment outcomes) and drives
+``OrderService`` (agents/orders.py) one event after the other, a batch at a time; publishes
+``order.created``. The timer re-publishes ``order.created`` for orders PENDING too long.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from orderflow import faust_glue
+from orderflow.agents.batches import FencedBatches
+from orderflow.agents.orders import OrderService
+from orderflow.config import Settings
+from orderflow.delivery import sequentially
+from orderflow.metrics import Metrics
+from orderflow.topics import ORDER_AGENT, sources
+
+__all__ = ["ORDER_AGENT", "register_order_agent"]
+
+
+def register_order_agent(
+    app: Any,
+    settings: Settings,
+    service: OrderService,
+    batches: FencedBatches,
+    owns: Callable[[str], bool],
+    metrics: Metrics,
+) -> None:
+    """Subscribe the order service to its topics and start its stalled-order timer."""
+    handle = sequentially(partial(batches.handle_fenced, service.handle))
+
+    @app.agent(faust_glue.raw_topic(app, settings, sources(ORDER_AGENT)), name=ORDER_AGENT)
+    async def order_agent(stream: Any) -> None:
+        # Batches, handled one event after the other: one delivery wait per batch, not per event.
+        async for events in stream.take_events(settings.payment_batch_size, within=0.002):
+            await batches.run(ORDER_AGENT, events, handle)
+
+    @app.timer(interval=max(0.5, settings.stall_after_s / 5))
+    async def nudge_stalled_orders() -> None:
+        metrics.stall_nudges.inc(await service.nudge_stalled(owns))
