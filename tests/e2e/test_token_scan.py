@@ -32,8 +32,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from orderflow.domain.events import OrderCreated, rfc3339
 from orderflow.domain.validation import LineItem
-from orderflow.localkafka import KafkaCluster
 from orderflow.records import encode_event
+from orderflow.tools.localkafka import KafkaCluster
 from orderflow.topics import (
     DEAD_LETTERS,
     ORDER_COMMANDS,

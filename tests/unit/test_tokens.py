@@ -24,7 +24,7 @@ from orderflow.records import (
     payment_from_bytes,
     payment_to_bytes,
 )
-from orderflow.replay.model import TopicRecord, describe, record_to_json
+from orderflow.tools.replay.model import TopicRecord, describe, record_to_json
 from orderflow.topics import ORDER_CREATED
 from orderflow.web.orders import _fingerprint
 from tests.unit.builders import payment_record, place_command, valid_body
