@@ -31,7 +31,7 @@ run: install  # a worker with the embedded sandbox gateway (scripts/run.sh asks 
 	@ORDERFLOW_GATEWAY=$${ORDERFLOW_GATEWAY:-sandbox} scripts/run.sh
 
 test: install lint
-	$(PY) -m orderflow.localkafka fetch >/dev/null
+	$(PY) -m orderflow kafka fetch >/dev/null
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-unit: install
@@ -54,22 +54,22 @@ format: install
 	$(VENV)/bin/ruff format src tests
 
 kafka-up: install
-	$(PY) -m orderflow.localkafka up
+	$(PY) -m orderflow kafka up
 kafka-down: install
-	$(PY) -m orderflow.localkafka down
+	$(PY) -m orderflow kafka down
 kafka-status: install
-	$(PY) -m orderflow.localkafka status
+	$(PY) -m orderflow kafka status
 kafka-logs: install
-	$(PY) -m orderflow.localkafka logs
+	$(PY) -m orderflow kafka logs
 kafka-up-cluster: install
-	$(PY) -m orderflow.localkafka up --nodes 3
+	$(PY) -m orderflow kafka up --nodes 3
 kafka-down-cluster: install
-	$(PY) -m orderflow.localkafka down --nodes 3
+	$(PY) -m orderflow kafka down --nodes 3
 
 .PHONY: chaos
 CHAOS_ARGS ?=
 chaos: install
-	$(PY) -m orderflow.localkafka fetch >/dev/null
+	$(PY) -m orderflow kafka fetch >/dev/null
 	$(PY) -m tests.chaos $(CHAOS_ARGS)
 
 sandbox-gateway: install

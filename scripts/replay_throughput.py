@@ -4,7 +4,7 @@
     .venv/bin/python scripts/replay_throughput.py --bootstrap 127.0.0.1:29092 [-n 100000]
 
 Three figures, each over the same N records:
-  reader   orderflow.replay.reader.read_records alone (fetch + filter, no output)
+  reader   orderflow.tools.replay.reader.read_records alone (fetch + filter, no output)
   cli      `orderflow replay --topic T` as a process, JSON lines to /dev/null (what `| jq` gets)
   capture  `orderflow replay --topic T --capture FILE` as a process (SQLite writes)
 The scratch topic is deleted at the end (unless --keep). Not a test: a measurement to report.
@@ -27,8 +27,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from orderflow.replay.model import Selection
-from orderflow.replay.reader import read_records
+from orderflow.tools.replay.model import Selection
+from orderflow.tools.replay.reader import read_records
 
 
 async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:

@@ -8,10 +8,10 @@ PY=.venv/bin/python
 port="${ORDERFLOW_WEB_PORT:-6066}"
 
 started_broker=0
-if ! "$PY" -m orderflow.localkafka status >/dev/null 2>&1; then started_broker=1; fi
-"$PY" -m orderflow.localkafka up
+if ! "$PY" -m orderflow kafka status >/dev/null 2>&1; then started_broker=1; fi
+"$PY" -m orderflow kafka up
 cleanup() {
-  if [ "$started_broker" = 1 ]; then "$PY" -m orderflow.localkafka down; fi
+  if [ "$started_broker" = 1 ]; then "$PY" -m orderflow kafka down; fi
 }
 trap cleanup EXIT
 

@@ -34,7 +34,7 @@ from tests.orders_client import get_terminal, order_body, place
 from orderflow.domain.events import rfc3339
 from orderflow.domain.order import Order, OrderStatus
 from orderflow.domain.validation import LineItem
-from orderflow.localkafka import KafkaCluster
+from orderflow.tools.localkafka import KafkaCluster
 from orderflow.records import order_to_bytes
 from orderflow.topics import changelog_topic
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.harness import start_sandbox, start_worker
 from tests.orders_client import get_terminal, order_body, place
 
-from orderflow.localkafka import KafkaCluster
+from orderflow.tools.localkafka import KafkaCluster
 
 
 class _Drop(http.server.BaseHTTPRequestHandler):

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from orderflow.localkafka import KafkaCluster, broker_is_reachable
+from orderflow.tools.localkafka import KafkaCluster, broker_is_reachable
 
 # `orderflow.app.app` builds the worker's app on first use (Faust's `-A` asks for it), and it needs a
 # gateway chosen explicitly: tests that import it get the sandbox. Processes the tests start get

@@ -32,8 +32,6 @@ too, and their tests cover them):
 - ``orderflow.tables.recovery_check``: ``app.tables.recovery`` (``tp_to_table``,
   ``active_offsets``, ``signal_recovery_start``), ``Table.persisted_offset``.
 - ``orderflow.tables.scan``: the stores' ``_dbs``, ``_visible_items``, ``_key_partition``.
-- ``orderflow.replay.faust_commands``: ``AppCommand._click`` (the ``faust -A orderflow.app
-  replay|trace|dlq`` commands; leaving with the tools' own CLI, issue 10).
 """
 
 from __future__ import annotations

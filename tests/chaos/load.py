@@ -31,7 +31,8 @@ from typing import Any, NamedTuple
 
 import aiohttp
 
-from orderflow.domain.payment import Approved, sandbox_decision
+from orderflow.domain.payment import Approved
+from orderflow.tools.sandbox.rules import sandbox_decision
 from tests.harness import auth_headers
 
 __all__ = ["Attempt", "Intent", "LoadGenerator", "LoadSettings", "make_intents"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orderflow.localkafka import KafkaCluster
+from orderflow.tools.localkafka import KafkaCluster
 from tests.harness import (
     GATEWAY_KEYS,
     ManagedProcess,

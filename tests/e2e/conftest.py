@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orderflow.localkafka import KafkaCluster
+from orderflow.tools.localkafka import KafkaCluster
 from tests.conftest import TEST_BASE_PORT
 
 

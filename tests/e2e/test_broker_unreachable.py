@@ -13,7 +13,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from orderflow.localkafka import KafkaCluster
+from orderflow.tools.localkafka import KafkaCluster
 from tests.harness import ManagedProcess, poll_until, start_sandbox, start_worker
 from tests.invariants import assert_orders_settled_once
 from tests.orders_client import get_terminal, ledger_stats, order_body, place, set_faults

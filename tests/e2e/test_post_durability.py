@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from orderflow.localkafka import KafkaCluster
+from orderflow.tools.localkafka import KafkaCluster
 from tests.harness import http_json, start_sandbox, start_worker
 from tests.orders_client import get_terminal, order_body, place
 

@@ -12,7 +12,7 @@ import os
 import signal
 from pathlib import Path
 
-from orderflow.localkafka import KafkaCluster
+from orderflow.tools.localkafka import KafkaCluster
 from orderflow.topics import ORDER_CREATED
 from tests.e2e.test_rebalance_fencing import _ENV, _place, _ready
 from tests.harness import ManagedProcess, http_json, poll_until, start_sandbox, start_worker

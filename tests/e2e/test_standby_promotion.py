@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from orderflow.localkafka import KafkaCluster
+from orderflow.tools.localkafka import KafkaCluster
 from orderflow.topics import DEAD_LETTERS, DLQ_HEADER_REASON
 from tests.harness import ManagedProcess, http_json, poll_until, start_sandbox, start_worker
 from tests.kafka_helpers import read_topic

@@ -34,7 +34,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
-from orderflow.localkafka import KafkaCluster
+from orderflow.tools.localkafka import KafkaCluster
 from orderflow.topics import APP_ID
 from tests.gateway_audit import check_gateway
 from tests.harness import (

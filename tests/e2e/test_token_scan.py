@@ -32,7 +32,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from orderflow.domain.events import OrderCreated, rfc3339
 from orderflow.domain.validation import LineItem
-from orderflow.localkafka import KafkaCluster
+from orderflow.tools.localkafka import KafkaCluster
 from orderflow.topics import (
     DEAD_LETTERS,
     ORDER_COMMANDS,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from orderflow.localkafka import KafkaCluster
+from orderflow.tools.localkafka import KafkaCluster
 from orderflow.topics import changelog_topic
 from tests.gateway_audit import check_gateway
 from tests.harness import poll_until, start_sandbox, start_worker

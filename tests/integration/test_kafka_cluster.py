@@ -10,7 +10,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from orderflow.localkafka import KafkaCluster
+from orderflow.tools.localkafka import KafkaCluster
 from tests.conftest import TEST_BASE_PORT
 from tests.kafka_helpers import read_topic
 

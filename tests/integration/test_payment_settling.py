@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from orderflow.domain.payment import idempotency_key_for
-from orderflow.gateway.sandbox import ChargeRow, Ledger
+from orderflow.tools.sandbox.gateway import ChargeRow, Ledger
 from orderflow.topics import DEAD_LETTERS, DLQ_HEADER_REASON, changelog_topic
 from tests.harness import (
     ManagedProcess,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orderflow.localkafka import KafkaCluster
+from orderflow.tools.localkafka import KafkaCluster
 
 
 def _properties(cluster: KafkaCluster, node_id: int) -> dict[str, str]:

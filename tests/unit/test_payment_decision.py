@@ -1,11 +1,10 @@
-"""The payment decision, PaymentRecord's moves, the reconcile back-off and the sandbox tokens."""
+"""The payment decision, PaymentRecord's moves and the reconcile back-off."""
 
 from __future__ import annotations
 
 import pytest
 
 from orderflow.domain.payment import (
-    DECLINE_MESSAGES,
     Approved,
     Decline,
     Declined,
@@ -17,7 +16,6 @@ from orderflow.domain.payment import (
     decline_for,
     idempotency_key_for,
     next_reconcile_delay,
-    sandbox_decision,
 )
 from tests.unit.builders import payment_record
 
@@ -126,28 +124,6 @@ def test_reconcile_delay_is_never_zero_and_never_shrinks() -> None:
 
     assert min(delays) > 0
     assert delays == sorted(delays)
-
-
-@pytest.mark.parametrize(
-    ("token", "code", "retryable"),
-    [
-        ("tok_chargeDeclined", "card_declined", False),
-        ("tok_chargeDeclinedInsufficientFunds", "insufficient_funds", True),
-        ("tok_chargeDeclinedExpiredCard", "expired_card", False),
-        ("tok_mastercard", "invalid_token", False),
-        ("", "invalid_token", False),
-    ],
-)
-def test_sandbox_declines_tokens_with_their_reason(token: str, code: str, retryable: bool) -> None:
-    decision = sandbox_decision(token)
-
-    assert isinstance(decision, Decline)
-    assert decision == DECLINE_MESSAGES[code]
-    assert decision.retryable is retryable
-
-
-def test_sandbox_approves_tok_visa() -> None:
-    assert isinstance(sandbox_decision("tok_visa"), Approved)
 
 
 def test_decline_for_unknown_code_keeps_the_code_and_is_not_retryable() -> None:

@@ -17,7 +17,7 @@ from orderflow.domain.tokens import (
     token_digest,
 )
 from orderflow.domain.validation import OrderRequest, validate_order_request
-from orderflow.replay.model import TopicRecord, describe, record_to_json
+from orderflow.tools.replay.model import TopicRecord, describe, record_to_json
 from orderflow.topics import ORDER_CREATED
 from orderflow.web.orders import _fingerprint
 from orderflow.wire import (

@@ -22,7 +22,6 @@ __all__ = [
     "decide_payment",
     "idempotency_key_for",
     "next_reconcile_delay",
-    "sandbox_decision",
 ]
 
 
@@ -115,21 +114,6 @@ class GatewayCharge:
     @property
     def charge_id(self) -> str | None:
         return self.outcome.charge_id
-
-
-# The sandbox gateway's test tokens (Stripe's), so replay --dry-run can re-decide offline.
-_SANDBOX_DECLINES = {
-    "tok_chargeDeclined": "card_declined",
-    "tok_chargeDeclinedInsufficientFunds": "insufficient_funds",
-    "tok_chargeDeclinedExpiredCard": "expired_card",
-}
-
-
-def sandbox_decision(token: str) -> Approved | Decline:
-    """What the sandbox gateway does with a token: approve, or decline with a reason."""
-    if token == "tok_visa":
-        return Approved(charge_id="")
-    return decline_for(_SANDBOX_DECLINES.get(token, "invalid_token"))
 
 
 def idempotency_key_for(order_id: str) -> str:

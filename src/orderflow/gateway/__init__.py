@@ -1,1 +1,1 @@
-"""The payment gateway edge: the interface, the HTTP client, and the sandbox gateway server."""
+"""The payment gateway edge: the interface and the HTTP client (the sandbox: orderflow.tools)."""

@@ -23,7 +23,7 @@ import pytest
 from orderflow.domain.payment import idempotency_key_for
 from orderflow.gateway.base import ChargeRequest, CircuitOpenError
 from orderflow.gateway.http import BreakerState, CircuitBreaker, HttpPaymentGateway
-from orderflow.gateway.sandbox import SandboxGateway
+from orderflow.tools.sandbox.gateway import SandboxGateway
 from tests.breaker_helpers import FakeClock, state_of
 
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from orderflow.domain.payment import Approved, idempotency_key_for
 from orderflow.gateway.base import ChargeRequest, PermanentGatewayError
 from orderflow.gateway.http import HttpPaymentGateway
-from orderflow.gateway.sandbox import SandboxGateway
+from orderflow.tools.sandbox.gateway import SandboxGateway
 
 KEY = "sk_test_0123456789abcdef"
 
@@ -181,7 +181,7 @@ async def test_the_embedded_sandbox_is_called_with_a_key_of_its_own(tmp_path: Pa
 def test_the_sandbox_command_refuses_a_non_loopback_host_without_an_admin_token(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from orderflow.gateway.sandbox import main
+    from orderflow.tools.sandbox.gateway import main
 
     monkeypatch.delenv("ORDERFLOW_SANDBOX_ADMIN_TOKEN", raising=False)
     with pytest.raises(SystemExit) as exited:

@@ -32,7 +32,7 @@ from orderflow.gateway.base import (
     TransientGatewayError,
 )
 from orderflow.gateway.http import BreakerState, CircuitBreaker, HttpPaymentGateway
-from orderflow.gateway.sandbox import SandboxGateway
+from orderflow.tools.sandbox.gateway import SandboxGateway
 from tests.breaker_helpers import FakeClock, state_of
 
 
@@ -683,7 +683,9 @@ async def test_conflict_is_retried_but_other_4xx_are_not(make_client: MakeClient
 async def test_sandbox_command_prints_its_url_takes_its_settings_and_stops_cleanly_on_signal(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
-    code = "import sys; from orderflow.gateway.sandbox import main; sys.exit(main(sys.argv[1:]))"
+    code = (
+        "import sys; from orderflow.tools.sandbox.gateway import main; sys.exit(main(sys.argv[1:]))"
+    )
     db = tmp_path / "cli.db"
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -19,7 +19,7 @@ import pytest
 from orderflow.domain.payment import Approved, idempotency_key_for
 from orderflow.gateway.base import ChargeRequest
 from orderflow.gateway.http import CircuitBreaker, HttpPaymentGateway
-from orderflow.gateway.sandbox import SandboxGateway
+from orderflow.tools.sandbox.gateway import SandboxGateway
 from tests.breaker_helpers import FakeClock
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from orderflow.localkafka import KafkaCluster
+from orderflow.tools.localkafka import KafkaCluster
 from tests.conftest import TEST_BASE_PORT
 from tests.integration.replay.support import ensure_orderflow_topics
 

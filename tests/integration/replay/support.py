@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from orderflow.cli import run_async
 from orderflow.domain.events import (
     OrderCreated,
     PaymentCompleted,
@@ -26,7 +27,6 @@ from orderflow.domain.events import (
 )
 from orderflow.domain.payment import DECLINE_MESSAGES
 from orderflow.domain.validation import LineItem
-from orderflow.replay.cli import run_async
 from orderflow.topics import all_topic_names
 from orderflow.wire import encode_event
 from tests.harness import TEST_CLIENT
@@ -227,7 +227,7 @@ def dead_letter(
     error_type: str = "",
 ) -> Out:
     """A dead letter laid out as ``orderflow.agents.dead_letters`` writes one."""
-    from orderflow.replay.model import key_partition
+    from orderflow.tools.replay.model import key_partition
     from orderflow.topics import (
         DEAD_LETTERS,
         DLQ_HEADER_ERROR,

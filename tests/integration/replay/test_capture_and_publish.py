@@ -7,8 +7,8 @@ import contextlib
 import uuid
 from pathlib import Path
 
-from orderflow.replay.capture import read_capture
-from orderflow.replay.model import (
+from orderflow.tools.replay.capture import read_capture
+from orderflow.tools.replay.model import (
     ORIGIN_HEADER_OFFSET,
     ORIGIN_HEADER_PARTITION,
     ORIGIN_HEADER_TOPIC,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from orderflow.replay.model import REDRIVEN_FROM_HEADER
+from orderflow.tools.replay.model import REDRIVEN_FROM_HEADER
 from orderflow.topics import INPUT_TOPICS, ORDER_CREATED, PAYMENT_COMPLETED
 from tests.integration.replay.support import (
     cli,

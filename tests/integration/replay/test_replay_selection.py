@@ -12,7 +12,7 @@ import uuid
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from orderflow.replay.window import ms_to_rfc3339
+from orderflow.tools.replay.window import ms_to_rfc3339
 from orderflow.topics import APP_ID, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
 from tests.integration.replay.support import (
     Out,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orderflow.gateway.http import BreakerState, CircuitBreaker
-from orderflow.gateway.sandbox import Faults
+from orderflow.tools.sandbox.gateway import Faults
 from tests.breaker_helpers import FakeClock, state_of
 
 # -- circuit breaker -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The dry-run fold: today's decision rule and state machine against recorded history."""
+"""The dry-run fold: today's code against recorded history, the gateway's answers as recorded."""
 
 from __future__ import annotations
 
@@ -6,16 +6,20 @@ import dataclasses
 
 from orderflow.domain.events import PaymentCompleted, PaymentFailed
 from orderflow.domain.order import OrderStatus
-from orderflow.domain.payment import DECLINE_MESSAGES, Approved, Decline, sandbox_decision
-from orderflow.replay.dryrun import dry_run
-from orderflow.replay.model import ORDER_CHANGELOG, TopicRecord
+from orderflow.domain.payment import DECLINE_MESSAGES, PaymentRecord, PaymentStatus
+from orderflow.domain.validation import LineItem
+from orderflow.tools.replay.dryrun import dry_run
+from orderflow.tools.replay.model import ORDER_CHANGELOG, PAYMENT_CHANGELOG, TopicRecord
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
-from orderflow.wire import encode_event, order_to_bytes
-from tests.unit.builders import ITEMS_TOTAL, T1, TOKEN, pending_order, place_command
+from orderflow.wire import encode_event, order_to_bytes, payment_to_bytes
+from tests.unit.builders import ITEMS_TOTAL, T1, TOKEN, payment_record, pending_order, place_command
 
 ORDER = pending_order()
 PAID = dataclasses.replace(ORDER, status=OrderStatus.PAID, charge_id="ch_1")
 COMPLETED = PaymentCompleted("ord-1", ITEMS_TOTAL, "USD", "ch_1", T1)
+SETTLED = payment_record(status=PaymentStatus.COMPLETED, charge_id="ch_1")
+# A real gateway's token: the sandbox would call it invalid_token; its answers are its own.
+REAL_TOKEN = "tok_1PzRealCardFromTheGateway"
 
 
 def rec(topic: str, value: bytes | None, at: int, key: bytes = b"ord-1") -> TopicRecord:
@@ -28,17 +32,33 @@ def history(
     outcome: bytes = encode_event(COMPLETED),
     final: bytes = order_to_bytes(PAID),
     created: bytes = encode_event(ORDER.created_event(TOKEN)),
+    payment: PaymentRecord | None = SETTLED,
 ) -> list[TopicRecord]:
-    return [
+    records = [
         rec(ORDER_COMMANDS, encode_event(place_command()), 1),
         rec(ORDER_CREATED, created, 2),
         rec(PAYMENT_COMPLETED if b"completed" in outcome else PAYMENT_FAILED, outcome, 3),
         rec(ORDER_CHANGELOG, final, 4),
     ]
+    if payment is not None:
+        records.insert(2, rec(PAYMENT_CHANGELOG, payment_to_bytes(payment), 3))
+    return records
 
 
-def declines_everything(token: str) -> Approved | Decline:
-    return DECLINE_MESSAGES["card_declined"]
+def declined_history(token: str, code: str) -> list[TopicRecord]:
+    """An order the gateway declined with ``code``: PaymentDB, the event and OrderDB agree."""
+    decline = DECLINE_MESSAGES[code]
+    failed = PaymentFailed("ord-1", ITEMS_TOTAL, "USD", decline, T1)
+    final = dataclasses.replace(ORDER, status=OrderStatus.PAYMENT_FAILED, decline=decline)
+    return [
+        rec(ORDER_COMMANDS, encode_event(place_command(payment_token=token)), 1),
+        *history(
+            created=encode_event(ORDER.created_event(token)),
+            outcome=encode_event(failed),
+            final=order_to_bytes(final),
+            payment=payment_record(status=PaymentStatus.FAILED, decline=decline),
+        )[1:],
+    ]
 
 
 def test_a_consistent_history_has_no_findings() -> None:
@@ -46,41 +66,71 @@ def test_a_consistent_history_has_no_findings() -> None:
     assert (report.orders, report.compared, report.findings) == (1, 1, [])
 
 
-def test_a_changed_decision_rule_is_reported_where_it_decides_differently() -> None:
-    report = dry_run(history(), declines_everything)
-    [finding] = report.findings
-    assert (finding.kind, finding.recorded, finding.today, finding.at) == (
-        "payment_decision",
-        "approved",
-        "declined (card_declined, retryable=False)",
-        f"{PAYMENT_COMPLETED}:0:3",
-    )
-    assert finding.is_difference and report.differing_orders == 1
+def test_an_order_declined_by_a_real_gateway_is_no_difference() -> None:
+    # Before: the sandbox's token rule re-decided it (invalid_token), a difference against
+    # every real gateway. Now the gateway's answer is taken from the history.
+    report = dry_run(declined_history(REAL_TOKEN, "card_declined"))
+    assert (report.orders, report.compared, report.findings) == (1, 1, [])
 
 
-def test_the_default_rule_is_the_sandbox_rule() -> None:
-    assert dry_run(history()).findings == dry_run(history(), sandbox_decision).findings
+def test_an_order_approved_by_a_real_gateway_is_no_difference() -> None:
+    created = encode_event(ORDER.created_event(REAL_TOKEN))
+    command = rec(ORDER_COMMANDS, encode_event(place_command(payment_token=REAL_TOKEN)), 1)
+    report = dry_run([command, *history(created=created)[1:]])
+    assert (report.compared, report.findings) == (1, [])
 
 
-def test_another_decline_code_is_a_difference() -> None:
-    failed = PaymentFailed("ord-1", ITEMS_TOTAL, "USD", DECLINE_MESSAGES["expired_card"], T1)
-    final = dataclasses.replace(ORDER, status=OrderStatus.PAYMENT_FAILED, decline=failed.reason)
-    report = dry_run(
-        history(outcome=encode_event(failed), final=order_to_bytes(final)), declines_everything
-    )
-    assert [(f.kind, f.recorded, f.today) for f in report.findings] == [
-        (
-            "decline",
-            "declined (expired_card, retryable=False)",
-            "declined (card_declined, retryable=False)",
-        ),
+def test_a_recorded_event_that_todays_code_would_not_publish_for_the_outcome() -> None:
+    # PaymentDB holds the gateway's answer (insufficient funds); the event on the topic says
+    # card_declined: today's outcome -> event mapping decides otherwise.
+    records = declined_history(REAL_TOKEN, "card_declined")
+    funds = DECLINE_MESSAGES["insufficient_funds"]
+    answer = payment_record(status=PaymentStatus.FAILED, decline=funds)
+    records = [
+        rec(PAYMENT_CHANGELOG, payment_to_bytes(answer), 3) if r.topic == PAYMENT_CHANGELOG else r
+        for r in records
     ]
+    [finding] = dry_run(records).findings
+    assert finding.kind == "payment_event" and finding.is_difference
+    assert finding.at == f"{PAYMENT_FAILED}:0:3"
+    assert "insufficient_funds" in finding.today and "card_declined" in finding.recorded
+
+
+def test_a_completed_payment_recorded_as_failed_is_a_difference() -> None:
+    failed = PaymentFailed("ord-1", ITEMS_TOTAL, "USD", DECLINE_MESSAGES["card_declined"], T1)
+    final = dataclasses.replace(ORDER, status=OrderStatus.PAYMENT_FAILED, decline=failed.reason)
+    report = dry_run(history(outcome=encode_event(failed), final=order_to_bytes(final)))
+    [finding] = report.findings
+    assert finding.kind == "payment_event"
+    assert "event_type='payment.failed'" in finding.recorded
+    assert "event_type='payment.completed'" in finding.today
+
+
+def test_without_paymentdb_the_recorded_event_is_the_outcome() -> None:
+    without = [
+        r for r in declined_history(REAL_TOKEN, "card_declined") if r.topic != PAYMENT_CHANGELOG
+    ]
+    report = dry_run(without)
+    assert (report.compared, report.findings) == (1, [])
+
+
+def test_a_command_todays_validation_refuses_is_a_difference() -> None:
+    # Recorded: the command was accepted (order.created); today's validation refuses it.
+    refused = place_command(items=(LineItem("sku-1", 0, 1999),))
+    records = [rec(ORDER_COMMANDS, encode_event(refused), 1), *history()[1:]]
+    findings = dry_run(records).findings
+    assert [f.kind for f in findings] == ["validation"]
+    assert findings[0].recorded == "order.created"
+    assert findings[0].today.startswith("refused: ")
 
 
 def test_an_order_created_that_today_would_publish_differently() -> None:
     wrong = dataclasses.replace(ORDER.created_event(TOKEN), amount=ITEMS_TOTAL + 1)
     charged = dataclasses.replace(COMPLETED, amount=ITEMS_TOTAL + 1)  # what was recorded
-    report = dry_run(history(created=encode_event(wrong), outcome=encode_event(charged)))
+    answer = dataclasses.replace(SETTLED, amount=ITEMS_TOTAL + 1)  # the gateway charged it
+    report = dry_run(
+        history(created=encode_event(wrong), outcome=encode_event(charged), payment=answer)
+    )
     kinds = [f.kind for f in report.findings]
     assert kinds[0] == "order_created"
     assert report.findings[0].recorded == f"amount={ITEMS_TOTAL + 1}"
@@ -127,7 +177,17 @@ def test_orders_are_folded_separately_and_in_time_order_whatever_the_input_order
     mixed = list(reversed(history() + other_history + duplicates))
     report = dry_run(mixed)
     assert (report.orders, report.compared, report.findings) == (2, 2, [])
-    changed = dry_run(mixed, declines_everything)
+    failed = payment_record(status=PaymentStatus.FAILED, decline=DECLINE_MESSAGES["card_declined"])
+    answers = [
+        rec(
+            PAYMENT_CHANGELOG,
+            payment_to_bytes(dataclasses.replace(failed, order_id=o)),
+            8,
+            o.encode(),
+        )
+        for o in ("ord-1", "ord-2")
+    ]
+    changed = dry_run([*mixed, *answers])
     assert sorted(f.order_id for f in changed.differences) == ["ord-1", "ord-2"]
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from orderflow.replay.errors import SelectionError
-from orderflow.replay.model import (
+from orderflow.tools.replay.errors import SelectionError
+from orderflow.tools.replay.model import (
     Selection,
     TopicRecord,
     describe,
@@ -14,7 +14,7 @@ from orderflow.replay.model import (
     record_to_json,
     time_order,
 )
-from orderflow.replay.window import TimeWindow
+from orderflow.tools.replay.window import TimeWindow
 
 
 def rec(key: bytes | None = b"ord_1", value: bytes | None = b"{}", **kw: object) -> TopicRecord:

@@ -8,7 +8,7 @@ import pytest
 
 from orderflow.domain.order import OrderStatus
 from orderflow.domain.payment import DECLINE_MESSAGES, PaymentStatus
-from orderflow.replay.verdict import Charge, judge
+from orderflow.tools.replay.verdict import Charge, judge
 from tests.unit.builders import ITEMS_TOTAL, payment_record, pending_order
 
 PAID = dataclasses.replace(pending_order(), status=OrderStatus.PAID, charge_id="ch_1")

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orderflow.replay.errors import SelectionError
-from orderflow.replay.window import (
+from orderflow.tools.replay.errors import SelectionError
+from orderflow.tools.replay.window import (
     TimeWindow,
     ms_to_rfc3339,
     parse_duration,

@@ -20,17 +20,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orderflow.domain.tokens import mask_text
-from orderflow.replay.model import (
+from orderflow.tools.replay.model import (
     REDRIVEN_FROM_HEADER,
     Selection,
     TopicRecord,
     key_text,
     record_to_json,
 )
-from orderflow.replay.output import Progress
-from orderflow.replay.publish import make_producer, send_all
-from orderflow.replay.reader import read_records
-from orderflow.replay.window import TimeWindow
+from orderflow.tools.replay.output import Progress
+from orderflow.tools.replay.publish import make_producer, send_all
+from orderflow.tools.replay.reader import read_records
+from orderflow.tools.replay.window import TimeWindow
 from orderflow.topics import DEAD_LETTERS, INPUT_TOPICS
 from orderflow.wire.dead_letters import (
     DLQ_HEADER_ERROR,

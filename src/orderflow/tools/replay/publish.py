@@ -14,14 +14,14 @@ from collections.abc import AsyncGenerator, AsyncIterable
 
 from aiokafka import AIOKafkaProducer
 
-from orderflow.replay.errors import PublishRefused, TopicNotFound
-from orderflow.replay.model import (
+from orderflow.tools.replay.errors import PublishRefused, TopicNotFound
+from orderflow.tools.replay.model import (
     ORIGIN_HEADER_OFFSET,
     ORIGIN_HEADER_PARTITION,
     ORIGIN_HEADER_TOPIC,
     TopicRecord,
 )
-from orderflow.replay.reader import topic_partitions
+from orderflow.tools.replay.reader import topic_partitions
 from orderflow.topics import INPUT_TOPICS, all_topic_names
 
 __all__ = ["check_target", "make_producer", "origin_headers", "publish_records", "send_all"]

@@ -61,8 +61,9 @@ from pathlib import Path
 import aiosqlite
 from aiohttp import web
 
-from orderflow.domain.payment import Approved, sandbox_decision
+from orderflow.domain.payment import Approved
 from orderflow.domain.tokens import mask_secrets
+from orderflow.tools.sandbox.rules import sandbox_decision
 
 __all__ = [
     "ChargeRow",
@@ -631,15 +632,20 @@ class SandboxGateway:
         app.router.add_post("/v1/charges", self._create_charge)
         app.router.add_get("/v1/charges", self._list_charges)
         app.router.add_get("/v1/charges/{charge_id}", self._get_charge)
+        # /_admin: what a test reads (GET); the faults and config it sets (POST, DELETE resets).
+        reads = {
+            "faults": self._get_faults,
+            "config": self._get_config,
+            "ledger": self._ledger,
+            "requests": self._requests,
+            "violations": self._violations,
+            "stats": self._stats,
+        }
+        for name, read in reads.items():
+            app.router.add_get(f"/_admin/{name}", read)
         app.router.add_post("/_admin/faults", self._set_faults)
-        app.router.add_get("/_admin/faults", self._get_faults)
         app.router.add_delete("/_admin/faults", self._reset_faults)
         app.router.add_post("/_admin/config", self._set_config)
-        app.router.add_get("/_admin/config", self._get_config)
-        app.router.add_get("/_admin/ledger", self._ledger)
-        app.router.add_get("/_admin/requests", self._requests)
-        app.router.add_get("/_admin/violations", self._violations)
-        app.router.add_get("/_admin/stats", self._stats)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:

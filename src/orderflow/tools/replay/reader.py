@@ -17,9 +17,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from orderflow.replay.errors import ReplayError, TopicNotFound
-from orderflow.replay.model import Selection, TopicRecord, key_partition
-from orderflow.replay.output import NullProgress, Progress, note
+from orderflow.tools.replay.errors import ReplayError, TopicNotFound
+from orderflow.tools.replay.model import Selection, TopicRecord, key_partition
+from orderflow.tools.replay.output import NullProgress, Progress, note
 
 __all__ = ["PartitionPlan", "plan_partitions", "read_records", "topic_partitions"]
 
@@ -30,16 +30,11 @@ STALL_TIMEOUT_S = 30.0
 
 @dataclass(frozen=True)
 class PartitionPlan:
-    """Read ``topic[partition]`` offsets ``start`` (inclusive) to ``stop`` (exclusive)."""
+    """Read partition ``tp`` offsets ``start`` (inclusive) to ``stop`` (exclusive)."""
 
-    topic: str
-    partition: int
+    tp: TopicPartition
     start: int
     stop: int
-
-    @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.topic, self.partition)
 
     @property
     def size(self) -> int:
@@ -136,7 +131,7 @@ async def plan_partitions(
         if selection.to_offset is not None:
             stop = min(stop, selection.to_offset + 1)
         if start < stop:
-            plans.append(PartitionPlan(tp.topic, tp.partition, start, stop))
+            plans.append(PartitionPlan(tp, start, stop))
     return plans, missing
 
 
@@ -221,5 +216,5 @@ async def _drain(
         if moved:
             last_progress = now
         elif now - last_progress > STALL_TIMEOUT_S:
-            stuck = ", ".join(f"{p.topic}[{p.partition}]" for p in remaining.values())
+            stuck = ", ".join(f"{p.tp.topic}[{p.tp.partition}]" for p in remaining.values())
             raise ReplayError(f"no progress for {STALL_TIMEOUT_S:.0f}s reading {stuck}")

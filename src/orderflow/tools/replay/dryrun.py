@@ -1,39 +1,46 @@
-"""``replay --dry-run``: fold recorded events through today's domain code and report disagreements.
+"""``replay --dry-run``: fold recorded history through today's code and report where it differs.
 
 Like a workflow replayer, this is deterministic and does no I/O: no gateway call, nothing
-produced. For each order it takes the recorded ``order.created`` and asks today's decision rule
-what the gateway would answer for its token (``sandbox_decision`` by default; injectable, so a
-changed rule can be tried before it ships), compares that with the recorded ``payment.completed``
-or ``payment.failed`` (and decline code), re-runs the state machine (``place_order`` on the
-commands, ``apply_payment`` on the recorded outcomes) and compares the final status with the
-OrderDB changelog when it was read too.
+produced. The gateway's answers are taken from the history (as a replayer takes activity
+results): PaymentDB's settled records, else the recorded ``payment.*`` events. What is re-checked
+is our own code: validation and ``place_order`` on the commands (the ``order.created`` it would
+publish), the event a settled PaymentDB record publishes today (``outcome_event``), and the
+state machine (``apply_payment``) against the OrderDB changelog's final status.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from orderflow.domain.errors import DomainError
 from orderflow.domain.events import (
+    Event,
     OrderCreated,
     PaymentCompleted,
     PaymentFailed,
     PlaceOrder,
 )
 from orderflow.domain.order import Order, OrderStatus, PlacementKind, apply_payment, place_order
-from orderflow.domain.payment import Approved, Decline, sandbox_decision
-from orderflow.replay.model import ORDER_CHANGELOG, TopicRecord, json_value, time_order
+from orderflow.domain.payment import PaymentRecord
+from orderflow.domain.settlement import outcome_event
+from orderflow.tools.replay.model import (
+    ORDER_CHANGELOG,
+    PAYMENT_CHANGELOG,
+    TopicRecord,
+    json_value,
+    time_order,
+)
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
-from orderflow.wire import decode_event, event_to_dict
+from orderflow.wire import decode_event, event_to_dict, payment_from_bytes
 
-__all__ = ["DIFFERENCE_KINDS", "DecisionRule", "DryRunReport", "Finding", "dry_run"]
-
-DecisionRule = Callable[[str], Approved | Decline]
+__all__ = ["DIFFERENCE_KINDS", "DryRunReport", "Finding", "dry_run"]
 
 # Findings that mean "today's code decides differently"; the other kinds are information.
-DIFFERENCE_KINDS = frozenset({"payment_decision", "decline", "order_created", "final_status"})
+DIFFERENCE_KINDS = frozenset({"validation", "order_created", "payment_event", "final_status"})
+
+_SUMMARY = ("orders", "compared", "differing_orders", "differences", "findings")
 
 _EXPECTED_TYPE = {
     ORDER_COMMANDS: "order.place",
@@ -58,14 +65,9 @@ class Finding:
         return self.kind in DIFFERENCE_KINDS
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "order_id": self.order_id,
-            "kind": self.kind,
-            "difference": self.is_difference,
-            "recorded": self.recorded,
-            "today": self.today,
-            "at": self.at,
-        }
+        fields = ("order_id", "kind", "difference", "recorded", "today", "at")
+        values = (self.order_id, self.kind, self.is_difference, self.recorded, self.today, self.at)
+        return dict(zip(fields, values, strict=True))
 
 
 @dataclass
@@ -73,7 +75,7 @@ class DryRunReport:
     """Counts and findings of one dry run."""
 
     orders: int = 0
-    compared: int = 0  # orders with both an order.created and a recorded outcome
+    compared: int = 0  # orders with a recorded gateway outcome (payment event)
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -84,21 +86,9 @@ class DryRunReport:
     def differing_orders(self) -> int:
         return len({f.order_id for f in self.differences})
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "orders": self.orders,
-            "compared": self.compared,
-            "differing_orders": self.differing_orders,
-            "differences": len(self.differences),
-            "findings": len(self.findings),
-        }
-
-
-def _outcome_text(outcome: Approved | Decline | PaymentCompleted | PaymentFailed) -> str:
-    if isinstance(outcome, Approved | PaymentCompleted):
-        return "approved"
-    decline = outcome if isinstance(outcome, Decline) else outcome.reason
-    return f"declined ({decline.code}, retryable={decline.retryable})"
+    def summary(self) -> dict[str, int]:
+        counts = (self.compared, self.differing_orders, len(self.differences), len(self.findings))
+        return dict(zip(_SUMMARY, (self.orders, *counts), strict=True))
 
 
 def _order_from_created(created: OrderCreated) -> Order:
@@ -118,16 +108,32 @@ def _order_from_created(created: OrderCreated) -> Order:
     )
 
 
+def _changes(today: Event, then: Event, ignore: frozenset[str] = frozenset()) -> tuple[str, str]:
+    """The fields that differ, as (recorded, today) texts; ("", "") when none does."""
+    now, was = event_to_dict(today), event_to_dict(then)
+    keys = sorted(k for k in now.keys() | was.keys() if k not in ignore)
+    changed = [k for k in keys if now.get(k) != was.get(k)]
+    return (
+        ", ".join(f"{k}={was.get(k)!r}" for k in changed),
+        ", ".join(f"{k}={now.get(k)!r}" for k in changed),
+    )
+
+
+# A settled record's event is published when it settles and again on a republish: its time
+# is the record's, not what is compared. The event id follows the type, compared as event_type.
+_OUTCOME_IGNORED = frozenset({"occurred_at", "event_id"})
+
+
 @dataclass
 class _OrderFold:
     order_id: str
-    decide: DecisionRule
     findings: list[Finding] = field(default_factory=list)
     order: Order | None = None
     published: OrderCreated | None = None  # what today's place_order would publish
+    refused: str = ""  # why today's place_order refuses the command, if it does
     created: OrderCreated | None = None
-    expected: Approved | Decline | None = None
-    outcome_seen: bool = False
+    outcome: tuple[PaymentCompleted | PaymentFailed, str] | None = None  # first recorded
+    settled: tuple[PaymentRecord, str] | None = None  # the gateway's answer, in PaymentDB
     recorded_status: str | None = None
     recorded_at: str = ""
 
@@ -139,12 +145,15 @@ class _OrderFold:
             data = json_value(record)
             self.recorded_status = data.get("status") if isinstance(data, dict) else None
             self.recorded_at = record.at
-            return
-        expected_type = _EXPECTED_TYPE.get(record.topic)
-        if expected_type is None:
-            return  # PaymentDB, reconcile requests, dead letters: not events to re-decide
+        elif record.topic == PAYMENT_CHANGELOG:
+            self._payment_record(record)
+        elif record.topic in _EXPECTED_TYPE:
+            self._event(record)
+        # else: reconcile requests, dead letters: not decisions to re-check
+
+    def _event(self, record: TopicRecord) -> None:
         try:
-            event = decode_event(record.value, expected_type)
+            event = decode_event(record.value, _EXPECTED_TYPE[record.topic])
         except DomainError as exc:
             self.add("undecodable", "on the topic", f"rejected: {exc}", record.at)
             return
@@ -155,18 +164,30 @@ class _OrderFold:
         else:
             self._outcome(event, record)
 
+    def _payment_record(self, record: TopicRecord) -> None:
+        if record.value is None:
+            return  # a tombstone: nothing settled
+        try:
+            payment = payment_from_bytes(record.value)
+        except (DomainError, ValueError, KeyError, TypeError) as exc:
+            self.add("undecodable", "in PaymentDB", f"rejected: {exc}", record.at)
+            return
+        if payment.status.is_settled:
+            self.settled = (payment, record.at)  # the latest settled answer wins
+
     def _place(self, command: PlaceOrder) -> None:
         try:
             placement = place_order(self.order, command)
-        except DomainError:
-            return  # today's code refuses the command; an order.created will show the effect
+        except DomainError as exc:
+            self.refused = str(exc)
+            return
         if placement.kind is PlacementKind.CREATED:
             self.order, self.published = placement.order, placement.publish
 
     def _created(self, created: OrderCreated, record: TopicRecord) -> None:
         if not created.payment_token:
             # A stall nudge's copy whose token was gone: settled from PaymentDB or dead-lettered,
-            # never charged; nothing for the payment rule to decide (nor a changed body).
+            # never charged; not a changed body.
             if self.order is None:
                 self.order = _order_from_created(created)
             return
@@ -174,23 +195,17 @@ class _OrderFold:
             return  # a republished copy: the first one was decided on
         self.created = created
         if self.published is not None:
-            today, then = event_to_dict(self.published), event_to_dict(created)
-            changed = sorted(k for k in today.keys() | then.keys() if today.get(k) != then.get(k))
-            if changed:
-                self.add(
-                    "order_created",
-                    ", ".join(f"{k}={then.get(k)!r}" for k in changed),
-                    ", ".join(f"{k}={today.get(k)!r}" for k in changed),
-                    record.at,
-                )
+            recorded, today = _changes(self.published, created)
+            if recorded or today:
+                self.add("order_created", recorded, today, record.at)
+        elif self.refused:
+            self.add("validation", "order.created", f"refused: {self.refused}", record.at)
         if self.order is None:
             self.order = _order_from_created(created)
-        self.expected = self.decide(created.payment_token)
 
     def _outcome(self, event: PaymentCompleted | PaymentFailed, record: TopicRecord) -> None:
-        if not self.outcome_seen and self.expected is not None:
-            self.outcome_seen = True
-            self._compare_decision(event, self.expected, record.at)
+        if self.outcome is None:
+            self.outcome = (event, record.at)
         if self.order is None:
             return
         transition = apply_payment(self.order, event, event.occurred_at)
@@ -204,16 +219,20 @@ class _OrderFold:
                 record.at,
             )
 
-    def _compare_decision(
-        self, event: PaymentCompleted | PaymentFailed, expected: Approved | Decline, at: str
-    ) -> None:
-        recorded, today = _outcome_text(event), _outcome_text(expected)
-        if isinstance(event, PaymentCompleted) != isinstance(expected, Approved):
-            self.add("payment_decision", recorded, today, at)
-        elif recorded != today:
-            self.add("decline", recorded, today, at)
+    def _check_outcome_event(self) -> None:
+        """Today's event for the recorded gateway answer, against the event recorded."""
+        if self.outcome is None or self.settled is None:
+            return
+        (event, at), (payment, _) = self.outcome, self.settled
+        today = outcome_event(payment)
+        if today is None:
+            return
+        recorded_text, today_text = _changes(today, event, _OUTCOME_IGNORED)
+        if recorded_text or today_text:
+            self.add("payment_event", recorded_text, today_text, at)
 
     def finish(self) -> None:
+        self._check_outcome_event()
         today = None if self.order is None else str(self.order.status)
         if self.recorded_status is not None and today is not None and today != self.recorded_status:
             self.add(
@@ -231,10 +250,8 @@ def _order_id(record: TopicRecord) -> str | None:
     return data.get("order_id") if isinstance(data, dict) else None
 
 
-def dry_run(
-    records: Iterable[TopicRecord], decide: DecisionRule = sandbox_decision
-) -> DryRunReport:
-    """Fold ``records`` order by order through today's code; ``decide`` is the payment rule."""
+def dry_run(records: Iterable[TopicRecord]) -> DryRunReport:
+    """Fold ``records`` order by order through today's code, the gateway's answers as recorded."""
     by_order: dict[str, list[TopicRecord]] = {}
     for record in records:
         order_id = _order_id(record)
@@ -242,10 +259,10 @@ def dry_run(
             by_order.setdefault(order_id, []).append(record)
     report = DryRunReport(orders=len(by_order))
     for order_id in sorted(by_order):
-        fold = _OrderFold(order_id, decide)
+        fold = _OrderFold(order_id)
         for record in sorted(by_order[order_id], key=time_order):
             fold.feed(record)
         fold.finish()
-        report.compared += fold.outcome_seen
+        report.compared += fold.outcome is not None
         report.findings.extend(fold.findings)
     return report

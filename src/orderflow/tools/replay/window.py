@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from orderflow.replay.errors import SelectionError
+from orderflow.tools.replay.errors import SelectionError
 
 __all__ = ["TimeWindow", "ms_to_rfc3339", "parse_duration", "parse_instant", "to_epoch_ms"]
 

@@ -3,7 +3,7 @@
 Every record of the order on every orderflow topic (the input topics, the dead letters and both
 table changelogs) in time order; the current OrderDB and PaymentDB entries, read as the latest
 changelog value for the key (so no worker needs to run); the gateway ledger's rows when a gateway
-URL is known; and a one-line verdict (``orderflow.replay.verdict``).
+URL is known; and a one-line verdict (``orderflow.tools.replay.verdict``).
 
 Only the partition the order id hashes to is read on each topic (see ``key_partition``);
 ``--all-partitions`` reads everything, to find records produced with a wrong key.
@@ -23,8 +23,8 @@ from orderflow.domain.order import Order
 from orderflow.domain.payment import Decline, PaymentRecord
 from orderflow.domain.responses import order_to_public
 from orderflow.domain.tokens import mask_secrets, mask_text
-from orderflow.replay.dlq import DeadLetter
-from orderflow.replay.model import (
+from orderflow.tools.replay.dlq import DeadLetter
+from orderflow.tools.replay.model import (
     ORDER_CHANGELOG,
     PAYMENT_CHANGELOG,
     Selection,
@@ -33,10 +33,10 @@ from orderflow.replay.model import (
     record_to_json,
     time_order,
 )
-from orderflow.replay.output import Progress
-from orderflow.replay.reader import read_records
-from orderflow.replay.verdict import Charge, Verdict, judge
-from orderflow.replay.window import ms_to_rfc3339
+from orderflow.tools.replay.output import Progress
+from orderflow.tools.replay.reader import read_records
+from orderflow.tools.replay.verdict import Charge, Verdict, judge
+from orderflow.tools.replay.window import ms_to_rfc3339
 from orderflow.topics import DEAD_LETTERS, all_topic_names
 from orderflow.wire import order_from_bytes, payment_from_bytes, payment_to_bytes
 

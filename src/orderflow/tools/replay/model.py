@@ -14,8 +14,8 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from orderflow.domain.tokens import mask_secrets, mask_text, mask_token
-from orderflow.replay.errors import SelectionError
-from orderflow.replay.window import TimeWindow, ms_to_rfc3339
+from orderflow.tools.replay.errors import SelectionError
+from orderflow.tools.replay.window import TimeWindow, ms_to_rfc3339
 from orderflow.topics import (
     DEAD_LETTERS,
     ORDER_CHANGELOG,

@@ -20,8 +20,8 @@ from pathlib import Path
 import aiosqlite
 
 from orderflow.domain.events import rfc3339
-from orderflow.replay.errors import CaptureError
-from orderflow.replay.model import Selection, TopicRecord
+from orderflow.tools.replay.errors import CaptureError
+from orderflow.tools.replay.model import Selection, TopicRecord
 
 __all__ = ["FORMAT", "read_capture", "write_capture"]
 

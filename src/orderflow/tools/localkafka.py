@@ -3,10 +3,9 @@
 No Docker and no Kafka download site are needed: the broker's jars are published on Maven Central,
 so we resolve them once with Maven into a cache folder and run ``kafka.Kafka`` on the JDK.
 
-    python -m orderflow.localkafka up [--nodes 3 [--controllers 3]]   fetch if needed, format,
-                                                     start, wait for ready
-    python -m orderflow.localkafka down              SIGTERM, wait, no orphan JVM
-    python -m orderflow.localkafka status | logs
+    orderflow kafka up [--nodes 3 [--controllers 3]]   fetch if needed, format, start, wait
+    orderflow kafka down                                SIGTERM, wait, no orphan JVM
+    orderflow kafka status | logs
 
 Environment (read here only, the launcher is a developer tool separate from the service):
 ``ORDERFLOW_KAFKA_VERSION`` (default 4.1.2; 3.9.x works too), ``KAFKA_HOME`` (use an installed
@@ -149,7 +148,7 @@ def ensure_jars(version: str | None = None) -> Path:
     staging = home / "libs.partial"
     shutil.rmtree(staging, ignore_errors=True)  # a stale copy would mix versions
     print(f"localkafka: resolving Apache Kafka {version} from Maven Central ...", file=sys.stderr)
-    result = subprocess.run(
+    _run_checked(
         [
             mvn,
             "-q",
@@ -162,19 +161,26 @@ def ensure_jars(version: str | None = None) -> Path:
             "-DincludeScope=runtime",
             "-Dmdep.prependGroupId=true",
         ],
-        capture_output=True,
-        text=True,
-        check=False,
+        f"Maven could not resolve org.apache.kafka:kafka_2.13:{version}",
+        tails=(3000, 2000),
     )
-    if result.returncode != 0:
-        raise KafkaLauncherError(
-            f"Maven could not resolve org.apache.kafka:kafka_2.13:{version}:\n"
-            f"{result.stdout[-3000:]}{result.stderr[-2000:]}"
-        )
     shutil.rmtree(libs, ignore_errors=True)
     staging.rename(libs)
     (libs / ".complete").write_text(version)
     return libs
+
+
+def _run_checked(args: list[str], failure: str, tails: tuple[int, int] | None = None) -> None:
+    """Run a JVM or Maven tool to completion; its output in the error when it fails.
+
+    ``tails``: keep only the last characters of stdout and stderr (Maven is verbose).
+    """
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        out, err = result.stdout, result.stderr
+        if tails is not None:
+            out, err = out[-tails[0] :], err[-tails[1] :]
+        raise KafkaLauncherError(f"{failure}:\n{out}{err}")
 
 
 @dataclass(frozen=True)
@@ -344,7 +350,7 @@ class KafkaCluster:
             props.write_text(self._server_properties(ports))
             if (node / "data" / "meta.properties").exists():
                 continue
-            result = subprocess.run(
+            _run_checked(
                 [
                     self._java(),
                     "-cp",
@@ -356,14 +362,8 @@ class KafkaCluster:
                     str(props),
                     "--ignore-formatted",
                 ],
-                capture_output=True,
-                text=True,
-                check=False,
+                "StorageTool format failed",
             )
-            if result.returncode != 0:
-                raise KafkaLauncherError(
-                    f"StorageTool format failed:\n{result.stdout}{result.stderr}"
-                )
 
     def running_pid(self, node_id: int) -> int | None:
         """The pid of this node's JVM if it is alive (and really ours), else None."""
@@ -529,8 +529,8 @@ def _default_state_dir(nodes: int, controllers: int = 0) -> Path:
     return root.with_name(root.name + suffix)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orderflow.localkafka", description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orderflow kafka", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status", "logs", "fetch"])
     parser.add_argument("--nodes", type=int, choices=[1, 3], default=1, help="brokers")
     parser.add_argument(
@@ -542,7 +542,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--base-port", type=int, default=9092)
     parser.add_argument("--state-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _up(cluster: KafkaCluster) -> int:
+    configured = os.environ.get("ORDERFLOW_KAFKA_BOOTSTRAP")
+    if cluster.is_running():
+        cluster.wait_ready()
+        print(f"localkafka: already running at {cluster.bootstrap}")
+    elif configured and broker_is_reachable(configured):
+        print(f"localkafka: using the broker at {configured}; starting nothing")
+    elif configured and configured != cluster.bootstrap:
+        raise KafkaLauncherError(
+            f"ORDERFLOW_KAFKA_BOOTSTRAP={configured} does not answer; start it or unset it"
+        )
+    else:
+        took = cluster.start()
+        print(
+            f"localkafka: Kafka {cluster.version} ready at {cluster.bootstrap} "
+            f"in {took:.1f}s ({cluster.nodes} node(s), state in {cluster.state_dir})"
+        )
+    return 0
+
+
+def _fetch(cluster: KafkaCluster) -> int:
+    print(ensure_jars(cluster.version))
+    return 0
+
+
+def _down(cluster: KafkaCluster) -> int:
+    cluster.stop()
+    print("localkafka: stopped")
+    return 0
+
+
+def _status(cluster: KafkaCluster) -> int:
+    for ports in cluster.members:
+        pid = cluster.running_pid(ports.node_id)
+        state = f"running (pid {pid})" if pid else "stopped"
+        port = ports.broker if ports.is_broker else ports.controller
+        print(f"node {ports.node_id} ({ports.roles}) 127.0.0.1:{port}: {state}")
+    return 0 if cluster.is_running() else 3
+
+
+def _logs(cluster: KafkaCluster) -> int:
+    for ports in cluster.members:
+        log = cluster.log_file(ports.node_id)
+        if log.exists():
+            print(f"==> {log} <==")
+            print(log.read_text(errors="replace")[-20000:])
+    return 0
+
+
+_ACTIONS = {"up": _up, "down": _down, "status": _status, "logs": _logs, "fetch": _fetch}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``orderflow kafka up|down|status|logs|fetch``: returns the exit status."""
+    args = _parser().parse_args(argv)
     cluster = KafkaCluster(
         state_dir=args.state_dir or _default_state_dir(args.nodes, args.controllers),
         nodes=args.nodes,
@@ -550,45 +607,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         controllers=args.controllers,
     )
     try:
-        if args.command == "fetch":
-            print(ensure_jars(cluster.version))
-        elif args.command == "up":
-            configured = os.environ.get("ORDERFLOW_KAFKA_BOOTSTRAP")
-            if cluster.is_running():
-                cluster.wait_ready()
-                print(f"localkafka: already running at {cluster.bootstrap}")
-            elif configured and broker_is_reachable(configured):
-                print(f"localkafka: using the broker at {configured}; starting nothing")
-            elif configured and configured != cluster.bootstrap:
-                raise KafkaLauncherError(
-                    f"ORDERFLOW_KAFKA_BOOTSTRAP={configured} does not answer; start it or unset it"
-                )
-            else:
-                took = cluster.start()
-                print(
-                    f"localkafka: Kafka {cluster.version} ready at {cluster.bootstrap} "
-                    f"in {took:.1f}s ({cluster.nodes} node(s), state in {cluster.state_dir})"
-                )
-        elif args.command == "down":
-            cluster.stop()
-            print("localkafka: stopped")
-        elif args.command == "status":
-            for ports in cluster.members:
-                pid = cluster.running_pid(ports.node_id)
-                state = f"running (pid {pid})" if pid else "stopped"
-                port = ports.broker if ports.is_broker else ports.controller
-                print(f"node {ports.node_id} ({ports.roles}) 127.0.0.1:{port}: {state}")
-            return 0 if cluster.is_running() else 3
-        elif args.command == "logs":
-            for ports in cluster.members:
-                log = cluster.log_file(ports.node_id)
-                if log.exists():
-                    print(f"==> {log} <==")
-                    print(log.read_text(errors="replace")[-20000:])
+        return _ACTIONS[args.command](cluster)
     except KafkaLauncherError as exc:
         print(f"localkafka: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,20 +1,18 @@
-"""The ``replay``, ``trace`` and ``dlq`` commands (click), shared by both entry points.
+"""The ``replay``, ``trace`` and ``dlq`` commands (click), subcommands of ``orderflow.cli``.
 
-``orderflow replay ...`` runs them without importing the Faust app (no worker, no app needed);
-``faust -A orderflow.app replay ...`` forwards its arguments here (``faust_commands``). Each
-command callback validates its options and returns a coroutine; ``run_async`` awaits it, so the
-same code runs under ``asyncio.run`` or inside the loop of Faust's command runner.
+They never import the Faust app (no worker needed). Each command callback validates its options
+and returns a coroutine that yields the exit status (``_runs``: errors become a message and
+status 1); ``orderflow.cli`` runs it under ``asyncio.run``, or awaits it in a caller's loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import importlib
-import inspect
+import functools
 import os
 import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,22 +21,21 @@ import click
 from aiokafka.errors import KafkaError
 
 from orderflow.config import ConfigError, Settings
-from orderflow.replay.errors import ReplayError
-from orderflow.replay.model import (
+from orderflow.tools.replay.errors import ReplayError
+from orderflow.tools.replay.model import (
     ORDER_CHANGELOG,
+    PAYMENT_CHANGELOG,
     Selection,
     TopicRecord,
     describe,
     key_text,
     record_to_json,
 )
-from orderflow.replay.output import Writer, make_progress, note, resolve_format
-from orderflow.replay.window import TimeWindow
+from orderflow.tools.replay.output import Writer, make_progress, note, resolve_format
+from orderflow.tools.replay.window import TimeWindow
 from orderflow.topics import INPUT_TOPICS
 
-__all__ = ["COMMANDS", "debug_cli", "main", "run_async"]
-
-COMMANDS = ("replay", "trace", "dlq")
+__all__ = ["dlq", "replay", "trace"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -101,20 +98,6 @@ class PartitionOffset(click.ParamType):
         return partition, offset
 
 
-def load_rule(spec: str) -> Any:
-    """``package.module:function`` -> the function (a payment decision rule for --dry-run)."""
-    module_name, _, attr = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like `python -m` and `faust -A`: the project's modules
-    try:
-        rule = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise click.BadParameter(f"{spec}: {exc}", param_hint="'--decision-rule'") from None
-    if not callable(rule):
-        raise click.BadParameter(f"{spec} is not callable", param_hint="'--decision-rule'")
-    return rule
-
-
 async def _take(
     records: AsyncGenerator[TopicRecord, None], limit: int | None
 ) -> AsyncGenerator[TopicRecord, None]:
@@ -129,9 +112,40 @@ async def _take(
                 return  # stop reading now, not at the next match (which may be far away)
 
 
-@click.group(name="orderflow")
-def debug_cli() -> None:
-    """Replay, trace and dead-letter commands (read-only unless told to publish)."""
+async def _exit_status(work: Callable[[], Awaitable[None]]) -> int:
+    """Run one command's work; its errors become a one-line message and status 1."""
+    try:
+        await work()
+    except (ReplayError, ConfigError) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return 1
+    except KafkaError as exc:
+        click.echo(f"Error: Kafka: {exc!r}", err=True)
+        return 1
+    except BrokenPipeError:
+        # `orderflow replay | head`: the reader left; that is not an error. Point stdout at
+        # /dev/null so the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _runs(f: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[int]]:
+    """A callback that validates now (click's usage errors) and returns its work's exit status."""
+
+    @functools.wraps(f)
+    def callback(*args: Any, **kwargs: Any) -> Awaitable[int]:
+        try:
+            work = f(*args, **kwargs)
+        except (ReplayError, ConfigError) as exc:
+            failure = exc  # e.g. the environment's broker setting: reported like the others
+
+            async def fail() -> None:
+                raise failure
+
+            return _exit_status(fail)
+        return _exit_status(lambda: work)
+
+    return callback
 
 
 # -- replay ------------------------------------------------------------------------------------
@@ -140,91 +154,147 @@ REPLAY_COLUMNS = [("TIME", 24), ("TOPIC", 29), ("P", 2), ("OFFSET", 8), ("KEY", 
 DRY_RUN_COLUMNS = [("ORDER", 36), ("KIND", 16), ("AT", 34), ("RECORDED", 34), ("TODAY", 0)]
 
 
-@debug_cli.command()
-@click.option(
-    "--topic",
-    "-t",
-    "topics",
-    multiple=True,
-    help="Topic to read (repeatable) [default: the input topics; with --dry-run also "
-    "the OrderDB changelog]",
-)
-@click.option(
-    "--partition",
-    "-p",
-    "partitions",
-    type=click.IntRange(min=0),
-    multiple=True,
-    help="Only this partition (repeatable)",
-)
-@click.option(
-    "--from-offset",
-    type=click.IntRange(min=0),
-    help="First offset to read, inclusive (needs --partition)",
-)
-@click.option(
-    "--to-offset",
-    type=click.IntRange(min=0),
-    help="Last offset to read, inclusive (needs --partition)",
-)
-@window_options
-@click.option(
-    "--order-id", "order_ids", multiple=True, help="Only this order's records (repeatable)"
-)
-@click.option(
-    "--event-type",
-    "event_types",
-    multiple=True,
-    help="Only events of this type, e.g. order.created (repeatable)",
-)
-@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many records")
-@click.option(
-    "--from-capture",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Read a capture file instead of the broker",
-)
-@click.option(
-    "--capture",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the records to this capture file (SQLite), print nothing",
-)
-@click.option(
-    "--dry-run",
-    is_flag=True,
-    help="Fold the records through today's domain code; print where it decides "
-    "differently. Calls no gateway, produces nothing",
-)
-@click.option(
-    "--decision-rule",
-    metavar="MODULE:FUNC",
-    help="With --dry-run: try this payment rule, not sandbox_decision",
-)
-@click.option(
-    "--to-topic",
-    metavar="NAME",
-    help="Re-publish the records to NAME with orderflow-origin-* headers",
-)
-@click.option("--force", is_flag=True, help="Allow --to-topic to name a live input topic")
+def replay_options(f: F) -> F:
+    """What to read: topics, partitions, offsets, window, orders, event types, how many."""
+    for option in reversed(
+        [
+            click.option(
+                "--topic",
+                "-t",
+                "topics",
+                multiple=True,
+                help="Topic to read (repeatable) [default: the input topics; with --dry-run also "
+                "the OrderDB and PaymentDB changelogs]",
+            ),
+            click.option(
+                "--partition",
+                "-p",
+                "partitions",
+                type=click.IntRange(min=0),
+                multiple=True,
+                help="Only this partition (repeatable)",
+            ),
+            click.option(
+                "--from-offset",
+                type=click.IntRange(min=0),
+                help="First offset to read, inclusive (needs --partition)",
+            ),
+            click.option(
+                "--to-offset",
+                type=click.IntRange(min=0),
+                help="Last offset to read, inclusive (needs --partition)",
+            ),
+            window_options,
+            click.option(
+                "--order-id",
+                "order_ids",
+                multiple=True,
+                help="Only this order's records (repeatable)",
+            ),
+            click.option(
+                "--event-type",
+                "event_types",
+                multiple=True,
+                help="Only events of this type, e.g. order.created (repeatable)",
+            ),
+            click.option(
+                "--limit", type=click.IntRange(min=1), help="Stop after this many records"
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def action_options(f: F) -> F:
+    """Where the records go: a capture file, a dry run, another topic (default: printed)."""
+    for option in reversed(
+        [
+            click.option(
+                "--from-capture",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Read a capture file instead of the broker",
+            ),
+            click.option(
+                "--capture",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Write the records to this capture file (SQLite), print nothing",
+            ),
+            click.option(
+                "--dry-run",
+                is_flag=True,
+                help="Fold the records through today's domain code, the gateway's answers as "
+                "recorded; print where it decides differently. Calls no gateway, produces nothing",
+            ),
+            click.option(
+                "--to-topic",
+                metavar="NAME",
+                help="Re-publish the records to NAME with orderflow-origin-* headers",
+            ),
+            click.option(
+                "--force", is_flag=True, help="Allow --to-topic to name a live input topic"
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+@dataclass(frozen=True)
+class _Action:
+    """What ``replay`` does with the records it reads (one at most of the three)."""
+
+    capture: Path | None
+    dry_run: bool
+    to_topic: str | None
+    force: bool
+
+    def check(self) -> None:
+        named = (("--capture", self.capture), ("--dry-run", self.dry_run))
+        actions = [name for name, on in (*named, ("--to-topic", self.to_topic)) if on]
+        if len(actions) > 1:
+            raise click.UsageError(f"{' and '.join(actions)} cannot be combined")
+        if self.force and not self.to_topic:
+            raise click.UsageError("--force only applies to --to-topic")
+        if self.to_topic:
+            from orderflow.tools.replay.publish import check_target
+
+            try:
+                check_target(self.to_topic, force=self.force)  # before reading anything
+            except ReplayError as exc:
+                raise click.UsageError(str(exc)) from None
+
+
+def _selection(options: dict[str, Any]) -> Selection:
+    try:
+        return Selection(
+            topics=options["topics"],
+            partitions=options["partitions"],
+            from_offset=options["from_offset"],
+            to_offset=options["to_offset"],
+            window=_window(options["since"], options["until"]),
+            order_ids=frozenset(options["order_ids"]),
+            event_types=frozenset(options["event_types"]),
+        )
+    except ReplayError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@click.command()
+@replay_options
+@action_options
 @bootstrap_option
 @format_option
+@_runs
 def replay(
-    topics: tuple[str, ...],
-    partitions: tuple[int, ...],
-    from_offset: int | None,
-    to_offset: int | None,
-    since: str | None,
-    until: str | None,
-    order_ids: tuple[str, ...],
-    event_types: tuple[str, ...],
-    limit: int | None,
     from_capture: Path | None,
     capture: Path | None,
     dry_run: bool,
-    decision_rule: str | None,
     to_topic: str | None,
     force: bool,
     bootstrap: str | None,
     fmt: str | None,
+    **options: Any,
 ) -> Awaitable[None]:
     """Re-read events by time window or offsets, without any consumer group.
 
@@ -233,45 +303,17 @@ def replay(
     Records come partition by partition, each in offset order (Kafka orders nothing across
     partitions); `trace` puts one order's records in time order.
     """
-    actions = [
-        name
-        for name, on in (("--capture", capture), ("--dry-run", dry_run), ("--to-topic", to_topic))
-        if on
-    ]
-    if len(actions) > 1:
-        raise click.UsageError(f"{' and '.join(actions)} cannot be combined")
-    if decision_rule and not dry_run:
-        raise click.UsageError("--decision-rule needs --dry-run")
-    if force and not to_topic:
-        raise click.UsageError("--force only applies to --to-topic")
-    try:
-        selection = Selection(
-            topics=topics,
-            partitions=partitions,
-            from_offset=from_offset,
-            to_offset=to_offset,
-            window=_window(since, until),
-            order_ids=frozenset(order_ids),
-            event_types=frozenset(event_types),
-        )
-    except ReplayError as exc:
-        raise click.UsageError(str(exc)) from None
-    rule = load_rule(decision_rule) if decision_rule else None
-    if to_topic:
-        from orderflow.replay.publish import check_target
-
-        try:
-            check_target(to_topic, force=force)  # before reading anything
-        except ReplayError as exc:
-            raise click.UsageError(str(exc)) from None
-    read_topics = list(topics) or [*INPUT_TOPICS, *([ORDER_CHANGELOG] if dry_run else [])]
+    _Action(capture, dry_run, to_topic, force).check()
+    selection, topics, limit = _selection(options), options["topics"], options["limit"]
+    history = [ORDER_CHANGELOG, PAYMENT_CHANGELOG] if dry_run else []
+    read_topics = list(topics) or [*INPUT_TOPICS, *history]
 
     def source() -> AsyncGenerator[TopicRecord, None]:
         if from_capture is not None:
-            from orderflow.replay.capture import read_capture
+            from orderflow.tools.replay.capture import read_capture
 
             return _take(read_capture(from_capture, selection), limit)
-        from orderflow.replay.reader import read_records
+        from orderflow.tools.replay.reader import read_records
 
         progress = make_progress("replay")
         records = read_records(
@@ -282,7 +324,7 @@ def replay(
     if capture is not None:
         return _capture(source(), capture, sys.argv[1:])
     if dry_run:
-        return _dry_run(source(), rule, resolve_format(fmt))
+        return _dry_run(source(), resolve_format(fmt))
     if to_topic:
         return _publish(source(), _bootstrap(bootstrap), to_topic, force)
     return _print_records(source(), resolve_format(fmt))
@@ -302,7 +344,7 @@ async def _print_records(records: AsyncGenerator[TopicRecord, None], fmt: str) -
 
 
 async def _capture(records: AsyncGenerator[TopicRecord, None], path: Path, argv: list[str]) -> None:
-    from orderflow.replay.capture import write_capture
+    from orderflow.tools.replay.capture import write_capture
 
     added, known = await write_capture(path, records, {"argv": argv})
     note(
@@ -311,12 +353,12 @@ async def _capture(records: AsyncGenerator[TopicRecord, None], path: Path, argv:
     )
 
 
-async def _dry_run(records: AsyncGenerator[TopicRecord, None], rule: Any, fmt: str) -> None:
-    from orderflow.replay.dryrun import dry_run
+async def _dry_run(records: AsyncGenerator[TopicRecord, None], fmt: str) -> None:
+    from orderflow.tools.replay.dryrun import dry_run
 
     async with contextlib.aclosing(records):
         collected = [r async for r in records]
-    report = dry_run(collected, rule) if rule else dry_run(collected)
+    report = dry_run(collected)
     out = Writer("json" if fmt == "json" else "table", DRY_RUN_COLUMNS)
     for finding in report.findings:
         out.emit(
@@ -335,7 +377,7 @@ async def _dry_run(records: AsyncGenerator[TopicRecord, None], rule: Any, fmt: s
 async def _publish(
     records: AsyncGenerator[TopicRecord, None], bootstrap: str, to_topic: str, force: bool
 ) -> None:
-    from orderflow.replay.publish import publish_records
+    from orderflow.tools.replay.publish import publish_records
 
     async with contextlib.aclosing(records):
         count = await publish_records(bootstrap, records, to_topic, force=force)
@@ -345,7 +387,7 @@ async def _publish(
 # -- trace -------------------------------------------------------------------------------------
 
 
-@debug_cli.command()
+@click.command()
 @click.argument("order_id")
 @click.option(
     "--gateway-url",
@@ -360,6 +402,7 @@ async def _publish(
 )
 @bootstrap_option
 @format_option
+@_runs
 def trace(
     order_id: str,
     gateway_url: str | None,
@@ -374,7 +417,7 @@ def trace(
 async def _trace(
     order_id: str, gateway_url: str | None, all_partitions: bool, bootstrap: str | None, fmt: str
 ) -> None:
-    from orderflow.replay.trace import trace_lines, trace_order
+    from orderflow.tools.replay.trace import trace_lines, trace_order
 
     url = gateway_url if gateway_url is not None else Settings.from_env(worker=False).gateway_url
     result = await trace_order(
@@ -399,23 +442,52 @@ DLQ_COLUMNS = [("DL", 8), ("TIME", 24), ("ORDER", 36), ("SOURCE", 34), ("REASON"
 REDRIVE_COLUMNS = [("DL", 8), ("ORDER", 36), ("ACTION", 16), ("TO", 26), ("DETAIL", 0)]
 
 
-@debug_cli.group()
+@click.group()
 def dlq() -> None:
     """Dead letters: list, show, redrive."""
 
 
-def dlq_filter_options(f: F) -> F:
-    f = window_options(f)
-    f = click.option(
+@dataclass(frozen=True)
+class _Filters:
+    """The dead-letter selection options shared by ``dlq list`` and ``dlq redrive``."""
+
+    order_ids: tuple[str, ...]
+    reason: str | None
+    source_topics: tuple[str, ...]
+    since: str | None
+    until: str | None
+
+    def build(self, at: Sequence[tuple[int, int]] = ()) -> Any:
+        return _dlq_filter(
+            self.order_ids, self.reason, self.source_topics, self.since, self.until, at
+        )
+
+
+def dlq_filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The selection options, handed to ``f`` as one ``filters`` argument."""
+
+    @functools.wraps(f)
+    def with_filters(
+        order_ids: tuple[str, ...],
+        reason: str | None,
+        source_topics: tuple[str, ...],
+        since: str | None,
+        until: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        return f(filters=_Filters(order_ids, reason, source_topics, since, until), **kwargs)
+
+    g = window_options(with_filters)
+    g = click.option(
         "--source-topic",
         "source_topics",
         multiple=True,
         help="Only dead letters from this topic (repeatable)",
-    )(f)
-    f = click.option("--reason", help="Only reasons containing this text (case-insensitive)")(f)
+    )(g)
+    g = click.option("--reason", help="Only reasons containing this text (case-insensitive)")(g)
     return click.option(
         "--order-id", "order_ids", multiple=True, help="Only this order's dead letters (repeatable)"
-    )(f)
+    )(g)
 
 
 def _dlq_filter(
@@ -426,7 +498,7 @@ def _dlq_filter(
     until: str | None,
     at: Sequence[tuple[int, int]] = (),
 ) -> Any:
-    from orderflow.replay.dlq import DlqFilter
+    from orderflow.tools.replay.dlq import DlqFilter
 
     return DlqFilter(
         order_ids=frozenset(order_ids),
@@ -441,22 +513,14 @@ def _dlq_filter(
 @dlq_filter_options
 @bootstrap_option
 @format_option
-def dlq_list(
-    order_ids: tuple[str, ...],
-    reason: str | None,
-    source_topics: tuple[str, ...],
-    since: str | None,
-    until: str | None,
-    bootstrap: str | None,
-    fmt: str | None,
-) -> Awaitable[None]:
+@_runs
+def dlq_list(filters: _Filters, bootstrap: str | None, fmt: str | None) -> Awaitable[None]:
     """Dead letters with their reason and source."""
-    flt = _dlq_filter(order_ids, reason, source_topics, since, until)
-    return _dlq_list(_bootstrap(bootstrap), flt, resolve_format(fmt))
+    return _dlq_list(_bootstrap(bootstrap), filters.build(), resolve_format(fmt))
 
 
 async def _dlq_list(bootstrap: str, flt: Any, fmt: str) -> None:
-    from orderflow.replay.dlq import find_dead_letters
+    from orderflow.tools.replay.dlq import find_dead_letters
 
     out = Writer("json" if fmt == "json" else "table", DLQ_COLUMNS)
     letters = find_dead_letters(bootstrap, flt, progress=make_progress("dlq"))
@@ -482,6 +546,7 @@ async def _dlq_list(bootstrap: str, flt: Any, fmt: str) -> None:
 @click.option("--order-id", help="Show every dead letter of this order")
 @bootstrap_option
 @format_option
+@_runs
 def dlq_show(
     address: tuple[int, int] | None, order_id: str | None, bootstrap: str | None, fmt: str | None
 ) -> Awaitable[None]:
@@ -495,7 +560,7 @@ def dlq_show(
 
 
 async def _dlq_show(bootstrap: str, flt: Any, fmt: str) -> None:
-    from orderflow.replay.dlq import find_dead_letters
+    from orderflow.tools.replay.dlq import find_dead_letters
 
     out = Writer("json")
     letters = find_dead_letters(bootstrap, flt)
@@ -534,12 +599,9 @@ async def _dlq_show(bootstrap: str, flt: Any, fmt: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Say what would be redriven; send nothing")
 @bootstrap_option
 @format_option
+@_runs
 def dlq_redrive(
-    order_ids: tuple[str, ...],
-    reason: str | None,
-    source_topics: tuple[str, ...],
-    since: str | None,
-    until: str | None,
+    filters: _Filters,
     at: tuple[tuple[int, int], ...],
     redrive_all: bool,
     dry_run: bool,
@@ -547,7 +609,7 @@ def dlq_redrive(
     fmt: str | None,
 ) -> Awaitable[None]:
     """Re-produce dead letters to their source topic, original key/value, at most once each."""
-    flt = _dlq_filter(order_ids, reason, source_topics, since, until, at)
+    flt = filters.build(at)
     if flt.is_empty and not redrive_all:
         raise click.UsageError(
             "select dead letters (--order-id, --at, --reason, "
@@ -557,7 +619,7 @@ def dlq_redrive(
 
 
 async def _dlq_redrive(bootstrap: str, flt: Any, dry_run: bool, fmt: str) -> None:
-    from orderflow.replay.dlq import redrive
+    from orderflow.tools.replay.dlq import redrive
 
     actions = await redrive(bootstrap, flt, dry_run=dry_run)
     out = Writer("json" if fmt == "json" else "table", REDRIVE_COLUMNS)
@@ -572,41 +634,3 @@ async def _dlq_redrive(bootstrap: str, flt: Any, dry_run: bool, fmt: str) -> Non
         counts[a.action] = counts.get(a.action, 0) + 1
     summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "nothing"
     note(f"dlq redrive: {summary}")
-
-
-# -- running -----------------------------------------------------------------------------------
-
-
-async def run_async(args: Sequence[str], prog_name: str = "orderflow") -> int:
-    """Parse ``args`` (``["replay", "--since", "1h"]``), run the command; returns the exit code."""
-    try:
-        result = debug_cli.main(args=list(args), prog_name=prog_name, standalone_mode=False)
-        if inspect.isawaitable(result):
-            await result
-        elif isinstance(result, int):
-            return result  # --help and click's other early exits
-        return 0
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        return 1
-    except (ReplayError, ConfigError) as exc:
-        click.echo(f"Error: {exc}", err=True)
-        return 1
-    except KafkaError as exc:
-        click.echo(f"Error: Kafka: {exc!r}", err=True)
-        return 1
-    except BrokenPipeError:
-        # `orderflow replay | head`: the reader left; that is not an error. Point stdout at
-        # /dev/null so the interpreter's final flush does not complain either.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``orderflow replay|trace|dlq ...`` (argv includes the command name)."""
-    try:
-        return asyncio.run(run_async(list(sys.argv[1:] if argv is None else argv)))
-    except KeyboardInterrupt:
-        return 130
