@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -100,42 +100,34 @@ class CommandReader(Protocol):
     async def read(self, partition: int, start: int, stop: int) -> list[CommandRecord]: ...
 
 
+@dataclass(eq=False)
 class OrderService:
     """Handles one event at a time; failures go to the dead-letter topic, never out of the loop."""
 
+    orders: OrderStore
+    publisher: Publisher  # order.created
+    dead_letters: DeadLetterSink
+    watch: OrderWatch
+    stalled: StalledOrders
+    clock: Clock = time.time
+    progress: CommandProgress | None = None
+    # None: keyed commands are stored under their own id (no retention, tests only).
+    chains: KeyChains | None = None
+    # The nudge's own reader of the command topic (never the hot path's: a slow read for a
+    # stalled order must not hold the lock ``progress.missing_before`` waits on).
+    commands: CommandReader | None = None
+    # Observers (the app's metrics): an order stored, an order that reached its end.
+    on_created: Callable[[Order], None] | None = None
+    on_terminal: Callable[[Order], None] | None = None
     # Per command partition and tick, the nudge reads the commands of at most this many stalled
     # orders, within this many offsets, in one range read (an outage leaves thousands PENDING).
-    nudge_batch = 200
-    nudge_span = 2000
+    nudge_batch: int = 200
+    nudge_span: int = 2000
+    partitions: int | None = field(init=False)
 
-    def __init__(
-        self,
-        orders: OrderStore,
-        publisher: Publisher,
-        dead_letters: DeadLetterSink,
-        watch: OrderWatch,
-        stalled: StalledOrders,
-        clock: Clock = time.time,
-        progress: CommandProgress | None = None,
-        chains: KeyChains | None = None,
-        commands: CommandReader | None = None,
-    ) -> None:
-        self.orders = orders
-        # None: keyed commands are stored under their own id (no retention, tests only).
-        self.chains = chains
-        self.progress = progress
-        # The nudge's own reader of the command topic (never the hot path's: a slow read for a
-        # stalled order must not hold the lock ``progress.missing_before`` waits on).
-        self.commands = commands
-        self.partitions = progress.partitions if progress is not None else stalled.partitions
-        self.publisher = publisher  # order.created
-        self.dead_letters = dead_letters
-        self.watch = watch
-        self.stalled = stalled
-        self.clock = clock
-        # Observers (the app's metrics): an order stored, an order that reached its end.
-        self.on_created: Callable[[Order], None] | None = None
-        self.on_terminal: Callable[[Order], None] | None = None
+    def __post_init__(self) -> None:
+        progress = self.progress
+        self.partitions = progress.partitions if progress is not None else self.stalled.partitions
 
     async def handle(self, event: InboundEvent) -> None:
         """Handle one command or payment result; what fails goes to the dead letters."""
