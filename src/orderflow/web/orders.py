@@ -46,7 +46,7 @@ from orderflow.ports import CommandSender, HttpRequest, OrderReader, OwnerRoutin
 from orderflow.records import encode_event, order_to_public
 from orderflow.watch import OrderWatch
 from orderflow.web.auth import FORWARDED_HEADER, Authenticator, Caller
-from orderflow.web.routing import NotReady, Owner
+from orderflow.web.routing import Forwarding, NotReady, Owner
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -717,9 +717,8 @@ class OrderApi:
         def sign(path_qs: str, body: bytes) -> dict[str, str]:
             return self.auth.forward_headers(caller, request.method, path_qs, body)
 
-        status, payload, content_type, headers = await self.routing.forward(
-            owner, request, body_bytes, timeout=timeout, long_poll=long_poll, sign=sign
-        )
+        how = Forwarding(timeout, body_bytes, long_poll, sign)
+        status, payload, content_type, headers = await self.routing.forward(owner, request, how)
         return ApiResponse(status, None, headers, raw=payload, content_type=content_type)
 
     async def _read_body(self, request: HttpRequest) -> tuple[Any, ApiResponse | None]:
