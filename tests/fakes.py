@@ -36,7 +36,7 @@ from orderflow.ports import (
 )
 from orderflow.tables.scan import order_partition
 from orderflow.watch import OrderWatch
-from orderflow.web.routing import NotReady, Owner
+from orderflow.web.routing import Forwarding, NotReady, Owner
 from orderflow.wire import order_from_bytes, order_to_bytes, payment_from_bytes, payment_to_bytes
 from tests.unit.builders import pending_order
 
@@ -356,13 +356,7 @@ class FakeRouting:
         return self.suspect
 
     async def forward(
-        self,
-        owner: Owner,
-        request: Any,
-        body: bytes | None,
-        timeout: float,
-        long_poll: bool = False,
-        sign: Any = None,
+        self, owner: Owner, request: Any, how: Forwarding
     ) -> tuple[int, bytes, str, dict[str, str]]:
         self.forwarded += 1
         raise NotReady(f"the owner at {owner.url} is not there in unit tests")

@@ -332,7 +332,7 @@ def _new_fence(settings: Settings) -> Fence:
 
 
 def _order_service(parts: Parts, orders: OrderTable) -> OrderService:
-    service = OrderService(
+    return OrderService(
         orders,
         TopicPublisher(parts.outputs, before_send=parts.fence.check),
         parts.dead_letters,
@@ -341,10 +341,9 @@ def _order_service(parts: Parts, orders: OrderTable) -> OrderService:
         progress=parts.progress,
         chains=parts.chains,
         commands=parts.command_logs[1],
+        on_created=parts.metrics.order_created,
+        on_terminal=parts.metrics.order_terminal,
     )
-    service.on_created = parts.metrics.order_created
-    service.on_terminal = parts.metrics.order_terminal
-    return service
 
 
 def _payment_service(
@@ -354,15 +353,14 @@ def _payment_service(
     batches: FencedBatches,
 ) -> PaymentService:
     publisher = TopicPublisher(parts.outputs, before_send=parts.fence.check)
-    service = PaymentService(
+    return PaymentService(
         payments,
         MeteredGateway(gateway, parts.metrics),
         publisher,
         parts.dead_letters,
         parts.unknown,
+        run_event=batches.run_event,  # a revocation fences the batch's writes
     )
-    service.run_event = batches.run_event  # a revocation fences the batch's writes
-    return service
 
 
 def _connect_lifecycle(parts: Parts, gateway: GatewayHolder) -> None:

@@ -27,7 +27,19 @@ _TRACING_MODULES = (
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
 )
 
-__all__ = ["ConfigError", "Settings", "cluster_problems"]
+__all__ = [
+    "AccessSettings",
+    "ConfigError",
+    "GatewaySettings",
+    "KafkaSettings",
+    "LogSettings",
+    "MembershipSettings",
+    "RequestSettings",
+    "Settings",
+    "StateSettings",
+    "WebSettings",
+    "cluster_problems",
+]
 
 
 class ConfigError(ValueError):
@@ -215,17 +227,15 @@ def _names(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple
     return tuple(sorted({part.strip() for part in raw.split(",") if part.strip()}))
 
 
+# The settings by concern, each a frozen dataclass of its own; ``Settings`` joins them, so that
+# every setting is still ``settings.<name>`` (and a keyword of ``Settings(...)``).
+
+
 @dataclass(frozen=True)
-class Settings:
-    """Everything a worker can be told from outside."""
+class KafkaSettings:
+    """The cluster and the topics the worker creates."""
 
     kafka_bootstrap: str = "127.0.0.1:9092"
-    web_host: str = "127.0.0.1"
-    web_port: int = 6066
-    # The URL other workers use to reach this one (GET/POST routing to the partition owner).
-    canonical_url: str = ""
-    data_dir: Path = Path(".run/worker-data")
-    store: str = "rocksdb"  # or "memory": replays the whole changelog at every start
     partitions: int = 8
     replication_factor: int = 1
     # Faust standby copies of other workers' table partitions: a worker taking over a partition it
@@ -235,40 +245,18 @@ class Settings:
     # promotion: Faust dropped standby records fetched while recovery paused the actives (fixed
     # by orderflow.consumer.LivePartitions). Each copy costs its worker a read of the changelog.
     standby_replicas: int = 1
-    # "sandbox": the worker embeds the sandbox gateway on gateway_sandbox_port (0 = any free
-    # port), which approves test tokens without taking money; "http": the gateway at gateway_url.
-    # Asked for explicitly (ORDERFLOW_GATEWAY): a worker missing it must not take orders for free.
-    gateway: str = "sandbox"
-    gateway_url: str = ""
-    # Sent as "Authorization: Bearer ..."; kept out of repr (settings may be logged).
-    gateway_api_key: str = field(default="", repr=False)
-    gateway_sandbox_port: int = 0
-    gateway_sandbox_db: Path = Path(".run/sandbox-gateway.db")
-    gateway_timeout_s: float = 5.0
-    gateway_deadline_s: float = 15.0
-    # Payments charged concurrently per batch; the events of one order stay in order.
-    payment_batch_size: int = 64
-    reconcile_interval_s: float = 2.0
-    # A PENDING order that has not moved for this long gets its order.created published again.
-    stall_after_s: float = 30.0
-    post_wait_s: float = 10.0
-    # Once Kafka has acknowledged a PlaceOrder, how long the POST waits for the order service to
-    # store it (201) before answering 202 (accepted durably): a busy or failing-over cluster
-    # must not hold the client, the order is safe either way.
-    store_wait_s: float = 1.0
-    # How long a request waits for a moving partition (a rebalance, a recovery, an owner that
-    # stopped answering) before it answers 503; a long-poll's own wait counts when longer.
-    move_wait_s: float = 5.0
-    # /health answers 503 when an agent has been on one event (batch) longer than this; above the
-    # gateway deadline, which one batch of charges may take.
-    stuck_after_s: float = 60.0
-    # How long the producer keeps trying to deliver a record before it reports it failed (Faust's
-    # producer_request_timeout; 20 minutes by default there). The agents send failed records
-    # again and never commit past them, so a shorter bound only makes a failure surface sooner.
-    producer_timeout_s: float = 30.0
-    # /health answers 503 once the worker has been rebalancing or recovering its tables this long
-    # (a supervisor's liveness probe then restarts it); generous: a large table recovers slowly.
-    recovery_deadline_s: float = 300.0
+    # retention.ms of the topics that carry payment tokens (the command topic, order.created),
+    # set when the worker creates them: a token lives there this long. At least 1 day.
+    token_retention_s: float = 7 * 24 * 3600.0
+    # retention.ms of the dead letters (they carry tokens too, byte for byte): the material of
+    # alerts and redrives, kept longer. At least 1 day.
+    dead_letter_retention_s: float = 30 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class MembershipSettings:
+    """The worker in its consumer group, and its producer."""
+
     # How soon a crashed worker's partitions move to the others (Kafka's session timeout).
     session_timeout_s: float = 10.0
     # Kafka static group membership (group.instance.id); empty: dynamic. Unique per worker and
@@ -278,21 +266,83 @@ class Settings:
     # restart costs the wait and the rebalances too. A stopped static worker does not leave the
     # group: its partitions wait for the session timeout (or `orderflow leave-group`).
     instance_id: str = ""
-    log_level: str = "info"
-    log_format: str = "text"  # or "json": one JSON object per line
-    # OpenTelemetry (orderflow.tracing): "off", "console" (spans on stdout) or "otlp" (the
-    # standard OTEL_EXPORTER_OTLP_* variables). Needs the `tracing` extra unless off.
-    tracing: str = "off"
+    # How long the producer keeps trying to deliver a record before it reports it failed (Faust's
+    # producer_request_timeout; 20 minutes by default there). The agents send failed records
+    # again and never commit past them, so a shorter bound only makes a failure surface sooner.
+    producer_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """Where the worker listens, and the URL the other workers reach it at."""
+
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    # The URL other workers use to reach this one (GET/POST routing to the partition owner).
+    canonical_url: str = ""
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    """Where the tables live, and when /health calls the worker stuck."""
+
+    data_dir: Path = Path(".run/worker-data")
+    store: str = "rocksdb"  # or "memory": replays the whole changelog at every start
+    # /health answers 503 when an agent has been on one event (batch) longer than this; above the
+    # gateway deadline, which one batch of charges may take.
+    stuck_after_s: float = 60.0
+    # /health answers 503 once the worker has been rebalancing or recovering its tables this long
+    # (a supervisor's liveness probe then restarts it); generous: a large table recovers slowly.
+    recovery_deadline_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """The payment gateway, how long a call to it may take, and the payments' pace."""
+
+    # "sandbox": the worker embeds the sandbox gateway on gateway_sandbox_port (0 = any free
+    # port), which approves test tokens without taking money; "http": the gateway at gateway_url.
+    # Asked for explicitly (ORDERFLOW_GATEWAY): a worker missing it must not take orders for free.
+    gateway: str = "sandbox"
+    gateway_url: str = ""
+    # Sent as "Authorization: Bearer ..."; kept out of repr (settings may be logged).
+    gateway_api_key: str = field(default="", repr=False)
+    gateway_timeout_s: float = 5.0
+    gateway_deadline_s: float = 15.0
+    gateway_sandbox_port: int = 0
+    gateway_sandbox_db: Path = Path(".run/sandbox-gateway.db")
+    # Payments charged concurrently per batch; the events of one order stay in order.
+    payment_batch_size: int = 64
+    reconcile_interval_s: float = 2.0
+    # A PENDING order that has not moved for this long gets its order.created published again.
+    stall_after_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class RequestSettings:
+    """How long a request waits before it answers, and what one client may hold of a worker."""
+
+    post_wait_s: float = 10.0
+    # Once Kafka has acknowledged a PlaceOrder, how long the POST waits for the order service to
+    # store it (201) before answering 202 (accepted durably): a busy or failing-over cluster
+    # must not hold the client, the order is safe either way.
+    store_wait_s: float = 1.0
+    # How long a request waits for a moving partition (a rebalance, a recovery, an owner that
+    # stopped answering) before it answers 503; a long-poll's own wait counts when longer.
+    move_wait_s: float = 5.0
+    # A POST's whole body must arrive within this, or it is answered 408 (a slow client must
+    # not hold a handler for ever).
+    body_read_timeout_s: float = 10.0
     # Long-polls (GET ?wait=S) this worker holds at once, and per client (TCP peer address).
     # Forwarded long-polls count only at the worker the client reached.
     max_long_polls: int = 256
     max_long_polls_per_client: int = 32
-    # A POST's whole body must arrive within this, or it is answered 408 (a slow client must
-    # not hold a handler for ever).
-    body_read_timeout_s: float = 10.0
-    # retention.ms of the topics that carry payment tokens (the command topic, order.created),
-    # set when the worker creates them: a token lives there this long. At least 1 day.
-    token_retention_s: float = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class AccessSettings:
+    """Who may call, and how long an Idempotency-Key names its order."""
+
     # "keys": every /orders request needs a configured API key (web/auth.py); "none": no
     # authentication at all (development only, logged loudly at start).
     api_auth: str = "keys"
@@ -303,9 +353,31 @@ class Settings:
     open_endpoints: tuple[str, ...] = ("health", "metrics", "openapi", "ready")
     # How long an Idempotency-Key names its order; after it, the key may place a new one.
     idempotency_retention_s: float = 86400.0
-    # retention.ms of the dead letters (they carry tokens too, byte for byte): the material of
-    # alerts and redrives, kept longer. At least 1 day.
-    dead_letter_retention_s: float = 30 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """What the logs say and how; whether spans are traced."""
+
+    log_level: str = "info"
+    log_format: str = "text"  # or "json": one JSON object per line
+    # OpenTelemetry (orderflow.tracing): "off", "console" (spans on stdout) or "otlp" (the
+    # standard OTEL_EXPORTER_OTLP_* variables). Needs the `tracing` extra unless off.
+    tracing: str = "off"
+
+
+@dataclass(frozen=True)
+class Settings(
+    KafkaSettings,
+    MembershipSettings,
+    WebSettings,
+    StateSettings,
+    GatewaySettings,
+    RequestSettings,
+    AccessSettings,
+    LogSettings,
+):
+    """Everything a worker can be told from outside (the classes above, by concern)."""
 
     @property
     def group_instance_id(self) -> str | None:

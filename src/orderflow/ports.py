@@ -15,7 +15,7 @@ from orderflow.domain.events import OrderCreated, PaymentCompleted, PaymentFaile
 from orderflow.domain.order import Order
 from orderflow.domain.payment import PaymentRecord
 from orderflow.gateway.base import PaymentGateway
-from orderflow.web.routing import Owner
+from orderflow.web.routing import Forwarding, Owner
 
 __all__ = [
     "BodyStream",
@@ -146,22 +146,23 @@ class BodyStream(Protocol):
 
 class HttpRequest(Protocol):
     """What ``OrderApi`` reads of an HTTP request (aiohttp's ``web.Request``, or a test's);
-    ``request["raw_body"]`` keeps the body read, for the forward and its signature."""
+    ``request["raw_body"]`` keeps the body read, for the forward and its signature.
 
-    @property
-    def method(self) -> str: ...
-    @property
-    def path(self) -> str: ...
+    Only read, never set; the views hand aiohttp's request in untyped (Faust's ``View`` methods
+    are), so plain attributes serve, and properties only where a read-only view is wider
+    (aiohttp's multidict proxies, a test's dict).
+    """
+
+    method: str
+    path: str
+    content: BodyStream
+    content_length: int | None
+    remote: str | None
+
     @property
     def headers(self) -> Mapping[str, str]: ...
     @property
     def query(self) -> Mapping[str, str]: ...
-    @property
-    def content(self) -> BodyStream: ...
-    @property
-    def content_length(self) -> int | None: ...
-    @property
-    def remote(self) -> str | None: ...
     def __getitem__(self, key: str, /) -> Any: ...
     def __setitem__(self, key: str, value: Any, /) -> None: ...
     def get(self, key: str, default: Any, /) -> Any: ...
@@ -176,11 +177,5 @@ class OwnerRouting(Protocol):
     async def wait_ready(self, timeout: float) -> bool: ...
     def is_suspect(self, owner: Owner) -> bool: ...
     async def forward(
-        self,
-        owner: Owner,
-        request: HttpRequest,
-        body: bytes | None,
-        timeout: float,
-        long_poll: bool = False,
-        sign: Callable[[str, bytes], dict[str, str]] | None = None,
+        self, owner: Owner, request: HttpRequest, how: Forwarding
     ) -> tuple[int, bytes, str, dict[str, str]]: ...

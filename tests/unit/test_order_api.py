@@ -12,7 +12,7 @@ import pytest
 from orderflow.watch import OrderWatch
 from orderflow.web.auth import Authenticator, Caller
 from orderflow.web.orders import OrderApi, order_id_for_key
-from orderflow.web.routing import FORWARDED_HEADER, Owner, OwnerLookup
+from orderflow.web.routing import FORWARDED_HEADER, Forwarding, Owner, OwnerLookup
 from tests.fakes import FakeCommandTopic, FakeOrderStore, FakeRequest, FakeRouting
 from tests.orders_client import order_body
 from tests.unit.builders import pending_order
@@ -516,7 +516,7 @@ async def test_forwarding_keeps_the_owners_location_retry_after_and_replay_heade
     try:
         request = FakeRequest(order_body(), {"Idempotency-Key": "k-fwd"})
         status, payload, content_type, headers = await routing.forward(
-            owner, request, orjson.dumps(order_body()), timeout=5
+            owner, request, Forwarding(timeout=5, body=orjson.dumps(order_body()))
         )
     finally:
         await routing.close()
@@ -543,7 +543,7 @@ async def test_forwarded_gzip_post_reaches_the_owner_decoded_without_its_encodin
     decoded = orjson.dumps(order_body())  # what aiohttp handed the edge, already gunzipped
     try:
         request = FakeRequest(order_body(), {"Idempotency-Key": "k-gz", "Content-Encoding": "gzip"})
-        status, *_ = await routing.forward(owner, request, decoded, timeout=5)
+        status, *_ = await routing.forward(owner, request, Forwarding(timeout=5, body=decoded))
     finally:
         await routing.close()
         await runner.cleanup()
@@ -609,7 +609,7 @@ async def test_forwarded_long_polls_cannot_take_the_connections_of_forwarded_pos
             request = _get_request(30, f"10.2.0.{i}")
             polls.append(
                 asyncio.ensure_future(
-                    routing.forward(where, request, None, timeout=60, long_poll=True)
+                    routing.forward(where, request, Forwarding(timeout=60, long_poll=True))
                 )
             )
         deadline = asyncio.get_running_loop().time() + 30
@@ -617,7 +617,9 @@ async def test_forwarded_long_polls_cannot_take_the_connections_of_forwarded_pos
             assert asyncio.get_running_loop().time() < deadline, f"only {held} polls arrived"
             await asyncio.sleep(0.01)
         post = FakeRequest(order_body(), {"Idempotency-Key": "k-beside-polls"})
-        status, *_ = await routing.forward(where, post, orjson.dumps(order_body()), timeout=5)
+        status, *_ = await routing.forward(
+            where, post, Forwarding(timeout=5, body=orjson.dumps(order_body()))
+        )
         assert status == 201
     finally:
         release.set()

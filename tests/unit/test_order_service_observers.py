@@ -16,11 +16,17 @@ from tests.unit.builders import place_command
 async def test_created_and_terminal_are_observed_once_despite_redelivery() -> None:
     orders = FakeOrderStore()
     dead_letters = PassingDeadLetters()
-    service = OrderService(orders, FakePublisher(), dead_letters, OrderWatch(), StalledOrders(30.0))
     created: list[str] = []
     terminal: list[tuple[str, OrderStatus]] = []
-    service.on_created = lambda order: created.append(order.order_id)
-    service.on_terminal = lambda order: terminal.append((order.order_id, order.status))
+    service = OrderService(
+        orders,
+        FakePublisher(),
+        dead_letters,
+        OrderWatch(),
+        StalledOrders(30.0),
+        on_created=lambda order: created.append(order.order_id),
+        on_terminal=lambda order: terminal.append((order.order_id, order.status)),
+    )
     command = place_command(order_id="ord-1")
     place = event(ORDER_COMMANDS, encode_event(command), key=b"ord-1")
 

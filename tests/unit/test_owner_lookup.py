@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from yarl import URL
 
-from orderflow.web.routing import SUSPECT_S, NotReady, Owner, OwnerLookup
+from orderflow.web.routing import SUSPECT_S, Forwarding, NotReady, Owner, OwnerLookup
 
 _HERE = "http://127.0.0.1:6066"
 _THERE = "http://127.0.0.1:6067"
@@ -122,7 +122,7 @@ async def test_an_owner_that_did_not_answer_is_suspect_for_a_while() -> None:
     request.method = "GET"
     try:
         with pytest.raises(NotReady, match="did not answer"):
-            await lookup.forward(nobody, request, None, timeout=5)
+            await lookup.forward(nobody, request, Forwarding(timeout=5))
         assert lookup.is_suspect(nobody)
         clock.now += SUSPECT_S
         assert not lookup.is_suspect(nobody)

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -100,42 +100,34 @@ class CommandReader(Protocol):
     async def read(self, partition: int, start: int, stop: int) -> list[CommandRecord]: ...
 
 
+@dataclass(eq=False)
 class OrderService:
     """Handles one event at a time; failures go to the dead-letter topic, never out of the loop."""
 
+    orders: OrderStore
+    publisher: Publisher  # order.created
+    dead_letters: DeadLetterSink
+    watch: OrderWatch
+    stalled: StalledOrders
+    clock: Clock = time.time
+    progress: CommandProgress | None = None
+    # None: keyed commands are stored under their own id (no retention, tests only).
+    chains: KeyChains | None = None
+    # The nudge's own reader of the command topic (never the hot path's: a slow read for a
+    # stalled order must not hold the lock ``progress.missing_before`` waits on).
+    commands: CommandReader | None = None
+    # Observers (the app's metrics): an order stored, an order that reached its end.
+    on_created: Callable[[Order], None] | None = None
+    on_terminal: Callable[[Order], None] | None = None
     # Per command partition and tick, the nudge reads the commands of at most this many stalled
     # orders, within this many offsets, in one range read (an outage leaves thousands PENDING).
-    nudge_batch = 200
-    nudge_span = 2000
+    nudge_batch: int = 200
+    nudge_span: int = 2000
+    partitions: int | None = field(init=False)
 
-    def __init__(
-        self,
-        orders: OrderStore,
-        publisher: Publisher,
-        dead_letters: DeadLetterSink,
-        watch: OrderWatch,
-        stalled: StalledOrders,
-        clock: Clock = time.time,
-        progress: CommandProgress | None = None,
-        chains: KeyChains | None = None,
-        commands: CommandReader | None = None,
-    ) -> None:
-        self.orders = orders
-        # None: keyed commands are stored under their own id (no retention, tests only).
-        self.chains = chains
-        self.progress = progress
-        # The nudge's own reader of the command topic (never the hot path's: a slow read for a
-        # stalled order must not hold the lock ``progress.missing_before`` waits on).
-        self.commands = commands
-        self.partitions = progress.partitions if progress is not None else stalled.partitions
-        self.publisher = publisher  # order.created
-        self.dead_letters = dead_letters
-        self.watch = watch
-        self.stalled = stalled
-        self.clock = clock
-        # Observers (the app's metrics): an order stored, an order that reached its end.
-        self.on_created: Callable[[Order], None] | None = None
-        self.on_terminal: Callable[[Order], None] | None = None
+    def __post_init__(self) -> None:
+        progress = self.progress
+        self.partitions = progress.partitions if progress is not None else self.stalled.partitions
 
     async def handle(self, event: InboundEvent) -> None:
         """Handle one command or payment result; what fails goes to the dead letters."""
@@ -218,21 +210,42 @@ class OrderService:
         """Publish ``order.created`` again for orders PENDING too long; returns how many."""
         now = self.clock()
         if self.stalled.scan.pending:
-            log.info(
-                "stalled-order index: reading OrderDB partition(s) %s",
-                sorted(self.stalled.scan.pending),
-            )
-            read = await self.stalled.scan.run(
-                self.orders.partition_rows,
-                self.orders.decode,
-                lambda order: self.stalled.track(order, now),
-            )
-            log.info(
-                "stalled-order index: read %d OrderDB row(s), %d PENDING",
-                read,
-                len(self.stalled.due_at),
-            )
+            await self._index_new_partitions(now)
             now = self.clock()
+        due = self._due_orders(now, is_owner)
+        tokens = await self._payment_tokens(due)
+        nudged = 0
+        for order in due:
+            order_id = order.order_id
+            if order_id not in tokens:
+                continue  # its command is read at a later tick (a bounded read per tick)
+            self.stalled.nudged(order_id, now)
+            token = tokens[order_id]
+            if token is None:
+                continue  # its command could not be read now (logged): again after the backoff
+            await self._nudge(order, token)
+            nudged += 1
+        return nudged
+
+    async def _index_new_partitions(self, now: float) -> None:
+        """Read the newly assigned OrderDB partitions into the stalled-order index."""
+        log.info(
+            "stalled-order index: reading OrderDB partition(s) %s",
+            sorted(self.stalled.scan.pending),
+        )
+        read = await self.stalled.scan.run(
+            self.orders.partition_rows,
+            self.orders.decode,
+            lambda order: self.stalled.track(order, now),
+        )
+        log.info(
+            "stalled-order index: read %d OrderDB row(s), %d PENDING",
+            read,
+            len(self.stalled.due_at),
+        )
+
+    def _due_orders(self, now: float, is_owner: Callable[[str], bool]) -> list[Order]:
+        """The stored, still PENDING orders due for a nudge that this worker owns."""
         due: list[Order] = []
         for order_id in self.stalled.due(now):
             order = self.orders.get(order_id)
@@ -244,31 +257,23 @@ class OrderService:
                 # at the next tick, with no backoff spent (rebalances must not defer the nudge).
                 continue
             due.append(order)
-        tokens = await self._payment_tokens(due)
-        nudged = 0
-        for order in due:
-            order_id = order.order_id
-            if order_id not in tokens:
-                continue  # its command is read at a later tick (a bounded read per tick)
-            self.stalled.nudged(order_id, now)
-            token = tokens[order_id]
-            if token is None:
-                continue  # its command could not be read now (logged): again after the backoff
-            log.warning(
-                "order %s still PENDING: publishing order.created again (nudge %d)",
-                order_id,
-                self.stalled.nudges[order_id],
+        return due
+
+    async def _nudge(self, order: Order, token: str) -> None:
+        """Publish the order's ``order.created`` again ("" token: its PlaceOrder is gone)."""
+        log.warning(
+            "order %s still PENDING: publishing order.created again (nudge %d)",
+            order.order_id,
+            self.stalled.nudges[order.order_id],
+        )
+        if not token:
+            # Without a token the copy cannot charge: the payment service finishes it from
+            # PaymentDB (settled, attempting, unknown), else dead-letters it for a person.
+            log.error(
+                "order %s: its PlaceOrder is gone; order.created sent without a payment token",
+                order.order_id,
             )
-            if not token:
-                # Without a token the copy cannot charge: the payment service finishes it from
-                # PaymentDB (settled, attempting, unknown), else dead-letters it for a person.
-                log.error(
-                    "order %s: its PlaceOrder is gone; order.created sent without a payment token",
-                    order_id,
-                )
-            await self.publisher.publish(order.created_event(token))
-            nudged += 1
-        return nudged
+        await self.publisher.publish(order.created_event(token))
 
     async def _payment_tokens(self, orders: list[Order]) -> dict[str, str | None]:
         """The payment token of each order whose command is read this tick.
@@ -310,6 +315,18 @@ class OrderService:
             )
             return dict.fromkeys((o.order_id for o in orders), None)
         tokens: dict[str, str | None] = {}
+        readable = self._readable(partition, orders, first, end, tokens)
+        if readable:
+            tokens.update(await self._tokens_of(partition, readable))
+        return tokens
+
+    def _readable(
+        self, partition: int, orders: list[Order], first: int, end: int, gone: dict[str, str | None]
+    ) -> list[Order]:
+        """The orders whose commands one bounded range read fetches this tick, by offset.
+
+        Those whose command is outside ``first..end-1`` (expired) get "" in ``gone``.
+        """
         readable: list[Order] = []
         for order in sorted(orders, key=lambda o: o.command_offset or 0):
             offset = order.command_offset or 0
@@ -323,13 +340,16 @@ class OrderService:
                     first,
                     end - 1,
                 )
-                tokens[order.order_id] = ""
+                gone[order.order_id] = ""
             elif len(readable) < self.nudge_batch and (
                 not readable or offset - (readable[0].command_offset or 0) < self.nudge_span
             ):
                 readable.append(order)
-        if not readable:
-            return tokens
+        return readable
+
+    async def _tokens_of(self, partition: int, readable: list[Order]) -> dict[str, str | None]:
+        """The tokens of ``readable`` (sorted by offset) from one range read; None if it fails."""
+        assert self.commands is not None
         start, stop = readable[0].command_offset or 0, (readable[-1].command_offset or 0) + 1
         try:
             records = await self.commands.read(partition, start, stop)
@@ -342,12 +362,12 @@ class OrderService:
                 exc,
                 len(readable),
             )
-            tokens.update(dict.fromkeys((o.order_id for o in readable), None))
-            return tokens
+            return dict.fromkeys((o.order_id for o in readable), None)
         at = {r.offset: r for r in records}
-        for order in readable:
-            tokens[order.order_id] = _token_in(order, at.get(order.command_offset or 0), partition)
-        return tokens
+        return {
+            order.order_id: _token_in(order, at.get(order.command_offset or 0), partition)
+            for order in readable
+        }
 
 
 def _token_in(order: Order, record: CommandRecord | None, partition: int) -> str:

@@ -110,6 +110,10 @@ class UnknownPayments:
         return due
 
 
+# (partition, handler, key) -> whether the handler ran: how a batch runs each of its events.
+RunEvent = Callable[[int, Callable[[], Awaitable[None]], bytes | None], Awaitable[bool]]
+
+
 async def _run(partition: int, handle: Callable[[], Awaitable[None]], key: bytes | None) -> bool:
     await handle()
     return True
@@ -126,6 +130,7 @@ class PaymentService:
         dead_letters: DeadLetterSink,
         unknown: UnknownPayments,
         clock: Clock = time.time,
+        run_event: RunEvent = _run,
     ) -> None:
         self.payments = payments
         self.gateway = gateway
@@ -134,10 +139,8 @@ class PaymentService:
         self.unknown = unknown
         self.clock = clock
         self.inconsistent = 0  # charges found at the gateway that were not the order's
-        # Runs one event's handler; the app replaces it with the fence's (orderflow.fencing).
-        self.run_event: Callable[
-            [int, Callable[[], Awaitable[None]], bytes | None], Awaitable[bool]
-        ] = _run
+        # Runs one event's handler: the app passes the fence's (orderflow.fencing).
+        self.run_event = run_event
 
     async def handle_batch(self, events: Sequence[InboundEvent]) -> None:
         """Group the batch by order id and run the groups concurrently."""

@@ -46,7 +46,7 @@ from orderflow.keychains import KeyChains
 from orderflow.ports import CommandSender, HttpRequest, OrderReader, OwnerRouting
 from orderflow.watch import OrderWatch
 from orderflow.web.auth import FORWARDED_HEADER, Authenticator, Caller
-from orderflow.web.routing import NotReady, Owner
+from orderflow.web.routing import Forwarding, NotReady, Owner
 from orderflow.wire import encode_event
 
 __all__ = [
@@ -106,6 +106,7 @@ def _duplicate_key(raw: bytes) -> str | None:
 
 
 _MAX_PLACED_AT_MS = 10**14
+_TOO_LARGE = Problem("$", "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
 
 
 def _now() -> tuple[str, float]:
@@ -124,6 +125,26 @@ def _content_type_refusal(request: HttpRequest) -> ApiResponse | None:
         "unsupported_media_type",
         [Problem("Content-Type", "unsupported", "must be application/json")],
     )
+
+
+def _validated(body: Any, key: str | None) -> OrderRequest | ApiResponse:
+    """The order request, or the 400 listing every problem of the body and Idempotency-Key."""
+    problems: list[Problem] = []
+    if key is not None and not (0 < len(key) <= _MAX_KEY_LENGTH and key.isprintable()):
+        problems.append(
+            Problem(
+                "Idempotency-Key",
+                "format",
+                f"must be 1 to {_MAX_KEY_LENGTH} printable characters",
+            )
+        )
+    validated = validate_order_request(body)
+    if isinstance(validated, list):
+        problems.extend(validated)
+    if problems:
+        return _problems(400, "invalid_request", problems)
+    assert isinstance(validated, OrderRequest)
+    return validated
 
 
 def _fingerprint(request: OrderRequest, token_key: bytes = b"") -> str:
@@ -355,21 +376,15 @@ class OrderApi:
         if refused is not None:
             return refused
         key = request.headers.get("Idempotency-Key")
-        problems: list[Problem] = []
-        if key is not None and not (0 < len(key) <= _MAX_KEY_LENGTH and key.isprintable()):
-            problems.append(
-                Problem(
-                    "Idempotency-Key",
-                    "format",
-                    f"must be 1 to {_MAX_KEY_LENGTH} printable characters",
-                )
-            )
-        validated = validate_order_request(body)
-        if isinstance(validated, list):
-            problems.extend(validated)
-        if problems:
-            return _problems(400, "invalid_request", problems)
-        assert isinstance(validated, OrderRequest)
+        validated = _validated(body, key)
+        if isinstance(validated, ApiResponse):
+            return validated
+        return await self._route_post(request, validated, key, caller)
+
+    async def _route_post(
+        self, request: HttpRequest, validated: OrderRequest, key: str | None, caller: Caller
+    ) -> ApiResponse:
+        """Place the order here, forward it to its owner, or accept it durably without one."""
         keyed = key is not None
         # The same key of the same client names the same order (generation 0 of the key: the
         # owner picks the live generation); without a key, a fresh id (local if we can).
@@ -578,29 +593,11 @@ class OrderApi:
         # A partition on the move is waited for (its new owner, or the owner's recovery) up to
         # the move budget, or the long-poll's own wait when longer: not an immediate 503.
         move_deadline = started + max(wait, self.move_wait_s)
-        while True:
-            try:
-                owner = self.routing.owner(order_id)
-                if owner.is_local:
-                    break
-                remaining_wait = max(0.0, started + wait - loop.time())
-                return await self._forward(
-                    owner,
-                    request,
-                    body_bytes=None,
-                    long_poll=remaining_wait > 0,
-                    timeout=max(remaining_wait, self.move_wait_s) + _FORWARD_MARGIN_S,
-                    caller=caller,
-                )
-            except NotReady as exc:
-                remaining = move_deadline - loop.time()
-                if remaining <= 0 or caller.forwarded:
-                    # (a forwarded request: the worker that forwarded it does the waiting)
-                    return _unavailable(str(exc))
-                if not self.routing.is_ready():
-                    await self.routing.wait_ready(remaining)
-                else:  # the owner is away: the group moves its partitions after a while
-                    await asyncio.sleep(min(_OWNER_RETRY_S, remaining))
+        remote = await self._get_from_owner(
+            request, order_id, started + wait, move_deadline, caller
+        )
+        if remote is not None:
+            return remote
 
         def settled(order: Order | None) -> bool:
             # A partition move (the watch wakes every waiter) ends the wait too.
@@ -627,6 +624,40 @@ class OrderApi:
             )
         self.placements.forget(order_id)
         return _found(order, placed_at)
+
+    async def _get_from_owner(
+        self,
+        request: HttpRequest,
+        order_id: str,
+        wait_deadline: float,
+        move_deadline: float,
+        caller: Caller,
+    ) -> ApiResponse | None:
+        """The owner's answer (forwarded), a 503, or None once this worker owns the order."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                owner = self.routing.owner(order_id)
+                if owner.is_local:
+                    return None
+                remaining_wait = max(0.0, wait_deadline - loop.time())
+                return await self._forward(
+                    owner,
+                    request,
+                    body_bytes=None,
+                    long_poll=remaining_wait > 0,
+                    timeout=max(remaining_wait, self.move_wait_s) + _FORWARD_MARGIN_S,
+                    caller=caller,
+                )
+            except NotReady as exc:
+                remaining = move_deadline - loop.time()
+                if remaining <= 0 or caller.forwarded:
+                    # (a forwarded request: the worker that forwarded it does the waiting)
+                    return _unavailable(str(exc))
+                if not self.routing.is_ready():
+                    await self.routing.wait_ready(remaining)
+                else:  # the owner is away: the group moves its partitions after a while
+                    await asyncio.sleep(min(_OWNER_RETRY_S, remaining))
 
     async def _not_stored(
         self,
@@ -687,14 +718,12 @@ class OrderApi:
         def sign(path_qs: str, body: bytes) -> dict[str, str]:
             return self.auth.forward_headers(caller, request.method, path_qs, body)
 
-        status, payload, content_type, headers = await self.routing.forward(
-            owner, request, body_bytes, timeout=timeout, long_poll=long_poll, sign=sign
-        )
+        how = Forwarding(timeout, body_bytes, long_poll, sign)
+        status, payload, content_type, headers = await self.routing.forward(owner, request, how)
         return ApiResponse(status, None, headers, raw=payload, content_type=content_type)
 
     async def _read_body(self, request: HttpRequest) -> tuple[Any, ApiResponse | None]:
         """The whole body (decoded), or the JSON 4xx that refuses it; never a bare 500."""
-        too_large = Problem("$", "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if encoding not in _DECODED_ENCODINGS:
             return None, _problems(
@@ -704,7 +733,15 @@ class OrderApi:
             )
         length = request.content_length
         if length is not None and length > MAX_BODY_BYTES:
-            return None, _problems(413, "invalid_request", [too_large])
+            return None, _problems(413, "invalid_request", [_TOO_LARGE])
+        raw = await self._read_raw(request, encoding)
+        if isinstance(raw, ApiResponse):
+            return None, raw
+        request["raw_body"] = raw
+        return _parse_json(raw)
+
+    async def _read_raw(self, request: HttpRequest, encoding: str) -> bytes | ApiResponse:
+        """The body's bytes (at most MAX_BODY_BYTES), or the 4xx when they cannot be read."""
         # read(n) returns what has arrived so far: read until the end (chunked bodies have no
         # Content-Length), and never more than one byte past the limit.
         chunks: list[bytes] = []
@@ -720,7 +757,7 @@ class OrderApi:
                     size += len(chunk)
         except RequestPayloadError as exc:  # bad gzip/deflate data, a broken chunked encoding
             where = "Content-Encoding" if encoding not in ("", "identity") else "$"
-            return None, _problems(
+            return _problems(
                 400,
                 "invalid_request",
                 [Problem(where, "undecodable", f"the body could not be read: {exc}")],
@@ -738,35 +775,34 @@ class OrderApi:
                 ],
             )
             # The rest of the body may still come: the connection cannot be reused.
-            return None, ApiResponse(slow.status, slow.body, {"Connection": "close"})
+            return ApiResponse(slow.status, slow.body, {"Connection": "close"})
         if size > MAX_BODY_BYTES:  # 413 Content Too Large (RFC 9110), with our JSON body
-            return None, _problems(413, "invalid_request", [too_large])
-        raw = b"".join(chunks)
-        request["raw_body"] = raw
-        try:
-            body = orjson.loads(raw)  # also refuses bytes that are not UTF-8
-        except orjson.JSONDecodeError:
-            return None, _problems(
-                400,
-                "invalid_request",
-                [Problem("$", "invalid_json", "the body is not valid JSON (UTF-8)")],
-            )
-        try:
-            twice = _duplicate_key(raw)
-        except RecursionError:  # orjson takes 1024 levels, the stdlib parse about 1000
-            return None, _problems(
-                400,
-                "invalid_request",
-                [Problem("$", "too_deep", "the body nests arrays or objects too deeply")],
-            )
-        if twice is not None:
-            return None, _problems(
-                400,
-                "invalid_request",
-                [
-                    Problem(
-                        "$", "duplicate_key", f"the member {twice!r} appears twice in one object"
-                    )
-                ],
-            )
-        return body, None
+            return _problems(413, "invalid_request", [_TOO_LARGE])
+        return b"".join(chunks)
+
+
+def _parse_json(raw: bytes) -> tuple[Any, ApiResponse | None]:
+    """The JSON value of a body, or the 400 that refuses it (not JSON, too deep, a name twice)."""
+    try:
+        body = orjson.loads(raw)  # also refuses bytes that are not UTF-8
+    except orjson.JSONDecodeError:
+        return None, _problems(
+            400,
+            "invalid_request",
+            [Problem("$", "invalid_json", "the body is not valid JSON (UTF-8)")],
+        )
+    try:
+        twice = _duplicate_key(raw)
+    except RecursionError:  # orjson takes 1024 levels, the stdlib parse about 1000
+        return None, _problems(
+            400,
+            "invalid_request",
+            [Problem("$", "too_deep", "the body nests arrays or objects too deeply")],
+        )
+    if twice is not None:
+        return None, _problems(
+            400,
+            "invalid_request",
+            [Problem("$", "duplicate_key", f"the member {twice!r} appears twice in one object")],
+        )
+    return body, None

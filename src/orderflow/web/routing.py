@@ -21,7 +21,10 @@ from orderflow.faust_glue import owner_url
 from orderflow.tracing import client_trace_configs
 from orderflow.web.auth import CLIENT_HEADER, FORWARDED_HEADER
 
-__all__ = ["FORWARDED_HEADER", "SUSPECT_S", "NotReady", "Owner", "OwnerLookup"]
+__all__ = ["FORWARDED_HEADER", "SUSPECT_S", "Forwarding", "NotReady", "Owner", "OwnerLookup"]
+
+# (path and query string, body) -> the headers that authenticate a forward (web/auth.py)
+Signer = Callable[[str, bytes], dict[str, str]]
 
 _KEPT_RESPONSE_HEADERS = (
     "Location",
@@ -66,6 +69,16 @@ class Owner:
 
 def _ident(url: URL) -> tuple[str, int]:
     return (url.host or "", int(url.port or 80))
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    """How one request is replayed at its owner (``OwnerLookup.forward``)."""
+
+    timeout: float  # the whole exchange, seconds
+    body: bytes | None = None  # the body this worker read (already decoded); None for a GET
+    long_poll: bool = False  # sent from the long-poll pool, so polls never starve the others
+    sign: Signer | None = None  # the headers that authenticate the forward (web/auth.py)
 
 
 class OwnerLookup:
@@ -169,32 +182,23 @@ class OwnerLookup:
             await session.close()
 
     async def forward(
-        self,
-        owner: Owner,
-        request: Any,
-        body: bytes | None,
-        timeout: float,
-        long_poll: bool = False,
-        sign: Callable[[str, bytes], dict[str, str]] | None = None,
+        self, owner: Owner, request: Any, how: Forwarding
     ) -> tuple[int, bytes, str, dict[str, str]]:
-        """Replay the request at the owner; returns (status, body, content type, headers).
-
-        ``sign(path_qs, body)``: the headers that authenticate the forward (web/auth.py).
-        """
+        """Replay the request at the owner; returns (status, body, content type, headers)."""
         url = owner.url.with_path(request.path).with_query(request.query)
         headers = {
             k: v for k, v in request.headers.items() if k.lower() not in _DROPPED_REQUEST_HEADERS
         }
-        if sign is not None:
-            headers.update(sign(url.raw_path_qs, body or b""))
-        session = self._session(long_poll)
+        if how.sign is not None:
+            headers.update(how.sign(url.raw_path_qs, how.body or b""))
+        session = self._session(how.long_poll)
         try:
             async with session.request(
                 request.method,
                 url,
                 headers=headers,
-                data=body,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                data=how.body,
+                timeout=aiohttp.ClientTimeout(total=how.timeout),
             ) as response:
                 payload = await response.read()
                 kept = {
