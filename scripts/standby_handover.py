@@ -35,7 +35,7 @@ from orderflow.domain.events import rfc3339
 from orderflow.domain.order import Order, OrderStatus
 from orderflow.domain.validation import LineItem
 from orderflow.tools.localkafka import KafkaCluster
-from orderflow.records import order_to_bytes
+from orderflow.wire import order_to_bytes
 from orderflow.topics import changelog_topic
 
 

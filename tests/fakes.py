@@ -34,10 +34,10 @@ from orderflow.ports import (
     Publisher,
     RecordSink,
 )
-from orderflow.records import order_from_bytes, order_to_bytes, payment_from_bytes, payment_to_bytes
 from orderflow.tables.scan import order_partition
 from orderflow.watch import OrderWatch
 from orderflow.web.routing import Forwarding, NotReady, Owner
+from orderflow.wire import order_from_bytes, order_to_bytes, payment_from_bytes, payment_to_bytes
 from tests.unit.builders import pending_order
 
 __all__ = [

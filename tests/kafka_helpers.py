@@ -138,8 +138,8 @@ async def _handled_place_command(bootstrap: str, order_id: str, token: str) -> i
 
     from orderflow.domain.events import PlaceOrder, rfc3339
     from orderflow.domain.validation import LineItem
-    from orderflow.records import encode_event
     from orderflow.topics import APP_ID, ORDER_COMMANDS
+    from orderflow.wire import encode_event
 
     command = PlaceOrder(
         order_id,

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-import orjson
-
 from orderflow.ports import OutboundEvent
-from orderflow.records import encode_event
 from orderflow.topics import EVENT_TOPICS, PAYMENT_RECONCILE
+from orderflow.wire import encode_event, encode_reconcile
 
 __all__ = ["TopicPublisher"]
 
@@ -39,5 +37,5 @@ class TopicPublisher:
     async def request_reconciliation(self, order_id: str) -> None:
         self.before_send()
         await self.topics[PAYMENT_RECONCILE].send(
-            key=order_id.encode(), value=orjson.dumps({"order_id": order_id})
+            key=order_id.encode(), value=encode_reconcile(order_id)
         )

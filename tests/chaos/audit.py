@@ -19,11 +19,11 @@ import orjson
 
 from orderflow.topics import (
     DEAD_LETTERS,
-    DLQ_HEADER_REASON,
     PAYMENT_COMPLETED,
     PAYMENT_FAILED,
     changelog_topic,
 )
+from orderflow.wire.dead_letters import DLQ_HEADER_REASON
 from tests.chaos.load import Intent
 from tests.harness import auth_headers
 from tests.kafka_helpers import Record, read_topic

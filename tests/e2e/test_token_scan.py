@@ -32,7 +32,6 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from orderflow.domain.events import OrderCreated, rfc3339
 from orderflow.domain.validation import LineItem
-from orderflow.records import encode_event
 from orderflow.tools.localkafka import KafkaCluster
 from orderflow.topics import (
     DEAD_LETTERS,
@@ -42,6 +41,7 @@ from orderflow.topics import (
     TOKEN_TOPICS,
     changelog_topic,
 )
+from orderflow.wire import encode_event
 from tests.harness import http_json, key_order_id, poll_until, start_sandbox, start_worker
 from tests.kafka_helpers import Record, read_topic
 from tests.orders_client import get_terminal, order_body, place, set_faults

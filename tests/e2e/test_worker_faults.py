@@ -24,8 +24,8 @@ from aiokafka import AIOKafkaProducer
 from orderflow.domain.events import rfc3339
 from orderflow.domain.order import Order, OrderStatus
 from orderflow.domain.validation import LineItem
-from orderflow.records import order_to_bytes
 from orderflow.topics import changelog_topic
+from orderflow.wire import order_to_bytes
 from tests.gateway_audit import GatewayAudit, check_gateway
 from tests.harness import TEST_CLIENT, ManagedProcess, poll_until, start_sandbox, start_worker
 from tests.invariants import assert_orders_settled_once

@@ -11,9 +11,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.progress import CommandLog, CommandRecord
-from orderflow.records import encode_event
 from orderflow.tables.scan import order_partition
 from orderflow.watch import OrderWatch
+from orderflow.wire import encode_event
 from tests.fakes import FakeOrderStore, FakePublisher, PassingDeadLetters
 from tests.unit.builders import pending_order, place_command
 

@@ -8,6 +8,7 @@ result that contradicts the order's terminal state.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 from aiokafka import AIOKafkaProducer
@@ -15,15 +16,14 @@ from aiokafka import AIOKafkaProducer
 from orderflow.domain.events import OrderCreated, PaymentCompleted, PaymentFailed, rfc3339
 from orderflow.domain.payment import DECLINE_MESSAGES
 from orderflow.domain.validation import LineItem
-from orderflow.records import encode_event
 from orderflow.topics import (
     DEAD_LETTERS,
-    DLQ_HEADER_REASON,
-    DLQ_HEADER_TOPIC,
     ORDER_CREATED,
     PAYMENT_COMPLETED,
     PAYMENT_FAILED,
 )
+from orderflow.wire import encode_event
+from orderflow.wire.dead_letters import DLQ_HEADER_REASON, DLQ_HEADER_TOPIC
 from tests.harness import ManagedProcess
 from tests.kafka_helpers import Record, read_topic, wait_for_records
 from tests.orders_client import get_terminal, ledger_stats, order_body, place
@@ -118,3 +118,30 @@ def test_a_payment_result_contradicting_a_paid_order_is_dead_lettered_and_change
         and dict(r.headers).get(DLQ_HEADER_TOPIC) != PAYMENT_FAILED.encode()
     ]
     assert others == []
+
+
+def test_an_order_created_written_by_a_newer_minor_version_is_charged_not_dead_lettered(
+    stack: tuple[ManagedProcess, ManagedProcess], kafka_bootstrap: str
+) -> None:
+    # A rolling upgrade: a newer worker adds fields (at every level) and raises schema_minor.
+    order_id = f"ord_{uuid.uuid4().hex}"
+    event = OrderCreated(
+        order_id, "c-1", "EUR", 1999, (LineItem("SKU-1", 1, 1999),), "tok_visa", rfc3339(1.79e9)
+    )
+    data = json.loads(encode_event(event))
+    data.update(schema_minor=1, loyalty_points=12)
+    data["items"][0]["tax_code"] = "T1"
+    data["payment"]["wallet"] = "acme"
+    asyncio.run(
+        _produce(kafka_bootstrap, ORDER_CREATED, order_id.encode(), json.dumps(data).encode())
+    )
+
+    wait_for_records(
+        kafka_bootstrap, PAYMENT_COMPLETED, lambda r: r.key == order_id.encode(), timeout=60
+    )
+    letters = read_topic(kafka_bootstrap, DEAD_LETTERS)
+    assert not [
+        r
+        for r in letters
+        if r.key == order_id.encode() and dict(r.headers).get(DLQ_HEADER_TOPIC) == b"order.created"
+    ]

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from orderflow.schemas import validate_event_dict
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
+from orderflow.wire.schema import validate_event_dict
 from tests.gateway_audit import GatewayAudit, check_gateway
 from tests.harness import ManagedProcess, http_json
 from tests.invariants import assert_not_nudged, assert_orders_settled_once

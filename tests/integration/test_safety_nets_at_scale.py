@@ -25,9 +25,9 @@ from orderflow.domain.events import rfc3339
 from orderflow.domain.order import Order, OrderStatus
 from orderflow.domain.payment import PaymentRecord
 from orderflow.domain.validation import LineItem
-from orderflow.records import order_to_bytes, payment_to_bytes
 from orderflow.tables.local_state import LocalState
 from orderflow.topics import ORDER_CHANGELOG, PAYMENT_CHANGELOG, all_topic_names
+from orderflow.wire import order_to_bytes, payment_to_bytes
 from tests.harness import (
     TEST_CLIENT,
     ManagedProcess,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from orderflow.topics import DEAD_LETTERS, DLQ_HEADER_REASON, DLQ_HEADER_TOPIC, ORDER_CREATED
+from orderflow.topics import DEAD_LETTERS, ORDER_CREATED
+from orderflow.wire.dead_letters import DLQ_HEADER_REASON, DLQ_HEADER_TOPIC
 from tests.harness import http_json, poll_until, start_sandbox, start_worker
 from tests.kafka_helpers import wait_for_records
 from tests.orders_client import get_terminal, ledger_stats, order_body, place

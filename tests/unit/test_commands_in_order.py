@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.progress import CommandProgress, CommandRecord
-from orderflow.records import encode_event
 from orderflow.topics import ORDER_COMMANDS
 from orderflow.watch import OrderWatch
+from orderflow.wire import encode_event
 from tests.fakes import (
     FakeOrderStore,
     FakePublisher,

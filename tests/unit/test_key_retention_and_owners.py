@@ -15,11 +15,11 @@ from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.domain.auth import ApiKeys, hash_key
 from orderflow.domain.events import PlaceOrder, rfc3339
 from orderflow.keychains import KeyChains
-from orderflow.records import encode_event
 from orderflow.topics import ORDER_COMMANDS
 from orderflow.watch import OrderWatch
 from orderflow.web.auth import Authenticator, Caller
 from orderflow.web.orders import OrderApi
+from orderflow.wire import encode_event
 from tests.fakes import (
     FakeCommandTopic,
     FakeOrderStore,

@@ -11,7 +11,6 @@ from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.domain.events import OrderCreated, PaymentCompleted, PaymentFailed, PlaceOrder
 from orderflow.domain.order import OrderStatus
 from orderflow.domain.payment import Decline
-from orderflow.records import encode_event
 from orderflow.topics import (
     DLQ_HEADER_OFFSET,
     DLQ_HEADER_REASON,
@@ -21,6 +20,7 @@ from orderflow.topics import (
     PAYMENT_FAILED,
 )
 from orderflow.watch import OrderWatch
+from orderflow.wire import encode_event
 from tests.fakes import Event, FakeOrderStore, FakePublisher, FakeRecordTopic, event, no_sleep
 from tests.unit.builders import ITEMS_TOTAL, TOKEN, place_command
 

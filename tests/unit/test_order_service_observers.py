@@ -6,9 +6,9 @@ from __future__ import annotations
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.domain.events import PaymentCompleted
 from orderflow.domain.order import OrderStatus
-from orderflow.records import encode_event
 from orderflow.topics import ORDER_COMMANDS, PAYMENT_COMPLETED
 from orderflow.watch import OrderWatch
+from orderflow.wire import encode_event
 from tests.fakes import FakeOrderStore, FakePublisher, PassingDeadLetters, event
 from tests.unit.builders import place_command
 

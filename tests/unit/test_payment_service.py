@@ -28,8 +28,8 @@ from orderflow.domain.payment import (
 )
 from orderflow.fencing import Fenced
 from orderflow.gateway.base import PermanentGatewayError, TransientGatewayError
-from orderflow.records import encode_event
 from orderflow.topics import DLQ_HEADER_REASON, ORDER_CREATED, PAYMENT_RECONCILE
+from orderflow.wire import encode_event
 from tests.fakes import (
     Event,
     FakeGateway,

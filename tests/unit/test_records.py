@@ -9,13 +9,8 @@ import pytest
 
 from orderflow.domain.order import Order, OrderStatus, place_order
 from orderflow.domain.payment import PaymentRecord, PaymentStatus, decline_for
-from orderflow.records import (
-    order_from_bytes,
-    order_to_bytes,
-    order_to_public,
-    payment_from_bytes,
-    payment_to_bytes,
-)
+from orderflow.domain.responses import order_to_public
+from orderflow.wire import order_from_bytes, order_to_bytes, payment_from_bytes, payment_to_bytes
 from tests.unit.builders import T1, payment_record, pending_order, place_command
 
 SECRET_TOKEN = "tok_secret_4242424242"

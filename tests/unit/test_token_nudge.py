@@ -12,9 +12,9 @@ from dataclasses import replace
 
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.progress import CommandProgress, CommandRecord
-from orderflow.records import encode_event, order_to_bytes
 from orderflow.topics import ORDER_COMMANDS
 from orderflow.watch import OrderWatch
+from orderflow.wire import encode_event, order_to_bytes
 from tests.fakes import (
     FakeOrderStore,
     FakePublisher,

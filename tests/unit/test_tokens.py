@@ -17,16 +17,16 @@ from orderflow.domain.tokens import (
     token_digest,
 )
 from orderflow.domain.validation import OrderRequest, validate_order_request
-from orderflow.records import (
+from orderflow.tools.replay.model import TopicRecord, describe, record_to_json
+from orderflow.topics import ORDER_CREATED
+from orderflow.web.orders import _fingerprint
+from orderflow.wire import (
     encode_event,
     order_from_bytes,
     order_to_bytes,
     payment_from_bytes,
     payment_to_bytes,
 )
-from orderflow.tools.replay.model import TopicRecord, describe, record_to_json
-from orderflow.topics import ORDER_CREATED
-from orderflow.web.orders import _fingerprint
 from tests.unit.builders import payment_record, place_command, valid_body
 
 

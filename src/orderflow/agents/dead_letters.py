@@ -15,14 +15,7 @@ from orderflow.domain.errors import ChargeMismatchError, DomainError, PaymentTok
 from orderflow.domain.events import rfc3339
 from orderflow.domain.tokens import mask_text
 from orderflow.ports import Handler, InboundEvent, InboundMessage, RecordSink
-from orderflow.topics import (
-    DLQ_HEADER_ERROR,
-    DLQ_HEADER_FAILED_AT,
-    DLQ_HEADER_OFFSET,
-    DLQ_HEADER_PARTITION,
-    DLQ_HEADER_REASON,
-    DLQ_HEADER_TOPIC,
-)
+from orderflow.wire import dead_letters as header
 
 __all__ = ["DeadLetters", "is_retriable"]
 
@@ -81,16 +74,16 @@ class DeadLetters:
             "dead-lettering %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason
         )
         headers = [
-            (DLQ_HEADER_REASON, reason.encode()),
-            (DLQ_HEADER_ERROR, type(error).__name__.encode() if error else b""),
-            (DLQ_HEADER_TOPIC, message.topic.encode()),
-            (DLQ_HEADER_PARTITION, str(message.partition).encode()),
-            (DLQ_HEADER_OFFSET, str(message.offset).encode()),
-            (DLQ_HEADER_FAILED_AT, rfc3339(time.time()).encode()),
+            (header.DLQ_HEADER_REASON, reason.encode()),
+            (header.DLQ_HEADER_ERROR, type(error).__name__.encode() if error else b""),
+            (header.DLQ_HEADER_TOPIC, message.topic.encode()),
+            (header.DLQ_HEADER_PARTITION, str(message.partition).encode()),
+            (header.DLQ_HEADER_OFFSET, str(message.offset).encode()),
+            (header.DLQ_HEADER_FAILED_AT, rfc3339(time.time()).encode()),
         ]
         # The original headers ride along (a redrive restores them); ours come first.
         headers.extend(
-            (k, v) for k, v in (message.headers or ()) if not k.startswith("orderflow-dlq")
+            (k, v) for k, v in (message.headers or ()) if not k.startswith(header.DLQ_PREFIX)
         )
         attempt = 0
         while True:  # a dead letter is the only copy of a failed event: it must reach Kafka

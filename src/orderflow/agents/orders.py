@@ -20,11 +20,11 @@ from orderflow.domain.order import Order, PlacementKind, apply_payment, place_or
 from orderflow.keychains import KeyChains, epoch
 from orderflow.logs import order_context
 from orderflow.ports import Clock, DeadLetterSink, InboundEvent, OrderStore, Publisher
-from orderflow.records import decode_event
 from orderflow.tables.scan import PartitionScan, elsewhere, order_partition
 from orderflow.topics import ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED
 from orderflow.tracing import consuming
 from orderflow.watch import OrderWatch
+from orderflow.wire import decode_event
 
 __all__ = ["CommandReader", "OrderService", "StalledOrders"]
 

@@ -47,11 +47,11 @@ from orderflow.ports import (
     PaymentStore,
     Publisher,
 )
-from orderflow.records import decode_event, decode_json
 from orderflow.tables import bind_event
 from orderflow.tables.scan import PartitionScan, elsewhere
 from orderflow.topics import ORDER_CREATED, PAYMENT_RECONCILE
 from orderflow.tracing import consuming
+from orderflow.wire import decode_event, decode_reconcile
 
 __all__ = ["PaymentService", "UnknownPayments"]
 
@@ -202,9 +202,8 @@ class PaymentService:
             await self._charge(record)
 
     async def _reconcile(self, message: InboundMessage) -> None:
-        data = decode_json(message.value)
-        order_id = data.get("order_id") if isinstance(data, dict) else None
-        if not isinstance(order_id, str) or message.key != order_id.encode():
+        order_id = decode_reconcile(message.value)
+        if message.key != order_id.encode():
             raise EventDecodeError("reconcile request: order_id missing or not the key")
         record = self.payments.get(order_id)
         if record is None or record.status is not PaymentStatus.UNKNOWN:

@@ -1,16 +1,29 @@
 """The shapes of the HTTP API's answers, rendered into ``/openapi.json`` (see ``shapes``).
 
-They describe what ``records.order_to_public`` and the views write; the API's e2e test checks
+They describe what ``order_to_public`` and the views write; the API's e2e test checks
 real answers of a running worker against the document built from them.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from orderflow.domain.money import CURRENCY_MINOR_UNITS
+from orderflow.domain.order import Order, OrderStatus
+from orderflow.domain.payment import Decline
 from orderflow.domain.shapes import Array, Boolean, Field, Integer, Number, Object, String
 from orderflow.domain.validation import ID_PATTERN, MAX_ITEMS
 
-__all__ = ["ACCEPTED", "ERROR", "HEALTH", "ORDER", "ORDER_ID", "PROBLEMS", "READY"]
+__all__ = [
+    "ACCEPTED",
+    "ERROR",
+    "HEALTH",
+    "ORDER",
+    "ORDER_ID",
+    "PROBLEMS",
+    "READY",
+    "order_to_public",
+]
 
 ORDER_ID = String(r"^ord_[0-9a-f]{32}$", description="the order's id")
 _TIME = String(description="RFC 3339 time, UTC")
@@ -161,3 +174,41 @@ READY = Object(
     closed=False,
     description="Readiness: partitions assigned and tables recovered.",
 )
+
+
+def _decline(decline: Decline | None) -> dict[str, Any] | None:
+    if decline is None:
+        return None
+    return {"code": decline.code, "message": decline.message, "retryable": decline.retryable}
+
+
+def order_to_public(order: Order) -> dict[str, Any]:
+    """The order as the HTTP API shows it (``ORDER``; the payment token stays inside).
+
+    The API's own mapping: OrderDB stores its own shape (``orderflow.wire.tables``).
+    """
+    if order.status is OrderStatus.PAID:
+        payment: dict[str, Any] = {"status": "COMPLETED", "charge_id": order.charge_id}
+    elif order.status is OrderStatus.PAYMENT_FAILED:
+        payment = {
+            "status": "FAILED",
+            "charge_id": order.charge_id,
+            "decline_code": order.decline.code if order.decline else None,
+            "decline": _decline(order.decline),
+        }
+    else:
+        payment = {"status": "PENDING"}
+    items = [
+        {"sku": i.sku, "quantity": i.quantity, "unit_amount": i.unit_amount} for i in order.items
+    ]
+    return {
+        "order_id": order.order_id,
+        "status": str(order.status),
+        "customer_id": order.customer_id,
+        "amount": order.amount,
+        "currency": order.currency,
+        "items": items,
+        "created_at": order.created_at,
+        "updated_at": order.updated_at,
+        "payment": payment,
+    }

@@ -1,6 +1,6 @@
 """State kept by the agents: OrderDB and PaymentDB, changelog-backed Faust tables keyed by order id.
 
-Values are JSON bytes (``orderflow.records``) so a changelog is readable with any Kafka tool.
+Values are JSON bytes (``orderflow.wire.tables``) so a changelog is readable with any Kafka tool.
 Both tables are co-partitioned with the order topics: entry ``k`` of either table lives on the
 partition that ``k``'s events arrive on.
 """
@@ -8,14 +8,9 @@ partition that ``k``'s events arrive on.
 from orderflow.domain.order import Order
 from orderflow.domain.payment import PaymentRecord
 from orderflow.faust_glue import bind_event
-from orderflow.records import (
-    order_from_bytes,
-    order_to_bytes,
-    payment_from_bytes,
-    payment_to_bytes,
-)
 from orderflow.tables.base import JsonTable
 from orderflow.topics import ORDER_TABLE, PAYMENT_TABLE
+from orderflow.wire import order_from_bytes, order_to_bytes, payment_from_bytes, payment_to_bytes
 
 __all__ = ["OrderTable", "PaymentTable", "bind_event"]
 

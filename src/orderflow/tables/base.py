@@ -1,4 +1,4 @@
-"""A typed view over a Faust table whose values are JSON bytes (``orderflow.records``)."""
+"""A typed view over a Faust table whose values are JSON bytes (``orderflow.wire.tables``)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def allow() -> None:
 class JsonTable(Generic[T]):
     """Order id -> ``T``, stored as bytes; writes happen inside stream iteration only.
 
-    A table is a subclass naming its table and how its values are stored (``orderflow.records``).
+    A table is a subclass naming its table and how its values are stored (``orderflow.wire.tables``).
     """
 
     NAME: ClassVar[str]  # the Faust table's name (its changelog topic is named after it)

@@ -39,14 +39,15 @@ from orderflow.config import Settings
 from orderflow.domain.events import PlaceOrder, rfc3339
 from orderflow.domain.idempotency import order_id_for_key
 from orderflow.domain.order import Order
+from orderflow.domain.responses import order_to_public
 from orderflow.domain.tokens import token_digest
 from orderflow.domain.validation import OrderRequest, Problem, validate_order_request
 from orderflow.keychains import KeyChains
 from orderflow.ports import CommandSender, HttpRequest, OrderReader, OwnerRouting
-from orderflow.records import encode_event, order_to_public
 from orderflow.watch import OrderWatch
 from orderflow.web.auth import FORWARDED_HEADER, Authenticator, Caller
 from orderflow.web.routing import Forwarding, NotReady, Owner
+from orderflow.wire import encode_event
 
 __all__ = [
     "MAX_BODY_BYTES",

@@ -27,8 +27,8 @@ from orderflow.domain.events import (
 )
 from orderflow.domain.payment import DECLINE_MESSAGES
 from orderflow.domain.validation import LineItem
-from orderflow.records import encode_event
 from orderflow.topics import all_topic_names
+from orderflow.wire import encode_event
 from tests.harness import TEST_CLIENT
 
 __all__ = [

@@ -12,7 +12,6 @@ from orderflow.domain.payment import (
     PaymentStatus,
     idempotency_key_for,
 )
-from orderflow.records import decode_event, order_to_bytes, payment_to_bytes
 from orderflow.tools.replay.model import ORDER_CHANGELOG, PAYMENT_CHANGELOG
 from orderflow.topics import (
     INPUT_TOPICS,
@@ -21,6 +20,7 @@ from orderflow.topics import (
     PAYMENT_COMPLETED,
     PAYMENT_FAILED,
 )
+from orderflow.wire import decode_event, order_to_bytes, payment_to_bytes
 from tests.integration.replay.support import (
     AMOUNT,
     Out,

@@ -18,10 +18,10 @@ from orderflow.domain.payment import (
     PaymentStatus,
     idempotency_key_for,
 )
-from orderflow.records import decode_event, order_to_bytes, payment_to_bytes
 from orderflow.tools.replay.model import ORDER_CHANGELOG, PAYMENT_CHANGELOG
 from orderflow.tools.sandbox.gateway import SandboxGateway
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
+from orderflow.wire import decode_event, order_to_bytes, payment_to_bytes
 from tests.harness import free_port
 from tests.integration.replay.support import (
     AMOUNT,

@@ -8,10 +8,10 @@ from orderflow.domain.events import PaymentCompleted, PaymentFailed
 from orderflow.domain.order import OrderStatus
 from orderflow.domain.payment import DECLINE_MESSAGES, PaymentRecord, PaymentStatus
 from orderflow.domain.validation import LineItem
-from orderflow.records import encode_event, order_to_bytes, payment_to_bytes
 from orderflow.tools.replay.dryrun import dry_run
 from orderflow.tools.replay.model import ORDER_CHANGELOG, PAYMENT_CHANGELOG, TopicRecord
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
+from orderflow.wire import encode_event, order_to_bytes, payment_to_bytes
 from tests.unit.builders import ITEMS_TOTAL, T1, TOKEN, payment_record, pending_order, place_command
 
 ORDER = pending_order()

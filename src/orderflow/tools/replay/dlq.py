@@ -1,7 +1,7 @@
 """``dlq list | show | redrive``: the dead-letter topic, read without a consumer group.
 
 A dead letter holds the original key and value bytes; its headers say why it failed and where it
-came from (``DLQ_HEADER_*`` in ``orderflow.topics``), followed by the original headers.
+came from (``orderflow.wire.dead_letters``), followed by the original headers.
 
 Redrive re-produces the original key, value and headers to the source topic named in the
 header, adding ``orderflow-redriven-from: dead-letters:<partition>:<offset>``. Before sending it
@@ -31,15 +31,15 @@ from orderflow.tools.replay.output import Progress
 from orderflow.tools.replay.publish import make_producer, send_all
 from orderflow.tools.replay.reader import read_records
 from orderflow.tools.replay.window import TimeWindow
-from orderflow.topics import (
-    DEAD_LETTERS,
+from orderflow.topics import DEAD_LETTERS, INPUT_TOPICS
+from orderflow.wire.dead_letters import (
     DLQ_HEADER_ERROR,
     DLQ_HEADER_FAILED_AT,
     DLQ_HEADER_OFFSET,
     DLQ_HEADER_PARTITION,
     DLQ_HEADER_REASON,
     DLQ_HEADER_TOPIC,
-    INPUT_TOPICS,
+    DLQ_PREFIX,
 )
 
 __all__ = [
@@ -51,7 +51,6 @@ __all__ = [
     "redriven_markers",
 ]
 
-_DLQ_PREFIX = "orderflow-dlq"
 MARKER_SCAN_MARGIN_MS = 24 * 3600 * 1000
 
 
@@ -100,7 +99,7 @@ class DeadLetter:
 
     def original_headers(self) -> list[tuple[str, bytes | None]]:
         """The headers the event had before it was dead-lettered."""
-        return [(k, v) for k, v in self.record.headers if not k.startswith(_DLQ_PREFIX)]
+        return [(k, v) for k, v in self.record.headers if not k.startswith(DLQ_PREFIX)]
 
     def to_json(self, *, full: bool = False) -> dict[str, Any]:
         r = self.record

@@ -21,12 +21,10 @@ from orderflow.domain.events import (
     PaymentCompleted,
     PaymentFailed,
     PlaceOrder,
-    event_to_dict,
 )
 from orderflow.domain.order import Order, OrderStatus, PlacementKind, apply_payment, place_order
 from orderflow.domain.payment import PaymentRecord
 from orderflow.domain.settlement import outcome_event
-from orderflow.records import decode_event, payment_from_bytes
 from orderflow.tools.replay.model import (
     ORDER_CHANGELOG,
     PAYMENT_CHANGELOG,
@@ -35,6 +33,7 @@ from orderflow.tools.replay.model import (
     time_order,
 )
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
+from orderflow.wire import decode_event, event_to_dict, payment_from_bytes
 
 __all__ = ["DIFFERENCE_KINDS", "DryRunReport", "Finding", "dry_run"]
 

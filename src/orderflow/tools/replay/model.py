@@ -18,10 +18,6 @@ from orderflow.tools.replay.errors import SelectionError
 from orderflow.tools.replay.window import TimeWindow, ms_to_rfc3339
 from orderflow.topics import (
     DEAD_LETTERS,
-    DLQ_HEADER_OFFSET,
-    DLQ_HEADER_PARTITION,
-    DLQ_HEADER_REASON,
-    DLQ_HEADER_TOPIC,
     ORDER_CHANGELOG,
     ORDER_COMMANDS,
     ORDER_CREATED,
@@ -29,6 +25,12 @@ from orderflow.topics import (
     PAYMENT_COMPLETED,
     PAYMENT_FAILED,
     PAYMENT_RECONCILE,
+)
+from orderflow.wire.dead_letters import (
+    DLQ_HEADER_OFFSET,
+    DLQ_HEADER_PARTITION,
+    DLQ_HEADER_REASON,
+    DLQ_HEADER_TOPIC,
 )
 
 __all__ = [

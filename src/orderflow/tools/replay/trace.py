@@ -21,13 +21,8 @@ import orjson
 
 from orderflow.domain.order import Order
 from orderflow.domain.payment import Decline, PaymentRecord
+from orderflow.domain.responses import order_to_public
 from orderflow.domain.tokens import mask_secrets, mask_text
-from orderflow.records import (
-    order_from_bytes,
-    order_to_public,
-    payment_from_bytes,
-    payment_to_bytes,
-)
 from orderflow.tools.replay.dlq import DeadLetter
 from orderflow.tools.replay.model import (
     ORDER_CHANGELOG,
@@ -43,6 +38,7 @@ from orderflow.tools.replay.reader import read_records
 from orderflow.tools.replay.verdict import Charge, Verdict, judge
 from orderflow.tools.replay.window import ms_to_rfc3339
 from orderflow.topics import DEAD_LETTERS, all_topic_names
+from orderflow.wire import order_from_bytes, payment_from_bytes, payment_to_bytes
 
 __all__ = ["OrderTrace", "fetch_ledger", "trace_lines", "trace_order"]
 

@@ -1,0 +1,303 @@
+"""The four events on the wire: their JSON shape (msgspec Structs), version, and conversion.
+
+Every event is a JSON object: ``event_type`` (the tag), ``event_id``, ``schema_version`` (the
+MAJOR version, 1), ``occurred_at`` (RFC 3339), ``order_id``, then the type's own fields.
+
+Compatibility rules (a rolling upgrade mixes old and new workers):
+
+- Readers are tolerant: unknown fields are ignored, at every level, and so is ``schema_minor``
+  (absent = 0), which a newer writer raises when it ADDS optional fields. Old readers never
+  required it, so a minor change never dead-letters an event.
+- A change that old readers cannot read (a field removed, renamed, retyped or made required)
+  raises ``schema_version``; readers refuse a MAJOR they do not know, with that as the reason.
+- Writers omit optional fields at their default (``client_id`` "", ``keyed`` False, a missing
+  ``payment.token``, ``charge_id`` null, ``schema_minor`` 0): events from before they existed
+  look the same.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from orderflow.domain.errors import EventDecodeError
+from orderflow.domain.events import (
+    Event,
+    OrderCreated,
+    PaymentCompleted,
+    PaymentFailed,
+    PlaceOrder,
+)
+from orderflow.domain.payment import Decline
+from orderflow.domain.validation import LineItem
+from orderflow.wire.codec import Amount, Currency, NonEmpty, Timestamp, decode_error, parse_json
+
+__all__ = [
+    "EVENT_SHAPES",
+    "SCHEMA_MAJOR",
+    "SCHEMA_MINOR",
+    "decode_event",
+    "encode_event",
+    "event_to_dict",
+]
+
+SCHEMA_MAJOR = 1
+SCHEMA_MINOR = 0  # raise it with every additive change; readers accept any minor of their major
+
+
+class LineItemV1(msgspec.Struct, frozen=True):
+    """One line of an order; amounts in minor units of the order's currency."""
+
+    sku: NonEmpty
+    quantity: int
+    unit_amount: Amount
+
+
+class DeclineV1(msgspec.Struct, frozen=True):
+    """Why the gateway declined, and whether a retry could succeed."""
+
+    code: NonEmpty
+    message: NonEmpty
+    retryable: bool
+
+
+class CommandPaymentV1(msgspec.Struct, frozen=True):
+    """The gateway's payment token (never a card number)."""
+
+    token: NonEmpty
+
+
+class CreatedPaymentV1(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The payment token; absent only in a stall nudge's copy whose token is gone (the payment
+    service then finishes the payment from its own record, or dead-letters the event)."""
+
+    token: NonEmpty = ""
+
+
+class _Envelope(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="event_type"
+):
+    """The fields every event carries (``event_type`` is the tag of each subclass)."""
+
+    event_id: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            description="The same for every copy of the event: uuid5 of order id and type "
+            "(order.place: the HTTP request's id), so consumers can drop duplicates.",
+        ),
+    ]
+    schema_version: Annotated[
+        Literal[1],
+        msgspec.Meta(description="MAJOR version: a reader refuses one it does not know."),
+    ]
+    schema_minor: Annotated[
+        int, msgspec.Meta(description="MINOR version (absent: 0): additive changes; any is read.")
+    ] = 0
+    occurred_at: Timestamp
+    order_id: NonEmpty
+
+
+class PlaceOrderV1(_Envelope, frozen=True, kw_only=True, tag="order.place"):
+    """Command from the web view to the order service (internal topic): place this order."""
+
+    request_id: NonEmpty
+    fingerprint: NonEmpty
+    customer_id: NonEmpty
+    currency: Currency
+    items: tuple[LineItemV1, ...]
+    payment: CommandPaymentV1
+    client_id: NonEmpty | None = None  # the API client that placed it; absent: no owner
+    keyed: bool = False  # order_id is generation 0 of an Idempotency-Key
+
+    def to_domain(self) -> PlaceOrder:
+        return PlaceOrder(
+            self.order_id,
+            self.request_id,
+            self.fingerprint,
+            self.customer_id,
+            self.currency,
+            _items(self.items),
+            self.payment.token,
+            self.occurred_at,
+            self.client_id or "",
+            self.keyed,
+        )
+
+
+class OrderCreatedV1(_Envelope, frozen=True, kw_only=True, tag="order.created"):
+    """The order service accepted an order; the payment service charges it."""
+
+    customer_id: NonEmpty
+    currency: Currency
+    amount: Amount
+    items: tuple[LineItemV1, ...]
+    payment: CreatedPaymentV1
+    client_id: NonEmpty | None = None  # absent: an order from before API keys (no owner)
+
+    def to_domain(self) -> OrderCreated:
+        return OrderCreated(
+            self.order_id,
+            self.customer_id,
+            self.currency,
+            self.amount,
+            _items(self.items),
+            self.payment.token,
+            self.occurred_at,
+            self.client_id or "",
+        )
+
+
+class PaymentCompletedV1(_Envelope, frozen=True, kw_only=True, tag="payment.completed"):
+    """The gateway charged the order's amount."""
+
+    amount: Amount
+    currency: Currency
+    charge_id: NonEmpty
+
+    def to_domain(self) -> PaymentCompleted:
+        return PaymentCompleted(
+            self.order_id, self.amount, self.currency, self.charge_id, self.occurred_at
+        )
+
+
+class PaymentFailedV1(_Envelope, frozen=True, kw_only=True, tag="payment.failed"):
+    """The gateway declined; ``reason`` says why and whether a retry could succeed."""
+
+    amount: Amount
+    currency: Currency
+    reason: DeclineV1
+    charge_id: NonEmpty | None = None
+
+    def to_domain(self) -> PaymentFailed:
+        r = self.reason
+        return PaymentFailed(
+            self.order_id,
+            self.amount,
+            self.currency,
+            Decline(r.code, r.message, r.retryable),
+            self.occurred_at,
+            self.charge_id,
+        )
+
+
+WireEvent = PlaceOrderV1 | OrderCreatedV1 | PaymentCompletedV1 | PaymentFailedV1
+# event_type -> its shape (the schema generator and the decode-error path read it).
+EVENT_SHAPES: dict[str, type[WireEvent]] = {
+    PlaceOrder.event_type: PlaceOrderV1,
+    OrderCreated.event_type: OrderCreatedV1,
+    PaymentCompleted.event_type: PaymentCompletedV1,
+    PaymentFailed.event_type: PaymentFailedV1,
+}
+_EVENT_TYPE_OF: dict[type[WireEvent], str] = {v: k for k, v in EVENT_SHAPES.items()}
+_DECODER = msgspec.json.Decoder(WireEvent)
+_ENCODER = msgspec.json.Encoder()
+
+
+def _items(items: tuple[LineItemV1, ...]) -> tuple[LineItem, ...]:
+    return tuple(LineItem(i.sku, i.quantity, i.unit_amount) for i in items)
+
+
+def _wire_items(items: tuple[LineItem, ...]) -> tuple[LineItemV1, ...]:
+    return tuple(LineItemV1(i.sku, i.quantity, i.unit_amount) for i in items)
+
+
+def _to_wire(event: Event) -> WireEvent:
+    common: dict[str, Any] = {
+        "event_id": event.event_id,
+        "schema_version": SCHEMA_MAJOR,
+        "schema_minor": SCHEMA_MINOR,
+        "occurred_at": event.occurred_at,
+        "order_id": event.order_id,
+    }
+    match event:
+        case PlaceOrder():
+            return PlaceOrderV1(
+                **common,
+                request_id=event.request_id,
+                fingerprint=event.fingerprint,
+                customer_id=event.customer_id,
+                currency=event.currency,
+                items=_wire_items(event.items),
+                payment=CommandPaymentV1(event.payment_token),
+                client_id=event.client_id or None,
+                keyed=event.keyed,
+            )
+        case OrderCreated():
+            return OrderCreatedV1(
+                **common,
+                customer_id=event.customer_id,
+                currency=event.currency,
+                amount=event.amount,
+                items=_wire_items(event.items),
+                payment=CreatedPaymentV1(event.payment_token),
+                client_id=event.client_id or None,
+            )
+        case PaymentCompleted():
+            return PaymentCompletedV1(
+                **common, amount=event.amount, currency=event.currency, charge_id=event.charge_id
+            )
+        case PaymentFailed():
+            d = event.reason
+            return PaymentFailedV1(
+                **common,
+                amount=event.amount,
+                currency=event.currency,
+                reason=DeclineV1(d.code, d.message, d.retryable),
+                charge_id=event.charge_id,
+            )
+
+
+def encode_event(event: Event) -> bytes:
+    """The event's JSON bytes (what every topic carries)."""
+    return _ENCODER.encode(_to_wire(event))
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """The event's wire form as plain JSON values (for diffs and schema checks)."""
+    data: dict[str, Any] = msgspec.json.decode(encode_event(event))
+    return data
+
+
+def decode_event(raw: bytes | None, expected_type: str | None = None) -> Event:
+    """Parse bytes from a topic; raises EventDecodeError (never anything else) naming the field."""
+    if raw is None:
+        raise EventDecodeError("value: empty (tombstone)")
+    try:
+        wire: WireEvent = _DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise _explain(raw, expected_type, exc) from None
+    except msgspec.DecodeError as exc:
+        raise EventDecodeError(f"value: not JSON ({exc})") from None
+    event_type = _EVENT_TYPE_OF[type(wire)]
+    if expected_type is not None and event_type != expected_type:
+        raise _wrong_type(event_type, expected_type)
+    return wire.to_domain()
+
+
+def _wrong_type(event_type: str, expected_type: str) -> EventDecodeError:
+    return EventDecodeError(f"event_type: {event_type!r} where {expected_type!r} belongs")
+
+
+def _explain(
+    raw: bytes, expected_type: str | None, exc: msgspec.ValidationError
+) -> EventDecodeError:
+    """The reason an event failed: its envelope first (type, then version), then the field.
+
+    A newer MAJOR may have changed any field, so the version is the reason, not the field.
+    """
+    data = parse_json(raw)
+    if not isinstance(data, dict):
+        return decode_error(exc)
+    event_type = data.get("event_type")
+    if not isinstance(event_type, str):
+        return decode_error(exc)
+    if event_type not in EVENT_SHAPES:
+        return EventDecodeError(f"event_type: unknown type {event_type!r}")
+    if expected_type is not None and event_type != expected_type:
+        return _wrong_type(event_type, expected_type)
+    version = data.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version != SCHEMA_MAJOR:
+        return EventDecodeError(f"schema_version: {version} is not supported for {event_type}")
+    return decode_error(exc)

@@ -1,0 +1,161 @@
+"""Table values as stored in OrderDB and PaymentDB (and their changelogs): their own shape.
+
+The stored shape is not the HTTP API's view (``domain/responses.py`` maps that), so changing
+the API response never changes a changelog. Values are JSON objects with ``schema_version``
+(absent in values written before it existed: 1); readers ignore unknown fields, like event
+readers, and refuse a MAJOR they do not know.
+
+Compatibility kept: OrderDB values written before payment tokens left it carry a
+``payment_token`` (read into ``Order.legacy_payment_token``, never written back) and no
+``command_offset``/``client_id``; PaymentDB values from before INCONSISTENT have no ``problem``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import msgspec
+
+from orderflow.domain.order import Order, OrderStatus
+from orderflow.domain.payment import Decline, PaymentRecord, PaymentStatus
+from orderflow.wire.codec import NonEmpty, decode_error
+from orderflow.wire.events import LineItemV1
+
+__all__ = [
+    "OrderValueV1",
+    "PaymentValueV1",
+    "order_from_bytes",
+    "order_to_bytes",
+    "payment_from_bytes",
+    "payment_to_bytes",
+]
+
+
+class StoredDeclineV1(msgspec.Struct, frozen=True):
+    """A decline as stored (the gateway's words, kept as they came)."""
+
+    code: str
+    message: str
+    retryable: bool
+
+
+class OrderValueV1(msgspec.Struct, frozen=True, kw_only=True):
+    """An OrderDB value: an order, never its payment token (the changelog is kept forever)."""
+
+    schema_version: Literal[1] = 1
+    order_id: NonEmpty
+    status: OrderStatus
+    customer_id: str
+    amount: int
+    currency: str
+    items: tuple[LineItemV1, ...]
+    created_at: str
+    updated_at: str
+    fingerprint: str
+    request_id: str
+    charge_id: str | None = None
+    decline: StoredDeclineV1 | None = None
+    command_offset: int | None = None  # where its PlaceOrder is (absent in old values)
+    client_id: str = ""
+    # Only in values written before tokens left OrderDB; read, never written.
+    payment_token: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class PaymentValueV1(msgspec.Struct, frozen=True, kw_only=True):
+    """A PaymentDB value: the payment's state; the token only while a charge may follow."""
+
+    schema_version: Literal[1] = 1
+    order_id: NonEmpty
+    idempotency_key: str
+    amount: int
+    currency: str
+    status: PaymentStatus
+    attempts: int
+    charge_id: str | None = None
+    decline: StoredDeclineV1 | None = None
+    updated_at: float
+    next_attempt_at: float
+    payment_token: str = ""
+    problem: str | None = None
+
+
+_ENCODER = msgspec.json.Encoder()
+_ORDER = msgspec.json.Decoder(OrderValueV1)
+_PAYMENT = msgspec.json.Decoder(PaymentValueV1)
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise ValueError(str(decode_error(exc))) from None
+
+
+# The stored shapes name their fields like the domain's dataclasses, so reads convert attribute
+# by attribute (nested items and declines too).
+
+
+def _stored(decline: Decline | None) -> StoredDeclineV1 | None:
+    return (
+        None
+        if decline is None
+        else StoredDeclineV1(decline.code, decline.message, decline.retryable)
+    )
+
+
+# Writes are on the hot path (every order and payment step): the Structs are built by hand,
+# twice as fast as msgspec.convert(..., from_attributes=True), which reads use.
+def order_to_bytes(order: Order) -> bytes:
+    value = OrderValueV1(
+        order_id=order.order_id,
+        status=order.status,
+        customer_id=order.customer_id,
+        amount=order.amount,
+        currency=order.currency,
+        items=tuple(LineItemV1(i.sku, i.quantity, i.unit_amount) for i in order.items),
+        created_at=order.created_at,
+        updated_at=order.updated_at,
+        fingerprint=order.fingerprint,
+        request_id=order.request_id,
+        charge_id=order.charge_id,
+        decline=_stored(order.decline),
+        command_offset=order.command_offset,
+        client_id=order.client_id,
+    )
+    return _ENCODER.encode(value)
+
+
+def order_from_bytes(raw: bytes) -> Order:
+    """The stored order; ValueError naming the field when malformed (msgspec's DecodeError for
+    bytes that are not JSON is one too)."""
+    value: OrderValueV1 = _decode(_ORDER, raw)
+    order = msgspec.convert(value, Order, from_attributes=True)
+    if isinstance(value.payment_token, str):
+        # Kept in memory for the stall nudge, the only way left to charge such an order.
+        order = dataclasses.replace(order, legacy_payment_token=value.payment_token)
+    return order
+
+
+def payment_to_bytes(record: PaymentRecord) -> bytes:
+    value = PaymentValueV1(
+        order_id=record.order_id,
+        idempotency_key=record.idempotency_key,
+        amount=record.amount,
+        currency=record.currency,
+        status=record.status,
+        attempts=record.attempts,
+        charge_id=record.charge_id,
+        decline=_stored(record.decline),
+        updated_at=record.updated_at,
+        next_attempt_at=record.next_attempt_at,
+        payment_token=record.payment_token,
+        problem=record.problem,
+    )
+    return _ENCODER.encode(value)
+
+
+def payment_from_bytes(raw: bytes) -> PaymentRecord:
+    """The stored payment; ValueError naming the field when malformed."""
+    value: PaymentValueV1 = _decode(_PAYMENT, raw)
+    return msgspec.convert(value, PaymentRecord, from_attributes=True)
