@@ -14,12 +14,12 @@ import orjson
 
 from orderflow.topics import (
     DEAD_LETTERS,
-    DLQ_HEADER_REASON,
     ORDER_CREATED,
     PAYMENT_COMPLETED,
     PAYMENT_FAILED,
     changelog_topic,
 )
+from orderflow.wire.dead_letters import DLQ_HEADER_REASON
 from tests.kafka_helpers import Record, read_topic
 
 __all__ = ["assert_not_nudged", "assert_orders_settled_once", "nudged_orders"]

@@ -18,12 +18,6 @@ from dataclasses import dataclass
 __all__ = [
     "APP_ID",
     "DEAD_LETTERS",
-    "DLQ_HEADER_ERROR",
-    "DLQ_HEADER_FAILED_AT",
-    "DLQ_HEADER_OFFSET",
-    "DLQ_HEADER_PARTITION",
-    "DLQ_HEADER_REASON",
-    "DLQ_HEADER_TOPIC",
     "EVENT_TOPICS",
     "INPUT_TOPICS",
     "ORDER_AGENT",
@@ -64,15 +58,6 @@ INPUT_TOPICS = (ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
 # ORDERFLOW_DEAD_LETTER_RETENTION, 30 days), so a token lives there no longer; topics created beforehand by a cluster's operators need it set there. Nothing
 # else keeps a token: OrderDB never, PaymentDB only until the payment is settled.
 TOKEN_TOPICS = frozenset({ORDER_COMMANDS, ORDER_CREATED, DEAD_LETTERS})
-
-# A dead letter keeps the original key and value bytes untouched (so it can be redriven as it
-# was); why and where it came from travel in these headers.
-DLQ_HEADER_REASON = "orderflow-dlq-reason"
-DLQ_HEADER_ERROR = "orderflow-dlq-error-type"
-DLQ_HEADER_TOPIC = "orderflow-dlq-source-topic"
-DLQ_HEADER_PARTITION = "orderflow-dlq-source-partition"
-DLQ_HEADER_OFFSET = "orderflow-dlq-source-offset"
-DLQ_HEADER_FAILED_AT = "orderflow-dlq-failed-at"
 
 
 def changelog_topic(table_name: str) -> str:

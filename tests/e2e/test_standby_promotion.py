@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from orderflow.tools.localkafka import KafkaCluster
-from orderflow.topics import DEAD_LETTERS, DLQ_HEADER_REASON
+from orderflow.topics import DEAD_LETTERS
+from orderflow.wire.dead_letters import DLQ_HEADER_REASON
 from tests.harness import ManagedProcess, http_json, poll_until, start_sandbox, start_worker
 from tests.kafka_helpers import read_topic
 from tests.orders_client import ledger_stats, order_body, place, set_faults

@@ -21,7 +21,8 @@ import pytest
 
 from orderflow.domain.payment import idempotency_key_for
 from orderflow.tools.sandbox.gateway import ChargeRow, Ledger
-from orderflow.topics import DEAD_LETTERS, DLQ_HEADER_REASON, changelog_topic
+from orderflow.topics import DEAD_LETTERS, changelog_topic
+from orderflow.wire.dead_letters import DLQ_HEADER_REASON
 from tests.harness import (
     ManagedProcess,
     http_json,

@@ -13,7 +13,7 @@ from orderflow.domain.errors import (
     PaymentTokenGoneError,
 )
 from orderflow.ports import InboundEvent
-from orderflow.topics import (
+from orderflow.wire.dead_letters import (
     DLQ_HEADER_ERROR,
     DLQ_HEADER_OFFSET,
     DLQ_HEADER_PARTITION,

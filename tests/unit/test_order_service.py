@@ -11,16 +11,10 @@ from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.domain.events import OrderCreated, PaymentCompleted, PaymentFailed, PlaceOrder
 from orderflow.domain.order import OrderStatus
 from orderflow.domain.payment import Decline
-from orderflow.topics import (
-    DLQ_HEADER_OFFSET,
-    DLQ_HEADER_REASON,
-    DLQ_HEADER_TOPIC,
-    ORDER_COMMANDS,
-    PAYMENT_COMPLETED,
-    PAYMENT_FAILED,
-)
+from orderflow.topics import ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED
 from orderflow.watch import OrderWatch
 from orderflow.wire import encode_event
+from orderflow.wire.dead_letters import DLQ_HEADER_OFFSET, DLQ_HEADER_REASON, DLQ_HEADER_TOPIC
 from tests.fakes import Event, FakeOrderStore, FakePublisher, FakeRecordTopic, event, no_sleep
 from tests.unit.builders import ITEMS_TOTAL, TOKEN, place_command
 

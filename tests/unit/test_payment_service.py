@@ -28,8 +28,9 @@ from orderflow.domain.payment import (
 )
 from orderflow.fencing import Fenced
 from orderflow.gateway.base import PermanentGatewayError, TransientGatewayError
-from orderflow.topics import DLQ_HEADER_REASON, ORDER_CREATED, PAYMENT_RECONCILE
+from orderflow.topics import ORDER_CREATED, PAYMENT_RECONCILE
 from orderflow.wire import encode_event
+from orderflow.wire.dead_letters import DLQ_HEADER_REASON
 from tests.fakes import (
     Event,
     FakeGateway,

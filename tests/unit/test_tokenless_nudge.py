@@ -24,9 +24,10 @@ from orderflow.domain.order import Order
 from orderflow.domain.payment import Approved, PaymentRecord, PaymentStatus, idempotency_key_for
 from orderflow.metrics import dead_letter_reason
 from orderflow.tables.scan import order_partition
-from orderflow.topics import DLQ_HEADER_REASON, ORDER_COMMANDS, ORDER_CREATED
+from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED
 from orderflow.watch import OrderWatch
 from orderflow.wire import decode_event, encode_event, order_from_bytes, order_to_bytes
+from orderflow.wire.dead_letters import DLQ_HEADER_REASON
 from orderflow.wire.schema import validate_event_dict
 from tests.fakes import (
     Event,

@@ -228,8 +228,8 @@ def dead_letter(
 ) -> Out:
     """A dead letter laid out as ``orderflow.agents.dead_letters`` writes one."""
     from orderflow.tools.replay.model import key_partition
-    from orderflow.topics import (
-        DEAD_LETTERS,
+    from orderflow.topics import DEAD_LETTERS
+    from orderflow.wire.dead_letters import (
         DLQ_HEADER_ERROR,
         DLQ_HEADER_FAILED_AT,
         DLQ_HEADER_OFFSET,
