@@ -54,7 +54,7 @@ def rfc3339(epoch: float) -> str:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _OrderEvent:
     """What every event has: its type, the order it is about, and an id every copy shares."""
 
@@ -66,7 +66,7 @@ class _OrderEvent:
         return event_id_for(self.order_id, self.event_type)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlaceOrder(_OrderEvent):
     """Command from the web view to the order service (internal topic): place this order."""
 
@@ -89,7 +89,7 @@ class PlaceOrder(_OrderEvent):
         return self.request_id
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OrderCreated(_OrderEvent):
     """The order service accepted an order; the payment service charges it."""
 
@@ -103,7 +103,7 @@ class OrderCreated(_OrderEvent):
     client_id: str = ""  # "": an order from before API keys (no owner)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _PaymentOutcome(_OrderEvent):
     """What the payment service says about an order: the amount it charged or tried to."""
 
@@ -111,7 +111,7 @@ class _PaymentOutcome(_OrderEvent):
     currency: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PaymentCompleted(_PaymentOutcome):
     """The gateway charged the order's amount."""
 
@@ -120,7 +120,7 @@ class PaymentCompleted(_PaymentOutcome):
     occurred_at: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PaymentFailed(_PaymentOutcome):
     """The gateway declined; ``reason`` says why and whether a retry could succeed."""
 
