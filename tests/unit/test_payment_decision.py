@@ -10,6 +10,7 @@ from orderflow.domain.payment import (
     Declined,
     GatewayCharge,
     PaymentAction,
+    PaymentRecord,
     PaymentStatus,
     charge_mismatch,
     decide_payment,
@@ -210,3 +211,17 @@ def test_a_new_charge_attempt_after_unknown_backs_off_by_attempts_again() -> Non
     record = payment_record(attempts=1).unknown(NOW).unknown(NOW + 1).unknown(NOW + 3)
     attempted = record.attempt(NOW + 7).unknown(NOW + 7)
     assert attempted.next_attempt_at - (NOW + 7) == next_reconcile_delay(2)
+
+
+def test_first_attempt_is_attempting_with_the_orders_one_idempotency_key() -> None:
+    record = PaymentRecord.first_attempt("ord-1", 4498, "USD", "tok_visa")
+
+    assert record == PaymentRecord(
+        "ord-1",
+        idempotency_key_for("ord-1"),
+        4498,
+        "USD",
+        PaymentStatus.ATTEMPTING,
+        attempts=0,
+        payment_token="tok_visa",
+    )

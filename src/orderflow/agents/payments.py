@@ -30,7 +30,6 @@ from orderflow.domain.payment import (
     charge_mismatch,
     decide_payment,
     decline_for,
-    idempotency_key_for,
 )
 from orderflow.gateway.base import (
     ChargeRequest,
@@ -191,13 +190,8 @@ class PaymentService:
                 )
                 raise PaymentTokenGoneError
             if record is None:
-                record = PaymentRecord(
-                    order_id=created.order_id,
-                    idempotency_key=idempotency_key_for(created.order_id),
-                    amount=created.amount,
-                    currency=created.currency,
-                    status=PaymentStatus.ATTEMPTING,
-                    payment_token=created.payment_token,
+                record = PaymentRecord.first_attempt(
+                    created.order_id, created.amount, created.currency, created.payment_token
                 )
             await self._charge(record)
 

@@ -54,12 +54,23 @@ def rfc3339(epoch: float) -> str:
     )
 
 
-@dataclass(frozen=True)
-class PlaceOrder:
+@dataclass(frozen=True, slots=True)
+class _OrderEvent:
+    """What every event has: its type, the order it is about, and an id every copy shares."""
+
+    event_type: ClassVar[str]
+    order_id: str
+
+    @property
+    def event_id(self) -> str:
+        return event_id_for(self.order_id, self.event_type)
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOrder(_OrderEvent):
     """Command from the web view to the order service (internal topic): place this order."""
 
     event_type: ClassVar[str] = "order.place"
-    order_id: str
     request_id: str  # unique per HTTP request: tells a replayed POST from the first one
     fingerprint: str  # hash of the canonical request body: same key + other body = conflict
     customer_id: str
@@ -78,12 +89,11 @@ class PlaceOrder:
         return self.request_id
 
 
-@dataclass(frozen=True)
-class OrderCreated:
+@dataclass(frozen=True, slots=True)
+class OrderCreated(_OrderEvent):
     """The order service accepted an order; the payment service charges it."""
 
     event_type: ClassVar[str] = "order.created"
-    order_id: str
     customer_id: str
     currency: str
     amount: int
@@ -92,42 +102,32 @@ class OrderCreated:
     occurred_at: str
     client_id: str = ""  # "": an order from before API keys (no owner)
 
-    @property
-    def event_id(self) -> str:
-        return event_id_for(self.order_id, self.event_type)
+
+@dataclass(frozen=True, slots=True)
+class _PaymentOutcome(_OrderEvent):
+    """What the payment service says about an order: the amount it charged or tried to."""
+
+    amount: int
+    currency: str
 
 
-@dataclass(frozen=True)
-class PaymentCompleted:
+@dataclass(frozen=True, slots=True)
+class PaymentCompleted(_PaymentOutcome):
     """The gateway charged the order's amount."""
 
     event_type: ClassVar[str] = "payment.completed"
-    order_id: str
-    amount: int
-    currency: str
     charge_id: str
     occurred_at: str
 
-    @property
-    def event_id(self) -> str:
-        return event_id_for(self.order_id, self.event_type)
 
-
-@dataclass(frozen=True)
-class PaymentFailed:
+@dataclass(frozen=True, slots=True)
+class PaymentFailed(_PaymentOutcome):
     """The gateway declined; ``reason`` says why and whether a retry could succeed."""
 
     event_type: ClassVar[str] = "payment.failed"
-    order_id: str
-    amount: int
-    currency: str
     reason: Decline
     occurred_at: str
     charge_id: str | None = None
-
-    @property
-    def event_id(self) -> str:
-        return event_id_for(self.order_id, self.event_type)
 
 
 Event = PlaceOrder | OrderCreated | PaymentCompleted | PaymentFailed

@@ -141,6 +141,21 @@ class PaymentRecord:
     payment_token: str = ""
     problem: str | None = None  # for INCONSISTENT: what the gateway's charge got wrong
 
+    @classmethod
+    def first_attempt(
+        cls, order_id: str, amount: int, currency: str, payment_token: str
+    ) -> PaymentRecord:
+        """The record before an order's first charge: ATTEMPTING, no attempt made yet, and the
+        order's one idempotency key, which every later attempt reuses."""
+        return cls(
+            order_id,
+            idempotency_key_for(order_id),
+            amount,
+            currency,
+            PaymentStatus.ATTEMPTING,
+            payment_token=payment_token,
+        )
+
     def attempt(self, now: float) -> PaymentRecord:
         return replace(
             self, status=PaymentStatus.ATTEMPTING, attempts=self.attempts + 1, updated_at=now

@@ -23,13 +23,13 @@ import msgspec
 
 from orderflow.domain.errors import EventDecodeError
 from orderflow.domain.events import (
+    EVENT_TYPES,
     Event,
     OrderCreated,
     PaymentCompleted,
     PaymentFailed,
     PlaceOrder,
 )
-from orderflow.domain.payment import Decline
 from orderflow.domain.validation import LineItem
 from orderflow.wire.codec import Amount, Currency, NonEmpty, Timestamp, decode_error, parse_json
 
@@ -99,7 +99,24 @@ class _Envelope(
     order_id: NonEmpty
 
 
-class PlaceOrderV1(_Envelope, frozen=True, kw_only=True, tag="order.place"):
+class _PaymentAndOwner:
+    """An order event's token and owner under the domain's names (``payment_token``,
+    ``client_id``), so that ``decode_event`` converts every field by name."""
+
+    __slots__ = ()
+    payment: CommandPaymentV1 | CreatedPaymentV1
+    owner: str | None
+
+    @property
+    def payment_token(self) -> str:
+        return self.payment.token
+
+    @property
+    def client_id(self) -> str:
+        return self.owner or ""  # absent on the wire: no owner
+
+
+class PlaceOrderV1(_Envelope, _PaymentAndOwner, frozen=True, kw_only=True, tag="order.place"):
     """Command from the web view to the order service (internal topic): place this order."""
 
     request_id: NonEmpty
@@ -108,25 +125,12 @@ class PlaceOrderV1(_Envelope, frozen=True, kw_only=True, tag="order.place"):
     currency: Currency
     items: tuple[LineItemV1, ...]
     payment: CommandPaymentV1
-    client_id: NonEmpty | None = None  # the API client that placed it; absent: no owner
+    # The API client that placed it (``client_id`` on the wire); absent: no owner.
+    owner: NonEmpty | None = msgspec.field(default=None, name="client_id")
     keyed: bool = False  # order_id is generation 0 of an Idempotency-Key
 
-    def to_domain(self) -> PlaceOrder:
-        return PlaceOrder(
-            self.order_id,
-            self.request_id,
-            self.fingerprint,
-            self.customer_id,
-            self.currency,
-            _items(self.items),
-            self.payment.token,
-            self.occurred_at,
-            self.client_id or "",
-            self.keyed,
-        )
 
-
-class OrderCreatedV1(_Envelope, frozen=True, kw_only=True, tag="order.created"):
+class OrderCreatedV1(_Envelope, _PaymentAndOwner, frozen=True, kw_only=True, tag="order.created"):
     """The order service accepted an order; the payment service charges it."""
 
     customer_id: NonEmpty
@@ -134,19 +138,8 @@ class OrderCreatedV1(_Envelope, frozen=True, kw_only=True, tag="order.created"):
     amount: Amount
     items: tuple[LineItemV1, ...]
     payment: CreatedPaymentV1
-    client_id: NonEmpty | None = None  # absent: an order from before API keys (no owner)
-
-    def to_domain(self) -> OrderCreated:
-        return OrderCreated(
-            self.order_id,
-            self.customer_id,
-            self.currency,
-            self.amount,
-            _items(self.items),
-            self.payment.token,
-            self.occurred_at,
-            self.client_id or "",
-        )
+    # ``client_id`` on the wire; absent: an order from before API keys (no owner).
+    owner: NonEmpty | None = msgspec.field(default=None, name="client_id")
 
 
 class PaymentCompletedV1(_Envelope, frozen=True, kw_only=True, tag="payment.completed"):
@@ -156,11 +149,6 @@ class PaymentCompletedV1(_Envelope, frozen=True, kw_only=True, tag="payment.comp
     currency: Currency
     charge_id: NonEmpty
 
-    def to_domain(self) -> PaymentCompleted:
-        return PaymentCompleted(
-            self.order_id, self.amount, self.currency, self.charge_id, self.occurred_at
-        )
-
 
 class PaymentFailedV1(_Envelope, frozen=True, kw_only=True, tag="payment.failed"):
     """The gateway declined; ``reason`` says why and whether a retry could succeed."""
@@ -169,17 +157,6 @@ class PaymentFailedV1(_Envelope, frozen=True, kw_only=True, tag="payment.failed"
     currency: Currency
     reason: DeclineV1
     charge_id: NonEmpty | None = None
-
-    def to_domain(self) -> PaymentFailed:
-        r = self.reason
-        return PaymentFailed(
-            self.order_id,
-            self.amount,
-            self.currency,
-            Decline(r.code, r.message, r.retryable),
-            self.occurred_at,
-            self.charge_id,
-        )
 
 
 WireEvent = PlaceOrderV1 | OrderCreatedV1 | PaymentCompletedV1 | PaymentFailedV1
@@ -193,10 +170,6 @@ EVENT_SHAPES: dict[str, type[WireEvent]] = {
 _EVENT_TYPE_OF: dict[type[WireEvent], str] = {v: k for k, v in EVENT_SHAPES.items()}
 _DECODER = msgspec.json.Decoder(WireEvent)
 _ENCODER = msgspec.json.Encoder()
-
-
-def _items(items: tuple[LineItemV1, ...]) -> tuple[LineItem, ...]:
-    return tuple(LineItem(i.sku, i.quantity, i.unit_amount) for i in items)
 
 
 def _wire_items(items: tuple[LineItem, ...]) -> tuple[LineItemV1, ...]:
@@ -221,7 +194,7 @@ def _to_wire(event: Event) -> WireEvent:
                 currency=event.currency,
                 items=_wire_items(event.items),
                 payment=CommandPaymentV1(event.payment_token),
-                client_id=event.client_id or None,
+                owner=event.client_id or None,
                 keyed=event.keyed,
             )
         case OrderCreated():
@@ -232,7 +205,7 @@ def _to_wire(event: Event) -> WireEvent:
                 amount=event.amount,
                 items=_wire_items(event.items),
                 payment=CreatedPaymentV1(event.payment_token),
-                client_id=event.client_id or None,
+                owner=event.client_id or None,
             )
         case PaymentCompleted():
             return PaymentCompletedV1(
@@ -273,7 +246,11 @@ def decode_event(raw: bytes | None, expected_type: str | None = None) -> Event:
     event_type = _EVENT_TYPE_OF[type(wire)]
     if expected_type is not None and event_type != expected_type:
         raise _wrong_type(event_type, expected_type)
-    return wire.to_domain()
+    # By field name (nested items and declines too), like table reads; faster than the
+    # positional copies it replaced. Writes (_to_wire) stay by hand, as table writes do: built
+    # by name, those measured up to 2x slower.
+    domain: Event = msgspec.convert(wire, EVENT_TYPES[event_type], from_attributes=True)
+    return domain
 
 
 def _wrong_type(event_type: str, expected_type: str) -> EventDecodeError:

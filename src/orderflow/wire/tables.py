@@ -40,11 +40,16 @@ class StoredDeclineV1(msgspec.Struct, frozen=True):
     retryable: bool
 
 
-class OrderValueV1(msgspec.Struct, frozen=True, kw_only=True):
-    """An OrderDB value: an order, never its payment token (the changelog is kept forever)."""
+class _StoredValueV1(msgspec.Struct, frozen=True, kw_only=True):
+    """What every table value starts with: its MAJOR version and the order it is kept for."""
 
     schema_version: Literal[1] = 1
     order_id: NonEmpty
+
+
+class OrderValueV1(_StoredValueV1, frozen=True, kw_only=True):
+    """An OrderDB value: an order, never its payment token (the changelog is kept forever)."""
+
     status: OrderStatus
     customer_id: str
     amount: int
@@ -62,11 +67,9 @@ class OrderValueV1(msgspec.Struct, frozen=True, kw_only=True):
     payment_token: str | msgspec.UnsetType = msgspec.UNSET
 
 
-class PaymentValueV1(msgspec.Struct, frozen=True, kw_only=True):
+class PaymentValueV1(_StoredValueV1, frozen=True, kw_only=True):
     """A PaymentDB value: the payment's state; the token only while a charge may follow."""
 
-    schema_version: Literal[1] = 1
-    order_id: NonEmpty
     idempotency_key: str
     amount: int
     currency: str
