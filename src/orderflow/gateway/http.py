@@ -332,8 +332,9 @@ class HttpPaymentGateway:
         url = self.base_url + path
         delays = self.backoff.delays(self._rng)
         sent = 0
-        while True:  # the breaker has allowed this attempt
-            self._clear_to_send(f"{method} {path} (key {idempotency_key})", sent + 1)
+        what = f"{method} {path} (key {idempotency_key})"
+        self._clear_to_send(what, 1)
+        while True:  # the breaker and the hook have allowed this attempt
             sent += 1
             limit = min(self.request_timeout, deadline_at - loop.time())
             outcome = await self._reported(
@@ -355,21 +356,29 @@ class HttpPaymentGateway:
                     last,
                 )
                 await asyncio.sleep(delay)
+                # The hook before the breaker: a worker fenced while it slept (frozen, revoked)
+                # sends nothing and says so, even when failures opened the breaker meanwhile.
+                self._clear_to_send(what, sent + 1, holds_slot=False)
                 stop = self._stop_after_sleep(loop.time(), deadline_at)
             if stop is not None:
                 raise TransientGatewayError(
                     f"{stop} after {sent} attempt(s): {last}", status=last.status
                 ) from last
 
-    def _clear_to_send(self, what: str, attempt: int) -> None:
-        """Run the ``before_request`` hook; what it raises propagates and nothing is sent."""
+    def _clear_to_send(self, what: str, attempt: int, *, holds_slot: bool = True) -> None:
+        """Run the ``before_request`` hook; what it raises propagates and nothing is sent.
+
+        ``holds_slot``: the breaker has already allowed this attempt (it may hold the half-open
+        probe slot, freed on a refusal); a retry is asked before the breaker is.
+        """
         if self.before_request is None:
             return
         try:
             self.before_request()
         except BaseException as exc:
             # Never sent: neither a success nor a failure; free a half-open probe slot.
-            self.breaker.release()
+            if holds_slot:
+                self.breaker.release()
             log.info("%s not sent, attempt %d refused: %s", what, attempt, exc)
             raise
 

@@ -142,6 +142,24 @@ async def test_a_retry_refused_by_before_request_is_never_sent_and_the_refusal_p
     assert state_of(client.breaker) is BreakerState.CLOSED
 
 
+async def test_a_retry_is_refused_by_before_request_even_when_failures_opened_the_breaker(
+    sandbox: SandboxGateway, session: aiohttp.ClientSession, clients: list[HttpPaymentGateway]
+) -> None:
+    # A worker waking from a freeze: its in-flight attempts all time out at once, enough to open
+    # the breaker; each retry must still be refused by the fence (the stale work is left to the
+    # partition's new owner), not end as "circuit opened" (seen in CI: the frozen-gateway e2e
+    # test found no refusal in the woken worker's log).
+    await _admin(session, "POST", f"{sandbox.url}/_admin/faults", {"latency_ms": 1500})
+    hook = RefuseFrom(allowed=1)
+    client = _client(clients, sandbox.url, hook, breaker=CircuitBreaker(failure_threshold=1))
+
+    with pytest.raises(Refused, match="attempt 2 refused"):
+        await client.charge(_request("o-fenced-open-breaker"))
+
+    assert state_of(client.breaker) is BreakerState.OPEN  # the timeout opened it
+    assert sandbox.charge_requests == 1
+
+
 async def test_a_refusal_before_the_first_attempt_sends_nothing(
     sandbox: SandboxGateway, clients: list[HttpPaymentGateway]
 ) -> None:
