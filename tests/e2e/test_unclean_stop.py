@@ -18,8 +18,8 @@ import orjson
 
 from orderflow.tools.localkafka import KafkaCluster
 from orderflow.topics import changelog_topic
-from tests.gateway_audit import check_gateway
-from tests.harness import poll_until, start_sandbox, start_worker
+from tests.gateway_audit import GatewayAudit, check_gateway
+from tests.harness import ManagedProcess, poll_until, start_sandbox, start_worker
 from tests.invariants import assert_orders_settled_once
 from tests.kafka_helpers import read_topic
 from tests.orders_client import (
@@ -55,6 +55,31 @@ def _last_payment_status(bootstrap: str, order_ids: set[str]) -> dict[str, str |
         if key in last:
             last[key] = orjson.loads(record.value or b"{}").get("status")
     return last
+
+
+def _restart(
+    tmp_path: Path, bootstrap: str, gateway: str, data_dir: Path, extra: dict[str, str]
+) -> ManagedProcess:
+    """The stopped worker started again on its data dir."""
+    return start_worker(
+        tmp_path,
+        bootstrap,
+        gateway,
+        name="w1-restarted",
+        data_dir=data_dir,
+        extra=extra,
+        timeout=180,
+    )
+
+
+def _all_paid_and_audited(
+    worker: ManagedProcess, bootstrap: str, gateway: str, order_ids: set[str]
+) -> GatewayAudit:
+    """Every order PAID at the restarted worker, settled in PaymentDB, and the gateway audit."""
+    finals = {oid: get_terminal(worker.meta["url"], oid, timeout=120) for oid in order_ids}
+    assert {f["status"] for f in finals.values()} == {"PAID"}, finals
+    _wait_settled(bootstrap, order_ids, 60)
+    return check_gateway(bootstrap, gateway, order_ids)
 
 
 def _wait_settled(bootstrap: str, order_ids: set[str], timeout: float) -> None:
@@ -135,19 +160,8 @@ def test_sigkill_with_changelog_behind_rocksdb_rebuilds_tables_and_charges_once(
         print(f"{len(behind)} of {len(order_ids)} PaymentDB changelog entries behind at the kill")
         assert behind, "every COMPLETED reached the changelog: the kill came too late"
         set_faults(gateway)
-        worker = start_worker(
-            tmp_path,
-            bootstrap,
-            gateway,
-            name="w1-restarted",
-            data_dir=data_dir,
-            extra=extra,
-            timeout=180,
-        )
-        finals = {oid: get_terminal(worker.meta["url"], oid, timeout=120) for oid in order_ids}
-        assert {f["status"] for f in finals.values()} == {"PAID"}, finals
-        _wait_settled(bootstrap, order_ids, 60)
-        audit = check_gateway(bootstrap, gateway, order_ids)
+        worker = _restart(tmp_path, bootstrap, gateway, data_dir, extra)
+        audit = _all_paid_and_audited(worker, bootstrap, gateway, order_ids)
         print(f"gateway audit: {audit.summary()}")
         assert all(ledger_stats(gateway)["per_order"].get(oid) == 1 for oid in order_ids)
         assert _REBUILT in worker.log_tail(10_000_000)
@@ -290,19 +304,8 @@ def test_sigterm_with_undelivered_changelog_records_rebuilds_tables_at_restart(
         # failure alone must keep it from trusting its stores.
         print(f"{len(behind)} of {len(order_ids)} PaymentDB changelog entries behind at the stop")
         set_faults(gateway)
-        worker = start_worker(
-            tmp_path,
-            bootstrap,
-            gateway,
-            name="w1-restarted",
-            data_dir=data_dir,
-            extra=extra,
-            timeout=180,
-        )
-        finals = {oid: get_terminal(worker.meta["url"], oid, timeout=120) for oid in order_ids}
-        assert {f["status"] for f in finals.values()} == {"PAID"}, finals
-        _wait_settled(bootstrap, order_ids, 60)
-        check_gateway(bootstrap, gateway, order_ids)
+        worker = _restart(tmp_path, bootstrap, gateway, data_dir, extra)
+        _all_paid_and_audited(worker, bootstrap, gateway, order_ids)
         assert _REBUILT in worker.log_tail(10_000_000)
     finally:
         worker.stop()

@@ -85,14 +85,7 @@ def _reconcile_request(order_id: str = "o1") -> Event:
 
 
 def _record() -> PaymentRecord:
-    return PaymentRecord(
-        "o1",
-        idempotency_key_for("o1"),
-        500,
-        "EUR",
-        PaymentStatus.ATTEMPTING,
-        payment_token="tok_visa",
-    )
+    return PaymentRecord.first_attempt("o1", 500, "EUR", "tok_visa")
 
 
 async def test_timeout_makes_the_payment_unknown_never_failed() -> None:

@@ -21,7 +21,7 @@ from orderflow.agents.payments import PaymentService, UnknownPayments
 from orderflow.agents.progress import CommandProgress, CommandRecord
 from orderflow.domain.events import OrderCreated
 from orderflow.domain.order import Order
-from orderflow.domain.payment import Approved, PaymentRecord, PaymentStatus, idempotency_key_for
+from orderflow.domain.payment import Approved, PaymentRecord, PaymentStatus
 from orderflow.metrics import dead_letter_reason
 from orderflow.tables.scan import order_partition
 from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED
@@ -186,14 +186,7 @@ def _tokenless() -> Event:
 
 
 def _record(**overrides: Any) -> PaymentRecord:
-    record = PaymentRecord(
-        "o1",
-        idempotency_key_for("o1"),
-        500,
-        "EUR",
-        PaymentStatus.ATTEMPTING,
-        payment_token="tok_visa",
-    )
+    record = PaymentRecord.first_attempt("o1", 500, "EUR", "tok_visa")
     return dataclasses.replace(record, **overrides)
 
 

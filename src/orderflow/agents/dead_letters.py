@@ -73,17 +73,14 @@ class DeadLetters:
         log.warning(
             "dead-lettering %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason
         )
-        headers = [
-            (header.DLQ_HEADER_REASON, reason.encode()),
-            (header.DLQ_HEADER_ERROR, type(error).__name__.encode() if error else b""),
-            (header.DLQ_HEADER_TOPIC, message.topic.encode()),
-            (header.DLQ_HEADER_PARTITION, str(message.partition).encode()),
-            (header.DLQ_HEADER_OFFSET, str(message.offset).encode()),
-            (header.DLQ_HEADER_FAILED_AT, rfc3339(time.time()).encode()),
-        ]
-        # The original headers ride along (a redrive restores them); ours come first.
-        headers.extend(
-            (k, v) for k, v in (message.headers or ()) if not k.startswith(header.DLQ_PREFIX)
+        headers = header.dead_letter_headers(
+            reason=reason,
+            error_type=type(error).__name__ if error else "",
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            failed_at=rfc3339(time.time()),
+            original=message.headers or (),
         )
         attempt = 0
         while True:  # a dead letter is the only copy of a failed event: it must reach Kafka

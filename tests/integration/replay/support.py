@@ -229,23 +229,18 @@ def dead_letter(
     """A dead letter laid out as ``orderflow.agents.dead_letters`` writes one."""
     from orderflow.tools.replay.model import key_partition
     from orderflow.topics import DEAD_LETTERS
-    from orderflow.wire.dead_letters import (
-        DLQ_HEADER_ERROR,
-        DLQ_HEADER_FAILED_AT,
-        DLQ_HEADER_OFFSET,
-        DLQ_HEADER_PARTITION,
-        DLQ_HEADER_REASON,
-        DLQ_HEADER_TOPIC,
-    )
+    from orderflow.wire.dead_letters import dead_letter_headers
 
     key = order_id.encode()
-    headers = (
-        (DLQ_HEADER_REASON, reason.encode()),
-        (DLQ_HEADER_ERROR, error_type.encode()),
-        (DLQ_HEADER_TOPIC, source_topic.encode()),
-        (DLQ_HEADER_PARTITION, str(key_partition(key, PARTITIONS)).encode()),
-        (DLQ_HEADER_OFFSET, str(source_offset).encode()),
-        (DLQ_HEADER_FAILED_AT, T_NOW.encode()),
-        *original_headers,
+    headers = tuple(
+        dead_letter_headers(
+            reason=reason,
+            error_type=error_type,
+            topic=source_topic,
+            partition=key_partition(key, PARTITIONS),
+            offset=source_offset,
+            failed_at=T_NOW,
+            original=original_headers,
+        )
     )
     return Out(DEAD_LETTERS, key, value, headers)
