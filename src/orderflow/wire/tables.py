@@ -18,7 +18,7 @@ from typing import Any, Literal
 import msgspec
 
 from orderflow.domain.order import Order, OrderStatus
-from orderflow.domain.payment import Decline, PaymentRecord, PaymentStatus
+from orderflow.domain.payment import PaymentRecord, PaymentStatus
 from orderflow.wire.codec import NonEmpty, decode_error
 from orderflow.wire.events import LineItemV1
 
@@ -95,38 +95,18 @@ def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
         raise ValueError(str(decode_error(exc))) from None
 
 
-# The stored shapes name their fields like the domain's dataclasses, so reads convert attribute
-# by attribute (nested items and declines too).
+# The stored shapes name their fields like the domain's dataclasses, so writes and reads convert
+# attribute by attribute (nested items and declines too). In-memory-only fields (the order's
+# ``legacy_payment_token``) have no stored field and are never written; the read-only legacy
+# ``payment_token`` has no domain attribute and stays unset.
+def _to_bytes(obj: Order | PaymentRecord, shape: type[_StoredValueV1]) -> bytes:
+    # About twice the time of a Struct built by hand (~2 us, against ~4.5 ms of worker CPU per
+    # order), for one definition of each field list instead of a keyword copy per table.
+    return _ENCODER.encode(msgspec.convert(obj, shape, from_attributes=True))
 
 
-def _stored(decline: Decline | None) -> StoredDeclineV1 | None:
-    return (
-        None
-        if decline is None
-        else StoredDeclineV1(decline.code, decline.message, decline.retryable)
-    )
-
-
-# Writes are on the hot path (every order and payment step): the Structs are built by hand,
-# twice as fast as msgspec.convert(..., from_attributes=True), which reads use.
 def order_to_bytes(order: Order) -> bytes:
-    value = OrderValueV1(
-        order_id=order.order_id,
-        status=order.status,
-        customer_id=order.customer_id,
-        amount=order.amount,
-        currency=order.currency,
-        items=tuple(LineItemV1(i.sku, i.quantity, i.unit_amount) for i in order.items),
-        created_at=order.created_at,
-        updated_at=order.updated_at,
-        fingerprint=order.fingerprint,
-        request_id=order.request_id,
-        charge_id=order.charge_id,
-        decline=_stored(order.decline),
-        command_offset=order.command_offset,
-        client_id=order.client_id,
-    )
-    return _ENCODER.encode(value)
+    return _to_bytes(order, OrderValueV1)
 
 
 def order_from_bytes(raw: bytes) -> Order:
@@ -141,21 +121,7 @@ def order_from_bytes(raw: bytes) -> Order:
 
 
 def payment_to_bytes(record: PaymentRecord) -> bytes:
-    value = PaymentValueV1(
-        order_id=record.order_id,
-        idempotency_key=record.idempotency_key,
-        amount=record.amount,
-        currency=record.currency,
-        status=record.status,
-        attempts=record.attempts,
-        charge_id=record.charge_id,
-        decline=_stored(record.decline),
-        updated_at=record.updated_at,
-        next_attempt_at=record.next_attempt_at,
-        payment_token=record.payment_token,
-        problem=record.problem,
-    )
-    return _ENCODER.encode(value)
+    return _to_bytes(record, PaymentValueV1)
 
 
 def payment_from_bytes(raw: bytes) -> PaymentRecord:
