@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="the JSON result (bench/results/<UTC>.json)"
     )
     p.add_argument("--base-port", type=int, default=21092, help="ports P .. P+99 (default 21092)")
+    p.add_argument("--ports", type=int, default=100, help="how many ports from P on (100)")
+    p.add_argument(
+        "--loadgen-processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="split the HTTP load generator over N processes (when it nears a core by itself)",
+    )
     p.add_argument("--work-dir", type=Path, default=None, help="logs and state (.run/bench/<UTC>)")
     return p
 
@@ -120,7 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     work_dir = (args.work_dir or ROOT / ".run" / "bench" / stamp).absolute()
     out = args.out or ROOT / "bench" / "results" / f"{stamp}.json"
     reps = args.reps or (1 if args.quick else 3)
-    ctx = BenchContext.create(args.base_port, reps, args.quick, work_dir)
+    ctx = BenchContext.create(
+        args.base_port,
+        reps,
+        args.quick,
+        work_dir,
+        loadgen_processes=args.loadgen_processes,
+        ports=args.ports,
+    )
     result = Result(
         figures=[],
         machine=machine_info(),
@@ -132,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": args.quick,
         "reps": reps,
         "base_port": args.base_port,
+        "ports": args.ports,
+        "loadgen_processes": args.loadgen_processes,
         "scenarios": names,
         "work_dir": str(work_dir),
         "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),

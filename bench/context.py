@@ -20,7 +20,7 @@ class BenchContext:
     ``quick``: every scenario small (seconds, for the smoke test and development). ``reps``: how
     many times each measurement is repeated (each figure: the median and min..max over them).
     ``procs`` starts brokers, the sandbox gateway and workers on ports of ``base_port`` ..
-    ``base_port + 99``. A scenario notes what it ran with in ``settings`` (``note_settings``):
+    ``base_port + 99`` (``--ports`` narrows that). A scenario notes what it ran with in ``settings`` (``note_settings``):
     the JSON result keeps it.
     """
 
@@ -32,6 +32,7 @@ class BenchContext:
     procs: Procs
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     scenario: str = ""  # the scenario running now (set by python -m bench)
+    loadgen_processes: int = 1  # processes the load generator splits its clients over
 
     @classmethod
     def create(
@@ -41,10 +42,14 @@ class BenchContext:
         quick: bool,
         work_dir: Path,
         progress: Callable[[str], None] | None = None,
+        loadgen_processes: int = 1,
+        ports: int = 100,
     ) -> BenchContext:
         say = progress or _printer()
-        procs = Procs(work_dir=work_dir, ports=PortRange(base_port), progress=say)
-        return cls(base_port, reps, quick, work_dir, say, procs)
+        procs = Procs(work_dir=work_dir, ports=PortRange(base_port, ports), progress=say)
+        return cls(
+            base_port, reps, quick, work_dir, say, procs, loadgen_processes=loadgen_processes
+        )
 
     def note_settings(self, **values: Any) -> None:
         """Record settings of the running scenario (merged with what it noted before)."""

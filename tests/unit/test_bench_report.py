@@ -102,6 +102,7 @@ def test_load_results_of_several_processes_merge() -> None:
         errors={"post_503": 2},
         statuses={"PAID": 490},
         loadgen_cpu_s=1.5,
+        elapsed=20.0,
     )
     two = LoadResult(
         "open",
@@ -114,13 +115,14 @@ def test_load_results_of_several_processes_merge() -> None:
         errors={"post_503": 1, "get_429": 4},
         statuses={"PAID": 500},
         loadgen_cpu_s=2.5,
+        elapsed=19.0,
     )
     merged = LoadResult.merge([one, two])
     assert merged.rate == 100 and merged.offered == 1000 and merged.missed == 10
     assert merged.orders_per_s == 99.0
     assert merged.errors == {"post_503": 3, "get_429": 4}
     assert merged.statuses == {"PAID": 990}
-    assert merged.loadgen_cpu_s == 4.0 and merged.loadgen_cpu_share == 0.4
+    assert merged.loadgen_cpu_s == 4.0 and merged.loadgen_cpu_share == 0.2  # over 20 s
     assert merged.processes == 2
     assert merged.p50 == 0.03 and merged.max == 0.03
 
