@@ -37,6 +37,27 @@ SCENARIOS = (
     "recovery",
 )
 NOT_BUILT = "not built yet"
+
+# Ratios computed after the run from figures of the same run (medians), when both are there:
+# (name, (scenario, figure) of orderflow, (scenario, figure) of the baseline). A baseline
+# scenario names its figures as the orderflow scenario does (bench.measure.closed_series labels).
+RATIOS = (
+    (
+        "orderflow / typical Faust, 0 ms gateway, 1 client",
+        ("http", "closed 1 client: throughput"),
+        ("typical_faust", "closed 1 client: throughput"),
+    ),
+    (
+        "orderflow / typical Faust, 0 ms gateway, 32 clients",
+        ("http", "closed 32 clients: throughput"),
+        ("typical_faust", "closed 32 clients: throughput"),
+    ),
+    (
+        "orderflow / typical Faust, 50 ms gateway, 32 clients",
+        ("slow_gateway", "50 ms gateway, 32 clients: throughput"),
+        ("typical_faust", "50 ms gateway, 32 clients: throughput"),
+    ),
+)
 ROOT = Path(__file__).resolve().parents[1]
 
 Scenario = Callable[[BenchContext], Awaitable[list[Figure]]]
@@ -116,6 +137,17 @@ async def run_scenarios(ctx: BenchContext, names: Sequence[str], result: Result)
             await asyncio.to_thread(ctx.procs.stop_all)
 
 
+def ratios(figures: Sequence[Figure]) -> list[Figure]:
+    """The ``RATIOS`` whose two figures this run measured (a ratio of their medians)."""
+    by_name = {(f.scenario, f.name): f for f in figures}
+    found = []
+    for name, ours, theirs in RATIOS:
+        if ours in by_name and theirs in by_name and by_name[theirs].median:
+            value = by_name[ours].median / by_name[theirs].median
+            found.append(Figure("ratios", name, "ratio", [value], note="ratio of the medians"))
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SCENARIOS)
@@ -163,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx.progress("interrupted: stopping what the bench started")
     finally:
         ctx.procs.stop_all()
+    result.figures += ratios(result.figures)
     result.settings.update(ctx.settings)
     result.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
     print()

@@ -312,3 +312,8 @@ def _say(ctx: BenchContext, what: str, rep: int, run: Measured, worker: str) -> 
         f"{what}, rep {rep + 1}/{ctx.reps}: {run.load.summary()}; {worker} "
         f"{run.ms_per_order(worker):.2f} ms CPU/order, {run.cores(worker):.2f} cores"
     )
+    if run.load.loadgen_cpu_share > 0.85 * run.load.processes:
+        ctx.progress(
+            "the load generator used nearly a core per process: it may have been the limit "
+            f"(--loadgen-processes {run.load.processes + 1} splits it further)"
+        )

@@ -56,6 +56,8 @@ async def run(ctx: BenchContext) -> list[Figure]:
         ctx.note_settings(open_rates={label: rate for label, rate in rates})
         for label, rate in rates:
             figures += await open_series(ctx, SCENARIO, label, [url], rate, pids)
+        rss = procs.usage(worker).rss_bytes / 2**20
+        figures.append(Figure(SCENARIO, "worker RSS after the scenario", "MiB", [rss]))
         return figures
     finally:
         await procs.stop_all_async()

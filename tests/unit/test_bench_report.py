@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.__main__ import NOT_BUILT, load_scenario, run_scenarios
+from bench.__main__ import NOT_BUILT, load_scenario, ratios, run_scenarios
 from bench.context import BenchContext
 from bench.loadgen import LoadResult, percentile
 from bench.procs import PortRange, tree_cpu_seconds, tree_rss_bytes
@@ -148,3 +148,14 @@ def test_missing_scenario_module_is_not_built_yet(tmp_path: Path) -> None:
     asyncio.run(run_scenarios(ctx, ["no_such_scenario"], result))
     assert result.scenarios == {"no_such_scenario": NOT_BUILT}
     assert any(NOT_BUILT in line for line in said)
+
+
+def test_ratios_to_the_typical_faust_app_come_from_the_same_run() -> None:
+    figures = [
+        Figure("http", "closed 32 clients: throughput", "orders/s", [180.0, 176.0, 190.0]),
+        Figure("typical_faust", "closed 32 clients: throughput", "orders/s", [470.0, 480.0]),
+        Figure("http", "closed 1 client: throughput", "orders/s", [40.0]),  # no baseline: no ratio
+    ]
+    (ratio,) = ratios(figures)
+    assert ratio.scenario == "ratios" and "32 clients" in ratio.name
+    assert ratio.median == pytest.approx(180.0 / 475.0)
