@@ -89,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="split the HTTP load generator over N processes (when it nears a core by itself)",
     )
+    p.add_argument(
+        "--bootstrap",
+        default="",
+        metavar="HOST:PORT",
+        help="use this Kafka instead of a fresh broker per scenario (its CPU is not measured)",
+    )
     p.add_argument("--work-dir", type=Path, default=None, help="logs and state (.run/bench/<UTC>)")
     return p
 
@@ -167,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         work_dir,
         loadgen_processes=args.loadgen_processes,
         ports=args.ports,
+        bootstrap=args.bootstrap,
     )
     result = Result(
         figures=[],
@@ -180,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reps": reps,
         "base_port": args.base_port,
         "ports": args.ports,
+        "broker": args.bootstrap or "a fresh single-node KRaft broker per scenario",
         "loadgen_processes": args.loadgen_processes,
         "scenarios": names,
         "work_dir": str(work_dir),

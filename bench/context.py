@@ -44,9 +44,10 @@ class BenchContext:
         progress: Callable[[str], None] | None = None,
         loadgen_processes: int = 1,
         ports: int = 100,
+        bootstrap: str = "",
     ) -> BenchContext:
         say = progress or _printer()
-        procs = Procs(work_dir=work_dir, ports=PortRange(base_port, ports), progress=say)
+        procs = Procs(work_dir, PortRange(base_port, ports), say, external_bootstrap=bootstrap)
         return cls(
             base_port, reps, quick, work_dir, say, procs, loadgen_processes=loadgen_processes
         )

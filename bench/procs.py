@@ -162,17 +162,19 @@ def usage(pid: int | None) -> ProcessUsage:
 
 @dataclass
 class Broker:
-    """A private single-node (or N-node) KRaft cluster."""
+    """A private KRaft cluster the bench started, or (``cluster`` None) a broker it was given."""
 
-    cluster: KafkaCluster
+    cluster: KafkaCluster | None
+    external: str = ""  # the given broker's bootstrap
 
     @property
     def bootstrap(self) -> str:
-        return self.cluster.bootstrap
+        return self.cluster.bootstrap if self.cluster is not None else self.external
 
     @property
     def pid(self) -> int | None:
-        return self.cluster.running_pid(1)
+        """The first node's JVM (None for a given broker: its CPU is not measured)."""
+        return self.cluster.running_pid(1) if self.cluster is not None else None
 
 
 @dataclass
@@ -182,6 +184,8 @@ class Procs:
     work_dir: Path
     ports: PortRange
     progress: Callable[[str], None] = print
+    # A broker to use instead of starting one per scenario (python -m bench --bootstrap).
+    external_bootstrap: str = ""
     _brokers: list[Broker] = field(default_factory=list)
     _processes: list[ManagedProcess] = field(default_factory=list)
     _count: int = 0
@@ -198,7 +202,10 @@ class Procs:
         return path
 
     async def broker(self, partitions: int = 8, nodes: int = 1) -> Broker:
-        """A fresh broker (its own empty state directory); ``partitions`` per auto-created topic."""
+        """A fresh broker (its own empty state directory); ``partitions`` per auto-created topic.
+        With ``external_bootstrap``, that broker instead (shared by the scenarios, never stopped)."""
+        if self.external_bootstrap:
+            return Broker(None, self.external_bootstrap)
         port = self.ports.take(2 * nodes)
         cluster = KafkaCluster(
             state_dir=self._dir("kafka"), nodes=nodes, base_port=port, partitions=partitions
@@ -318,7 +325,8 @@ class Procs:
 
     def _stop(self, thing: ManagedProcess | Broker) -> None:
         if isinstance(thing, Broker):
-            thing.cluster.stop()
+            if thing.cluster is not None:
+                thing.cluster.stop()
             with contextlib.suppress(ValueError):
                 self._brokers.remove(thing)
         else:

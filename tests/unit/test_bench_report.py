@@ -159,3 +159,10 @@ def test_ratios_to_the_typical_faust_app_come_from_the_same_run() -> None:
     (ratio,) = ratios(figures)
     assert ratio.scenario == "ratios" and "32 clients" in ratio.name
     assert ratio.median == pytest.approx(180.0 / 475.0)
+
+
+def test_a_given_broker_is_used_as_is_and_never_stopped(tmp_path: Path) -> None:
+    ctx = BenchContext.create(21170, 1, True, tmp_path, lambda _: None, bootstrap="10.0.0.9:9092")
+    broker = asyncio.run(ctx.procs.broker())
+    assert broker.bootstrap == "10.0.0.9:9092" and broker.pid is None
+    ctx.procs.stop_all()  # nothing of ours to stop: no error
