@@ -114,6 +114,7 @@ def load_scenario(name: str) -> Scenario | None:
 async def run_scenarios(ctx: BenchContext, names: Sequence[str], result: Result) -> None:
     for name in names:
         ctx.scenario = name
+        ctx.partial = []
         try:
             scenario = load_scenario(name)
         except Exception as exc:  # an import error inside the module: report it, go on
@@ -130,8 +131,13 @@ async def run_scenarios(ctx: BenchContext, names: Sequence[str], result: Result)
             figures = await scenario(ctx)
         except Exception as exc:
             result.scenarios[name] = f"failed: {type(exc).__name__}: {exc}"
+            result.figures.extend(ctx.partial)  # what it measured before failing
             ctx.progress(f"{name}: FAILED after {time.monotonic() - began:.0f}s: {exc}")
             traceback.print_exc()
+        except asyncio.CancelledError:  # Ctrl-C: keep what it measured
+            result.scenarios[name] = "interrupted"
+            result.figures.extend(ctx.partial)
+            raise
         else:
             result.figures.extend(figures)
             result.scenarios[name] = "ok"

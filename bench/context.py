@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import PortRange, Procs
+from bench.report import Figure
 
 __all__ = ["BenchContext"]
 
@@ -33,6 +34,8 @@ class BenchContext:
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     scenario: str = ""  # the scenario running now (set by python -m bench)
     loadgen_processes: int = 1  # processes the load generator splits its clients over
+    # Figures of the running scenario measured so far (kept if it fails or is interrupted).
+    partial: list[Figure] = field(default_factory=list)
 
     @classmethod
     def create(
@@ -55,6 +58,11 @@ class BenchContext:
     def note_settings(self, **values: Any) -> None:
         """Record settings of the running scenario (merged with what it noted before)."""
         self.settings.setdefault(self.scenario or "run", {}).update(values)
+
+    def measured(self, figures: list[Figure]) -> list[Figure]:
+        """Keep ``figures`` as measured so far (returns them, for ``figures += ctx.measured(…)``)."""
+        self.partial.extend(figures)
+        return figures
 
     def seconds(self, full: float, quick: float) -> float:
         """A duration: ``quick`` under ``--quick``, else ``full``."""

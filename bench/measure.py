@@ -262,7 +262,7 @@ async def closed_series(
         for url in urls:
             await quiet(ctx, url)
     median = statistics.median(r.load.orders_per_s for r in runs)
-    return load_figures(scenario, label, runs, per_order, cores), median
+    return ctx.measured(load_figures(scenario, label, runs, per_order, cores)), median
 
 
 async def open_series(
@@ -272,11 +272,16 @@ async def open_series(
     urls: Sequence[str],
     rate: float,
     pids: Mapping[str, int | None],
+    *,
+    reps: int | None = None,
+    settle_s: float = 120.0,
 ) -> list[Figure]:
-    """``ctx.reps`` open loops at ``rate`` orders/s over ``urls``: their figures."""
+    """``reps`` (default ``ctx.reps``) open loops at ``rate`` orders/s over ``urls``: their
+    figures. After each, up to ``settle_s`` for the workers to work off the backlog."""
     window, warmup, drain = ctx.seconds(20, 3), ctx.seconds(3, 1), ctx.seconds(30, 10)
     runs = []
-    for rep in range(ctx.reps):
+    reps = reps or ctx.reps
+    for rep in range(reps):
         load = open_loop(
             list(urls),
             rate,
@@ -287,10 +292,10 @@ async def open_series(
             drain=drain,
         )
         runs.append(await measured(load, pids))
-        _say(ctx, f"{scenario} {label} ({rate:g}/s)", rep, runs[-1], "worker")
+        _say(ctx, f"{scenario} {label} ({rate:g}/s)", rep, runs[-1], "worker", reps)
         for url in urls:
-            await quiet(ctx, url)
-    return load_figures(scenario, label, runs)
+            await quiet(ctx, url, settle_s)
+    return ctx.measured(load_figures(scenario, label, runs))
 
 
 async def warm_up(ctx: BenchContext, urls: Sequence[str], clients: int = 32) -> None:
@@ -302,14 +307,14 @@ async def warm_up(ctx: BenchContext, urls: Sequence[str], clients: int = 32) -> 
         await quiet(ctx, url)
 
 
-async def quiet(ctx: BenchContext, url: str) -> None:
-    if not await settle(url):
-        ctx.progress(f"{url} still had orders in progress after 120s; measuring on")
+async def quiet(ctx: BenchContext, url: str, timeout: float = 120.0) -> None:
+    if not await settle(url, timeout):
+        ctx.progress(f"{url} still had orders in progress after {timeout:g}s; measuring on")
 
 
-def _say(ctx: BenchContext, what: str, rep: int, run: Measured, worker: str) -> None:
+def _say(ctx: BenchContext, what: str, rep: int, run: Measured, worker: str, reps: int = 0) -> None:
     ctx.progress(
-        f"{what}, rep {rep + 1}/{ctx.reps}: {run.load.summary()}; {worker} "
+        f"{what}, rep {rep + 1}/{reps or ctx.reps}: {run.load.summary()}; {worker} "
         f"{run.ms_per_order(worker):.2f} ms CPU/order, {run.cores(worker):.2f} cores"
     )
     if run.load.loadgen_cpu_share > 0.85 * run.load.processes:

@@ -71,11 +71,15 @@ async def run(ctx: BenchContext) -> list[Figure]:
             )
             figures += found
             together = max(together, throughput)
-        figures += [
-            Figure(SCENARIO, "1 worker: saturation", "orders/s", [alone]),
-            Figure(SCENARIO, "2 workers: saturation", "orders/s", [together]),
-            Figure(SCENARIO, "2 workers / 1 worker", "ratio", [together / alone if alone else 0.0]),
-        ]
+        figures += ctx.measured(
+            [
+                Figure(SCENARIO, "1 worker: saturation", "orders/s", [alone]),
+                Figure(SCENARIO, "2 workers: saturation", "orders/s", [together]),
+                Figure(
+                    SCENARIO, "2 workers / 1 worker", "ratio", [together / alone if alone else 0.0]
+                ),
+            ]
+        )
         return figures
     finally:
         await procs.stop_all_async()

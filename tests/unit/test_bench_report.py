@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import bench.__main__ as bench_main
 from bench.__main__ import NOT_BUILT, load_scenario, ratios, run_scenarios
 from bench.context import BenchContext
 from bench.loadgen import LoadResult, percentile
@@ -166,3 +167,23 @@ def test_a_given_broker_is_used_as_is_and_never_stopped(tmp_path: Path) -> None:
     broker = asyncio.run(ctx.procs.broker())
     assert broker.bootstrap == "10.0.0.9:9092" and broker.pid is None
     ctx.procs.stop_all()  # nothing of ours to stop: no error
+
+
+def test_a_failing_scenario_keeps_what_it_measured_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def breaks(ctx: BenchContext) -> list[Figure]:
+        ctx.measured([Figure("breaks", "closed 1 client: throughput", "orders/s", [40.0])])
+        raise RuntimeError("worker exited")
+
+    async def works(ctx: BenchContext) -> list[Figure]:
+        return [Figure("works", "x", "ms", [1.0])]
+
+    scenarios = {"breaks": breaks, "works": works}
+    monkeypatch.setattr(bench_main, "load_scenario", scenarios.get)
+    ctx = BenchContext.create(21170, 1, True, tmp_path, lambda _: None)
+    result = Result(figures=[])
+    asyncio.run(run_scenarios(ctx, ["breaks", "works"], result))
+    assert result.scenarios["breaks"] == "failed: RuntimeError: worker exited"
+    assert result.scenarios["works"] == "ok"
+    assert [f.scenario for f in result.figures] == ["breaks", "works"]
