@@ -73,7 +73,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
                 rate,
                 pids,
                 reps=1 if over else None,
-                settle_s=600.0 if over else 120.0,
+                settle_s=ctx.seconds(600.0, 60.0) if over else ctx.seconds(120.0, 60.0),
             )
         rss = procs.usage(worker).rss_bytes / 2**20
         figures += ctx.measured([Figure(SCENARIO, "worker RSS after the scenario", "MiB", [rss])])
