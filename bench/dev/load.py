@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from tests.harness import auth_headers, start_sandbox, start_worker
 
 from orderflow.tools.localkafka import KafkaCluster
+from tests.harness import auth_headers, start_sandbox, start_worker
 
 TERMINAL = {"PAID", "PAYMENT_FAILED"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")

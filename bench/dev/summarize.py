@@ -61,8 +61,8 @@ def main() -> None:
     total = 0
     idle = 0
     threads: Counter[str] = Counter()
-    with open(args.path) as f:
-        lines = f.readlines()
+    with open(args.path) as profile:
+        lines = profile.readlines()
     for line in lines:
         stack, _, count_s = line.rstrip("\n").rpartition(" ")
         count = int(count_s)
