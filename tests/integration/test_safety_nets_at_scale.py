@@ -196,7 +196,11 @@ def test_stalled_order_is_nudged_to_completion_while_workers_keep_joining_and_le
     asyncio.run(_create_topics(kafka_bootstrap))
     sandbox = start_sandbox(tmp_path)
     gateway = sandbox.meta["url"]
-    extra = {"ORDERFLOW_STALL_AFTER": "12", "ORDERFLOW_SESSION_TIMEOUT": "6"}
+    # Due 40 s after it is written: the churn must be moving partitions by then, or the nudge
+    # comes before any rebalance and proves nothing. On a loaded machine (load 15-30) a worker
+    # takes 10-15 s to start, so the stable worker and the first churner take 20-30 s; with
+    # 12 s the order was nudged before the first churner joined (1 assignment at the stable).
+    extra = {"ORDERFLOW_STALL_AFTER": "40", "ORDERFLOW_SESSION_TIMEOUT": "6"}
     asyncio.run(
         _write_tables(kafka_bootstrap, [_stalled(kafka_bootstrap, order_id, time.time())], [])
     )
