@@ -1,10 +1,11 @@
 """Baseline: a bare aiohttp server speaking orderflow's order API, with no Kafka behind it.
 
 ``POST /orders`` reads the JSON body, computes the amount and answers ``201`` with the order
-already terminal (``PAID``); ``GET /orders/{id}[?wait=S]`` answers it from a dict (``404`` for an
-unknown id). No validation beyond what the arithmetic needs, no API keys, no Kafka, no gateway:
-what this machine's HTTP stack serves under the bench's load generator, the ceiling for any
-HTTP scenario. Run as its own process so its CPU is its own:
+``PENDING``, as orderflow's POST does; ``GET /orders/{id}[?wait=S]`` answers it ``PAID`` at once
+(never waits), from a dict (``404`` for an unknown id). So the load generator makes the same two
+requests per order as against orderflow. No validation beyond what the arithmetic needs, no API
+keys, no Kafka, no gateway: what this machine's HTTP stack serves under the bench's load
+generator, the ceiling for any HTTP scenario. Run as its own process so its CPU is its own:
 
     python -m bench.baselines.bare_aiohttp --port 22110
 """
@@ -34,23 +35,30 @@ async def _post_order(request: web.Request) -> web.Response:
     order_id = f"ord_{uuid.uuid4().hex}"
     order = {"order_id": order_id, "status": "PAID", "amount": amount, "currency": currency}
     request.app[_ORDERS][order_id] = order
-    return web.json_response(order, status=201, headers={"Location": f"/orders/{order_id}"})
+    return web.json_response(
+        {**order, "status": "PENDING"}, status=201, headers={"Location": f"/orders/{order_id}"}
+    )
 
 
 async def _get_order(request: web.Request) -> web.Response:
-    # Every order is terminal at once, so ?wait= never has to wait.
+    # Every order is terminal by its first GET, so ?wait= never has to wait.
     order = request.app[_ORDERS].get(request.match_info["order_id"])
     if order is None:
         return web.json_response({"error": "not_found"}, status=404)
     return web.json_response(order)
 
 
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
 def make_app() -> web.Application:
-    """The application: two routes over an in-memory dict."""
+    """The application: the order routes over an in-memory dict, and ``/health``."""
     app = web.Application()
     app[_ORDERS] = {}
     app.router.add_post("/orders", _post_order)
     app.router.add_get("/orders/{order_id}", _get_order)
+    app.router.add_get("/health", _health)
     return app
 
 
