@@ -35,6 +35,8 @@ __all__ = [
     "consumer_perf",
     "create_topic",
     "ensure_tools_jars",
+    "parse_consumer_output",
+    "parse_producer_output",
     "producer_perf",
 ]
 
@@ -181,6 +183,11 @@ def producer_perf(
         ],
         timeout=600,
     )
+    return parse_producer_output(out)
+
+
+def parse_producer_output(out: str) -> PerfResult:
+    """The figures of ProducerPerformance's summary line (its last line of that shape)."""
     # The tool prints a line every 5 s, then the summary: the last match is the summary.
     matches = _PRODUCER_LINE.findall(out)
     if not matches:
@@ -211,6 +218,11 @@ def consumer_perf(libs: Path, bootstrap: str, topic: str, records: int) -> PerfR
         ],
         timeout=600,
     )
+    return parse_consumer_output(out)
+
+
+def parse_consumer_output(out: str) -> PerfResult:
+    """The figures of ConsumerPerformance's CSV line: the fetch rate (the group's join excluded)."""
     lines = [line for line in out.splitlines() if line.strip()]
     header_at = next((i for i, line in enumerate(lines) if "nMsg.sec" in line), None)
     if header_at is None or header_at + 1 >= len(lines):
