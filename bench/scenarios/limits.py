@@ -27,7 +27,6 @@ from bench.loadgen import closed_loop
 from bench.measure import Measured, load_figures, measured
 from bench.procs import Broker, ManagedProcess
 from bench.report import Figure
-
 from orderflow.tools.localkafka import KafkaLauncherError
 
 __all__ = ["HTTP_CLIENTS", "run"]

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+
 from bench.baselines.typical_faust import PARTITIONS, create_topics
 from bench.context import BenchContext
 from bench.loadgen import ORDER_BODY, TERMINAL, closed_loop

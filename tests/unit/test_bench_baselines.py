@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+
 from bench.baselines.bare_aiohttp import make_app
 from bench.baselines.kafka_perf import parse_consumer_output, parse_producer_output
 from bench.baselines.typical_faust import topic_names
-
 from orderflow.tools.localkafka import KafkaLauncherError
 
 # Printed by Kafka 4.1.2's tools (one interval line, then the summary; the CSV pair).
