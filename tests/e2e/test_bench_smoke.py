@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from bench.scenarios.http import CLIENTS, OPEN_RATES
 from tests.conftest import TEST_BASE_PORT
+from tests.harness import poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,6 +55,23 @@ def test_quick_http_bench_writes_every_figure_and_stops_its_processes(tmp_path: 
         value = figures[f"{c}: throughput"]["median"]
         assert not math.isnan(value) and value > 0, (c, value)
 
-    # Nothing it started is still running (workers, sandbox, broker all log under work/).
-    left = subprocess.run(["pgrep", "-f", str(work)], capture_output=True, text=True, check=False)
-    assert left.stdout.strip() == "", left.stdout
+    # Nothing it started is still running: the broker and the sandbox name work/ on their
+    # command lines, and nothing listens on the bench's ports any more (the worker's among them).
+    poll_until(lambda: not _running(str(work)), 30, 0.5, f"no process left under {work}")
+    base = TEST_BASE_PORT + 40
+    poll_until(lambda: not _listening(range(base, base + 10)), 30, 0.5, "the bench's ports free")
+
+
+def _running(pattern: str) -> str:
+    found = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True, check=False)
+    return found.stdout.strip()
+
+
+def _listening(ports: range) -> list[int]:
+    busy = []
+    for port in ports:
+        with socket.socket() as sock:
+            sock.settimeout(1)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                busy.append(port)
+    return busy
