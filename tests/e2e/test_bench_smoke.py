@@ -50,10 +50,11 @@ def test_quick_http_bench_writes_every_figure_and_stops_its_processes(tmp_path: 
     assert not missing, f"figures missing: {missing}; present: {sorted(figures)}"
     for name in expected:
         assert len(figures[name]["values"]) == 1, name
-    # Orders went through: each closed loop completed some (their throughput is a number > 0).
-    for c in closed:
-        value = figures[f"{c}: throughput"]["median"]
-        assert not math.isnan(value) and value > 0, (c, value)
+    # Orders went through. Not each closed loop: on a starved machine 128 clients' orders can
+    # all take longer than --quick's 3 s window (seen once: 0 orders/s with 128 clients).
+    throughputs = {c: figures[f"{c}: throughput"]["median"] for c in closed}
+    assert not any(math.isnan(v) for v in throughputs.values()), throughputs
+    assert any(v > 0 for v in throughputs.values()), throughputs
 
     # Nothing it started is still running: the broker and the sandbox name work/ on their
     # command lines, and nothing listens on the bench's ports any more (the worker's among them).
