@@ -19,6 +19,7 @@ from faust.types import TP
 
 from orderflow.consumer import (
     CommitGuardThread,
+    ReadOffsets,
     RewindingConsumer,
     head_is_missing,
     never_committed,
@@ -53,7 +54,7 @@ def _consumer(cls: type[Any], committed: int | None, acked: list[int]) -> Any:
     consumer._committed_offset = defaultdict(lambda: None, {FAILED: committed})
     consumer._gap = defaultdict(list)  # no gaps (Faust keeps IntervalTrees here)
     consumer.reading_from, consumer._held, consumer._seeks = {}, {}, set()  # (RewindingConsumer)
-    consumer._read_offset = defaultdict(lambda: None)
+    consumer._read_offset = ReadOffsets() if cls is RewindingConsumer else defaultdict(lambda: None)
     return consumer
 
 
