@@ -230,7 +230,7 @@ def _seeking_consumer(generation: int, assigned: set[TP]) -> tuple[Any, dict[TP,
     )
     consumer.current = assigned
     consumer.assignment = lambda: consumer.current
-    consumer._read_offset = defaultdict(lambda: None)
+    consumer._read_offset = ReadOffsets()
     consumer._committed_offset = defaultdict(lambda: None)
     consumer.reading_from = {}
     sought: dict[TP, int] = {}
