@@ -17,7 +17,7 @@ from aiokafka.consumer.fetcher import Fetcher
 from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
 from faust.types import TP
 
-from orderflow.consumer import LivePartitions, RewindingConsumer
+from orderflow.consumer import LivePartitions, ReadOffsets, RewindingConsumer
 
 ACTIVE = TP("orderflow-OrderDB-changelog", 1)
 STANDBY = TP("orderflow-OrderDB-changelog", 5)
@@ -55,6 +55,7 @@ def test_the_consumer_thread_gets_a_live_view_of_the_active_partitions(
 
     monkeypatch.setattr(FaustConsumer, "_getmany", fake_getmany)
     consumer = object.__new__(RewindingConsumer)
+    consumer._read_offset = ReadOffsets()
     assert asyncio.run(consumer._getmany(active, timeout=1.0)) == {}
     if active is None:
         assert seen == [None]

@@ -20,6 +20,7 @@ from faust.types import TP
 
 from orderflow.consumer import (
     CommitGuardThread,
+    ReadOffsets,
     RewindingConsumer,
     head_is_missing,
     never_committed,
@@ -54,7 +55,7 @@ def _consumer(cls: type[Any], committed: int | None, acked: list[int]) -> Any:
     consumer._committed_offset = defaultdict(lambda: None, {FAILED: committed})
     consumer._gap = defaultdict(list)  # no gaps (Faust keeps IntervalTrees here)
     consumer.reading_from, consumer._held, consumer._seeks = {}, {}, set()  # (RewindingConsumer)
-    consumer._read_offset = defaultdict(lambda: None)
+    consumer._read_offset = ReadOffsets() if cls is RewindingConsumer else defaultdict(lambda: None)
     return consumer
 
 
@@ -125,7 +126,32 @@ async def test_where_reading_started_is_forgotten_with_the_assignment(
     monkeypatch.setattr(FaustConsumer, "on_partitions_revoked", faust_revoked)
     await ours.on_partitions_revoked({FAILED})
     assert FAILED not in ours.reading_from
-    assert ours._new_offset(FAILED) == 92  # nothing known before 90: Faust's rule applies
+    # Nothing known before 90 until the next seek tells where reading starts: no commit (Faust's
+    # rule would commit 92, past whatever was missing before 90).
+    assert ours._new_offset(FAILED) is None
+
+
+async def test_no_commit_between_an_assignment_and_the_seek_that_tells_where_reading_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Chaos run s4 (243 orders lost): a worker kept order-commands[2] through a rebalance, and
+    # records 279 and 280, fetched before it, reached the agent and were acked after the new
+    # assignment but before Faust's seek to the committed offsets (which comes after table
+    # recovery). Faust had forgotten the committed offset (40) at the revocation: nothing
+    # guarded the head, and it committed 281, past 40..278, which no agent had handled.
+    ours = _consumer(RewindingConsumer, 40, [])
+
+    async def faust_revoked(self: Any, revoked: set[Any]) -> None:
+        self._acked.pop(FAILED, None)
+        self._committed_offset.pop(FAILED, None)  # as Faust does at a revocation
+
+    monkeypatch.setattr(FaustConsumer, "on_partitions_revoked", faust_revoked)
+    await ours.on_partitions_revoked({FAILED})
+    ours._acked[FAILED].extend([279, 280])  # in-flight records, acked after the new assignment
+    assert ours._new_offset(FAILED) is None
+    assert ours.commits_unplaced == 1
+    ours._committed_offset[FAILED] = 40  # the seek after recovery: the hole is now seen
+    assert ours._new_offset(FAILED) is None and ours.commits_held == 1
 
 
 class _AiokafkaConsumer:
@@ -204,7 +230,7 @@ def _seeking_consumer(generation: int, assigned: set[TP]) -> tuple[Any, dict[TP,
     )
     consumer.current = assigned
     consumer.assignment = lambda: consumer.current
-    consumer._read_offset = defaultdict(lambda: None)
+    consumer._read_offset = ReadOffsets()
     consumer._committed_offset = defaultdict(lambda: None)
     consumer.reading_from = {}
     sought: dict[TP, int] = {}

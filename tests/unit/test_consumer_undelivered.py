@@ -15,7 +15,7 @@ from typing import Any
 
 from faust.types import TP
 
-from orderflow.consumer import RewindingConsumer, undelivered
+from orderflow.consumer import ReadOffsets, RewindingConsumer, undelivered
 
 COMMANDS = TP("orderflow.order-commands", 4)
 CREATED = TP("order.created", 4)
@@ -48,6 +48,7 @@ def _consumer(ends: dict[Any, int], committed: dict[Any, int]) -> tuple[Any, lis
     consumer._unacked_messages = set()
     consumer._committed_offset = defaultdict(lambda: None, committed)
     consumer.reading_from, consumer._quiet = {}, {}
+    consumer._read_offset = ReadOffsets()
     consumer.clock = clock
     consumer.resumed = []
     consumer.resume_partitions = lambda tps: consumer.resumed.extend(tps)
