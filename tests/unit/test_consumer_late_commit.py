@@ -1,0 +1,77 @@
+"""A commit still in flight at a revocation does not tell the next assignment where reading starts.
+
+Chaos run f2 (seed 4): worker w2's commit of ``order-commands[2]`` at 31 took 1.1 s ("Timer commit
+is overlapping") and returned after the revocation at 12:33:20.418. Faust records the committed
+offsets once the commit returns, so it re-set the offset (31) that the revocation had just made
+it forget, and the rule "no commit between an assignment and the seek that tells where reading
+starts" did not apply: at 21.532, before any assignment, w2 already knew a start for its revoked
+partitions ("order.created[2]: not committing past offset 22"), and at 22.203 it committed 33
+over records acked after the revocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+import pytest
+from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
+from faust.types import TP
+
+from orderflow.consumer import ReadOffsets, RewindingConsumer
+
+COMMANDS = TP("orderflow.order-commands", 2)
+
+
+def _consumer() -> Any:
+    consumer = object.__new__(RewindingConsumer)  # the commit decision reads only these
+    consumer._acked = defaultdict(list)
+    consumer._acked_index = defaultdict(set)
+    consumer._committed_offset = defaultdict(lambda: None, {COMMANDS: 25})
+    consumer._gap = defaultdict(list)
+    consumer.reading_from, consumer._held, consumer._seeks = {}, {}, set()
+    consumer._read_offset = ReadOffsets()
+    return consumer
+
+
+async def test_a_commit_returning_after_a_revocation_leaves_the_start_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    consumer = _consumer()
+    answered = asyncio.Event()
+
+    async def faust_commit_offsets(self: Any, offsets: Any, start_new_transaction: bool) -> bool:
+        await answered.wait()  # the broker's answer takes its time
+        self._committed_offset.update(offsets)  # as Faust does once the commit returns
+        return True
+
+    async def faust_revoked(self: Any, revoked: set[Any]) -> None:
+        for tp in revoked:  # as Faust does at a revocation
+            self._acked.pop(tp, None)
+            self._committed_offset.pop(tp, None)
+
+    monkeypatch.setattr(FaustConsumer, "_commit_offsets", faust_commit_offsets)
+    monkeypatch.setattr(FaustConsumer, "on_partitions_revoked", faust_revoked)
+    commit = asyncio.ensure_future(consumer._commit_offsets({COMMANDS: 31}, True))
+    await asyncio.sleep(0)
+    await consumer.on_partitions_revoked({COMMANDS})
+    answered.set()
+    assert await commit
+    # Records of the old assignment acked after the revocation (32 never reached OrderDB), then
+    # the partition comes back: nothing is committed before the seek says where reading starts.
+    consumer._acked[COMMANDS].extend([31, 32])
+    assert consumer._new_offset(COMMANDS) is None
+    assert consumer.commits_unplaced == 1
+
+
+async def test_a_commit_between_revocations_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = _consumer()
+
+    async def faust_commit_offsets(self: Any, offsets: Any, start_new_transaction: bool) -> bool:
+        self._committed_offset.update(offsets)
+        return True
+
+    monkeypatch.setattr(FaustConsumer, "_commit_offsets", faust_commit_offsets)
+    assert await consumer._commit_offsets({COMMANDS: 31}, True)
+    assert consumer._committed_offset[COMMANDS] == 31
