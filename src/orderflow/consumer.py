@@ -290,6 +290,15 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         generation = self.app.consumer_generation_id
         await super().perform_seek()
         self._placements += 1
+        # What was acked before the seek belongs to the old assignment: records acked after the
+        # revocation, some never handled (a batch that began while the partition was away drops
+        # its events; Faust acks them). The seek reads everything from the committed offset
+        # again, to be acked again: counted now, they would let the commit pass the unhandled.
+        acking = self.app.topics.acking_topics
+        for tp in self.assignment():
+            if tp.topic in acking:
+                self._acked.pop(tp, None)
+                self._acked_index.pop(tp, None)
         if self.app.consumer_generation_id != generation:
             # Reassigned while the committed offsets were looked up (one request per partition,
             # seconds under load): they are the earlier assignment's, and the partitions gained
@@ -341,6 +350,22 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
             return self._offset_below(tp, min(deferred))
         offset: int | None = super()._new_offset(tp)
         return offset
+
+    stale_acks = 0  # acks of records fetched under an earlier generation, not counted (tests)
+
+    def ack(self, message: Any) -> bool:
+        generation = getattr(message, "generation_id", None)
+        if generation is not None and generation != self.app.consumer_generation_id:
+            # Fetched under an assignment that has ended, and acked after the next one began
+            # (a batch still running through the rebalance). It may never have been handled (a
+            # batch drops the events of partitions away at its start); the new assignment's
+            # seek to the committed offset reads it again, and that copy's ack counts.
+            self.stale_acks += 1
+            message.acked = True
+            self._unacked_messages.discard(message)
+            return False
+        acked: bool = super().ack(message)
+        return acked
 
     def defer(self, tp: Any, offset: int) -> Callable[[], None]:
         """Commit nothing past ``offset`` of ``tp`` (its handler runs again later) until the

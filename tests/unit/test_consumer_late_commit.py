@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -75,3 +77,57 @@ async def test_a_commit_between_revocations_is_kept(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(FaustConsumer, "_commit_offsets", faust_commit_offsets)
     assert await consumer._commit_offsets({COMMANDS: 31}, True)
     assert consumer._committed_offset[COMMANDS] == 31
+
+
+async def test_offsets_acked_before_the_seek_are_not_committed_before_they_are_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Records of the old assignment, acked after the revocation without being handled (a batch
+    # that began while the partition was away drops its events), must not let the commit pass
+    # them once the seek has said where reading starts: it reads them again, to be acked again.
+    consumer = _consumer()
+    consumer._committed_offset.clear()  # forgotten at the revocation
+    consumer.app = SimpleNamespace(
+        consumer_generation_id=2, topics=SimpleNamespace(acking_topics={COMMANDS.topic})
+    )
+    consumer.assignment = lambda: {COMMANDS}
+    consumer._acked[COMMANDS].extend([31, 32])
+    consumer._acked_index[COMMANDS].update([31, 32])
+
+    async def seek_to_committed(self: Any) -> dict[TP, int | None]:
+        return {COMMANDS: 31}
+
+    monkeypatch.setattr(FaustConsumer, "seek_to_committed", seek_to_committed)
+    await consumer.perform_seek()
+    assert consumer._new_offset(COMMANDS) is None  # 31 and 32 are read again first
+    consumer._acked[COMMANDS].extend([31, 32])  # read again and handled
+    consumer._acked_index[COMMANDS].update([31, 32])
+    assert consumer._new_offset(COMMANDS) == 33
+
+
+@dataclass(eq=False)
+class Fetched:
+    """What Faust's ack reads of a fetched record (``faust.types.Message``)."""
+
+    offset: int
+    generation_id: int
+    acked: bool = False
+    tp: TP = COMMANDS
+    topic: str = COMMANDS.topic
+
+
+def test_a_record_of_an_earlier_generation_acked_now_is_not_counted() -> None:
+    # Its batch began while the partition was away (its events dropped unhandled) and ended
+    # after the next assignment: the ack must not count, the seek reads the record again.
+    consumer = _consumer()
+    consumer.app = SimpleNamespace(
+        consumer_generation_id=3, topics=SimpleNamespace(acks_enabled_for=lambda topic: True)
+    )
+    stale, fresh = Fetched(offset=32, generation_id=2), Fetched(offset=31, generation_id=3)
+    consumer._unacked_messages, consumer._n_acked, consumer._waiting_for_ack = set(), 0, None
+    consumer._unacked_messages.update([stale, fresh])
+    assert consumer.ack(fresh)
+    assert not consumer.ack(stale)
+    assert stale.acked  # (not acked twice)
+    assert consumer._acked[COMMANDS] == [31]
+    assert not consumer._unacked_messages
