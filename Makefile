@@ -13,6 +13,7 @@ help:
 	@echo "make run         start local Kafka (unless ORDERFLOW_KAFKA_BOOTSTRAP answers) + a worker on :6066"
 	@echo "make test        install, lint, start a test broker, run every test tier, stop the broker"
 	@echo "make lint        ruff, mypy, import contracts"
+	@echo "make bench       orderflow and its baselines measured; table + bench/results/*.json (BENCH_ARGS='--quick --only http')"
 	@echo "make chaos       orders under worker/broker/gateway faults, audited (CHAOS_ARGS='--orders 2000 --brokers 3 --faults full')"
 	@echo "make kafka-up / kafka-down / kafka-status / kafka-logs   the local development broker"
 	@echo "make kafka-up-cluster / kafka-down-cluster               a 3-node KRaft cluster on loopback"
@@ -22,7 +23,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,dev,tracing]'
+	$(PY) -m pip install -q -e '.[test,dev,tracing,bench]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -44,14 +45,14 @@ test-e2e: install
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 format: install
-	$(VENV)/bin/ruff check --fix src tests
-	$(VENV)/bin/ruff format src tests
+	$(VENV)/bin/ruff check --fix src tests bench
+	$(VENV)/bin/ruff format src tests bench
 
 kafka-up: install
 	$(PY) -m orderflow kafka up
@@ -71,6 +72,12 @@ CHAOS_ARGS ?=
 chaos: install
 	$(PY) -m orderflow kafka fetch >/dev/null
 	$(PY) -m tests.chaos $(CHAOS_ARGS)
+
+.PHONY: bench
+BENCH_ARGS ?=
+bench: install  # its own broker, sandbox and workers on ports 21092.. (BENCH_ARGS='--quick --only http')
+	$(PY) -m orderflow kafka fetch >/dev/null
+	$(PY) -m bench $(BENCH_ARGS)
 
 sandbox-gateway: install
 	$(PY) -m orderflow sandbox-gateway --port 8099

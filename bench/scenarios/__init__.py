@@ -1,0 +1,1 @@
+"""The bench's scenarios: one module each, ``async def run(ctx) -> list[Figure]``."""
