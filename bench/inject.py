@@ -17,7 +17,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -55,6 +55,7 @@ class Produced:
     records: int
     seconds: float
     order_ids: list[str]
+    values: list[bytes] = field(default_factory=list)  # the kept ids' values, when asked
 
     @property
     def per_second(self) -> float:
@@ -115,14 +116,17 @@ async def _produce(
     partitions: int,
     records: Iterator[tuple[str, bytes]],
     keep_every: int = 1,
+    keep_values: bool = False,
 ) -> Produced:
     """Send every (order id, value), keyed by the order id on its murmur2 partition, as fast as
-    aiokafka allows; returns once all are acked. Keeps every ``keep_every``-th order id."""
+    aiokafka allows; returns once all are acked. Keeps every ``keep_every``-th order id (and
+    its value with ``keep_values``)."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", max_batch_size=_BATCH_BYTES
     )
     await producer.start()
     order_ids: list[str] = []
+    values: list[bytes] = []
     count = 0
     try:
         started = time.perf_counter()
@@ -139,6 +143,8 @@ async def _produce(
         for order_id, value in records:
             if count % keep_every == 0:
                 order_ids.append(order_id)
+                if keep_values:
+                    values.append(value)
             count += 1
             key = order_id.encode()
             partition = order_partition(order_id, partitions)
@@ -155,7 +161,7 @@ async def _produce(
         seconds = time.perf_counter() - started
     finally:
         await producer.stop()
-    return Produced(count, seconds, order_ids)
+    return Produced(count, seconds, order_ids, values)
 
 
 def build_commands(count: int, client_id: str) -> list[tuple[str, bytes]]:
@@ -189,7 +195,12 @@ async def fill_order_changelog(bootstrap: str, count: int, client_id: str) -> Pr
             order_id = "ord_" + uuid.uuid4().hex
             yield order_id, order_to_bytes(paid_order(order_id, client_id, at, index))
 
-    # Only a sample of the ids is kept (a million of them would be ~100 MB here).
+    # Only a sample is kept (a million ids would be ~100 MB here), with the values written.
     return await _produce(
-        bootstrap, ORDER_CHANGELOG, partitions, orders(), keep_every=max(1, count // 1000)
+        bootstrap,
+        ORDER_CHANGELOG,
+        partitions,
+        orders(),
+        keep_every=max(1, count // 1000),
+        keep_values=True,
     )
