@@ -6,7 +6,7 @@ into the OrderDB changelog (``bench.inject.fill_order_changelog``): valid PAID v
 one the worker creates (partitions, compaction): a first worker start on the fresh broker creates
 every topic, and is stopped before the fill. PaymentDB stays empty (only OrderDB is filled).
 
-Then, timed from the process's start to the first ``200`` of ``/ready`` (polled every 50 ms):
+Then, timed from the process's start to the first ``200`` of ``/ready`` (polled every 100 ms):
 - **RocksDB, first start**: the first worker's data directory, which has no rows yet: it builds
   its local state from the changelog (once, not repeated);
 - **RocksDB, local state present**: the same worker restarted after a clean stop (repeated);
@@ -58,7 +58,7 @@ async def _timed_start(
     name: str,
     env: dict[str, str],
 ) -> tuple[ManagedProcess, Start]:
-    """Start a worker, time it to its first ready answer (polled every 50 ms)."""
+    """Start a worker, time it to its first ready answer (polled every 100 ms)."""
     started = time.monotonic()
     worker = await procs.worker(broker, sandbox, name=name, env=env, wait_ready=False)
     url = f"{worker.meta['url']}/ready"
@@ -73,7 +73,7 @@ async def _timed_start(
             status = 0
         if status == 200:
             break
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
     seconds = time.monotonic() - started
     used = procs.usage(worker)
     return worker, Start(seconds, used.cpu_s, used.rss_bytes)
@@ -103,7 +103,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
         "straight into orderflow-OrderDB-changelog (aiokafka batch API, acks=all, murmur2 "
         "partition of the order id); the topic created by a first worker start on the fresh "
         "broker (as the worker creates it: partitions, compaction); PaymentDB empty",
-        timing="process start -> first 200 of /ready, polled every 50 ms",
+        timing="process start -> first 200 of /ready, polled every 100 ms",
         check=f"{_SAMPLE} orders per start read back with GET /orders/{{id}}, compared with "
         "what was written",
         worker="one worker, make run's settings (RocksDB unless said), log level INFO",
