@@ -37,7 +37,7 @@ SCENARIO = "pipeline"
 ORDERS, QUICK_ORDERS = 100_000, 2_000
 WARMUP, QUICK_WARMUP = 2_000, 200
 _POLL_S = 0.5
-_STALL_S = 120.0  # no OrderDB write for this long with orders still pending: the run failed
+_STALL_S = 300.0  # no OrderDB write for this long with orders still pending: the run failed
 _SETTLED_S = 4.0  # end offsets unchanged this long: nothing more is being produced
 _RESULTS = (PAYMENT_COMPLETED, PAYMENT_FAILED)
 
