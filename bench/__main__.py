@@ -37,6 +37,27 @@ SCENARIOS = (
     "recovery",
 )
 NOT_BUILT = "not built yet"
+
+# Ratios computed after the run from figures of the same run (medians), when both are there:
+# (name, (scenario, figure) of orderflow, (scenario, figure) of the baseline). A baseline
+# scenario names its figures as the orderflow scenario does (bench.measure.closed_series labels).
+RATIOS = (
+    (
+        "orderflow / typical Faust, 0 ms gateway, 1 client",
+        ("http", "closed 1 client: throughput"),
+        ("typical_faust", "closed 1 client: throughput"),
+    ),
+    (
+        "orderflow / typical Faust, 0 ms gateway, 32 clients",
+        ("http", "closed 32 clients: throughput"),
+        ("typical_faust", "closed 32 clients: throughput"),
+    ),
+    (
+        "orderflow / typical Faust, 50 ms gateway, 32 clients",
+        ("slow_gateway", "50 ms gateway, 32 clients: throughput"),
+        ("typical_faust", "50 ms gateway, 32 clients: throughput"),
+    ),
+)
 ROOT = Path(__file__).resolve().parents[1]
 
 Scenario = Callable[[BenchContext], Awaitable[list[Figure]]]
@@ -60,6 +81,20 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="the JSON result (bench/results/<UTC>.json)"
     )
     p.add_argument("--base-port", type=int, default=21092, help="ports P .. P+99 (default 21092)")
+    p.add_argument("--ports", type=int, default=100, help="how many ports from P on (100)")
+    p.add_argument(
+        "--loadgen-processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="split the HTTP load generator over N processes (when it nears a core by itself)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        default="",
+        metavar="HOST:PORT",
+        help="use this Kafka instead of a fresh broker per scenario (its CPU is not measured)",
+    )
     p.add_argument("--work-dir", type=Path, default=None, help="logs and state (.run/bench/<UTC>)")
     return p
 
@@ -79,6 +114,7 @@ def load_scenario(name: str) -> Scenario | None:
 async def run_scenarios(ctx: BenchContext, names: Sequence[str], result: Result) -> None:
     for name in names:
         ctx.scenario = name
+        ctx.partial = []
         try:
             scenario = load_scenario(name)
         except Exception as exc:  # an import error inside the module: report it, go on
@@ -95,8 +131,13 @@ async def run_scenarios(ctx: BenchContext, names: Sequence[str], result: Result)
             figures = await scenario(ctx)
         except Exception as exc:
             result.scenarios[name] = f"failed: {type(exc).__name__}: {exc}"
+            result.figures.extend(ctx.partial)  # what it measured before failing
             ctx.progress(f"{name}: FAILED after {time.monotonic() - began:.0f}s: {exc}")
             traceback.print_exc()
+        except asyncio.CancelledError:  # Ctrl-C: keep what it measured
+            result.scenarios[name] = "interrupted"
+            result.figures.extend(ctx.partial)
+            raise
         else:
             result.figures.extend(figures)
             result.scenarios[name] = "ok"
@@ -106,6 +147,17 @@ async def run_scenarios(ctx: BenchContext, names: Sequence[str], result: Result)
         finally:
             # Whatever the scenario left running (it should stop its own) goes before the next.
             await asyncio.to_thread(ctx.procs.stop_all)
+
+
+def ratios(figures: Sequence[Figure]) -> list[Figure]:
+    """The ``RATIOS`` whose two figures this run measured (a ratio of their medians)."""
+    by_name = {(f.scenario, f.name): f for f in figures}
+    found = []
+    for name, ours, theirs in RATIOS:
+        if ours in by_name and theirs in by_name and by_name[theirs].median:
+            value = by_name[ours].median / by_name[theirs].median
+            found.append(Figure("ratios", name, "ratio", [value], note="ratio of the medians"))
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,7 +172,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     work_dir = (args.work_dir or ROOT / ".run" / "bench" / stamp).absolute()
     out = args.out or ROOT / "bench" / "results" / f"{stamp}.json"
     reps = args.reps or (1 if args.quick else 3)
-    ctx = BenchContext.create(args.base_port, reps, args.quick, work_dir)
+    ctx = BenchContext.create(
+        args.base_port,
+        reps,
+        args.quick,
+        work_dir,
+        loadgen_processes=args.loadgen_processes,
+        ports=args.ports,
+        bootstrap=args.bootstrap,
+    )
     result = Result(
         figures=[],
         machine=machine_info(),
@@ -132,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": args.quick,
         "reps": reps,
         "base_port": args.base_port,
+        "ports": args.ports,
+        "broker": args.bootstrap or "a fresh single-node KRaft broker per scenario",
+        "loadgen_processes": args.loadgen_processes,
         "scenarios": names,
         "work_dir": str(work_dir),
         "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
@@ -146,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx.progress("interrupted: stopping what the bench started")
     finally:
         ctx.procs.stop_all()
+    result.figures += ratios(result.figures)
     result.settings.update(ctx.settings)
     result.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
     print()

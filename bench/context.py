@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import PortRange, Procs
+from bench.report import Figure
 
 __all__ = ["BenchContext"]
 
@@ -20,7 +21,7 @@ class BenchContext:
     ``quick``: every scenario small (seconds, for the smoke test and development). ``reps``: how
     many times each measurement is repeated (each figure: the median and min..max over them).
     ``procs`` starts brokers, the sandbox gateway and workers on ports of ``base_port`` ..
-    ``base_port + 99``. A scenario notes what it ran with in ``settings`` (``note_settings``):
+    ``base_port + 99`` (``--ports`` narrows that). A scenario notes what it ran with in ``settings`` (``note_settings``):
     the JSON result keeps it.
     """
 
@@ -32,6 +33,9 @@ class BenchContext:
     procs: Procs
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     scenario: str = ""  # the scenario running now (set by python -m bench)
+    loadgen_processes: int = 1  # processes the load generator splits its clients over
+    # Figures of the running scenario measured so far (kept if it fails or is interrupted).
+    partial: list[Figure] = field(default_factory=list)
 
     @classmethod
     def create(
@@ -41,14 +45,24 @@ class BenchContext:
         quick: bool,
         work_dir: Path,
         progress: Callable[[str], None] | None = None,
+        loadgen_processes: int = 1,
+        ports: int = 100,
+        bootstrap: str = "",
     ) -> BenchContext:
         say = progress or _printer()
-        procs = Procs(work_dir=work_dir, ports=PortRange(base_port), progress=say)
-        return cls(base_port, reps, quick, work_dir, say, procs)
+        procs = Procs(work_dir, PortRange(base_port, ports), say, external_bootstrap=bootstrap)
+        return cls(
+            base_port, reps, quick, work_dir, say, procs, loadgen_processes=loadgen_processes
+        )
 
     def note_settings(self, **values: Any) -> None:
         """Record settings of the running scenario (merged with what it noted before)."""
         self.settings.setdefault(self.scenario or "run", {}).update(values)
+
+    def measured(self, figures: list[Figure]) -> list[Figure]:
+        """Keep ``figures`` as measured so far (returns them, for ``figures += ctx.measured(…)``)."""
+        self.partial.extend(figures)
+        return figures
 
     def seconds(self, full: float, quick: float) -> float:
         """A duration: ``quick`` under ``--quick``, else ``full``."""

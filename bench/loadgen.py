@@ -111,6 +111,8 @@ class LoadResult:
     loadgen_cpu_s: float = 0.0
     processes: int = 1
     late_arrivals: int = 0  # open loop: arrivals sent more than 10 ms after their schedule
+    window: tuple[float, float] = (0.0, 0.0)  # the measured window, time.time() at both ends
+    elapsed: float = 0.0  # seconds of the whole run: warm-up, window and drain
 
     @property
     def orders_per_s(self) -> float:
@@ -118,8 +120,9 @@ class LoadResult:
 
     @property
     def loadgen_cpu_share(self) -> float:
-        """The load generator's CPU over the window, in cores (1.0: one core busy throughout)."""
-        return self.loadgen_cpu_s / self.duration if self.duration > 0 else math.nan
+        """The load generator's CPU in cores over the whole run (1.0: one core busy throughout;
+        several processes can exceed 1)."""
+        return self.loadgen_cpu_s / self.elapsed if self.elapsed > 0 else math.nan
 
     def latency(self, q: float) -> float:
         """Percentile ``q`` of POST→terminal, in seconds."""
@@ -176,6 +179,8 @@ class LoadResult:
             loadgen_cpu_s=sum(p.loadgen_cpu_s for p in parts),
             processes=sum(p.processes for p in parts),
             late_arrivals=sum(p.late_arrivals for p in parts),
+            window=first.window,
+            elapsed=max(p.elapsed for p in parts),
         )
 
 
@@ -234,10 +239,21 @@ class _Client:
                     self.errors[f"{prefix}_{response.status}"] += 1
                     if response.status not in (404, 429, 500, 502, 503, 504):
                         raise _GaveUp  # a 4xx the next try would get again
+                    # A careful client waits as long as the server asks (429/503 Retry-After).
+                    wait = _retry_after(response.headers.get("Retry-After"))
             except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
                 self.errors[f"{prefix}_{type(exc).__name__}"] += 1
-            await asyncio.sleep(pause)
+                wait = None
+            await asyncio.sleep(wait if wait is not None else pause)
             pause = min(pause * 2, 1.0)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds of a ``Retry-After`` in seconds (dates are not used by our targets), capped."""
+    try:
+        return min(max(float(value), 0.0), 5.0) if value else None
+    except ValueError:
+        return None
 
 
 def _source_addresses(targets: Sequence[str], count: int) -> list[str | None]:
@@ -284,7 +300,7 @@ async def _closed_loop_here(
     sessions = [_session(source, limit=4) for source in sources]
     if start_at is not None:
         await asyncio.sleep(max(0.0, start_at - time.time()))
-    cpu0, t0 = time.process_time(), time.monotonic()
+    cpu0, t0, wall0 = time.process_time(), time.monotonic(), time.time()
     window_start, window_end = t0 + warmup, t0 + warmup + duration
 
     async def client(n: int) -> None:
@@ -307,7 +323,7 @@ async def _closed_loop_here(
     try:
         await asyncio.wait(tasks, timeout=warmup + duration + drain)
     finally:
-        cpu = time.process_time() - cpu0
+        cpu, elapsed = time.process_time() - cpu0, time.monotonic() - t0
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -323,6 +339,8 @@ async def _closed_loop_here(
         errors=dict(errors),
         statuses=dict(statuses),
         loadgen_cpu_s=cpu,
+        window=(wall0 + warmup, wall0 + warmup + duration),
+        elapsed=elapsed,
     )
 
 
@@ -386,7 +404,7 @@ async def _open_loop_here(
     sessions = [_session(source, limit=16) for source in sources]
     if start_at is not None:
         await asyncio.sleep(max(0.0, start_at - time.time()))
-    cpu0, t0 = time.process_time(), time.monotonic()
+    cpu0, t0, wall0 = time.process_time(), time.monotonic(), time.time()
     window_start, window_end = t0 + warmup, t0 + warmup + duration
     counted: list[asyncio.Task[None]] = []
     others: list[asyncio.Task[None]] = []
@@ -417,7 +435,7 @@ async def _open_loop_here(
     if counted or others:
         remaining = max(0.0, window_end - time.monotonic()) + drain
         _, pending = await asyncio.wait(counted + others, timeout=remaining)
-    cpu = time.process_time() - cpu0
+    cpu, elapsed = time.process_time() - cpu0, time.monotonic() - t0
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
@@ -438,6 +456,8 @@ async def _open_loop_here(
         statuses=dict(statuses),
         loadgen_cpu_s=cpu,
         late_arrivals=late,
+        window=(wall0 + warmup, wall0 + warmup + duration),
+        elapsed=elapsed,
     )
 
 

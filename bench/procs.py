@@ -39,18 +39,22 @@ from tests.harness import (
 )
 
 __all__ = [
+    "CLOCK_TICKS",
+    "Broker",
+    "ManagedProcess",
     "PortRange",
     "ProcessUsage",
     "Procs",
     "kafka_version",
+    "proc_stat",
     "process_tree",
     "tree_cpu_seconds",
     "tree_rss_bytes",
     "usage",
 ]
 
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def kafka_version() -> str:
@@ -95,7 +99,7 @@ def _port_free(port: int) -> bool:
 # -- CPU and memory of a process tree ------------------------------------------------------------
 
 
-def _stat(pid: int) -> list[str] | None:
+def proc_stat(pid: int) -> list[str] | None:
     """The fields of /proc/<pid>/stat after the command name (field 3 is index 0)."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
@@ -108,7 +112,7 @@ def process_tree(pid: int) -> list[int]:
     """``pid`` and its living descendants."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := _stat(int(entry))) is not None:
+        if entry.isdigit() and (fields := proc_stat(int(entry))) is not None:
             children.setdefault(int(fields[1]), []).append(int(entry))
     tree, todo = [], [pid]
     while todo:
@@ -122,16 +126,16 @@ def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of ``pid`` and its living descendants (all their threads)."""
     total = 0
     for p in process_tree(pid):
-        if (fields := _stat(p)) is not None:
+        if (fields := proc_stat(p)) is not None:
             total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _TICKS
+    return total / CLOCK_TICKS
 
 
 def tree_rss_bytes(pid: int) -> int:
     total = 0
     for p in process_tree(pid):
-        if (fields := _stat(p)) is not None:
-            total += int(fields[21]) * _PAGE
+        if (fields := proc_stat(p)) is not None:
+            total += int(fields[21]) * PAGE_SIZE
     return total
 
 
@@ -158,17 +162,19 @@ def usage(pid: int | None) -> ProcessUsage:
 
 @dataclass
 class Broker:
-    """A private single-node (or N-node) KRaft cluster."""
+    """A private KRaft cluster the bench started, or (``cluster`` None) a broker it was given."""
 
-    cluster: KafkaCluster
+    cluster: KafkaCluster | None
+    external: str = ""  # the given broker's bootstrap
 
     @property
     def bootstrap(self) -> str:
-        return self.cluster.bootstrap
+        return self.cluster.bootstrap if self.cluster is not None else self.external
 
     @property
     def pid(self) -> int | None:
-        return self.cluster.running_pid(1)
+        """The first node's JVM (None for a given broker: its CPU is not measured)."""
+        return self.cluster.running_pid(1) if self.cluster is not None else None
 
 
 @dataclass
@@ -178,6 +184,8 @@ class Procs:
     work_dir: Path
     ports: PortRange
     progress: Callable[[str], None] = print
+    # A broker to use instead of starting one per scenario (python -m bench --bootstrap).
+    external_bootstrap: str = ""
     _brokers: list[Broker] = field(default_factory=list)
     _processes: list[ManagedProcess] = field(default_factory=list)
     _count: int = 0
@@ -194,7 +202,10 @@ class Procs:
         return path
 
     async def broker(self, partitions: int = 8, nodes: int = 1) -> Broker:
-        """A fresh broker (its own empty state directory); ``partitions`` per auto-created topic."""
+        """A fresh broker (its own empty state directory); ``partitions`` per auto-created topic.
+        With ``external_bootstrap``, that broker instead (shared by the scenarios, never stopped)."""
+        if self.external_bootstrap:
+            return Broker(None, self.external_bootstrap)
         port = self.ports.take(2 * nodes)
         cluster = KafkaCluster(
             state_dir=self._dir("kafka"), nodes=nodes, base_port=port, partitions=partitions
@@ -314,7 +325,8 @@ class Procs:
 
     def _stop(self, thing: ManagedProcess | Broker) -> None:
         if isinstance(thing, Broker):
-            thing.cluster.stop()
+            if thing.cluster is not None:
+                thing.cluster.stop()
             with contextlib.suppress(ValueError):
                 self._brokers.remove(thing)
         else:
@@ -330,6 +342,9 @@ class Procs:
         for broker in reversed(list(self._brokers)):
             with contextlib.suppress(Exception):
                 self._stop(broker)
+
+    async def stop_all_async(self) -> None:
+        await asyncio.to_thread(self.stop_all)
 
     @staticmethod
     def pid(thing: ManagedProcess | Broker) -> int | None:

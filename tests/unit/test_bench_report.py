@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.__main__ import NOT_BUILT, load_scenario, run_scenarios
+import bench.__main__ as bench_main
+from bench.__main__ import NOT_BUILT, load_scenario, ratios, run_scenarios
 from bench.context import BenchContext
 from bench.loadgen import LoadResult, percentile
 from bench.procs import PortRange, tree_cpu_seconds, tree_rss_bytes
@@ -102,6 +103,7 @@ def test_load_results_of_several_processes_merge() -> None:
         errors={"post_503": 2},
         statuses={"PAID": 490},
         loadgen_cpu_s=1.5,
+        elapsed=20.0,
     )
     two = LoadResult(
         "open",
@@ -114,13 +116,14 @@ def test_load_results_of_several_processes_merge() -> None:
         errors={"post_503": 1, "get_429": 4},
         statuses={"PAID": 500},
         loadgen_cpu_s=2.5,
+        elapsed=19.0,
     )
     merged = LoadResult.merge([one, two])
     assert merged.rate == 100 and merged.offered == 1000 and merged.missed == 10
     assert merged.orders_per_s == 99.0
     assert merged.errors == {"post_503": 3, "get_429": 4}
     assert merged.statuses == {"PAID": 990}
-    assert merged.loadgen_cpu_s == 4.0 and merged.loadgen_cpu_share == 0.4
+    assert merged.loadgen_cpu_s == 4.0 and merged.loadgen_cpu_share == 0.2  # over 20 s
     assert merged.processes == 2
     assert merged.p50 == 0.03 and merged.max == 0.03
 
@@ -146,3 +149,41 @@ def test_missing_scenario_module_is_not_built_yet(tmp_path: Path) -> None:
     asyncio.run(run_scenarios(ctx, ["no_such_scenario"], result))
     assert result.scenarios == {"no_such_scenario": NOT_BUILT}
     assert any(NOT_BUILT in line for line in said)
+
+
+def test_ratios_to_the_typical_faust_app_come_from_the_same_run() -> None:
+    figures = [
+        Figure("http", "closed 32 clients: throughput", "orders/s", [180.0, 176.0, 190.0]),
+        Figure("typical_faust", "closed 32 clients: throughput", "orders/s", [470.0, 480.0]),
+        Figure("http", "closed 1 client: throughput", "orders/s", [40.0]),  # no baseline: no ratio
+    ]
+    (ratio,) = ratios(figures)
+    assert ratio.scenario == "ratios" and "32 clients" in ratio.name
+    assert ratio.median == pytest.approx(180.0 / 475.0)
+
+
+def test_a_given_broker_is_used_as_is_and_never_stopped(tmp_path: Path) -> None:
+    ctx = BenchContext.create(21170, 1, True, tmp_path, lambda _: None, bootstrap="10.0.0.9:9092")
+    broker = asyncio.run(ctx.procs.broker())
+    assert broker.bootstrap == "10.0.0.9:9092" and broker.pid is None
+    ctx.procs.stop_all()  # nothing of ours to stop: no error
+
+
+def test_a_failing_scenario_keeps_what_it_measured_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def breaks(ctx: BenchContext) -> list[Figure]:
+        ctx.measured([Figure("breaks", "closed 1 client: throughput", "orders/s", [40.0])])
+        raise RuntimeError("worker exited")
+
+    async def works(ctx: BenchContext) -> list[Figure]:
+        return [Figure("works", "x", "ms", [1.0])]
+
+    scenarios = {"breaks": breaks, "works": works}
+    monkeypatch.setattr(bench_main, "load_scenario", scenarios.get)
+    ctx = BenchContext.create(21170, 1, True, tmp_path, lambda _: None)
+    result = Result(figures=[])
+    asyncio.run(run_scenarios(ctx, ["breaks", "works"], result))
+    assert result.scenarios["breaks"] == "failed: RuntimeError: worker exited"
+    assert result.scenarios["works"] == "ok"
+    assert [f.scenario for f in result.figures] == ["breaks", "works"]

@@ -99,13 +99,21 @@ class _Envelope(
     order_id: NonEmpty
 
 
-class _PaymentAndOwner:
-    """An order event's token and owner under the domain's names (``payment_token``,
-    ``client_id``), so that ``decode_event`` converts every field by name."""
+class _OrderTermsV1(_Envelope, frozen=True, kw_only=True):
+    """What the PlaceOrder command and the ``order.created`` event both say of an order: who
+    ordered what, in which currency, paid with which token, for which API client.
 
-    __slots__ = ()
+    The token and the owner are also readable under the domain's names (``payment_token``,
+    ``client_id``), so that ``decode_event`` converts every field by name.
+    """
+
+    customer_id: NonEmpty
+    currency: Currency
+    items: tuple[LineItemV1, ...]
     payment: CommandPaymentV1 | CreatedPaymentV1
-    owner: str | None
+    # The API client that placed it (``client_id`` on the wire); absent: no owner (also an order
+    # from before API keys).
+    owner: NonEmpty | None = msgspec.field(default=None, name="client_id")
 
     @property
     def payment_token(self) -> str:
@@ -113,33 +121,23 @@ class _PaymentAndOwner:
 
     @property
     def client_id(self) -> str:
-        return self.owner or ""  # absent on the wire: no owner
+        return self.owner or ""
 
 
-class PlaceOrderV1(_Envelope, _PaymentAndOwner, frozen=True, kw_only=True, tag="order.place"):
+class PlaceOrderV1(_OrderTermsV1, frozen=True, kw_only=True, tag="order.place"):
     """Command from the web view to the order service (internal topic): place this order."""
 
+    payment: CommandPaymentV1
     request_id: NonEmpty
     fingerprint: NonEmpty
-    customer_id: NonEmpty
-    currency: Currency
-    items: tuple[LineItemV1, ...]
-    payment: CommandPaymentV1
-    # The API client that placed it (``client_id`` on the wire); absent: no owner.
-    owner: NonEmpty | None = msgspec.field(default=None, name="client_id")
     keyed: bool = False  # order_id is generation 0 of an Idempotency-Key
 
 
-class OrderCreatedV1(_Envelope, _PaymentAndOwner, frozen=True, kw_only=True, tag="order.created"):
+class OrderCreatedV1(_OrderTermsV1, frozen=True, kw_only=True, tag="order.created"):
     """The order service accepted an order; the payment service charges it."""
 
-    customer_id: NonEmpty
-    currency: Currency
-    amount: Amount
-    items: tuple[LineItemV1, ...]
     payment: CreatedPaymentV1
-    # ``client_id`` on the wire; absent: an order from before API keys (no owner).
-    owner: NonEmpty | None = msgspec.field(default=None, name="client_id")
+    amount: Amount
 
 
 class PaymentCompletedV1(_Envelope, frozen=True, kw_only=True, tag="payment.completed"):
@@ -176,6 +174,29 @@ def _wire_items(items: tuple[LineItem, ...]) -> tuple[LineItemV1, ...]:
     return tuple(LineItemV1(i.sku, i.quantity, i.unit_amount) for i in items)
 
 
+def _order_event_to_wire(
+    event: PlaceOrder | OrderCreated, common: dict[str, Any]
+) -> PlaceOrderV1 | OrderCreatedV1:
+    terms: dict[str, Any] = {
+        **common,
+        "customer_id": event.customer_id,
+        "currency": event.currency,
+        "items": _wire_items(event.items),
+        "owner": event.client_id or None,
+    }
+    if isinstance(event, PlaceOrder):
+        return PlaceOrderV1(
+            **terms,
+            payment=CommandPaymentV1(event.payment_token),
+            request_id=event.request_id,
+            fingerprint=event.fingerprint,
+            keyed=event.keyed,
+        )
+    return OrderCreatedV1(
+        **terms, payment=CreatedPaymentV1(event.payment_token), amount=event.amount
+    )
+
+
 def _to_wire(event: Event) -> WireEvent:
     common: dict[str, Any] = {
         "event_id": event.event_id,
@@ -185,28 +206,8 @@ def _to_wire(event: Event) -> WireEvent:
         "order_id": event.order_id,
     }
     match event:
-        case PlaceOrder():
-            return PlaceOrderV1(
-                **common,
-                request_id=event.request_id,
-                fingerprint=event.fingerprint,
-                customer_id=event.customer_id,
-                currency=event.currency,
-                items=_wire_items(event.items),
-                payment=CommandPaymentV1(event.payment_token),
-                owner=event.client_id or None,
-                keyed=event.keyed,
-            )
-        case OrderCreated():
-            return OrderCreatedV1(
-                **common,
-                customer_id=event.customer_id,
-                currency=event.currency,
-                amount=event.amount,
-                items=_wire_items(event.items),
-                payment=CreatedPaymentV1(event.payment_token),
-                owner=event.client_id or None,
-            )
+        case PlaceOrder() | OrderCreated():
+            return _order_event_to_wire(event, common)
         case PaymentCompleted():
             return PaymentCompletedV1(
                 **common, amount=event.amount, currency=event.currency, charge_id=event.charge_id
