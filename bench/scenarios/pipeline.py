@@ -102,7 +102,8 @@ async def measure(
                 last_write, last_changelog = time.monotonic(), changelog
             if time.monotonic() - last_said >= 10:
                 last_said = time.monotonic()
-                progress(f"{SCENARIO}: ~{settled}/{count} payments settled")
+                terminal = f", {count - watch.pending} terminal" if watch.records_read else ""
+                progress(f"{SCENARIO}: ~{settled}/{count} payments settled{terminal}")
             stalled = time.monotonic() - last_write > _STALL_S
             if settled >= count or stalled:
                 await watch.read_to_end()
