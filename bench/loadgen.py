@@ -7,8 +7,9 @@ Faust app and the bare aiohttp handler all are.
 
 An order: ``POST /orders`` with a fresh ``Idempotency-Key``; if its answer is not terminal yet,
 ``GET`` its ``Location`` (or ``/orders/{id}``) with ``?wait=`` until it is. A 503, a 429 or a
-connection error is retried with the same key (that is what the key is for) after a short pause,
-and counted in ``errors`` by kind. Its latency runs from the POST's send (closed loop) or its
+connection error is retried with the same key (that is what the key is for) after a pause
+(doubling from 50 ms to 4 s, jittered, never shorter than the answer's ``Retry-After``), and
+counted in ``errors`` by kind. Its latency runs from the POST's send (closed loop) or its
 *scheduled* arrival (open loop: a late send is the load generator's fault, but the client would
 wait for it all the same, so it counts) to the answer that showed it terminal.
 
@@ -33,6 +34,7 @@ import contextlib
 import ipaddress
 import math
 import multiprocessing
+import random
 import time
 import uuid
 from collections import Counter
@@ -69,7 +71,8 @@ ORDER_BODY = orjson.dumps(
 )
 
 LONG_POLL_S = 10  # ?wait= of each GET
-RETRY_PAUSE_S = 0.05  # before retrying a 503/429/connection error (doubling up to 1 s)
+RETRY_PAUSE_S = 0.05  # before retrying a 503/429/connection error, doubling up to:
+RETRY_CAP_S = 4.0
 ORDER_DEADLINE_S = 60.0  # an order not terminal after this is given up (an error)
 _MAX_SOURCES = 250  # loopback source addresses 127.0.0.2 .. 127.0.0.251
 _OPEN_LOOP_SESSIONS = 64  # open loop: sessions (source addresses) the arrivals rotate over
@@ -239,21 +242,23 @@ class _Client:
                     self.errors[f"{prefix}_{response.status}"] += 1
                     if response.status not in (404, 429, 500, 502, 503, 504):
                         raise _GaveUp  # a 4xx the next try would get again
-                    # A careful client waits as long as the server asks (429/503 Retry-After).
-                    wait = _retry_after(response.headers.get("Retry-After"))
+                    # A careful client waits at least as long as the server asks (Retry-After).
+                    floor = _retry_after(response.headers.get("Retry-After"))
             except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
                 self.errors[f"{prefix}_{type(exc).__name__}"] += 1
-                wait = None
-            await asyncio.sleep(wait if wait is not None else pause)
-            pause = min(pause * 2, 1.0)
+                floor = 0.0
+            # Backing off (doubling, jittered) as well: thousands of open-loop clients retrying
+            # every Retry-After second in step would measure their own retry storm.
+            await asyncio.sleep(max(floor, pause) * random.uniform(1.0, 1.5))
+            pause = min(pause * 2, RETRY_CAP_S)
 
 
-def _retry_after(value: str | None) -> float | None:
+def _retry_after(value: str | None) -> float:
     """Seconds of a ``Retry-After`` in seconds (dates are not used by our targets), capped."""
     try:
-        return min(max(float(value), 0.0), 5.0) if value else None
+        return min(max(float(value), 0.0), RETRY_CAP_S) if value else 0.0
     except ValueError:
-        return None
+        return 0.0
 
 
 def _source_addresses(targets: Sequence[str], count: int) -> list[str | None]:

@@ -190,7 +190,16 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
             )
 
     async def perform_seek(self) -> None:
+        generation = self.app.consumer_generation_id
         await super().perform_seek()
+        if self.app.consumer_generation_id != generation:
+            # Reassigned while the committed offsets were looked up (one request per partition,
+            # seconds under load): they are the earlier assignment's, and the partitions gained
+            # since (the revoke forgot every committed offset) would look never committed and be
+            # read from offset 0 again. The new assignment's own seek (after its recovery)
+            # positions them.
+            log.info("seek of an earlier assignment: no partition read from the start")
+            return
         # Faust keeps the committed offsets it just read (absent or None when none; it also
         # turns 0 into None). ``acking_topics`` are the agents' sources.
         fresh = sorted(

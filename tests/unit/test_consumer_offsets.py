@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -187,3 +188,71 @@ def _interval_tree() -> Any:
     from intervaltree import IntervalTree  # type: ignore[import-untyped]
 
     return IntervalTree()
+
+
+REGAINED = TP("orderflow.order-commands", 3)  # committed at the broker, back after a rebalance
+KEPT = TP("order.created", 4)  # committed, held through the rebalance
+NEVER = TP("payment.failed", 5)  # nothing committed yet, held through the rebalance
+
+
+def _seeking_consumer(generation: int, assigned: set[TP]) -> tuple[Any, dict[TP, int]]:
+    """A consumer whose post-rebalance seek runs Faust's own ``perform_seek`` (no broker)."""
+    consumer: Any = object.__new__(RewindingConsumer)
+    consumer.app = SimpleNamespace(
+        consumer_generation_id=generation,
+        topics=SimpleNamespace(acking_topics={t.topic for t in (REGAINED, KEPT, NEVER)}),
+    )
+    consumer.current = assigned
+    consumer.assignment = lambda: consumer.current
+    consumer._read_offset = defaultdict(lambda: None)
+    consumer._committed_offset = defaultdict(lambda: None)
+    consumer.reading_from = {}
+    sought: dict[TP, int] = {}
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return dict.fromkeys(tps, 0)
+
+    async def seek_wait(positions: dict[TP, int]) -> None:
+        sought.update(positions)
+
+    consumer.earliest_offsets, consumer.seek_wait = earliest_offsets, seek_wait
+    return consumer, sought
+
+
+def test_a_partition_never_committed_is_read_from_its_start_after_the_seek(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    consumer, sought = _seeking_consumer(33, {REGAINED, KEPT, NEVER})
+
+    async def seek_to_committed(self: Any) -> dict[TP, int | None]:
+        return {REGAINED: 42, KEPT: 13, NEVER: None}  # aiokafka: None when nothing is committed
+
+    monkeypatch.setattr(FaustConsumer, "seek_to_committed", seek_to_committed)
+    asyncio.run(consumer.perform_seek())
+    assert sought == {NEVER: 0}
+    assert consumer.reading_from == {NEVER: 0}
+
+
+def test_a_seek_that_looked_up_an_earlier_assignment_reads_nothing_from_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Seen under load (the churn test of test_safety_nets_at_scale): a seek of generation 32
+    # (KEPT and NEVER only) looked its committed offsets up one partition at a time while
+    # generation 33 gave REGAINED back (Faust's revoke forgets every committed offset). REGAINED,
+    # never looked up, looked uncommitted and was read from offset 0: a stalled order's
+    # PlaceOrder was handled again, its order.created republished, and the order paid without
+    # the stall nudge the test waited for.
+    consumer, sought = _seeking_consumer(32, {KEPT, NEVER})
+
+    async def seek_to_committed(self: Any) -> dict[TP, int | None]:
+        looked_up = {tp: {KEPT: 13}.get(tp) for tp in sorted(consumer.current)}
+        consumer._committed_offset.clear()  # the revoke (eager: everything)
+        consumer.current = {REGAINED, KEPT, NEVER}  # the next assignment
+        consumer.app.consumer_generation_id = 33
+        return looked_up
+
+    monkeypatch.setattr(FaustConsumer, "seek_to_committed", seek_to_committed)
+    asyncio.run(consumer.perform_seek())
+    # Generation 33's own seek (after its table recovery) positions every partition it has.
+    assert sought == {}
+    assert consumer.reading_from == {}

@@ -179,6 +179,7 @@ def test_the_internals_of_the_deep_modules_are_still_there(flow: Orderflow) -> N
     assert isinstance(consumer._acked, dict) and isinstance(consumer._gap, dict)
     assert len(consumer._unacked_messages) == 0
     assert isinstance(flow.app.topics.acking_topics, set)
+    assert flow.app.consumer_generation_id == 0  # set at each assignment (perform_seek reads it)
     recovery = flow.app.tables.recovery
     assert isinstance(recovery.tp_to_table, dict) and isinstance(recovery.active_offsets, dict)
     assert isinstance(recovery.signal_recovery_start, asyncio.Event)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from orderflow.agents.order_agent import NUDGE_TICK_S
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.payments import PaymentService, UnknownPayments
 from orderflow.domain.events import rfc3339
@@ -201,3 +204,28 @@ def test_a_due_order_skipped_while_its_partition_moves_is_nudged_at_the_next_own
     now[0] = T0 + 15  # settled again, ours: nudged at once, not 10 * 2**5 s later
     assert asyncio.run(service.nudge_stalled(lambda _: True)) == 1
     assert _nudged(topic) == ["stalled"]
+
+
+@pytest.mark.parametrize("phase", [x / 2 for x in range(24)])
+def test_a_stalled_order_is_nudged_in_the_first_window_its_worker_owns_it(phase: float) -> None:
+    # Workers joining and leaving every 12 s, and a loaded worker that recovers its tables for
+    # 9 s of each cycle: it owns the order's partition (ready) 3 s out of 12. The app's timer
+    # ticks every NUDGE_TICK_S. A pass every stall_after / 5 = 6 s alone (the timer before)
+    # never nudged in 120 s for 12 of these 24 phases: its ticks kept falling outside the windows.
+    orders = FakeOrderStore()
+    orders.place(_order("stalled", updated=T0), 0)
+    stalled = StalledOrders(stall_after=30)
+    now = [T0]
+    service, _ = _service(orders, stalled, now)
+    stalled.scan.assigned({0})
+
+    def owned_at(t: float) -> bool:
+        return (t - T0 - phase) % 12 >= 9
+
+    ticks = [T0 + n * NUDGE_TICK_S for n in range(int(120 / NUDGE_TICK_S))]
+    nudged_at: list[float] = []
+    for now[0] in ticks:
+        if asyncio.run(service.nudge_paced(lambda _: owned_at(now[0]), every=30 / 5)):
+            nudged_at.append(now[0])
+    first_owned_once_due = next(t for t in ticks if t >= T0 + 30 and owned_at(t))
+    assert nudged_at[:1] == [first_owned_once_due]

@@ -19,7 +19,9 @@ from orderflow.delivery import sequentially
 from orderflow.metrics import Metrics
 from orderflow.topics import ORDER_AGENT, sources
 
-__all__ = ["ORDER_AGENT", "register_order_agent"]
+__all__ = ["NUDGE_TICK_S", "ORDER_AGENT", "register_order_agent"]
+
+NUDGE_TICK_S = 0.5  # how often the stalled-order timer asks whether a pass is due
 
 
 def register_order_agent(
@@ -39,6 +41,10 @@ def register_order_agent(
         async for events in stream.take_events(settings.payment_batch_size, within=0.002):
             await batches.run(ORDER_AGENT, events, handle)
 
-    @app.timer(interval=max(0.5, settings.stall_after_s / 5))
+    every = max(NUDGE_TICK_S, settings.stall_after_s / 5)
+
+    # Ticks often; a pass runs every ``every`` seconds, and at the next tick once partitions
+    # settle (``StalledOrders.pass_due``).
+    @app.timer(interval=NUDGE_TICK_S)
     async def nudge_stalled_orders() -> None:
-        metrics.stall_nudges.inc(await service.nudge_stalled(owns))
+        metrics.stall_nudges.inc(await service.nudge_paced(owns, every))

@@ -58,6 +58,8 @@ class StalledOrders:
         self.due_at: dict[str, float] = {}
         self.nudges: dict[str, int] = {}
         self.scan = PartitionScan()
+        self.last_pass = float("-inf")  # when the nudge last looked for due orders
+        self.blocked = False  # a due order waited for its partition to settle at that pass
 
     def track(self, order: Order, now: float) -> None:
         if order.status.is_terminal:
@@ -73,6 +75,16 @@ class StalledOrders:
         for order_id in elsewhere(self.due_at, owned, self.partitions):
             del self.due_at[order_id]
             self.nudges.pop(order_id, None)
+
+    def pass_due(self, now: float, every: float) -> bool:
+        """Whether the nudge looks for due orders now: every ``every`` seconds, and sooner while
+        newly assigned partitions wait to be read or a due order waits for its partition to
+        settle. Under constant rebalances a worker may own its partitions for a few seconds at a
+        time, and a look every ``every`` seconds can miss those windows again and again."""
+        if 0 <= now - self.last_pass < every and not self.scan.pending and not self.blocked:
+            return False  # (a clock set back passes at once: no wait for it to catch up)
+        self.last_pass = now
+        return True
 
     def due(self, now: float) -> list[str]:
         """Orders due for a nudge (``nudged`` reschedules each one actually nudged)."""
@@ -206,6 +218,12 @@ class OrderService:
         elif transition.anomaly:
             await self.dead_letters.send(event, f"refused: {transition.reason}")
 
+    async def nudge_paced(self, is_owner: Callable[[str], bool], every: float) -> int:
+        """``nudge_stalled`` when ``StalledOrders.pass_due`` says so (the app calls this often)."""
+        if not self.stalled.pass_due(self.clock(), every):
+            return 0
+        return await self.nudge_stalled(is_owner)
+
     async def nudge_stalled(self, is_owner: Callable[[str], bool]) -> int:
         """Publish ``order.created`` again for orders PENDING too long; returns how many."""
         now = self.clock()
@@ -247,6 +265,7 @@ class OrderService:
     def _due_orders(self, now: float, is_owner: Callable[[str], bool]) -> list[Order]:
         """The stored, still PENDING orders due for a nudge that this worker owns."""
         due: list[Order] = []
+        self.stalled.blocked = False
         for order_id in self.stalled.due(now):
             order = self.orders.get(order_id)
             if order is None or order.status.is_terminal:
@@ -255,6 +274,7 @@ class OrderService:
             if not is_owner(order_id):
                 # A standby copy (its owner nudges it), or the partition is moving: asked again
                 # at the next tick, with no backoff spent (rebalances must not defer the nudge).
+                self.stalled.blocked = True
                 continue
             due.append(order)
         return due
