@@ -342,6 +342,16 @@ class Procs:
             return thing.pid
         return thing.proc.pid if thing.proc is not None else None
 
+    def pids(
+        self, worker: ManagedProcess, broker: Broker, sandbox: ManagedProcess
+    ) -> dict[str, int | None]:
+        """The pids a scenario measures, by name: its worker, broker and sandbox gateway."""
+        return {
+            "worker": self.pid(worker),
+            "broker": self.pid(broker),
+            "sandbox": self.pid(sandbox),
+        }
+
     def usage(self, thing: ManagedProcess | Broker) -> ProcessUsage:
         """CPU seconds and RSS of the process tree now."""
         return usage(self.pid(thing))
