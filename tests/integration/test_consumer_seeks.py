@@ -23,10 +23,9 @@ from faust.transport.consumer import Consumer as FaustConsumer
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.types import TP
 
-from orderflow.app import build
-from orderflow.config import Settings
 from orderflow.consumer import CommitGuardThread
 from tests.kafka_helpers import topic_with_records
+from tests.unit.builders import unstarted_flow
 
 
 def _alternate(i: int) -> int:
@@ -83,17 +82,7 @@ def test_a_seek_back_during_a_batch_fetched_before_it_brings_the_hole_to_the_age
         try:
             kafka.assign([kafka_tp])
             kafka.seek(kafka_tp, 20)
-            flow = build(
-                Settings.from_env(
-                    {
-                        "ORDERFLOW_DATA_DIR": str(tmp_path),
-                        "ORDERFLOW_STORE": "memory",
-                        "ORDERFLOW_GATEWAY": "sandbox",
-                        "ORDERFLOW_API_AUTH": "none",
-                    }
-                )
-            )
-            consumer: Any = flow.app.consumer
+            consumer: Any = unstarted_flow(tmp_path).app.consumer
             thread = _thread(consumer)
             delivered: list[int] = []
             fetcher: Any = SimpleNamespace(_stopped=asyncio.Event())
