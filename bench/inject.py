@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from orderflow.domain.events import PlaceOrder, rfc3339
 from orderflow.domain.order import Order, OrderStatus
@@ -29,6 +28,7 @@ from orderflow.domain.validation import LineItem
 from orderflow.tables.scan import order_partition
 from orderflow.topics import ORDER_CHANGELOG, ORDER_COMMANDS
 from orderflow.wire import encode_event, order_to_bytes
+from tests.kafka_helpers import partitions_of
 
 __all__ = [
     "Produced",
@@ -101,13 +101,7 @@ def paid_order(order_id: str, client_id: str, at: str, index: int) -> Order:
 
 async def topic_partitions(bootstrap: str, topic: str) -> int:
     """How many partitions ``topic`` has (0 when it does not exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return sum(len(t["partitions"]) for t in described if t["error_code"] == 0)
+    return len(await partitions_of(bootstrap, topic))
 
 
 async def _produce(

@@ -38,7 +38,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -285,6 +285,76 @@ def _session(source: str | None, limit: int) -> aiohttp.ClientSession:
     )
 
 
+# -- what both loops share ------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """One process's run of either loop: its sessions, counters and clocks."""
+
+    targets: Sequence[str]
+    warmup: float
+    duration: float
+    sessions: list[aiohttp.ClientSession]
+    cpu0: float  # time.process_time() at the start
+    t0: float  # time.monotonic() at the start
+    wall0: float  # time.time() at the start
+    errors: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    cpu: float = 0.0
+    elapsed: float = 0.0
+
+    @classmethod
+    async def start(
+        cls,
+        targets: Sequence[str],
+        warmup: float,
+        duration: float,
+        sources: Sequence[str | None],
+        limit: int,
+        start_at: float | None,
+    ) -> _Run:
+        """A session per source address; the clocks start at ``start_at`` (time.time()), if any."""
+        sessions = [_session(source, limit=limit) for source in sources]
+        if start_at is not None:
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+        return cls(
+            targets, warmup, duration, sessions, time.process_time(), time.monotonic(), time.time()
+        )
+
+    @property
+    def window(self) -> tuple[float, float]:
+        """The measured window, time.monotonic() at both ends."""
+        return self.t0 + self.warmup, self.t0 + self.warmup + self.duration
+
+    async def finish(self, unfinished: Iterable[asyncio.Task[None]]) -> None:
+        """Stop the clocks, then cancel what is still running and close the sessions."""
+        self.cpu, self.elapsed = time.process_time() - self.cpu0, time.monotonic() - self.t0
+        tasks = list(unfinished)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for session in self.sessions:
+            await session.close()
+
+    def result(self, mode: str, **fields: Any) -> LoadResult:
+        """The run's LoadResult; ``fields``: those of its loop alone."""
+        return LoadResult(
+            mode=mode,
+            targets=list(self.targets),
+            duration=self.duration,
+            completed=len(self.latencies),
+            latencies=self.latencies,
+            errors=dict(self.errors),
+            statuses=dict(self.statuses),
+            loadgen_cpu_s=self.cpu,
+            window=(self.wall0 + self.warmup, self.wall0 + self.warmup + self.duration),
+            elapsed=self.elapsed,
+            **fields,
+        )
+
+
 # -- closed loop ----------------------------------------------------------------------------------
 
 
@@ -298,55 +368,32 @@ async def _closed_loop_here(
     start_at: float | None = None,  # time.time() to start at (aligns several processes)
     drain: float = ORDER_DEADLINE_S,
 ) -> LoadResult:
-    errors: Counter[str] = Counter()
-    statuses: Counter[str] = Counter()
-    latencies: list[float] = []
     sources = _source_addresses(targets, first_client + clients)[first_client:]
-    sessions = [_session(source, limit=4) for source in sources]
-    if start_at is not None:
-        await asyncio.sleep(max(0.0, start_at - time.time()))
-    cpu0, t0, wall0 = time.process_time(), time.monotonic(), time.time()
-    window_start, window_end = t0 + warmup, t0 + warmup + duration
+    run = await _Run.start(targets, warmup, duration, sources, 4, start_at)
+    window_start, window_end = run.window
 
     async def client(n: int) -> None:
-        api = _Client(sessions[n], targets, headers, errors)
+        api = _Client(run.sessions[n], targets, headers, run.errors)
         target = targets[(first_client + n) % len(targets)]
         while time.monotonic() < window_end:
             began = time.monotonic()
             try:
                 status = await api.order(target)
             except _GaveUp:
-                errors["gave_up"] += 1
+                run.errors["gave_up"] += 1
                 await asyncio.sleep(1.0)  # a target refusing every order must not spin us
                 continue
             ended = time.monotonic()
             if window_start <= ended <= window_end:
-                latencies.append(ended - began)
-                statuses[status] += 1
+                run.latencies.append(ended - began)
+                run.statuses[status] += 1
 
     tasks = [asyncio.create_task(client(n)) for n in range(clients)]
     try:
         await asyncio.wait(tasks, timeout=warmup + duration + drain)
     finally:
-        cpu, elapsed = time.process_time() - cpu0, time.monotonic() - t0
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for session in sessions:
-            await session.close()
-    return LoadResult(
-        mode="closed",
-        targets=list(targets),
-        duration=duration,
-        clients=clients,
-        completed=len(latencies),
-        latencies=latencies,
-        errors=dict(errors),
-        statuses=dict(statuses),
-        loadgen_cpu_s=cpu,
-        window=(wall0 + warmup, wall0 + warmup + duration),
-        elapsed=elapsed,
-    )
+        await run.finish(tasks)
+    return run.result("closed", clients=clients)
 
 
 async def closed_loop(
@@ -402,33 +449,27 @@ async def _open_loop_here(
     start_at: float | None = None,
     drain: float = 30.0,
 ) -> LoadResult:
-    errors: Counter[str] = Counter()
-    statuses: Counter[str] = Counter()
-    latencies: list[float] = []
     sources = _source_addresses(targets, _OPEN_LOOP_SESSIONS)
-    sessions = [_session(source, limit=16) for source in sources]
-    if start_at is not None:
-        await asyncio.sleep(max(0.0, start_at - time.time()))
-    cpu0, t0, wall0 = time.process_time(), time.monotonic(), time.time()
-    window_start, window_end = t0 + warmup, t0 + warmup + duration
+    run = await _Run.start(targets, warmup, duration, sources, 16, start_at)
+    window_start, window_end = run.window
     counted: list[asyncio.Task[None]] = []
     others: list[asyncio.Task[None]] = []
     late = 0
 
     async def one(n: int, due: float, measured: bool) -> None:
-        api = _Client(sessions[n % len(sessions)], targets, headers, errors)
+        api = _Client(run.sessions[n % len(run.sessions)], targets, headers, run.errors)
         try:
             status = await api.order(targets[n % len(targets)])
         except _GaveUp:
-            errors["gave_up"] += 1
+            run.errors["gave_up"] += 1
             return
         if measured:
-            latencies.append(time.monotonic() - due)
-            statuses[status] += 1
+            run.latencies.append(time.monotonic() - due)
+            run.statuses[status] += 1
 
     total = int((warmup + duration) * rate)
     for n in range(total):
-        due = t0 + (n + phase) / rate
+        due = run.t0 + (n + phase) / rate
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -440,30 +481,10 @@ async def _open_loop_here(
     if counted or others:
         remaining = max(0.0, window_end - time.monotonic()) + drain
         _, pending = await asyncio.wait(counted + others, timeout=remaining)
-    cpu, elapsed = time.process_time() - cpu0, time.monotonic() - t0
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    for session in sessions:
-        await session.close()
+    await run.finish(pending)
     # Arrived within the window and not terminal: cancelled at the drain deadline, or given up.
-    missed = len(counted) - len(latencies)
-    return LoadResult(
-        mode="open",
-        targets=list(targets),
-        duration=duration,
-        rate=rate,
-        completed=len(latencies),
-        offered=len(counted),
-        missed=missed,
-        latencies=latencies,
-        errors=dict(errors),
-        statuses=dict(statuses),
-        loadgen_cpu_s=cpu,
-        late_arrivals=late,
-        window=(wall0 + warmup, wall0 + warmup + duration),
-        elapsed=elapsed,
-    )
+    missed = len(counted) - len(run.latencies)
+    return run.result("open", rate=rate, offered=len(counted), missed=missed, late_arrivals=late)
 
 
 async def open_loop(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import socket
 import sys
 import time
@@ -28,13 +27,14 @@ from typing import Any
 
 from orderflow.tools.localkafka import DEFAULT_KAFKA_VERSION, KafkaCluster
 from tests.harness import (
-    GATEWAY_KEYS,
     TEST_API_KEY,
     TEST_CLUSTER_SECRET,
     ManagedProcess,
     auth_headers,
     http_json,
+    new_gateway_key,
     poll_until,
+    sandbox_command,
     write_keys_file,
 )
 
@@ -224,20 +224,10 @@ class Procs:
         port = self.ports.take()
         directory = self._dir("sandbox")
         url = f"http://127.0.0.1:{port}"
-        api_key = GATEWAY_KEYS[url] = f"sk_test_{secrets.token_hex(12)}"
-        args = [
-            sys.executable,
-            "-m",
-            "orderflow",
-            "sandbox-gateway",
-            "--port",
-            str(port),
-            "--db",
-            str(directory / "ledger.db"),
-            "--latency-ms",
-            str(latency_ms),
-            *extra_args,
-        ]
+        api_key = new_gateway_key(url)
+        args = sandbox_command(
+            port, directory / "ledger.db", "--latency-ms", str(latency_ms), *extra_args
+        )
         proc = ManagedProcess(
             "sandbox",
             args,
@@ -351,6 +341,16 @@ class Procs:
         if isinstance(thing, Broker):
             return thing.pid
         return thing.proc.pid if thing.proc is not None else None
+
+    def pids(
+        self, worker: ManagedProcess, broker: Broker, sandbox: ManagedProcess
+    ) -> dict[str, int | None]:
+        """The pids a scenario measures, by name: its worker, broker and sandbox gateway."""
+        return {
+            "worker": self.pid(worker),
+            "broker": self.pid(broker),
+            "sandbox": self.pid(sandbox),
+        }
 
     def usage(self, thing: ManagedProcess | Broker) -> ProcessUsage:
         """CPU seconds and RSS of the process tree now."""

@@ -41,7 +41,9 @@ __all__ = [
     "free_port",
     "http_json",
     "key_order_id",
+    "new_gateway_key",
     "poll_until",
+    "sandbox_command",
     "start_sandbox",
     "start_worker",
     "write_keys_file",
@@ -225,6 +227,27 @@ def _base_env(extra: Mapping[str, str]) -> dict[str, str]:
 TEST_KEY_TTL_S = 20.0
 
 
+def sandbox_command(port: int, db: Path, *extra: str) -> list[str]:
+    """The command line of the sandbox gateway as its own process, ledger at ``db``."""
+    return [
+        sys.executable,
+        "-m",
+        "orderflow",
+        "sandbox-gateway",
+        "--port",
+        str(port),
+        "--db",
+        str(db),
+        *extra,
+    ]
+
+
+def new_gateway_key(url: str) -> str:
+    """A new API key for the sandbox at ``url``, remembered in ``GATEWAY_KEYS`` for workers."""
+    key = GATEWAY_KEYS[url] = f"sk_test_{secrets.token_hex(12)}"
+    return key
+
+
 def start_sandbox(
     tmp: Path,
     port: int | None = None,
@@ -236,23 +259,12 @@ def start_sandbox(
     """The sandbox gateway as its own process, with its SQLite ledger at ``db``."""
     port = port or free_port()
     db = db or tmp / "ledger.db"
-    args = [
-        sys.executable,
-        "-m",
-        "orderflow",
-        "sandbox-gateway",
-        "--port",
-        str(port),
-        "--db",
-        str(db),
-        "--key-ttl",
-        str(key_ttl_s),
-    ]
+    args = sandbox_command(port, db, "--key-ttl", str(key_ttl_s))
     if strict:
         args.append("--strict")
     url = f"http://127.0.0.1:{port}"
     # A key per sandbox, in its environment (not its command line): workers must send it.
-    api_key = GATEWAY_KEYS[url] = f"sk_test_{secrets.token_hex(12)}"
+    api_key = new_gateway_key(url)
     proc = ManagedProcess(
         "sandbox",
         args,

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 __all__ = [
     "Record",
+    "create_topic",
     "end_offsets_total",
     "handled_place_command",
+    "partitions_of",
     "read_topic",
+    "topic_with_records",
     "wait_for_records",
 ]
 
@@ -42,6 +46,39 @@ async def partitions_of(bootstrap: str, topic: str) -> list[int]:
     return sorted(
         p["partition"] for t in described if t["error_code"] == 0 for p in t["partitions"]
     )
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+    """Create a topic of replication factor 1 (the local broker does not auto-create them)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def topic_with_records(
+    bootstrap: str,
+    prefix: str,
+    count: int,
+    partition_of: Callable[[int], int],
+    key: bytes | None = None,
+) -> str:
+    """A new topic of 2 partitions named ``prefix-<random>`` holding ``count`` values
+    ``v0``, ``v1``, ...: value i on partition ``partition_of(i)``, with ``key``."""
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    await create_topic(bootstrap, topic, partitions=2)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for i in range(count):
+            await producer.send_and_wait(
+                topic, f"v{i}".encode(), key=key, partition=partition_of(i)
+            )
+    finally:
+        await producer.stop()
+    return topic
 
 
 async def _stop(consumer: AIOKafkaConsumer) -> None:

@@ -16,7 +16,6 @@ import asyncio
 import os
 import re
 import shutil
-import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
@@ -24,16 +23,20 @@ from pathlib import Path
 
 from orderflow.tools.localkafka import (
     DEFAULT_KAFKA_VERSION,
-    DEPENDENCY_PLUGIN_VERSION,
     LOG4J2_VERSION,
     KafkaLauncherError,
     ensure_jars,
+    maven_pom,
+    resolve_jars,
+    run_checked,
 )
+from tests.kafka_helpers import create_topic
 
 __all__ = [
+    "PARTITIONS",
+    "RECORD_SIZE",
     "PerfResult",
     "consumer_perf",
-    "create_topic",
     "ensure_tools_jars",
     "parse_consumer_output",
     "parse_producer_output",
@@ -41,29 +44,7 @@ __all__ = [
 ]
 
 RECORD_SIZE = 300  # bytes: about the size of an orderflow event
-
-
-def _pom(version: str) -> str:
-    # The tools' POM, like the broker's, brings no SLF4J binding (4.x logs through log4j2).
-    return f"""<?xml version="1.0" encoding="UTF-8"?>
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>orderflow.local</groupId>
-  <artifactId>kafka-tools-runtime</artifactId>
-  <version>{version}</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId>
-      <version>{version}</version></dependency>
-    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId>
-      <version>{LOG4J2_VERSION}</version></dependency>
-  </dependencies>
-  <build><plugins><plugin>
-    <groupId>org.apache.maven.plugins</groupId><artifactId>maven-dependency-plugin</artifactId>
-    <version>{DEPENDENCY_PLUGIN_VERSION}</version>
-  </plugin></plugins></build>
-</project>
-"""
+PARTITIONS = 8  # of the topic the tools write and read
 
 
 def ensure_tools_jars(version: str | None = None) -> Path:
@@ -75,44 +56,21 @@ def ensure_tools_jars(version: str | None = None) -> Path:
             raise KafkaLauncherError(f"{broker_libs} has no kafka-tools-*.jar")
         return broker_libs
     home = broker_libs.parent
-    libs = home / "tools-libs"
-    if (libs / ".complete").exists():
-        return libs
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise KafkaLauncherError("`mvn` was not found on PATH (Debian: apt-get install maven)")
-    tools_home = home / "tools"
-    tools_home.mkdir(parents=True, exist_ok=True)
-    (tools_home / "pom.xml").write_text(_pom(version))
-    staging = home / "tools-libs.partial"
-    shutil.rmtree(staging, ignore_errors=True)  # a stale copy would mix versions
-    print(f"kafka_perf: resolving kafka-tools {version} from Maven Central ...", file=sys.stderr)
-    result = subprocess.run(
+    # The tools' POM, like the broker's, brings no SLF4J binding (4.x logs through log4j2).
+    pom = maven_pom(
+        "kafka-tools-runtime",
+        version,
         [
-            mvn,
-            "-q",
-            "-B",
-            "-f",
-            str(tools_home / "pom.xml"),
-            f"org.apache.maven.plugins:maven-dependency-plugin:{DEPENDENCY_PLUGIN_VERSION}"
-            ":copy-dependencies",
-            f"-DoutputDirectory={staging}",
-            "-DincludeScope=runtime",
-            "-Dmdep.prependGroupId=true",
+            ("org.apache.kafka", "kafka-tools", version),
+            ("org.apache.logging.log4j", "log4j-slf4j-impl", LOG4J2_VERSION),
         ],
-        capture_output=True,
-        text=True,
-        check=False,
     )
-    if result.returncode != 0:
-        raise KafkaLauncherError(
-            f"Maven could not resolve org.apache.kafka:kafka-tools:{version}:\n"
-            f"{result.stdout[-3000:]}{result.stderr[-2000:]}"
-        )
-    shutil.rmtree(libs, ignore_errors=True)
-    staging.rename(libs)
-    (libs / ".complete").write_text(version)
-    return libs
+    return resolve_jars(
+        home / "tools-libs",
+        home / "tools" / "pom.xml",
+        pom,
+        f"org.apache.kafka:kafka-tools:{version}",
+    )
 
 
 @dataclass(frozen=True)
@@ -124,35 +82,16 @@ class PerfResult:
     mb_per_s: float
 
 
-async def create_topic(bootstrap: str, name: str, partitions: int = 8) -> None:
-    """Create a topic (the local broker does not auto-create them)."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
-
-
 def _java_tool(libs: Path, main_class: str, args: list[str], timeout: float) -> str:
     java = shutil.which("java")
     if java is None:
         raise KafkaLauncherError("`java` was not found on PATH (a JDK 17+ is needed)")
-    result = subprocess.run(
+    return run_checked(
         [java, "-Xmx512m", "-cp", f"{libs}/*", main_class, *args],
-        capture_output=True,
-        text=True,
+        f"{main_class} failed",
+        tails=(2000, 2000),
         timeout=timeout,
-        check=False,
     )
-    if result.returncode != 0:
-        raise KafkaLauncherError(
-            f"{main_class} failed ({result.returncode}):\n{result.stdout[-2000:]}"
-            f"{result.stderr[-2000:]}"
-        )
-    return result.stdout
 
 
 # "500000 records sent, 181818.2 records/sec (52.02 MB/sec), 120.5 ms avg latency, ..."
@@ -245,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     libs = ensure_tools_jars()
     topic = f"bench-perf-{uuid.uuid4().hex[:8]}"
-    asyncio.run(create_topic(args.bootstrap, topic))
+    asyncio.run(create_topic(args.bootstrap, topic, partitions=PARTITIONS))
     produced = producer_perf(libs, args.bootstrap, topic, args.records, args.record_size)
     print(f"producer: {produced.records_per_s:,.0f} records/s, {produced.mb_per_s:.1f} MB/s")
     consumed = consumer_perf(libs, args.bootstrap, topic, args.records)

@@ -34,10 +34,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
     try:
         worker = await procs.worker(broker, sandbox)
         url = str(worker.meta["url"])
-        pids = {
-            n: procs.pid(p)
-            for n, p in (("worker", worker), ("broker", broker), ("sandbox", sandbox))
-        }
+        pids = procs.pids(worker, broker, sandbox)
         ctx.note_settings(
             workers=1, worker=WORKER_SETTINGS, gateway=GATEWAY_SETTINGS, gateway_latency_ms=0
         )

@@ -28,6 +28,7 @@ from bench.measure import Measured, load_figures, measured
 from bench.procs import Broker, ManagedProcess
 from bench.report import Figure
 from orderflow.tools.localkafka import KafkaLauncherError
+from tests.kafka_helpers import create_topic
 
 __all__ = ["HTTP_CLIENTS", "run"]
 
@@ -59,15 +60,16 @@ async def _kafka_tools(ctx: BenchContext, broker: Broker) -> list[Figure]:
     ctx.note_settings(
         kafka_perf_tools=(
             f"org.apache.kafka.tools.ProducerPerformance/ConsumerPerformance, {records} records "
-            f"of {kafka_perf.RECORD_SIZE} B, acks=all, topic of 8 partitions, fresh topic and "
-            "consumer group per repetition; consumer figures are the tool's fetch rate"
+            f"of {kafka_perf.RECORD_SIZE} B, acks=all, topic of {kafka_perf.PARTITIONS} partitions, "
+            "fresh topic and consumer group per repetition; consumer figures are the tool's fetch "
+            "rate"
         )
     )
     produced: list[kafka_perf.PerfResult] = []
     consumed: list[kafka_perf.PerfResult] = []
     for rep in range(ctx.reps):
         topic = f"bench-perf-{uuid.uuid4().hex[:8]}"
-        await kafka_perf.create_topic(broker.bootstrap, topic)
+        await create_topic(broker.bootstrap, topic, partitions=kafka_perf.PARTITIONS)
         p = await asyncio.to_thread(
             kafka_perf.producer_perf, libs, broker.bootstrap, topic, records
         )

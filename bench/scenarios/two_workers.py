@@ -27,10 +27,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
     try:
         first = await procs.worker(broker, sandbox, name="worker-1")
         one = [str(first.meta["url"])]
-        pids = {
-            n: procs.pid(p)
-            for n, p in (("worker", first), ("broker", broker), ("sandbox", sandbox))
-        }
+        pids = procs.pids(first, broker, sandbox)
         ctx.note_settings(
             workers=[1, 2],
             worker=WORKER_SETTINGS,

@@ -46,9 +46,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
         sandbox = await procs.sandbox(latency_ms=SETTINGS[0][0])
         app = await _start_app(ctx, broker, sandbox)
         url = str(app.meta["url"])
-        pids = {
-            n: procs.pid(p) for n, p in (("worker", app), ("broker", broker), ("sandbox", sandbox))
-        }
+        pids = procs.pids(app, broker, sandbox)
         ctx.note_settings(
             app=(
                 "bench.baselines.typical_faust: faust-streaming worker -l info, memory store, "

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import secrets
 import signal
 import subprocess
 import sys
@@ -21,11 +20,12 @@ from typing import Any
 
 from orderflow.tools.localkafka import KafkaCluster
 from tests.harness import (
-    GATEWAY_KEYS,
     ManagedProcess,
     free_port,
     http_json,
+    new_gateway_key,
     poll_until,
+    sandbox_command,
     start_worker,
 )
 
@@ -166,26 +166,20 @@ class Rig:
     def _start_sandbox(self) -> ManagedProcess:
         port = free_port()
         tmp = self.settings.work_dir / "sandbox"
-        args = [
-            sys.executable,
-            "-m",
-            "orderflow",
-            "sandbox-gateway",
-            "--port",
-            str(port),
-            "--db",
-            str(tmp / "ledger.db"),
+        args = sandbox_command(
+            port,
+            tmp / "ledger.db",
             "--seed",
             str(self.settings.seed),
             *self._sandbox_wronged_args(),
             *self.settings.sandbox_args,
-        ]
+        )
         self.sandbox_mode = " ".join(args[args.index("--seed") + 2 :]) or "lax (no strict mode)"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
         env["PYTHONUNBUFFERED"] = "1"
         url = f"http://127.0.0.1:{port}"
         # Its API key, which start_worker hands the workers (by the sandbox's URL).
-        env["ORDERFLOW_SANDBOX_API_KEY"] = GATEWAY_KEYS[url] = f"sk_test_{secrets.token_hex(12)}"
+        env["ORDERFLOW_SANDBOX_API_KEY"] = new_gateway_key(url)
         proc = ManagedProcess("sandbox", args, env, tmp / "sandbox.log", meta={"url": url}).start()
 
         def answers() -> bool:

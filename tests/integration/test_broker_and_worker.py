@@ -7,20 +7,16 @@ import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 
 from orderflow.topics import all_topic_names
 from tests.harness import http_json, start_sandbox, start_worker
+from tests.kafka_helpers import create_topic
 
 
 async def _round_trip(bootstrap: str) -> list[tuple[bytes, bytes]]:
     topic = f"test.roundtrip.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topic(bootstrap, topic, partitions=3)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.progress import CommandLog, CommandRecord
@@ -15,25 +14,8 @@ from orderflow.tables.scan import order_partition
 from orderflow.watch import OrderWatch
 from orderflow.wire import encode_event
 from tests.fakes import FakeOrderStore, FakePublisher, PassingDeadLetters
+from tests.kafka_helpers import topic_with_records
 from tests.unit.builders import pending_order, place_command
-
-
-async def _topic_with_records(bootstrap: str, count: int) -> str:
-    topic = f"command-log-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for i in range(count):
-            await producer.send_and_wait(topic, f"v{i}".encode(), key=b"k", partition=1)
-    finally:
-        await producer.stop()
-    return topic
 
 
 async def _delete_records_before(bootstrap: str, topic: str, partition: int, offset: int) -> None:
@@ -48,7 +30,7 @@ async def _delete_records_before(bootstrap: str, topic: str, partition: int, off
 
 def test_a_range_is_read_in_order_and_the_end_is_known(kafka_bootstrap: str) -> None:
     async def run() -> None:
-        topic = await _topic_with_records(kafka_bootstrap, 30)
+        topic = await topic_with_records(kafka_bootstrap, "command-log", 30, lambda _: 1, key=b"k")
         log = CommandLog([kafka_bootstrap], topic)
         try:
             assert await log.end(1) == 30
@@ -71,7 +53,7 @@ def test_the_nudge_knows_a_command_below_the_log_start_is_gone_without_reading_i
     is nudged without a token at once, the other with the token read from its command."""
 
     async def run() -> None:
-        topic = await _topic_with_records(kafka_bootstrap, 0)
+        topic = await topic_with_records(kafka_bootstrap, "command-log", 0, lambda _: 1, key=b"k")
         old, new = (
             next(
                 f"ord-{name}-{i}" for i in range(100) if order_partition(f"ord-{name}-{i}", 2) == 1
@@ -148,7 +130,7 @@ def test_a_range_below_the_log_start_is_read_as_gone_at_once(kafka_bootstrap: st
     never matches, and the read used to wait for its timeout holding the reader's lock."""
 
     async def scenario() -> None:
-        topic = await _topic_with_records(kafka_bootstrap, 30)
+        topic = await topic_with_records(kafka_bootstrap, "command-log", 30, lambda _: 1, key=b"k")
         await _delete_records_before(kafka_bootstrap, topic, 1, 20)
         log = CommandLog([kafka_bootstrap], topic)
         log.read_timeout_s = 60.0  # a wait for the timeout would fail the bound below

@@ -12,40 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.types import TP
 
-from orderflow.app import build
-from orderflow.config import Settings
 from orderflow.consumer import CommitGuardThread
+from tests.kafka_helpers import topic_with_records
+from tests.unit.builders import unstarted_flow
 
 
-async def _topic_with_records(bootstrap: str, count: int) -> str:
-    topic = f"seeks-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for i in range(count):
-            await producer.send_and_wait(topic, f"v{i}".encode(), partition=i % 2)
-    finally:
-        await producer.stop()
-    return topic
+def _alternate(i: int) -> int:
+    return i % 2
 
 
 def _thread(faust_consumer: Any) -> Any:
@@ -61,7 +45,7 @@ def test_a_seek_of_a_partition_revoked_meanwhile_seeks_only_what_is_still_assign
     kafka_bootstrap: str,
 ) -> None:
     async def run() -> None:
-        topic = await _topic_with_records(kafka_bootstrap, 20)
+        topic = await topic_with_records(kafka_bootstrap, "seeks", 20, _alternate)
         kept = TopicPartition(topic, 0)
         consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
         await consumer.start()
@@ -89,24 +73,16 @@ def test_a_seek_back_during_a_batch_fetched_before_it_brings_the_hole_to_the_age
     # by a real aiokafka consumer (assigned, no group); the seek back goes through our thread's
     # seek on that consumer. Records 0..19 were "lost on the way"; reading starts at 20.
     async def run() -> list[int]:
-        topic = await _topic_with_records(kafka_bootstrap, 120)  # 60 per partition
+        topic = await topic_with_records(
+            kafka_bootstrap, "seeks", 120, _alternate
+        )  # 60 per partition
         tp, kafka_tp = TP(topic, 0), TopicPartition(topic, 0)
         kafka = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
         await kafka.start()
         try:
             kafka.assign([kafka_tp])
             kafka.seek(kafka_tp, 20)
-            flow = build(
-                Settings.from_env(
-                    {
-                        "ORDERFLOW_DATA_DIR": str(tmp_path),
-                        "ORDERFLOW_STORE": "memory",
-                        "ORDERFLOW_GATEWAY": "sandbox",
-                        "ORDERFLOW_API_AUTH": "none",
-                    }
-                )
-            )
-            consumer: Any = flow.app.consumer
+            consumer: Any = unstarted_flow(tmp_path).app.consumer
             thread = _thread(consumer)
             delivered: list[int] = []
             fetcher: Any = SimpleNamespace(_stopped=asyncio.Event())

@@ -1,10 +1,14 @@
-"""Builders of valid domain objects; a test overrides only the fields it is about."""
+"""Builders of valid domain objects (a test overrides only the fields it is about), and of a
+worker's app built but not started."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
+from orderflow.app import Orderflow, build
+from orderflow.config import Settings
 from orderflow.domain.events import PlaceOrder
 from orderflow.domain.order import Order, place_order
 from orderflow.domain.payment import PaymentRecord, PaymentStatus, idempotency_key_for
@@ -63,3 +67,19 @@ def payment_record(**overrides: Any) -> PaymentRecord:
         updated_at=1714564800.125,
     )
     return dataclasses.replace(record, **overrides)
+
+
+def unstarted_flow(data_dir: Path, **env: str) -> Orderflow:
+    """A worker's app, built but not started (no broker, memory store, sandbox gateway, no API
+    auth); ``env`` adds or overrides ``ORDERFLOW_*`` settings."""
+    return build(
+        Settings.from_env(
+            {
+                "ORDERFLOW_DATA_DIR": str(data_dir),
+                "ORDERFLOW_STORE": "memory",
+                "ORDERFLOW_GATEWAY": "sandbox",
+                "ORDERFLOW_API_AUTH": "none",
+                **env,
+            }
+        )
+    )

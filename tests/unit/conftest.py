@@ -6,20 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from orderflow.app import Orderflow, build
-from orderflow.config import Settings
+from orderflow.app import Orderflow
+from tests.unit.builders import unstarted_flow
 
 
 @pytest.fixture
 def flow(tmp_path: Path) -> Orderflow:
     """A worker's app, built but not started (no broker, memory store, sandbox gateway)."""
-    return build(
-        Settings.from_env(
-            {
-                "ORDERFLOW_DATA_DIR": str(tmp_path),
-                "ORDERFLOW_STORE": "memory",
-                "ORDERFLOW_GATEWAY": "sandbox",
-                "ORDERFLOW_API_AUTH": "none",
-            }
-        )
-    )
+    return unstarted_flow(tmp_path)

@@ -24,9 +24,8 @@ from faust.transport.consumer import Consumer as FaustConsumer
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.types import TP
 
-from orderflow.app import build
-from orderflow.config import Settings
 from orderflow.topics import ORDER_COMMANDS
+from tests.unit.builders import unstarted_flow
 
 COMMANDS = TP(ORDER_COMMANDS, 2)
 
@@ -65,20 +64,20 @@ async def _deliver(
     return delivered
 
 
+def _seek_back_at_406(consumer: Any) -> Callable[[int], Awaitable[None]]:
+    """At the delivery of 406, the hole check's seek back to 353 (while 406.. are delivered)."""
+
+    async def seek_back(offset: int) -> None:
+        if offset == 406:
+            await consumer._seek_back(COMMANDS, 353)
+
+    return seek_back
+
+
 @pytest.fixture
 async def consumer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     # Built by Faust as in a worker (not started), on the test's loop (mode's events bind to it).
-    flow = build(
-        Settings.from_env(
-            {
-                "ORDERFLOW_DATA_DIR": str(tmp_path),
-                "ORDERFLOW_STORE": "memory",
-                "ORDERFLOW_GATEWAY": "sandbox",
-                "ORDERFLOW_API_AUTH": "none",
-            }
-        )
-    )
-    consumer: Any = flow.app.consumer
+    consumer: Any = unstarted_flow(tmp_path).app.consumer
     monkeypatch.setattr(consumer, "assignment", lambda: {COMMANDS})
 
     async def seek_wait(positions: dict[Any, int]) -> None:
@@ -99,16 +98,12 @@ async def test_a_hole_sought_back_during_a_batch_reaches_the_agent(
 ) -> None:
     consumer._read_offset[COMMANDS] = 405  # delivered up to 405 (353..405 lost on the way)
 
-    async def seek_back_at_first_delivery(offset: int) -> None:
-        if offset == 406:  # the hole check's seek back lands while 406.. are being delivered
-            await consumer._seek_back(COMMANDS, 353)
-
     # The fetch before the seek returned 406..409; the next one starts at the seek's 353.
     delivered = await _deliver(
         consumer,
         monkeypatch,
         [[406, 407, 408, 409], [353, 354, 355, 406, 407]],
-        seek_back_at_first_delivery,
+        _seek_back_at_406(consumer),
     )
     assert delivered[:4] == [406, 407, 408, 409]  # the batch fetched before the seek
     assert delivered[4:] == [353, 354, 355, 406, 407]  # the hole, read again
@@ -119,12 +114,8 @@ async def test_records_read_again_do_not_log_the_batch_before_them_as_skipped(
 ) -> None:
     consumer._read_offset[COMMANDS] = 405
 
-    async def seek_back_at_first_delivery(offset: int) -> None:
-        if offset == 406:
-            await consumer._seek_back(COMMANDS, 353)
-
     await _deliver(
-        consumer, monkeypatch, [[406, 407, 408], [353, 354]], seek_back_at_first_delivery
+        consumer, monkeypatch, [[406, 407, 408], [353, 354]], _seek_back_at_406(consumer)
     )
     assert consumer.gaps_refused == 0  # 407 and 408 after the seek to 353 are no jump
 
@@ -134,13 +125,9 @@ async def test_a_read_again_that_lands_past_its_offset_still_moves_on(
 ) -> None:
     consumer._read_offset[COMMANDS] = 405
 
-    async def seek_back_at_first_delivery(offset: int) -> None:
-        if offset == 406:
-            await consumer._seek_back(COMMANDS, 353)
-
     # Retention deleted 353..359 meanwhile: the fetch after the seek starts at the log start.
     delivered = await _deliver(
-        consumer, monkeypatch, [[406, 407], [360, 361], [362, 407]], seek_back_at_first_delivery
+        consumer, monkeypatch, [[406, 407], [360, 361], [362, 407]], _seek_back_at_406(consumer)
     )
     assert delivered == [406, 407, 360, 361, 362, 407]
     assert consumer._read_offset[COMMANDS] == 407

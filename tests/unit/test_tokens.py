@@ -27,7 +27,7 @@ from orderflow.wire import (
     payment_from_bytes,
     payment_to_bytes,
 )
-from tests.unit.builders import payment_record, place_command, valid_body
+from tests.unit.builders import payment_record, place_command, unstarted_flow, valid_body
 
 
 @pytest.mark.parametrize(
@@ -167,21 +167,8 @@ def test_a_worker_fingerprints_the_token_with_a_key_from_its_cluster_secret(tmp_
     # The key once came from an optional variable of its own, empty by default: the token was
     # left out of fingerprints (the same Idempotency-Key with another card replayed the first
     # order), and two workers with different keys answered each other's honest retries 422.
-    from orderflow.app import build
-    from orderflow.config import Settings
-
     secret = "c" * 40
-    flow = build(
-        Settings.from_env(
-            {
-                "ORDERFLOW_DATA_DIR": str(tmp_path),
-                "ORDERFLOW_STORE": "memory",
-                "ORDERFLOW_GATEWAY": "sandbox",
-                "ORDERFLOW_API_AUTH": "none",
-                "ORDERFLOW_CLUSTER_SECRET": secret,
-            }
-        )
-    )
+    flow = unstarted_flow(tmp_path, ORDERFLOW_CLUSTER_SECRET=secret)
     assert flow.api is not None
     assert flow.api.token_hash_key == fingerprint_key(secret.encode())
     assert flow.api.token_hash_key not in (b"", secret.encode())

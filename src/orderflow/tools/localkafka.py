@@ -36,6 +36,9 @@ __all__ = [
     "KafkaLauncherError",
     "broker_is_reachable",
     "ensure_jars",
+    "maven_pom",
+    "resolve_jars",
+    "run_checked",
     "wait_for_brokers",
 ]
 
@@ -95,27 +98,22 @@ def _require(tool: str, fix: str) -> str:
     return path
 
 
-def _pom(version: str) -> str:
-    if _is_kafka_3(version):
-        logging_deps = """
-    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId>
-      <version>1.7.36</version></dependency>
-    <dependency><groupId>ch.qos.reload4j</groupId><artifactId>reload4j</artifactId>
-      <version>1.2.25</version></dependency>"""
-    else:
-        logging_deps = f"""
-    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId>
-      <version>{LOG4J2_VERSION}</version></dependency>"""
+def maven_pom(artifact_id: str, version: str, dependencies: Sequence[tuple[str, str, str]]) -> str:
+    """A POM that only lists ``dependencies`` (group, artifact, version), for ``resolve_jars``."""
+    listed = "".join(
+        f"""
+    <dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>
+      <version>{dep_version}</version></dependency>"""
+        for group, artifact, dep_version in dependencies
+    )
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>orderflow.local</groupId>
-  <artifactId>kafka-runtime</artifactId>
+  <artifactId>{artifact_id}</artifactId>
   <version>{version}</version>
   <packaging>pom</packaging>
-  <dependencies>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
-      <version>{version}</version></dependency>{logging_deps}
+  <dependencies>{listed}
   </dependencies>
   <build><plugins><plugin>
     <groupId>org.apache.maven.plugins</groupId><artifactId>maven-dependency-plugin</artifactId>
@@ -123,6 +121,19 @@ def _pom(version: str) -> str:
   </plugin></plugins></build>
 </project>
 """
+
+
+def _pom(version: str) -> str:
+    if _is_kafka_3(version):
+        logging_deps = [
+            ("org.slf4j", "slf4j-reload4j", "1.7.36"),
+            ("ch.qos.reload4j", "reload4j", "1.2.25"),
+        ]
+    else:
+        logging_deps = [("org.apache.logging.log4j", "log4j-slf4j-impl", LOG4J2_VERSION)]
+    return maven_pom(
+        "kafka-runtime", version, [("org.apache.kafka", "kafka_2.13", version), *logging_deps]
+    )
 
 
 def ensure_jars(version: str | None = None) -> Path:
@@ -135,7 +146,14 @@ def ensure_jars(version: str | None = None) -> Path:
         return libs
     version = version or os.environ.get("ORDERFLOW_KAFKA_VERSION", DEFAULT_KAFKA_VERSION)
     home = _cache_root() / "kafka" / version
-    libs = home / "libs"
+    return resolve_jars(
+        home / "libs", home / "pom.xml", _pom(version), f"org.apache.kafka:kafka_2.13:{version}"
+    )
+
+
+def resolve_jars(libs: Path, pom_file: Path, pom: str, what: str) -> Path:
+    """The runtime dependencies of ``pom`` (written to ``pom_file``), copied by Maven into
+    ``libs`` once: a complete copy is marked and reused. ``what`` names them in messages."""
     if (libs / ".complete").exists():
         return libs
     mvn = _require(
@@ -143,44 +161,51 @@ def ensure_jars(version: str | None = None) -> Path:
         "Install Maven (Debian: apt-get install maven), or set KAFKA_HOME to a Kafka "
         "distribution, or ORDERFLOW_KAFKA_BOOTSTRAP to a running broker.",
     )
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "pom.xml").write_text(_pom(version))
-    staging = home / "libs.partial"
+    pom_file.parent.mkdir(parents=True, exist_ok=True)
+    pom_file.write_text(pom)
+    staging = libs.with_name(libs.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)  # a stale copy would mix versions
-    print(f"localkafka: resolving Apache Kafka {version} from Maven Central ...", file=sys.stderr)
-    _run_checked(
+    print(f"localkafka: resolving {what} from Maven Central ...", file=sys.stderr)
+    run_checked(
         [
             mvn,
             "-q",
             "-B",
             "-f",
-            str(home / "pom.xml"),
+            str(pom_file),
             f"org.apache.maven.plugins:maven-dependency-plugin:{DEPENDENCY_PLUGIN_VERSION}"
             ":copy-dependencies",
             f"-DoutputDirectory={staging}",
             "-DincludeScope=runtime",
             "-Dmdep.prependGroupId=true",
         ],
-        f"Maven could not resolve org.apache.kafka:kafka_2.13:{version}",
+        f"Maven could not resolve {what}",
         tails=(3000, 2000),
     )
     shutil.rmtree(libs, ignore_errors=True)
     staging.rename(libs)
-    (libs / ".complete").write_text(version)
+    (libs / ".complete").write_text(what)
     return libs
 
 
-def _run_checked(args: list[str], failure: str, tails: tuple[int, int] | None = None) -> None:
-    """Run a JVM or Maven tool to completion; its output in the error when it fails.
+def run_checked(
+    args: list[str],
+    failure: str,
+    tails: tuple[int, int] | None = None,
+    timeout: float | None = None,
+) -> str:
+    """Run a JVM or Maven tool to completion and return its stdout; its output is in the error
+    when it fails (exit status other than 0).
 
     ``tails``: keep only the last characters of stdout and stderr (Maven is verbose).
     """
-    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
     if result.returncode != 0:
         out, err = result.stdout, result.stderr
         if tails is not None:
             out, err = out[-tails[0] :], err[-tails[1] :]
-        raise KafkaLauncherError(f"{failure}:\n{out}{err}")
+        raise KafkaLauncherError(f"{failure} ({result.returncode}):\n{out}{err}")
+    return result.stdout
 
 
 @dataclass(frozen=True)
@@ -350,7 +375,7 @@ class KafkaCluster:
             props.write_text(self._server_properties(ports))
             if (node / "data" / "meta.properties").exists():
                 continue
-            _run_checked(
+            run_checked(
                 [
                     self._java(),
                     "-cp",
