@@ -12,7 +12,6 @@ over records acked after the revocation.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -21,26 +20,15 @@ import pytest
 from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
 from faust.types import TP
 
-from orderflow.consumer import ReadOffsets, RewindingConsumer
+from tests.unit.builders import bare_consumer
 
 COMMANDS = TP("orderflow.order-commands", 2)
-
-
-def _consumer() -> Any:
-    consumer = object.__new__(RewindingConsumer)  # the commit decision reads only these
-    consumer._acked = defaultdict(list)
-    consumer._acked_index = defaultdict(set)
-    consumer._committed_offset = defaultdict(lambda: None, {COMMANDS: 25})
-    consumer._gap = defaultdict(list)
-    consumer.reading_from, consumer._held, consumer._seeks = {}, {}, set()
-    consumer._read_offset = ReadOffsets()
-    return consumer
 
 
 async def test_a_commit_returning_after_a_revocation_leaves_the_start_unknown(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    consumer = _consumer()
+    consumer = bare_consumer({COMMANDS: 25})
     answered = asyncio.Event()
 
     async def faust_commit_offsets(self: Any, offsets: Any, start_new_transaction: bool) -> bool:
@@ -68,7 +56,7 @@ async def test_a_commit_returning_after_a_revocation_leaves_the_start_unknown(
 
 
 async def test_a_commit_between_revocations_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    consumer = _consumer()
+    consumer = bare_consumer({COMMANDS: 25})
 
     async def faust_commit_offsets(self: Any, offsets: Any, start_new_transaction: bool) -> bool:
         self._committed_offset.update(offsets)
@@ -85,7 +73,7 @@ async def test_offsets_acked_before_the_seek_are_not_committed_before_they_are_r
     # Records of the old assignment, acked after the revocation without being handled (a batch
     # that began while the partition was away drops its events), must not let the commit pass
     # them once the seek has said where reading starts: it reads them again, to be acked again.
-    consumer = _consumer()
+    consumer = bare_consumer({COMMANDS: 25})
     consumer._committed_offset.clear()  # forgotten at the revocation
     consumer.app = SimpleNamespace(
         consumer_generation_id=2, topics=SimpleNamespace(acking_topics={COMMANDS.topic})
@@ -119,7 +107,7 @@ class Fetched:
 def test_a_record_of_an_earlier_generation_acked_now_is_not_counted() -> None:
     # Its batch began while the partition was away (its events dropped unhandled) and ended
     # after the next assignment: the ack must not count, the seek reads the record again.
-    consumer = _consumer()
+    consumer = bare_consumer({COMMANDS: 25})
     consumer.app = SimpleNamespace(
         consumer_generation_id=3, topics=SimpleNamespace(acks_enabled_for=lambda topic: True)
     )

@@ -12,7 +12,6 @@ Driven with the real fence, ``FencedBatches`` and the consumer's commit decision
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,7 +21,6 @@ from orderflow.agents.batches import FencedBatches
 from orderflow.agents.dead_letters import DeadLetters
 from orderflow.agents.in_flight import InFlight
 from orderflow.agents.payments import PaymentService, UnknownPayments
-from orderflow.consumer import ReadOffsets, RewindingConsumer
 from orderflow.fencing import Fence
 from orderflow.gateway.base import TransientGatewayError
 from tests.fakes import (
@@ -34,6 +32,7 @@ from tests.fakes import (
     event,
     no_sleep,
 )
+from tests.unit.builders import bare_consumer
 
 COMMANDS = TP("orderflow.order-commands", 2)
 
@@ -44,18 +43,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def _consumer(committed: int | None) -> Any:
-    # The commit decision reads only these attributes (as in test_consumer_offsets).
-    consumer = object.__new__(RewindingConsumer)
-    consumer._acked = defaultdict(list)
-    consumer._acked_index = defaultdict(set)
-    consumer._committed_offset = defaultdict(lambda: None, {COMMANDS: committed})
-    consumer._gap = defaultdict(list)
-    consumer.reading_from, consumer._held, consumer._seeks = {}, {}, set()
-    consumer._read_offset = ReadOffsets()
-    return consumer
 
 
 def _acked_by_faust(consumer: Any, *offsets: int) -> None:
@@ -83,7 +70,7 @@ class Worker:
     def __init__(self) -> None:
         self.fence = Fence(freeze_after=5, clock=FakeClock())
         self.fence.settled({2})
-        self.consumer = _consumer(committed=31)
+        self.consumer = bare_consumer({COMMANDS: 31})
         app = SimpleNamespace(consumer=self.consumer, _consumer=self.consumer)
         self.batches = FencedBatches(app, self.fence, InFlight())
         self.written: list[int] = []
