@@ -64,6 +64,7 @@ __all__ = [
     "committed_offsets",
     "connect",
     "connect_sync",
+    "defer_offset",
     "live_consumer",
     "owner_url",
     "raw_topic",
@@ -96,6 +97,15 @@ def assigned(app: Any) -> set[Any]:
 def live_consumer(app: Any) -> Any:
     """The app's consumer if one exists, else None (``app.consumer`` would create one)."""
     return getattr(app, "_consumer", None)
+
+
+def defer_offset(app: Any, message: Any) -> Callable[[], None]:
+    """Commit nothing past ``message`` until the returned release is called (its handler runs
+    again later: ``RewindingConsumer.defer``)."""
+    consumer = live_consumer(app)
+    if not isinstance(consumer, RewindingConsumer):  # (no consumer: nothing is committed)
+        return lambda: None
+    return consumer.defer(TP(message.topic, message.partition), message.offset)
 
 
 def committed_offset(consumer: Any, tp: Any) -> int | None:

@@ -20,6 +20,9 @@ partition stayed with this worker (the eager protocol revokes every partition at
 the event would be lost. ``run`` then waits (in the background) for the rebalance to settle and
 handles the event again from the start when the partition is still here (handlers are idempotent: the table decides, and
 the gateway key makes a repeated charge return the first one); otherwise the new owner has it.
+Faust acks the event with its batch all the same, so ``run`` also holds the event's offset
+(``hold``: the consumer commits nothing past it) until the redo has ended; else the worker could
+commit past it before the redo finds the partition gone, and the new owner would never read it.
 """
 
 from __future__ import annotations
@@ -33,7 +36,11 @@ from collections.abc import Awaitable, Callable
 
 from orderflow.delivery import run_delivered
 
-__all__ = ["Fence", "Fenced"]
+__all__ = ["Fence", "Fenced", "Hold"]
+
+# Called when an event's handler is left to run later: holds the event's offset uncommitted;
+# returns the release, called once the redo has ended (``RewindingConsumer.defer``).
+Hold = Callable[[], Callable[[], None]]
 
 log = logging.getLogger(__name__)
 
@@ -212,9 +219,10 @@ class Fence:
         partition: int,
         handle: Callable[[], Awaitable[None]],
         key: bytes | None = None,
+        hold: Hold | None = None,
     ) -> bool:
         """Run ``handle`` under the task's binding (the agent binds each batch); False when its
-        writes were refused or it was left to run later.
+        writes were refused or it was left to run later (its offset held until then: ``hold``).
 
         A refused handler runs again in the background once the rebalance has settled, if
         ``partition`` stayed here. In the background: holding the agent until the rebalance
@@ -231,13 +239,15 @@ class Fence:
         pending = self._redo_by_key.get(key) if key is not None else None
         if pending is not None:
             log.info("order %r: its refused handler runs again soon; this event runs after it", key)
-            self._later(partition, handle, bound, key, "queued behind its order's redo", pending)
+            self._later(
+                partition, handle, bound, key, "queued behind its order's redo", pending, hold
+            )
             return False
         try:
             await handle()
             return True
         except Fenced as exc:
-            self._later(partition, handle, bound, key, str(exc), None)
+            self._later(partition, handle, bound, key, str(exc), None, hold)
             return False
 
     def _later(
@@ -248,10 +258,15 @@ class Fence:
         key: bytes | None,
         reason: str,
         after: asyncio.Future[None] | None,
+        hold: Hold | None,
     ) -> None:
+        release = hold() if hold is not None else None
         task = asyncio.ensure_future(self._redo(partition, handle, bound, reason, after))
         self.redoing.add(task)
         task.add_done_callback(self.redoing.discard)
+        if release is not None:
+            # Done, left to the new owner, failed or cancelled (even before it started running).
+            task.add_done_callback(lambda _: release())
         if key is not None:
             self._redo_by_key[key] = task
 

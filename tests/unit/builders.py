@@ -4,11 +4,13 @@ worker's app built but not started."""
 from __future__ import annotations
 
 import dataclasses
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from orderflow.app import Orderflow, build
 from orderflow.config import Settings
+from orderflow.consumer import ReadOffsets, RewindingConsumer
 from orderflow.domain.events import PlaceOrder
 from orderflow.domain.order import Order, place_order
 from orderflow.domain.payment import PaymentRecord, PaymentStatus, idempotency_key_for
@@ -83,3 +85,16 @@ def unstarted_flow(data_dir: Path, **env: str) -> Orderflow:
             }
         )
     )
+
+
+def bare_consumer(committed: dict[Any, int | None]) -> Any:
+    """Our Faust consumer built without ``__init__`` (no broker, no app): the attributes its
+    commit decision reads, with ``committed`` as Faust's committed offsets."""
+    consumer = object.__new__(RewindingConsumer)
+    consumer._acked = defaultdict(list)
+    consumer._acked_index = defaultdict(set)
+    consumer._committed_offset = defaultdict(lambda: None, committed)
+    consumer._gap = defaultdict(list)  # no gaps (Faust keeps IntervalTrees here)
+    consumer.reading_from, consumer._held, consumer._seeks = {}, {}, set()
+    consumer._read_offset = ReadOffsets()
+    return consumer

@@ -232,6 +232,7 @@ def _seeking_consumer(generation: int, assigned: set[TP]) -> tuple[Any, dict[TP,
     consumer.assignment = lambda: consumer.current
     consumer._read_offset = ReadOffsets()
     consumer._committed_offset = defaultdict(lambda: None)
+    consumer._acked, consumer._acked_index = defaultdict(list), defaultdict(set)
     consumer.reading_from = {}
     sought: dict[TP, int] = {}
 

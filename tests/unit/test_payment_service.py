@@ -28,6 +28,7 @@ from orderflow.domain.payment import (
 )
 from orderflow.fencing import Fenced
 from orderflow.gateway.base import PermanentGatewayError, TransientGatewayError
+from orderflow.ports import InboundMessage
 from orderflow.topics import ORDER_CREATED, PAYMENT_RECONCILE
 from orderflow.wire import encode_event
 from orderflow.wire.dead_letters import DLQ_HEADER_REASON
@@ -434,12 +435,15 @@ async def test_a_batch_charges_different_orders_at_once_whatever_their_partition
 
 async def test_a_batch_runs_each_event_through_run_event_with_its_partition_and_key() -> None:
     stack = Stack(FakeGateway(Approved("ch_1")))
-    seen: list[tuple[int, bytes | None]] = []
+    seen: list[tuple[int, bytes | None, int]] = []
 
     async def run_event(
-        partition: int, handle: Callable[[], Awaitable[None]], key: bytes | None
+        partition: int,
+        handle: Callable[[], Awaitable[None]],
+        key: bytes | None,
+        message: InboundMessage,
     ) -> bool:
-        seen.append((partition, key))
+        seen.append((partition, key, message.offset))  # the offset: held while a redo waits
         await handle()
         return True
 
@@ -448,4 +452,4 @@ async def test_a_batch_runs_each_event_through_run_event_with_its_partition_and_
     await stack.service.handle_batch(
         [dataclasses.replace(created, message=dataclasses.replace(created.message, partition=6))]
     )
-    assert seen == [(6, b"o7")]
+    assert seen == [(6, b"o7", 0)]

@@ -17,6 +17,7 @@ from orderflow.agents.in_flight import InFlight
 from orderflow.delivery import run_batch
 from orderflow.fencing import Fence
 from orderflow.logs import order_context
+from orderflow.ports import InboundMessage
 
 __all__ = ["BatchAssignment", "FencedBatches"]
 
@@ -66,15 +67,21 @@ class FencedBatches:
             await run_batch(live, handle, assignment.keeps)
 
     async def run_event(
-        self, partition: int, handle: Callable[[], Awaitable[None]], key: bytes | None = None
+        self,
+        partition: int,
+        handle: Callable[[], Awaitable[None]],
+        key: bytes | None = None,
+        message: InboundMessage | None = None,
     ) -> bool:
-        """Run one event's handler under the fence (redone later when refused mid-way)."""
+        """Run one event's handler under the fence (redone later when refused mid-way; until
+        then the consumer commits nothing past ``message``, which Faust acks with its batch)."""
+        hold = None if message is None else partial(faust_glue.defer_offset, self.app, message)
         with order_context(key):  # the key is the order id: its log lines name it
-            return await self.fence.run(partition, handle, key)
+            return await self.fence.run(partition, handle, key, hold)
 
     async def handle_fenced(self, handle: Callable[[Any], Awaitable[None]], event: Any) -> None:
         """``handle(event)`` under the fence, redone like a payment when refused: the batch is
         acked at its end, so an event dropped after a freeze that no revocation followed would
         be lost."""
         message = event.message
-        await self.run_event(message.partition, partial(handle, event), message.key)
+        await self.run_event(message.partition, partial(handle, event), message.key, message)

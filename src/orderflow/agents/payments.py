@@ -109,11 +109,18 @@ class UnknownPayments:
         return due
 
 
-# (partition, handler, key) -> whether the handler ran: how a batch runs each of its events.
-RunEvent = Callable[[int, Callable[[], Awaitable[None]], bytes | None], Awaitable[bool]]
+# (partition, handler, key, message) -> whether the handler ran: how a batch runs each event.
+RunEvent = Callable[
+    [int, Callable[[], Awaitable[None]], bytes | None, InboundMessage], Awaitable[bool]
+]
 
 
-async def _run(partition: int, handle: Callable[[], Awaitable[None]], key: bytes | None) -> bool:
+async def _run(
+    partition: int,
+    handle: Callable[[], Awaitable[None]],
+    key: bytes | None,
+    message: InboundMessage,
+) -> bool:
     await handle()
     return True
 
@@ -154,7 +161,8 @@ class PaymentService:
             handle = partial(self.handle, event)
             # Refused mid-call (orderflow.fencing): redone if the partition stayed, else the new
             # owner's; the order's later events here queue behind that redo (Fence.run).
-            await self.run_event(event.message.partition, handle, event.message.key)
+            message = event.message  # (its offset is held while a refused handler waits)
+            await self.run_event(message.partition, handle, message.key, message)
 
     async def handle(self, event: InboundEvent) -> None:
         """Handle one ``order.created`` or reconcile request; failures go to the dead letters."""
