@@ -11,7 +11,6 @@ the records, not from when they were read.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
@@ -20,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from orderflow.topics import ORDER_CHANGELOG
+from tests.kafka_helpers import stop_consumer
 
 __all__ = ["Offsets", "TerminalWatch", "by_topic", "end_offsets", "partitions"]
 
@@ -44,13 +44,6 @@ async def _consumer(bootstrap: str) -> AIOKafkaConsumer:
     )
     await consumer.start()
     return consumer
-
-
-async def _stop(consumer: AIOKafkaConsumer) -> None:
-    # aiokafka cancels a background task at stop; one that never ran yet re-raises the
-    # cancellation (tests/kafka_helpers.py saw it too): let it start first.
-    await asyncio.sleep(0.05)
-    await consumer.stop()
 
 
 async def partitions(bootstrap: str, topics: Iterable[str] | None = None) -> list[TopicPartition]:
@@ -82,7 +75,7 @@ async def end_offsets(bootstrap: str, topics: Iterable[str] | None = None) -> Of
     try:
         return await _end_offsets(consumer, tps)
     finally:
-        await _stop(consumer)
+        await stop_consumer(consumer)
 
 
 def by_topic(before: Offsets, after: Offsets) -> dict[str, int]:
@@ -119,7 +112,7 @@ class TerminalWatch:
 
     async def stop(self) -> None:
         if self._consumer is not None:
-            await _stop(self._consumer)
+            await stop_consumer(self._consumer)
             self._consumer = None
 
     def expect(self, order_ids: Iterable[str]) -> None:

@@ -81,7 +81,7 @@ async def topic_with_records(
     return topic
 
 
-async def _stop(consumer: AIOKafkaConsumer) -> None:
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     # aiokafka cancels a background task at stop; one that never ran yet re-raises the
     # cancellation (seen with very short-lived consumers): let it start first.
     await asyncio.sleep(0.05)
@@ -126,7 +126,7 @@ async def _read(bootstrap: str, topic: str) -> list[Record]:
                     remaining.discard(tp)
         return out
     finally:
-        await _stop(consumer)
+        await stop_consumer(consumer)
 
 
 def read_topic(bootstrap: str, topic: str) -> list[Record]:
@@ -161,7 +161,7 @@ async def _end_offsets(bootstrap: str, topic: str) -> int:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
         return sum(ends.values())
     finally:
-        await _stop(consumer)
+        await stop_consumer(consumer)
 
 
 def end_offsets_total(bootstrap: str, topic: str) -> int:
@@ -211,7 +211,7 @@ async def _handled_place_command(bootstrap: str, order_id: str, token: str) -> i
         except KafkaError:
             await asyncio.sleep(1)
         finally:
-            await _stop(consumer)
+            await stop_consumer(consumer)
     raise AssertionError(f"could not commit the order service's offset on {tp}")
 
 

@@ -24,7 +24,7 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.types import TP
 
 from orderflow.consumer import CommitGuardThread
-from tests.kafka_helpers import topic_with_records
+from tests.kafka_helpers import stop_consumer, topic_with_records
 from tests.unit.builders import unstarted_flow
 
 
@@ -60,8 +60,7 @@ def test_a_seek_of_a_partition_revoked_meanwhile_seeks_only_what_is_still_assign
             records = await consumer.getmany(kept, timeout_ms=5000)
             assert [r.offset for r in records[kept]][:1] == [4]
         finally:
-            await asyncio.sleep(0.05)  # (see tests/kafka_helpers._stop)
-            await consumer.stop()
+            await stop_consumer(consumer)
 
     asyncio.run(run())
 

@@ -98,7 +98,7 @@ async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
     try:
         ends = await consumer.end_offsets(tps)
     finally:
-        await asyncio.sleep(0.05)  # see tests.kafka_helpers._stop
+        await asyncio.sleep(0.05)  # see tests.kafka_helpers.stop_consumer
         await consumer.stop()
     return {topic: sum(n for tp, n in ends.items() if tp.topic == topic) for topic in topics}
 
