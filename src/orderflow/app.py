@@ -35,7 +35,7 @@ from orderflow.agents.order_agent import register_order_agent
 from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.payment_agent import register_payment_agent
 from orderflow.agents.payments import PaymentService, UnknownPayments
-from orderflow.agents.progress import CommandLog, CommandProgress
+from orderflow.agents.progress import CommandLog, CommandProgress, DownstreamOffsets
 from orderflow.checks import StartupChecks, bootstrap_servers
 from orderflow.config import ConfigError, Settings
 from orderflow.delivery import UNDELIVERABLE, DeliveringTopic
@@ -55,6 +55,7 @@ from orderflow.tables.recovery_check import RecoveryCheck
 from orderflow.topics import (
     APP_ID,
     DEAD_LETTERS,
+    DOWNSTREAM_OF_COMMANDS,
     ORDER_CHANGELOG,
     ORDER_COMMANDS,
     ORDER_TABLE,
@@ -341,6 +342,10 @@ def _order_service(parts: Parts, orders: OrderTable) -> OrderService:
         progress=parts.progress,
         chains=parts.chains,
         commands=parts.command_logs[1],
+        downstream=DownstreamOffsets(
+            parts.command_logs[1],
+            {topic: committed_offsets(parts.app, topic) for topic in DOWNSTREAM_OF_COMMANDS},
+        ),
         on_created=parts.metrics.order_created,
         on_terminal=parts.metrics.order_terminal,
     )

@@ -47,8 +47,9 @@ def _consumer(ends: dict[Any, int], committed: dict[Any, int]) -> tuple[Any, lis
     consumer._acked = defaultdict(list)
     consumer._unacked_messages = set()
     consumer._committed_offset = defaultdict(lambda: None, committed)
-    consumer.reading_from, consumer._quiet = {}, {}
+    consumer.reading_from, consumer._quiet, consumer._fetched = {}, {}, {}
     consumer._read_offset = ReadOffsets()
+    consumer._active_partitions = None  # (Faust's: None until its first fetch)
     consumer.clock = clock
     consumer.resumed = []
     consumer.resume_partitions = lambda tps: consumer.resumed.extend(tps)
@@ -109,3 +110,42 @@ def test_the_clock_starts_afresh_when_the_worker_was_not_ready() -> None:
 
     asyncio.run(scenario())
     assert seeks == []
+
+
+def test_records_in_the_batch_being_delivered_are_queued_not_lost() -> None:
+    # 100,000 injected orders never drained: partitions whose records waited minutes in Faust's
+    # batch behind other partitions' were read again every 10 s, throwing the queue away.
+    consumer, seeks, clock = _consumer({COMMANDS: 107}, {COMMANDS: 74})
+    consumer._read_offset.fetches = 5
+    consumer._fetched[COMMANDS] = (5, 106)  # fetch 5 returned 74..106: Faust is delivering it
+
+    async def scenario() -> None:
+        for _ in range(10):
+            assert await consumer.read_undelivered_again() == 0
+            clock.now += consumer.redeliver_after
+        consumer._read_offset.fetches = 6  # that batch is done, and none of them arrived
+        assert await consumer.read_undelivered_again() == 0  # its clock starts
+        clock.now += consumer.redeliver_after
+        assert await consumer.read_undelivered_again() == 1
+
+    asyncio.run(scenario())
+    assert seeks == [{COMMANDS: 74}]
+
+
+def test_records_aiokafka_holds_for_an_active_partition_are_queued_not_lost() -> None:
+    consumer, seeks, clock = _consumer({COMMANDS: 107}, {COMMANDS: 74})
+    fetcher = SimpleNamespace(_records={COMMANDS: object()})  # fetched, waiting for Faust
+    consumer._thread = SimpleNamespace(_consumer=SimpleNamespace(_fetcher=fetcher))
+    consumer._active_partitions = {COMMANDS, CREATED}
+
+    async def scenario() -> None:
+        for _ in range(10):
+            assert await consumer.read_undelivered_again() == 0
+            clock.now += consumer.redeliver_after
+        consumer._active_partitions = {CREATED}  # paused: aiokafka keeps them, Faust never asks
+        assert await consumer.read_undelivered_again() == 0
+        clock.now += consumer.redeliver_after
+        assert await consumer.read_undelivered_again() == 1
+
+    asyncio.run(scenario())
+    assert seeks == [{COMMANDS: 74}]

@@ -180,6 +180,12 @@ def test_the_internals_of_the_deep_modules_are_still_there(flow: Orderflow) -> N
     assert len(consumer._unacked_messages) == 0
     assert isinstance(flow.app.topics.acking_topics, set)
     assert flow.app.consumer_generation_id == 0  # set at each assignment (perform_seek reads it)
+    assert isinstance(consumer._active_partitions, set)  # (RewindingConsumer._queued)
+    # What aiokafka fetched and has not handed over yet (``RewindingConsumer._queued``).
+    from aiokafka.consumer.fetcher import Fetcher
+
+    assert "self._records = collections.OrderedDict()" in inspect.getsource(Fetcher.__init__)
+    assert "self._consumer = self._create_consumer" in inspect.getsource(AIOKafkaConsumerThread)
     recovery = flow.app.tables.recovery
     assert isinstance(recovery.tp_to_table, dict) and isinstance(recovery.active_offsets, dict)
     assert isinstance(recovery.signal_recovery_start, asyncio.Event)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from orderflow.tables.scan import order_partition
 
-__all__ = ["CommandLog", "CommandProgress", "CommandRecord"]
+__all__ = ["CommandLog", "CommandProgress", "CommandRecord", "DownstreamOffsets"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,12 @@ class CommandLog:
         client = await self._started()
         tp = TopicPartition(self.topic, partition)
         return int((await client.end_offsets([tp]))[tp])
+
+    async def ends_of(self, topics: Iterable[str], partition: int) -> dict[str, int]:
+        """The end offsets of other topics at ``partition`` (one ListOffsets round trip)."""
+        client = await self._started()
+        tps = [TopicPartition(topic, partition) for topic in topics]
+        return {tp.topic: int(offset) for tp, offset in (await client.end_offsets(tps)).items()}
 
     async def beginning(self, partition: int) -> int:
         """The partition's log start offset now (below it, retention deleted the records)."""
@@ -126,6 +132,21 @@ class CommandLog:
         client, self._client = self._client, None
         if client is not None:
             await client.stop()
+
+
+class DownstreamOffsets:
+    """``DownstreamProgress`` of a worker: end offsets from a ``CommandLog``'s client, committed
+    offsets from the worker's consumer (``committed``: per downstream topic)."""
+
+    def __init__(self, log: CommandLog, committed: Mapping[str, CommittedOffset]) -> None:
+        self.log = log
+        self._committed = committed
+
+    async def ends(self, partition: int) -> dict[str, int]:
+        return await self.log.ends_of(self._committed, partition)
+
+    def committed(self, partition: int) -> dict[str, int | None]:
+        return {topic: offset(partition) for topic, offset in self._committed.items()}
 
 
 class CommandProgress:
