@@ -64,6 +64,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Set
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.consumer.fetcher import FetchResult
 from aiokafka.errors import IllegalStateError
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
@@ -245,8 +246,9 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         self._seeks: set[asyncio.Future[None]] = set()  # read-again seeks, until they are done
         # partition -> (start, since when) of a partition with records and nothing delivered
         self._quiet: dict[Any, tuple[int, float]] = {}
-        # partition -> (the fetch that returned its records last, the last offset it returned)
-        self._fetched: dict[Any, tuple[int, int]] = {}
+        # partition -> (the fetch that returned its records last, their first and last offsets);
+        # forgotten at every seek and revocation: what it says belongs to one read position
+        self._fetched: dict[Any, tuple[int, int, int]] = {}
         self._read_offset: ReadOffsets = ReadOffsets()  # (Faust's, before its loop starts)
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
@@ -260,32 +262,33 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         records = await super()._getmany(live, timeout)  # type: ignore[arg-type]
         for tp, batch in (records or {}).items():
             if batch:  # (a mapping of partition -> records, in offset order)
-                self._fetched[tp] = (fetch, batch[-1].offset)
+                self._fetched[tp] = (fetch, batch[0].offset, batch[-1].offset)
         return records
 
     def _queued(self, tp: Any, start: int) -> bool:
-        """Whether records of ``tp`` from ``start`` on are on their way to the agent: in the
-        batch Faust is delivering, or fetched by aiokafka for the next one (``tp`` not paused).
+        """Whether records of ``tp`` from ``start`` on are on their way to the agent: ``tp`` not
+        paused, and ``start`` in the batch Faust is delivering, or fetched by aiokafka since.
 
         Under a backlog, a partition's records can wait there for minutes behind other
         partitions' (aiokafka drains its buffer a partition at a time; Faust delivers a whole
         batch before it fetches again): that is queued, not lost, and reading them again only
         throws the queue away (100,000 injected orders never drained so).
         """
+        if tp not in self._active_partitions:
+            return False  # paused: Faust drops its records from a batch, and fetches none
         fetched = self._fetched.get(tp)
-        if fetched is not None and fetched[0] == self._read_offset.fetches and fetched[1] >= start:
-            return True
-        active = self._active_partitions
-        return (active is None or tp in active) and tp in self._prefetched()
+        if fetched is not None and fetched[0] == self._read_offset.fetches:
+            return fetched[1] <= start <= fetched[2]
+        return type(self._prefetched().get(tp)) is FetchResult  # (not a fetch error)
 
-    def _prefetched(self) -> Collection[Any]:
-        """The partitions whose records aiokafka has fetched and not handed to Faust yet
+    def _prefetched(self) -> Mapping[Any, Any]:
+        """Per partition, what aiokafka has fetched and not handed to Faust yet
         (``AIOKafkaConsumer._fetcher._records``; read from the worker's loop: one dict lookup)."""
         client: Any = getattr(getattr(self, "_thread", None), "_consumer", None)
         try:
-            records: Collection[Any] = client._fetcher._records
+            records: Mapping[Any, Any] = client._fetcher._records
         except AttributeError:  # (not started, or stopping)
-            return ()
+            return {}
         return records
 
     async def subscribe(self, topics: Iterable[str]) -> None:
@@ -321,6 +324,7 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         generation = self.app.consumer_generation_id
         await super().perform_seek()
         self._placements += 1
+        self._fetched.clear()
         # What was acked before the seek belongs to the old assignment: records acked after the
         # revocation, some never handled (a batch that began while the partition was away drops
         # its events; Faust acks them). The seek reads everything from the committed offset
@@ -536,6 +540,8 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
 
     async def _read_again(self, positions: Mapping[Any, int]) -> None:
         """Seek back to ``positions`` and have Faust deliver their records (``ReadOffsets``)."""
+        for tp in positions:
+            self._fetched.pop(tp, None)
         await self.seek_wait(positions)  # (the thread sets Faust's read offsets too)
         assigned = self.assignment()
         for tp, offset in positions.items():
@@ -568,6 +574,7 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         for tp in revoked:
             self.reading_from.pop(tp, None)
             self._held.pop(tp, None)
+            self._fetched.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
     async def _commit_offsets(

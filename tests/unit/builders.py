@@ -96,5 +96,6 @@ def bare_consumer(committed: dict[Any, int | None]) -> Any:
     consumer._committed_offset = defaultdict(lambda: None, committed)
     consumer._gap = defaultdict(list)  # no gaps (Faust keeps IntervalTrees here)
     consumer.reading_from, consumer._held, consumer._seeks = {}, {}, set()
+    consumer._fetched = {}
     consumer._read_offset = ReadOffsets()
     return consumer

@@ -55,7 +55,7 @@ def test_the_consumer_thread_gets_a_live_view_of_the_active_partitions(
 
     monkeypatch.setattr(FaustConsumer, "_getmany", fake_getmany)
     consumer = object.__new__(RewindingConsumer)
-    consumer._read_offset = ReadOffsets()
+    consumer._read_offset, consumer._fetched = ReadOffsets(), {}
     assert asyncio.run(consumer._getmany(active, timeout=1.0)) == {}
     if active is None:
         assert seen == [None]

@@ -55,6 +55,7 @@ def _consumer(cls: type[Any], committed: int | None, acked: list[int]) -> Any:
     consumer._committed_offset = defaultdict(lambda: None, {FAILED: committed})
     consumer._gap = defaultdict(list)  # no gaps (Faust keeps IntervalTrees here)
     consumer.reading_from, consumer._held, consumer._seeks = {}, {}, set()  # (RewindingConsumer)
+    consumer._fetched = {}
     consumer._read_offset = ReadOffsets() if cls is RewindingConsumer else defaultdict(lambda: None)
     return consumer
 
@@ -233,7 +234,7 @@ def _seeking_consumer(generation: int, assigned: set[TP]) -> tuple[Any, dict[TP,
     consumer._read_offset = ReadOffsets()
     consumer._committed_offset = defaultdict(lambda: None)
     consumer._acked, consumer._acked_index = defaultdict(list), defaultdict(set)
-    consumer.reading_from = {}
+    consumer.reading_from, consumer._fetched = {}, {}
     sought: dict[TP, int] = {}
 
     async def earliest_offsets(*tps: TP) -> dict[TP, int]:

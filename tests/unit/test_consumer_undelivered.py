@@ -13,6 +13,9 @@ from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from aiokafka.consumer.fetcher import FetchError, FetchResult
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.types import TP
 
 from orderflow.consumer import ReadOffsets, RewindingConsumer, undelivered
@@ -49,7 +52,7 @@ def _consumer(ends: dict[Any, int], committed: dict[Any, int]) -> tuple[Any, lis
     consumer._committed_offset = defaultdict(lambda: None, committed)
     consumer.reading_from, consumer._quiet, consumer._fetched = {}, {}, {}
     consumer._read_offset = ReadOffsets()
-    consumer._active_partitions = None  # (Faust's: None until its first fetch)
+    consumer._active_partitions = {COMMANDS, CREATED}  # (Faust's: the partitions not paused)
     consumer.clock = clock
     consumer.resumed = []
     consumer.resume_partitions = lambda tps: consumer.resumed.extend(tps)
@@ -117,7 +120,7 @@ def test_records_in_the_batch_being_delivered_are_queued_not_lost() -> None:
     # batch behind other partitions' were read again every 10 s, throwing the queue away.
     consumer, seeks, clock = _consumer({COMMANDS: 107}, {COMMANDS: 74})
     consumer._read_offset.fetches = 5
-    consumer._fetched[COMMANDS] = (5, 106)  # fetch 5 returned 74..106: Faust is delivering it
+    consumer._fetched[COMMANDS] = (5, 74, 106)  # fetch 5 returned 74..106: Faust delivers it
 
     async def scenario() -> None:
         for _ in range(10):
@@ -134,9 +137,8 @@ def test_records_in_the_batch_being_delivered_are_queued_not_lost() -> None:
 
 def test_records_aiokafka_holds_for_an_active_partition_are_queued_not_lost() -> None:
     consumer, seeks, clock = _consumer({COMMANDS: 107}, {COMMANDS: 74})
-    fetcher = SimpleNamespace(_records={COMMANDS: object()})  # fetched, waiting for Faust
-    consumer._thread = SimpleNamespace(_consumer=SimpleNamespace(_fetcher=fetcher))
-    consumer._active_partitions = {COMMANDS, CREATED}
+    fetched = object.__new__(FetchResult)  # fetched, waiting for Faust's next fetch
+    _aiokafka_holds(consumer, {COMMANDS: fetched})
 
     async def scenario() -> None:
         for _ in range(10):
@@ -149,3 +151,57 @@ def test_records_aiokafka_holds_for_an_active_partition_are_queued_not_lost() ->
 
     asyncio.run(scenario())
     assert seeks == [{COMMANDS: 74}]
+
+
+def _aiokafka_holds(consumer: Any, records: dict[Any, Any]) -> None:
+    fetcher = SimpleNamespace(_records=records)
+    consumer._thread = SimpleNamespace(_consumer=SimpleNamespace(_fetcher=fetcher))
+
+
+def _read_again_after_two_looks(consumer: Any, clock: _Clock) -> int:
+    async def scenario() -> int:
+        await consumer.read_undelivered_again()
+        clock.now += consumer.redeliver_after
+        revived: int = await consumer.read_undelivered_again()
+        return revived
+
+    return asyncio.run(scenario())
+
+
+def test_a_paused_partition_is_read_again_whatever_its_last_batch_held() -> None:
+    # Left paused after a rebalance: Faust fetches nothing more (its fetch count stands still)
+    # and dropped the batch's records: the last batch says nothing about where they are.
+    consumer, seeks, clock = _consumer({COMMANDS: 107}, {COMMANDS: 74})
+    consumer._fetched[COMMANDS] = (0, 74, 106)
+    consumer._active_partitions = {CREATED}
+
+    assert _read_again_after_two_looks(consumer, clock) == 1
+    assert seeks == [{COMMANDS: 74}]
+
+
+def test_a_batch_that_begins_past_the_head_does_not_hold_it() -> None:
+    consumer, _, clock = _consumer({COMMANDS: 107}, {COMMANDS: 74})
+    consumer._fetched[COMMANDS] = (0, 80, 106)  # 74..79 are not in it
+
+    assert _read_again_after_two_looks(consumer, clock) == 1
+
+
+def test_a_fetch_error_aiokafka_holds_is_not_a_queue() -> None:
+    consumer, _, clock = _consumer({COMMANDS: 107}, {COMMANDS: 74})
+    _aiokafka_holds(consumer, {COMMANDS: object.__new__(FetchError)})
+
+    assert _read_again_after_two_looks(consumer, clock) == 1
+
+
+def test_what_a_batch_held_is_forgotten_at_a_revocation(monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer, _, _ = _consumer({COMMANDS: 107}, {COMMANDS: 74})
+    consumer._fetched[COMMANDS] = (0, 74, 106)
+    consumer._revocations, consumer._held = 0, {}
+
+    async def faust_s_own(self: Any, revoked: set[Any]) -> None:
+        pass
+
+    monkeypatch.setattr(AIOKafkaDriverConsumer, "on_partitions_revoked", faust_s_own)
+    asyncio.run(consumer.on_partitions_revoked({COMMANDS}))
+
+    assert COMMANDS not in consumer._fetched

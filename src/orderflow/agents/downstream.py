@@ -40,21 +40,28 @@ class DownstreamProgress(Protocol):
 class _Gate:
     marks: Mapping[str, int]  # where each downstream partition ended when the gate was armed
     armed_at: float
-    seen: Mapping[str, int | None]  # the committed offsets at the last look
-    moved_at: float  # when they last moved
+    seen: dict[str, int | None]  # each topic's committed offset at the last look
+    moved_at: dict[str, float]  # and when it last moved
 
 
 class DownstreamGates:
-    """Per partition: armed when orders there are found due, open once the consumers passed the
-    marks (or stood still for ``patience``); the orders due when it was armed may then be nudged.
+    """Per partition: armed when orders there are found due, open once each consumer passed its
+    mark or stood still for ``patience`` (each on its own: one stuck topic must open the gate
+    while another moves); the orders due when it was armed may then be nudged, at any later pass
+    (a pass nudges a bounded number per partition).
     """
 
     def __init__(self, patience: float) -> None:
         self.patience = patience
         self._gates: dict[int, _Gate] = {}
+        self._cleared: dict[int, float] = {}  # partition -> orders due by then may be nudged
 
     def armed(self, partition: int) -> bool:
         return partition in self._gates
+
+    def cleared_until(self, partition: int) -> float | None:
+        """Orders of ``partition`` due by this time have passed their gate (None: none)."""
+        return self._cleared.get(partition)
 
     def arm(
         self,
@@ -64,26 +71,31 @@ class DownstreamGates:
         now: float,
     ) -> None:
         """Mark where the downstream partitions end now (``ends``)."""
-        self._gates[partition] = _Gate(dict(ends), now, dict(committed), now)
+        self._gates[partition] = _Gate(dict(ends), now, dict(committed), dict.fromkeys(ends, now))
 
     def opened(
         self, partition: int, committed: Mapping[str, int | None], now: float
     ) -> float | None:
-        """If the armed gate opens now, when it was armed (orders due by then may be nudged), and
-        it is disarmed; else None (its orders wait: queued, and their consumers moving)."""
+        """If the armed gate opens now, when it was armed (orders due by then may be nudged, now
+        and at later passes: ``cleared_until``), and it is disarmed; else None (its orders wait:
+        queued, their consumers moving)."""
         gate = self._gates[partition]
-        passed = all((committed.get(topic) or 0) >= mark for topic, mark in gate.marks.items())
-        if committed != gate.seen:
-            gate.seen, gate.moved_at = dict(committed), now
-        elif now - gate.moved_at >= self.patience:
-            passed = True  # nothing moves: a stuck partition, the nudge's case
+        passed = True
+        for topic, mark in gate.marks.items():
+            offset = committed.get(topic)
+            if offset != gate.seen.get(topic) or now < gate.moved_at[topic]:
+                gate.seen[topic], gate.moved_at[topic] = offset, now  # (or the clock went back)
+            if (offset or 0) < mark and now - gate.moved_at[topic] < self.patience:
+                passed = False  # still working towards its mark
         if not passed:
             return None
         del self._gates[partition]
+        self._cleared[partition] = max(gate.armed_at, self._cleared.get(partition, gate.armed_at))
         return gate.armed_at
 
     def forget(self, keep: set[int]) -> None:
         """A new assignment: the gates of partitions that moved away go (their new owner arms
         its own)."""
-        for partition in [p for p in self._gates if p not in keep]:
-            del self._gates[partition]
+        for gates in (self._gates, self._cleared):
+            for partition in [p for p in gates if p not in keep]:
+                del gates[partition]

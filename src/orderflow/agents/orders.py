@@ -105,9 +105,13 @@ class StalledOrders:
         """Orders due for a nudge (``nudged`` reschedules each one actually nudged)."""
         return [order_id for order_id, at in self.due_at.items() if at <= now]
 
-    def due_by(self, order_ids: list[str], when: float) -> list[str]:
-        """Those of ``order_ids`` that were already due at ``when``."""
-        return [o for o in order_ids if self.due_at.get(o, when + 1) <= when]
+    def split_due(self, order_ids: list[str], when: float) -> tuple[list[str], list[str]]:
+        """``order_ids`` split into those already due at ``when`` and the others."""
+        by: list[str] = []
+        after: list[str] = []
+        for order_id in order_ids:
+            (by if self.due_at.get(order_id, when + 1) <= when else after).append(order_id)
+        return by, after
 
     def nudged(self, order_id: str, now: float) -> None:
         """Reschedule a nudged order with a doubling, capped delay."""
@@ -297,15 +301,22 @@ class OrderService:
             committed = self.downstream.committed(partition)
             if any(offset is None for offset in committed.values()):
                 past += order_ids  # not all read here (a move): no way to tell, nudge as before
-            elif not gates.armed(partition):
+                continue
+            cleared = gates.cleared_until(partition)
+            if cleared is not None:  # a gate opened already: those due by then went through
+                through, order_ids = self.stalled.split_due(order_ids, cleared)
+                past += through
+                if not order_ids:
+                    continue
+            if not gates.armed(partition):
                 try:
                     ends = await self.downstream.ends(partition)
                 except (KafkaError, OSError) as exc:
                     log.warning("partition %d: end offsets not known (%r)", partition, exc)
-                    continue  # its orders wait for the next pass
+                    continue  # those orders wait for the next pass
                 gates.arm(partition, ends, committed, now)
-            elif (armed_at := gates.opened(partition, committed, now)) is not None:
-                past += self.stalled.due_by(order_ids, armed_at)
+            if (armed_at := gates.opened(partition, committed, now)) is not None:
+                past += self.stalled.split_due(order_ids, armed_at)[0]
         return past
 
     def _due_orders(self, due_ids: list[str], is_owner: Callable[[str], bool]) -> list[Order]:
