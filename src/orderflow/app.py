@@ -344,7 +344,12 @@ def _order_service(parts: Parts, orders: OrderTable) -> OrderService:
         commands=parts.command_logs[1],
         downstream=DownstreamOffsets(
             parts.command_logs[1],
-            {topic: committed_offsets(parts.app, topic) for topic in DOWNSTREAM_OF_COMMANDS},
+            DOWNSTREAM_OF_COMMANDS,
+            {
+                topic: committed_offsets(parts.app, topic)
+                for stage in DOWNSTREAM_OF_COMMANDS
+                for topic in stage
+            },
         ),
         on_created=parts.metrics.order_created,
         on_terminal=parts.metrics.order_terminal,

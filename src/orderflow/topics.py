@@ -52,8 +52,9 @@ DEAD_LETTERS = "orderflow.dead-letters"
 
 # Topics that carry work into an agent (re-publishing into one re-runs side effects).
 INPUT_TOPICS = (ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED, PAYMENT_RECONCILE)
-# What an order's progress passes through after its command (the stall nudge waits for them).
-DOWNSTREAM_OF_COMMANDS = (ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED)
+# What an order's progress passes through after its command, stage by stage (the stall nudge
+# waits for them: agents/downstream.py).
+DOWNSTREAM_OF_COMMANDS = ((ORDER_CREATED,), (PAYMENT_COMPLETED, PAYMENT_FAILED))
 
 # Topics whose records carry payment tokens: the command and ``order.created`` (the charge needs
 # the token) and the dead letters (kept byte for byte for a redrive). The worker creates them

@@ -9,7 +9,7 @@ or have stood still for ``stall_after``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from orderflow.agents.downstream import DownstreamGates
 from orderflow.agents.orders import OrderService, StalledOrders
@@ -34,14 +34,16 @@ STALL_AFTER = 30.0
 class Downstream:
     """The consumers after the order service, as the nudge sees them."""
 
+    stages = ((ORDER_CREATED,), (PAYMENT_COMPLETED,))
+
     def __init__(self) -> None:
         self.end: dict[str, int] = {ORDER_CREATED: 500, PAYMENT_COMPLETED: 200}
         self.at: dict[str, int | None] = {ORDER_CREATED: 100, PAYMENT_COMPLETED: 200}
         self.asked = 0  # ListOffsets round trips
 
-    async def ends(self, partition: int) -> Mapping[str, int]:
+    async def ends(self, partition: int, topics: Sequence[str]) -> Mapping[str, int]:
         self.asked += 1
-        return dict(self.end)
+        return {topic: self.end[topic] for topic in topics}
 
     def committed(self, partition: int) -> Mapping[str, int | None]:
         return dict(self.at)
@@ -146,7 +148,8 @@ def test_an_order_that_became_due_after_the_gate_was_armed_waits_for_the_next_on
     stalled = StalledOrders(STALL_AFTER)
     stalled.due_at.update({"early": 90.0, "late": 105.0})
 
-    armed_at = gates.opened(3, {ORDER_CREATED: 10}, now=110.0)
+    assert gates.passed(3, {ORDER_CREATED: 10}, now=110.0)
+    armed_at = gates.open(3)
 
     assert armed_at == 100.0 and not gates.armed(3)
     assert stalled.split_due(["early", "late"], armed_at) == (["early"], ["late"])
@@ -193,13 +196,32 @@ async def test_idle_consumers_let_due_orders_through_at_once_and_a_batch_at_a_ti
     nudged = [await service.nudge_stalled(lambda order_id: True) for _ in range(3)]
 
     assert nudged == [1, 1, 1]  # one command read per partition and pass, no pass lost
-    assert downstream.asked == 1  # the orders due when the gate opened need no new mark
+    assert downstream.asked == 2  # one mark per stage: later passes need none
     assert _copies(sent, orders=3) == 3
 
 
 def test_a_clock_set_back_restarts_the_wait_instead_of_suspending_it() -> None:
     gates = DownstreamGates(patience=STALL_AFTER)
     gates.arm(3, {ORDER_CREATED: 10}, {ORDER_CREATED: 4}, now=1_000.0)
-    assert gates.opened(3, {ORDER_CREATED: 4}, now=400.0) is None  # set back 600 s
+    assert not gates.passed(3, {ORDER_CREATED: 4}, now=400.0)  # set back 600 s
 
-    assert gates.opened(3, {ORDER_CREATED: 4}, now=400.0 + STALL_AFTER) == 1_000.0
+    assert gates.passed(3, {ORDER_CREATED: 4}, now=400.0 + STALL_AFTER)
+
+
+async def test_a_payment_result_published_after_the_gate_was_armed_is_waited_for() -> None:
+    # 100,000 injected orders: the gate marked every downstream topic at once, the payment
+    # service then passed order.created's mark, and the order was nudged while its payment result
+    # (published after the marks were taken) waited for the order service: 35,000 copies.
+    downstream = Downstream()
+    service, sent, clock = await _service_with_a_due_order(downstream)
+    assert await service.nudge_stalled(lambda order_id: True) == 0
+    downstream.at[ORDER_CREATED] = 500  # the payment service handled the order...
+    downstream.end[PAYMENT_COMPLETED] = 260  # ...and published its result, not yet read
+    clock.now += 1
+
+    assert await service.nudge_stalled(lambda order_id: True) == 0
+
+    downstream.at[PAYMENT_COMPLETED] = 260  # read, and the order still PENDING: lost
+    clock.now += 1
+    assert await service.nudge_stalled(lambda order_id: True) == 1
+    assert _copies(sent) == 1

@@ -5,10 +5,11 @@ The stall nudge publishes ``order.created`` again for an order PENDING longer th
 wrong: the order's ``order.created`` (or its payment result) is queued behind thousands of
 records, and the copy only joins the queue (100,000 injected orders: 1.52 ``order.created`` per
 order with a 3,000-record backlog, and a drain that never ended). So an order is nudged only once
-the consumers after it have read past the point where their partitions ended when it was found
-due (the payment service on ``order.created``, the order service on the payment results): if
-it is still PENDING then, its records were handled and their effect lost. A consumer that stops
-moving for ``patience`` seconds opens the gate too: a stuck partition is what the nudge is for.
+the consumers after it have read past where their partitions ended, stage by stage: the payment
+service past ``order.created``'s end when the order was found due, then the order service past
+the payment results' end once that had happened (a result is published only then). If the order
+is still PENDING after that, its records were handled and their effect lost. A consumer that
+stops moving for ``patience`` seconds passes too: a stuck partition is what the nudge is for.
 
 The consumers of one partition number are all on the order's owner (Faust assigns co-partitioned
 topics together), so their committed offsets are known locally; where one is not, the gate stays
@@ -17,7 +18,7 @@ open (the nudge as before: a duplicate is safe, a missed nudge is not).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,8 +28,15 @@ __all__ = ["DownstreamGates", "DownstreamProgress"]
 class DownstreamProgress(Protocol):
     """How far the consumers after an order's command have read one partition number."""
 
-    async def ends(self, partition: int) -> Mapping[str, int]:
-        """Each downstream topic's end offset at this partition now (a broker round trip)."""
+    @property
+    def stages(self) -> Sequence[Sequence[str]]:
+        """The downstream topics in the order an order's progress passes through them: a record
+        of a later stage exists only once the one before was handled (a payment result is
+        published before its order.created is acked), so its marks are taken then."""
+        ...
+
+    async def ends(self, partition: int, topics: Sequence[str]) -> Mapping[str, int]:
+        """The end offsets of ``topics`` at this partition now (a broker round trip)."""
         ...
 
     def committed(self, partition: int) -> Mapping[str, int | None]:
@@ -38,17 +46,19 @@ class DownstreamProgress(Protocol):
 
 @dataclass
 class _Gate:
-    marks: Mapping[str, int]  # where each downstream partition ended when the gate was armed
+    stage: int
+    marks: Mapping[str, int]  # where the stage's partitions ended when it was armed
     armed_at: float
     seen: dict[str, int | None]  # each topic's committed offset at the last look
     moved_at: dict[str, float]  # and when it last moved
 
 
 class DownstreamGates:
-    """Per partition: armed when orders there are found due, open once each consumer passed its
-    mark or stood still for ``patience`` (each on its own: one stuck topic must open the gate
-    while another moves); the orders due when it was armed may then be nudged, at any later pass
-    (a pass nudges a bounded number per partition).
+    """Per partition: armed when orders there are found due, then stage by stage (each one's
+    marks taken once the stage before has passed); a stage passes once each consumer reached its
+    mark or stood still for ``patience`` (each on its own: one stuck topic must not wait for
+    another that moves). After the last stage the orders due when it was armed may be nudged,
+    at any later pass too (a pass nudges a bounded number per partition).
     """
 
     def __init__(self, patience: float) -> None:
@@ -58,6 +68,9 @@ class DownstreamGates:
 
     def armed(self, partition: int) -> bool:
         return partition in self._gates
+
+    def stage(self, partition: int) -> int:
+        return self._gates[partition].stage
 
     def cleared_until(self, partition: int) -> float | None:
         """Orders of ``partition`` due by this time have passed their gate (None: none)."""
@@ -70,15 +83,32 @@ class DownstreamGates:
         committed: Mapping[str, int | None],
         now: float,
     ) -> None:
-        """Mark where the downstream partitions end now (``ends``)."""
-        self._gates[partition] = _Gate(dict(ends), now, dict(committed), dict.fromkeys(ends, now))
+        """Stage 0, marked where its partitions end now (``ends``)."""
+        self._gates[partition] = _Gate(0, {}, now, {}, {})
+        self._mark(self._gates[partition], ends, committed, now)
 
-    def opened(
-        self, partition: int, committed: Mapping[str, int | None], now: float
-    ) -> float | None:
-        """If the armed gate opens now, when it was armed (orders due by then may be nudged, now
-        and at later passes: ``cleared_until``), and it is disarmed; else None (its orders wait:
-        queued, their consumers moving)."""
+    def advance(
+        self,
+        partition: int,
+        ends: Mapping[str, int],
+        committed: Mapping[str, int | None],
+        now: float,
+    ) -> None:
+        """The next stage, marked where its partitions end now."""
+        gate = self._gates[partition]
+        gate.stage += 1
+        self._mark(gate, ends, committed, now)
+
+    @staticmethod
+    def _mark(
+        gate: _Gate, ends: Mapping[str, int], committed: Mapping[str, int | None], now: float
+    ) -> None:
+        gate.marks = dict(ends)
+        gate.seen = {topic: committed.get(topic) for topic in ends}
+        gate.moved_at = dict.fromkeys(ends, now)
+
+    def passed(self, partition: int, committed: Mapping[str, int | None], now: float) -> bool:
+        """Whether the armed gate's stage has passed (queued records handled, or stuck)."""
         gate = self._gates[partition]
         passed = True
         for topic, mark in gate.marks.items():
@@ -87,9 +117,12 @@ class DownstreamGates:
                 gate.seen[topic], gate.moved_at[topic] = offset, now  # (or the clock went back)
             if (offset or 0) < mark and now - gate.moved_at[topic] < self.patience:
                 passed = False  # still working towards its mark
-        if not passed:
-            return None
-        del self._gates[partition]
+        return passed
+
+    def open(self, partition: int) -> float:
+        """Disarm a gate whose last stage passed: orders due by the returned time (when it was
+        armed) may be nudged, now and at later passes (``cleared_until``)."""
+        gate = self._gates.pop(partition)
         self._cleared[partition] = max(gate.armed_at, self._cleared.get(partition, gate.armed_at))
         return gate.armed_at
 

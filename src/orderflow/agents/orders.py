@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
@@ -308,16 +308,30 @@ class OrderService:
                 past += through
                 if not order_ids:
                     continue
-            if not gates.armed(partition):
-                try:
-                    ends = await self.downstream.ends(partition)
-                except (KafkaError, OSError) as exc:
-                    log.warning("partition %d: end offsets not known (%r)", partition, exc)
-                    continue  # those orders wait for the next pass
-                gates.arm(partition, ends, committed, now)
-            if (armed_at := gates.opened(partition, committed, now)) is not None:
-                past += self.stalled.split_due(order_ids, armed_at)[0]
+            try:
+                if await self._gate_opened(partition, committed, now):
+                    past += self.stalled.split_due(order_ids, gates.open(partition))[0]
+            except (KafkaError, OSError) as exc:
+                log.warning("partition %d: end offsets not known (%r)", partition, exc)
+                continue  # those orders wait for the next pass
         return past
+
+    async def _gate_opened(
+        self, partition: int, committed: Mapping[str, int | None], now: float
+    ) -> bool:
+        """Arm the partition's gate if needed and take it through every stage that has passed."""
+        assert self.downstream is not None
+        gates, stages = self.stalled.gates, self.downstream.stages
+        if not gates.armed(partition):
+            ends = await self.downstream.ends(partition, stages[0])
+            gates.arm(partition, ends, committed, now)
+        while gates.passed(partition, committed, now):
+            following = gates.stage(partition) + 1
+            if following == len(stages):
+                return True
+            ends = await self.downstream.ends(partition, stages[following])
+            gates.advance(partition, ends, committed, now)
+        return False
 
     def _due_orders(self, due_ids: list[str], is_owner: Callable[[str], bool]) -> list[Order]:
         """The stored, still PENDING orders of ``due_ids`` that this worker owns."""

@@ -138,12 +138,18 @@ class DownstreamOffsets:
     """``DownstreamProgress`` of a worker: end offsets from a ``CommandLog``'s client, committed
     offsets from the worker's consumer (``committed``: per downstream topic)."""
 
-    def __init__(self, log: CommandLog, committed: Mapping[str, CommittedOffset]) -> None:
+    def __init__(
+        self,
+        log: CommandLog,
+        stages: Sequence[Sequence[str]],
+        committed: Mapping[str, CommittedOffset],
+    ) -> None:
         self.log = log
+        self.stages = stages
         self._committed = committed
 
-    async def ends(self, partition: int) -> dict[str, int]:
-        return await self.log.ends_of(self._committed, partition)
+    async def ends(self, partition: int, topics: Sequence[str]) -> dict[str, int]:
+        return await self.log.ends_of(topics, partition)
 
     def committed(self, partition: int) -> dict[str, int | None]:
         return {topic: offset(partition) for topic, offset in self._committed.items()}
