@@ -266,14 +266,21 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
         return records
 
     def _queued(self, tp: Any, start: int) -> bool:
-        """Whether records of ``tp`` from ``start`` on are on their way to the agent: ``tp`` not
-        paused, and ``start`` in the batch Faust is delivering, or fetched by aiokafka since.
+        """Whether records of ``tp`` from ``start`` on are on their way to the agent: delivered
+        into its channel, or (``tp`` not paused) in the batch Faust is delivering, or fetched by
+        aiokafka since.
 
         Under a backlog, a partition's records can wait there for minutes behind other
         partitions' (aiokafka drains its buffer a partition at a time; Faust delivers a whole
         batch before it fetches again): that is queued, not lost, and reading them again only
         throws the queue away (100,000 injected orders never drained so).
         """
+        read = self._read_offset.get(tp)
+        if read is not None and read > start:
+            # Delivered into the agent's channel, where they wait for its stream: Faust counts a
+            # record in flight only once the stream takes it (a queue of thousands under a
+            # backlog). A rebalance's seek sets the read offset back to the committed one.
+            return True
         if tp not in self._active_partitions:
             return False  # paused: Faust drops its records from a batch, and fetches none
         fetched = self._fetched.get(tp)

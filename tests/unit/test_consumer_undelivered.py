@@ -205,3 +205,19 @@ def test_what_a_batch_held_is_forgotten_at_a_revocation(monkeypatch: pytest.Monk
     asyncio.run(consumer.on_partitions_revoked({COMMANDS}))
 
     assert COMMANDS not in consumer._fetched
+
+
+def test_records_waiting_in_the_agent_s_channel_are_queued_not_lost() -> None:
+    # Faust counts a record in flight only once the agent's stream takes it from its channel:
+    # 2,800 payment results queued there behind the command backlog were read again (the
+    # 100,000-order pipeline run).
+    consumer, seeks, clock = _consumer({COMMANDS: 107}, {COMMANDS: 74})
+    consumer._read_offset[COMMANDS] = 90  # 74..90 delivered into the channel
+
+    async def scenario() -> None:
+        for _ in range(10):
+            assert await consumer.read_undelivered_again() == 0
+            clock.now += consumer.redeliver_after
+
+    asyncio.run(scenario())
+    assert seeks == []

@@ -65,9 +65,9 @@ class _WatchedStalled(StalledOrders):
         self.ticks = ticks
         self.seen: list[int] = []
 
-    def track(self, order: Order, now: float) -> None:
+    def track(self, order: Order, now: float, *, written: bool = False) -> None:
         self.seen.append(self.ticks[0])
-        super().track(order, now)
+        super().track(order, now, written=written)
 
 
 def test_rescan_yields_to_the_loop_at_least_every_n_rows() -> None:

@@ -10,6 +10,7 @@ or have stood still for ``stall_after``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from orderflow.agents.downstream import DownstreamGates
 from orderflow.agents.orders import OrderService, StalledOrders
@@ -25,7 +26,7 @@ from tests.fakes import (
     ReadableCommands,
     event_of,
 )
-from tests.unit.builders import place_command
+from tests.unit.builders import T0, place_command
 
 PARTITIONS = 8
 STALL_AFTER = 30.0
@@ -225,3 +226,36 @@ async def test_a_payment_result_published_after_the_gate_was_armed_is_waited_for
     clock.now += 1
     assert await service.nudge_stalled(lambda order_id: True) == 1
     assert _copies(sent) == 1
+
+
+async def test_an_order_placed_late_from_an_old_command_is_due_stall_after_its_placement() -> None:
+    # Behind a backlog a command is handled minutes after it was written; the order stores the
+    # command's time, but its order.created has only just been sent.
+    downstream = Downstream()
+    downstream.at = {topic: end for topic, end in downstream.end.items()}  # nothing queued
+    record = CommandRecord(
+        ORDER_COMMANDS,
+        order_partition("ord-1", PARTITIONS),
+        7,
+        b"ord-1",
+        encode_event(place_command(order_id="ord-1")),  # occurred at T0
+        (),
+    )
+    kafka, clock = ReadableCommands([record]), Clock()
+    clock.now = datetime.fromisoformat(T0).timestamp() + 600  # handled 10 minutes late
+    service = OrderService(
+        FakeOrderStore(),
+        FakePublisher(),
+        PassingDeadLetters(),
+        OrderWatch(),
+        StalledOrders(STALL_AFTER, partitions=PARTITIONS),
+        clock=clock,
+        progress=CommandProgress(PARTITIONS, lambda partition: None, kafka),
+        commands=kafka,
+        downstream=downstream,
+    )
+    await service.handle(event_of(record))
+
+    assert await service.nudge_stalled(lambda order_id: True) == 0
+    clock.now += STALL_AFTER
+    assert await service.nudge_stalled(lambda order_id: True) == 1

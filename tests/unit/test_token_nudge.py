@@ -33,13 +33,16 @@ def _stack(
     kafka = ReadableCommands(records)
     orders, sent = FakeOrderStore(), FakePublisher()
     progress = CommandProgress(8, lambda partition: None, kafka)
-    # Due at once: the command's occurred_at is long ago.
+    # Due once handled: the order is written at 1,000 s, and every later reading of the clock is
+    # stall_after (1 s) on.
+    readings = iter([1_000.0])
     service = OrderService(
         orders,
         sent,
         PassingDeadLetters(),
         OrderWatch(),
         StalledOrders(1.0),
+        clock=lambda: next(readings, 1_001.0),
         progress=progress,
         commands=kafka,
     )

@@ -64,11 +64,14 @@ class StalledOrders:
         self.gates = DownstreamGates(patience=stall_after)  # stalled, or only queued?
         self._partition_of: dict[str, int] = {}
 
-    def track(self, order: Order, now: float) -> None:
+    def track(self, order: Order, now: float, *, written: bool = False) -> None:
+        """Index ``order`` as read (a rescan: due ``stall_after`` after its stored time) or as
+        just ``written`` by this worker (due ``stall_after`` from now: a command handled late,
+        behind a backlog, stores its own old time, and its records have only now been sent)."""
         if order.status.is_terminal:
             self.forget(order.order_id)
         else:
-            since = _stored_time(order.updated_at, now)
+            since = now if written else _stored_time(order.updated_at, now)
             self.due_at.setdefault(order.order_id, min(now, since) + self.stall_after)
 
     def assigned(self, owned: set[int], *, rescan_all: bool = False) -> None:
@@ -219,7 +222,7 @@ class OrderService:
         elif placement.kind is PlacementKind.CONFLICT:
             log.info("order %s: idempotency key reused with another body", command.order_id)
         if placement.kind is not PlacementKind.CONFLICT:
-            self.stalled.track(placement.order, self.clock())
+            self.stalled.track(placement.order, self.clock(), written=True)
         if placement.publish is not None:
             await self.publisher.publish(placement.publish)
         self.watch.notify(command.order_id)
@@ -236,7 +239,7 @@ class OrderService:
         transition = apply_payment(order, payment, rfc3339(time.time()))
         if transition.changed:
             self.orders.put(transition.order)
-            self.stalled.track(transition.order, self.clock())
+            self.stalled.track(transition.order, self.clock(), written=True)
             self.watch.notify(order.order_id)
             if self.on_terminal is not None and transition.order.status.is_terminal:
                 self.on_terminal(transition.order)
