@@ -267,8 +267,8 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
 
     def _queued(self, tp: Any, start: int) -> bool:
         """Whether records of ``tp`` from ``start`` on are on their way to the agent: delivered
-        into its channel, or (``tp`` not paused) in the batch Faust is delivering, or fetched by
-        aiokafka since.
+        into its channel, held back by flow control, or (``tp`` not paused) in the batch Faust
+        is delivering, or fetched by aiokafka since.
 
         Under a backlog, a partition's records can wait there for minutes behind other
         partitions' (aiokafka drains its buffer a partition at a time; Faust delivers a whole
@@ -280,6 +280,10 @@ class RewindingConsumer(AIOKafkaDriverConsumer):
             # Delivered into the agent's channel, where they wait for its stream: Faust counts a
             # record in flight only once the stream takes it (a queue of thousands under a
             # backlog). A rebalance's seek sets the read offset back to the committed one.
+            return True
+        if tp in self._buffered_partitions:
+            # Flow control: Faust stopped taking its records while its agent's channel is full
+            # (aiokafka holds them), and takes them again once the channel drains.
             return True
         if tp not in self._active_partitions:
             return False  # paused: Faust drops its records from a batch, and fetches none

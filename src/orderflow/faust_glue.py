@@ -25,7 +25,7 @@ too, and their tests cover them):
 
 - ``orderflow.consumer``: ``AIOKafkaConsumerThread._commit``, ``Consumer._new_consumer_thread``,
   ``_getmany``, ``perform_seek``, ``_new_offset``, ``_add_gap``, ``_acked``, ``_gap``,
-  ``_unacked_messages``, ``_committed_offset``, ``_active_partitions``,
+  ``_unacked_messages``, ``_committed_offset``, ``_active_partitions``, ``_buffered_partitions``,
   ``app.topics.acking_topics``, ``app.consumer_generation_id``; and aiokafka's
   ``AIOKafkaConsumerThread._consumer._fetcher._records`` (records fetched, not handed over).
 - ``orderflow.delivery``: ``Table.send_changelog`` (overridden), ``Table.data``,

@@ -53,6 +53,7 @@ def _consumer(ends: dict[Any, int], committed: dict[Any, int]) -> tuple[Any, lis
     consumer.reading_from, consumer._quiet, consumer._fetched = {}, {}, {}
     consumer._read_offset = ReadOffsets()
     consumer._active_partitions = {COMMANDS, CREATED}  # (Faust's: the partitions not paused)
+    consumer._buffered_partitions = set()  # (Faust's: taken out of the active ones by flow control)
     consumer.clock = clock
     consumer.resumed = []
     consumer.resume_partitions = lambda tps: consumer.resumed.extend(tps)
@@ -213,6 +214,22 @@ def test_records_waiting_in_the_agent_s_channel_are_queued_not_lost() -> None:
     # 100,000-order pipeline run).
     consumer, seeks, clock = _consumer({COMMANDS: 107}, {COMMANDS: 74})
     consumer._read_offset[COMMANDS] = 90  # 74..90 delivered into the channel
+
+    async def scenario() -> None:
+        for _ in range(10):
+            assert await consumer.read_undelivered_again() == 0
+            clock.now += consumer.redeliver_after
+
+    asyncio.run(scenario())
+    assert seeks == []
+
+
+def test_records_held_back_by_flow_control_are_queued_not_lost() -> None:
+    # Faust takes a partition out of the active ones while its agent's channel is full (the
+    # order agent's, under a command backlog: payment results waited there, and were read again).
+    consumer, seeks, clock = _consumer({COMMANDS: 107}, {COMMANDS: 74})
+    consumer._active_partitions = {CREATED}
+    consumer._buffered_partitions = {COMMANDS}
 
     async def scenario() -> None:
         for _ in range(10):

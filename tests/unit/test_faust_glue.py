@@ -181,6 +181,7 @@ def test_the_internals_of_the_deep_modules_are_still_there(flow: Orderflow) -> N
     assert isinstance(flow.app.topics.acking_topics, set)
     assert flow.app.consumer_generation_id == 0  # set at each assignment (perform_seek reads it)
     assert isinstance(consumer._active_partitions, set)  # (RewindingConsumer._queued)
+    assert isinstance(consumer._buffered_partitions, set)
     # What aiokafka fetched and has not handed over yet (``RewindingConsumer._queued``).
     from aiokafka.consumer.fetcher import Fetcher
 
