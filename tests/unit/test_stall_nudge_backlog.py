@@ -59,8 +59,14 @@ class Clock:
 
 
 async def _service_with_a_due_order(
-    downstream: Downstream, order_ids: tuple[str, ...] = ("ord-1",), nudge_batch: int = 200
+    downstream: Downstream,
+    order_ids: tuple[str, ...] = ("ord-1",),
+    nudge_batch: int = 200,
+    handled_at: float | None = None,
 ) -> tuple[OrderService, FakePublisher, Clock]:
+    """A service that has placed ``order_ids`` (their commands written at T0), then the clock
+    moved ``STALL_AFTER`` on: due. ``handled_at``: the clock when they were placed, and not moved
+    on after."""
     records = [
         CommandRecord(
             ORDER_COMMANDS,
@@ -73,6 +79,8 @@ async def _service_with_a_due_order(
         for n, order_id in enumerate(order_ids)
     ]
     kafka, sent, clock = ReadableCommands(records), FakePublisher(), Clock()
+    if handled_at is not None:
+        clock.now = handled_at
     service = OrderService(
         FakeOrderStore(),
         sent,
@@ -87,7 +95,8 @@ async def _service_with_a_due_order(
     )
     for record in records:
         await service.handle(event_of(record))
-    clock.now += STALL_AFTER + 1  # due
+    if handled_at is None:
+        clock.now += STALL_AFTER + 1  # due
     return service, sent, clock
 
 
@@ -230,31 +239,11 @@ async def test_a_payment_result_published_after_the_gate_was_armed_is_waited_for
 
 async def test_an_order_placed_late_from_an_old_command_is_due_stall_after_its_placement() -> None:
     # Behind a backlog a command is handled minutes after it was written; the order stores the
-    # command's time, but its order.created has only just been sent.
+    # command's time (T0), but its order.created has only just been sent.
     downstream = Downstream()
     downstream.at = {topic: end for topic, end in downstream.end.items()}  # nothing queued
-    record = CommandRecord(
-        ORDER_COMMANDS,
-        order_partition("ord-1", PARTITIONS),
-        7,
-        b"ord-1",
-        encode_event(place_command(order_id="ord-1")),  # occurred at T0
-        (),
-    )
-    kafka, clock = ReadableCommands([record]), Clock()
-    clock.now = datetime.fromisoformat(T0).timestamp() + 600  # handled 10 minutes late
-    service = OrderService(
-        FakeOrderStore(),
-        FakePublisher(),
-        PassingDeadLetters(),
-        OrderWatch(),
-        StalledOrders(STALL_AFTER, partitions=PARTITIONS),
-        clock=clock,
-        progress=CommandProgress(PARTITIONS, lambda partition: None, kafka),
-        commands=kafka,
-        downstream=downstream,
-    )
-    await service.handle(event_of(record))
+    handled_at = datetime.fromisoformat(T0).timestamp() + 600  # 10 minutes late
+    service, _, clock = await _service_with_a_due_order(downstream, handled_at=handled_at)
 
     assert await service.nudge_stalled(lambda order_id: True) == 0
     clock.now += STALL_AFTER

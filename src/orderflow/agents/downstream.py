@@ -83,20 +83,13 @@ class DownstreamGates:
         committed: Mapping[str, int | None],
         now: float,
     ) -> None:
-        """Stage 0, marked where its partitions end now (``ends``)."""
-        self._gates[partition] = _Gate(0, {}, now, {}, {})
-        self._mark(self._gates[partition], ends, committed, now)
-
-    def advance(
-        self,
-        partition: int,
-        ends: Mapping[str, int],
-        committed: Mapping[str, int | None],
-        now: float,
-    ) -> None:
-        """The next stage, marked where its partitions end now."""
-        gate = self._gates[partition]
-        gate.stage += 1
+        """Mark the next stage where its partitions end now (``ends``): stage 0 of a new gate,
+        or the stage after the one that has passed."""
+        gate = self._gates.get(partition)
+        if gate is None:
+            gate = self._gates[partition] = _Gate(0, {}, now, {}, {})
+        else:
+            gate.stage += 1
         self._mark(gate, ends, committed, now)
 
     @staticmethod

@@ -333,7 +333,7 @@ class OrderService:
             if following == len(stages):
                 return True
             ends = await self.downstream.ends(partition, stages[following])
-            gates.advance(partition, ends, committed, now)
+            gates.arm(partition, ends, committed, now)
         return False
 
     def _due_orders(self, due_ids: list[str], is_owner: Callable[[str], bool]) -> list[Order]:
