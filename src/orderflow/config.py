@@ -284,10 +284,13 @@ class WebSettings:
 
 @dataclass(frozen=True)
 class StateSettings:
-    """Where the tables live, and when /health calls the worker stuck."""
+    """Where the tables live, when /health calls the worker stuck, and the worker's event loop."""
 
     data_dir: Path = Path(".run/worker-data")
     store: str = "rocksdb"  # or "memory": replays the whole changelog at every start
+    # uvloop's event loop (libuv, in C) or asyncio's own: uvloop measured ~13 % less worker CPU
+    # per order under load (docs/benchmarks.md).
+    event_loop: str = "uvloop"
     # /health answers 503 when an agent has been on one event (batch) longer than this; above the
     # gateway deadline, which one batch of charges may take.
     stuck_after_s: float = 60.0
@@ -491,10 +494,13 @@ def _kafka_settings(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _state_settings(env: Mapping[str, str]) -> dict[str, Any]:
-    """Where the tables live, and when /health calls the worker stuck."""
+    """Where the tables live, when /health calls the worker stuck, and the worker's event loop."""
     return {
         "data_dir": Path(env.get("ORDERFLOW_DATA_DIR") or Settings.data_dir),
         "store": _choice(env, "ORDERFLOW_STORE", Settings.store, ("rocksdb", "memory")),
+        "event_loop": _choice(
+            env, "ORDERFLOW_EVENT_LOOP", Settings.event_loop, ("uvloop", "asyncio")
+        ),
         "stuck_after_s": _float(env, "ORDERFLOW_STUCK_AFTER", Settings.stuck_after_s),
         "recovery_deadline_s": _float(
             env, "ORDERFLOW_RECOVERY_DEADLINE", Settings.recovery_deadline_s

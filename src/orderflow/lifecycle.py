@@ -9,6 +9,7 @@ again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -111,6 +112,8 @@ class Lifecycle:
         described = self.settings.gateway_description
         log.info("payment gateway: %s", " ".join(described.values()))
         log.info("tracing: %s (ORDERFLOW_TRACING)", self.settings.tracing)
+        loop = asyncio.get_running_loop()
+        log.info("event loop: %s.%s", type(loop).__module__, type(loop).__qualname__)
         await self.gateway.get()  # fail fast (in the log) and warm the connection pool
 
     async def start_fence(self) -> None:

@@ -61,6 +61,7 @@ def test_make_run_script_serves_orders_through_the_embedded_sandbox_and_stops_on
         assert get_terminal(url, declined["order_id"], api_key=key)["status"] == "PAYMENT_FAILED"
         assert "embedded sandbox gateway at" in run.log_tail(100_000)
         assert "payment gateway: sandbox" in run.log_tail(100_000)  # asked for by run.sh
+        assert "event loop: uvloop.Loop" in run.log_tail(100_000)  # ORDERFLOW_EVENT_LOOP default
         assert http_json("GET", f"{url}/ready")[1]["gateway"] == "sandbox"
         with sqlite3.connect(ledger) as db:
             rows = dict(

@@ -198,3 +198,15 @@ def test_a_duration_that_is_not_a_finite_number_is_refused(value: str) -> None:
     # infinite one never ends.
     with pytest.raises(ConfigError, match="ORDERFLOW_GATEWAY_TIMEOUT"):
         Settings.from_env({"ORDERFLOW_GATEWAY": "sandbox", "ORDERFLOW_GATEWAY_TIMEOUT": value})
+
+
+def test_the_event_loop_is_uvloop_unless_asyncio_is_asked_for() -> None:
+    assert Settings.from_env({"ORDERFLOW_GATEWAY": "sandbox"}).event_loop == "uvloop"
+    chosen = {"ORDERFLOW_GATEWAY": "sandbox", "ORDERFLOW_EVENT_LOOP": "asyncio"}
+    assert Settings.from_env(chosen).event_loop == "asyncio"
+
+
+@pytest.mark.parametrize("value", ["UVLOOP", "tokio", " "])
+def test_an_unknown_event_loop_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="ORDERFLOW_EVENT_LOOP"):
+        Settings.from_env({"ORDERFLOW_GATEWAY": "sandbox", "ORDERFLOW_EVENT_LOOP": value})

@@ -38,7 +38,7 @@ def register_order_agent(
     @app.agent(faust_glue.raw_topic(app, settings, sources(ORDER_AGENT)), name=ORDER_AGENT)
     async def order_agent(stream: Any) -> None:
         # Batches, handled one event after the other: one delivery wait per batch, not per event.
-        async for events in stream.take_events(settings.payment_batch_size, within=0.002):
+        async for events in faust_glue.take_batches(stream, settings.payment_batch_size):
             await batches.run(ORDER_AGENT, events, handle)
 
     every = max(NUDGE_TICK_S, settings.stall_after_s / 5)

@@ -32,7 +32,7 @@ def register_payment_agent(
     @app.agent(faust_glue.raw_topic(app, settings, sources(PAYMENT_AGENT)), name=PAYMENT_AGENT)
     async def payment_agent(stream: Any) -> None:
         # Batches let one partition's gateway calls overlap; acks follow the whole batch.
-        async for events in stream.take_events(settings.payment_batch_size, within=0.005):
+        async for events in faust_glue.take_batches(stream, settings.payment_batch_size):
             await batches.run(PAYMENT_AGENT, events, service.handle_batch)
 
     @app.timer(interval=settings.reconcile_interval_s)
