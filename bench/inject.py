@@ -96,6 +96,7 @@ def paid_order(order_id: str, client_id: str, at: str, index: int) -> Order:
         charge_id="ch_" + uuid.uuid4().hex,
         command_offset=index,
         client_id=client_id,
+        captured=quantity * 1999 + 500,
     )
 
 

@@ -19,7 +19,8 @@ from orderflow.agents.progress import CommandRecord
 from orderflow.domain.events import OrderCreated, PaymentCompleted, PaymentFailed
 from orderflow.domain.order import Order
 from orderflow.domain.payment import ChargeOutcome, GatewayCharge, PaymentRecord
-from orderflow.gateway.base import ChargeRequest
+from orderflow.domain.refund import GatewayRefund, Refunded, RefundOutcome
+from orderflow.gateway.base import ChargeRequest, RefundRequest
 from orderflow.ports import (
     BodyStream,
     CommandSender,
@@ -262,6 +263,10 @@ class FakeGateway:
         self.in_flight: list[str] = []  # order ids of the charges under way
         self.most_in_flight = 0
         self.finished: list[str] = []  # order ids, in the order their charges returned
+        self.refund_answer: RefundOutcome | BaseException = Refunded("re_1")
+        self.found_refund: GatewayRefund | BaseException | None = None
+        self.refunds: list[RefundRequest] = []
+        self.refund_lookups: list[str] = []
 
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
         self.requests.append(request)
@@ -282,6 +287,18 @@ class FakeGateway:
         if isinstance(self.found, BaseException):
             raise self.found
         return self.found
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        self.refunds.append(request)
+        if isinstance(self.refund_answer, BaseException):
+            raise self.refund_answer
+        return self.refund_answer
+
+    async def find_refund(self, idempotency_key: str) -> GatewayRefund | None:
+        self.refund_lookups.append(idempotency_key)
+        if isinstance(self.found_refund, BaseException):
+            raise self.found_refund
+        return self.found_refund
 
     async def close(self) -> None:
         self.closed = True

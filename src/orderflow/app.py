@@ -40,10 +40,11 @@ from orderflow.checks import StartupChecks, bootstrap_servers
 from orderflow.config import ConfigError, Settings
 from orderflow.delivery import UNDELIVERABLE, DeliveringTopic
 from orderflow.domain.payment import ChargeOutcome, GatewayCharge
+from orderflow.domain.refund import GatewayRefund, RefundOutcome
 from orderflow.domain.tokens import fingerprint_key
 from orderflow.faust_glue import ConsumerLag, FencedApp, committed_offsets, raw_topic
 from orderflow.fencing import Fence
-from orderflow.gateway.base import ChargeRequest, PaymentGateway
+from orderflow.gateway.base import ChargeRequest, PaymentGateway, RefundRequest
 from orderflow.health import Liveness
 from orderflow.keychains import KeyChains
 from orderflow.lifecycle import Lifecycle
@@ -65,6 +66,7 @@ from orderflow.topics import (
 from orderflow.tracing import TracedTopic
 from orderflow.watch import OrderWatch
 from orderflow.web.auth import Authenticator
+from orderflow.web.changes import OrderChanges
 from orderflow.web.openapi import openapi_document
 from orderflow.web.orders import LongPolls, OrderApi
 from orderflow.web.routing import OwnerLookup
@@ -127,6 +129,12 @@ class GatewayHolder:
 
     async def find_charge(self, idempotency_key: str) -> GatewayCharge | None:
         return await (await self.get()).find_charge(idempotency_key)
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        return await (await self.get()).refund(request)
+
+    async def find_refund(self, idempotency_key: str) -> GatewayRefund | None:
+        return await (await self.get()).find_refund(idempotency_key)
 
     async def close(self) -> None:
         self._closed = True
@@ -370,6 +378,9 @@ def _payment_service(
         parts.dead_letters,
         parts.unknown,
         run_event=batches.run_event,  # a revocation fences the batch's writes
+        # A charge request of a worker that died may reach the gateway until its deadline has
+        # passed (its last attempt: one request timeout more): a cancelled payment waits that long.
+        settle_window=parts.settings.gateway_deadline_s + parts.settings.gateway_timeout_s,
     )
 
 
@@ -414,7 +425,9 @@ def _order_api(parts: Parts, orders: OrderTable) -> OrderApi:
     )
 
 
-def _register_views(parts: Parts, api: OrderApi, health: WorkerCounters) -> None:
+def _register_views(
+    parts: Parts, api: OrderApi, health: WorkerCounters, changes: OrderChanges
+) -> None:
     settings = parts.settings
     liveness = Liveness(
         parts.in_flight,
@@ -432,6 +445,7 @@ def _register_views(parts: Parts, api: OrderApi, health: WorkerCounters) -> None
         openapi_document(open_paths=_open_paths(settings)),
         settings.gateway_description,
         parts.auth,
+        changes,
     )
 
 
@@ -453,7 +467,8 @@ def build(settings: Settings) -> Orderflow:
     register_payment_agent(app, settings, payment_service, batches, parts.metrics)
     _connect_lifecycle(parts, gateway)
     api = _order_api(parts, orders)
-    _register_views(parts, api, WorkerCounters(app, parts, payment_service))
+    changes = OrderChanges(api, order_service.decisions)
+    _register_views(parts, api, WorkerCounters(app, parts, payment_service), changes)
     return Orderflow(
         settings,
         app,

@@ -20,12 +20,14 @@ from prometheus_client.registry import Collector
 
 from orderflow.domain.order import Order, OrderStatus
 from orderflow.domain.payment import DECLINE_MESSAGES, Approved, ChargeOutcome, GatewayCharge
+from orderflow.domain.refund import GatewayRefund, Refunded, RefundOutcome
 from orderflow.gateway.base import (
     ChargeRequest,
     CircuitOpenError,
     GatewayError,
     PaymentGateway,
     PermanentGatewayError,
+    RefundRequest,
 )
 
 __all__ = ["CONTENT_TYPE", "MeteredGateway", "Metrics", "dead_letter_reason"]
@@ -50,9 +52,10 @@ _GATEWAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.
 _UNREADY_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 # The outcomes MeteredGateway counts (the HELP text of orderflow_gateway_requests).
 _GATEWAY_REQUESTS_HELP = (
-    "Gateway calls (retries included) by operation and outcome: approved, declined, "
-    "transient (answered 5xx/429, or not sent: circuit open), unknown (no answer: the "
-    "charge may have happened), rejected (4xx); lookups: found, not_found"
+    "Gateway calls (retries included) by operation (charge, lookup, refund, refund_lookup) and "
+    "outcome: approved, declined, refunded, transient (answered 5xx/429, or not sent: circuit "
+    "open), unknown (no answer: the charge or refund may have happened), rejected (4xx); "
+    "lookups: found, not_found"
 )
 
 # No `*_created` series (a timestamp per labelled counter): they double the output and
@@ -199,8 +202,12 @@ def _charge_outcome(outcome: ChargeOutcome) -> str:
     return "approved" if isinstance(outcome, Approved) else "declined"
 
 
-def _lookup_outcome(found: GatewayCharge | None) -> str:
+def _lookup_outcome(found: GatewayCharge | GatewayRefund | None) -> str:
     return "not_found" if found is None else "found"
+
+
+def _refund_outcome(outcome: RefundOutcome) -> str:
+    return "refunded" if isinstance(outcome, Refunded) else "declined"
 
 
 def _error_outcome(exc: GatewayError) -> str:
@@ -244,6 +251,13 @@ class MeteredGateway:
     async def find_charge(self, idempotency_key: str) -> GatewayCharge | None:
         found = self.gateway.find_charge(idempotency_key)
         return await self._metered("lookup", found, _lookup_outcome)
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        return await self._metered("refund", self.gateway.refund(request), _refund_outcome)
+
+    async def find_refund(self, idempotency_key: str) -> GatewayRefund | None:
+        found = self.gateway.find_refund(idempotency_key)
+        return await self._metered("refund_lookup", found, _lookup_outcome)
 
     async def close(self) -> None:
         await self.gateway.close()

@@ -11,7 +11,15 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from orderflow.domain.events import OrderCreated, PaymentCompleted, PaymentFailed
+from orderflow.domain.events import (
+    OrderCancelled,
+    OrderCreated,
+    PaymentCompleted,
+    PaymentFailed,
+    PaymentRefunded,
+    RefundFailed,
+    RefundRequested,
+)
 from orderflow.domain.order import Order
 from orderflow.domain.payment import PaymentRecord
 from orderflow.gateway.base import PaymentGateway
@@ -37,7 +45,15 @@ __all__ = [
 ]
 
 # What the services publish: each goes to the topic of its type (the publisher knows which).
-OutboundEvent = OrderCreated | PaymentCompleted | PaymentFailed
+OutboundEvent = (
+    OrderCreated
+    | PaymentCompleted
+    | PaymentFailed
+    | OrderCancelled
+    | RefundRequested
+    | PaymentRefunded
+    | RefundFailed
+)
 
 
 class InboundMessage(Protocol):

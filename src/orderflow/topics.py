@@ -22,6 +22,7 @@ __all__ = [
     "EVENT_TOPICS",
     "INPUT_TOPICS",
     "ORDER_AGENT",
+    "ORDER_CANCELLED",
     "ORDER_CHANGELOG",
     "ORDER_COMMANDS",
     "ORDER_CREATED",
@@ -31,7 +32,10 @@ __all__ = [
     "PAYMENT_COMPLETED",
     "PAYMENT_FAILED",
     "PAYMENT_RECONCILE",
+    "PAYMENT_REFUNDED",
     "PAYMENT_TABLE",
+    "REFUND_FAILED",
+    "REFUND_REQUESTED",
     "TOKEN_TOPICS",
     "TOPICS",
     "WORKER_TOPICS",
@@ -47,11 +51,25 @@ ORDER_COMMANDS = "orderflow.order-commands"
 ORDER_CREATED = "order.created"
 PAYMENT_COMPLETED = "payment.completed"
 PAYMENT_FAILED = "payment.failed"
+ORDER_CANCELLED = "order.cancelled"
+REFUND_REQUESTED = "refund.requested"
+PAYMENT_REFUNDED = "payment.refunded"
+REFUND_FAILED = "refund.failed"
 PAYMENT_RECONCILE = "orderflow.payment-reconcile"
 DEAD_LETTERS = "orderflow.dead-letters"
 
 # Topics that carry work into an agent (re-publishing into one re-runs side effects).
-INPUT_TOPICS = (ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED, PAYMENT_RECONCILE)
+INPUT_TOPICS = (
+    ORDER_COMMANDS,
+    ORDER_CREATED,
+    PAYMENT_COMPLETED,
+    PAYMENT_FAILED,
+    PAYMENT_RECONCILE,
+    ORDER_CANCELLED,
+    REFUND_REQUESTED,
+    PAYMENT_REFUNDED,
+    REFUND_FAILED,
+)
 # What an order's progress passes through after its command, stage by stage (the stall nudge
 # waits for them: agents/downstream.py).
 DOWNSTREAM_OF_COMMANDS = ((ORDER_CREATED,), (PAYMENT_COMPLETED, PAYMENT_FAILED))
@@ -96,8 +114,8 @@ class TopicSpec:
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(
         ORDER_COMMANDS,
-        "PlaceOrder (order.place)",
-        ("POST /orders",),
+        "PlaceOrder (order.place), CancelOrder (order.cancel), RefundOrder (order.refund)",
+        ("POST /orders", "POST /orders/{id}/cancel", "POST /orders/{id}/refunds"),
         (ORDER_AGENT,),
         carries_tokens=True,
     ),
@@ -105,6 +123,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PAYMENT_COMPLETED, "PaymentCompleted", (PAYMENT_AGENT,), (ORDER_AGENT,)),
     TopicSpec(PAYMENT_FAILED, "PaymentFailed", (PAYMENT_AGENT,), (ORDER_AGENT,)),
     TopicSpec(PAYMENT_RECONCILE, '{"order_id"} (internal)', (PAYMENT_AGENT,), (PAYMENT_AGENT,)),
+    TopicSpec(ORDER_CANCELLED, "OrderCancelled", (ORDER_AGENT,), (PAYMENT_AGENT,)),
+    TopicSpec(REFUND_REQUESTED, "RefundRequested", (ORDER_AGENT,), (PAYMENT_AGENT,)),
+    TopicSpec(PAYMENT_REFUNDED, "PaymentRefunded", (PAYMENT_AGENT,), (ORDER_AGENT,)),
+    TopicSpec(REFUND_FAILED, "RefundFailed", (PAYMENT_AGENT,), (ORDER_AGENT,)),
     TopicSpec(
         DEAD_LETTERS,
         "the original bytes + headers",
@@ -124,6 +146,10 @@ EVENT_TOPICS: Mapping[str, str] = {
     "order.created": ORDER_CREATED,
     "payment.completed": PAYMENT_COMPLETED,
     "payment.failed": PAYMENT_FAILED,
+    "order.cancelled": ORDER_CANCELLED,
+    "refund.requested": REFUND_REQUESTED,
+    "payment.refunded": PAYMENT_REFUNDED,
+    "refund.failed": REFUND_FAILED,
 }
 
 

@@ -10,11 +10,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orderflow.domain.order import OrderStatus
 from orderflow.domain.payment import Approved, Decline, Declined, GatewayCharge
+from orderflow.domain.refund import GatewayRefund, RefundDeclined, Refunded, RefundOutcome
 from orderflow.gateway.base import (
     ChargeRequest,
     CircuitOpenError,
     GatewayError,
     PermanentGatewayError,
+    RefundRequest,
     TransientGatewayError,
 )
 from orderflow.metrics import MeteredGateway, Metrics, dead_letter_reason
@@ -96,6 +98,16 @@ class ScriptedGateway:
     async def find_charge(self, idempotency_key: str) -> GatewayCharge | None:
         answer = await self._next()
         assert answer is None or isinstance(answer, GatewayCharge)
+        return answer
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        answer = await self._next()
+        assert isinstance(answer, Refunded | RefundDeclined)
+        return answer
+
+    async def find_refund(self, idempotency_key: str) -> GatewayRefund | None:
+        answer = await self._next()
+        assert answer is None or isinstance(answer, GatewayRefund)
         return answer
 
     async def close(self) -> None:

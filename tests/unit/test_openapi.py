@@ -35,6 +35,8 @@ def test_document_describes_every_endpoint_status_and_header() -> None:
     assert set(paths) == {
         "/orders",
         "/orders/{order_id}",
+        "/orders/{order_id}/cancel",
+        "/orders/{order_id}/refunds",
         "/health",
         "/ready",
         "/metrics",
@@ -48,6 +50,13 @@ def test_document_describes_every_endpoint_status_and_header() -> None:
     get = paths["/orders/{order_id}"]["get"]
     assert set(get["responses"]) == {"200", "202", "400", "401", "404", "429", "503"}
     assert [p["name"] for p in get["parameters"]] == ["order_id", "wait"]
+    cancel = paths["/orders/{order_id}/cancel"]["post"]
+    changes = {"202", "401", "404", "408", "409", "413", "415", "503"}
+    assert set(cancel["responses"]) == {"200", "400", *changes}
+    refund = paths["/orders/{order_id}/refunds"]["post"]
+    assert set(refund["responses"]) == {"200", "201", "400", "422", *changes}
+    assert refund["parameters"][1] == {"$ref": "#/components/parameters/Refund-Idempotency-Key"}
+    assert DOCUMENT["components"]["parameters"]["Refund-Idempotency-Key"]["required"] is True
     assert DOCUMENT["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     assert DOCUMENT["security"] == [{"bearerAuth": []}]
     for path in ("/health", "/ready", "/metrics", "/openapi.json"):

@@ -7,17 +7,55 @@ import dataclasses
 import orjson
 import pytest
 
-from orderflow.domain.order import Order, OrderStatus, place_order
+from orderflow.domain.order import (
+    Cancellation,
+    Order,
+    OrderRefund,
+    OrderStatus,
+    RefundState,
+    place_order,
+)
 from orderflow.domain.payment import PaymentRecord, PaymentStatus, decline_for
+from orderflow.domain.refund import RefundAttempt, Refunded
 from orderflow.domain.responses import order_to_public
 from orderflow.wire import order_from_bytes, order_to_bytes, payment_from_bytes, payment_to_bytes
-from tests.unit.builders import T1, payment_record, pending_order, place_command
+from tests.unit.builders import ITEMS_TOTAL, T1, payment_record, pending_order, place_command
 
 SECRET_TOKEN = "tok_secret_4242424242"
+T1_EPOCH = 1714564805.25
 
 ORDERS = [
     pytest.param(pending_order(), id="PENDING"),
-    pytest.param(pending_order(status=OrderStatus.PAID, charge_id="ch_1"), id="PAID"),
+    pytest.param(
+        pending_order(status=OrderStatus.PAID, charge_id="ch_1", captured=ITEMS_TOTAL), id="PAID"
+    ),
+    pytest.param(
+        pending_order(
+            status=OrderStatus.CANCELLED, cancellation=Cancellation("changed my mind", T1)
+        ),
+        id="CANCELLED",
+    ),
+    pytest.param(
+        pending_order(
+            status=OrderStatus.PARTIALLY_REFUNDED,
+            charge_id="ch_1",
+            captured=ITEMS_TOTAL,
+            refunded=500,
+            refunds=(
+                OrderRefund("rf_1", 500, RefundState.COMPLETED, "damaged", T1, "fp", "req", "re_1"),
+                OrderRefund(
+                    "rf_2",
+                    700,
+                    RefundState.FAILED,
+                    "",
+                    T1,
+                    decline=decline_for("amount_too_large"),
+                ),
+                OrderRefund("rf_3", 100, RefundState.REQUESTED, "late", T1, "fp3", "req3"),
+            ),
+        ),
+        id="PARTIALLY_REFUNDED",
+    ),
     pytest.param(
         pending_order(
             status=OrderStatus.PAYMENT_FAILED, decline=decline_for("expired_card"), updated_at=T1
@@ -69,6 +107,21 @@ def test_order_bytes_are_plain_json_without_the_payment_token() -> None:
         ),
         pytest.param(payment_record(updated_at=0.1 + 0.2), id="float-timestamp-exact"),
         pytest.param(payment_record(payment_token="tok_visa"), id="with-token"),
+        pytest.param(
+            payment_record(status=PaymentStatus.VOIDED, cancelled=True), id="VOIDED-cancelled"
+        ),
+        pytest.param(
+            payment_record(status=PaymentStatus.COMPLETED, charge_id="ch_1", cancelled=True)
+            .with_refund(
+                RefundAttempt.first("cancel_1", 4498, compensation=True)
+                .attempt(T1_EPOCH)
+                .settle(Refunded("re_1"), T1_EPOCH)
+            )
+            .with_refund(
+                RefundAttempt.first("rf_2", 10, "partial").attempt(T1_EPOCH).unknown(T1_EPOCH)
+            ),
+            id="with-refunds",
+        ),
     ],
 )
 def test_payment_record_survives_a_bytes_round_trip(record: PaymentRecord) -> None:

@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from orderflow.app import Orderflow
-from orderflow.domain.events import OrderCreated, PaymentCompleted, PaymentFailed
+from orderflow.domain.events import (
+    OrderCancelled,
+    OrderCreated,
+    PaymentCompleted,
+    PaymentFailed,
+    PaymentRefunded,
+    RefundFailed,
+    RefundRequested,
+)
 from orderflow.domain.payment import Decline
 from orderflow.fencing import Fence, Fenced
 from orderflow.publisher import TopicPublisher
@@ -20,11 +28,15 @@ from orderflow.topics import (
     EVENT_TOPICS,
     INPUT_TOPICS,
     ORDER_AGENT,
+    ORDER_CANCELLED,
     ORDER_CREATED,
     PAYMENT_AGENT,
     PAYMENT_COMPLETED,
     PAYMENT_FAILED,
     PAYMENT_RECONCILE,
+    PAYMENT_REFUNDED,
+    REFUND_FAILED,
+    REFUND_REQUESTED,
     TOKEN_TOPICS,
     TOPICS,
     all_topic_names,
@@ -44,6 +56,10 @@ def test_each_published_event_type_maps_to_its_topic() -> None:
         OrderCreated.event_type: ORDER_CREATED,
         PaymentCompleted.event_type: PAYMENT_COMPLETED,
         PaymentFailed.event_type: PAYMENT_FAILED,
+        OrderCancelled.event_type: ORDER_CANCELLED,
+        RefundRequested.event_type: REFUND_REQUESTED,
+        PaymentRefunded.event_type: PAYMENT_REFUNDED,
+        RefundFailed.event_type: REFUND_FAILED,
     } == EVENT_TOPICS
 
 

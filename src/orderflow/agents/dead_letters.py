@@ -11,7 +11,12 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from faust.exceptions import ProducerSendError
 
 from orderflow.domain.backoff import Backoff
-from orderflow.domain.errors import ChargeMismatchError, DomainError, PaymentTokenGoneError
+from orderflow.domain.errors import (
+    ChargeMismatchError,
+    DomainError,
+    PaymentTokenGoneError,
+    RefundMismatchError,
+)
 from orderflow.domain.events import rfc3339
 from orderflow.domain.tokens import mask_text
 from orderflow.ports import Handler, InboundEvent, InboundMessage, RecordSink
@@ -136,7 +141,7 @@ class DeadLetters:
             try:
                 await handle(event)
                 return
-            except ChargeMismatchError as exc:  # the money disagrees: an alert, not bad input
+            except (ChargeMismatchError, RefundMismatchError) as exc:  # money disagrees: alert
                 await self.send(event, f"inconsistent: {exc}", exc)
                 return
             except PaymentTokenGoneError as exc:  # nothing to charge with: an operator must

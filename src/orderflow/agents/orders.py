@@ -1,4 +1,5 @@
-"""The order service: places orders (OrderDB + ``order.created``) and records payment outcomes."""
+"""The order service: places, cancels and refunds orders (OrderDB, and the events that ask the
+payment service to act), and records payment and refund outcomes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError
 
@@ -16,30 +17,61 @@ from orderflow.agents.downstream import DownstreamGates, DownstreamProgress
 from orderflow.agents.progress import CommandProgress, CommandRecord
 from orderflow.domain.backoff import Backoff
 from orderflow.domain.errors import EventDecodeError
-from orderflow.domain.events import PaymentCompleted, PaymentFailed, PlaceOrder, rfc3339
-from orderflow.domain.order import Order, PlacementKind, apply_payment, place_order
+from orderflow.domain.events import (
+    CancelOrder,
+    PaymentCompleted,
+    PaymentFailed,
+    PaymentRefunded,
+    PlaceOrder,
+    RefundFailed,
+    RefundOrder,
+    rfc3339,
+)
+from orderflow.domain.order import (
+    Answer,
+    Order,
+    OrderDecision,
+    OrderStatus,
+    PlacementKind,
+    Transition,
+    apply_payment,
+    apply_refund,
+    cancel_order,
+    place_order,
+    refund_order,
+)
 from orderflow.keychains import KeyChains, epoch
 from orderflow.logs import order_context
 from orderflow.ports import Clock, DeadLetterSink, InboundEvent, OrderStore, Publisher
 from orderflow.tables.scan import PartitionScan, elsewhere, order_partition
-from orderflow.topics import ORDER_COMMANDS, PAYMENT_COMPLETED, PAYMENT_FAILED
+from orderflow.topics import (
+    ORDER_COMMANDS,
+    PAYMENT_COMPLETED,
+    PAYMENT_FAILED,
+    PAYMENT_REFUNDED,
+    REFUND_FAILED,
+)
 from orderflow.tracing import consuming
 from orderflow.watch import OrderWatch
 from orderflow.wire import decode_event
 
-__all__ = ["CommandReader", "OrderService", "StalledOrders"]
+__all__ = ["CommandAnswers", "CommandReader", "OrderService", "StalledOrders"]
 
 log = logging.getLogger(__name__)
 
-_EXPECTED_TYPE = {
-    ORDER_COMMANDS: PlaceOrder.event_type,
-    PAYMENT_COMPLETED: PaymentCompleted.event_type,
-    PAYMENT_FAILED: PaymentFailed.event_type,
+# What each input topic may carry (anything else on it is dead-lettered, named).
+_EXPECTED_TYPES: dict[str, tuple[type[Any], ...]] = {
+    ORDER_COMMANDS: (PlaceOrder, CancelOrder, RefundOrder),
+    PAYMENT_COMPLETED: (PaymentCompleted,),
+    PAYMENT_FAILED: (PaymentFailed,),
+    PAYMENT_REFUNDED: (PaymentRefunded,),
+    REFUND_FAILED: (RefundFailed,),
 }
 
 
 class StalledOrders:
-    """PENDING orders and when to nudge each again if it has not moved (in memory).
+    """PENDING orders, and orders awaiting a refund's answer, and when to nudge each again if it
+    has not moved (in memory).
 
     The safety net under at-least-once: whatever lost an order's progress (an event acked but
     not processed at shutdown, a publish lost with a broker, a handler that failed on an
@@ -68,7 +100,7 @@ class StalledOrders:
         """Index ``order`` as read (a rescan: due ``stall_after`` after its stored time) or as
         just ``written`` by this worker (due ``stall_after`` from now: a command handled late,
         behind a backlog, stores its own old time, and its records have only now been sent)."""
-        if order.status.is_terminal:
+        if order.status.is_terminal and not order.awaiting_money:
             self.forget(order.order_id)
         else:
             since = now if written else _stored_time(order.updated_at, now)
@@ -130,6 +162,33 @@ def _stored_time(rfc3339_text: str, default: float) -> float:
         return default
 
 
+@dataclass(frozen=True)
+class CommandAnswer:
+    """How the order service answered one cancel or refund command (by its request id)."""
+
+    answer: Answer
+    reason: str
+    field: str
+
+
+class CommandAnswers:
+    """The latest answers to cancel and refund commands, for the HTTP request waiting on each
+    (in memory, bounded: a request that waits longer reads the order itself)."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self.keep = keep
+        self._answers: dict[str, CommandAnswer] = {}
+
+    def record(self, request_id: str, answer: Answer, reason: str, field: str) -> None:
+        self._answers.pop(request_id, None)
+        self._answers[request_id] = CommandAnswer(answer, reason, field)
+        while len(self._answers) > self.keep:  # the oldest first (dicts keep insertion order)
+            del self._answers[next(iter(self._answers))]
+
+    def get(self, request_id: str) -> CommandAnswer | None:
+        return self._answers.get(request_id)
+
+
 class CommandReader(Protocol):
     """What the stall nudge reads of the command topic (``CommandLog``, or a fake)."""
 
@@ -163,6 +222,7 @@ class OrderService:
     # orders, within this many offsets, in one range read (an outage leaves thousands PENDING).
     nudge_batch: int = 200
     nudge_span: int = 2000
+    decisions: CommandAnswers = field(default_factory=CommandAnswers)
     partitions: int | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -193,7 +253,13 @@ class OrderService:
 
     async def _handle(self, event: InboundEvent) -> None:
         message = event.message
-        decoded = decode_event(message.value, _EXPECTED_TYPE.get(message.topic))
+        expected = _EXPECTED_TYPES.get(message.topic, ())
+        decoded = decode_event(
+            message.value, expected[0].event_type if len(expected) == 1 else None
+        )
+        if expected and not isinstance(decoded, expected):
+            allowed = ", ".join(repr(t.event_type) for t in expected)
+            raise EventDecodeError(f"event_type: {decoded.event_type!r} where {allowed} belong")
         if message.key != decoded.order_id.encode():
             # The key decides the partition, hence the single writer of this order.
             raise EventDecodeError(f"key {message.key!r} differs from order_id")
@@ -201,6 +267,10 @@ class OrderService:
             await self._place(decoded, message.offset)
         elif isinstance(decoded, PaymentCompleted | PaymentFailed):
             await self._record_payment(event, decoded)
+        elif isinstance(decoded, CancelOrder | RefundOrder):
+            await self._decide(decoded)
+        elif isinstance(decoded, PaymentRefunded | RefundFailed):
+            await self._record_refund(event, decoded)
 
     async def _place(self, command: PlaceOrder, offset: int) -> None:
         key_order_id = command.order_id
@@ -237,14 +307,57 @@ class OrderService:
             await self.dead_letters.send(event, "payment result for an unknown order")
             return
         transition = apply_payment(order, payment, rfc3339(time.time()))
+        await self._apply(event, order, transition)
+
+    async def _record_refund(
+        self, event: InboundEvent, outcome: PaymentRefunded | RefundFailed
+    ) -> None:
+        order = self.orders.get(outcome.order_id)
+        if order is None:
+            await self.dead_letters.send(event, "refund result for an unknown order")
+            return
+        await self._apply(event, order, apply_refund(order, outcome, rfc3339(time.time())))
+
+    async def _apply(self, event: InboundEvent, order: Order, transition: Transition) -> None:
+        """Store a changed order, tell who waits, publish what it asks; park an anomaly."""
         if transition.changed:
             self.orders.put(transition.order)
             self.stalled.track(transition.order, self.clock(), written=True)
             self.watch.notify(order.order_id)
-            if self.on_terminal is not None and transition.order.status.is_terminal:
+            ended = order.status is OrderStatus.PENDING and transition.order.status.is_terminal
+            if self.on_terminal is not None and ended:
                 self.on_terminal(transition.order)
-        elif transition.anomaly:
+        for published in transition.publish:
+            await self.publisher.publish(published)
+        if transition.anomaly:
             await self.dead_letters.send(event, f"refused: {transition.reason}")
+
+    async def _decide(self, command: CancelOrder | RefundOrder) -> None:
+        """A cancel or refund command: the domain decides; the web view reads the order after
+        (``decisions`` keeps why a command changed nothing, for its answer)."""
+        order = self.orders.get(command.order_id)
+        if order is None:
+            # The web view asks only of orders it found; one gone since (a key's expired
+            # generation) is answered from the order's absence.
+            log.info("%s for unknown order %s: ignored", command.event_type, command.order_id)
+            self.decisions.record(command.request_id, Answer.REFUSED, "no such order", "")
+            self.watch.notify(command.order_id)
+            return
+        now = rfc3339(time.time())
+        decision: OrderDecision = (
+            cancel_order(order, command, now)
+            if isinstance(command, CancelOrder)
+            else refund_order(order, command, now)
+        )
+        if decision.answer is Answer.ACCEPTED:
+            self.orders.put(decision.order)
+            self.stalled.track(decision.order, self.clock(), written=True)
+            if self.on_terminal is not None and decision.order.status is OrderStatus.CANCELLED:
+                self.on_terminal(decision.order)
+        self.decisions.record(command.request_id, decision.answer, decision.reason, decision.field)
+        for published in decision.publish:
+            await self.publisher.publish(published)
+        self.watch.notify(command.order_id)
 
     async def nudge_paced(self, is_owner: Callable[[str], bool], every: float) -> int:
         """``nudge_stalled`` when ``StalledOrders.pass_due`` says so (the app calls this often)."""
@@ -253,14 +366,27 @@ class OrderService:
         return await self.nudge_stalled(is_owner)
 
     async def nudge_stalled(self, is_owner: Callable[[str], bool]) -> int:
-        """Publish ``order.created`` again for orders PENDING too long; returns how many."""
+        """Publish ``order.created`` again for orders PENDING too long, and what asks for a
+        refund or a compensation for orders awaiting one too long; returns how many."""
         now = self.clock()
         if self.stalled.scan.pending:
             await self._index_new_partitions(now)
             now = self.clock()
         due = self._due_orders(await self._past_downstream(self.stalled.due(now), now), is_owner)
-        tokens = await self._payment_tokens(due)
         nudged = 0
+        for order in [o for o in due if o.status.is_terminal]:  # owed a refund's answer
+            self.stalled.nudged(order.order_id, now)
+            log.warning(
+                "order %s still awaits the payment service (%s): asking again (nudge %d)",
+                order.order_id,
+                ", ".join(e.event_type for e in order.money_events()),
+                self.stalled.nudges[order.order_id],
+            )
+            for event in order.money_events():
+                await self.publisher.publish(event)
+            nudged += 1
+        due = [o for o in due if not o.status.is_terminal]
+        tokens = await self._payment_tokens(due)
         for order in due:
             order_id = order.order_id
             if order_id not in tokens:
@@ -337,12 +463,13 @@ class OrderService:
         return False
 
     def _due_orders(self, due_ids: list[str], is_owner: Callable[[str], bool]) -> list[Order]:
-        """The stored, still PENDING orders of ``due_ids`` that this worker owns."""
+        """The stored orders of ``due_ids`` still PENDING or awaiting money that this worker
+        owns."""
         due: list[Order] = []
         self.stalled.blocked = False
         for order_id in due_ids:
             order = self.orders.get(order_id)
-            if order is None or order.status.is_terminal:
+            if order is None or (order.status.is_terminal and not order.awaiting_money):
                 self.stalled.forget(order_id)
                 continue
             if not is_owner(order_id):

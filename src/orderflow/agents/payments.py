@@ -1,9 +1,12 @@
-"""The payment service: charges each order once through the gateway and publishes the outcome.
+"""The payment service: charges each order once through the gateway and publishes the outcome;
+voids or compensates cancelled orders; refunds (``agents/refunds.py``).
 
 Charging is safe to repeat: the gateway idempotency key is derived from the order id, so a
 redelivered ``order.created`` (crash, rebalance, duplicate) gets the first charge's answer back.
-Gateway calls of one batch run concurrently, one task per order, while one order's events stay in
-order inside its task.
+A cancelled order is never charged: before any attempt its payment is VOIDED; when a charge may
+have reached the gateway, the reconciler asks once a request still travelling has landed, and a
+charge found taken is refunded whole (the compensation). Gateway calls of one batch run
+concurrently, one task per order, while one order's events stay in order inside its task.
 """
 
 from __future__ import annotations
@@ -14,23 +17,34 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
+from orderflow.agents.refunds import PaymentRefunds
 from orderflow.domain.errors import (
     ChargeMismatchError,
     EventDecodeError,
     PaymentTokenGoneError,
 )
-from orderflow.domain.events import OrderCreated, PaymentCompleted, PaymentFailed, rfc3339
+from orderflow.domain.events import (
+    OrderCancelled,
+    OrderCreated,
+    PaymentCompleted,
+    PaymentFailed,
+    RefundRequested,
+    rfc3339,
+)
 from orderflow.domain.payment import (
     Approved,
+    CancelAction,
     Declined,
     GatewayCharge,
     PaymentAction,
     PaymentRecord,
     PaymentStatus,
     charge_mismatch,
+    decide_cancel,
     decide_payment,
     decline_for,
 )
+from orderflow.domain.refund import RefundStatus
 from orderflow.gateway.base import (
     ChargeRequest,
     GatewayError,
@@ -48,7 +62,7 @@ from orderflow.ports import (
 )
 from orderflow.tables import bind_event
 from orderflow.tables.scan import PartitionScan, elsewhere
-from orderflow.topics import ORDER_CREATED, PAYMENT_RECONCILE
+from orderflow.topics import ORDER_CANCELLED, ORDER_CREATED, PAYMENT_RECONCILE, REFUND_REQUESTED
 from orderflow.tracing import consuming
 from orderflow.wire import decode_event, decode_reconcile
 
@@ -56,9 +70,16 @@ __all__ = ["PaymentService", "UnknownPayments"]
 
 log = logging.getLogger(__name__)
 
+_EXPECTED_TYPE = {
+    ORDER_CREATED: OrderCreated.event_type,
+    ORDER_CANCELLED: OrderCancelled.event_type,
+    REFUND_REQUESTED: RefundRequested.event_type,
+}
+
 
 class UnknownPayments:
-    """In-memory index of UNKNOWN payments (order id -> next attempt time) for the reconciler.
+    """In-memory index of payments with something UNKNOWN (the charge, or one of its refunds):
+    order id -> next attempt time, for the reconciler.
 
     Filled from PaymentDB's newly assigned partitions after every rebalance (kept partitions keep
     their entries and pending requests), so losing it (a crash) loses nothing. Payments
@@ -76,16 +97,18 @@ class UnknownPayments:
         self.scan = PartitionScan()
 
     def track(self, record: PaymentRecord) -> None:
-        if record.status is PaymentStatus.UNKNOWN:
-            self.due_at[record.order_id] = record.next_attempt_at
+        due = record.reconcile_at
+        if due is not None:
+            self.due_at[record.order_id] = due
         else:
             self.due_at.pop(record.order_id, None)
         self.requested.pop(record.order_id, None)
 
     def track_scanned(self, record: PaymentRecord) -> None:
         """A row read by a rescan: unlike a write, it leaves a pending request in place."""
-        if record.status is PaymentStatus.UNKNOWN:
-            self.due_at.setdefault(record.order_id, record.next_attempt_at)
+        due = record.reconcile_at
+        if due is not None:
+            self.due_at.setdefault(record.order_id, due)
         else:
             self.due_at.pop(record.order_id, None)
             self.requested.pop(record.order_id, None)
@@ -137,6 +160,7 @@ class PaymentService:
         unknown: UnknownPayments,
         clock: Clock = time.time,
         run_event: RunEvent = _run,
+        settle_window: float = 30.0,
     ) -> None:
         self.payments = payments
         self.gateway = gateway
@@ -147,6 +171,10 @@ class PaymentService:
         self.inconsistent = 0  # charges found at the gateway that were not the order's
         # Runs one event's handler: the app passes the fence's (orderflow.fencing).
         self.run_event = run_event
+        # How long a charge request sent by a worker now dead may still reach the gateway (its
+        # deadline): a cancelled payment is looked up only after that, never voided sooner.
+        self.settle_window = settle_window
+        self.refunds = PaymentRefunds(payments, gateway, publisher, unknown.track, clock)
 
     async def handle_batch(self, events: Sequence[InboundEvent]) -> None:
         """Group the batch by order id and run the groups concurrently."""
@@ -174,16 +202,22 @@ class PaymentService:
         if message.topic == PAYMENT_RECONCILE:
             await self._reconcile(message)
             return
-        created = decode_event(message.value, ORDER_CREATED)
-        assert isinstance(created, OrderCreated)
-        if message.key != created.order_id.encode():
+        decoded = decode_event(message.value, _EXPECTED_TYPE.get(message.topic, ORDER_CREATED))
+        if message.key != decoded.order_id.encode():
             raise EventDecodeError(f"key {message.key!r} differs from order_id")
-        await self._on_order_created(created)
+        if isinstance(decoded, OrderCreated):
+            await self._on_order_created(decoded)
+        elif isinstance(decoded, OrderCancelled):
+            await self._on_order_cancelled(decoded)
+        elif isinstance(decoded, RefundRequested):
+            await self.refunds.requested(decoded)
 
     async def _on_order_created(self, created: OrderCreated) -> None:
         record = self.payments.get(created.order_id)
         action = decide_payment(record)
-        if action is PaymentAction.REPUBLISH:
+        if action is PaymentAction.SKIP:
+            log.info("payment %s: cancelled before any charge; not charged", created.order_id)
+        elif action is PaymentAction.REPUBLISH:
             assert record is not None
             await self._publish_outcome(record)
         elif action is PaymentAction.CHARGE and record is not None and record.attempts > 0:
@@ -203,16 +237,52 @@ class PaymentService:
                 )
             await self._charge(record)
 
+    async def _on_order_cancelled(self, cancelled: OrderCancelled) -> None:
+        record = self.payments.get(cancelled.order_id)
+        action = decide_cancel(record)
+        now = self.clock()
+        if action is CancelAction.VOID:
+            void = (
+                record
+                if record is not None
+                else PaymentRecord.first_attempt(
+                    cancelled.order_id, cancelled.amount, cancelled.currency, ""
+                )
+            ).void(now)
+            # Durable before the event is acked: a later order.created must find it.
+            await self.payments.put_durable(void)
+            log.info("payment %s VOIDED: cancelled before any charge", cancelled.order_id)
+        elif action is CancelAction.RESOLVE:
+            assert record is not None
+            record = record.cancel(now, self.settle_window)
+            await self.payments.put_durable(record)
+            self.unknown.track(record)
+            log.info(
+                "payment %s cancelled while a charge may have landed: asking the gateway at %s",
+                cancelled.order_id,
+                rfc3339(record.next_attempt_at),
+            )
+        elif action is CancelAction.COMPENSATE:
+            assert record is not None
+            if not record.cancelled:
+                record = record.cancel(now, self.settle_window)
+                self.payments.put(record)
+            await self.refunds.compensate(record)
+
     async def _reconcile(self, message: InboundMessage) -> None:
         order_id = decode_reconcile(message.value)
         if message.key != order_id.encode():
             raise EventDecodeError("reconcile request: order_id missing or not the key")
         record = self.payments.get(order_id)
-        if record is None or record.status is not PaymentStatus.UNKNOWN:
-            if record is not None:
-                self.unknown.track(record)
+        if record is None:
             return
-        await self._look_up_then_charge(record)
+        if record.status is PaymentStatus.UNKNOWN:
+            await self._look_up_then_charge(record)
+            record = self.payments.get(order_id) or record
+        if any(r.status is RefundStatus.UNKNOWN for r in record.refunds):
+            await self.refunds.reconcile(record)
+            record = self.payments.get(order_id) or record
+        self.unknown.track(record)
 
     async def _look_up_then_charge(self, record: PaymentRecord) -> None:
         """An earlier attempt may have reached the gateway: ask it before charging again.
@@ -227,6 +297,11 @@ class PaymentService:
             return
         if found is not None:  # the charge happened (or was declined); only its answer was lost
             await self._settle_found(record, found)
+        elif record.cancelled:  # cancelled, and no charge landed within the settle window
+            record = record.void(self.clock())
+            self.payments.put(record)
+            self.unknown.track(record)
+            log.info("payment %s VOIDED: cancelled, and the gateway has no charge", record.order_id)
         else:  # never reached the gateway: the same key makes a new attempt safe
             await self._charge(record)
 
@@ -301,6 +376,8 @@ class PaymentService:
         self.payments.put(record)
         self.unknown.track(record)
         await self._publish_outcome(record)
+        if record.cancelled and record.status is PaymentStatus.COMPLETED:
+            await self.refunds.compensate(record)  # a charge that raced its cancellation
 
     async def _publish_outcome(self, record: PaymentRecord) -> None:
         at = rfc3339(record.updated_at)

@@ -8,6 +8,7 @@ __all__ = [
     "EventDecodeError",
     "MoneyError",
     "PaymentTokenGoneError",
+    "RefundMismatchError",
 ]
 
 
@@ -25,6 +26,10 @@ class EventDecodeError(DomainError):
 
 class ChargeMismatchError(DomainError):
     """The gateway's charge under an order's key is for another amount, currency or order."""
+
+
+class RefundMismatchError(DomainError):
+    """The gateway's refund under a refund's key gives back another amount or another charge."""
 
 
 class PaymentTokenGoneError(DomainError):

@@ -19,11 +19,17 @@ from orderflow.domain.validation import LineItem
 
 __all__ = [
     "EVENT_TYPES",
+    "CancelOrder",
     "Event",
+    "OrderCancelled",
     "OrderCreated",
     "PaymentCompleted",
     "PaymentFailed",
+    "PaymentRefunded",
     "PlaceOrder",
+    "RefundFailed",
+    "RefundOrder",
+    "RefundRequested",
     "event_id_for",
     "rfc3339",
 ]
@@ -130,7 +136,122 @@ class PaymentFailed(_PaymentOutcome):
     charge_id: str | None = None
 
 
-Event = PlaceOrder | OrderCreated | PaymentCompleted | PaymentFailed
+@dataclass(frozen=True, slots=True)
+class CancelOrder(_OrderEvent):
+    """Command from the web view to the order service: cancel this order if it is not paid."""
+
+    event_type: ClassVar[str] = "order.cancel"
+    request_id: str  # unique per HTTP request
+    reason: str  # the client's words ("" when none was given); shown back, never parsed
+    occurred_at: str
+    client_id: str = ""  # who asked (the API client); only the order's owner may
+
+    @property
+    def event_id(self) -> str:
+        return self.request_id
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCancelled(_OrderEvent):
+    """The order service cancelled a PENDING order: the payment service must never charge it,
+    and must give back whatever a racing charge took (a compensation refund)."""
+
+    event_type: ClassVar[str] = "order.cancelled"
+    reason: str
+    occurred_at: str
+    # The order's money: what a compensation refunds, and what the payment service records of a
+    # payment it has never seen (the cancel may arrive before ``order.created``).
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class _RefundEvent(_OrderEvent):
+    """One refund of an order: an order may have several, so the refund id is in the event id."""
+
+    refund_id: str
+    amount: int  # minor units of the order's currency
+    currency: str
+
+    @property
+    def event_id(self) -> str:
+        return event_id_for(self.order_id, f"{self.event_type}/{self.refund_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class RefundOrder(_RefundEvent):
+    """Command from the web view to the order service: give back ``amount`` of this order."""
+
+    event_type: ClassVar[str] = "order.refund"
+    request_id: str
+    fingerprint: str  # hash of the canonical request body: same refund id + other body = conflict
+    reason: str
+    occurred_at: str
+    client_id: str = ""
+
+    @property
+    def event_id(self) -> str:
+        return self.request_id
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRequested(_RefundEvent):
+    """The order service reserved ``amount`` of the captured money: the payment service refunds
+    it through the gateway (its idempotency key derived from the refund id)."""
+
+    event_type: ClassVar[str] = "refund.requested"
+    reason: str
+    occurred_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRefunded(_RefundEvent):
+    """The gateway gave ``amount`` back. ``compensation``: the refund of a charge that raced a
+    cancellation, made by the payment service on its own (no RefundOrder asked for it)."""
+
+    event_type: ClassVar[str] = "payment.refunded"
+    gateway_refund_id: str
+    occurred_at: str
+    compensation: bool = False
+    # The charge given back (a compensation's ``payment.completed`` travels on another topic
+    # and may be read after this event: the order learns of the charge from either).
+    charge_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundFailed(_RefundEvent):
+    """The gateway refused the refund; nothing was given back, the reservation is released."""
+
+    event_type: ClassVar[str] = "refund.failed"
+    reason: Decline
+    occurred_at: str
+    compensation: bool = False
+
+
+Event = (
+    PlaceOrder
+    | OrderCreated
+    | PaymentCompleted
+    | PaymentFailed
+    | CancelOrder
+    | OrderCancelled
+    | RefundOrder
+    | RefundRequested
+    | PaymentRefunded
+    | RefundFailed
+)
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.event_type: cls for cls in (PlaceOrder, OrderCreated, PaymentCompleted, PaymentFailed)
+    cls.event_type: cls
+    for cls in (
+        PlaceOrder,
+        OrderCreated,
+        PaymentCompleted,
+        PaymentFailed,
+        CancelOrder,
+        OrderCancelled,
+        RefundOrder,
+        RefundRequested,
+        PaymentRefunded,
+        RefundFailed,
+    )
 }

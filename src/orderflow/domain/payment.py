@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass, replace
 
 from orderflow.domain.backoff import Backoff
+from orderflow.domain.declines import DECLINE_MESSAGES, Decline, decline_for
+from orderflow.domain.refund import RefundAttempt, RefundStatus
 
 __all__ = [
     "DECLINE_MESSAGES",
     "Approved",
+    "CancelAction",
     "ChargeOutcome",
     "Decline",
     "Declined",
@@ -19,7 +21,9 @@ __all__ = [
     "PaymentRecord",
     "PaymentStatus",
     "charge_mismatch",
+    "decide_cancel",
     "decide_payment",
+    "decline_for",
     "idempotency_key_for",
     "next_reconcile_delay",
 ]
@@ -30,6 +34,7 @@ class PaymentStatus(enum.StrEnum):
 
     INCONSISTENT: the gateway holds a charge under this payment's key that is not this payment's
     (another amount, currency or order). Neither paid nor failed: a person must look.
+    VOIDED: the order was cancelled and no charge reached the gateway: it never will.
     """
 
     ATTEMPTING = "ATTEMPTING"
@@ -37,48 +42,11 @@ class PaymentStatus(enum.StrEnum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     INCONSISTENT = "INCONSISTENT"
+    VOIDED = "VOIDED"
 
     @property
     def is_settled(self) -> bool:
         return self in (PaymentStatus.COMPLETED, PaymentStatus.FAILED)
-
-
-@dataclass(frozen=True)
-class Decline:
-    """Why a payment failed; ``retryable`` says whether the same payment may succeed later."""
-
-    code: str
-    message: str
-    retryable: bool
-
-
-# Decline codes of the gateway (Stripe's names) and what each means for the customer.
-DECLINE_MESSAGES: dict[str, Decline] = {
-    "card_declined": Decline("card_declined", "The card was declined.", False),
-    "insufficient_funds": Decline("insufficient_funds", "The card has insufficient funds.", True),
-    "expired_card": Decline("expired_card", "The card has expired.", False),
-    "invalid_token": Decline("invalid_token", "The payment token is not valid.", False),
-    # The gateway refused the request itself (a 4xx); the detail is in the worker's log.
-    "gateway_rejected": Decline("gateway_rejected", "The payment could not be processed.", False),
-}
-
-
-# A gateway's code is passed on only when it is a plain identifier (it is shown to clients).
-_PLAIN_CODE = re.compile(r"[a-z0-9_]{1,64}")
-
-
-def decline_for(code: str, message: str | None = None) -> Decline:
-    """Our decline for a gateway's code: the text is always ours, fixed per code.
-
-    ``message`` (the gateway's own words) is not used: decline messages are public (events,
-    ``GET /orders``) and a gateway's text may carry anything, its URL or our request included.
-    """
-    known = DECLINE_MESSAGES.get(code)
-    if known is not None:
-        return known
-    if not _PLAIN_CODE.fullmatch(code):
-        return DECLINE_MESSAGES["card_declined"]
-    return Decline(code, "The payment was declined.", False)
 
 
 @dataclass(frozen=True)
@@ -140,6 +108,9 @@ class PaymentRecord:
     # value per key in the compacted changelog, what is kept forever, holds no token.
     payment_token: str = ""
     problem: str | None = None  # for INCONSISTENT: what the gateway's charge got wrong
+    # The order was cancelled: never charge it (again); a charge found taken is refunded whole.
+    cancelled: bool = False
+    refunds: tuple[RefundAttempt, ...] = ()  # this payment's refunds (orderflow.domain.refund)
 
     @classmethod
     def first_attempt(
@@ -189,6 +160,45 @@ class PaymentRecord:
             payment_token="",
         )
 
+    def void(self, now: float) -> PaymentRecord:
+        """Cancelled with no charge at the gateway: never charged, whatever arrives later."""
+        return replace(
+            self, status=PaymentStatus.VOIDED, cancelled=True, updated_at=now, payment_token=""
+        )
+
+    def cancel(self, now: float, settle_window: float) -> PaymentRecord:
+        """The order was cancelled while a charge may have reached the gateway: never charge
+        again, and ask the gateway once ``settle_window`` has passed since the last attempt (a
+        request still travelling from a dead worker lands by then, or never)."""
+        cancelled = replace(self, cancelled=True, payment_token="", updated_at=now)
+        if self.status not in (PaymentStatus.ATTEMPTING, PaymentStatus.UNKNOWN):
+            return cancelled
+        ask_at = max(now, self.updated_at + settle_window, self.next_attempt_at)
+        return replace(cancelled, status=PaymentStatus.UNKNOWN, next_attempt_at=ask_at)
+
+    def with_refund(self, refund: RefundAttempt) -> PaymentRecord:
+        """This record with ``refund`` added, or in place of its earlier state."""
+        kept = tuple(r for r in self.refunds if r.refund_id != refund.refund_id)
+        ordered = sorted((*kept, refund), key=lambda r: r.refund_id)
+        return replace(self, refunds=tuple(ordered))
+
+    def refund(self, refund_id: str) -> RefundAttempt | None:
+        return next((r for r in self.refunds if r.refund_id == refund_id), None)
+
+    @property
+    def refund_committed(self) -> int:
+        """Money given back or possibly given back (every refund not FAILED)."""
+        return sum(r.amount for r in self.refunds if r.status is not RefundStatus.FAILED)
+
+    @property
+    def reconcile_at(self) -> float | None:
+        """When the reconciler next asks the gateway about this payment or one of its refunds
+        (None: nothing unknown)."""
+        times = [r.next_attempt_at for r in self.refunds if r.status is RefundStatus.UNKNOWN]
+        if self.status is PaymentStatus.UNKNOWN:
+            times.append(self.next_attempt_at)
+        return min(times) if times else None
+
     def unknown(self, now: float) -> PaymentRecord:
         """Ask the gateway again later: after a charge attempt, by the number of attempts; when
         already UNKNOWN (a lookup failed: no attempt), after twice the previous delay, capped."""
@@ -237,12 +247,39 @@ class PaymentAction(enum.Enum):
     CHARGE = "charge"  # first sight, or an attempt whose answer we never recorded
     REPUBLISH = "republish"  # settled already: publish the result again (it may have been lost)
     WAIT = "wait"  # UNKNOWN: the reconciler owns it; INCONSISTENT: a person does
+    SKIP = "skip"  # VOIDED: the order was cancelled before any charge; nothing to say
 
 
 def decide_payment(record: PaymentRecord | None) -> PaymentAction:
-    """Decide from PaymentDB alone; the gateway's idempotency key makes CHARGE safe to repeat."""
-    if record is None or record.status is PaymentStatus.ATTEMPTING:
+    """Decide from PaymentDB alone; the gateway's idempotency key makes CHARGE safe to repeat.
+
+    A cancelled payment is never charged: VOIDED skips, and one whose charge may have landed
+    waits as UNKNOWN for the reconciler (``PaymentRecord.cancel``).
+    """
+    if record is None or (record.status is PaymentStatus.ATTEMPTING and not record.cancelled):
         return PaymentAction.CHARGE
     if record.status.is_settled:
         return PaymentAction.REPUBLISH
+    if record.status is PaymentStatus.VOIDED:
+        return PaymentAction.SKIP
     return PaymentAction.WAIT
+
+
+class CancelAction(enum.Enum):
+    """What the payment service does with an ``order.cancelled`` event."""
+
+    VOID = "void"  # no charge was ever sent: record VOIDED, never charge
+    RESOLVE = "resolve"  # a charge may have landed: ask the gateway (later), never charge again
+    COMPENSATE = "compensate"  # charged: refund the whole charge
+    NOTHING = "nothing"  # declined or voided (nothing taken), or INCONSISTENT (a person looks)
+
+
+def decide_cancel(record: PaymentRecord | None) -> CancelAction:
+    """Decide from PaymentDB alone what a cancellation asks of the payment."""
+    if record is None or (record.status is PaymentStatus.ATTEMPTING and record.attempts == 0):
+        return CancelAction.VOID
+    if record.status in (PaymentStatus.ATTEMPTING, PaymentStatus.UNKNOWN):
+        return CancelAction.RESOLVE
+    if record.status is PaymentStatus.COMPLETED:
+        return CancelAction.COMPENSATE
+    return CancelAction.NOTHING

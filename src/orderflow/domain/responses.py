@@ -9,20 +9,23 @@ from __future__ import annotations
 from typing import Any
 
 from orderflow.domain.money import CURRENCY_MINOR_UNITS
-from orderflow.domain.order import Order, OrderStatus
+from orderflow.domain.order import Order, OrderRefund, OrderStatus
 from orderflow.domain.payment import Decline
 from orderflow.domain.shapes import Array, Boolean, Field, Integer, Number, Object, String
 from orderflow.domain.validation import ID_PATTERN, MAX_ITEMS
 
 __all__ = [
     "ACCEPTED",
+    "CONFLICT",
     "ERROR",
     "HEALTH",
     "ORDER",
     "ORDER_ID",
     "PROBLEMS",
     "READY",
+    "REFUND_ANSWER",
     "order_to_public",
+    "refund_to_public",
 ]
 
 ORDER_ID = String(r"^ord_[0-9a-f]{32}$", description="the order's id")
@@ -46,12 +49,43 @@ _DECLINE = Object(
 
 _PAYMENT = Object(
     (
-        Field("status", String(allowed=frozenset({"PENDING", "COMPLETED", "FAILED"}))),
+        Field(
+            "status",
+            String(
+                allowed=frozenset({"PENDING", "COMPLETED", "FAILED", "CANCELLED"}),
+                description="CANCELLED: the order was cancelled before any charge",
+            ),
+        ),
         Field("charge_id", String(nullable=True), required=False),
         Field("decline_code", String(nullable=True), required=False),
         Field("decline", _DECLINE, required=False),
     ),
     description="the payment: PENDING until the gateway answered; a charge id once charged",
+)
+
+REFUND = Object(
+    (
+        Field("refund_id", String(description="the same for every retry of one request")),
+        Field("amount", Integer(1, description="in the order's currency's minor unit")),
+        Field(
+            "status",
+            String(
+                allowed=frozenset({"REQUESTED", "COMPLETED", "FAILED"}),
+                description="REQUESTED: its amount is reserved; the gateway has not answered",
+            ),
+        ),
+        Field("reason", String()),
+        Field("requested_at", _TIME),
+        Field("compensation", Boolean(description="the refund of a charge that raced a cancel")),
+        Field("decline", _DECLINE, required=False),
+    ),
+    description="One refund of the order.",
+)
+
+_CANCELLATION = Object(
+    (Field("reason", String()), Field("at", _TIME)),
+    nullable=True,
+    description="why and when the order was cancelled (null: it was not)",
 )
 
 ORDER = Object(
@@ -60,8 +94,9 @@ ORDER = Object(
         Field(
             "status",
             String(
-                allowed=frozenset({"PENDING", "PAID", "PAYMENT_FAILED"}),
-                description="PAID and PAYMENT_FAILED are terminal",
+                allowed=frozenset({str(s) for s in OrderStatus}),
+                description="PENDING until the payment is decided; PAYMENT_FAILED, CANCELLED "
+                "and REFUNDED are final; PAID moves to PARTIALLY_REFUNDED and REFUNDED by refunds",
             ),
         ),
         Field("customer_id", String(ID_PATTERN)),
@@ -84,8 +119,27 @@ ORDER = Object(
         Field("created_at", _TIME),
         Field("updated_at", _TIME),
         Field("payment", _PAYMENT),
+        Field("captured", Integer(0, description="what the payment took (minor units)")),
+        Field("refunded", Integer(0, description="what refunds gave back (minor units)")),
+        Field("refunds", Array(REFUND)),
+        Field("cancellation", _CANCELLATION),
     ),
     description="An order as stored by its owner (the payment token is never shown).",
+)
+
+REFUND_ANSWER = Object(
+    (Field("refund", REFUND), Field("order", ORDER)),
+    description="The refund asked for, and its order.",
+)
+
+CONFLICT = Object(
+    (
+        Field("error", String(allowed=frozenset({"conflict"}))),
+        Field("message", String()),
+        Field("order_id", ORDER_ID),
+        Field("status", String(allowed=frozenset({str(s) for s in OrderStatus}))),
+    ),
+    description="Not possible in the order's state (the message says why).",
 )
 
 ACCEPTED = Object(
@@ -176,6 +230,9 @@ READY = Object(
 )
 
 
+_CHARGED = frozenset({OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED})
+
+
 def _decline(decline: Decline | None) -> dict[str, Any] | None:
     if decline is None:
         return None
@@ -187,15 +244,17 @@ def order_to_public(order: Order) -> dict[str, Any]:
 
     The API's own mapping: OrderDB stores its own shape (``orderflow.wire.tables``).
     """
-    if order.status is OrderStatus.PAID:
+    if order.captured or order.status in _CHARGED:  # (or a charge that raced a cancel)
         payment: dict[str, Any] = {"status": "COMPLETED", "charge_id": order.charge_id}
-    elif order.status is OrderStatus.PAYMENT_FAILED:
+    elif order.status is OrderStatus.PAYMENT_FAILED or order.decline is not None:
         payment = {
             "status": "FAILED",
             "charge_id": order.charge_id,
             "decline_code": order.decline.code if order.decline else None,
             "decline": _decline(order.decline),
         }
+    elif order.status is OrderStatus.CANCELLED:
+        payment = {"status": "CANCELLED"}
     else:
         payment = {"status": "PENDING"}
     items = [
@@ -211,4 +270,27 @@ def order_to_public(order: Order) -> dict[str, Any]:
         "created_at": order.created_at,
         "updated_at": order.updated_at,
         "payment": payment,
+        "captured": order.captured,
+        "refunded": order.refunded,
+        "refunds": [refund_to_public(r) for r in order.refunds],
+        "cancellation": (
+            None
+            if order.cancellation is None
+            else {"reason": order.cancellation.reason, "at": order.cancellation.at}
+        ),
     }
+
+
+def refund_to_public(refund: OrderRefund) -> dict[str, Any]:
+    """One refund as the HTTP API shows it (``REFUND``)."""
+    shown: dict[str, Any] = {
+        "refund_id": refund.refund_id,
+        "amount": refund.amount,
+        "status": str(refund.state),
+        "reason": refund.reason,
+        "requested_at": refund.requested_at,
+        "compensation": refund.compensation,
+    }
+    if refund.decline is not None:
+        shown["decline"] = _decline(refund.decline)
+    return shown

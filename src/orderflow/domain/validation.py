@@ -1,7 +1,8 @@
-"""Validation of an order request: every problem at once, each with its field path.
+"""Validation of the API's request bodies: every problem at once, each with its field path.
 
-``ORDER_REQUEST`` is the one definition of the body of ``POST /orders``: it validates requests
-here and renders the request schema of ``/openapi.json`` (``orderflow.domain.shapes``).
+``ORDER_REQUEST`` is the one definition of the body of ``POST /orders`` (``CANCEL_REQUEST``,
+``REFUND_REQUEST``: of a cancel and a refund): each validates requests here and renders the
+request schema of ``/openapi.json`` (``orderflow.domain.shapes``).
 """
 
 from __future__ import annotations
@@ -13,13 +14,19 @@ from orderflow.domain.money import CURRENCY_MINOR_UNITS, MAX_AMOUNT
 from orderflow.domain.shapes import Array, Field, Integer, Object, Problem, String, check
 
 __all__ = [
+    "CANCEL_REQUEST",
     "MAX_ITEMS",
     "MAX_QUANTITY",
     "ORDER_REQUEST",
+    "REFUND_REQUEST",
+    "CancelRequest",
     "LineItem",
     "OrderRequest",
     "Problem",
+    "RefundRequestBody",
+    "validate_cancel_request",
     "validate_order_request",
+    "validate_refund_request",
 ]
 
 MAX_ITEMS = 100
@@ -119,3 +126,77 @@ def validate_order_request(body: Any) -> OrderRequest | list[Problem]:
     if request.amount > MAX_AMOUNT:
         return [Problem("items", "range", f"the total exceeds {MAX_AMOUNT}")]
     return request
+
+
+# A reason is shown back (GET, events, trace): printable, bounded, never parsed.
+REASON_PATTERN = r"^[^\x00-\x1f\x7f]{0,500}$"
+_REASON = Field(
+    "reason", String(REASON_PATTERN, description="why, in the client's words"), required=False
+)
+
+CANCEL_REQUEST = Object(
+    (_REASON,),
+    type_message="the body must be a JSON object (or empty)",
+    description="Cancel a PENDING order (idempotent). The body is optional.",
+    examples=({"reason": "ordered twice"},),
+)
+
+REFUND_REQUEST = Object(
+    (
+        Field(
+            "amount",
+            Integer(
+                1,
+                MAX_AMOUNT,
+                _MINOR_UNITS,
+                "what to give back, in the order's currency's minor unit",
+            ),
+        ),
+        Field(
+            "currency",
+            String(
+                allowed=frozenset(CURRENCY_MINOR_UNITS),
+                not_allowed=("unknown", "must be a supported ISO 4217 code"),
+                description="the order's currency (checked when given)",
+            ),
+            required=False,
+        ),
+        _REASON,
+    ),
+    type_message="the body must be a JSON object",
+    description="Refund part or all of what the order's payment captured. Needs an "
+    "Idempotency-Key: the same key and body answer the same refund.",
+    examples=({"amount": 500, "currency": "EUR", "reason": "one item returned"},),
+)
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """A validated request to cancel an order."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class RefundRequestBody:
+    """A validated request to refund ``amount`` of an order (``currency``: None, not given)."""
+
+    amount: int
+    currency: str | None
+    reason: str
+
+
+def validate_cancel_request(body: Any) -> CancelRequest | list[Problem]:
+    """The cancel request (an absent body: no reason), or every problem found."""
+    if body is None:
+        return CancelRequest("")
+    problems = check(CANCEL_REQUEST, body)
+    return problems or CancelRequest(body.get("reason", ""))
+
+
+def validate_refund_request(body: Any) -> RefundRequestBody | list[Problem]:
+    """The refund request, or every problem found."""
+    problems = check(REFUND_REQUEST, body)
+    if problems:
+        return problems
+    return RefundRequestBody(body["amount"], body.get("currency"), body.get("reason", ""))

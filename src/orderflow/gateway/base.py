@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from orderflow.domain.payment import ChargeOutcome, GatewayCharge
+from orderflow.domain.refund import GatewayRefund, RefundOutcome
 
 __all__ = [
     "ChargeRequest",
@@ -18,6 +19,7 @@ __all__ = [
     "GatewayError",
     "PaymentGateway",
     "PermanentGatewayError",
+    "RefundRequest",
     "TransientGatewayError",
 ]
 
@@ -31,6 +33,17 @@ class ChargeRequest:
     amount: int  # minor units
     currency: str
     payment_token: str
+
+
+@dataclass(frozen=True)
+class RefundRequest:
+    """One refund of a charge; ``idempotency_key`` is derived from the refund id."""
+
+    idempotency_key: str
+    refund_id: str
+    order_id: str
+    charge_id: str
+    amount: int  # minor units of the charge's currency
 
 
 class GatewayError(Exception):
@@ -62,6 +75,14 @@ class PaymentGateway(Protocol):
 
     async def find_charge(self, idempotency_key: str) -> GatewayCharge | None:
         """The charge recorded for this key (outcome, amount, currency, order), or None."""
+        ...
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        """Refund once per idempotency key; the same key returns the first outcome."""
+        ...
+
+    async def find_refund(self, idempotency_key: str) -> GatewayRefund | None:
+        """The refund recorded for this key (outcome, amount, charge), or None."""
         ...
 
     async def close(self) -> None:

@@ -29,11 +29,13 @@ import aiohttp
 
 from orderflow.domain.backoff import Backoff
 from orderflow.domain.payment import Approved, ChargeOutcome, Declined, GatewayCharge, decline_for
+from orderflow.domain.refund import GatewayRefund, RefundDeclined, Refunded, RefundOutcome
 from orderflow.domain.tokens import mask_text
 from orderflow.gateway.base import (
     ChargeRequest,
     CircuitOpenError,
     PermanentGatewayError,
+    RefundRequest,
     TransientGatewayError,
 )
 from orderflow.tracing import client_trace_configs
@@ -242,19 +244,11 @@ class HttpPaymentGateway:
         Amount, currency and order reference come back as reported (None when missing): the
         payment service checks them before it trusts the charge.
         """
-        reply = await self._exchange(
-            "GET", "/v1/charges", idempotency_key, params={"idempotency_key": idempotency_key}
-        )
-        data = reply.body.get("data")
-        if not isinstance(data, list):
-            raise TransientGatewayError("charge list without data", status=reply.status)
-        if not data:
+        listed = await self._find("charge", "/v1/charges", idempotency_key)
+        if listed is None:
             return None
-        charge = data[0]
-        status = charge.get("status") if isinstance(charge, dict) else None
-        charge_id = charge.get("id") if isinstance(charge, dict) else None
-        if not isinstance(charge_id, str):
-            raise TransientGatewayError("charge without an id", status=reply.status)
+        charge_id, charge = listed
+        status = charge.get("status")
         outcome: ChargeOutcome
         if status == "succeeded":
             outcome = Approved(charge_id)
@@ -275,6 +269,71 @@ class HttpPaymentGateway:
             _str_field(charge, "currency"),
             _order_reference(charge),
         )
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        """Refund once per idempotency key: ``Refunded``/``RefundDeclined``, or a ``GatewayError``.
+
+        A refusal (HTTP 402 with a code: nothing left to refund, more than is left) is an answer,
+        like a decline; it never moved money.
+        """
+        body = {
+            "charge": request.charge_id,
+            "amount": request.amount,
+            "metadata": {"order_id": request.order_id, "refund_id": request.refund_id},
+        }
+        reply = await self._exchange(
+            "POST",
+            "/v1/refunds",
+            request.idempotency_key,
+            json_body=body,
+            headers={"Idempotency-Key": request.idempotency_key},
+        )
+        if reply.status == 402:
+            return RefundDeclined(decline_for(_error_field(reply.body, "code") or "card_declined"))
+        refund_id = reply.body.get("id")
+        if not isinstance(refund_id, str) or reply.body.get("status") != "succeeded":
+            # The refund may exist; the caller treats this like a lost answer and asks again.
+            raise TransientGatewayError(
+                "refund answer without a settled refund", status=reply.status
+            )
+        return Refunded(refund_id)
+
+    async def find_refund(self, idempotency_key: str) -> GatewayRefund | None:
+        """The refund recorded for the key, or None when the gateway has none."""
+        listed = await self._find("refund", "/v1/refunds", idempotency_key)
+        if listed is None:
+            return None
+        refund_id, found = listed
+        status = found.get("status")
+        outcome: RefundOutcome
+        if status == "succeeded":
+            outcome = Refunded(refund_id)
+        elif status == "failed":
+            code = found.get("failure_reason")
+            outcome = RefundDeclined(
+                decline_for(code if isinstance(code, str) else "card_declined")
+            )
+        else:
+            raise TransientGatewayError(f"refund {refund_id} is {status!r}, not settled")
+        return GatewayRefund(outcome, _int_field(found, "amount"), _str_field(found, "charge"))
+
+    async def _find(
+        self, what: str, path: str, idempotency_key: str
+    ) -> tuple[str, Mapping[str, object]] | None:
+        """The id and object the gateway lists for the key, or None when it lists none."""
+        reply = await self._exchange(
+            "GET", path, idempotency_key, params={"idempotency_key": idempotency_key}
+        )
+        data = reply.body.get("data")
+        if not isinstance(data, list):
+            raise TransientGatewayError(f"{what} list without data", status=reply.status)
+        if not data:
+            return None
+        found = data[0]
+        found_id = found.get("id") if isinstance(found, dict) else None
+        if not isinstance(found_id, str):
+            raise TransientGatewayError(f"{what} without an id", status=reply.status)
+        return found_id, found
 
     async def _attempt(
         self,

@@ -8,7 +8,7 @@ from collections.abc import Collection
 from typing import Any
 
 from orderflow.domain import responses
-from orderflow.domain.validation import ORDER_REQUEST
+from orderflow.domain.validation import CANCEL_REQUEST, ORDER_REQUEST, REFUND_REQUEST
 
 __all__ = ["OPENAPI_VERSION", "OPEN_PATHS", "openapi_document"]
 
@@ -127,6 +127,82 @@ def _get_order() -> dict[str, Any]:
     }
 
 
+_ORDER_ID_PARAMETER = {
+    "name": "order_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
+_CHANGE_RESPONSES: dict[str, Any] = {
+    "202": _json(
+        "Accepted",
+        "Durably in Kafka, not decided yet: the same request again answers the decision.",
+        "Location",
+        "Retry-After",
+    ),
+    "404": _json("Error", "No such order (or another client's)."),
+    "408": _json("Problems", "The body did not arrive in time."),
+    "409": _json("Conflict", "Not possible in the order's state; the message says why."),
+    "413": _json("Problems", "The body is over 64 KiB."),
+    "415": _json("Problems", "A body not declared `application/json`, or an unknown coding."),
+    "503": _UNAVAILABLE,
+}
+
+
+def _post_cancel() -> dict[str, Any]:
+    return {
+        "operationId": "cancelOrder",
+        "summary": "Cancel an order that is not paid",
+        "description": "A PENDING order becomes CANCELLED and is never charged; a charge that "
+        "raced the cancel is refunded in full (the order stays CANCELLED). Idempotent: a "
+        "CANCELLED order answers 200 again. A paid or declined order answers 409.",
+        "parameters": [_ORDER_ID_PARAMETER],
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": _ref("schemas", "CancelRequest")}},
+        },
+        "responses": {
+            "200": _json("Order", "The order, CANCELLED.", "Idempotent-Replayed"),
+            "400": _json("Problems", "The body is invalid (every problem listed)."),
+            **_CHANGE_RESPONSES,
+        },
+    }
+
+
+def _post_refund() -> dict[str, Any]:
+    return {
+        "operationId": "refundOrder",
+        "summary": "Refund part or all of an order's captured payment",
+        "description": "Several partial refunds may follow each other, never beyond what was "
+        "captured (refunds in progress count). The `Idempotency-Key` (required) names the "
+        "refund: the same key and body answer the same refund, never a second one. The "
+        "refund's `status` is REQUESTED until the gateway answers; GET the order to follow it.",
+        "parameters": [
+            _ORDER_ID_PARAMETER,
+            _ref("parameters", "Refund-Idempotency-Key"),
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("schemas", "RefundRequest")}},
+        },
+        "responses": {
+            "201": _json(
+                "RefundAnswer", "The refund, reserved and asked of the gateway.", "Location"
+            ),
+            "200": _json(
+                "RefundAnswer", "The same refund again (`Idempotent-Replayed: true`).", "Location"
+            ),
+            "400": _json("Problems", "The body or the Idempotency-Key is invalid or missing."),
+            "422": _json(
+                "Problems",
+                "`amount` beyond what is left to refund, `currency` not the order's, or the "
+                "`Idempotency-Key` used for another refund body; nothing was changed.",
+            ),
+            **_CHANGE_RESPONSES,
+        },
+    }
+
+
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
 
 
@@ -150,6 +226,8 @@ def _paths() -> dict[str, Any]:
     return {
         "/orders": {"post": _post_orders()},
         "/orders/{order_id}": {"get": _get_order()},
+        "/orders/{order_id}/cancel": {"post": _post_cancel()},
+        "/orders/{order_id}/refunds": {"post": _post_refund()},
         "/health": {"get": _open_get("health", "Liveness, with the worker's counters", _HEALTH)},
         "/ready": {"get": _open_get("ready", "Readiness", _READY)},
         "/metrics": {
@@ -197,7 +275,11 @@ def _components() -> dict[str, Any]:
     return {
         "schemas": {
             "OrderRequest": ORDER_REQUEST.json_schema(),
+            "CancelRequest": CANCEL_REQUEST.json_schema(),
+            "RefundRequest": REFUND_REQUEST.json_schema(),
             "Order": responses.ORDER.json_schema(),
+            "RefundAnswer": responses.REFUND_ANSWER.json_schema(),
+            "Conflict": responses.CONFLICT.json_schema(),
             "Accepted": responses.ACCEPTED.json_schema(),
             "Problems": responses.PROBLEMS.json_schema(),
             "Error": responses.ERROR.json_schema(),
@@ -211,6 +293,14 @@ def _components() -> dict[str, Any]:
                 "required": False,
                 "description": "The same key and body return the same order and never charge "
                 "twice; without a key every POST is a new order.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": _MAX_KEY_LENGTH},
+            },
+            "Refund-Idempotency-Key": {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": True,
+                "description": "Names the refund: the same key and body answer the same refund "
+                "and never refund twice.",
                 "schema": {"type": "string", "minLength": 1, "maxLength": _MAX_KEY_LENGTH},
             },
         },

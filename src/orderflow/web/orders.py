@@ -50,13 +50,20 @@ from orderflow.web.routing import Forwarding, NotReady, Owner
 from orderflow.wire import encode_event
 
 __all__ = [
+    "FORWARD_POST_TIMEOUT_S",
     "MAX_BODY_BYTES",
     "MAX_WAIT_S",
     "UNAUTHORIZED",
     "ApiResponse",
     "LongPolls",
     "OrderApi",
+    "command_time",
+    "content_type_refusal",
+    "is_order_id",
+    "key_problems",
     "order_id_for_key",
+    "problems_response",
+    "unavailable",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,7 +75,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_WAIT_S = 30.0
 # A forwarded POST that takes longer than this is accepted here instead (the owner may be frozen;
 # the command is idempotent, so the owner's own send, if it happens, changes nothing).
-_FORWARD_POST_TIMEOUT_S = 3.0
+FORWARD_POST_TIMEOUT_S = 3.0
 _FORWARD_MARGIN_S = 2.0  # a forwarded GET's timeout beyond the owner's own wait budget
 _OWNER_RETRY_S = 0.5  # a GET whose owner is away asks the routing again after this
 _CATCH_UP_MIN_S = 1.0  # time given to learn a command partition's end before a 404
@@ -109,40 +116,50 @@ _MAX_PLACED_AT_MS = 10**14
 _TOO_LARGE = Problem("$", "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
 
 
-def _now() -> tuple[str, float]:
+def command_time() -> tuple[str, float]:
     """A command's time: RFC 3339 (ms) and the same instant in seconds."""
     ms = int(time.time() * 1000)
     return rfc3339(ms / 1000), ms / 1000
 
 
-def _content_type_refusal(request: HttpRequest) -> ApiResponse | None:
+def content_type_refusal(request: HttpRequest) -> ApiResponse | None:
     """415 unless the body is declared JSON (parameters such as charset allowed)."""
     declared = request.headers.get("Content-Type", "")
     if declared.split(";", 1)[0].strip().lower() == "application/json":
         return None
-    return _problems(
+    return problems_response(
         415,
         "unsupported_media_type",
         [Problem("Content-Type", "unsupported", "must be application/json")],
     )
 
 
-def _validated(body: Any, key: str | None) -> OrderRequest | ApiResponse:
-    """The order request, or the 400 listing every problem of the body and Idempotency-Key."""
-    problems: list[Problem] = []
+def key_problems(key: str | None) -> list[Problem]:
+    """What is wrong with an ``Idempotency-Key`` header's value (None: not sent)."""
     if key is not None and not (0 < len(key) <= _MAX_KEY_LENGTH and key.isprintable()):
-        problems.append(
+        return [
             Problem(
                 "Idempotency-Key",
                 "format",
                 f"must be 1 to {_MAX_KEY_LENGTH} printable characters",
             )
-        )
+        ]
+    return []
+
+
+def is_order_id(text: str) -> bool:
+    """Whether ``text`` can be an order's id (anything else is a 404 without asking anyone)."""
+    return text.startswith("ord_") and len(text) == _ORDER_ID_LENGTH
+
+
+def _validated(body: Any, key: str | None) -> OrderRequest | ApiResponse:
+    """The order request, or the 400 listing every problem of the body and Idempotency-Key."""
+    problems = key_problems(key)
     validated = validate_order_request(body)
     if isinstance(validated, list):
         problems.extend(validated)
     if problems:
-        return _problems(400, "invalid_request", problems)
+        return problems_response(400, "invalid_request", problems)
     assert isinstance(validated, OrderRequest)
     return validated
 
@@ -177,7 +194,7 @@ class ApiResponse:
 def _not_durable(order_id: str, keyed: bool) -> ApiResponse:
     """503 for a PlaceOrder the broker did not confirm: the order may or may not exist."""
     if keyed:
-        return _unavailable(
+        return unavailable(
             "the order could not be stored durably in time; retry with the same Idempotency-Key"
         )
     # Without a key a blind retry could be a second order: name it so the client can check.
@@ -220,12 +237,12 @@ def _accepted(order_id: str, placed_at: float | None) -> ApiResponse:
     return ApiResponse(202, body, {"Location": _location(order_id, placed_at), "Retry-After": "1"})
 
 
-def _problems(status: int, error: str, problems: list[Problem]) -> ApiResponse:
+def problems_response(status: int, error: str, problems: list[Problem]) -> ApiResponse:
     listed = [{"field": p.field, "code": p.code, "message": p.message} for p in problems]
     return ApiResponse(status, {"error": error, "problems": listed})
 
 
-def _unavailable(reason: str) -> ApiResponse:
+def unavailable(reason: str) -> ApiResponse:
     return ApiResponse(503, {"error": "unavailable", "message": reason}, {"Retry-After": "1"})
 
 
@@ -366,9 +383,9 @@ class OrderApi:
         if caller is None and not request.headers.get(FORWARDED_HEADER):
             return UNAUTHORIZED
         body: Any = None
-        refused = _content_type_refusal(request)
+        refused = content_type_refusal(request)
         if refused is None:
-            body, refused = await self._read_body(request)
+            body, refused = await self.read_body(request)
         if caller is None:
             caller = self.auth.caller(request, request.get("raw_body", b""))
             if caller is None:
@@ -394,11 +411,11 @@ class OrderApi:
                 order_id = self._local_order_id()
             owner = self.routing.owner(order_id)
             if not owner.is_local:
-                return await self._forward(
+                return await self.forward(
                     owner,
                     request,
                     body_bytes=request["raw_body"],
-                    timeout=_FORWARD_POST_TIMEOUT_S,
+                    timeout=FORWARD_POST_TIMEOUT_S,
                     caller=caller,
                 )
             return await self._place(order_id, validated, keyed, caller)
@@ -448,7 +465,7 @@ class OrderApi:
         self, order_id: str, request: OrderRequest, keyed: bool, caller: Caller
     ) -> ApiResponse:
         """202 once Kafka holds the PlaceOrder (acks=all); the owner decides when it reads it."""
-        text, at = _now()
+        text, at = command_time()
         command = self._command(order_id, request, str(uuid.uuid4()), caller, keyed, text)
         if not await self._send_durably(order_id, command):
             return _not_durable(order_id, keyed)
@@ -469,7 +486,7 @@ class OrderApi:
         self, order_id: str, request: OrderRequest, keyed: bool, caller: Caller
     ) -> ApiResponse:
         fingerprint = self._fingerprint(request)
-        text, at = _now()
+        text, at = command_time()
         placed_at = at if keyed else None
         existing = self._stored(order_id, placed_at)
         request_id = str(uuid.uuid4())
@@ -496,7 +513,7 @@ class OrderApi:
                 # cannot make a second order, and without a key the client must not retry.
                 return self._accepted(order_id, placed_at)
         if existing.fingerprint != fingerprint:
-            return _problems(
+            return problems_response(
                 422,
                 "idempotency_key_reused",
                 [
@@ -536,7 +553,7 @@ class OrderApi:
         if caller is None:
             return UNAUTHORIZED
         problems: list[Problem] = []
-        if not (order_id.startswith("ord_") and len(order_id) == _ORDER_ID_LENGTH):
+        if not is_order_id(order_id):
             return ApiResponse(404, {"error": "not_found", "order_id": order_id})
         placed_at: float | None = None
         raw_placed_at = request.query.get("placed_at")
@@ -559,7 +576,7 @@ class OrderApi:
                     Problem("wait", "range", f"must be a number from 0 to {MAX_WAIT_S:g}")
                 )
         if problems:
-            return _problems(400, "invalid_request", problems)
+            return problems_response(400, "invalid_request", problems)
         if wait <= 0:
             return await self._get(request, order_id, wait, caller, placed_at)
         # Counted where the client's connection arrives; a worker's (signed) forward was
@@ -574,7 +591,7 @@ class OrderApi:
             if counted:
                 self.long_polls.release(peer)
 
-    def _visible(self, order: Order | None, caller: Caller) -> Order | None:
+    def visible(self, order: Order | None, caller: Caller) -> Order | None:
         """Another client's order (or, with auth, one from before API keys) is unknown: 404."""
         if order is None or not self.auth.enabled or order.client_id == caller.client_id:
             return order
@@ -605,7 +622,7 @@ class OrderApi:
             return terminal or not self.routing.owns(order_id)
 
         def lookup() -> Order | None:
-            return self._visible(self._stored(order_id, placed_at), caller)
+            return self.visible(self._stored(order_id, placed_at), caller)
 
         order = await self.watch.wait_for(
             order_id,
@@ -617,7 +634,7 @@ class OrderApi:
         if not terminal and not self.routing.owns(order_id):
             # The partition moved during the wait: the local store no longer tells the truth
             # (a 404 here would make a client place an existing order again).
-            return _unavailable("the order's partition moved during the wait; retry")
+            return unavailable("the order's partition moved during the wait; retry")
         if order is None:
             return await self._not_stored(
                 order_id, max(0.0, move_deadline - loop.time()), lookup, placed_at
@@ -641,7 +658,7 @@ class OrderApi:
                 if owner.is_local:
                     return None
                 remaining_wait = max(0.0, wait_deadline - loop.time())
-                return await self._forward(
+                return await self.forward(
                     owner,
                     request,
                     body_bytes=None,
@@ -653,7 +670,7 @@ class OrderApi:
                 remaining = move_deadline - loop.time()
                 if remaining <= 0 or caller.forwarded:
                     # (a forwarded request: the worker that forwarded it does the waiting)
-                    return _unavailable(str(exc))
+                    return unavailable(str(exc))
                 if not self.routing.is_ready():
                     await self.routing.wait_ready(remaining)
                 else:  # the owner is away: the group moves its partitions after a while
@@ -700,7 +717,7 @@ class OrderApi:
             return ApiResponse(202, body, headers)
         return ApiResponse(404, {"error": "not_found", "order_id": order_id})
 
-    async def _forward(
+    async def forward(
         self,
         owner: Owner,
         request: HttpRequest,
@@ -722,22 +739,33 @@ class OrderApi:
         status, payload, content_type, headers = await self.routing.forward(owner, request, how)
         return ApiResponse(status, None, headers, raw=payload, content_type=content_type)
 
-    async def _read_body(self, request: HttpRequest) -> tuple[Any, ApiResponse | None]:
-        """The whole body (decoded), or the JSON 4xx that refuses it; never a bare 500."""
+    async def read_body(
+        self, request: HttpRequest, *, optional: bool = False
+    ) -> tuple[Any, ApiResponse | None]:
+        """The whole body (decoded), or the JSON 4xx that refuses it; never a bare 500.
+
+        ``optional``: an empty body is None; one that is not declared JSON is refused (415).
+        """
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if encoding not in _DECODED_ENCODINGS:
-            return None, _problems(
+            return None, problems_response(
                 415,
                 "invalid_request",
                 [Problem("Content-Encoding", "unsupported", "supported: gzip, deflate, identity")],
             )
         length = request.content_length
         if length is not None and length > MAX_BODY_BYTES:
-            return None, _problems(413, "invalid_request", [_TOO_LARGE])
+            return None, problems_response(413, "invalid_request", [_TOO_LARGE])
         raw = await self._read_raw(request, encoding)
         if isinstance(raw, ApiResponse):
             return None, raw
         request["raw_body"] = raw
+        if optional:
+            if not raw:
+                return None, None
+            refused = content_type_refusal(request)
+            if refused is not None:
+                return None, refused
         return _parse_json(raw)
 
     async def _read_raw(self, request: HttpRequest, encoding: str) -> bytes | ApiResponse:
@@ -757,13 +785,13 @@ class OrderApi:
                     size += len(chunk)
         except RequestPayloadError as exc:  # bad gzip/deflate data, a broken chunked encoding
             where = "Content-Encoding" if encoding not in ("", "identity") else "$"
-            return _problems(
+            return problems_response(
                 400,
                 "invalid_request",
                 [Problem(where, "undecodable", f"the body could not be read: {exc}")],
             )
         except TimeoutError:
-            slow = _problems(
+            slow = problems_response(
                 408,
                 "invalid_request",
                 [
@@ -777,7 +805,7 @@ class OrderApi:
             # The rest of the body may still come: the connection cannot be reused.
             return ApiResponse(slow.status, slow.body, {"Connection": "close"})
         if size > MAX_BODY_BYTES:  # 413 Content Too Large (RFC 9110), with our JSON body
-            return _problems(413, "invalid_request", [_TOO_LARGE])
+            return problems_response(413, "invalid_request", [_TOO_LARGE])
         return b"".join(chunks)
 
 
@@ -786,7 +814,7 @@ def _parse_json(raw: bytes) -> tuple[Any, ApiResponse | None]:
     try:
         body = orjson.loads(raw)  # also refuses bytes that are not UTF-8
     except orjson.JSONDecodeError:
-        return None, _problems(
+        return None, problems_response(
             400,
             "invalid_request",
             [Problem("$", "invalid_json", "the body is not valid JSON (UTF-8)")],
@@ -794,13 +822,13 @@ def _parse_json(raw: bytes) -> tuple[Any, ApiResponse | None]:
     try:
         twice = _duplicate_key(raw)
     except RecursionError:  # orjson takes 1024 levels, the stdlib parse about 1000
-        return None, _problems(
+        return None, problems_response(
             400,
             "invalid_request",
             [Problem("$", "too_deep", "the body nests arrays or objects too deeply")],
         )
     if twice is not None:
-        return None, _problems(
+        return None, problems_response(
             400,
             "invalid_request",
             [Problem("$", "duplicate_key", f"the member {twice!r} appears twice in one object")],

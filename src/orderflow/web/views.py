@@ -11,6 +11,7 @@ from faust.web import View
 from orderflow.logs import order_context
 from orderflow.metrics import CONTENT_TYPE, Metrics
 from orderflow.web.auth import Authenticator
+from orderflow.web.changes import OrderChanges
 from orderflow.web.orders import UNAUTHORIZED, ApiResponse, OrderApi
 from orderflow.web.routing import OwnerLookup
 
@@ -46,10 +47,13 @@ def register_views(
     openapi: dict[str, Any] | None = None,
     gateway: Mapping[str, str] | None = None,
     auth: Authenticator | None = None,
+    changes: OrderChanges | None = None,
 ) -> None:
     """Mount the HTTP API on the worker's web server; ``gateway`` says which one /ready shows."""
     mount = _Mount(app, metrics, auth or api.auth)
     _order_views(mount, api)
+    if changes is not None:
+        _change_views(mount, changes)
     _worker_views(mount, routing, health, dict(gateway or {}))
     if metrics is not None:
         _metrics_view(mount, metrics)
@@ -117,6 +121,28 @@ def _order_views(mount: _Mount, api: OrderApi) -> None:
             with order_context(order_id):
                 response = _respond(self, await api.get(request, order_id))
             return counted(request, "/orders/{order_id}", response)
+
+
+def _change_views(mount: _Mount, changes: OrderChanges) -> None:
+    counted = mount.counted
+
+    @mount.app.page("/orders/{order_id}/cancel")
+    class OrderCancel(View):  # type: ignore[misc]
+        """POST /orders/{order_id}/cancel: cancel a PENDING order (idempotent)."""
+
+        async def post(self, request: Any, order_id: str) -> Any:
+            with order_context(order_id):
+                response = _respond(self, await changes.cancel(request, order_id))
+            return counted(request, "/orders/{order_id}/cancel", response)
+
+    @mount.app.page("/orders/{order_id}/refunds")
+    class OrderRefunds(View):  # type: ignore[misc]
+        """POST /orders/{order_id}/refunds: refund part or all of the captured money."""
+
+        async def post(self, request: Any, order_id: str) -> Any:
+            with order_context(order_id):
+                response = _respond(self, await changes.refund(request, order_id))
+            return counted(request, "/orders/{order_id}/refunds", response)
 
 
 def _worker_views(

@@ -1,4 +1,4 @@
-"""The four events on the wire: their JSON shape (msgspec Structs), version, and conversion.
+"""The events on the wire: their JSON shape (msgspec Structs), version, and conversion.
 
 Every event is a JSON object: ``event_type`` (the tag), ``event_id``, ``schema_version`` (the
 MAJOR version, 1), ``occurred_at`` (RFC 3339), ``order_id``, then the type's own fields.
@@ -24,12 +24,19 @@ import msgspec
 from orderflow.domain.errors import EventDecodeError
 from orderflow.domain.events import (
     EVENT_TYPES,
+    CancelOrder,
     Event,
+    OrderCancelled,
     OrderCreated,
     PaymentCompleted,
     PaymentFailed,
+    PaymentRefunded,
     PlaceOrder,
+    RefundFailed,
+    RefundOrder,
+    RefundRequested,
 )
+from orderflow.domain.payment import Decline
 from orderflow.domain.validation import LineItem
 from orderflow.wire.codec import Amount, Currency, NonEmpty, Timestamp, decode_error, parse_json
 
@@ -157,13 +164,97 @@ class PaymentFailedV1(_Envelope, frozen=True, kw_only=True, tag="payment.failed"
     charge_id: NonEmpty | None = None
 
 
-WireEvent = PlaceOrderV1 | OrderCreatedV1 | PaymentCompletedV1 | PaymentFailedV1
+Reason = Annotated[
+    str, msgspec.Meta(max_length=500, description="The client's words; absent: none given.")
+]
+
+
+class CancelOrderV1(_Envelope, frozen=True, kw_only=True, tag="order.cancel"):
+    """Command from the web view to the order service: cancel this order if it is not paid."""
+
+    request_id: NonEmpty
+    reason: Reason = ""
+    owner: NonEmpty | None = msgspec.field(default=None, name="client_id")
+
+    @property
+    def client_id(self) -> str:
+        return self.owner or ""
+
+
+class OrderCancelledV1(_Envelope, frozen=True, kw_only=True, tag="order.cancelled"):
+    """The order service cancelled a PENDING order: never charge it, refund a racing charge."""
+
+    reason: Reason = ""
+    amount: Amount
+    currency: Currency
+
+
+class _RefundV1(_Envelope, frozen=True, kw_only=True):
+    """One refund of an order: its id (several per order), amount and the order's currency."""
+
+    refund_id: NonEmpty
+    amount: Amount
+    currency: Currency
+
+
+class RefundOrderV1(_RefundV1, frozen=True, kw_only=True, tag="order.refund"):
+    """Command from the web view to the order service: give back ``amount`` of the order."""
+
+    request_id: NonEmpty
+    fingerprint: NonEmpty
+    reason: Reason = ""
+    owner: NonEmpty | None = msgspec.field(default=None, name="client_id")
+
+    @property
+    def client_id(self) -> str:
+        return self.owner or ""
+
+
+class RefundRequestedV1(_RefundV1, frozen=True, kw_only=True, tag="refund.requested"):
+    """The order service reserved the amount: the payment service refunds it at the gateway."""
+
+    reason: Reason = ""
+
+
+class PaymentRefundedV1(_RefundV1, frozen=True, kw_only=True, tag="payment.refunded"):
+    """The gateway gave the amount back (``compensation``: a charge that raced a cancel)."""
+
+    gateway_refund_id: NonEmpty
+    compensation: bool = False
+    charge_id: NonEmpty | None = None  # the charge given back (always set on a compensation)
+
+
+class RefundFailedV1(_RefundV1, frozen=True, kw_only=True, tag="refund.failed"):
+    """The gateway refused the refund; nothing was given back."""
+
+    reason: DeclineV1
+    compensation: bool = False
+
+
+WireEvent = (
+    PlaceOrderV1
+    | OrderCreatedV1
+    | PaymentCompletedV1
+    | PaymentFailedV1
+    | CancelOrderV1
+    | OrderCancelledV1
+    | RefundOrderV1
+    | RefundRequestedV1
+    | PaymentRefundedV1
+    | RefundFailedV1
+)
 # event_type -> its shape (the schema generator and the decode-error path read it).
 EVENT_SHAPES: dict[str, type[WireEvent]] = {
     PlaceOrder.event_type: PlaceOrderV1,
     OrderCreated.event_type: OrderCreatedV1,
     PaymentCompleted.event_type: PaymentCompletedV1,
     PaymentFailed.event_type: PaymentFailedV1,
+    CancelOrder.event_type: CancelOrderV1,
+    OrderCancelled.event_type: OrderCancelledV1,
+    RefundOrder.event_type: RefundOrderV1,
+    RefundRequested.event_type: RefundRequestedV1,
+    PaymentRefunded.event_type: PaymentRefundedV1,
+    RefundFailed.event_type: RefundFailedV1,
 }
 _EVENT_TYPE_OF: dict[type[WireEvent], str] = {v: k for k, v in EVENT_SHAPES.items()}
 _DECODER = msgspec.json.Decoder(WireEvent)
@@ -213,13 +304,62 @@ def _to_wire(event: Event) -> WireEvent:
                 **common, amount=event.amount, currency=event.currency, charge_id=event.charge_id
             )
         case PaymentFailed():
-            d = event.reason
             return PaymentFailedV1(
                 **common,
                 amount=event.amount,
                 currency=event.currency,
-                reason=DeclineV1(d.code, d.message, d.retryable),
+                reason=_wire_decline(event.reason),
                 charge_id=event.charge_id,
+            )
+        case CancelOrder():
+            return CancelOrderV1(
+                **common,
+                request_id=event.request_id,
+                reason=event.reason,
+                owner=event.client_id or None,
+            )
+        case OrderCancelled():
+            return OrderCancelledV1(
+                **common, reason=event.reason, amount=event.amount, currency=event.currency
+            )
+        case _:
+            return _refund_to_wire(event, common)
+
+
+def _wire_decline(decline: Decline) -> DeclineV1:
+    return DeclineV1(decline.code, decline.message, decline.retryable)
+
+
+def _refund_to_wire(
+    event: RefundOrder | RefundRequested | PaymentRefunded | RefundFailed, common: dict[str, Any]
+) -> WireEvent:
+    terms: dict[str, Any] = {
+        **common,
+        "refund_id": event.refund_id,
+        "amount": event.amount,
+        "currency": event.currency,
+    }
+    match event:
+        case RefundOrder():
+            return RefundOrderV1(
+                **terms,
+                request_id=event.request_id,
+                fingerprint=event.fingerprint,
+                reason=event.reason,
+                owner=event.client_id or None,
+            )
+        case RefundRequested():
+            return RefundRequestedV1(**terms, reason=event.reason)
+        case PaymentRefunded():
+            return PaymentRefundedV1(
+                **terms,
+                gateway_refund_id=event.gateway_refund_id,
+                compensation=event.compensation,
+                charge_id=event.charge_id,
+            )
+        case RefundFailed():
+            return RefundFailedV1(
+                **terms, reason=_wire_decline(event.reason), compensation=event.compensation
             )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import re
 import signal
 import sys
@@ -16,7 +15,7 @@ import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,7 +24,6 @@ from aiohttp import web
 from orderflow.domain.payment import DECLINE_MESSAGES, Approved, Declined, idempotency_key_for
 from orderflow.gateway import http as http_module
 from orderflow.gateway.base import (
-    ChargeRequest,
     CircuitOpenError,
     PaymentGateway,
     PermanentGatewayError,
@@ -34,89 +32,7 @@ from orderflow.gateway.base import (
 from orderflow.gateway.http import BreakerState, CircuitBreaker, HttpPaymentGateway
 from orderflow.tools.sandbox.gateway import SandboxGateway
 from tests.breaker_helpers import FakeClock, state_of
-
-
-def charge_request(
-    order_id: str, token: str = "tok_visa", amount: int = 1999, currency: str = "usd"
-) -> ChargeRequest:
-    return ChargeRequest(
-        idempotency_key=idempotency_key_for(order_id),
-        order_id=order_id,
-        amount=amount,
-        currency=currency,
-        payment_token=token,
-    )
-
-
-class Admin:
-    """The sandbox's admin API, as a test uses it."""
-
-    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
-        self.session = session
-        self.url = url
-
-    async def set_faults(self, **faults: float) -> None:
-        async with self.session.post(f"{self.url}/_admin/faults", json=faults) as resp:
-            assert resp.status == 200, await resp.text()
-
-    async def clear_faults(self) -> None:
-        async with self.session.delete(f"{self.url}/_admin/faults") as resp:
-            assert resp.status == 200
-
-    async def stats(self) -> dict[str, Any]:
-        async with self.session.get(f"{self.url}/_admin/stats") as resp:
-            result: dict[str, Any] = await resp.json()
-            return result
-
-    async def ledger(self, order_id: str | None = None) -> list[dict[str, Any]]:
-        params = {} if order_id is None else {"order_id": order_id}
-        async with self.session.get(f"{self.url}/_admin/ledger", params=params) as resp:
-            rows: list[dict[str, Any]] = (await resp.json())["data"]
-            return rows
-
-
-class MakeClient(Protocol):
-    def __call__(self, url: str | None = None, **overrides: Any) -> HttpPaymentGateway: ...
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[SandboxGateway]:
-    gateway = SandboxGateway(tmp_path / "ledger.db", seed=1234)
-    await gateway.start()
-    yield gateway
-    await gateway.stop()
-
-
-@pytest.fixture
-async def admin(sandbox: SandboxGateway) -> AsyncIterator[Admin]:
-    async with aiohttp.ClientSession() as session:
-        yield Admin(session, sandbox.url)
-
-
-@pytest.fixture
-async def make_client(sandbox: SandboxGateway) -> AsyncIterator[MakeClient]:
-    clients: list[HttpPaymentGateway] = []
-
-    def make(url: str | None = None, **overrides: Any) -> HttpPaymentGateway:
-        settings: dict[str, Any] = {
-            "connect_timeout": 0.5,
-            "request_timeout": 0.5,
-            "deadline": 3.0,
-            "max_attempts": 15,
-            "backoff_base": 0.01,
-            "backoff_cap": 0.1,
-            "rng": random.Random(99),
-            # Out of the way unless a test is about the breaker.
-            "breaker": CircuitBreaker(failure_threshold=10_000),
-        }
-        settings.update(overrides)
-        client = HttpPaymentGateway(url or sandbox.url, **settings)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.close()
+from tests.integration.gateway.sandbox_helpers import Admin, MakeClient, charge_request
 
 
 def _http_client_is_a_payment_gateway(client: HttpPaymentGateway) -> PaymentGateway:

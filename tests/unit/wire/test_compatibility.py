@@ -3,7 +3,9 @@
 ``captured_1441d60.json`` holds, per sample, the bytes main's ``records.py`` wrote (or, for the
 ``legacy-*``/``before-*`` samples, the layout older releases wrote: OrderDB values with a
 payment token and no command offset, PaymentDB values without ``problem``) and the ``repr`` of
-the object main's decoder made of them.
+the object main's decoder made of them (the orders' since cancels and refunds: with the
+fields those added, at the values an old order reads as: nothing refunded, a PAID one having
+captured its amount).
 """
 
 from __future__ import annotations

@@ -161,7 +161,7 @@ class _OrderFold:
             self._place(event)
         elif isinstance(event, OrderCreated):
             self._created(event, record)
-        else:
+        elif isinstance(event, PaymentCompleted | PaymentFailed):
             self._outcome(event, record)
 
     def _payment_record(self, record: TopicRecord) -> None:

@@ -24,11 +24,16 @@ succeeded or declined charge, or a lookup that returned it) was already delivere
 *violation*: the service should have known. It is flagged in the log (``violation``) and listed at
 ``/_admin/violations``, and still answered as a real gateway would.
 
-Faults (latency, 5xx, hangs, and "charge, then drop the response") make the client's retry and
-idempotency paths testable; they are set at construction or through ``/_admin/faults``.
+**Refunds** (``POST /v1/refunds`` with ``charge``, ``amount`` and ``metadata``; ``GET
+/v1/refunds?idempotency_key=K``) follow the same idempotency rules, and never give back more than
+a succeeded charge took (``tools/sandbox/refunds.py``).
+
+Faults (latency, 5xx, hangs, and "charge or refund, then drop the response") make the client's
+retry and idempotency paths testable; they are set at construction or through ``/_admin/faults``.
 
 Admin endpoints: ``/_admin/faults`` (GET, POST, DELETE), ``/_admin/config`` (GET, POST
-``{"key_ttl_s": 5, "strict": true}``), ``/_admin/ledger[?order_id=]``, ``/_admin/requests``
+``{"key_ttl_s": 5, "strict": true}``), ``/_admin/ledger[?order_id=]``,
+``/_admin/refunds[?order_id=]``, ``/_admin/requests``
 (``?order_id=``, ``?idempotency_key=``), ``/_admin/violations``, ``/_admin/stats``.
 
 **Keys**: with an API key (``--api-key``, or ``ORDERFLOW_SANDBOX_API_KEY``), ``/v1`` requests
@@ -57,12 +62,21 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, astuple, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 import aiosqlite
 from aiohttp import web
 
 from orderflow.domain.payment import Approved
 from orderflow.domain.tokens import mask_secrets
+from orderflow.tools.sandbox.keyed import KeyedRows
+from orderflow.tools.sandbox.refunds import (
+    REFUNDS_SCHEMA,
+    RefundBook,
+    RefundParams,
+    RefundRow,
+    parse_refund,
+)
 from orderflow.tools.sandbox.rules import sandbox_decision
 
 __all__ = [
@@ -177,7 +191,6 @@ class RequestRow:
 
 
 _COLUMNS = tuple(f.name for f in fields(ChargeRow))
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM charges"
 _REQUEST_COLUMNS = tuple(f.name for f in fields(RequestRow))
 _SCHEMA_VERSION = 2
 # Version 2: no UNIQUE idempotency key (keys expire, so one key may name several charges over
@@ -217,6 +230,7 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_order_id ON requests (order_id);
 CREATE INDEX IF NOT EXISTS requests_key ON requests (idempotency_key);
+{REFUNDS_SCHEMA}
 PRAGMA user_version = {_SCHEMA_VERSION};
 """
 # Version 0 (before key expiry): UNIQUE idempotency_key, no created_at. Rebuilt in place.
@@ -229,6 +243,8 @@ DROP TABLE charges_v0;
 """
 # Settled answers: once one of these reached a client, the client knows the charge's fate.
 _SETTLED_OUTCOMES = ("created", "declined", "replayed", "expired_new", "found")
+# The requests whose settled answer tells a client what happened under a key.
+_SETTLING_KINDS = ("charge", "lookup", "refund", "refund_lookup")
 
 
 class Ledger:
@@ -240,6 +256,8 @@ class Ledger:
         # One write transaction at a time on the connection: a charge's BEGIN IMMEDIATE ...
         # COMMIT must not interleave with a request-log batch.
         self._write = asyncio.Lock()
+        self.charges = KeyedRows(lambda: self.db, self._write, "charges", ChargeRow)
+        self._refunds: RefundBook | None = None
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -263,11 +281,15 @@ class Ledger:
             await db.executescript(_SCHEMA)
         await db.commit()
         self._db = db
+        self._refunds = RefundBook(
+            db, KeyedRows(lambda: self.db, self._write, "refunds", RefundRow)
+        )
 
     async def close(self) -> None:
         if self._db is not None:
             await self._db.close()
             self._db = None
+            self._refunds = None
 
     @property
     def is_open(self) -> bool:
@@ -279,54 +301,33 @@ class Ledger:
             raise RuntimeError("ledger is not open")
         return self._db
 
-    async def _select(self, where: str = "", args: tuple[object, ...] = ()) -> list[ChargeRow]:
-        async with self.db.execute(f"{_SELECT} {where}", args) as cursor:
-            return [ChargeRow(*row) for row in await cursor.fetchall()]
+    @property
+    def refunds(self) -> RefundBook:
+        if self._refunds is None:
+            raise RuntimeError("ledger is not open")
+        return self._refunds
 
     async def by_key(self, idempotency_key: str) -> ChargeRow | None:
         """The newest charge made with the key (expired or not)."""
-        rows = await self._select(
-            "WHERE idempotency_key = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
-            (idempotency_key,),
-        )
-        return rows[0] if rows else None
+        return await self.charges.by_key(idempotency_key)
 
     async def by_id(self, charge_id: str) -> ChargeRow | None:
-        rows = await self._select("WHERE id = ?", (charge_id,))
+        rows = await self.charges.select("WHERE id = ?", (charge_id,))
         return rows[0] if rows else None
 
     async def rows(self, order_id: str | None = None) -> list[ChargeRow]:
-        if order_id is None:
-            return await self._select("ORDER BY created_at, rowid")
-        return await self._select("WHERE order_id = ? ORDER BY created_at, rowid", (order_id,))
+        return await self.charges.rows(order_id)
 
     async def charge_once(
         self, key: str, arrived_at: float, ttl_s: float, new_row: Callable[[], ChargeRow]
     ) -> tuple[ChargeRow, str]:
-        """The key's active charge, or a new one: ``(row, "replayed" | "created" | "expired")``.
+        """The key's active charge, or a new one: ``(row, "replayed" | "created" | "expired")``
+        (``KeyedRows.once``: two processes sharing the file never both charge one key)."""
 
-        The key's newest charge is active while ``arrived_at`` is less than ``ttl_s`` after it
-        was made. Read and insert run in one write transaction, so two processes sharing the file
-        cannot both create a charge for one active key.
-        """
-        async with self._write:
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                current = await self.by_key(key)
-                if current is not None and arrived_at - current.created_at < ttl_s:
-                    await self.db.rollback()
-                    return current, "replayed"
-                row = new_row()
-                placeholders = ", ".join("?" for _ in _COLUMNS)
-                await self.db.execute(
-                    f"INSERT INTO charges ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
-                    astuple(row),
-                )
-                await self.db.commit()
-            except BaseException:
-                await self.db.rollback()
-                raise
-        return row, "created" if current is None else "expired"
+        async def made() -> ChargeRow:
+            return new_row()
+
+        return await self.charges.once(key, arrived_at, ttl_s, made)
 
     async def log_requests(self, rows: list[RequestRow]) -> None:
         """Append request rows in one transaction."""
@@ -480,6 +481,29 @@ def _parse_charge(body: object) -> _ChargeParams | tuple[str, str]:
     return _ChargeParams(amount, currency, source, metadata)
 
 
+class _Params(Protocol):
+    """A charge's or a refund's parameters, as compared for a reused key."""
+
+    def canonical(self) -> str: ...
+
+
+class _Answer(Protocol):
+    """A ledger row as a create request answers it (``ChargeRow``, ``RefundRow``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def params(self) -> str: ...
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def http_status(self) -> int: ...
+    @property
+    def response_body(self) -> str: ...
+
+
 def _error(status: int, type_: str, message: str, **extra: object) -> web.Response:
     return web.json_response({"error": {"type": type_, "message": message, **extra}}, status=status)
 
@@ -534,6 +558,10 @@ def _is_loopback(host: str) -> bool:
 
 
 def _kind(request: web.Request) -> str:
+    if request.path == "/v1/refunds":
+        if request.method == "POST":
+            return "refund"
+        return "refund_lookup" if "idempotency_key" in request.query else "refund_list"
     if request.method == "POST" and request.path == "/v1/charges":
         return "charge"
     if request.path == "/v1/charges":
@@ -632,11 +660,14 @@ class SandboxGateway:
         app.router.add_post("/v1/charges", self._create_charge)
         app.router.add_get("/v1/charges", self._list_charges)
         app.router.add_get("/v1/charges/{charge_id}", self._get_charge)
+        app.router.add_post("/v1/refunds", self._create_refund)
+        app.router.add_get("/v1/refunds", self._list_refunds)
         # /_admin: what a test reads (GET); the faults and config it sets (POST, DELETE resets).
         reads = {
             "faults": self._get_faults,
             "config": self._get_config,
             "ledger": self._ledger,
+            "refunds": self._refund_ledger,
             "requests": self._requests,
             "violations": self._violations,
             "stats": self._stats,
@@ -736,7 +767,7 @@ class SandboxGateway:
             seen.violation,
         )
         self._pending.append(row)
-        settled = seen.outcome in _SETTLED_OUTCOMES and seen.kind in ("charge", "lookup")
+        settled = seen.outcome in _SETTLED_OUTCOMES and seen.kind in _SETTLING_KINDS
         if delivered and settled and seen.idempotency_key is not None:
             self._delivered.setdefault(seen.idempotency_key, (seen.at, seen.charge_id))
 
@@ -782,14 +813,17 @@ class SandboxGateway:
             return await handler(request)
         seen = _Seen(self._clock(), _kind(request))
         request[_SEEN] = seen
-        if seen.kind == "charge":
-            self.charge_requests += 1
+        if seen.kind in ("charge", "refund"):
+            if seen.kind == "charge":
+                self.charge_requests += 1
             seen.idempotency_key = request.headers.get("Idempotency-Key", "").strip() or None
             seen.order_id = await self._order_ref(request)
             first = self._delivered.get(seen.idempotency_key or "")
             if self.strict and first is not None:
-                seen.violation = f"charge {first[1]} for this key was answered at {first[0]:.3f}"
-        elif seen.kind == "lookup":
+                seen.violation = (
+                    f"{seen.kind} {first[1]} for this key was answered at {first[0]:.3f}"
+                )
+        elif seen.kind in ("lookup", "refund_lookup"):
             seen.idempotency_key = request.query["idempotency_key"]
         response = await self._faulty(request, handler, seen)
         delivered = await self._deliver(request, response)
@@ -862,6 +896,21 @@ class SandboxGateway:
         return replace(failed, http_status=402, response_body=json.dumps({"error": error}))
 
     async def _create_charge(self, request: web.Request) -> web.StreamResponse:
+        async def once(key: str, params: _ChargeParams, at: float) -> tuple[_Answer, str]:
+            return await self.ledger.charge_once(
+                key, at, self.key_ttl_s, lambda: self._new_row(key, params, at)
+            )
+
+        return await self._create_once(request, _parse_charge, once)
+
+    async def _create_once(
+        self,
+        request: web.Request,
+        parse: Callable[[object], _Params | tuple[str, str]],
+        once: Callable[[str, Any, float], Awaitable[tuple[_Answer, str]]],
+    ) -> web.StreamResponse:
+        """A charge or a refund: validated, then made once per active key (or answered again
+        byte for byte), and perhaps its answer dropped (the fault)."""
         seen = request[_SEEN]
         seen.outcome = "invalid"
         key = request.headers.get("Idempotency-Key", "").strip()
@@ -876,17 +925,15 @@ class SandboxGateway:
             body = await request.json()
         except ValueError:
             return _error(400, "invalid_request_error", "the body is not JSON")
-        params = _parse_charge(body)
+        params = parse(body)
         if isinstance(params, tuple):
             param, message = params
             return _error(400, "invalid_request_error", message, param=param)
-
         async with self._locks.hold(key):
-            now = seen.at  # expiry is judged at arrival: a request delayed by a fault is not late
-            row, how = await self.ledger.charge_once(
-                key, now, self.key_ttl_s, lambda: self._new_row(key, params, now)
-            )
+            # Expiry is judged at arrival: a request delayed by a fault is not late.
+            row, how = await once(key, params, seen.at)
         seen.charge_id = row.id
+        seen.order_id = row.order_id or seen.order_id
         if how == "replayed":
             if row.params != params.canonical():
                 seen.outcome = "idempotency_error"
@@ -939,6 +986,27 @@ class SandboxGateway:
             seen.charge_id, seen.order_id = rows[0].id, rows[0].order_id
         return web.json_response({"object": "list", "data": [r.to_charge() for r in rows]})
 
+    # -- refunds ---------------------------------------------------------------------------------
+
+    async def _create_refund(self, request: web.Request) -> web.StreamResponse:
+        async def once(key: str, params: RefundParams, at: float) -> tuple[_Answer, str]:
+            return await self.ledger.refunds.refund_once(key, params, at, self.key_ttl_s)
+
+        return await self._create_once(request, parse_refund, once)
+
+    async def _list_refunds(self, request: web.Request) -> web.Response:
+        seen = request[_SEEN]
+        key = request.query.get("idempotency_key")
+        if key is None:
+            rows = await self.ledger.refunds.rows(request.query.get("order_id"))
+        else:
+            row = await self.ledger.refunds.by_key(key)
+            rows = [] if row is None else [row]
+        seen.outcome = "found" if rows else "not_found"
+        if key is not None and rows:
+            seen.charge_id, seen.order_id = rows[0].id, rows[0].order_id
+        return web.json_response({"object": "list", "data": [r.to_refund() for r in rows]})
+
     # -- admin -----------------------------------------------------------------------------------
 
     async def _set_config(self, request: web.Request) -> web.Response:
@@ -958,6 +1026,10 @@ class SandboxGateway:
         # masked, ``params`` (the request's canonical JSON) included.
         return web.json_response({"data": [mask_secrets(asdict(r)) for r in rows]})
 
+    async def _refund_ledger(self, request: web.Request) -> web.Response:
+        rows = await self.ledger.refunds.rows(request.query.get("order_id"))
+        return web.json_response({"data": [asdict(r) for r in rows]})
+
     async def _requests(self, request: web.Request) -> web.Response:
         await self.flush()
         rows = await self.ledger.requests(
@@ -972,6 +1044,7 @@ class SandboxGateway:
     async def _stats(self, request: web.Request) -> web.Response:
         await self.flush()
         stats = await self.ledger.stats()
+        stats.update(await self.ledger.refunds.totals())
         stats["charge_requests"] = self.charge_requests
         return web.json_response(stats)
 
