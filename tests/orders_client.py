@@ -14,12 +14,16 @@ from urllib.parse import quote
 from tests.harness import http_json
 
 __all__ = [
+    "cancel",
     "gateway_ledger",
+    "gateway_refunds",
     "gateway_requests",
     "get_terminal",
+    "get_until",
     "ledger_stats",
     "order_body",
     "place",
+    "refund",
     "set_faults",
     "set_gateway_config",
 ]
@@ -119,5 +123,63 @@ def gateway_requests(gateway_url: str, **filters: str) -> list[dict[str, Any]]:
 def gateway_ledger(gateway_url: str) -> list[dict[str, Any]]:
     """Every charge the sandbox made, oldest first."""
     status, body, _ = http_json("GET", f"{gateway_url}/_admin/ledger")
+    assert status == 200, body
+    return list(body["data"])
+
+
+def _decided(
+    method_url: str, body: Any, headers: dict[str, str], timeout: float
+) -> tuple[int, Any]:
+    """POST until it answers something other than 202/503 (accepted, not decided; unavailable):
+    the same request again is safe (cancel is idempotent, a refund's key names it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, answer, _ = http_json("POST", method_url, body, headers)
+        except OSError:
+            status, answer = 0, None
+        if status not in (0, 202, 503):
+            return status, answer
+        assert time.monotonic() < deadline, f"POST {method_url} kept failing: {status} {answer}"
+        time.sleep(0.2)
+
+
+def cancel(base_url: str, order_id: str, reason: str = "", timeout: float = 60) -> tuple[int, Any]:
+    """POST /orders/{id}/cancel until decided: (status, body)."""
+    body = {"reason": reason} if reason else None
+    return _decided(f"{base_url}/orders/{order_id}/cancel", body, {}, timeout)
+
+
+def refund(
+    base_url: str, order_id: str, amount: int, key: str, reason: str = "", timeout: float = 60
+) -> tuple[int, Any]:
+    """POST /orders/{id}/refunds with ``key`` until decided: (status, body)."""
+    body: dict[str, Any] = {"amount": amount}
+    if reason:
+        body["reason"] = reason
+    url = f"{base_url}/orders/{order_id}/refunds"
+    return _decided(url, body, {"Idempotency-Key": key}, timeout)
+
+
+def get_until(
+    base_url: str, order_id: str, done: Any, timeout: float = 90, what: str = "the order"
+) -> dict[str, Any]:
+    """GET the order until ``done(order)`` is true (polled, with a deadline)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            status, last, _ = http_json("GET", f"{base_url}/orders/{order_id}")
+        except OSError:
+            status = 0
+        if status == 200 and done(last):
+            return dict(last)
+        time.sleep(0.2)
+    raise AssertionError(f"{what} never came for {order_id}: {last}")
+
+
+def gateway_refunds(gateway_url: str, order_id: str) -> list[dict[str, Any]]:
+    """Every refund the sandbox made (or refused) for the order, oldest first."""
+    status, body, _ = http_json("GET", f"{gateway_url}/_admin/refunds?order_id={quote(order_id)}")
     assert status == 200, body
     return list(body["data"])

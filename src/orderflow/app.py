@@ -381,6 +381,7 @@ def _payment_service(
         # A charge request of a worker that died may reach the gateway until its deadline has
         # passed (its last attempt: one request timeout more): a cancelled payment waits that long.
         settle_window=parts.settings.gateway_deadline_s + parts.settings.gateway_timeout_s,
+        cancel_watch=parts.settings.cancel_watch_s,
     )
 
 

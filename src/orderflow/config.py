@@ -319,6 +319,10 @@ class GatewaySettings:
     reconcile_interval_s: float = 2.0
     # A PENDING order that has not moved for this long gets its order.created published again.
     stall_after_s: float = 30.0
+    # A cancelled order whose charge request was sent: how long after that request the gateway
+    # is still asked whether it charged (a request held by the gateway may land late), before
+    # the payment is VOIDED for good.
+    cancel_watch_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -465,6 +469,7 @@ def _gateway_settings(env: Mapping[str, str], worker: bool) -> dict[str, Any]:
             env, "ORDERFLOW_RECONCILE_INTERVAL", Settings.reconcile_interval_s
         ),
         "stall_after_s": _float(env, "ORDERFLOW_STALL_AFTER", Settings.stall_after_s),
+        "cancel_watch_s": _float(env, "ORDERFLOW_CANCEL_WATCH", Settings.cancel_watch_s),
     }
 
 

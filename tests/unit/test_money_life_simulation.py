@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hypothesis import given, settings
@@ -59,17 +60,34 @@ class LedgerGateway:
     """The gateway's ledger: one charge per key, one refund per key, never beyond the charge.
 
     ``faults`` is consumed one per call: "ok", "error" (fails before acting), "lost" (acts,
-    then the answer is lost), "crash" (acts or not, then the worker dies).
+    then the answer is lost), "crash" (acts, then the worker dies), "held" (a charge the
+    gateway holds: no answer now, and it lands ``hold_s`` later, at the next call after that).
     """
 
     token_approves: bool
+    clock: Callable[[], float]
     faults: deque[str] = field(default_factory=deque)
     charges: dict[str, tuple[str, bool, int]] = field(default_factory=dict)  # key -> id, ok, amt
     refunds: dict[str, tuple[str, bool, int, str]] = field(default_factory=dict)
     ids: itertools.count[int] = field(default_factory=itertools.count)
+    held: list[tuple[float, ChargeRequest]] = field(default_factory=list)  # (lands at, charge)
+    hold_s: float = 30.0
 
     def _fault(self) -> str:
+        self.land_held()
         return self.faults.popleft() if self.faults else "ok"
+
+    def land_held(self) -> None:
+        """Held charges whose time has come land now (a no-op for a key already charged)."""
+        now = self.clock()
+        for landing in [h for h in self.held if h[0] <= now]:
+            self.held.remove(landing)
+            self._make_charge(landing[1])
+
+    def _make_charge(self, request: ChargeRequest) -> None:
+        if request.idempotency_key not in self.charges:
+            charge_id = f"ch_{next(self.ids)}"
+            self.charges[request.idempotency_key] = (charge_id, self.token_approves, request.amount)
 
     def refunded(self, charge_id: str) -> int:
         return sum(a for _, ok, a, c in self.refunds.values() if ok and c == charge_id)
@@ -78,9 +96,10 @@ class LedgerGateway:
         fault = self._fault()
         if fault == "error":
             raise TransientGatewayError("HTTP 503", status=503)
-        if request.idempotency_key not in self.charges:
-            charge_id = f"ch_{next(self.ids)}"
-            self.charges[request.idempotency_key] = (charge_id, self.token_approves, request.amount)
+        if fault == "held":
+            self.held.append((self.clock() + self.hold_s, request))
+            raise TransientGatewayError("no answer in 5s")
+        self._make_charge(request)
         if fault == "lost":
             raise TransientGatewayError("no answer in 5s")
         if fault == "crash":
@@ -164,7 +183,7 @@ class World:
     def __init__(self, token_approves: bool) -> None:
         self.now = T0
         self.topics = Topics()
-        self.gateway = LedgerGateway(token_approves)
+        self.gateway = LedgerGateway(token_approves, lambda: self.now)
         self.orders = FakeOrderStore()
         self.payments = FakePaymentStore()
         self.dead_letters = FakeRecordTopic()
@@ -185,6 +204,7 @@ class World:
             self.unknown,
             clock=lambda: self.now,
             settle_window=20.0,
+            cancel_watch=200.0,
         )
         self.requests = itertools.count()
 
@@ -233,13 +253,21 @@ class World:
         await self.order_service.nudge_stalled(lambda order_id: True)
 
     async def drain(self) -> None:
-        """Deliver everything, faults off, with time passing, until nothing moves."""
+        """Deliver everything, faults off, with time passing, until nothing moves; then let
+        every charge the gateway still holds land (it may be late), and drain again."""
+        await self._drain()
+        if self.gateway.held:
+            self.now = max(at for at, _ in self.gateway.held)
+            self.gateway.land_held()
+            await self._drain()
+
+    async def _drain(self) -> None:
         self.gateway.faults.clear()
-        for _ in range(200):
+        for _ in range(1000):
             while waiting := self.topics.waiting():
                 for topic in waiting:
                     await self.deliver(topic)
-            await self.tick(120.0)
+            await self.tick(5.0)
             order = self.orders.get(ORDER)
             quiet = not self.topics.waiting() and not self.unknown.due_at
             settled = order is not None and order.status is not OrderStatus.PENDING
@@ -268,7 +296,7 @@ STEPS = st.lists(
     ),
     max_size=40,
 )
-FAULTS = st.lists(st.sampled_from(["ok", "ok", "error", "lost", "crash"]), max_size=12)
+FAULTS = st.lists(st.sampled_from(["ok", "ok", "error", "lost", "crash", "held"]), max_size=12)
 
 
 async def _run(world: World, steps: list[tuple[str, int, bool]]) -> None:
@@ -308,6 +336,7 @@ def _check(world: World) -> None:
         assert order.status is OrderStatus.PAYMENT_FAILED and charged == 0
     assert not order.awaiting_money
     assert world.dead_letters.header(DLQ_HEADER_REASON) == []
+    assert not ledger.held
 
 
 @settings(max_examples=300, deadline=None)
@@ -390,3 +419,24 @@ def test_the_simulation_notices_a_double_charge() -> None:
         assert "more than one key" in str(exc)
     else:
         raise AssertionError("a double charge went unnoticed")
+
+
+async def test_a_charge_the_gateway_held_past_the_client_s_deadline_is_refunded_after_a_cancel() -> (
+    None
+):
+    world = World(token_approves=True)
+    world.gateway.faults.extend(["held"])  # no answer; the charge lands 30 s later
+    world.topics.put(ORDER_COMMANDS, encode_event(place_command(order_id=ORDER)))
+    await world.deliver(ORDER_COMMANDS)
+    await world.deliver(EVENT_TOPICS["order.created"])  # the charge request goes out, held
+    world.cancel()
+    await world.deliver(ORDER_COMMANDS)
+    await world.deliver(EVENT_TOPICS["order.cancelled"])  # cancelled while the charge is held
+
+    await world.drain()
+
+    order = world.orders.get(ORDER)
+    assert order is not None and order.status is OrderStatus.CANCELLED
+    assert [ok for _, ok, _ in world.gateway.charges.values()] == [True]  # it did land
+    assert (order.captured, order.refunded) == (ITEMS_TOTAL, ITEMS_TOTAL)
+    _check(world)

@@ -58,12 +58,13 @@ def test_a_voided_payment_is_never_charged_by_a_later_order_created() -> None:
 def test_a_cancelled_payment_whose_charge_may_have_landed_waits_for_the_gateway() -> None:
     sent = payment_record(attempts=1, updated_at=NOW - 2, payment_token="tok_visa")
 
-    cancelled = sent.cancel(NOW, settle_window=30.0)
+    cancelled = sent.cancel(NOW, settle_window=30.0, watch=600.0)
 
-    # Never charged again (not ATTEMPTING: no CHARGE), asked about once a request still on its
-    # way from a dead worker has landed or never will.
+    # Never charged again (not ATTEMPTING: no CHARGE), asked about once the client's own
+    # deadline has passed, and VOIDED only once a request the gateway holds can no longer land.
     assert cancelled.status is PaymentStatus.UNKNOWN and cancelled.cancelled
     assert cancelled.next_attempt_at == NOW - 2 + 30.0
+    assert cancelled.voidable_at == NOW - 2 + 600.0
     assert cancelled.payment_token == ""
     assert decide_payment(cancelled) is PaymentAction.WAIT
     assert cancelled.reconcile_at == NOW - 2 + 30.0
@@ -72,7 +73,7 @@ def test_a_cancelled_payment_whose_charge_may_have_landed_waits_for_the_gateway(
 def test_a_cancel_of_a_completed_payment_keeps_it_completed() -> None:
     completed = payment_record(status=PaymentStatus.COMPLETED, charge_id="ch_1")
 
-    cancelled = completed.cancel(NOW, settle_window=30.0)
+    cancelled = completed.cancel(NOW, settle_window=30.0, watch=600.0)
 
     assert (cancelled.status, cancelled.cancelled) == (PaymentStatus.COMPLETED, True)
     assert decide_payment(cancelled) is PaymentAction.REPUBLISH

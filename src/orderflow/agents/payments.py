@@ -161,6 +161,7 @@ class PaymentService:
         clock: Clock = time.time,
         run_event: RunEvent = _run,
         settle_window: float = 30.0,
+        cancel_watch: float = 600.0,
     ) -> None:
         self.payments = payments
         self.gateway = gateway
@@ -174,6 +175,7 @@ class PaymentService:
         # How long a charge request sent by a worker now dead may still reach the gateway (its
         # deadline): a cancelled payment is looked up only after that, never voided sooner.
         self.settle_window = settle_window
+        self.cancel_watch = cancel_watch
         self.refunds = PaymentRefunds(payments, gateway, publisher, unknown.track, clock)
 
     async def handle_batch(self, events: Sequence[InboundEvent]) -> None:
@@ -254,7 +256,7 @@ class PaymentService:
             log.info("payment %s VOIDED: cancelled before any charge", cancelled.order_id)
         elif action is CancelAction.RESOLVE:
             assert record is not None
-            record = record.cancel(now, self.settle_window)
+            record = record.cancel(now, self.settle_window, self.cancel_watch)
             await self.payments.put_durable(record)
             self.unknown.track(record)
             log.info(
@@ -265,7 +267,7 @@ class PaymentService:
         elif action is CancelAction.COMPENSATE:
             assert record is not None
             if not record.cancelled:
-                record = record.cancel(now, self.settle_window)
+                record = record.cancel(now, self.settle_window, self.cancel_watch)
                 self.payments.put(record)
             await self.refunds.compensate(record)
 
@@ -297,7 +299,10 @@ class PaymentService:
             return
         if found is not None:  # the charge happened (or was declined); only its answer was lost
             await self._settle_found(record, found)
-        elif record.cancelled:  # cancelled, and no charge landed within the settle window
+        elif record.cancelled and self.clock() < record.voidable_at:
+            # Cancelled, no charge yet: a request the gateway holds may still land. Asked again.
+            self._mark_unknown(record, LookupError("cancelled; no charge at the gateway yet"))
+        elif record.cancelled:  # and no charge landed in the whole watch: never charged
             record = record.void(self.clock())
             self.payments.put(record)
             self.unknown.track(record)

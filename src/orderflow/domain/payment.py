@@ -110,6 +110,9 @@ class PaymentRecord:
     problem: str | None = None  # for INCONSISTENT: what the gateway's charge got wrong
     # The order was cancelled: never charge it (again); a charge found taken is refunded whole.
     cancelled: bool = False
+    # For a cancelled payment whose charge request was sent: before this time, a lookup that
+    # finds no charge does not VOID it (the request may still land); after it, it does.
+    voidable_at: float = 0.0
     refunds: tuple[RefundAttempt, ...] = ()  # this payment's refunds (orderflow.domain.refund)
 
     @classmethod
@@ -166,15 +169,21 @@ class PaymentRecord:
             self, status=PaymentStatus.VOIDED, cancelled=True, updated_at=now, payment_token=""
         )
 
-    def cancel(self, now: float, settle_window: float) -> PaymentRecord:
+    def cancel(self, now: float, settle_window: float, watch: float) -> PaymentRecord:
         """The order was cancelled while a charge may have reached the gateway: never charge
-        again, and ask the gateway once ``settle_window`` has passed since the last attempt (a
-        request still travelling from a dead worker lands by then, or never)."""
+        again; ask the gateway once ``settle_window`` has passed since the last attempt (the
+        client's own deadline), and keep asking, less and less often, until ``watch`` has
+        passed (a gateway may hold a request and charge late): only then may it be VOIDED."""
         cancelled = replace(self, cancelled=True, payment_token="", updated_at=now)
         if self.status not in (PaymentStatus.ATTEMPTING, PaymentStatus.UNKNOWN):
             return cancelled
         ask_at = max(now, self.updated_at + settle_window, self.next_attempt_at)
-        return replace(cancelled, status=PaymentStatus.UNKNOWN, next_attempt_at=ask_at)
+        return replace(
+            cancelled,
+            status=PaymentStatus.UNKNOWN,
+            next_attempt_at=ask_at,
+            voidable_at=self.updated_at + max(watch, settle_window),
+        )
 
     def with_refund(self, refund: RefundAttempt) -> PaymentRecord:
         """This record with ``refund`` added, or in place of its earlier state."""

@@ -171,7 +171,7 @@ OrderValueV1 = _stored_shape("OrderValueV1", Order, _ORDER_DOC, **_ORDER_SHAPE)
 _OrderWrite = _stored_shape("OrderValueV1", Order, _ORDER_DOC, **_ORDER_SHAPE, for_writing=True)
 _PAYMENT_SHAPE: dict[str, Any] = {
     "always_stored": ("attempts", "updated_at", "next_attempt_at"),
-    "sparse": ("cancelled", "refunds"),
+    "sparse": ("cancelled", "refunds", "voidable_at"),
 }
 _PAYMENT_DOC = "A PaymentDB value: the payment's state; the token only while a charge may follow."
 PaymentValueV1 = _stored_shape("PaymentValueV1", PaymentRecord, _PAYMENT_DOC, **_PAYMENT_SHAPE)
@@ -183,7 +183,7 @@ _PaymentWrite = _stored_shape(
 def _sparse_defaults(obj: Order | PaymentRecord) -> dict[str, Any]:
     """The values at which a writer leaves each sparse field out (see ``order_from_bytes``)."""
     if isinstance(obj, PaymentRecord):
-        return {"cancelled": False, "refunds": ()}
+        return {"cancelled": False, "refunds": (), "voidable_at": 0.0}
     captured = obj.amount if obj.status is OrderStatus.PAID else 0  # implied by PAID
     return {"captured": captured, "refunded": 0, "refunds": (), "cancellation": None}
 

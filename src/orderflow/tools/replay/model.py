@@ -18,6 +18,7 @@ from orderflow.tools.replay.errors import SelectionError
 from orderflow.tools.replay.window import TimeWindow, ms_to_rfc3339
 from orderflow.topics import (
     DEAD_LETTERS,
+    ORDER_CANCELLED,
     ORDER_CHANGELOG,
     ORDER_COMMANDS,
     ORDER_CREATED,
@@ -25,6 +26,9 @@ from orderflow.topics import (
     PAYMENT_COMPLETED,
     PAYMENT_FAILED,
     PAYMENT_RECONCILE,
+    PAYMENT_REFUNDED,
+    REFUND_FAILED,
+    REFUND_REQUESTED,
 )
 from orderflow.wire.dead_letters import (
     DLQ_HEADER_OFFSET,
@@ -70,6 +74,10 @@ _RANK = {
     PAYMENT_RECONCILE: 4,
     PAYMENT_COMPLETED: 5,
     PAYMENT_FAILED: 5,
+    ORDER_CANCELLED: 2,
+    REFUND_REQUESTED: 2,
+    PAYMENT_REFUNDED: 5,
+    REFUND_FAILED: 5,
     DEAD_LETTERS: 6,
 }
 

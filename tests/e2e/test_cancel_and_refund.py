@@ -1,0 +1,228 @@
+"""Cancels and refunds against the real broker, with faults: SIGKILL during a refund, a refund
+whose gateway answer is lost, a cancel racing a successful charge. Each ends exactly once, and
+the gateway's ledger (outside the worker) is the judge: charges, refunds, and their amounts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.harness import ManagedProcess, poll_until, start_sandbox, start_worker
+from tests.orders_client import (
+    cancel,
+    gateway_ledger,
+    gateway_refunds,
+    gateway_requests,
+    get_terminal,
+    get_until,
+    ledger_stats,
+    order_body,
+    place,
+    refund,
+    set_faults,
+)
+
+# Short gateway deadlines, reconciliation and stall detection, so faults play out in seconds.
+_FAST = {
+    "ORDERFLOW_GATEWAY_DEADLINE": "3",
+    "ORDERFLOW_GATEWAY_TIMEOUT": "1",
+    "ORDERFLOW_STALL_AFTER": "4",
+}
+AMOUNT = 2 * 1999  # order_body()'s total
+
+
+def _worker(tmp: Path, bootstrap: str, gateway: str, name: str = "w1") -> ManagedProcess:
+    return start_worker(tmp, bootstrap, gateway, name=name, extra=_FAST)
+
+
+def _succeeded_refunds(gateway: str, order_id: str) -> list[int]:
+    return [r["amount"] for r in gateway_refunds(gateway, order_id) if r["status"] == "succeeded"]
+
+
+def _charges(gateway: str, order_id: str) -> list[dict[str, object]]:
+    return [c for c in gateway_ledger(gateway) if c["order_id"] == order_id]
+
+
+def test_partial_refunds_up_to_the_charge_then_refused_and_cancel_of_a_paid_order_is_409(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(tmp_path)
+    gateway = sandbox.meta["url"]
+    worker = _worker(tmp_path, kafka_bootstrap, gateway)
+    try:
+        url = worker.meta["url"]
+        order_id = place(url, order_body())["order_id"]
+        assert get_terminal(url, order_id)["status"] == "PAID"
+
+        assert cancel(url, order_id)[0] == 409
+        first = refund(url, order_id, 1000, "r-1", "one item back")
+        again = refund(url, order_id, 1000, "r-1", "one item back")
+        over = refund(url, order_id, AMOUNT, "r-2")
+        assert first[0] == 201, first
+        assert again[0] == 200 and again[1]["refund"] == first[1]["refund"]
+        assert over[0] == 422 and over[1]["problems"][0]["field"] == "amount"
+        partly = get_until(url, order_id, lambda o: o["refunded"] == 1000, what="the refund")
+        assert partly["status"] == "PARTIALLY_REFUNDED"
+
+        rest = refund(url, order_id, AMOUNT - 1000, "r-3")
+        assert rest[0] == 201, rest
+        done = get_until(url, order_id, lambda o: o["status"] == "REFUNDED", what="REFUNDED")
+
+        assert (done["captured"], done["refunded"]) == (AMOUNT, AMOUNT)
+        assert sorted(_succeeded_refunds(gateway, order_id)) == sorted([1000, AMOUNT - 1000])
+    finally:
+        worker.stop()
+        sandbox.stop()
+
+
+def test_a_cancel_racing_a_successful_charge_ends_cancelled_with_exactly_one_refund(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(tmp_path)
+    gateway = sandbox.meta["url"]
+    worker = _worker(tmp_path, kafka_bootstrap, gateway)
+    try:
+        url = worker.meta["url"]
+        set_faults(gateway, latency_ms=1500)  # the charge is at the gateway when the cancel comes
+        order_id = place(url, order_body())["order_id"]
+        poll_until(
+            lambda: gateway_requests(gateway, order_id=order_id), 30, what="the charge request"
+        )
+
+        status, cancelled = cancel(url, order_id, "changed my mind")
+
+        assert status == 200 and cancelled["status"] == "CANCELLED", cancelled
+        final = get_until(
+            url,
+            order_id,
+            lambda o: o["captured"] > 0 and o["refunded"] == o["captured"],
+            what="the compensation refund",
+        )
+        assert final["status"] == "CANCELLED"  # never PAID-and-cancelled
+        assert [r["compensation"] for r in final["refunds"]] == [True]
+        assert [c["status"] for c in _charges(gateway, order_id)] == ["succeeded"]
+        assert _succeeded_refunds(gateway, order_id) == [AMOUNT]
+        assert len(gateway_refunds(gateway, order_id)) == 1
+    finally:
+        worker.stop()
+        sandbox.stop()
+
+
+def test_a_cancel_of_a_pending_order_is_never_charged_when_it_comes_first(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(tmp_path)
+    gateway = sandbox.meta["url"]
+    # The payment service may read order.cancelled before order.created (two topics): then
+    # nothing is charged; else the charge is refunded whole. Either way the order keeps nothing.
+    worker = _worker(tmp_path, kafka_bootstrap, gateway)
+    try:
+        url = worker.meta["url"]
+        set_faults(gateway, timeout_rate=1.0, hang_s=60)  # no charge can land meanwhile
+        order_id = place(url, order_body())["order_id"]
+        status, cancelled = cancel(url, order_id)
+        assert status == 200, cancelled
+        set_faults(gateway)
+
+        final = get_until(
+            url,
+            order_id,
+            lambda o: o["refunded"] == o["captured"] and not worker_log_says_unknown(worker),
+            timeout=60,
+            what="the cancellation to settle",
+        )
+
+        assert final["status"] == "CANCELLED"
+        charged = [c for c in _charges(gateway, order_id) if c["status"] == "succeeded"]
+        assert sum(_succeeded_refunds(gateway, order_id)) == AMOUNT * len(charged)
+    finally:
+        worker.stop()
+        sandbox.stop()
+
+
+def worker_log_says_unknown(worker: ManagedProcess) -> bool:
+    """Whether the worker still waits for the gateway about this cancelled payment."""
+    log = worker.log_tail(400)
+    return "cancelled while a charge may have landed" in log and "VOIDED" not in log
+
+
+def test_a_refund_whose_gateway_answer_is_lost_ends_exactly_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(tmp_path)
+    gateway = sandbox.meta["url"]
+    worker = _worker(tmp_path, kafka_bootstrap, gateway)
+    try:
+        url = worker.meta["url"]
+        order_id = place(url, order_body())["order_id"]
+        assert get_terminal(url, order_id)["status"] == "PAID"
+        # The refund is made and its answer dropped; the retries then fail until the
+        # client's deadline: the payment service does not know (UNKNOWN) and asks later.
+        set_faults(gateway, drop_response_rate=1.0)
+        assert refund(url, order_id, 700, "lost-1")[0] == 201
+        poll_until(lambda: gateway_refunds(gateway, order_id), 30, what="the refund at the gateway")
+        set_faults(gateway, error_rate=1.0)
+        poll_until(
+            lambda: "UNKNOWN" in worker.log_tail(200) or _settled(url, order_id),
+            30,
+            what="the refund UNKNOWN (or settled by a retry)",
+        )
+        set_faults(gateway)
+
+        final = get_until(url, order_id, lambda o: o["refunded"] == 700, what="the refund")
+
+        assert final["status"] == "PARTIALLY_REFUNDED"
+        assert [r["status"] for r in final["refunds"]] == ["COMPLETED"]
+        assert _succeeded_refunds(gateway, order_id) == [700]
+        assert len(gateway_refunds(gateway, order_id)) == 1
+    finally:
+        worker.stop()
+        sandbox.stop()
+
+
+def _settled(url: str, order_id: str) -> bool:
+    try:
+        order = get_until(url, order_id, lambda o: o["refunded"] > 0, timeout=0.5)
+    except AssertionError:
+        return False
+    return bool(order)
+
+
+def test_sigkill_during_a_refund_then_restart_refunds_exactly_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    sandbox = start_sandbox(tmp_path)
+    gateway = sandbox.meta["url"]
+    first = _worker(tmp_path, kafka_bootstrap, gateway, "victim")
+    second: ManagedProcess | None = None
+    try:
+        url = first.meta["url"]
+        order_id = place(url, order_body())["order_id"]
+        assert get_terminal(url, order_id)["status"] == "PAID"
+        set_faults(gateway, latency_ms=2000)  # the refund is in flight when the worker dies
+        assert refund(url, order_id, 1234, "kill-1")[0] == 201
+        poll_until(
+            lambda: any(
+                r["kind"] == "refund" for r in gateway_requests(gateway, order_id=order_id)
+            ),
+            30,
+            what="the refund request at the gateway",
+        )
+
+        first.kill()
+        set_faults(gateway)
+        # A fresh data dir: OrderDB and PaymentDB rebuilt from their changelogs.
+        second = _worker(tmp_path, kafka_bootstrap, gateway, "survivor")
+
+        final = get_until(
+            second.meta["url"], order_id, lambda o: o["refunded"] == 1234, what="the refund"
+        )
+        assert final["status"] == "PARTIALLY_REFUNDED"
+        assert _succeeded_refunds(gateway, order_id) == [1234]
+        assert len(gateway_refunds(gateway, order_id)) == 1
+        assert ledger_stats(gateway)["refunded_per_order"] == {order_id: 1234}
+    finally:
+        for proc in (second, first):
+            if proc is not None:
+                proc.stop()
+        sandbox.stop()
