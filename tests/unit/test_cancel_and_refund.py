@@ -18,6 +18,7 @@ from orderflow.domain.events import (
     RefundRequested,
 )
 from orderflow.domain.order import (
+    MAX_REFUNDS_PER_ORDER,
     Answer,
     Cancellation,
     Order,
@@ -217,6 +218,18 @@ def test_refunds_in_progress_count_against_what_is_left() -> None:
 
     assert (decision.answer, decision.field) == (Answer.REFUSED, "amount")
     assert "must be 1..10" in decision.reason and "in progress 4488" in decision.reason
+
+
+def test_an_order_takes_at_most_max_refunds_then_refuses_more() -> None:
+    order = paid()
+    for n in range(MAX_REFUNDS_PER_ORDER):
+        order = refund_order(order, refund(1, f"rf_{n}", f"fp-{n}"), T2).order
+
+    decision = refund_order(order, refund(1, "rf_last", "fp-last"), T2)
+
+    assert len(order.refunds) == MAX_REFUNDS_PER_ORDER
+    assert (decision.answer, decision.field) == (Answer.REFUSED, "")
+    assert "the most one order may have" in decision.reason
 
 
 def test_a_failed_refund_releases_its_reservation() -> None:

@@ -30,6 +30,7 @@ from orderflow.domain.payment import Decline
 from orderflow.domain.validation import LineItem
 
 __all__ = [
+    "MAX_REFUNDS_PER_ORDER",
     "Answer",
     "Cancellation",
     "Order",
@@ -68,6 +69,10 @@ class OrderStatus(enum.StrEnum):
         """No command or event changes this status any more."""
         return self in _FINAL
 
+
+# Refunds one order may have: each is kept in its OrderDB entry (rewritten at every change), so a
+# client asking for refunds of one minor unit at a time must not grow it without bound.
+MAX_REFUNDS_PER_ORDER = 50
 
 _FINAL = frozenset({OrderStatus.PAYMENT_FAILED, OrderStatus.CANCELLED, OrderStatus.REFUNDED})
 # The statuses a refund may be asked of: money was captured and not all of it given back.
@@ -378,6 +383,12 @@ def refund_order(order: Order, command: RefundOrder, now: str) -> OrderDecision:
         if order.status is OrderStatus.PENDING:
             reason = "the order is PENDING: nothing captured yet (cancel it instead)"
         return OrderDecision(Answer.REFUSED, order, reason=reason)
+    if len(order.refunds) >= MAX_REFUNDS_PER_ORDER:
+        return OrderDecision(
+            Answer.REFUSED,
+            order,
+            reason=f"the order has {len(order.refunds)} refunds, the most one order may have",
+        )
     if command.amount <= 0 or command.amount > order.refundable:
         return OrderDecision(
             Answer.REFUSED,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from orderflow.domain.events import OrderCancelled, PaymentRefunded, RefundRequested
+from orderflow.domain.order import Cancellation, OrderRefund, OrderStatus, RefundState
 from orderflow.tools.replay.errors import SelectionError
 from orderflow.tools.replay.model import (
     Selection,
@@ -15,6 +17,8 @@ from orderflow.tools.replay.model import (
     time_order,
 )
 from orderflow.tools.replay.window import TimeWindow
+from orderflow.wire import encode_event, order_to_bytes
+from tests.unit.builders import ITEMS_TOTAL, T0, pending_order
 
 
 def rec(key: bytes | None = b"ord_1", value: bytes | None = b"{}", **kw: object) -> TopicRecord:
@@ -99,3 +103,37 @@ def test_time_order_breaks_millisecond_ties_by_the_pipeline_order() -> None:
 def test_a_header_with_a_null_value_prints_as_null() -> None:
     out = record_to_json(rec(headers=(("nullable", None), ("text", b"t"))))
     assert out["headers"] == {"nullable": None, "text": "t"}
+
+
+def test_cancels_refunds_and_their_states_are_described_from_the_real_encoding() -> None:
+    at = "2026-12-01T00:00:00Z"
+    cancelled = OrderCancelled("ord_1", "ordered twice", at, 100, "EUR")
+    requested = RefundRequested("ord_1", "rf_1", 40, "EUR", "", at)
+    refunded = PaymentRefunded("ord_1", "cancel_1", 100, "EUR", "re_9", at, True, "ch_1")
+    partly = pending_order(
+        status=OrderStatus.PARTIALLY_REFUNDED,
+        captured=ITEMS_TOTAL,
+        refunded=40,
+        refunds=(
+            OrderRefund("rf_1", 40, RefundState.COMPLETED, "", T0),
+            OrderRefund("rf_2", 5, RefundState.REQUESTED, "", T0),
+        ),
+    )
+    gone = pending_order(status=OrderStatus.CANCELLED, cancellation=Cancellation("oops", T0))
+
+    def shown(topic: str, value: bytes) -> str:
+        return describe(rec(topic=topic, value=value))
+
+    assert shown("order.cancelled", encode_event(cancelled)) == (
+        "order.cancelled 100 EUR (ordered twice)"
+    )
+    assert shown("refund.requested", encode_event(requested)) == "refund.requested rf_1 40 EUR"
+    assert shown("payment.refunded", encode_event(refunded)) == (
+        "payment.refunded cancel_1 100 EUR refund=re_9 (compensation)"
+    )
+    changelog = "orderflow-OrderDB-changelog"
+    assert shown(changelog, order_to_bytes(partly)) == (
+        f"OrderDB <- PARTIALLY_REFUNDED captured {ITEMS_TOTAL} refunded 40, 2 refund(s), "
+        "1 in progress"
+    )
+    assert shown(changelog, order_to_bytes(gone)) == "OrderDB <- CANCELLED (oops)"

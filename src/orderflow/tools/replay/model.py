@@ -257,6 +257,15 @@ def _describe_order(data: dict[str, Any]) -> str:
     if status == "PAYMENT_FAILED":
         decline = data.get("decline") or {}
         return f"OrderDB <- PAYMENT_FAILED ({decline.get('code')})"
+    refunds = data.get("refunds") or []
+    money = f"captured {data.get('captured', 0)} refunded {data.get('refunded', 0)}"
+    if status == "CANCELLED":
+        reason = (data.get("cancellation") or {}).get("reason") or "no reason"
+        taken = f", {money}" if data.get("captured") else ""
+        return f"OrderDB <- CANCELLED ({mask_text(str(reason))}){taken}"
+    if status in ("PARTIALLY_REFUNDED", "REFUNDED") or refunds:
+        open_ = sum(1 for r in refunds if r.get("state") == "REQUESTED")
+        return f"OrderDB <- {status} {money}, {len(refunds)} refund(s), {open_} in progress"
     return f"OrderDB <- {status} {data.get('amount')} {data.get('currency')}"
 
 
@@ -266,6 +275,12 @@ def _describe_payment(data: dict[str, Any]) -> str:
         text += f" charge={data['charge_id']}"
     if data.get("decline"):
         text += f" ({data['decline'].get('code')})"
+    if data.get("cancelled"):
+        text += " cancelled"
+    refunds = data.get("refunds") or []
+    if refunds:
+        states = ", ".join(f"{r.get('amount')} {r.get('status')}" for r in refunds)
+        text += f"; refunds: {states}"
     return text
 
 
@@ -281,7 +296,20 @@ def _describe_event(event_type: str, data: dict[str, Any]) -> str:
         return f"payment.completed {money} charge={data.get('charge_id')}"
     if event_type == "payment.failed":
         return f"payment.failed ({(data.get('reason') or {}).get('code')}) {money}"
-    return event_type
+    refund = f"{data.get('refund_id')} {money}"
+    reason = mask_text(str(data.get("reason") or ""))
+    described = {
+        "order.cancel": f"order.cancel ({reason or 'no reason'})",
+        "order.cancelled": f"order.cancelled {money} ({reason or 'no reason'})",
+        "order.refund": f"order.refund {refund}",
+        "refund.requested": f"refund.requested {refund}",
+        "payment.refunded": f"payment.refunded {refund} refund={data.get('gateway_refund_id')}"
+        + (" (compensation)" if data.get("compensation") else ""),
+        "refund.failed": f"refund.failed {refund} ({(data.get('reason') or {}).get('code')})"
+        if isinstance(data.get("reason"), dict)
+        else f"refund.failed {refund}",
+    }
+    return described.get(event_type, event_type)
 
 
 def describe(record: TopicRecord) -> str:
