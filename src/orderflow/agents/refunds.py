@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from orderflow.domain.declines import decline_for
 from orderflow.domain.errors import RefundMismatchError
@@ -154,10 +155,16 @@ class PaymentRefunds:
             return
         problem = refund_mismatch(attempt, record.charge_id, found)
         if problem is not None:
-            # Not ours to settle from: left UNKNOWN (asked again, capped), and dead-lettered.
+            # Not ours to settle from, and never sent again: a person must look (the raise
+            # dead-letters the event with the reason: the alert).
             self.mismatches += 1
-            log.error("refund %s of %s: %s", attempt.refund_id, record.order_id, problem)
-            self._unknown(record, attempt, RefundMismatchError(problem))
+            log.error(
+                "refund %s of %s INCONSISTENT: %s", attempt.refund_id, record.order_id, problem
+            )
+            odd = replace(attempt, status=RefundStatus.INCONSISTENT, updated_at=self.clock())
+            record = record.with_refund(odd)
+            self.payments.put(record)
+            self.track(record)
             raise RefundMismatchError(problem)
         await self._settle(record, attempt, found.outcome)
 

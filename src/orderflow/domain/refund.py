@@ -33,12 +33,17 @@ __all__ = [
 
 
 class RefundStatus(enum.StrEnum):
-    """Where one refund stands; UNKNOWN: the gateway may have refunded, ask it again."""
+    """Where one refund stands; UNKNOWN: the gateway may have refunded, ask it again.
+
+    INCONSISTENT: the gateway holds a refund under this refund's key that is not this refund
+    (another amount or charge): neither done nor failed, never sent again; a person must look.
+    """
 
     ATTEMPTING = "ATTEMPTING"
     UNKNOWN = "UNKNOWN"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    INCONSISTENT = "INCONSISTENT"
 
     @property
     def is_settled(self) -> bool:
@@ -190,7 +195,7 @@ def decide_refund(
             )
         if existing.status.is_settled:
             return RefundDecision(RefundAction.REPUBLISH)
-        if existing.status is RefundStatus.UNKNOWN:
+        if existing.status in (RefundStatus.UNKNOWN, RefundStatus.INCONSISTENT):
             return RefundDecision(RefundAction.WAIT)
         return RefundDecision(RefundAction.LOOK_UP if existing.attempts else RefundAction.REFUND)
     if captured is None:

@@ -627,6 +627,7 @@ class SandboxGateway:
         self._host = "127.0.0.1"
         self._port: int | None = None
         self.charge_requests = 0  # POST /v1/charges received, faulted or not
+        self.refund_requests = 0  # POST /v1/refunds received, faulted or not
         # Request log rows waiting for the next batch write (one commit per batch, not per
         # request, keeps the charge path fast).
         self._pending: list[RequestRow] = []
@@ -816,6 +817,8 @@ class SandboxGateway:
         if seen.kind in ("charge", "refund"):
             if seen.kind == "charge":
                 self.charge_requests += 1
+            else:
+                self.refund_requests += 1
             seen.idempotency_key = request.headers.get("Idempotency-Key", "").strip() or None
             seen.order_id = await self._order_ref(request)
             first = self._delivered.get(seen.idempotency_key or "")
@@ -1046,6 +1049,7 @@ class SandboxGateway:
         stats = await self.ledger.stats()
         stats.update(await self.ledger.refunds.totals())
         stats["charge_requests"] = self.charge_requests
+        stats["refund_requests"] = self.refund_requests
         return web.json_response(stats)
 
 
