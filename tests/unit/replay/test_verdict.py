@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from orderflow.domain.order import OrderStatus
+from orderflow.domain.order import Cancellation, OrderRefund, OrderStatus, RefundState
 from orderflow.domain.payment import DECLINE_MESSAGES, PaymentStatus
-from orderflow.tools.replay.verdict import Charge, judge
+from orderflow.tools.replay.verdict import Charge, LedgerRefund, judge
 from tests.unit.builders import ITEMS_TOTAL, payment_record, pending_order
 
 PAID = dataclasses.replace(pending_order(), status=OrderStatus.PAID, charge_id="ch_1")
@@ -120,3 +120,77 @@ def test_an_order_missing_from_orderdb() -> None:
     assert judge(None, None, [OK], events=1, dead_letters=0).text == (
         "INCONSISTENT: charged once but not in OrderDB"
     )
+
+
+_AT = "2026-12-01T00:00:00.000Z"
+CANCELLED = pending_order(status=OrderStatus.CANCELLED, cancellation=Cancellation("", _AT))
+COMPENSATED = dataclasses.replace(
+    CANCELLED,
+    captured=ITEMS_TOTAL,
+    refunded=ITEMS_TOTAL,
+    charge_id="ch_1",
+    refunds=(
+        OrderRefund("cancel_1", ITEMS_TOTAL, RefundState.COMPLETED, "", _AT, compensation=True),
+    ),
+)
+PARTLY = dataclasses.replace(
+    PAID,
+    status=OrderStatus.PARTIALLY_REFUNDED,
+    captured=ITEMS_TOTAL,
+    refunded=100,
+    refunds=(OrderRefund("rf_1", 100, RefundState.COMPLETED, "", _AT),),
+)
+ASKED = dataclasses.replace(
+    PAID,
+    captured=ITEMS_TOTAL,
+    refunds=(OrderRefund("rf_1", 100, RefundState.REQUESTED, "", _AT),),
+)
+GAVE_100 = [LedgerRefund("re_1", "succeeded", 100)]
+
+
+@pytest.mark.parametrize(
+    ("order", "ledger", "refunds", "status", "text"),
+    [
+        (CANCELLED, [], [], "ok", "CANCELLED, never charged"),
+        (
+            COMPENSATED,
+            [OK],
+            [LedgerRefund("re_1", "succeeded", ITEMS_TOTAL)],
+            "ok",
+            "CANCELLED, charged once and refunded in full",
+        ),
+        (
+            dataclasses.replace(CANCELLED, captured=ITEMS_TOTAL, charge_id="ch_1"),
+            [OK],
+            [],
+            "pending",
+            f"CANCELLED, captured {ITEMS_TOTAL}, refunded 0 (1 answer(s) owed",
+        ),
+        (PARTLY, [OK], GAVE_100, "ok", "PARTIALLY_REFUNDED, charged once, refunded 100 in 1"),
+        (ASKED, [OK], [], "pending", f"PAID, captured {ITEMS_TOTAL}, refunded 0 (1 answer"),
+        (
+            PARTLY,
+            [OK],
+            [*GAVE_100, LedgerRefund("re_2", "succeeded", 50)],
+            "inconsistent",
+            "INCONSISTENT: PARTIALLY_REFUNDED, captured",
+        ),
+        (CANCELLED, [OK], [], "inconsistent", "INCONSISTENT: CANCELLED, captured 0, refunded 0"),
+        (PARTLY, [OK], None, "unchecked", "PARTIALLY_REFUNDED, captured"),
+    ],
+    ids=[
+        "cancelled-never-charged",
+        "cancelled-compensated",
+        "cancelled-compensation-owed",
+        "partly-refunded",
+        "refund-in-progress",
+        "ledger-refunded-more",
+        "cancelled-but-charged-unknown-to-the-order",
+        "refunds-not-asked",
+    ],
+)
+def test_verdicts_of_cancelled_and_refunded_orders(
+    order: object, ledger: object, refunds: object, status: str, text: str
+) -> None:
+    verdict = judge(order, None, ledger, events=3, dead_letters=0, refunds=refunds)  # type: ignore[arg-type]
+    assert (verdict.status, verdict.text[: len(text)]) == (status, text), verdict

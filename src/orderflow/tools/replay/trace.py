@@ -35,7 +35,7 @@ from orderflow.tools.replay.model import (
 )
 from orderflow.tools.replay.output import Progress
 from orderflow.tools.replay.reader import read_records
-from orderflow.tools.replay.verdict import Charge, Verdict, judge
+from orderflow.tools.replay.verdict import Charge, LedgerRefund, Verdict, judge
 from orderflow.tools.replay.window import ms_to_rfc3339
 from orderflow.topics import DEAD_LETTERS, all_topic_names
 from orderflow.wire import order_from_bytes, payment_from_bytes, payment_to_bytes
@@ -83,12 +83,16 @@ def _latest(records: list[TopicRecord], topic: str, key: bytes) -> TopicRecord |
 
 
 async def fetch_ledger(
-    gateway_url: str | None, order_id: str, timeout: float = LEDGER_TIMEOUT_S
+    gateway_url: str | None,
+    order_id: str,
+    timeout: float = LEDGER_TIMEOUT_S,
+    table: str = "ledger",
 ) -> tuple[list[dict[str, Any]] | None, str | None]:
-    """The gateway ledger's rows for the order, or (None, why not)."""
+    """The gateway ledger's rows for the order (``table``: "ledger", the charges; "refunds"),
+    or (None, why not)."""
     if not gateway_url:
         return None, "ledger: not checked (no --gateway-url and ORDERFLOW_GATEWAY_URL is unset)"
-    url = f"{gateway_url.rstrip('/')}/_admin/ledger"
+    url = f"{gateway_url.rstrip('/')}/_admin/{table}"
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
@@ -142,8 +146,10 @@ async def trace_order(
         async with contextlib.aclosing(records):
             return [r async for r in records]
 
-    events, (ledger, ledger_note) = await asyncio.gather(
-        read(), fetch_ledger(gateway_url, order_id)
+    events, (ledger, ledger_note), (refund_rows, _) = await asyncio.gather(
+        read(),
+        fetch_ledger(gateway_url, order_id),
+        fetch_ledger(gateway_url, order_id, table="refunds"),
     )
     events.sort(key=time_order)
     notes = [f"topic not on the broker: {t}" for t in skipped]
@@ -153,16 +159,20 @@ async def trace_order(
     payment = _decode(
         _latest(events, PAYMENT_CHANGELOG, key), "PaymentDB", notes, payment_from_bytes
     )
-    charges = None
+    charges = refunds = None
     if ledger is not None:
         try:
             charges = [Charge.from_json(row) for row in ledger]
+            if refund_rows is not None:  # (a gateway without refunds: not judged on them)
+                refunds = [LedgerRefund.from_json(row) for row in refund_rows]
         except (KeyError, TypeError, ValueError) as exc:
             notes.append(f"ledger: rows not understood ({exc!r})")
     dead = [DeadLetter(r) for r in events if r.topic == DEAD_LETTERS]
     for letter in dead:
         notes.append(f"dead letter {letter.address} (from {letter.source}): {letter.reason}")
-    verdict = judge(order, payment, charges, events=len(events), dead_letters=len(dead))
+    verdict = judge(
+        order, payment, charges, events=len(events), dead_letters=len(dead), refunds=refunds
+    )
     return OrderTrace(order_id, events, order, payment, ledger, verdict, notes)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from orderflow.domain.order import Order, OrderStatus
 from orderflow.domain.payment import PaymentRecord, PaymentStatus
 
-__all__ = ["Charge", "Verdict", "judge"]
+__all__ = ["Charge", "LedgerRefund", "Verdict", "judge"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,19 @@ class Charge:
             str(row["currency"]),
             row.get("failure_code"),
         )
+
+
+@dataclass(frozen=True)
+class LedgerRefund:
+    """One refund row of the gateway ledger for the order."""
+
+    id: str
+    status: str  # "succeeded" | "failed"
+    amount: int
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> LedgerRefund:
+        return cls(str(row["id"]), str(row["status"]), int(row["amount"]))
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,7 @@ def judge(
     *,
     events: int,
     dead_letters: int,
+    refunds: Sequence[LedgerRefund] | None = None,
 ) -> Verdict:
     """The verdict; ``ledger`` None means the gateway was not asked (the verdict says so)."""
     ok = None if ledger is None else [c for c in ledger if c.status == "succeeded"]
@@ -131,10 +145,12 @@ def judge(
         return _no_order(events, dead_letters, len(ok or ()))
     if order.status is OrderStatus.PENDING:
         return _pending(payment, ok)
-    if order.status is OrderStatus.PAID:
+    if order.status is OrderStatus.PAID and not order.refunds:
         if ok is None:
             return Verdict("unchecked", f"PAID, charge {order.charge_id} (ledger not checked)")
         return _paid(order, ok)
+    if order.status is not OrderStatus.PAYMENT_FAILED:  # cancelled, or refunds asked
+        return _money(order, ok, refunds)
     code = order.decline.code if order.decline else "?"
     if ok is None:
         return Verdict("unchecked", f"PAYMENT_FAILED ({code}) (ledger not checked)")
@@ -143,3 +159,42 @@ def judge(
             "inconsistent", f"INCONSISTENT: PAYMENT_FAILED ({code}) but charged {_charges(len(ok))}"
         )
     return Verdict("ok", f"PAYMENT_FAILED ({code}), not charged")
+
+
+def _money(
+    order: Order, ok: list[Charge] | None, refunds: Sequence[LedgerRefund] | None
+) -> Verdict:
+    """A cancelled order, or one with refunds: its money against the ledger's charges and
+    refunds (``refunds`` None: the gateway's refunds were not asked)."""
+    state = str(order.status)
+    owed = f" ({len(order.money_events())} answer(s) owed by the payment service)"
+    done = f"captured {order.captured}, refunded {order.refunded}"
+    if ok is None or refunds is None:
+        return Verdict("unchecked", f"{state}, {done} (ledger not checked)")
+    charged = sum(c.amount for c in ok)
+    given_back = sum(r.amount for r in refunds if r.status == "succeeded")
+    if len(ok) > 1 or given_back > charged:
+        return Verdict(
+            "inconsistent",
+            f"INCONSISTENT: {state} but charged {_charges(len(ok))} ({charged}) and "
+            f"refunded {given_back}",
+        )
+    if (order.captured, order.refunded) != (charged, given_back):
+        if order.awaiting_money:
+            return Verdict(
+                "pending",
+                f"{state}, {done}; the ledger: charged {charged}, refunded {given_back}{owed}",
+            )
+        return Verdict(
+            "inconsistent",
+            f"INCONSISTENT: {state}, {done}, but the ledger charged {charged} and refunded "
+            f"{given_back}",
+        )
+    if order.awaiting_money:
+        return Verdict("pending", f"{state}, {done}{owed}")
+    if order.status is OrderStatus.CANCELLED:
+        if not charged:
+            return Verdict("ok", "CANCELLED, never charged")
+        return Verdict("ok", "CANCELLED, charged once and refunded in full")
+    refund_count = sum(1 for r in refunds if r.status == "succeeded")
+    return Verdict("ok", f"{state}, charged once, refunded {given_back} in {refund_count}")
