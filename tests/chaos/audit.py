@@ -28,9 +28,26 @@ from tests.chaos.load import Intent
 from tests.harness import auth_headers
 from tests.kafka_helpers import Record, read_topic
 
-__all__ = ["Evidence", "Verdict", "audit", "collect", "order_states"]
+__all__ = [
+    "Evidence",
+    "Verdict",
+    "audit",
+    "collect",
+    "order_states",
+    "payment_states",
+    "settled",
+]
 
-_TERMINAL = ("PAID", "PAYMENT_FAILED")
+_TERMINAL = ("PAID", "PAYMENT_FAILED", "CANCELLED", "PARTIALLY_REFUNDED", "REFUNDED")
+_CHARGED = ("PAID", "PARTIALLY_REFUNDED", "REFUNDED")  # the charge was kept (or refunded)
+# The statuses an order may move to from each terminal one (refunds move PAID on).
+_LATER = {
+    "PAID": {"PAID", "PARTIALLY_REFUNDED", "REFUNDED"},
+    "PARTIALLY_REFUNDED": {"PARTIALLY_REFUNDED", "REFUNDED"},
+    "REFUNDED": {"REFUNDED"},
+    "PAYMENT_FAILED": {"PAYMENT_FAILED"},
+    "CANCELLED": {"CANCELLED"},
+}
 _EXAMPLES = 10  # order ids kept per failed check in the result file
 
 
@@ -50,6 +67,23 @@ class Evidence:
     bare_5xx: list[dict[str, Any]] = field(default_factory=list)
     gateway_stats: dict[str, Any] = field(default_factory=dict)
     gateway_requests: list[dict[str, Any]] | None = None  # None: the sandbox has no request log
+    refunds: list[dict[str, Any]] = field(default_factory=list)  # the sandbox's refund rows
+
+
+def settled(state: dict[str, Any]) -> bool:
+    """An OrderDB value that ends the order's story: terminal, and owed nothing (no refund
+    REQUESTED, no charge of a cancelled order left to give back)."""
+    if state.get("status") not in _TERMINAL:
+        return False
+    if any(r.get("state") == "REQUESTED" for r in state.get("refunds") or ()):
+        return False
+    owed = state.get("status") == "CANCELLED" and state.get("refunded", 0) < state.get(
+        "captured", 0
+    )
+    refused = any(
+        r.get("compensation") and r.get("state") == "FAILED" for r in state.get("refunds") or ()
+    )
+    return not owed or refused
 
 
 @dataclass
@@ -120,6 +154,11 @@ def order_states(bootstrap: str) -> dict[str, list[dict[str, Any]]]:
     return _group(read_topic(bootstrap, changelog_topic("OrderDB")))
 
 
+def payment_states(bootstrap: str) -> dict[str, list[dict[str, Any]]]:
+    """PaymentDB's changelog grouped by order (drain: is a cancelled payment decided?)."""
+    return _group(read_topic(bootstrap, changelog_topic("PaymentDB")))
+
+
 async def collect(
     bootstrap: str,
     gateway_url: str,
@@ -145,6 +184,7 @@ async def collect(
         for r in records[4]
     ]
     _, ledger = await _get_json(f"{gateway_url}/_admin/ledger")
+    _, refunds = await _get_json(f"{gateway_url}/_admin/refunds")
     _, stats = await _get_json(f"{gateway_url}/_admin/stats")
     status, requests = await _get_json(f"{gateway_url}/_admin/requests")
     if isinstance(requests, dict):
@@ -164,6 +204,7 @@ async def collect(
         bare_5xx=bare_5xx,
         gateway_stats=dict(stats or {}),
         gateway_requests=list(requests) if status == 200 and isinstance(requests, list) else None,
+        refunds=list((refunds or {}).get("data", [])),
     )
 
 
@@ -197,23 +238,31 @@ def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
         if row["status"] == "succeeded":
             succeeded[str(row["order_id"])].append(row)
 
+    given_back: dict[str, int] = defaultdict(int)  # order id -> money the gateway refunded
+    for row in ev.refunds:
+        if row.get("status") == "succeeded":
+            given_back[str(row.get("order_id"))] += int(row.get("amount", 0))
+
     terminal = lost = paid = declined = duplicates = 0
     for order_id, intent in accepted.items():
         states = ev.orderdb.get(order_id, [])
         statuses = [s.get("status") for s in states]
         final = states[-1] if states else None
-        if final is None or final.get("status") not in _TERMINAL:
+        if final is None or not settled(final):
             lost += 1
             fail["lost"].append(order_id)
             continue
         terminal += 1
         status = final["status"]
-        paid += status == "PAID"
+        paid += status in _CHARGED
         declined += status == "PAYMENT_FAILED"
         first = next(i for i, s in enumerate(statuses) if s in _TERMINAL)
-        if set(statuses[:first]) - {"PENDING"} or set(statuses[first:]) != {status}:
+        moves = zip(statuses[first:], statuses[first + 1 :], strict=False)
+        if set(statuses[:first]) - {"PENDING"} or any(
+            after not in _LATER.get(str(before), ()) for before, after in moves
+        ):
             fail["contradictory_orderdb_states"].append(order_id)
-        if status != intent.expected:
+        if status not in _expected(intent):
             fail["wrong_outcome"].append(order_id)
         if final.get("amount") != intent.amount:
             fail["wrong_amount"].append(order_id)
@@ -225,11 +274,15 @@ def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
         if (completed and failed) or len(charge_ids) > 1:
             fail["contradictory_terminal_events"].append(order_id)
         last_event = "PAID" if completed and not failed else "PAYMENT_FAILED" if failed else None
-        if last_event != status or (status == "PAID" and final.get("charge_id") not in charge_ids):
+        if status == "CANCELLED":  # a racing charge's outcome, or none: both are fine
+            pass
+        elif last_event != ("PAID" if status in _CHARGED else status) or (
+            status in _CHARGED and final.get("charge_id") not in charge_ids
+        ):
             fail["orderdb_vs_payment_event"].append(order_id)
 
         charges = succeeded.get(order_id, [])
-        if status == "PAID":
+        if status in _CHARGED:
             good = [
                 c
                 for c in charges
@@ -239,24 +292,40 @@ def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
             ]
             if len(charges) != 1 or len(good) != 1:
                 fail["paid_without_exactly_one_matching_charge"].append(order_id)
-        elif charges:
+        elif status == "PAYMENT_FAILED" and charges:
             fail["charged_but_not_paid"].append(order_id)
+        # The order's money is the ledger's money: what was taken, what came back.
+        charged = sum(int(c.get("amount", 0)) for c in charges)
+        if given_back[order_id] > charged:
+            fail["refunded_beyond_the_charge"].append(order_id)
+        # (A PAID value leaves ``captured`` out: it is the order's amount.)
+        captured = final.get("captured", final.get("amount") if status == "PAID" else 0)
+        if (captured, final.get("refunded", 0)) != (charged, given_back[order_id]):
+            fail["orderdb_money_vs_ledger"].append(order_id)
+        if status == "CANCELLED" and charged != given_back[order_id]:
+            fail["cancelled_kept_money"].append(order_id)
+        if intent.refunds_accepted != final.get("refunded", 0) and status != "CANCELLED":
+            fail["accepted_refunds_not_given_back"].append(order_id)
+        if any(len(ids) > 1 for _, _, ids in intent.refunds.values()):
+            fail["refund_retry_other_refund"].append(order_id)
 
         payments = ev.paymentdb.get(order_id) or [{}]
         payment = payments[-1]
         # Once settled, PaymentDB never changes again: a later write is a second writer (a
-        # revoked batch still writing) or a re-decision.
+        # revoked batch still writing) or a re-decision. (Refunds add to it: not a change.)
         outcomes = [(p.get("status"), p.get("charge_id")) for p in payments]
-        settled = next((o for o in outcomes if o[0] in ("COMPLETED", "FAILED")), None)
-        if settled is not None and set(outcomes[outcomes.index(settled) :]) != {settled}:
+        settled_at = next((o for o in outcomes if o[0] in ("COMPLETED", "FAILED")), None)
+        if settled_at is not None and set(outcomes[outcomes.index(settled_at) :]) != {settled_at}:
             fail["paymentdb_changed_after_settled"].append(order_id)
-        want = "COMPLETED" if status == "PAID" else "FAILED"
-        if payment.get("status") != want:
+        want = {"COMPLETED"} if status in _CHARGED else {"FAILED"}
+        if status == "CANCELLED":
+            want = {"COMPLETED"} if charged else {"VOIDED", "FAILED"}
+        if payment.get("status") not in want:
             fail["orderdb_vs_paymentdb"].append(order_id)
         pay_charges = {c.get("id") for c in charges}
         if payment.get("status") == "COMPLETED" and payment.get("charge_id") not in pay_charges:
             fail["paymentdb_vs_ledger"].append(order_id)
-        if payment.get("status") == "FAILED" and charges:
+        if payment.get("status") in ("FAILED", "VOIDED") and charges:
             fail["paymentdb_vs_ledger"].append(order_id)
 
         answer = ev.api.get(order_id)
@@ -287,7 +356,7 @@ def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
         f"{i.mode} {i.final_status}" for i in ev.intents if i.order_id is None and i.final_status
     )
     for order_id in unacknowledged:
-        if ev.orderdb[order_id][-1].get("status") not in _TERMINAL:
+        if not settled(ev.orderdb[order_id][-1]):
             fail["stored_unacknowledged_not_terminal"].append(order_id)
     known = set(ev.orderdb)
     for order_id in succeeded:
@@ -301,7 +370,13 @@ def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
         fail["double_charged"].extend(
             o for o, n in {**per_order, **per_order_stats}.items() if n > 1
         )
-    paid_all = sum(1 for s in ev.orderdb.values() if s and s[-1].get("status") == "PAID")
+    # Every successful charge is an order that kept it or gave it back: PAID (refunded or not),
+    # or CANCELLED after a racing charge.
+    paid_all = sum(
+        1
+        for s in ev.orderdb.values()
+        if s and (s[-1].get("status") in _CHARGED or s[-1].get("captured", 0) > 0)
+    )
     total_succeeded = sum(per_order.values())
     if total_succeeded != paid_all:
         fail["successful_charges_ne_paid_orders"].append(f"{total_succeeded} != {paid_all}")
@@ -342,6 +417,30 @@ def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
         "orders_terminal": terminal,
         "orders_paid": paid,
         "orders_payment_failed": declined,
+        "orders_cancelled": _count_final(ev, accepted, "CANCELLED"),
+        "orders_cancelled_after_a_charge": sum(
+            1
+            for o in accepted
+            if ev.orderdb.get(o)
+            and ev.orderdb[o][-1].get("status") == "CANCELLED"
+            and ev.orderdb[o][-1].get("captured", 0) > 0
+        ),
+        "cancels_answered": dict(
+            sorted(
+                Counter(
+                    str(i.cancel_status) for i in accepted.values() if i.follow_up == "cancel"
+                ).items()
+            )
+        ),
+        "orders_partially_refunded": _count_final(ev, accepted, "PARTIALLY_REFUNDED"),
+        "orders_refunded": _count_final(ev, accepted, "REFUNDED"),
+        "refunds_at_the_gateway": len([r for r in ev.refunds if r.get("status") == "succeeded"]),
+        "compensations_at_the_gateway": len(
+            [r for r in ev.refunds if str(r.get("refund_ref", "")).startswith("cancel_")]
+        ),
+        "refunded_beyond_the_charge": len(fail.get("refunded_beyond_the_charge", [])),
+        "orderdb_money_vs_ledger": len(fail.get("orderdb_money_vs_ledger", [])),
+        "cancelled_kept_money": len(fail.get("cancelled_kept_money", [])),
         "orders_lost": lost,
         "max_successful_charges_per_order": max_charges,
         "paid_without_exactly_one_matching_charge": len(
@@ -382,6 +481,27 @@ def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
         for k, v in fail.items()
     }
     return Verdict(figures, failures, details)
+
+
+def _expected(intent: Intent) -> set[str]:
+    """The statuses the client's own actions call for: the token's outcome; CANCELLED once its
+    cancel was accepted (either, when the client gave up before the answer); PARTIALLY_REFUNDED
+    or REFUNDED by the refunds it was told were accepted."""
+    if intent.cancel_status == 200:
+        return {"CANCELLED"}
+    if intent.follow_up == "cancel" and intent.cancel_status in (0, None):
+        return {"CANCELLED", intent.expected}
+    if intent.expected != "PAID" or not intent.refunds_accepted:
+        return {intent.expected}
+    return {"REFUNDED" if intent.refunds_accepted >= intent.amount else "PARTIALLY_REFUNDED"}
+
+
+def _count_final(ev: Evidence, accepted: Mapping[str, Intent], status: str) -> int:
+    return sum(
+        1
+        for o in accepted
+        if ev.orderdb.get(str(o)) and ev.orderdb[str(o)][-1].get("status") == status
+    )
 
 
 def _order_story(ev: Evidence, order_id: str) -> dict[str, Any]:

@@ -48,6 +48,9 @@ _TOKENS = (
 # no_key: posted once without an Idempotency-Key (a retry would be a second order), so a 202 or
 # a 201 is the only answer that counts and an error is never retried.
 _MODES = (("single", 81), ("seq_retry", 6), ("concurrent", 6), ("reuse_key", 4), ("no_key", 3))
+# What a "single" order's client does once it is accepted: nothing, cancel it (racing its
+# charge), or, once it is PAID, refund part of it, then (every other one) the rest.
+_FOLLOW_UPS = (("none", 84), ("cancel", 8), ("refund", 8))
 
 
 def expected_status(token: str) -> str:
@@ -82,6 +85,10 @@ class Intent:
     gave_up: bool = False
     final_status: int | None = None  # the answer the client kept (-1: none, 0: gave up)
     first_attempt_at: float | None = None  # time.monotonic() of its first POST attempt
+    follow_up: str = "none"  # "cancel" | "refund" (see _FOLLOW_UPS)
+    cancel_status: int | None = None  # the decided answer to its cancel (0: gave up)
+    # Refund key -> (amount asked, the decided answers, the refund ids they named).
+    refunds: dict[str, tuple[int, list[int], set[str]]] = field(default_factory=dict)
 
     @property
     def expected(self) -> str:
@@ -90,6 +97,13 @@ class Intent:
     @property
     def amount(self) -> int:
         return sum(int(i["quantity"]) * int(i["unit_amount"]) for i in self.body["items"])
+
+    @property
+    def refunds_accepted(self) -> int:
+        """The money the client's refunds were accepted for (201/200): all must come back."""
+        return sum(
+            amount for amount, answers, _ in self.refunds.values() if answers[-1:] in ([201], [200])
+        )
 
 
 def _weighted(rng: random.Random, table: tuple[tuple[str, int], ...]) -> str:
@@ -115,7 +129,9 @@ def make_intents(count: int, seed: int) -> list[Intent]:
             "payment": {"token": token},
         }
         key = f"chaos-{seed}-{i}-{rng.getrandbits(32):08x}"
-        intents.append(Intent(i, key, body, token, _weighted(rng, _MODES)))
+        mode = _weighted(rng, _MODES)
+        follow_up = _weighted(rng, _FOLLOW_UPS) if mode == "single" else "none"
+        intents.append(Intent(i, key, body, token, mode, follow_up=follow_up))
     return intents
 
 
@@ -241,6 +257,13 @@ class LoadGenerator:
             self._accept(intent, status, body)
             if intent.order_id is None:
                 return
+            if intent.follow_up == "cancel":
+                await asyncio.sleep(self.rng.random() * 0.3)  # before, during or after the charge
+                intent.cancel_status, _ = await self._change(
+                    session, f"/orders/{intent.order_id}/cancel", None, None
+                )
+            elif intent.follow_up == "refund":
+                await self._refund_when_paid(session, intent)
             if intent.mode == "seq_retry":
                 self._replay(intent, *await self._post(session, intent, intent.key, intent.body))
             elif intent.mode == "reuse_key":
@@ -332,6 +355,77 @@ class LoadGenerator:
                 return 0, None
             await asyncio.sleep(backoff * (0.5 + self.rng.random()))
             backoff = min(backoff * 2, self.settings.backoff_max_s)
+
+    async def _refund_when_paid(self, session: aiohttp.ClientSession, intent: Intent) -> None:
+        """Once the order is PAID: refund a third (asked twice with one key: one refund), then,
+        for every other order, the rest (REFUNDED)."""
+        if await self._final_status(session, str(intent.order_id)) != "PAID":
+            return
+        parts = [("r1", intent.amount // 3 or 1)]
+        if intent.index % 2 == 0:
+            parts.append(("r2", intent.amount - parts[0][1]))
+        for suffix, amount in parts:
+            key = f"{intent.key}-{suffix}"
+            answers: list[int] = []
+            ids: set[str] = set()
+            for _ in range(2 if suffix == "r1" else 1):
+                status, body = await self._change(
+                    session, f"/orders/{intent.order_id}/refunds", {"amount": amount}, key
+                )
+                answers.append(status)
+                if isinstance(body, dict) and isinstance(body.get("refund"), dict):
+                    ids.add(str(body["refund"].get("refund_id")))
+            intent.refunds[key] = (amount, answers, ids)
+
+    async def _final_status(self, session: aiohttp.ClientSession, order_id: str) -> str | None:
+        """Long-poll the order until it is no longer PENDING (None: gave up)."""
+        deadline = time.monotonic() + self.settings.give_up_s
+        timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout_s + 12)
+        while time.monotonic() < deadline:
+            try:
+                url = self._pick_url()
+                async with session.get(
+                    f"{url}/orders/{order_id}?wait=10", timeout=timeout
+                ) as response:
+                    body = _json_or_text(await response.text())
+                if isinstance(body, dict) and body.get("status") not in (None, "PENDING"):
+                    return str(body["status"])
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.5)
+        return None
+
+    async def _change(
+        self,
+        session: aiohttp.ClientSession,
+        path: str,
+        body: dict[str, Any] | None,
+        key: str | None,
+    ) -> tuple[int, Any]:
+        """POST a cancel or a refund until decided (2xx but 202, or 4xx): the same request
+        again is safe; ``(0, None)`` when giving up."""
+        deadline = time.monotonic() + self.settings.give_up_s
+        timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout_s)
+        headers = {} if key is None else {"Idempotency-Key": key}
+        backoff = 0.2
+        while time.monotonic() < deadline:
+            url = self._pick_url()
+            try:
+                async with session.post(
+                    f"{url}{path}", json=body, timeout=timeout, headers=headers
+                ) as response:
+                    status, text = response.status, await response.text()
+                kind = path.rsplit("/", 1)[-1]
+                self.statuses[f"{kind} {status}"] += 1
+                if status >= 500 and status != 503:
+                    self.bare_5xx.append({"url": url, "key": key, "status": status, "body": text})
+                if status not in (202, 429, 503) and status < 500:
+                    return status, _json_or_text(text)
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(backoff * (0.5 + self.rng.random()))
+            backoff = min(backoff * 2, self.settings.backoff_max_s)
+        return 0, None
 
     def progress(self) -> str:
         top = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items()))

@@ -204,6 +204,9 @@ class Rig:
             "ORDERFLOW_POST_WAIT": str(s.post_wait_s),
             "ORDERFLOW_RECONCILE_INTERVAL": "0.5",
             "ORDERFLOW_RECOVERY_DEADLINE": str(s.recovery_deadline_s),
+            # A cancelled payment whose charge request went out is watched this long (the
+            # sandbox's hangs are shorter): the drain waits for every one to be decided.
+            "ORDERFLOW_CANCEL_WATCH": "20",
         }
         if s.brokers >= 3:
             extra["ORDERFLOW_REPLICATION_FACTOR"] = "3"

@@ -11,7 +11,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.chaos.audit import Verdict, audit, collect, order_states, render_table
+from tests.chaos.audit import (
+    Verdict,
+    audit,
+    collect,
+    order_states,
+    payment_states,
+    render_table,
+    settled,
+)
 from tests.chaos.availability import FaultWindow, availability, render_availability
 from tests.chaos.load import LoadGenerator, LoadSettings, make_intents
 from tests.chaos.rig import Rig, RigSettings
@@ -193,13 +201,25 @@ async def _report_progress(load: LoadGenerator, clock: _Clock, every: float = 5.
         clock.log(load.progress())
 
 
+def _undecided(order: dict[str, Any], payments: list[dict[str, Any]] | None) -> bool:
+    """A cancelled order whose charge may still land: its payment is not decided yet."""
+    last = (payments or [{}])[-1]
+    return order.get("status") == "CANCELLED" and last.get("status") in ("ATTEMPTING", "UNKNOWN")
+
+
 async def _drain(rig: Rig, accepted: set[str], deadline_s: float, clock: _Clock) -> float | None:
-    """Poll OrderDB's changelog until every accepted order is terminal; seconds, or None."""
+    """Poll OrderDB's changelog until every accepted order is terminal and owed nothing (its
+    refunds answered, a cancelled order's racing charge given back); seconds, or None."""
     began = time.monotonic()
     while True:
         states = await asyncio.to_thread(order_states, rig.bootstrap)
+        payments = await asyncio.to_thread(payment_states, rig.bootstrap)
         pending = [
-            o for o in accepted if not states.get(o) or states[o][-1].get("status") == "PENDING"
+            o
+            for o in accepted
+            if not states.get(o)
+            or not settled(states[o][-1])
+            or _undecided(states[o][-1], payments.get(o))
         ]
         if not pending:
             return round(time.monotonic() - began, 1)

@@ -271,3 +271,89 @@ def test_the_next_fault_cuts_a_window_and_concurrent_faults_are_named() -> None:
 def test_a_429_or_a_4xx_is_not_a_failed_attempt() -> None:
     assert not is_failure(429) and not is_failure(422) and not is_failure(201)
     assert is_failure(503) and is_failure(500) and is_failure("TimeoutError")
+
+
+def _refunded(amount: int, refund_id: str = "re_1") -> dict[str, Any]:
+    return {"id": refund_id, "order_id": _ORDER, "status": "succeeded", "amount": amount}
+
+
+def _with_refunds(ev: Evidence, refunded: int, status: str) -> Evidence:
+    """The clean run's order, refunded ``refunded`` after its charge (the client asked it)."""
+    last = ev.orderdb[_ORDER][-1]
+    ev.orderdb[_ORDER].append(
+        {**last, "status": status, "captured": 1000, "refunded": refunded, "refunds": []}
+    )
+    ev.refunds.append(_refunded(refunded))
+    ev.api[_ORDER] = {"status": status}
+    intent = ev.intents[0]
+    intent.follow_up = "refund"
+    intent.refunds = {"k-0-r1": (refunded, [201, 200], {"rf_1"})}
+    return ev
+
+
+def _cancelled_after_its_charge(ev: Evidence, given_back: int) -> Evidence:
+    order = {"order_id": _ORDER, "amount": 1000, "currency": "EUR"}
+    ev.orderdb[_ORDER] = [
+        {**order, "status": "PENDING"},
+        {**order, "status": "CANCELLED", "cancellation": {"reason": "", "at": "t"}},
+        {**order, "status": "CANCELLED", "captured": 1000, "charge_id": "ch_1"},
+        {**order, "status": "CANCELLED", "captured": 1000, "refunded": 1000, "charge_id": "ch_1"},
+    ]
+    ev.refunds.append(_refunded(given_back))
+    ev.api[_ORDER] = {"status": "CANCELLED"}
+    ev.intents[0].follow_up, ev.intents[0].cancel_status = "cancel", 200
+    return ev
+
+
+def test_refunds_and_a_compensated_cancel_pass() -> None:
+    assert audit(_with_refunds(_clean(), 400, "PARTIALLY_REFUNDED")).ok
+    assert audit(_with_refunds(_clean(), 1000, "REFUNDED")).ok
+    verdict = audit(_cancelled_after_its_charge(_clean(), 1000))
+    assert verdict.ok, verdict.failures
+    assert verdict.figures["orders_cancelled_after_a_charge"] == 1
+
+
+def test_a_cancelled_order_whose_charge_was_not_given_back_kept_money() -> None:
+    failures = audit(_cancelled_after_its_charge(_clean(), 600)).failures
+    assert "cancelled_kept_money" in failures
+    assert "orderdb_money_vs_ledger" in failures
+
+
+def test_money_given_back_beyond_the_charge_is_caught() -> None:
+    ev = _with_refunds(_clean(), 1000, "REFUNDED")
+    ev.refunds.append(_refunded(1, "re_2"))
+    failures = audit(ev).failures
+    assert "refunded_beyond_the_charge" in failures
+    assert "orderdb_money_vs_ledger" in failures
+
+
+def test_an_accepted_refund_the_order_never_got_back_is_caught() -> None:
+    ev = _with_refunds(_clean(), 400, "PARTIALLY_REFUNDED")
+    ev.intents[0].refunds["k-0-r2"] = (100, [201], {"rf_2"})
+    assert "accepted_refunds_not_given_back" in audit(ev).failures
+
+
+def test_a_refund_retry_naming_another_refund_is_caught() -> None:
+    ev = _with_refunds(_clean(), 400, "PARTIALLY_REFUNDED")
+    ev.intents[0].refunds["k-0-r1"] = (400, [201, 200], {"rf_1", "rf_9"})
+    assert "refund_retry_other_refund" in audit(ev).failures
+
+
+def test_a_refunded_order_paid_again_is_contradictory() -> None:
+    ev = _with_refunds(_clean(), 1000, "REFUNDED")
+    last = ev.orderdb[_ORDER][-1]
+    ev.orderdb[_ORDER].append({**last, "status": "PAID"})
+    ev.orderdb[_ORDER].append(last)
+    assert "contradictory_orderdb_states" in audit(ev).failures
+
+
+def test_an_accepted_cancel_of_an_order_that_ended_paid_is_the_wrong_outcome() -> None:
+    ev = _clean()
+    ev.intents[0].follow_up, ev.intents[0].cancel_status = "cancel", 200
+    assert "wrong_outcome" in audit(ev).failures
+
+
+def test_an_order_still_owed_a_refund_is_not_settled() -> None:
+    ev = _with_refunds(_clean(), 400, "PARTIALLY_REFUNDED")
+    ev.orderdb[_ORDER][-1]["refunds"] = [{"refund_id": "rf_2", "state": "REQUESTED"}]
+    assert "lost" in audit(ev).failures
