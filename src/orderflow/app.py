@@ -67,6 +67,7 @@ from orderflow.tracing import TracedTopic
 from orderflow.watch import OrderWatch
 from orderflow.web.auth import Authenticator
 from orderflow.web.changes import OrderChanges
+from orderflow.web.events import OrderStream
 from orderflow.web.openapi import openapi_document
 from orderflow.web.orders import LongPolls, OrderApi
 from orderflow.web.routing import OwnerLookup
@@ -429,6 +430,7 @@ def _order_api(parts: Parts, orders: OrderTable) -> OrderApi:
 def _register_views(
     parts: Parts, api: OrderApi, health: WorkerCounters, changes: OrderChanges
 ) -> None:
+    stream = OrderStream(api)
     settings = parts.settings
     liveness = Liveness(
         parts.in_flight,
@@ -447,6 +449,7 @@ def _register_views(
         settings.gateway_description,
         parts.auth,
         changes,
+        stream,
     )
 
 

@@ -37,6 +37,7 @@ def test_document_describes_every_endpoint_status_and_header() -> None:
         "/orders/{order_id}",
         "/orders/{order_id}/cancel",
         "/orders/{order_id}/refunds",
+        "/orders/{order_id}/events",
         "/health",
         "/ready",
         "/metrics",

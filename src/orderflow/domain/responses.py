@@ -6,6 +6,8 @@ real answers of a running worker against the document built from them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from orderflow.domain.money import CURRENCY_MINOR_UNITS
@@ -25,6 +27,7 @@ __all__ = [
     "READY",
     "REFUND_ANSWER",
     "order_to_public",
+    "public_version",
     "refund_to_public",
 ]
 
@@ -279,6 +282,13 @@ def order_to_public(order: Order) -> dict[str, Any]:
             else {"reason": order.cancellation.reason, "at": order.cancellation.at}
         ),
     }
+
+
+def public_version(public: dict[str, Any]) -> str:
+    """A short digest of an order's public view: it changes whenever anything shown changes
+    (the id of an order's Server-Sent Event, and what a long-poll's ``after`` names)."""
+    canonical = json.dumps(public, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).hexdigest()[:16]
 
 
 def refund_to_public(refund: OrderRefund) -> dict[str, Any]:

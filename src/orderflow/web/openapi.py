@@ -149,6 +149,37 @@ _CHANGE_RESPONSES: dict[str, Any] = {
 }
 
 
+def _get_events() -> dict[str, Any]:
+    return {
+        "operationId": "orderEvents",
+        "summary": "The order's states as Server-Sent Events (from any worker)",
+        "description": "`event: order` with the order as `data` and its version as `id`: the "
+        "current state at once, then each change; the stream ends after PAID, PAYMENT_FAILED, "
+        "CANCELLED (nothing owed) or REFUNDED, or after 5 minutes. Reconnect with "
+        "`Last-Event-ID` to get only what changed since. Comments keep an idle stream open.",
+        "parameters": [
+            _ORDER_ID_PARAMETER,
+            {
+                "name": "Last-Event-ID",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "The stream.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            "404": _json("Error", "No such order (or another client's)."),
+            "429": _json(
+                "Error", "Too many long-polls on this worker, or from this client.", "Retry-After"
+            ),
+            "503": _UNAVAILABLE,
+        },
+    }
+
+
 def _post_cancel() -> dict[str, Any]:
     return {
         "operationId": "cancelOrder",
@@ -226,6 +257,7 @@ def _paths() -> dict[str, Any]:
     return {
         "/orders": {"post": _post_orders()},
         "/orders/{order_id}": {"get": _get_order()},
+        "/orders/{order_id}/events": {"get": _get_events()},
         "/orders/{order_id}/cancel": {"post": _post_cancel()},
         "/orders/{order_id}/refunds": {"post": _post_refund()},
         "/health": {"get": _open_get("health", "Liveness, with the worker's counters", _HEALTH)},

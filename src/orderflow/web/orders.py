@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections import Counter
@@ -39,7 +40,7 @@ from orderflow.config import Settings
 from orderflow.domain.events import PlaceOrder, rfc3339
 from orderflow.domain.idempotency import order_id_for_key
 from orderflow.domain.order import Order
-from orderflow.domain.responses import order_to_public
+from orderflow.domain.responses import order_to_public, public_version
 from orderflow.domain.tokens import token_digest
 from orderflow.domain.validation import OrderRequest, Problem, validate_order_request
 from orderflow.keychains import KeyChains
@@ -113,6 +114,7 @@ def _duplicate_key(raw: bytes) -> str | None:
 
 
 _MAX_PLACED_AT_MS = 10**14
+_VERSION = re.compile(r"[0-9a-f]{16}")
 _TOO_LARGE = Problem("$", "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
 
 
@@ -564,6 +566,9 @@ class OrderApi:
                 problems.append(
                     Problem("placed_at", "format", "must be the value a 202's Location gave")
                 )
+        after = request.query.get("after")
+        if after is not None and not _VERSION.fullmatch(after):
+            problems.append(Problem("after", "format", "must be an order version (16 hex digits)"))
         wait = 0.0
         raw_wait = request.query.get("wait")
         if raw_wait is not None:
@@ -578,7 +583,7 @@ class OrderApi:
         if problems:
             return problems_response(400, "invalid_request", problems)
         if wait <= 0:
-            return await self._get(request, order_id, wait, caller, placed_at)
+            return await self._get(request, order_id, wait, caller, placed_at, after)
         # Counted where the client's connection arrives; a worker's (signed) forward was
         # counted there.
         peer = str(getattr(request, "remote", "") or "")
@@ -586,7 +591,7 @@ class OrderApi:
         if counted and not self.long_polls.try_acquire(peer):
             return _TOO_MANY_LONG_POLLS
         try:
-            return await self._get(request, order_id, wait, caller, placed_at)
+            return await self._get(request, order_id, wait, caller, placed_at, after)
         finally:
             if counted:
                 self.long_polls.release(peer)
@@ -604,7 +609,10 @@ class OrderApi:
         wait: float,
         caller: Caller,
         placed_at: float | None,
+        after: str | None = None,
     ) -> ApiResponse:
+        """The order, once terminal or after ``wait`` seconds (``after``: once its public view is
+        no longer the version named, terminal or not: a change stream's next step)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         # A partition on the move is waited for (its new owner, or the owner's recovery) up to
@@ -616,10 +624,14 @@ class OrderApi:
         if remote is not None:
             return remote
 
+        def done(order: Order | None) -> bool:
+            if after is not None:
+                return order is not None and public_version(order_to_public(order)) != after
+            return order is not None and order.status.is_terminal
+
         def settled(order: Order | None) -> bool:
             # A partition move (the watch wakes every waiter) ends the wait too.
-            terminal = order is not None and order.status.is_terminal
-            return terminal or not self.routing.owns(order_id)
+            return done(order) or not self.routing.owns(order_id)
 
         def lookup() -> Order | None:
             return self.visible(self._stored(order_id, placed_at), caller)
@@ -630,8 +642,7 @@ class OrderApi:
             settled,
             max(0.0, started + wait - loop.time()),
         )
-        terminal = order is not None and order.status.is_terminal
-        if not terminal and not self.routing.owns(order_id):
+        if not done(order) and not self.routing.owns(order_id):
             # The partition moved during the wait: the local store no longer tells the truth
             # (a 404 here would make a client place an existing order again).
             return unavailable("the order's partition moved during the wait; retry")

@@ -6,12 +6,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
+from aiohttp import web
 from faust.web import View
 
 from orderflow.logs import order_context
 from orderflow.metrics import CONTENT_TYPE, Metrics
 from orderflow.web.auth import Authenticator
 from orderflow.web.changes import OrderChanges
+from orderflow.web.events import OrderStream
 from orderflow.web.orders import UNAUTHORIZED, ApiResponse, OrderApi
 from orderflow.web.routing import OwnerLookup
 
@@ -48,12 +50,15 @@ def register_views(
     gateway: Mapping[str, str] | None = None,
     auth: Authenticator | None = None,
     changes: OrderChanges | None = None,
+    stream: OrderStream | None = None,
 ) -> None:
     """Mount the HTTP API on the worker's web server; ``gateway`` says which one /ready shows."""
     mount = _Mount(app, metrics, auth or api.auth)
     _order_views(mount, api)
     if changes is not None:
         _change_views(mount, changes)
+    if stream is not None:
+        _stream_view(mount, stream)
     _worker_views(mount, routing, health, dict(gateway or {}))
     if metrics is not None:
         _metrics_view(mount, metrics)
@@ -143,6 +148,36 @@ def _change_views(mount: _Mount, changes: OrderChanges) -> None:
             with order_context(order_id):
                 response = _respond(self, await changes.refund(request, order_id))
             return counted(request, "/orders/{order_id}/refunds", response)
+
+
+def _stream_view(mount: _Mount, stream: OrderStream) -> None:
+    counted = mount.counted
+
+    @mount.app.page("/orders/{order_id}/events")
+    class OrderEvents(View):  # type: ignore[misc]
+        """GET /orders/{order_id}/events: the order's states as Server-Sent Events."""
+
+        async def get(self, request: Any, order_id: str) -> Any:
+            route = "/orders/{order_id}/events"
+            with order_context(order_id):
+                opened = await stream.open(request, order_id)
+                if isinstance(opened, ApiResponse):
+                    return counted(request, route, _respond(self, opened))
+                response = web.StreamResponse(
+                    headers={
+                        "Content-Type": "text/event-stream",
+                        "Cache-Control": "no-cache",
+                        "X-Accel-Buffering": "no",  # a proxy must pass events on at once
+                    }
+                )
+                await response.prepare(request)
+                try:
+                    async for frame in opened:
+                        await response.write(frame)
+                except ConnectionError:  # the client went away: nothing more to send
+                    return counted(request, route, response)
+                await response.write_eof()
+            return counted(request, route, response)
 
 
 def _worker_views(
