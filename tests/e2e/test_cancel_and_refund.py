@@ -84,7 +84,8 @@ def test_a_cancel_racing_a_successful_charge_ends_cancelled_with_exactly_one_ref
     worker = _worker(tmp_path, kafka_bootstrap, gateway)
     try:
         url = worker.meta["url"]
-        set_faults(gateway, latency_ms=1500)  # the charge is at the gateway when the cancel comes
+        # The charge is at the gateway when the cancel comes (under the 1 s client timeout).
+        set_faults(gateway, latency_ms=600)
         order_id = place(url, order_body())["order_id"]
         poll_until(lambda: ledger_stats(gateway)["charge_requests"] >= 1, 30, what="the charge")
 
@@ -162,8 +163,14 @@ def test_a_refund_whose_gateway_answer_is_lost_ends_exactly_once(
         # made at the gateway, and the payment service never hears it (UNKNOWN), then asks.
         set_faults(gateway, latency_ms=2000)
         assert refund(url, order_id, 700, "lost-1")[0] == 201
-        poll_until(lambda: "UNKNOWN" in worker.log_tail(4000), 30, what="the refund to be UNKNOWN")
-        assert _succeeded_refunds(gateway, order_id) == [700]  # made, its answer never heard
+        poll_until(
+            lambda: f"of {order_id} UNKNOWN" in worker.log_tail(20000),
+            30,
+            what="the refund to be UNKNOWN",
+        )
+        poll_until(  # made at the gateway all the same: its answer was never heard
+            lambda: _succeeded_refunds(gateway, order_id) == [700], 30, what="the refund made"
+        )
         set_faults(gateway)
 
         final = get_until(url, order_id, lambda o: o["refunded"] == 700, what="the refund")
