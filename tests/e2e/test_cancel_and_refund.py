@@ -5,6 +5,9 @@ the gateway's ledger (outside the worker) is the judge: charges, refunds, and th
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.harness import ManagedProcess, poll_until, start_sandbox, start_worker
@@ -35,6 +38,32 @@ def _worker(tmp: Path, bootstrap: str, gateway: str, name: str = "w1") -> Manage
     return start_worker(tmp, bootstrap, gateway, name=name, extra=_FAST)
 
 
+@dataclass
+class System:
+    """One worker and its sandbox gateway."""
+
+    url: str
+    gateway: str
+    worker: ManagedProcess
+
+    def paid_order(self) -> str:
+        order_id = str(place(self.url, order_body())["order_id"])
+        assert get_terminal(self.url, order_id)["status"] == "PAID"
+        return order_id
+
+
+@contextlib.contextmanager
+def _system(tmp: Path, bootstrap: str, **extra: str) -> Iterator[System]:
+    sandbox = start_sandbox(tmp)
+    gateway = sandbox.meta["url"]
+    worker = start_worker(tmp, bootstrap, gateway, extra={**_FAST, **extra})
+    try:
+        yield System(worker.meta["url"], gateway, worker)
+    finally:
+        worker.stop()
+        sandbox.stop()
+
+
 def _succeeded_refunds(gateway: str, order_id: str) -> list[int]:
     return [r["amount"] for r in gateway_refunds(gateway, order_id) if r["status"] == "succeeded"]
 
@@ -46,13 +75,9 @@ def _charges(gateway: str, order_id: str) -> list[dict[str, object]]:
 def test_partial_refunds_up_to_the_charge_then_refused_and_cancel_of_a_paid_order_is_409(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    sandbox = start_sandbox(tmp_path)
-    gateway = sandbox.meta["url"]
-    worker = _worker(tmp_path, kafka_bootstrap, gateway)
-    try:
-        url = worker.meta["url"]
-        order_id = place(url, order_body())["order_id"]
-        assert get_terminal(url, order_id)["status"] == "PAID"
+    with _system(tmp_path, kafka_bootstrap) as system:
+        url, gateway = system.url, system.gateway
+        order_id = system.paid_order()
 
         assert cancel(url, order_id)[0] == 409
         first = refund(url, order_id, 1000, "r-1", "one item back")
@@ -71,19 +96,13 @@ def test_partial_refunds_up_to_the_charge_then_refused_and_cancel_of_a_paid_orde
 
         assert (done["captured"], done["refunded"]) == (AMOUNT, AMOUNT)
         assert sorted(_succeeded_refunds(gateway, order_id)) == sorted([1000, AMOUNT - 1000])
-    finally:
-        worker.stop()
-        sandbox.stop()
 
 
 def test_a_cancel_racing_a_successful_charge_ends_cancelled_with_exactly_one_refund(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    sandbox = start_sandbox(tmp_path)
-    gateway = sandbox.meta["url"]
-    worker = _worker(tmp_path, kafka_bootstrap, gateway)
-    try:
-        url = worker.meta["url"]
+    with _system(tmp_path, kafka_bootstrap) as system:
+        url, gateway = system.url, system.gateway
         # The charge is at the gateway when the cancel comes (under the 1 s client timeout).
         set_faults(gateway, latency_ms=600)
         order_id = place(url, order_body())["order_id"]
@@ -103,21 +122,13 @@ def test_a_cancel_racing_a_successful_charge_ends_cancelled_with_exactly_one_ref
         assert [c["status"] for c in _charges(gateway, order_id)] == ["succeeded"]
         assert _succeeded_refunds(gateway, order_id) == [AMOUNT]
         assert len(gateway_refunds(gateway, order_id)) == 1
-    finally:
-        worker.stop()
-        sandbox.stop()
 
 
 def test_a_charge_the_gateway_holds_past_the_deadline_is_refunded_after_a_cancel(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    sandbox = start_sandbox(tmp_path)
-    gateway = sandbox.meta["url"]
-    worker = start_worker(
-        tmp_path, kafka_bootstrap, gateway, extra={**_FAST, "ORDERFLOW_CANCEL_WATCH": "60"}
-    )
-    try:
-        url = worker.meta["url"]
+    with _system(tmp_path, kafka_bootstrap, ORDERFLOW_CANCEL_WATCH="60") as system:
+        url, gateway = system.url, system.gateway
         # The gateway holds every charge request 6 s, then charges anyway: past the client's
         # 3 s deadline, so the payment is UNKNOWN when the cancel comes, and the charge lands
         # after the first lookup found nothing.
@@ -144,21 +155,14 @@ def test_a_charge_the_gateway_holds_past_the_deadline_is_refunded_after_a_cancel
         assert final["status"] == "CANCELLED"
         assert _succeeded_refunds(gateway, order_id) == [AMOUNT]
         assert len([c for c in _charges(gateway, order_id) if c["status"] == "succeeded"]) == 1
-    finally:
-        worker.stop()
-        sandbox.stop()
 
 
 def test_a_refund_whose_gateway_answer_is_lost_ends_exactly_once(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    sandbox = start_sandbox(tmp_path)
-    gateway = sandbox.meta["url"]
-    worker = _worker(tmp_path, kafka_bootstrap, gateway)
-    try:
-        url = worker.meta["url"]
-        order_id = place(url, order_body())["order_id"]
-        assert get_terminal(url, order_id)["status"] == "PAID"
+    with _system(tmp_path, kafka_bootstrap) as system:
+        url, gateway, worker = system.url, system.gateway, system.worker
+        order_id = system.paid_order()
         # Every answer comes after the client's 1 s timeout (its deadline: 3 s): the refund is
         # made at the gateway, and the payment service never hears it (UNKNOWN), then asks.
         set_faults(gateway, latency_ms=2000)
@@ -179,9 +183,6 @@ def test_a_refund_whose_gateway_answer_is_lost_ends_exactly_once(
         assert [r["status"] for r in final["refunds"]] == ["COMPLETED"]
         assert _succeeded_refunds(gateway, order_id) == [700]
         assert len(gateway_refunds(gateway, order_id)) == 1
-    finally:
-        worker.stop()
-        sandbox.stop()
 
 
 def test_sigkill_during_a_refund_then_restart_refunds_exactly_once(
