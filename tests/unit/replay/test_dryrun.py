@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 
-from orderflow.domain.events import PaymentCompleted, PaymentFailed
-from orderflow.domain.order import OrderStatus
+from orderflow.domain.events import (
+    CancelOrder,
+    PaymentCompleted,
+    PaymentFailed,
+    PaymentRefunded,
+    RefundOrder,
+)
+from orderflow.domain.order import OrderRefund, OrderStatus, RefundState
 from orderflow.domain.payment import DECLINE_MESSAGES, PaymentRecord, PaymentStatus
 from orderflow.domain.validation import LineItem
 from orderflow.tools.replay.dryrun import dry_run
 from orderflow.tools.replay.model import ORDER_CHANGELOG, PAYMENT_CHANGELOG, TopicRecord
-from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
+from orderflow.topics import (
+    ORDER_COMMANDS,
+    ORDER_CREATED,
+    PAYMENT_COMPLETED,
+    PAYMENT_FAILED,
+    PAYMENT_REFUNDED,
+)
 from orderflow.wire import encode_event, order_to_bytes, payment_to_bytes
 from tests.unit.builders import ITEMS_TOTAL, T1, TOKEN, payment_record, pending_order, place_command
 
@@ -200,3 +212,49 @@ def test_a_tokenless_nudge_copy_is_not_re_decided_nor_a_changed_body() -> None:
     first, *rest = history()
     with_copy = [first, rest[0], rec(ORDER_CREATED, tokenless, 2), *rest[1:]]
     assert dry_run(with_copy).findings == []
+
+
+def _refund_history(refund_amount: int, final_status: OrderStatus) -> list[TopicRecord]:
+    """The paid order, refunded ``refund_amount`` (its command, the gateway's answer, OrderDB)."""
+    command = RefundOrder("ord-1", "rf_1", refund_amount, "USD", "req-r", "fp-r", "", T1)
+    done = PaymentRefunded("ord-1", "rf_1", refund_amount, "USD", "re_1", T1, False, "ch_1")
+    refunded = dataclasses.replace(
+        PAID,
+        status=final_status,
+        captured=ITEMS_TOTAL,
+        refunded=refund_amount,
+        refunds=(OrderRefund("rf_1", refund_amount, RefundState.COMPLETED, "", T1),),
+    )
+    return [
+        *history(),
+        rec(ORDER_COMMANDS, encode_event(command), 5),
+        rec(PAYMENT_REFUNDED, encode_event(done), 6),
+        rec(ORDER_CHANGELOG, order_to_bytes(refunded), 7),
+    ]
+
+
+def test_refunds_are_folded_through_today_s_state_machine() -> None:
+    assert dry_run(_refund_history(100, OrderStatus.PARTIALLY_REFUNDED)).findings == []
+    assert dry_run(_refund_history(ITEMS_TOTAL, OrderStatus.REFUNDED)).findings == []
+
+
+def test_a_recorded_refund_state_today_s_code_does_not_reach_is_a_difference() -> None:
+    report = dry_run(_refund_history(100, OrderStatus.REFUNDED))  # only 100 of it given back
+
+    assert [(f.kind, f.recorded, f.today) for f in report.differences] == [
+        ("final_status", "OrderDB REFUNDED", "state machine PARTIALLY_REFUNDED")
+    ]
+
+
+def test_a_cancel_is_folded_and_a_charge_that_raced_it_stays_cancelled() -> None:
+    cancel = CancelOrder("ord-1", "req-c", "", T1)
+    cancelled = dataclasses.replace(ORDER, status=OrderStatus.CANCELLED, captured=ITEMS_TOTAL)
+    records = [
+        rec(ORDER_COMMANDS, encode_event(place_command()), 1),
+        rec(ORDER_CREATED, encode_event(ORDER.created_event(TOKEN)), 2),
+        rec(ORDER_COMMANDS, encode_event(cancel), 3),
+        rec(PAYMENT_COMPLETED, encode_event(COMPLETED), 4),
+        rec(ORDER_CHANGELOG, order_to_bytes(cancelled), 5),
+    ]
+
+    assert dry_run(records).differences == []

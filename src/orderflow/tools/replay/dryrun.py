@@ -2,10 +2,11 @@
 
 Like a workflow replayer, this is deterministic and does no I/O: no gateway call, nothing
 produced. The gateway's answers are taken from the history (as a replayer takes activity
-results): PaymentDB's settled records, else the recorded ``payment.*`` events. What is re-checked
-is our own code: validation and ``place_order`` on the commands (the ``order.created`` it would
-publish), the event a settled PaymentDB record publishes today (``outcome_event``), and the
-state machine (``apply_payment``) against the OrderDB changelog's final status.
+results): PaymentDB's settled records, else the recorded ``payment.*`` and refund events. What
+is re-checked is our own code: validation and ``place_order`` on the commands (the
+``order.created`` it would publish), ``cancel_order`` and ``refund_order`` on cancels and
+refunds, the event a settled PaymentDB record publishes today (``outcome_event``), and the state
+machine (``apply_payment``, ``apply_refund``) against the OrderDB changelog's final status.
 """
 
 from __future__ import annotations
@@ -16,13 +17,26 @@ from typing import Any
 
 from orderflow.domain.errors import DomainError
 from orderflow.domain.events import (
+    CancelOrder,
     Event,
     OrderCreated,
     PaymentCompleted,
     PaymentFailed,
+    PaymentRefunded,
     PlaceOrder,
+    RefundFailed,
+    RefundOrder,
 )
-from orderflow.domain.order import Order, OrderStatus, PlacementKind, apply_payment, place_order
+from orderflow.domain.order import (
+    Order,
+    OrderStatus,
+    PlacementKind,
+    apply_payment,
+    apply_refund,
+    cancel_order,
+    place_order,
+    refund_order,
+)
 from orderflow.domain.payment import PaymentRecord
 from orderflow.domain.settlement import outcome_event
 from orderflow.tools.replay.model import (
@@ -32,7 +46,14 @@ from orderflow.tools.replay.model import (
     json_value,
     time_order,
 )
-from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
+from orderflow.topics import (
+    ORDER_COMMANDS,
+    ORDER_CREATED,
+    PAYMENT_COMPLETED,
+    PAYMENT_FAILED,
+    PAYMENT_REFUNDED,
+    REFUND_FAILED,
+)
 from orderflow.wire import decode_event, event_to_dict, payment_from_bytes
 
 __all__ = ["DIFFERENCE_KINDS", "DryRunReport", "Finding", "dry_run"]
@@ -42,13 +63,14 @@ DIFFERENCE_KINDS = frozenset({"validation", "order_created", "payment_event", "f
 
 _SUMMARY = ("orders", "compared", "differing_orders", "differences", "findings")
 
-# The command topic carries cancels and refunds too (None: any type; only PlaceOrder is folded
-# here so far).
+# The command topic carries cancels and refunds too (None: any of its types).
 _EXPECTED_TYPE: dict[str, str | None] = {
     ORDER_COMMANDS: None,
     ORDER_CREATED: "order.created",
     PAYMENT_COMPLETED: "payment.completed",
     PAYMENT_FAILED: "payment.failed",
+    PAYMENT_REFUNDED: "payment.refunded",
+    REFUND_FAILED: "refund.failed",
 }
 
 
@@ -165,7 +187,36 @@ class _OrderFold:
             self._created(event, record)
         elif isinstance(event, PaymentCompleted | PaymentFailed):
             self._outcome(event, record)
-        # (cancel and refund commands: not re-decided by the dry run yet)
+        elif isinstance(event, CancelOrder | RefundOrder):
+            self._decide(event)
+        elif isinstance(event, PaymentRefunded | RefundFailed):
+            self._refund_outcome(event, record)
+
+    def _decide(self, command: CancelOrder | RefundOrder) -> None:
+        """Today's decision on a cancel or refund (the gateway's answers come as recorded)."""
+        if self.order is None:
+            return
+        at = command.occurred_at
+        decision = (
+            cancel_order(self.order, command, at)
+            if isinstance(command, CancelOrder)
+            else refund_order(self.order, command, at)
+        )
+        self.order = decision.order
+
+    def _refund_outcome(self, event: PaymentRefunded | RefundFailed, record: TopicRecord) -> None:
+        if self.order is None:
+            return
+        transition = apply_refund(self.order, event, event.occurred_at)
+        if transition.changed:
+            self.order = transition.order
+        if transition.anomaly:
+            self.add(
+                "refused",
+                f"{event.event_type} on the topic",
+                f"apply_refund refuses it: {transition.reason}",
+                record.at,
+            )
 
     def _payment_record(self, record: TopicRecord) -> None:
         if record.value is None:
