@@ -176,9 +176,11 @@ class OrderChanges:
                 )
         except NotReady as exc:
             return unavailable(f"{exc}; retry: nothing was changed")
-        order = api.visible(api.orders.get(order_id), caller)
-        if order is None:
-            return await self._absent(order_id)
+        order: Order | ApiResponse | None = api.visible(api.orders.get(order_id), caller)
+        if order is None:  # (a cancel right after the order's 202: not stored yet)
+            order = await self._absent(order_id, caller)
+        if isinstance(order, ApiResponse):
+            return order
         request_id = str(uuid.uuid4())
         command = build(order, request_id, command_time()[0])
         if not await self._send_durably(order_id, encode_event(command)):
@@ -196,12 +198,13 @@ class OrderChanges:
             return _accepted(order_id)
         return render(decision, current)
 
-    async def _absent(self, order_id: str) -> ApiResponse:
-        """404 once the owner has read every command of the partition; 503 before that."""
-        caught_up = self.api.caught_up
-        if caught_up is not None and not await caught_up(order_id, 1.0):
-            return unavailable("the order's owner has not read every placed order yet; retry")
-        return _not_found(order_id)
+    async def _absent(self, order_id: str, caller: Caller) -> Order | ApiResponse:
+        """The order, once read (its POST was answered a moment ago), or what a GET answers:
+        503 while its POST is unconfirmed or the owner has not read every command, 404 after."""
+        found = await self.api.not_stored(order_id, caller)
+        if isinstance(found, ApiResponse) and found.status == 202:  # in Kafka, not stored yet
+            return unavailable("the order is accepted but not stored yet; retry: nothing changed")
+        return found
 
     async def _send_durably(self, order_id: str, command: bytes) -> bool:
         """Send the command and wait for the broker's ack (acks=all), within the POST wait."""

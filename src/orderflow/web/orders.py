@@ -647,9 +647,12 @@ class OrderApi:
             # (a 404 here would make a client place an existing order again).
             return unavailable("the order's partition moved during the wait; retry")
         if order is None:
-            return await self._not_stored(
+            found = await self._not_stored(
                 order_id, max(0.0, move_deadline - loop.time()), lookup, placed_at
             )
+            if isinstance(found, ApiResponse):
+                return found
+            order = found
         self.placements.forget(order_id)
         return _found(order, placed_at)
 
@@ -693,10 +696,11 @@ class OrderApi:
         budget: float,
         lookup: Callable[[], Order | None],
         placed_at: float | None,
-    ) -> ApiResponse:
-        """404 only when the order is truly unknown: this worker has read every command written
-        to the order's partition before now (a POST accepted by another worker during a move
-        may still be on its way), and no POST it answered may still be stored."""
+    ) -> Order | ApiResponse:
+        """The order, read meanwhile; else 404 only when it is truly unknown: this worker has
+        read every command written to the order's partition before now (a POST accepted by
+        another worker during a move may still be on its way), and no POST it answered may
+        still be stored."""
         state = self.placements.state(order_id)
         if state == "unconfirmed":
             body = {
@@ -710,7 +714,7 @@ class OrderApi:
             order = lookup() if self.routing.owns(order_id) else None
             if order is not None:  # read meanwhile
                 self.placements.forget(order_id)
-                return _found(order, placed_at)
+                return order
             if not caught_up or not self.routing.owns(order_id):
                 body = {
                     "error": "unavailable",
@@ -727,6 +731,15 @@ class OrderApi:
             headers = {"Location": _location(order_id, placed_at), "Retry-After": "1"}
             return ApiResponse(202, body, headers)
         return ApiResponse(404, {"error": "not_found", "order_id": order_id})
+
+    async def not_stored(self, order_id: str, caller: Caller) -> Order | ApiResponse:
+        """For a change of an order not stored here (a cancel right after its POST's 202): the
+        order once the owner has read it meanwhile, else what ``GET /orders/{id}`` answers."""
+
+        def lookup() -> Order | None:
+            return self.visible(self.orders.get(order_id), caller)
+
+        return await self._not_stored(order_id, self.move_wait_s, lookup, None)
 
     async def forward(
         self,
