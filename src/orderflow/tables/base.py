@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -80,7 +81,9 @@ class JsonTable(Generic[T]):
         # Set synchronously by the write above (DeliveringTable.send_changelog), read at once.
         sent = self.table.last_changelog
         if sent is not None:
-            await sent
+            # shield: a cancelled wait (a graceful stop) must not cancel Faust's own future,
+            # which it resolves later (set_result on a cancelled one raises InvalidStateError).
+            await asyncio.shield(sent)
 
     def partition_rows(self, partition: int) -> Iterable[tuple[bytes, bytes]]:
         """The raw rows of one partition held here (see ``orderflow.tables.scan``)."""
