@@ -62,7 +62,6 @@ class PaymentRefunds:
         self.publisher = publisher
         self.track = track  # the reconciler's index of UNKNOWN payments and refunds
         self.clock = clock
-        self.mismatches = 0  # refunds found at the gateway that were not ours
 
     async def requested(self, event: RefundRequested) -> None:
         """A refund the order service reserved: refund it, or say why not."""
@@ -157,7 +156,6 @@ class PaymentRefunds:
         if problem is not None:
             # Not ours to settle from, and never sent again: a person must look (the raise
             # dead-letters the event with the reason: the alert).
-            self.mismatches += 1
             log.error(
                 "refund %s of %s INCONSISTENT: %s", attempt.refund_id, record.order_id, problem
             )
