@@ -36,12 +36,21 @@ from orderflow.agents.orders import OrderService, StalledOrders
 from orderflow.agents.payment_agent import register_payment_agent
 from orderflow.agents.payments import PaymentService, UnknownPayments
 from orderflow.agents.progress import CommandLog, CommandProgress, DownstreamOffsets
+from orderflow.agents.webhooks import (
+    EndpointDirectory,
+    HttpWebhookSender,
+    WebhookDispatcher,
+    WebhookOutbox,
+    signing_key,
+)
 from orderflow.checks import StartupChecks, bootstrap_servers
 from orderflow.config import ConfigError, Settings
 from orderflow.delivery import UNDELIVERABLE, DeliveringTopic
+from orderflow.domain.backoff import Backoff
 from orderflow.domain.payment import ChargeOutcome, GatewayCharge
 from orderflow.domain.refund import GatewayRefund, RefundOutcome
 from orderflow.domain.tokens import fingerprint_key
+from orderflow.domain.webhooks import RetryPolicy
 from orderflow.faust_glue import ConsumerLag, FencedApp, committed_offsets, raw_topic
 from orderflow.fencing import Fence
 from orderflow.gateway.base import ChargeRequest, PaymentGateway, RefundRequest
@@ -51,16 +60,20 @@ from orderflow.lifecycle import Lifecycle
 from orderflow.logs import logging_config
 from orderflow.metrics import MeteredGateway, Metrics
 from orderflow.publisher import TopicPublisher
-from orderflow.tables import OrderTable, PaymentTable
+from orderflow.tables import OrderTable, PaymentTable, WebhookTable
 from orderflow.tables.recovery_check import RecoveryCheck
 from orderflow.topics import (
     APP_ID,
+    COMPACTED_TOPICS,
     DEAD_LETTERS,
     DOWNSTREAM_OF_COMMANDS,
     ORDER_CHANGELOG,
     ORDER_COMMANDS,
     ORDER_TABLE,
     PAYMENT_CHANGELOG,
+    WEBHOOK_ATTEMPTS,
+    WEBHOOK_CHANGELOG,
+    WEBHOOK_ENDPOINTS,
     WORKER_TOPICS,
 )
 from orderflow.tracing import TracedTopic
@@ -72,6 +85,8 @@ from orderflow.web.openapi import openapi_document
 from orderflow.web.orders import LongPolls, OrderApi
 from orderflow.web.routing import OwnerLookup
 from orderflow.web.views import register_views
+from orderflow.web.webhooks import WebhookApi
+from orderflow.wire.webhooks import WebhookAttempt, encode_attempts_record
 
 __all__ = ["GatewayHolder", "Orderflow", "app", "build", "orderflow"]
 
@@ -185,7 +200,10 @@ class Parts:
 
     @classmethod
     def create(cls, app: Any, settings: Settings, fence: Fence) -> Parts:
-        topics = {name: raw_topic(app, settings, [name]) for name in WORKER_TOPICS}
+        topics = {
+            name: raw_topic(app, settings, [name], compacting=name in COMPACTED_TOPICS)
+            for name in WORKER_TOPICS
+        }
         # Traced: each record carries its trace context (traceparent header) to its consumer.
         outputs = {name: DeliveringTopic(_traced(topic)) for name, topic in topics.items()}
         metrics = Metrics()
@@ -219,7 +237,9 @@ class Parts:
             StalledOrders(settings.stall_after_s, partitions=settings.partitions),
             InFlight(),
             RecoveryCheck(
-                app, {ORDER_CHANGELOG, PAYMENT_CHANGELOG}, persistent=settings.store == "rocksdb"
+                app,
+                {ORDER_CHANGELOG, PAYMENT_CHANGELOG, WEBHOOK_CHANGELOG},
+                persistent=settings.store == "rocksdb",
             ),
         )
 
@@ -341,7 +361,7 @@ def _new_fence(settings: Settings) -> Fence:
     return Fence(freeze_after=max(1.0, settings.session_timeout_s - heartbeat_s))
 
 
-def _order_service(parts: Parts, orders: OrderTable) -> OrderService:
+def _order_service(parts: Parts, orders: OrderTable, webhooks: WebhookOutbox) -> OrderService:
     return OrderService(
         orders,
         TopicPublisher(parts.outputs, before_send=parts.fence.check),
@@ -362,7 +382,62 @@ def _order_service(parts: Parts, orders: OrderTable) -> OrderService:
         ),
         on_created=parts.metrics.order_created,
         on_terminal=parts.metrics.order_terminal,
+        webhooks=webhooks,
     )
+
+
+@dataclass
+class Webhooks:
+    """The worker's webhook parts (orderflow.agents.webhooks) and their tasks."""
+
+    table: WebhookTable
+    directory: EndpointDirectory
+    outbox: WebhookOutbox
+    dispatcher: WebhookDispatcher
+    key: bytes
+
+    def connect(self, app: Any) -> None:
+        dispatcher = self.dispatcher
+        app.task(self.directory.run)
+        faust_glue.connect(app.on_before_shutdown, dispatcher.stop)
+
+        @app.timer(interval=WEBHOOK_TICK_S)
+        async def send_due_webhooks() -> None:
+            await dispatcher.tick()
+
+
+WEBHOOK_TICK_S = 0.25  # how often due webhook deliveries are looked for
+
+
+def _webhooks(parts: Parts, table: WebhookTable) -> Webhooks:
+    settings = parts.settings
+    key = signing_key(parts.auth.secret)
+    attempts = _traced(parts.topics[WEBHOOK_ATTEMPTS])
+
+    async def publish(attempt: WebhookAttempt) -> None:
+        parts.fence.check()  # (a revoked partition's outcome is the new owner's to record)
+        sent = await attempts.send(
+            key=attempt.order_id.encode(), value=encode_attempts_record(attempt)
+        )
+        await asyncio.shield(sent)
+
+    dispatcher = WebhookDispatcher(
+        table,
+        HttpWebhookSender(settings.webhook_timeout_s, settings.webhook_allow_private),
+        publish,
+        key,
+        parts.routing.owns,
+        concurrency=settings.webhook_concurrency,
+        partitions=settings.partitions,
+        in_flight_for=settings.webhook_timeout_s + 30.0,
+    )
+    directory = EndpointDirectory(bootstrap_servers(parts.settings))
+    policy = RetryPolicy(
+        settings.webhook_retry_period_s,
+        Backoff(settings.webhook_retry_first_s, settings.webhook_retry_cap_s, jitter=0.2),
+    )
+    outbox = WebhookOutbox(table, directory, policy, on_due=dispatcher.schedule)
+    return Webhooks(table, directory, outbox, dispatcher, key)
 
 
 def _payment_service(
@@ -386,7 +461,7 @@ def _payment_service(
     )
 
 
-def _connect_lifecycle(parts: Parts, gateway: GatewayHolder) -> None:
+def _connect_lifecycle(parts: Parts, gateway: GatewayHolder, webhooks: WebhookDispatcher) -> None:
     """The worker's start-up checks, rebalance signals, start-up tasks and stop."""
     app, settings, unknown, stalled = parts.app, parts.settings, parts.unknown, parts.stalled
     parts.metrics.watch(lambda: len(unknown.due_at), lambda: len(stalled.due_at), ConsumerLag(app))
@@ -403,6 +478,7 @@ def _connect_lifecycle(parts: Parts, gateway: GatewayHolder) -> None:
         stalled,
         parts.topics.values(),
         parts.command_logs,
+        webhooks.assigned,
     ).connect()
     checks = StartupChecks(app, settings, parts.auth.check)
     faust_glue.connect_sync(app.on_worker_init, checks.worker_init)
@@ -428,7 +504,11 @@ def _order_api(parts: Parts, orders: OrderTable) -> OrderApi:
 
 
 def _register_views(
-    parts: Parts, api: OrderApi, health: WorkerCounters, changes: OrderChanges
+    parts: Parts,
+    api: OrderApi,
+    health: WorkerCounters,
+    changes: OrderChanges,
+    hooks: WebhookApi,
 ) -> None:
     stream = OrderStream(api)
     settings = parts.settings
@@ -450,6 +530,7 @@ def _register_views(
         parts.auth,
         changes,
         stream,
+        hooks,
     )
 
 
@@ -465,14 +546,25 @@ def build(settings: Settings) -> Orderflow:
     # flight at a freeze or revocation can still land, and the new owner looks it up first.
     gateway = GatewayHolder(settings, before_request=fence.check)
     batches = FencedBatches(app, fence, parts.in_flight)
-    order_service = _order_service(parts, orders)
+    webhooks = _webhooks(parts, WebhookTable(app, settings.partitions, before_write=fence.check))
+    order_service = _order_service(parts, orders, webhooks.outbox)
     payment_service = _payment_service(parts, payments, gateway, batches)
     register_order_agent(app, settings, order_service, batches, parts.routing.owns, parts.metrics)
+    webhooks.connect(app)
     register_payment_agent(app, settings, payment_service, batches, parts.metrics)
-    _connect_lifecycle(parts, gateway)
+    _connect_lifecycle(parts, gateway, webhooks.dispatcher)
     api = _order_api(parts, orders)
     changes = OrderChanges(api, order_service.decisions)
-    _register_views(parts, api, WorkerCounters(app, parts, payment_service), changes)
+    hooks = WebhookApi(
+        api,
+        webhooks.directory,
+        webhooks.table,
+        _traced(parts.topics[WEBHOOK_ENDPOINTS]),
+        _traced(parts.topics[WEBHOOK_ATTEMPTS]),
+        webhooks.key,
+        settings.webhook_allow_private,
+    )
+    _register_views(parts, api, WorkerCounters(app, parts, payment_service), changes, hooks)
     return Orderflow(
         settings,
         app,

@@ -38,6 +38,7 @@ __all__ = [
     "Settings",
     "StateSettings",
     "WebSettings",
+    "WebhookSettings",
     "cluster_problems",
 ]
 
@@ -363,6 +364,26 @@ class AccessSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """How order events reach the clients' webhook endpoints (orderflow.agents.webhooks)."""
+
+    # A delivery is retried until a 2xx answer or this long after its change (then FAILED, and
+    # sent again only when asked: POST /orders/{id}/webhooks/resend).
+    webhook_retry_period_s: float = 24 * 3600.0
+    # The waits between attempts double from the first up to the cap (with jitter).
+    webhook_retry_first_s: float = 10.0
+    webhook_retry_cap_s: float = 3600.0
+    # One POST's whole time (connect, send, answer).
+    webhook_timeout_s: float = 10.0
+    # POSTs in flight at once per worker.
+    webhook_concurrency: int = 32
+    # Endpoints whose host is (or resolves to) a loopback, private, link-local or reserved
+    # address are refused unless this is set: a client must not make the workers call into
+    # their own network (SSRF). Development and tests only.
+    webhook_allow_private: bool = False
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """What the logs say and how; whether spans are traced."""
 
@@ -382,6 +403,7 @@ class Settings(
     GatewaySettings,
     RequestSettings,
     AccessSettings,
+    WebhookSettings,
     LogSettings,
 ):
     """Everything a worker can be told from outside (the classes above, by concern)."""
@@ -426,6 +448,7 @@ class Settings(
             **_kafka_settings(env),
             **_state_settings(env),
             **_api_settings(env),
+            **_webhook_settings(env),
             **_log_settings(env),
         )
 
@@ -534,6 +557,33 @@ def _api_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "idempotency_retention_s": _duration(
             env, "ORDERFLOW_IDEMPOTENCY_RETENTION", Settings.idempotency_retention_s
         ),
+    }
+
+
+def _webhook_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    allow = (env.get("ORDERFLOW_WEBHOOK_ALLOW_PRIVATE") or "false").strip().lower()
+    if allow not in ("true", "false"):
+        raise ConfigError(f"ORDERFLOW_WEBHOOK_ALLOW_PRIVATE={allow!r}: expected true or false")
+    first = _duration(env, "ORDERFLOW_WEBHOOK_RETRY_FIRST", Settings.webhook_retry_first_s)
+    cap = _duration(env, "ORDERFLOW_WEBHOOK_RETRY_CAP", Settings.webhook_retry_cap_s)
+    if cap < first:
+        raise ConfigError(
+            f"ORDERFLOW_WEBHOOK_RETRY_CAP ({cap:g} s) must not be below "
+            f"ORDERFLOW_WEBHOOK_RETRY_FIRST ({first:g} s)"
+        )
+    return {
+        "webhook_retry_period_s": _duration(
+            env, "ORDERFLOW_WEBHOOK_RETRY_PERIOD", Settings.webhook_retry_period_s
+        ),
+        "webhook_retry_first_s": first,
+        "webhook_retry_cap_s": cap,
+        "webhook_timeout_s": _duration(
+            env, "ORDERFLOW_WEBHOOK_TIMEOUT", Settings.webhook_timeout_s
+        ),
+        "webhook_concurrency": _int(
+            env, "ORDERFLOW_WEBHOOK_CONCURRENCY", Settings.webhook_concurrency
+        ),
+        "webhook_allow_private": allow == "true",
     }
 
 

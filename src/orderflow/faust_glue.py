@@ -364,8 +364,11 @@ def topic_retention_ms(app: Any, topic: str) -> int | None:
     return int(seconds * 1000)
 
 
-def raw_topic(app: Any, settings: Settings, names: Iterable[str]) -> RetainedTopic:
-    """One Faust topic over ``names``: bytes keys and values, decoded by the handlers."""
+def raw_topic(
+    app: Any, settings: Settings, names: Iterable[str], *, compacting: bool = False
+) -> RetainedTopic:
+    """One Faust topic over ``names``: bytes keys and values, decoded by the handlers
+    (``compacting``: created with ``cleanup.policy=compact``)."""
     # internal=True: Faust creates the topic at start-up with our partition count, so topics are
     # never left to the broker's auto-create (disabled on our local broker).
     return RetainedTopic(
@@ -378,4 +381,5 @@ def raw_topic(app: Any, settings: Settings, names: Iterable[str]) -> RetainedTop
         partitions=settings.partitions,
         replicas=settings.replication_factor,
         internal=True,
+        compacting=compacting or None,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,8 @@ class Lifecycle:
     stalled: StalledOrders
     topics: Iterable[Any]  # the worker's own topics, declared at the first assignment
     command_logs: Iterable[CommandLog]  # closed at stop
+    # Told of the partitions owned once an assignment settles (the webhook dispatcher's index).
+    webhooks_assigned: Callable[..., None] = lambda owned, rescan_all: None
     declared: bool = False
     freezes_seen: int = 0  # the fence's freezes when the last assignment settled
 
@@ -85,6 +87,7 @@ class Lifecycle:
         self.freezes_seen = fence.freezes
         self.unknown.assigned(owned, rescan_all=rescan_all)
         self.stalled.assigned(owned, rescan_all=rescan_all)
+        self.webhooks_assigned(owned, rescan_all=rescan_all)
         fence.settled(owned)
         # How long this worker could not serve its partitions itself (POSTs were accepted
         # durably meanwhile): the rebalance and its table recovery (make chaos reports these).

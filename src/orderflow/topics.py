@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "APP_ID",
+    "COMPACTED_TOPICS",
     "DEAD_LETTERS",
     "DOWNSTREAM_OF_COMMANDS",
     "EVENT_TOPICS",
@@ -38,6 +39,10 @@ __all__ = [
     "REFUND_REQUESTED",
     "TOKEN_TOPICS",
     "TOPICS",
+    "WEBHOOK_ATTEMPTS",
+    "WEBHOOK_CHANGELOG",
+    "WEBHOOK_ENDPOINTS",
+    "WEBHOOK_TABLE",
     "WORKER_TOPICS",
     "TopicSpec",
     "all_topic_names",
@@ -56,6 +61,8 @@ REFUND_REQUESTED = "refund.requested"
 PAYMENT_REFUNDED = "payment.refunded"
 REFUND_FAILED = "refund.failed"
 PAYMENT_RECONCILE = "orderflow.payment-reconcile"
+WEBHOOK_ATTEMPTS = "orderflow.webhook-attempts"
+WEBHOOK_ENDPOINTS = "orderflow.webhook-endpoints"
 DEAD_LETTERS = "orderflow.dead-letters"
 
 # Topics that carry work into an agent (re-publishing into one re-runs side effects).
@@ -69,6 +76,7 @@ INPUT_TOPICS = (
     REFUND_REQUESTED,
     PAYMENT_REFUNDED,
     REFUND_FAILED,
+    WEBHOOK_ATTEMPTS,
 )
 # What an order's progress passes through after its command, stage by stage (the stall nudge
 # waits for them: agents/downstream.py).
@@ -89,8 +97,10 @@ def changelog_topic(table_name: str) -> str:
 # The tables (orderflow.tables), keyed by order id like every topic; Faust names their changelogs.
 ORDER_TABLE = "OrderDB"
 PAYMENT_TABLE = "PaymentDB"
+WEBHOOK_TABLE = "WebhookDB"
 ORDER_CHANGELOG = changelog_topic(ORDER_TABLE)
 PAYMENT_CHANGELOG = changelog_topic(PAYMENT_TABLE)
+WEBHOOK_CHANGELOG = changelog_topic(WEBHOOK_TABLE)
 
 # The agents (orderflow.agents), by the name Faust knows them by (its consumer group's members
 # report it, and the in-flight view of /health names it).
@@ -109,6 +119,7 @@ class TopicSpec:
     key: str = "order id (UTF-8)"
     partitions: str = "ORDERFLOW_PARTITIONS"  # the same for every topic: co-partitioning
     carries_tokens: bool = False
+    compacted: bool = False  # cleanup.policy=compact: the latest value per key is kept forever
 
 
 TOPICS: tuple[TopicSpec, ...] = (
@@ -128,6 +139,20 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PAYMENT_REFUNDED, "PaymentRefunded", (PAYMENT_AGENT,), (ORDER_AGENT,)),
     TopicSpec(REFUND_FAILED, "RefundFailed", (PAYMENT_AGENT,), (ORDER_AGENT,)),
     TopicSpec(
+        WEBHOOK_ATTEMPTS,
+        "WebhookAttempt (a POST's outcome), WebhookResend (internal)",
+        ("webhook dispatcher", "POST /orders/{id}/webhooks/resend"),
+        (ORDER_AGENT,),
+    ),
+    TopicSpec(
+        WEBHOOK_ENDPOINTS,
+        "Endpoint (a client's webhook endpoint; null: deleted)",
+        ("POST /webhooks", "DELETE /webhooks/{id}"),
+        ("every worker (EndpointDirectory)",),
+        key="endpoint id (UTF-8)",
+        compacted=True,
+    ),
+    TopicSpec(
         DEAD_LETTERS,
         "the original bytes + headers",
         (ORDER_AGENT, PAYMENT_AGENT),
@@ -137,6 +162,12 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(ORDER_CHANGELOG, "Order (OrderDB changelog)", ("Faust",), ("Faust recovery",)),
     TopicSpec(
         PAYMENT_CHANGELOG, "PaymentRecord (PaymentDB changelog)", ("Faust",), ("Faust recovery",)
+    ),
+    TopicSpec(
+        WEBHOOK_CHANGELOG,
+        "OrderWebhooks (WebhookDB changelog)",
+        ("Faust",),
+        ("Faust recovery",),
     ),
 )
 
@@ -153,8 +184,13 @@ EVENT_TOPICS: Mapping[str, str] = {
 }
 
 
+# Topics kept compacted (the latest value per key, forever): the worker creates them so.
+COMPACTED_TOPICS = frozenset(t.name for t in TOPICS if t.compacted)
+
 # The topics the worker creates itself (Faust creates the changelogs with their tables).
-WORKER_TOPICS = tuple(t.name for t in TOPICS if t.name not in (ORDER_CHANGELOG, PAYMENT_CHANGELOG))
+WORKER_TOPICS = tuple(
+    t.name for t in TOPICS if t.name not in (ORDER_CHANGELOG, PAYMENT_CHANGELOG, WEBHOOK_CHANGELOG)
+)
 
 
 def sources(agent: str) -> tuple[str, ...]:

@@ -460,3 +460,47 @@ def test_a_delivery_keeps_its_invariants_through_any_attempts_and_resends(
         if after.state is DeliveryState.PENDING:
             start = after.resent_at if after.resent_at is not None else after.created_at
             assert after.next_at <= start + POLICY.period
+
+
+T = 1_714_564_800
+
+
+@pytest.mark.parametrize("stamp", ["\u00b2", "\u2460", "1\u00b9"])
+def test_verify_refuses_a_timestamp_of_digits_int_cannot_read(stamp: str) -> None:
+    # str.isdigit() is True for superscripts and circled digits; int() refuses them
+    assert verify(SECRET, f"t={stamp},v1={'0' * 64}", BODY, now=T) is False
+
+
+def test_verify_refuses_a_non_ascii_signature() -> None:
+    # hmac.compare_digest(str, str) raises TypeError on non-ASCII text
+    assert verify(SECRET, f"t={T},v1=\u00e9", BODY, now=T) is False
+
+
+@pytest.mark.parametrize("url", ["https://[64:ff9b::a00:1]/h", "https://[2002:a00:1::]/h"])
+def test_ipv4_inside_nat64_or_6to4_is_judged_as_ipv4(url: str) -> None:
+    assert endpoint_url_problem(url, allow_private=False) is not None
+
+
+def test_the_same_resend_applied_twice_changes_nothing_the_second_time() -> None:
+    record = record_change(None, "o1", {"status": "PAID"}, "v1", [ENDPOINTS[0]], 100.0, "t")
+    assert record is not None
+    delivered = record_attempt(
+        record,
+        record.deliveries[0].event_id,
+        ENDPOINTS[0].endpoint_id,
+        Attempt(1, 101.0, 200, "", 3),
+        POLICY,
+    )
+    assert delivered is not None
+    again = resend(delivered, None, 200.0)
+    assert again is not None and again.deliveries[0].state is DeliveryState.PENDING
+    done = record_attempt(
+        again,
+        again.deliveries[0].event_id,
+        ENDPOINTS[0].endpoint_id,
+        Attempt(2, 201.0, 200, "", 3),
+        POLICY,
+    )
+    assert done is not None
+    assert resend(done, None, 200.0) is None  # the same request, redelivered
+    assert resend(done, None, 300.0) is not None  # a new one

@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError
 
 from orderflow.agents.downstream import DownstreamGates, DownstreamProgress
 from orderflow.agents.progress import CommandProgress, CommandRecord
+from orderflow.agents.webhooks import WebhookOutbox
 from orderflow.domain.backoff import Backoff
 from orderflow.domain.errors import EventDecodeError
 from orderflow.domain.events import (
@@ -50,6 +51,7 @@ from orderflow.topics import (
     PAYMENT_FAILED,
     PAYMENT_REFUNDED,
     REFUND_FAILED,
+    WEBHOOK_ATTEMPTS,
 )
 from orderflow.tracing import consuming
 from orderflow.watch import OrderWatch
@@ -223,6 +225,8 @@ class OrderService:
     nudge_batch: int = 200
     nudge_span: int = 2000
     decisions: CommandAnswers = field(default_factory=CommandAnswers)
+    # The webhook outbox (WebhookDB): told of every order an event leaves; None: no webhooks.
+    webhooks: WebhookOutbox | None = None
     partitions: int | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -253,6 +257,10 @@ class OrderService:
 
     async def _handle(self, event: InboundEvent) -> None:
         message = event.message
+        if message.topic == WEBHOOK_ATTEMPTS:
+            if self.webhooks is not None:
+                self.webhooks.handle(message)
+            return
         expected = _EXPECTED_TYPES.get(message.topic, ())
         decoded = decode_event(
             message.value, expected[0].event_type if len(expected) == 1 else None
@@ -295,6 +303,8 @@ class OrderService:
             self.stalled.track(placement.order, self.clock(), written=True)
         if placement.publish is not None:
             await self.publisher.publish(placement.publish)
+        if placement.kind is not PlacementKind.CONFLICT:
+            await self._tell_webhooks(placement.order)
         self.watch.notify(command.order_id)
         if key_order_id != command.order_id:
             self.watch.notify(key_order_id)  # POSTs and GETs wait under the key's first id
@@ -329,6 +339,7 @@ class OrderService:
                 self.on_terminal(transition.order)
         for published in transition.publish:
             await self.publisher.publish(published)
+        await self._tell_webhooks(transition.order)
         if transition.anomaly:
             await self.dead_letters.send(event, f"refused: {transition.reason}")
 
@@ -357,7 +368,13 @@ class OrderService:
         self.decisions.record(command.request_id, decision.answer, decision.reason, decision.field)
         for published in decision.publish:
             await self.publisher.publish(published)
+        await self._tell_webhooks(decision.order)
         self.watch.notify(command.order_id)
+
+    async def _tell_webhooks(self, order: Order) -> None:
+        """Every event handled, changed or not: a redelivery makes the event a crash lost."""
+        if self.webhooks is not None:
+            await self.webhooks.observe(order)
 
     async def nudge_paced(self, is_owner: Callable[[str], bool], every: float) -> int:
         """``nudge_stalled`` when ``StalledOrders.pass_due`` says so (the app calls this often)."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from orderflow.domain.money import CURRENCY_MINOR_UNITS, MAX_AMOUNT
 from orderflow.domain.shapes import Array, Field, Integer, Object, Problem, String, check
+from orderflow.domain.webhooks import endpoint_url_problem
 
 __all__ = [
     "CANCEL_REQUEST",
@@ -19,14 +20,18 @@ __all__ = [
     "MAX_QUANTITY",
     "ORDER_REQUEST",
     "REFUND_REQUEST",
+    "WEBHOOK_ENDPOINT_REQUEST",
+    "WEBHOOK_RESEND_REQUEST",
     "CancelRequest",
     "LineItem",
     "OrderRequest",
     "Problem",
     "RefundRequestBody",
     "validate_cancel_request",
+    "validate_endpoint_request",
     "validate_order_request",
     "validate_refund_request",
+    "validate_resend_request",
 ]
 
 MAX_ITEMS = 100
@@ -200,3 +205,59 @@ def validate_refund_request(body: Any) -> RefundRequestBody | list[Problem]:
     if problems:
         return problems
     return RefundRequestBody(body["amount"], body.get("currency"), body.get("reason", ""))
+
+
+ENDPOINT_ID_PATTERN = r"we_[0-9a-f]{24}"
+EVENT_ID_PATTERN = r"evt_[0-9a-f]{24}"
+
+WEBHOOK_ENDPOINT_REQUEST = Object(
+    (
+        Field(
+            "url",
+            String(
+                r"https?://[\x21-\x7e]{1,2040}",
+                description="where each change of the client's orders is POSTed (http or https)",
+            ),
+        ),
+    ),
+    type_message="the body must be a JSON object",
+    description="Register a webhook endpoint for the calling client's orders.",
+    examples=({"url": "https://example.com/orderflow-events"},),
+)
+
+WEBHOOK_RESEND_REQUEST = Object(
+    (
+        Field(
+            "event_id",
+            String(EVENT_ID_PATTERN, description="only this event's deliveries (else all)"),
+            required=False,
+        ),
+    ),
+    type_message="the body must be a JSON object (or empty)",
+    description="Send an order's webhook deliveries again. The body is optional.",
+    examples=({"event_id": "evt_3f1b2c4d5e6f708192a3b4c5"},),
+)
+
+
+def validate_endpoint_request(body: Any, allow_private: bool) -> str | list[Problem]:
+    """The endpoint's URL, or every problem found (``allow_private``: see
+    ``endpoint_url_problem``)."""
+    problems = check(WEBHOOK_ENDPOINT_REQUEST, body)
+    if problems:
+        return problems
+    url: str = body["url"]
+    problem = endpoint_url_problem(url, allow_private)
+    if problem is not None:
+        return [Problem("url", "refused", problem)]
+    return url
+
+
+def validate_resend_request(body: Any) -> str | list[Problem] | None:
+    """The event id to resend (None: all of the order's), or every problem found."""
+    if body is None:
+        return None
+    problems = check(WEBHOOK_RESEND_REQUEST, body)
+    if problems:
+        return problems
+    event_id: str | None = body.get("event_id")
+    return event_id

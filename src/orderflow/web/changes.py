@@ -11,13 +11,12 @@ names the refund). A worker that cannot reach the owner answers 503: retry, noth
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from orderflow.domain.events import CancelOrder, RefundOrder
 from orderflow.domain.order import Answer, Order
@@ -29,16 +28,15 @@ from orderflow.domain.validation import (
     validate_refund_request,
 )
 from orderflow.ports import HttpRequest
-from orderflow.web.auth import FORWARDED_HEADER, Caller
+from orderflow.web.auth import Caller
 from orderflow.web.orders import (
-    FORWARD_POST_TIMEOUT_S,
-    UNAUTHORIZED,
     ApiResponse,
     OrderApi,
     command_time,
     is_order_id,
     key_problems,
     problems_response,
+    send_confirmed,
     unavailable,
 )
 from orderflow.web.routing import NotReady
@@ -79,7 +77,7 @@ class OrderChanges:
         self.answers = answers
 
     async def cancel(self, request: HttpRequest, order_id: str) -> ApiResponse:
-        read = await self._read(request, optional_body=True)
+        read = await self.api.caller_and_body(request, optional_body=True)
         if isinstance(read, ApiResponse):
             return read
         caller, body = read
@@ -93,7 +91,7 @@ class OrderChanges:
         return await self._change(request, order_id, caller, build, _cancel_answer)
 
     async def refund(self, request: HttpRequest, order_id: str) -> ApiResponse:
-        read = await self._read(request, optional_body=False)
+        read = await self.api.caller_and_body(request, optional_body=False)
         if isinstance(read, ApiResponse):
             return read
         caller, body = read
@@ -134,25 +132,6 @@ class OrderChanges:
 
         return await self._change(request, order_id, caller, build, render)
 
-    async def _read(
-        self, request: HttpRequest, *, optional_body: bool
-    ) -> tuple[Caller, Any] | ApiResponse:
-        """The caller and the body; or the 401/4xx that refuses them."""
-        auth = self.api.auth
-        forwarded = bool(request.headers.get(FORWARDED_HEADER))
-        # A worker's signed forward is checked once its body is read; anyone else first.
-        caller = None if forwarded else auth.caller(request)
-        if caller is None and not forwarded:
-            return UNAUTHORIZED
-        body, refused = await self.api.read_body(request, optional=optional_body)
-        if caller is None:
-            caller = auth.caller(request, request.get("raw_body", b""))
-            if caller is None:
-                return UNAUTHORIZED
-        if refused is not None:
-            return refused
-        return caller, body
-
     async def _change(
         self,
         request: HttpRequest,
@@ -165,15 +144,9 @@ class OrderChanges:
         if not is_order_id(order_id):
             return _not_found(order_id)
         try:
-            owner = api.routing.owner(order_id)
-            if not owner.is_local:
-                return await api.forward(
-                    owner,
-                    request,
-                    body_bytes=request.get("raw_body", b""),
-                    timeout=FORWARD_POST_TIMEOUT_S,
-                    caller=caller,
-                )
+            answered = await api.at_owner(request, order_id, caller)
+            if answered is not None:
+                return answered
         except NotReady as exc:
             return unavailable(f"{exc}; retry: nothing was changed")
         order: Order | ApiResponse | None = api.visible(api.orders.get(order_id), caller)
@@ -208,14 +181,13 @@ class OrderChanges:
 
     async def _send_durably(self, order_id: str, command: bytes) -> bool:
         """Send the command and wait for the broker's ack (acks=all), within the POST wait."""
-        try:
-            async with asyncio.timeout(self.api.post_wait_s):
-                delivery = await self.api.commands.send(key=order_id.encode(), value=command)
-                await asyncio.shield(delivery)
-            return True
-        except Exception as exc:  # KafkaError, a timeout: not known to be durable
-            log.warning("command for %s not confirmed by the broker: %r", order_id, exc)
-            return False
+        return await send_confirmed(
+            self.api.commands,
+            order_id.encode(),
+            command,
+            self.api.post_wait_s,
+            f"command for {order_id}",
+        )
 
 
 def _not_found(order_id: str) -> ApiResponse:

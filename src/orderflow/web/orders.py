@@ -64,6 +64,7 @@ __all__ = [
     "key_problems",
     "order_id_for_key",
     "problems_response",
+    "send_confirmed",
     "unavailable",
 ]
 
@@ -237,6 +238,22 @@ def _accepted(order_id: str, placed_at: float | None) -> ApiResponse:
         "message": f"accepted durably; not stored yet: GET the Location to follow it{again}",
     }
     return ApiResponse(202, body, {"Location": _location(order_id, placed_at), "Retry-After": "1"})
+
+
+async def send_confirmed(
+    topic: CommandSender, key: bytes, value: bytes | None, wait_s: float, what: str
+) -> bool:
+    """Send one record and wait for the broker's ack (acks=all) within ``wait_s``; False (logged)
+    when it is not known to be durable. The producer's future is shielded: a timeout must not
+    cancel it (it may still be delivered)."""
+    try:
+        async with asyncio.timeout(wait_s):
+            delivery = await topic.send(key=key, value=value)  # type: ignore[arg-type]
+            await asyncio.shield(delivery)
+        return True
+    except Exception as exc:  # KafkaError, a timeout: not known to be durable
+        log.warning("%s not confirmed by the broker: %r", what, exc)
+        return False
 
 
 def problems_response(status: int, error: str, problems: list[Problem]) -> ApiResponse:
@@ -762,6 +779,41 @@ class OrderApi:
         how = Forwarding(timeout, body_bytes, long_poll, sign)
         status, payload, content_type, headers = await self.routing.forward(owner, request, how)
         return ApiResponse(status, None, headers, raw=payload, content_type=content_type)
+
+    async def caller_and_body(
+        self, request: HttpRequest, *, optional_body: bool
+    ) -> tuple[Caller, Any] | ApiResponse:
+        """The caller and the decoded body of a request that changes something; or the 401/4xx
+        that refuses them. A worker's signed forward is checked once its body is read (the
+        signature covers it); anyone else first."""
+        forwarded = bool(request.headers.get(FORWARDED_HEADER))
+        caller = None if forwarded else self.auth.caller(request)
+        if caller is None and not forwarded:
+            return UNAUTHORIZED
+        body, refused = await self.read_body(request, optional=optional_body)
+        if caller is None:
+            caller = self.auth.caller(request, request.get("raw_body", b""))
+            if caller is None:
+                return UNAUTHORIZED
+        if refused is not None:
+            return refused
+        return caller, body
+
+    async def at_owner(
+        self, request: HttpRequest, order_id: str, caller: Caller
+    ) -> ApiResponse | None:
+        """The answer of the order's owner to ``request`` (forwarded with its body), or None when
+        this worker is the owner. Raises ``NotReady`` while the partition moves."""
+        owner = self.routing.owner(order_id)
+        if owner.is_local:
+            return None
+        return await self.forward(
+            owner,
+            request,
+            body_bytes=request.get("raw_body", b""),
+            timeout=FORWARD_POST_TIMEOUT_S,
+            caller=caller,
+        )
 
     async def read_body(
         self, request: HttpRequest, *, optional: bool = False

@@ -16,6 +16,7 @@ from orderflow.web.changes import OrderChanges
 from orderflow.web.events import OrderStream
 from orderflow.web.orders import UNAUTHORIZED, ApiResponse, OrderApi
 from orderflow.web.routing import OwnerLookup
+from orderflow.web.webhooks import WebhookApi
 
 __all__ = ["register_views"]
 
@@ -51,6 +52,7 @@ def register_views(
     auth: Authenticator | None = None,
     changes: OrderChanges | None = None,
     stream: OrderStream | None = None,
+    webhooks: WebhookApi | None = None,
 ) -> None:
     """Mount the HTTP API on the worker's web server; ``gateway`` says which one /ready shows."""
     mount = _Mount(app, metrics, auth or api.auth)
@@ -59,6 +61,8 @@ def register_views(
         _change_views(mount, changes)
     if stream is not None:
         _stream_view(mount, stream)
+    if webhooks is not None:
+        _webhook_views(mount, webhooks)
     _worker_views(mount, routing, health, dict(gateway or {}))
     if metrics is not None:
         _metrics_view(mount, metrics)
@@ -178,6 +182,46 @@ def _stream_view(mount: _Mount, stream: OrderStream) -> None:
                     return counted(request, route, response)
                 await response.write_eof()
             return counted(request, route, response)
+
+
+def _webhook_views(mount: _Mount, hooks: WebhookApi) -> None:
+    counted = mount.counted
+
+    @mount.app.page("/webhooks")
+    class WebhookEndpoints(View):  # type: ignore[misc]
+        """POST /webhooks: register an endpoint; GET /webhooks: the caller's endpoints."""
+
+        async def post(self, request: Any) -> Any:
+            return counted(request, "/webhooks", _respond(self, await hooks.register(request)))
+
+        async def get(self, request: Any) -> Any:
+            return counted(request, "/webhooks", _respond(self, await hooks.list(request)))
+
+    @mount.app.page("/webhooks/{endpoint_id}")
+    class WebhookEndpoint(View):  # type: ignore[misc]
+        """DELETE /webhooks/{endpoint_id}: stop sending to an endpoint."""
+
+        async def delete(self, request: Any, endpoint_id: str) -> Any:
+            response = _respond(self, await hooks.delete(request, endpoint_id))
+            return counted(request, "/webhooks/{endpoint_id}", response)
+
+    @mount.app.page("/orders/{order_id}/webhooks")
+    class OrderWebhookDeliveries(View):  # type: ignore[misc]
+        """GET /orders/{order_id}/webhooks: the order's webhook deliveries and their attempts."""
+
+        async def get(self, request: Any, order_id: str) -> Any:
+            with order_context(order_id):
+                response = _respond(self, await hooks.order_deliveries(request, order_id))
+            return counted(request, "/orders/{order_id}/webhooks", response)
+
+    @mount.app.page("/orders/{order_id}/webhooks/resend")
+    class OrderWebhookResend(View):  # type: ignore[misc]
+        """POST /orders/{order_id}/webhooks/resend: send the order's deliveries again."""
+
+        async def post(self, request: Any, order_id: str) -> Any:
+            with order_context(order_id):
+                response = _respond(self, await hooks.resend(request, order_id))
+            return counted(request, "/orders/{order_id}/webhooks/resend", response)
 
 
 def _worker_views(

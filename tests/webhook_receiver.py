@@ -1,0 +1,76 @@
+"""A client's webhook receiver for the tests: a real HTTP server (in a thread) that records every
+POST and answers 503 while told to fail, 200 otherwise. The system we do not own is the client."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+__all__ = ["Received", "WebhookReceiver"]
+
+
+@dataclass(frozen=True)
+class Received:
+    """One POST as it arrived: its headers, raw body, and what the receiver answered."""
+
+    headers: dict[str, str]
+    body: bytes
+    answered: int
+
+    @property
+    def event(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.body)
+        return parsed
+
+
+class WebhookReceiver:
+    """``with WebhookReceiver() as receiver:`` serves ``receiver.url`` on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.received: list[Received] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                status = 503 if receiver.failing else 200
+                with receiver._lock:
+                    receiver.received.append(Received(dict(self.headers), body, status))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def snapshot(self) -> list[Received]:
+        with self._lock:
+            return list(self.received)
+
+    def accepted(self) -> list[Received]:
+        """The POSTs answered 200."""
+        return [r for r in self.snapshot() if r.answered == 200]
