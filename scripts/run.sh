@@ -36,6 +36,9 @@ if [ -z "${ORDERFLOW_CLUSTER_SECRET:-}" ]; then
   export ORDERFLOW_CLUSTER_SECRET
 fi
 chmod 600 .run/dev-api-key .run/cluster-secret 2>/dev/null || true
+# Webhook endpoints on this machine (a receiver on 127.0.0.1) are refused by default (SSRF);
+# a development worker allows them. Never set this in production.
+export ORDERFLOW_WEBHOOK_ALLOW_PRIVATE="${ORDERFLOW_WEBHOOK_ALLOW_PRIVATE:-true}"
 
 cat <<MSG
 

@@ -4,6 +4,7 @@ POST and answers 503 while told to fail, 200 otherwise. The system we do not own
 from __future__ import annotations
 
 import json
+import random
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,8 +31,11 @@ class Received:
 class WebhookReceiver:
     """``with WebhookReceiver() as receiver:`` serves ``receiver.url`` on 127.0.0.1."""
 
-    def __init__(self) -> None:
+    def __init__(self, fail_rate: float = 0.0, seed: int = 0) -> None:
         self.failing = False
+        # Besides ``failing``: this share of POSTs answered 503 at random (seeded).
+        self.fail_rate = fail_rate
+        self._rng = random.Random(seed)
         self.received: list[Received] = []
         self._lock = threading.Lock()
         receiver = self
@@ -40,8 +44,9 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
-                status = 503 if receiver.failing else 200
                 with receiver._lock:
+                    unlucky = receiver._rng.random() < receiver.fail_rate
+                    status = 503 if receiver.failing or unlucky else 200
                     receiver.received.append(Received(dict(self.headers), body, status))
                 self.send_response(status)
                 self.send_header("Content-Length", "0")

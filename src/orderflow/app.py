@@ -430,13 +430,20 @@ def _webhooks(parts: Parts, table: WebhookTable) -> Webhooks:
         concurrency=settings.webhook_concurrency,
         partitions=settings.partitions,
         in_flight_for=settings.webhook_timeout_s + 30.0,
+        on_post=parts.metrics.webhook_post,
     )
     directory = EndpointDirectory(bootstrap_servers(parts.settings))
     policy = RetryPolicy(
         settings.webhook_retry_period_s,
         Backoff(settings.webhook_retry_first_s, settings.webhook_retry_cap_s, jitter=0.2),
     )
-    outbox = WebhookOutbox(table, directory, policy, on_due=dispatcher.schedule)
+    outbox = WebhookOutbox(
+        table,
+        directory,
+        policy,
+        on_due=dispatcher.schedule,
+        on_gave_up=parts.metrics.webhook_failed,
+    )
     return Webhooks(table, directory, outbox, dispatcher, key)
 
 

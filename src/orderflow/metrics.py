@@ -146,6 +146,18 @@ class Metrics:
             "How long partitions were unready (rebalance and table recovery) until settled",
             _UNREADY_BUCKETS,
         )
+        self.webhook_posts = counter(
+            "webhook_posts",
+            "Webhook POSTs sent, by outcome (2xx, 3xx, 4xx, 5xx, or error: no HTTP answer)",
+            "outcome",
+        )
+        self.webhook_post_seconds = histogram(
+            "webhook_post_duration_seconds", "Webhook POST duration", _GATEWAY_BUCKETS
+        )
+        self.webhook_deliveries_failed = counter(
+            "webhook_deliveries_failed",
+            "Webhook deliveries given up after the retry period (FAILED; resend to try again)",
+        )
         self.http_requests = counter(
             "http_requests",
             "HTTP requests by method, route template and status",
@@ -193,6 +205,13 @@ class Metrics:
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters.labels(dead_letter_reason(reason)).inc()
+
+    def webhook_post(self, status: int, duration_ms: int) -> None:
+        self.webhook_posts.labels(f"{status // 100}xx" if status else "error").inc()
+        self.webhook_post_seconds.observe(duration_ms / 1000)
+
+    def webhook_failed(self) -> None:
+        self.webhook_deliveries_failed.inc()
 
     def http(self, method: str, route: str, status: int) -> None:
         self.http_requests.labels(method, route, str(status)).inc()

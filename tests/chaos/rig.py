@@ -207,6 +207,10 @@ class Rig:
             # A cancelled payment whose charge request went out is watched this long (the
             # sandbox's hangs are shorter): the drain waits for every one to be decided.
             "ORDERFLOW_CANCEL_WATCH": "20",
+            # The run's webhook receiver is on 127.0.0.1; retries come soon, so the drain is short.
+            "ORDERFLOW_WEBHOOK_ALLOW_PRIVATE": "true",
+            "ORDERFLOW_WEBHOOK_RETRY_FIRST": "0.5",
+            "ORDERFLOW_WEBHOOK_RETRY_CAP": "4",
         }
         if s.brokers >= 3:
             extra["ORDERFLOW_REPLICATION_FACTOR"] = "3"

@@ -24,7 +24,9 @@ from tests.chaos.availability import FaultWindow, availability, render_availabil
 from tests.chaos.load import LoadGenerator, LoadSettings, make_intents
 from tests.chaos.rig import Rig, RigSettings
 from tests.chaos.schedule import Fault, build_schedule
+from tests.chaos.webhooks import FAIL_RATE, WebhookCheck, receiver_outage, register
 from tests.harness import http_json
+from tests.webhook_receiver import WebhookReceiver
 
 __all__ = ["ChaosConfig", "RunResult", "run"]
 
@@ -233,8 +235,32 @@ async def _drain(rig: Rig, accepted: set[str], deadline_s: float, clock: _Clock)
         await asyncio.sleep(3)
 
 
-async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock) -> RunResult:
+async def _drain_webhooks(
+    receiver: WebhookReceiver,
+    secret: str,
+    rig: Rig,
+    accepted: set[str],
+    deadline_s: float,
+    clock: _Clock,
+) -> WebhookCheck:
+    """Wait until every accepted order's final state reached the receiver (or the deadline)."""
+    began = time.monotonic()
+    while True:
+        states = await asyncio.to_thread(order_states, rig.bootstrap)
+        finals = {o: states[o][-1] for o in accepted if states.get(o)}
+        check = WebhookCheck(receiver.snapshot(), secret, finals)
+        missing = check.undelivered()
+        if not missing or time.monotonic() - began > deadline_s:
+            clock.log(f"webhooks: {len(finals) - len(missing)} final state(s) delivered")
+            return check
+        clock.log(f"webhooks: {len(missing)} order(s) whose final state is not delivered yet")
+        await asyncio.sleep(3)
+
+
+async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock, receiver: WebhookReceiver) -> RunResult:
     load_seconds = cfg.orders / cfg.rate
+    secret = await asyncio.to_thread(register, rig.worker_urls()[0], receiver.url)
+    clock.log(f"webhook receiver at {receiver.url} registered")
     schedule = build_schedule(cfg.faults, load_seconds, cfg.seed)
     clock.log(f"schedule: {', '.join(f'{f.kind}@{f.at:.0f}s' for f in schedule) or 'no faults'}")
     intents = make_intents(cfg.orders, cfg.seed)
@@ -249,7 +275,9 @@ async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock) -> RunResult:
     restarts: list[dict[str, Any]] = []
     supervisor = asyncio.create_task(_supervise(rig, clock, restarts))
     try:
-        await asyncio.gather(load.run(), *lanes)
+        _, outage, *_ = await asyncio.gather(
+            load.run(), receiver_outage(receiver, load_seconds), *lanes
+        )
     finally:
         progress.cancel()
     clock.log(load.progress())
@@ -268,12 +296,13 @@ async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock) -> RunResult:
     finally:
         supervisor.cancel()
     drain_done = clock.now()
+    hooks = await _drain_webhooks(receiver, secret, rig, accepted, cfg.drain_deadline_s, clock)
     clock.log("auditing: topics, ledger, API")
     evidence = await collect(
         rig.bootstrap, rig.gateway_url, rig.worker_urls(), intents, load.statuses, load.bare_5xx
     )
     verdict: Verdict = audit(evidence, cfg.fail_on_violations)
-    failures = dict(verdict.failures)
+    failures = {**verdict.failures, **hooks.failures()}
     unplayed = [f"{r.kind}@{r.planned_at}: {r.error}" for r in records if not r.ok]
     if unplayed:
         failures["faults_failed_or_not_recovered"] = unplayed
@@ -289,6 +318,9 @@ async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock) -> RunResult:
         "time_to_drain_after_load_end_s": drained,
         "worker_logs": log_counts,
         "liveness_restarts": len(restarts),
+        **hooks.figures(),
+        "webhook_receiver_down_s": outage["down_s"],
+        "webhook_receiver_fail_rate": FAIL_RATE,
     }
     return RunResult(
         config={
@@ -398,7 +430,8 @@ def run(cfg: ChaosConfig) -> RunResult:
         )
         rig.start()
         clock.log(f"ready: workers {rig.worker_urls()}, gateway {rig.gateway_url}")
-        result = asyncio.run(_run(cfg, rig, clock))
+        with WebhookReceiver(FAIL_RATE, cfg.seed) as receiver:
+            result = asyncio.run(_run(cfg, rig, clock, receiver))
     finally:
         clock.log("stopping every process of the run")
         rig.stop()

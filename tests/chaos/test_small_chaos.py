@@ -57,6 +57,12 @@ def test_small_chaos_run_loses_no_order_and_charges_none_twice(tmp_path: Path) -
     assert result.figures["orders_lost"] == 0
     assert result.figures["max_successful_charges_per_order"] == 1
     assert result.figures["bare_5xx"] == 0
+    # The receiver refused POSTs (at random and during its outage), and yet every accepted
+    # order's final state reached it (the audit fails the run otherwise).
+    assert result.figures["webhook_posts_refused_by_receiver"] > 0
+    assert (
+        result.figures["webhook_orders_final_state_delivered"] == result.figures["orders_accepted"]
+    )
 
     # What clients felt is measured for every fault and for every order (figures, not checks).
     assert set(result.availability["by_fault"]) == {r.kind for r in result.faults}

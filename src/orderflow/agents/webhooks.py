@@ -39,6 +39,7 @@ from orderflow.domain.webhooks import (
     SIGNATURE_HEADER,
     Attempt,
     Delivery,
+    DeliveryState,
     Endpoint,
     OrderWebhooks,
     RetryPolicy,
@@ -194,6 +195,7 @@ class WebhookOutbox:
     policy: RetryPolicy
     # Told of each order with something due (``WebhookDispatcher.schedule``).
     on_due: Callable[[str, float], None] = lambda order_id, at: None
+    on_gave_up: Callable[[], None] = lambda: None  # a delivery FAILED (the metrics)
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
 
@@ -245,9 +247,22 @@ class WebhookOutbox:
         if updated is None:
             return
         self.table.put(updated)
+        if isinstance(record, WebhookAttempt) and _gave_up(updated, record):
+            log.warning(
+                "webhook %s to endpoint %s: given up after %d attempts (resend to try again)",
+                record.event_id,
+                record.endpoint_id,
+                record.attempt.number,
+            )
+            self.on_gave_up()
         due = updated.next_due()
         if due is not None:
             self.on_due(record.order_id, due)
+
+
+def _gave_up(record: OrderWebhooks, attempt: WebhookAttempt) -> bool:
+    delivery = record.delivery(attempt.event_id, attempt.endpoint_id)
+    return delivery is not None and delivery.state is DeliveryState.FAILED
 
 
 @dataclass(frozen=True)
@@ -344,6 +359,7 @@ class WebhookDispatcher:
     partitions: int | None = None
     # A POST whose outcome was not recorded within this (its record lost) is sent again.
     in_flight_for: float = 60.0
+    on_post: Callable[[int, int], None] = lambda status, duration_ms: None  # (the metrics)
     clock: Callable[[], float] = time.time
     due_at: dict[str, float] = field(default_factory=dict)
     scan: PartitionScan = field(default_factory=PartitionScan)
@@ -431,6 +447,7 @@ class WebhookDispatcher:
         try:
             outcome = await self.sender.post(delivery.url, body, headers)
             self.sent += 1
+            self.on_post(outcome.status, outcome.duration_ms)
             attempt = Attempt(number, sent_at, outcome.status, outcome.error, outcome.duration_ms)
             if not attempt.succeeded:
                 log.info(
