@@ -421,6 +421,7 @@ def _webhooks(parts: Parts, table: WebhookTable) -> Webhooks:
         )
         await asyncio.shield(sent)
 
+    directory = EndpointDirectory(bootstrap_servers(parts.settings))
     dispatcher = WebhookDispatcher(
         table,
         HttpWebhookSender(settings.webhook_timeout_s, settings.webhook_allow_private),
@@ -431,8 +432,8 @@ def _webhooks(parts: Parts, table: WebhookTable) -> Webhooks:
         partitions=settings.partitions,
         in_flight_for=settings.webhook_timeout_s + 30.0,
         on_post=parts.metrics.webhook_post,
+        registered=directory.registered,
     )
-    directory = EndpointDirectory(bootstrap_servers(parts.settings))
     policy = RetryPolicy(
         settings.webhook_retry_period_s,
         Backoff(settings.webhook_retry_first_s, settings.webhook_retry_cap_s, jitter=0.2),

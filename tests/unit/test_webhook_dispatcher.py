@@ -18,6 +18,7 @@ from orderflow.agents.webhooks import (
 from orderflow.domain.backoff import Backoff
 from orderflow.domain.order import Order
 from orderflow.domain.webhooks import (
+    ENDPOINT_DELETED,
     SIGNATURE_HEADER,
     Delivery,
     DeliveryState,
@@ -145,6 +146,7 @@ def webhooks(*statuses: int, endpoints: tuple[Endpoint, ...] = (ENDPOINT,)) -> W
         publish,
         KEY,
         owns=lambda order_id: order_id in ours,
+        registered=directory.registered,
         in_flight_for=IN_FLIGHT_FOR,
         clock=clock,
     )
@@ -289,3 +291,25 @@ async def test_a_newly_assigned_partition_is_scanned_for_due_deliveries() -> Non
     await until(lambda: second.delivery(order.order_id).state is DeliveryState.DELIVERED)
     assert first.receiver.posts == []
     assert len(second.receiver.posts) == 1
+
+
+async def test_a_delivery_to_a_deleted_endpoint_ends_failed_without_a_post() -> None:
+    hooks = webhooks(200)
+    order = await observed(hooks)
+    hooks.outbox.directory.forget(ENDPOINT.endpoint_id)
+
+    assert await hooks.dispatcher.tick() == 1
+    await until(lambda: hooks.delivery(order.order_id).state is DeliveryState.FAILED)
+
+    assert hooks.receiver.posts == []
+    assert hooks.delivery(order.order_id).attempts[-1].error == ENDPOINT_DELETED
+
+
+async def test_nothing_is_sent_before_the_endpoints_are_read() -> None:
+    hooks = webhooks(200)
+    order = await observed(hooks)
+    hooks.dispatcher.registered = lambda endpoint_id: None  # the topic not read yet
+
+    assert await hooks.dispatcher.tick() == 0
+    assert hooks.receiver.posts == []
+    assert hooks.delivery(order.order_id).state is DeliveryState.PENDING

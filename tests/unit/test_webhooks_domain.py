@@ -283,11 +283,14 @@ def test_resending_a_failed_delivery_makes_it_due_now_and_restarts_the_period() 
     assert delivery.resent_at == later
     assert due_deliveries(again, later) == [delivery]
     assert delivery.attempt_count == 4  # the count goes on
-    # The period now runs from the resend: a retry at +40 is within it, one at +110 is not.
+    # The period runs from the resend and the backoff starts over: retries at +10, +30, +70
+    # are within it, one at +110 is not.
     again = attempted(again, 5, later, 500)
     assert only(again).state is DeliveryState.PENDING
-    assert only(again).next_at == later + 40
-    again = attempted(again, 6, later + 70, 500)
+    assert only(again).next_at == later + 10
+    again = attempted(attempted(again, 6, later + 10, 500), 7, later + 30, 500)
+    assert only(again).next_at == later + 70
+    again = attempted(again, 8, later + 70, 500)
     assert only(again).state is DeliveryState.FAILED
 
 
@@ -504,3 +507,29 @@ def test_the_same_resend_applied_twice_changes_nothing_the_second_time() -> None
     assert done is not None
     assert resend(done, None, 200.0) is None  # the same request, redelivered
     assert resend(done, None, 300.0) is not None  # a new one
+
+
+def test_after_a_resend_the_backoff_starts_again_from_its_first_delay() -> None:
+    record = record_change(None, "o1", {"status": "PAID"}, "v1", [ENDPOINTS[0]], 0.0, "t")
+    assert record is not None
+    event_id, endpoint_id = record.deliveries[0].event_id, ENDPOINTS[0].endpoint_id
+    at = 0.0
+    for number in range(1, 4):  # 3 failures: the next wait would be 40 s
+        at += 1.0
+        updated = record_attempt(
+            record, event_id, endpoint_id, Attempt(number, at, 503, "", 1), POLICY
+        )
+        assert updated is not None
+        record = updated
+    again = resend(record, None, 500.0)
+    assert again is not None
+    failed = record_attempt(again, event_id, endpoint_id, Attempt(4, 501.0, 503, "", 1), POLICY)
+
+    assert failed is not None
+    assert failed.deliveries[0].next_at == 501.0 + 10.0  # the first delay, not the fourth
+
+
+@pytest.mark.parametrize("host", ["127.1", "2130706433", "0x7f000001", "10.1"])
+def test_a_host_written_as_a_number_is_refused(host: str) -> None:
+    assert endpoint_url_problem(f"https://{host}/h", allow_private=False) is not None
+    assert endpoint_url_problem(f"https://{host}/h", allow_private=True) is not None

@@ -36,6 +36,7 @@ from orderflow.domain.errors import EventDecodeError
 from orderflow.domain.order import Order
 from orderflow.domain.responses import order_to_public, public_version
 from orderflow.domain.webhooks import (
+    ENDPOINT_DELETED,
     SIGNATURE_HEADER,
     Attempt,
     Delivery,
@@ -110,6 +111,10 @@ class EndpointDirectory:
     @property
     def loaded(self) -> bool:
         return self._loaded.is_set()
+
+    def registered(self, endpoint_id: str) -> bool | None:
+        """Whether ``endpoint_id`` is registered; None until the topic has been read."""
+        return self.get(endpoint_id) is not None if self.loaded else None
 
     async def wait_loaded(self) -> None:
         await self._loaded.wait()
@@ -355,6 +360,9 @@ class WebhookDispatcher:
     publish: Callable[[WebhookAttempt], Awaitable[None]]
     key: bytes  # ``signing_key``
     owns: Callable[[str], bool]
+    # Whether an endpoint is still registered (a deleted one's deliveries end FAILED, unsent);
+    # None: the endpoints are not read yet (nothing is sent meanwhile).
+    registered: Callable[[str], bool | None] = lambda endpoint_id: True
     concurrency: int = 32
     partitions: int | None = None
     # A POST whose outcome was not recorded within this (its record lost) is sent again.
@@ -388,6 +396,8 @@ class WebhookDispatcher:
         were started."""
         if self.scan.pending:
             await self.scan.run(self.table.partition_rows, self.table.decode, self._track)
+        if self.registered("") is None:
+            return 0  # the endpoints are not read yet: which ones were deleted is not known
         now = self.clock()
         if len(self._in_flight) > 10_000:
             self._prune(now)
@@ -433,6 +443,10 @@ class WebhookDispatcher:
 
     async def _deliver(self, order_id: str, delivery: Delivery) -> None:
         number = delivery.attempt_count + 1
+        if not self.registered(delivery.endpoint_id):
+            attempt = Attempt(number, self.clock(), 0, ENDPOINT_DELETED, 0)
+            await self._record(order_id, delivery, attempt)
+            return
         body = delivery.body.encode()
         sent_at = self.clock()
         headers = {
@@ -448,15 +462,23 @@ class WebhookDispatcher:
             outcome = await self.sender.post(delivery.url, body, headers)
             self.sent += 1
             self.on_post(outcome.status, outcome.duration_ms)
-            attempt = Attempt(number, sent_at, outcome.status, outcome.error, outcome.duration_ms)
-            if not attempt.succeeded:
-                log.info(
-                    "webhook %s to endpoint %s, attempt %d: %s",
-                    delivery.event_id,
-                    delivery.endpoint_id,
-                    number,
-                    outcome.error or f"HTTP {outcome.status}",
-                )
+        except Exception as exc:  # (the sender answers failures; this is a bug: retried later)
+            log.exception("webhook %s: POST failed: %r", delivery.event_id, exc)
+            return
+        attempt = Attempt(number, sent_at, outcome.status, outcome.error, outcome.duration_ms)
+        if not attempt.succeeded:
+            log.info(
+                "webhook %s to endpoint %s, attempt %d: %s",
+                delivery.event_id,
+                delivery.endpoint_id,
+                number,
+                outcome.error or f"HTTP {outcome.status}",
+            )
+        await self._record(order_id, delivery, attempt)
+
+    async def _record(self, order_id: str, delivery: Delivery, attempt: Attempt) -> None:
+        """Publish the attempt's outcome for the outbox to apply."""
+        try:
             await self.publish(
                 WebhookAttempt(
                     order_id=order_id,

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from orderflow.domain.backoff import Backoff
 
 __all__ = [
+    "ENDPOINT_DELETED",
     "MAX_ATTEMPTS_KEPT",
     "MAX_ENDPOINTS_PER_CLIENT",
     "SIGNATURE_HEADER",
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 SIGNATURE_HEADER = "Orderflow-Signature"
+# The error of the attempt that ends a delivery whose endpoint was deleted (no POST was sent).
+ENDPOINT_DELETED = "endpoint deleted"
 MAX_ENDPOINTS_PER_CLIENT = 5
 # An order's record keeps the last attempts of each delivery (the count is kept in full): a
 # receiver down for days must not grow it without bound.
@@ -110,8 +113,10 @@ class Delivery:
     next_at: float = 0.0
     attempt_count: int = 0
     attempts: tuple[Attempt, ...] = ()
-    # When a person asked to send it again (the retry period restarts from there).
+    # When a person asked to send it again (the retry period restarts from there), and how many
+    # attempts it had then (the backoff restarts from its first delay too).
     resent_at: float | None = None
+    attempts_before_resend: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -156,7 +161,8 @@ class RetryPolicy:
         """When to try again after the ``delivery.attempt_count``-th attempt failed at
         ``failed_at``; None: the period is over."""
         start = delivery.resent_at if delivery.resent_at is not None else delivery.created_at
-        at = failed_at + self.backoff.delay(delivery.attempt_count - 1, draw)
+        failed = delivery.attempt_count - delivery.attempts_before_resend
+        at = failed_at + self.backoff.delay(failed - 1, draw)
         return at if at <= start + self.period else None
 
 
@@ -258,6 +264,8 @@ def record_attempt(
     )
     if attempt.succeeded:
         counted = replace(counted, state=DeliveryState.DELIVERED)
+    elif attempt.error == ENDPOINT_DELETED:
+        counted = replace(counted, state=DeliveryState.FAILED)
     else:
         next_at = policy.next_at(counted, attempt.at, draw)
         counted = (
@@ -283,7 +291,14 @@ def resend(record: OrderWebhooks, event_id: str | None, now: float) -> OrderWebh
     again = record
     for delivery in chosen:
         again = _replaced(
-            again, replace(delivery, state=DeliveryState.PENDING, next_at=now, resent_at=now)
+            again,
+            replace(
+                delivery,
+                state=DeliveryState.PENDING,
+                next_at=now,
+                resent_at=now,
+                attempts_before_resend=delivery.attempt_count,
+            ),
         )
     return again
 
@@ -359,6 +374,11 @@ def _nat64(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
 
 
+def _numeric_label(host: str) -> bool:
+    last = host.rstrip(".").rpartition(".")[2].lower()
+    return last.isdigit() or (last.startswith("0x") and len(last) > 2)
+
+
 def endpoint_url_problem(url: str, allow_private: bool) -> str | None:
     """Why ``url`` cannot be a webhook endpoint, or None: http(s), a host, no credentials, no
     fragment; unless ``allow_private``, no host that is a non-public address or a local name."""
@@ -386,7 +406,8 @@ def endpoint_url_problem(url: str, allow_private: bool) -> str | None:
         address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
     except ValueError:
         address = None
-    if address is None and not _HOST_NAME.fullmatch(host):
+    if address is None and (not _HOST_NAME.fullmatch(host) or _numeric_label(host)):
+        # (a numeric last label is an address in a form resolvers read: 127.1, 0x7f000001)
         return "has an invalid host name"
     if allow_private:
         return None
