@@ -11,7 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-__all__ = ["Received", "WebhookReceiver"]
+from tests.harness import auth_headers, http_json, poll_until
+
+__all__ = ["Received", "WebhookReceiver", "delete_all_endpoints", "list_endpoints"]
 
 
 @dataclass(frozen=True)
@@ -79,3 +81,23 @@ class WebhookReceiver:
     def accepted(self) -> list[Received]:
         """The POSTs answered 200."""
         return [r for r in self.snapshot() if r.answered == 200]
+
+
+def list_endpoints(url: str) -> list[dict[str, Any]]:
+    """The test client's endpoints (503 while the worker still reads them: polled)."""
+
+    def listed() -> list[dict[str, Any]] | None:
+        status, body, _ = http_json("GET", f"{url}/webhooks", headers=auth_headers())
+        assert status in (200, 503), body
+        return [body] if status == 200 else None
+
+    return list(poll_until(listed, 30, 0.2, "GET /webhooks")[0]["endpoints"])
+
+
+def delete_all_endpoints(url: str) -> None:
+    """The test client's endpoints left by earlier tests on this broker go first."""
+    for endpoint in list_endpoints(url):
+        status, body, _ = http_json(
+            "DELETE", f"{url}/webhooks/{endpoint['endpoint_id']}", headers=auth_headers()
+        )
+        assert status == 204, body

@@ -22,7 +22,12 @@ from tests.harness import (
     start_worker,
 )
 from tests.orders_client import get_terminal, get_until, order_body, place, refund
-from tests.webhook_receiver import Received, WebhookReceiver
+from tests.webhook_receiver import (
+    Received,
+    WebhookReceiver,
+    delete_all_endpoints,
+    list_endpoints,
+)
 
 _WEBHOOKS = {
     "ORDERFLOW_GATEWAY_DEADLINE": "3",
@@ -35,26 +40,6 @@ _WEBHOOKS = {
 }
 
 
-def _endpoints(url: str) -> list[dict[str, Any]]:
-    """The test client's endpoints (503 while the worker still reads them: polled)."""
-
-    def listed() -> list[dict[str, Any]] | None:
-        status, body, _ = http_json("GET", f"{url}/webhooks", headers=auth_headers())
-        assert status in (200, 503), body
-        return [body] if status == 200 else None
-
-    return list(poll_until(listed, 30, 0.2, "GET /webhooks")[0]["endpoints"])
-
-
-def _delete_all_endpoints(url: str) -> None:
-    """The test client's endpoints left by earlier tests on this broker go first."""
-    for endpoint in _endpoints(url):
-        status, body, _ = http_json(
-            "DELETE", f"{url}/webhooks/{endpoint['endpoint_id']}", headers=auth_headers()
-        )
-        assert status == 204, body
-
-
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
     with WebhookReceiver() as running:
@@ -62,14 +47,14 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 def _register(url: str, receiver_url: str) -> dict[str, Any]:
-    _delete_all_endpoints(url)
+    delete_all_endpoints(url)
     status, endpoint, headers = http_json(
         "POST", f"{url}/webhooks", {"url": receiver_url}, auth_headers()
     )
     assert status == 201, endpoint
     assert headers["Location"] == f"/webhooks/{endpoint['endpoint_id']}"
     assert endpoint["secret"].startswith("whsec_")
-    assert all("secret" not in e for e in _endpoints(url))  # shown once, never again
+    assert all("secret" not in e for e in list_endpoints(url))  # shown once, never again
     return dict(endpoint)
 
 
@@ -161,7 +146,7 @@ def test_a_receiver_down_for_a_while_and_a_worker_killed_meanwhile_gets_every_ev
         assert events[order_ids[0]][max(events[order_ids[0]])]["type"] == "order.partially_refunded"
         retried = [d for o in order_ids for d in _deliveries(url, o) if d["attempt_count"] >= 2]
         assert retried, "no delivery was ever retried: the receiver's failures were not seen"
-        _delete_all_endpoints(url)
+        delete_all_endpoints(url)
     finally:
         worker.stop()
         sandbox.stop()

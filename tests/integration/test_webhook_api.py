@@ -18,7 +18,6 @@ import pytest
 
 from orderflow.domain.auth import sign_forward
 from orderflow.web.auth import CLIENT_HEADER, FORWARDED_HEADER
-from tests.e2e.test_webhooks import _delete_all_endpoints, _endpoints
 from tests.harness import (
     OTHER_API_KEY,
     TEST_CLIENT,
@@ -31,7 +30,12 @@ from tests.harness import (
     start_worker,
 )
 from tests.orders_client import get_terminal, order_body, place
-from tests.webhook_receiver import Received, WebhookReceiver
+from tests.webhook_receiver import (
+    Received,
+    WebhookReceiver,
+    delete_all_endpoints,
+    list_endpoints,
+)
 
 _ALLOW_PRIVATE = {
     "ORDERFLOW_WEBHOOK_ALLOW_PRIVATE": "true",
@@ -101,7 +105,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def strict(stack: Stack) -> str:
     """The worker's URL, private addresses refused; the test client has no endpoint."""
     url = stack.url(allow_private=False)
-    _delete_all_endpoints(url)
+    delete_all_endpoints(url)
     return url
 
 
@@ -109,7 +113,7 @@ def strict(stack: Stack) -> str:
 def permissive(stack: Stack) -> str:
     """The worker's URL, private addresses allowed; the test client has no endpoint."""
     url = stack.url(allow_private=True)
-    _delete_all_endpoints(url)
+    delete_all_endpoints(url)
     return url
 
 
@@ -159,7 +163,7 @@ def test_registration_answers_201_with_location_and_a_secret_shown_once(strict: 
     assert endpoint["endpoint_id"].startswith("we_")
     assert endpoint["url"] == _PUBLIC_URL
     assert endpoint["secret"].startswith("whsec_")
-    listed = _endpoints(strict)
+    listed = list_endpoints(strict)
     assert [e["endpoint_id"] for e in listed] == [endpoint["endpoint_id"]]
     assert listed[0]["url"] == _PUBLIC_URL
     assert all("secret" not in e for e in listed)
@@ -185,7 +189,7 @@ def test_a_private_local_or_malformed_url_is_refused_400_naming_url(
     assert status == 400, body
     assert body["error"] == "invalid_request"
     assert _fields(body) == ["url"], body
-    assert _endpoints(strict) == []
+    assert list_endpoints(strict) == []
 
 
 @pytest.mark.parametrize(
@@ -203,7 +207,7 @@ def test_a_registration_body_that_is_not_an_endpoint_is_refused_400_naming_the_f
     status, answer, _ = http_json("POST", f"{strict}/webhooks", body, auth_headers())
     assert status == 400, answer
     assert _fields(answer) == [field], answer
-    assert _endpoints(strict) == []
+    assert list_endpoints(strict) == []
 
 
 def test_every_webhook_route_without_an_api_key_answers_401(strict: str, stack: Stack) -> None:
@@ -218,7 +222,7 @@ def test_every_webhook_route_without_an_api_key_answers_401(strict: str, stack: 
     ):
         status, answer, _ = http_json(method, f"{strict}{path}", body, _NO_KEY)
         assert status == 401, (method, path, answer)
-    assert [e["endpoint_id"] for e in _endpoints(strict)] == [endpoint["endpoint_id"]]
+    assert [e["endpoint_id"] for e in list_endpoints(strict)] == [endpoint["endpoint_id"]]
 
 
 def test_another_client_neither_sees_nor_deletes_nor_resends_the_clients_webhooks(
@@ -233,7 +237,7 @@ def test_another_client_neither_sees_nor_deletes_nor_resends_the_clients_webhook
     status, listed, _ = http_json("GET", f"{strict}/webhooks", headers=other)
     assert status == 200, listed
     assert endpoint["endpoint_id"] not in {e["endpoint_id"] for e in listed["endpoints"]}
-    assert [e["endpoint_id"] for e in _endpoints(strict)] == [endpoint["endpoint_id"]]
+    assert [e["endpoint_id"] for e in list_endpoints(strict)] == [endpoint["endpoint_id"]]
 
     order_id = stack.paid_order(strict)
     status, body, _ = http_json("GET", f"{strict}/orders/{order_id}/webhooks", headers=other)
@@ -265,7 +269,7 @@ def test_the_sixth_endpoint_of_a_client_answers_409(strict: str) -> None:
     status, body, _ = _register(strict, f"{_PUBLIC_URL}/5")
     assert status == 409, body
     assert _fields(body) == ["url"], body
-    assert len(_endpoints(strict)) == 5
+    assert len(list_endpoints(strict)) == 5
 
 
 def test_no_event_is_delivered_to_an_endpoint_after_its_delete(
