@@ -1,4 +1,5 @@
-"""`trace` on synthetic histories: the full story in time order, table entries, ledger, verdict."""
+"""`trace` on synthetic histories: the full story in time order, table entries, webhook
+deliveries, ledger, verdict."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from orderflow.domain.backoff import Backoff
 from orderflow.domain.events import PlaceOrder
 from orderflow.domain.order import OrderStatus, place_order
 from orderflow.domain.payment import (
@@ -18,13 +20,35 @@ from orderflow.domain.payment import (
     PaymentStatus,
     idempotency_key_for,
 )
+from orderflow.domain.webhooks import (
+    Attempt,
+    Endpoint,
+    RetryPolicy,
+    record_attempt,
+    record_change,
+    resend,
+)
 from orderflow.tools.replay.model import ORDER_CHANGELOG, PAYMENT_CHANGELOG
 from orderflow.tools.sandbox.gateway import SandboxGateway
-from orderflow.topics import ORDER_COMMANDS, ORDER_CREATED, PAYMENT_COMPLETED, PAYMENT_FAILED
+from orderflow.topics import (
+    ORDER_COMMANDS,
+    ORDER_CREATED,
+    PAYMENT_COMPLETED,
+    PAYMENT_FAILED,
+    WEBHOOK_ATTEMPTS,
+    WEBHOOK_CHANGELOG,
+)
 from orderflow.wire import decode_event, order_to_bytes, payment_to_bytes
-from tests.harness import free_port
+from orderflow.wire.webhooks import (
+    WebhookAttempt,
+    WebhookResend,
+    encode_attempts_record,
+    webhooks_to_bytes,
+)
+from tests.harness import TEST_CLIENT, free_port
 from tests.integration.replay.support import (
     AMOUNT,
+    T_NOW,
     Out,
     cli,
     completed,
@@ -171,3 +195,111 @@ async def test_trace_verdict_names_a_double_charge(
     assert trace["verdict"] == "INCONSISTENT: PAID and charged 2 times"
     assert trace["verdict_status"] == "inconsistent"
     assert len(trace["ledger"]) == 2
+
+
+def _webhook_history(order_id: str, base_s: float) -> list[Out]:
+    """A PAID order with two endpoints: we_a answers the second POST; we_b never does and is
+    given up; a person resends the event; we_a answers again, we_b is never tried again (stuck
+    once 10 minutes have passed); then a record nobody can read."""
+    key = order_id.encode()
+    command = decode_event(place(order_id))
+    assert isinstance(command, PlaceOrder)
+    paid = dataclasses.replace(
+        place_order(None, command).order, status=OrderStatus.PAID, charge_id="ch_x"
+    )
+    policy = RetryPolicy(period=100.0, backoff=Backoff(base=10.0, cap=40.0))
+    endpoints = [
+        Endpoint(e, TEST_CLIENT, f"https://{e}.example.com/h", T_NOW) for e in ("we_a", "we_b")
+    ]
+    public = {"order_id": order_id, "status": "PAID"}
+    made = record_change(None, order_id, public, "v1", endpoints, base_s, T_NOW)
+    assert made is not None
+    state, event_id = made, made.deliveries[0].event_id
+    out = [Out(ORDER_CHANGELOG, key, order_to_bytes(paid), timestamp_ms=round(base_s * 1000))]
+
+    def stored(at_s: float, outcome: bytes | None = None) -> None:
+        at_ms = round(at_s * 1000)
+        if outcome is not None:
+            out.append(Out(WEBHOOK_ATTEMPTS, key, outcome, timestamp_ms=at_ms))
+        out.append(Out(WEBHOOK_CHANGELOG, key, webhooks_to_bytes(state), timestamp_ms=at_ms + 1))
+
+    def post(endpoint_id: str, number: int, after: float, status: int) -> None:
+        nonlocal state
+        attempt = Attempt(number, base_s + after, status, "", 15)
+        counted = record_attempt(state, event_id, endpoint_id, attempt, policy)
+        assert counted is not None
+        state = counted
+        record = WebhookAttempt(
+            order_id=order_id, event_id=event_id, endpoint_id=endpoint_id, attempt=attempt
+        )
+        stored(base_s + after + 0.015, encode_attempts_record(record))
+
+    stored(base_s)
+    for endpoint_id, number, after, status in [
+        ("we_a", 1, 0.1, 503),
+        ("we_b", 1, 0.2, 500),
+        ("we_a", 2, 10.1, 204),
+        ("we_b", 2, 10.2, 500),
+        ("we_b", 3, 30.2, 500),
+        ("we_b", 4, 70.2, 500),
+    ]:
+        post(endpoint_id, number, after, status)
+    asked = base_s + 600
+    again = resend(state, event_id, asked)
+    assert again is not None
+    state = again
+    request = WebhookResend(order_id=order_id, event_id=event_id, requested_at=asked)
+    stored(asked, encode_attempts_record(request))
+    post("we_a", 3, 600.5, 200)
+    unreadable = b'{"type":"webhook.attempt"}'
+    out.append(Out(WEBHOOK_ATTEMPTS, key, unreadable, timestamp_ms=round(asked * 1000) + 900))
+    return out
+
+
+async def test_trace_shows_webhook_attempts_and_judges_each_delivery(
+    replay_bootstrap: str,
+) -> None:
+    order_id = new_order_id()
+    history = _webhook_history(order_id, time.time() - 3600)
+    produced = await produce(replay_bootstrap, history)
+
+    result = await cli(replay_bootstrap, "trace", order_id)
+    assert result.code == 0, result.err
+    [trace] = result.lines
+    assert [(e["topic"], e["offset"]) for e in trace["events"]] == [
+        (p.topic, p.offset) for p in produced
+    ]
+    webhooks = trace["webhooks"]
+    assert [(d["endpoint_id"], d["state"], d["attempt_count"]) for d in webhooks["deliveries"]] == [
+        ("we_a", "DELIVERED", 3),
+        ("we_b", "PENDING", 4),
+    ]
+    [stuck] = webhooks["problems"]
+    assert stuck.startswith("STUCK: ") and "-> we_b PENDING" in stuck
+    assert trace["verdict"] == "PAID, charge ch_x (ledger not checked); webhooks: 1 stuck"
+    assert any(
+        n.startswith(f"webhook attempts: the entry at {WEBHOOK_ATTEMPTS}:") for n in trace["notes"]
+    )
+
+    table = await cli(replay_bootstrap, "trace", order_id, "--format", "table")
+    assert table.code == 0, table.err
+    text = table.out
+    assert "webhook attempt 2 evt_" in text and "-> we_a: HTTP 204 in 15 ms" in text
+    assert "webhook resend of evt_" in text
+    assert "undecodable webhook record (" in text
+    assert "Webhooks:  1 event(s), 2 delivery(ies)" in text
+    assert "problem:   STUCK: " in text
+
+
+async def test_dry_run_skips_the_webhook_attempts(replay_bootstrap: str) -> None:
+    order_id = new_order_id()
+    await produce(replay_bootstrap, _webhook_history(order_id, time.time() - 3600))
+
+    named = ["--since", "2h", "--order-id", order_id]
+    default = await cli(replay_bootstrap, "replay", "--dry-run", *named)
+    assert default.code == 0, default.err
+    assert default.lines == []
+    assert "1 order(s), 0 with a recorded outcome" in default.err  # (its OrderDB entry)
+    asked = await cli(replay_bootstrap, "replay", "--dry-run", "--topic", WEBHOOK_ATTEMPTS, *named)
+    assert asked.code == 0, asked.err
+    assert "0 order(s)" in asked.err

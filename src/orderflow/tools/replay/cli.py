@@ -33,7 +33,7 @@ from orderflow.tools.replay.model import (
 )
 from orderflow.tools.replay.output import Writer, make_progress, note, resolve_format
 from orderflow.tools.replay.window import TimeWindow
-from orderflow.topics import INPUT_TOPICS
+from orderflow.topics import INPUT_TOPICS, WEBHOOK_ATTEMPTS
 
 __all__ = ["dlq", "replay", "trace"]
 
@@ -164,7 +164,7 @@ def replay_options(f: F) -> F:
                 "topics",
                 multiple=True,
                 help="Topic to read (repeatable) [default: the input topics; with --dry-run also "
-                "the OrderDB and PaymentDB changelogs]",
+                "the OrderDB and PaymentDB changelogs, and not the webhook attempts]",
             ),
             click.option(
                 "--partition",
@@ -306,7 +306,9 @@ def replay(
     _Action(capture, dry_run, to_topic, force).check()
     selection, topics, limit = _selection(options), options["topics"], options["limit"]
     history = [ORDER_CHANGELOG, PAYMENT_CHANGELOG] if dry_run else []
-    read_topics = list(topics) or [*INPUT_TOPICS, *history]
+    # A dry run folds order state only: the webhook attempts are not read (nor folded if named).
+    inputs = [t for t in INPUT_TOPICS if not (dry_run and t == WEBHOOK_ATTEMPTS)]
+    read_topics = list(topics) or [*inputs, *history]
 
     def source() -> AsyncGenerator[TopicRecord, None]:
         if from_capture is not None:

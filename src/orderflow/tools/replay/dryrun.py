@@ -53,10 +53,16 @@ from orderflow.topics import (
     PAYMENT_FAILED,
     PAYMENT_REFUNDED,
     REFUND_FAILED,
+    WEBHOOK_ATTEMPTS,
+    WEBHOOK_CHANGELOG,
+    WEBHOOK_ENDPOINTS,
 )
 from orderflow.wire import decode_event, event_to_dict, payment_from_bytes
 
-__all__ = ["DIFFERENCE_KINDS", "DryRunReport", "Finding", "dry_run"]
+__all__ = ["DIFFERENCE_KINDS", "WEBHOOK_TOPICS", "DryRunReport", "Finding", "dry_run"]
+
+# Read by a replay, never folded: an order's webhook deliveries are what its changes caused.
+WEBHOOK_TOPICS = frozenset({WEBHOOK_ATTEMPTS, WEBHOOK_CHANGELOG, WEBHOOK_ENDPOINTS})
 
 # Findings that mean "today's code decides differently"; the other kinds are information.
 DIFFERENCE_KINDS = frozenset({"validation", "order_created", "payment_event", "final_status"})
@@ -305,9 +311,12 @@ def _order_id(record: TopicRecord) -> str | None:
 
 
 def dry_run(records: Iterable[TopicRecord]) -> DryRunReport:
-    """Fold ``records`` order by order through today's code, the gateway's answers as recorded."""
+    """Fold ``records`` order by order through today's code, the gateway's answers as recorded
+    (the webhook topics are skipped: deliveries are not order state, and nothing folds them)."""
     by_order: dict[str, list[TopicRecord]] = {}
     for record in records:
+        if record.topic in WEBHOOK_TOPICS:
+            continue
         order_id = _order_id(record)
         if order_id:
             by_order.setdefault(order_id, []).append(record)

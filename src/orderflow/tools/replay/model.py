@@ -15,6 +15,7 @@ from aiokafka.partitioner import murmur2
 
 from orderflow.domain.tokens import mask_secrets, mask_text, mask_token
 from orderflow.tools.replay.errors import SelectionError
+from orderflow.tools.replay.webhooks import describe_attempts_value, describe_webhooks_value
 from orderflow.tools.replay.window import TimeWindow, ms_to_rfc3339
 from orderflow.topics import (
     DEAD_LETTERS,
@@ -29,6 +30,8 @@ from orderflow.topics import (
     PAYMENT_REFUNDED,
     REFUND_FAILED,
     REFUND_REQUESTED,
+    WEBHOOK_ATTEMPTS,
+    WEBHOOK_CHANGELOG,
 )
 from orderflow.wire.dead_letters import (
     DLQ_HEADER_OFFSET,
@@ -79,6 +82,9 @@ _RANK = {
     PAYMENT_REFUNDED: 5,
     REFUND_FAILED: 5,
     DEAD_LETTERS: 6,
+    # WebhookDB is written in the same batch as OrderDB; an attempt's outcome after the POST.
+    WEBHOOK_CHANGELOG: 1,
+    WEBHOOK_ATTEMPTS: 7,
 }
 
 
@@ -323,6 +329,11 @@ def describe(record: TopicRecord) -> str:
         return f"dead letter of {source}: {reason}"
     if record.value is None:
         return "(tombstone)"
+    # Webhook values are read with their own schema (an attempt's outcome, a delivery's state).
+    if record.topic == WEBHOOK_ATTEMPTS:
+        return describe_attempts_value(record.value)
+    if record.topic == WEBHOOK_CHANGELOG:
+        return describe_webhooks_value(record.value)
     data = json_value(record)
     if not isinstance(data, dict):
         return mask_text(f"undecodable value {record.value[:40]!r}")

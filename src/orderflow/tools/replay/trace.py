@@ -1,9 +1,11 @@
 """``trace ORDER_ID``: one order's whole story, from the topics alone, with a verdict.
 
-Every record of the order on every orderflow topic (the input topics, the dead letters and both
-table changelogs) in time order; the current OrderDB and PaymentDB entries, read as the latest
-changelog value for the key (so no worker needs to run); the gateway ledger's rows when a gateway
-URL is known; and a one-line verdict (``orderflow.tools.replay.verdict``).
+Every record of the order on every orderflow topic (the input topics, the webhook attempts, the
+dead letters and the table changelogs) in time order; the current OrderDB and PaymentDB entries,
+read as the latest changelog value for the key (so no worker needs to run); each webhook
+delivery's state from the latest WebhookDB value (``orderflow.tools.replay.webhooks``: FAILED and
+stuck ones are problems); the gateway ledger's rows when a gateway URL is known; and a one-line
+verdict (``orderflow.tools.replay.verdict``), followed by the webhook problems if any.
 
 Only the partition the order id hashes to is read on each topic (see ``key_partition``);
 ``--all-partitions`` reads everything, to find records produced with a wrong key.
@@ -13,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
 
+from orderflow.domain.errors import DomainError
 from orderflow.domain.order import Order
 from orderflow.domain.payment import Decline, PaymentRecord
 from orderflow.domain.responses import order_to_public
@@ -36,11 +40,13 @@ from orderflow.tools.replay.model import (
 from orderflow.tools.replay.output import Progress
 from orderflow.tools.replay.reader import read_records
 from orderflow.tools.replay.verdict import Charge, LedgerRefund, Verdict, judge
+from orderflow.tools.replay.webhooks import WebhookSummary, summarize
 from orderflow.tools.replay.window import ms_to_rfc3339
-from orderflow.topics import DEAD_LETTERS, all_topic_names
+from orderflow.topics import DEAD_LETTERS, WEBHOOK_ATTEMPTS, WEBHOOK_CHANGELOG, all_topic_names
 from orderflow.wire import order_from_bytes, payment_from_bytes, payment_to_bytes
+from orderflow.wire.webhooks import WebhookAttempt, decode_attempts_record, webhooks_from_bytes
 
-__all__ = ["OrderTrace", "fetch_ledger", "trace_lines", "trace_order"]
+__all__ = ["OrderTrace", "build_trace", "fetch_ledger", "trace_lines", "trace_order"]
 
 LEDGER_TIMEOUT_S = 5.0
 
@@ -56,6 +62,7 @@ class OrderTrace:
     ledger: list[dict[str, Any]] | None  # None: the gateway was not asked
     verdict: Verdict
     notes: list[str] = field(default_factory=list)
+    webhooks: WebhookSummary | None = None  # None: no WebhookDB entry
 
     def to_json(self) -> dict[str, Any]:
         payment = self.payment
@@ -70,6 +77,7 @@ class OrderTrace:
             else mask_secrets(orjson.loads(payment_to_bytes(payment))),
             "ledger": mask_secrets(self.ledger),  # a gateway's rows may name the token
             "notes": [mask_text(note) for note in self.notes],
+            "webhooks": None if self.webhooks is None else self.webhooks.to_json(),
         }
 
 
@@ -114,7 +122,7 @@ def _decode(record: TopicRecord | None, what: str, notes: list[str], decoder: An
         return None
     try:
         return decoder(record.value)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, DomainError) as exc:
         notes.append(f"{what}: the entry at {record.at} does not decode ({exc!r})")
         return None
 
@@ -151,10 +159,26 @@ async def trace_order(
         fetch_ledger(gateway_url, order_id),
         fetch_ledger(gateway_url, order_id, table="refunds"),
     )
-    events.sort(key=time_order)
     notes = [f"topic not on the broker: {t}" for t in skipped]
     if ledger_note:
         notes.append(ledger_note)
+    return build_trace(order_id, events, ledger, refund_rows, notes, now=time.time())
+
+
+def build_trace(
+    order_id: str,
+    events: list[TopicRecord],
+    ledger: list[dict[str, Any]] | None,
+    refund_rows: list[dict[str, Any]] | None,
+    notes: list[str],
+    *,
+    now: float,
+) -> OrderTrace:
+    """The trace of what was read (no I/O): table entries, webhook deliveries and the verdict
+    as of ``now`` (epoch seconds; a PENDING delivery is stuck some time after it was due)."""
+    key = order_id.encode()
+    events = sorted(events, key=time_order)
+    notes = list(notes)
     order = _decode(_latest(events, ORDER_CHANGELOG, key), "OrderDB", notes, order_from_bytes)
     payment = _decode(
         _latest(events, PAYMENT_CHANGELOG, key), "PaymentDB", notes, payment_from_bytes
@@ -173,7 +197,27 @@ async def trace_order(
     verdict = judge(
         order, payment, charges, events=len(events), dead_letters=len(dead), refunds=refunds
     )
-    return OrderTrace(order_id, events, order, payment, ledger, verdict, notes)
+    stored = _decode(
+        _latest(events, WEBHOOK_CHANGELOG, key), "WebhookDB", notes, webhooks_from_bytes
+    )
+    webhooks = None
+    if stored is not None:
+        webhooks = summarize(stored, _attempts(events, notes), now)
+        verdict = Verdict(verdict.status, verdict.text + webhooks.verdict_suffix())
+    return OrderTrace(order_id, events, order, payment, ledger, verdict, notes, webhooks)
+
+
+def _attempts(events: list[TopicRecord], notes: list[str]) -> list[WebhookAttempt]:
+    """The POST outcomes among the order's records (resend requests left out); a record that
+    does not decode is noted, not fatal."""
+    found = []
+    for record in events:
+        if record.topic != WEBHOOK_ATTEMPTS:
+            continue
+        decoded = _decode(record, "webhook attempts", notes, decode_attempts_record)
+        if isinstance(decoded, WebhookAttempt):
+            found.append(decoded)
+    return found
 
 
 def _charge_text(charge_id: str | None, decline: Decline | None) -> str:
@@ -219,7 +263,17 @@ def trace_lines(trace: OrderTrace) -> list[str]:
                 f"           {row.get('id')} {row.get('status')}{code} "
                 f"{row.get('amount')} {row.get('currency')}"
             )
+    lines.extend(_webhook_lines(trace.webhooks))
     for text in trace.notes:
         lines.append(f"note:      {mask_text(text)}")
     lines.append(f"Verdict:   {trace.verdict.text}")
+    return lines
+
+
+def _webhook_lines(webhooks: WebhookSummary | None) -> list[str]:
+    if webhooks is None:
+        return ["Webhooks:  (no entry)"]
+    lines = [f"Webhooks:  {webhooks.sequence} event(s), {len(webhooks.deliveries)} delivery(ies)"]
+    lines.extend(f"           {mask_text(view.line())}" for view in webhooks.deliveries)
+    lines.extend(f"problem:   {mask_text(text)}" for text in webhooks.problems)
     return lines
