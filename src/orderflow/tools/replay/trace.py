@@ -271,8 +271,8 @@ def trace_lines(trace: OrderTrace) -> list[str]:
 
 
 def _webhook_lines(webhooks: WebhookSummary | None) -> list[str]:
-    if webhooks is None:
-        return ["Webhooks:  (no entry)"]
+    if webhooks is None:  # the order's client has no endpoints (or its entry is a note)
+        return []
     lines = [f"Webhooks:  {webhooks.sequence} event(s), {len(webhooks.deliveries)} delivery(ies)"]
     lines.extend(f"           {mask_text(view.line())}" for view in webhooks.deliveries)
     lines.extend(f"problem:   {mask_text(text)}" for text in webhooks.problems)
