@@ -1,5 +1,7 @@
 """``GET /openapi.json``: the OpenAPI 3.1 document, built from the shapes that validate requests
 (``domain.validation.ORDER_REQUEST``) and describe answers (``domain.responses``): one source.
+The webhook answers' shapes are here (``domain.webhooks`` renders them), and so is the POST a
+webhook receiver gets (the document's ``webhooks``).
 """
 
 from __future__ import annotations
@@ -8,7 +10,21 @@ from collections.abc import Collection
 from typing import Any
 
 from orderflow.domain import responses
-from orderflow.domain.validation import CANCEL_REQUEST, ORDER_REQUEST, REFUND_REQUEST
+from orderflow.domain.shapes import Array, Field, Integer, Object, String
+from orderflow.domain.validation import (
+    CANCEL_REQUEST,
+    ENDPOINT_ID_PATTERN,
+    EVENT_ID_PATTERN,
+    ORDER_REQUEST,
+    REFUND_REQUEST,
+    WEBHOOK_ENDPOINT_REQUEST,
+    WEBHOOK_RESEND_REQUEST,
+)
+from orderflow.domain.webhooks import (
+    MAX_ATTEMPTS_KEPT,
+    MAX_ENDPOINTS_PER_CLIENT,
+    SIGNATURE_HEADER,
+)
 
 __all__ = ["OPENAPI_VERSION", "OPEN_PATHS", "openapi_document"]
 
@@ -234,6 +250,157 @@ def _post_refund() -> dict[str, Any]:
     }
 
 
+# The webhook operations answer 503 with Retry-After only (no order to GET instead).
+_WEBHOOK_UNAVAILABLE = _json(
+    "Error",
+    "Cannot be answered now (the endpoints are still being read at start, the broker did not "
+    "confirm in time, the order's partition is moving): retry after `Retry-After`; the same "
+    "request is safe.",
+    "Retry-After",
+)
+# What reading a request's body can refuse (``OrderApi.read_body``), on every webhook operation
+# that reads one.
+_BODY_RESPONSES: dict[str, Any] = {
+    "408": _json("Problems", "The body did not arrive in time (`ORDERFLOW_BODY_READ_TIMEOUT`)."),
+    "413": _json("Problems", "The body is over 64 KiB (declared or once decoded)."),
+}
+_ENDPOINT_ID_PARAMETER = {
+    "name": "endpoint_id",
+    "in": "path",
+    "required": True,
+    "description": "the endpoint's id (`we_…`); any other string is an unknown endpoint (404)",
+    "schema": {"type": "string"},
+}
+
+
+def _operation(
+    operation_id: str,
+    summary: str,
+    responses: dict[str, Any],
+    description: str = "",
+    parameters: tuple[dict[str, Any], ...] = (),
+    body: tuple[str, bool] | None = None,
+) -> dict[str, Any]:
+    """One operation; ``body``: its JSON request body's schema and whether it is required."""
+    operation: dict[str, Any] = {"operationId": operation_id, "summary": summary}
+    if description:
+        operation["description"] = description
+    if parameters:
+        operation["parameters"] = list(parameters)
+    if body is not None:
+        schema, required = body
+        operation["requestBody"] = {
+            "required": required,
+            "content": {"application/json": {"schema": _ref("schemas", schema)}},
+        }
+    operation["responses"] = {**responses, "503": _WEBHOOK_UNAVAILABLE}
+    return operation
+
+
+def _webhook_operations() -> dict[str, Any]:
+    """The paths of webhooks: the caller's endpoints, an order's deliveries."""
+    bad_coding = _json("Problems", "A body not declared `application/json`, or an unknown coding.")
+    register = _operation(
+        "registerWebhook",
+        "Register a webhook endpoint for the caller's orders",
+        {
+            "201": _json(
+                "WebhookEndpointCreated",
+                "Registered; the only answer that shows the endpoint's `secret`.",
+                "Location",
+            ),
+            "400": _json(
+                "Problems",
+                "The body is invalid or the URL refused (every problem listed); also a body "
+                "that is not JSON, not UTF-8 or undecodable.",
+            ),
+            "403": _json(
+                "Error",
+                "The workers run without API keys (`ORDERFLOW_API_AUTH=none`): webhooks belong "
+                "to an API client.",
+            ),
+            "409": _json(
+                "Problems",
+                f"The client has {MAX_ENDPOINTS_PER_CLIENT} endpoints already (`limit_reached`); "
+                "delete one first.",
+            ),
+            "415": _json("Problems", "A `Content-Encoding` other than gzip, deflate, identity."),
+            **_BODY_RESPONSES,
+        },
+        "From now on each change of the caller's orders is POSTed to `url`, signed with the "
+        "`secret` this answer shows once (it is derived from the cluster secret, never stored "
+        "or shown again; see the document's `webhooks`). A host that is or resolves to a "
+        "loopback, private, link-local or reserved address, or a local name (`localhost`, "
+        "`*.local`, `*.internal`) is refused unless the workers run with "
+        f"`ORDERFLOW_WEBHOOK_ALLOW_PRIVATE`. At most {MAX_ENDPOINTS_PER_CLIENT} endpoints per "
+        "client. Answered once Kafka has the endpoint (every worker then sends to it).",
+        body=("WebhookEndpointRequest", True),
+    )
+    listed = _operation(
+        "listWebhooks",
+        "The caller's webhook endpoints (never their secrets)",
+        {"200": _json("WebhookEndpoints", "The caller's endpoints, oldest first.")},
+    )
+    delete = _operation(
+        "deleteWebhook",
+        "Stop sending to one of the caller's endpoints",
+        {
+            "204": {"description": "Deleted."},
+            "404": _json("EndpointNotFound", "No such endpoint (or another client's)."),
+        },
+        "Answered once Kafka has the deletion. Nothing more is POSTed to the endpoint: its "
+        "deliveries still PENDING end FAILED, unsent (their last attempt's `error` is "
+        "`endpoint deleted`).",
+        (_ENDPOINT_ID_PARAMETER,),
+    )
+    deliveries = _operation(
+        "orderWebhooks",
+        "An order's webhook deliveries and their attempts (from its owner)",
+        {
+            "200": _json("WebhookDeliveries", "The order's deliveries (none: an empty list)."),
+            "400": _json("Problems", "A body was sent and is not JSON."),
+            "404": _json("Error", "No such order (or another client's)."),
+            "415": bad_coding,
+            **_BODY_RESPONSES,
+        },
+        "Each event of the order, per endpoint: its state (PENDING, DELIVERED, FAILED), when "
+        f"it is tried next, and its last {MAX_ATTEMPTS_KEPT} attempts (`attempt_count` counts "
+        "them all). Any worker forwards it to the order's owner. A request body is not "
+        "needed; one sent must be JSON.",
+        (_ORDER_ID_PARAMETER,),
+    )
+    resend = _operation(
+        "resendOrderWebhooks",
+        "Send an order's webhook deliveries again",
+        {
+            "202": _json(
+                "WebhookResending", "In Kafka: the deliveries will be sent again.", "Location"
+            ),
+            "400": _json("Problems", "The body is invalid (every problem listed)."),
+            "404": _json(
+                "Error",
+                "No such order (or another client's), no such event, or an order without "
+                "deliveries.",
+            ),
+            "415": bad_coding,
+            **_BODY_RESPONSES,
+        },
+        "Every delivery of the order (or only those of `event_id`) becomes PENDING and due "
+        "now, whatever its state (a DELIVERED one is sent again: receivers de-duplicate by "
+        "event id), and is retried for a whole retry period again. The body is optional. "
+        "Applied by the order's owner once Kafka has the request: follow it at the "
+        "`Location`.",
+        (_ORDER_ID_PARAMETER,),
+        ("WebhookResendRequest", False),
+    )
+    return {
+        "/webhooks": {"post": register, "get": listed},
+        "/webhooks/{endpoint_id}": {"delete": delete},
+        "/orders/{order_id}/webhooks": {"get": deliveries},
+        "/orders/{order_id}/webhooks/resend": {"post": resend},
+    }
+
+
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
 
 
@@ -260,6 +427,7 @@ def _paths() -> dict[str, Any]:
         "/orders/{order_id}/events": {"get": _get_events()},
         "/orders/{order_id}/cancel": {"post": _post_cancel()},
         "/orders/{order_id}/refunds": {"post": _post_refund()},
+        **_webhook_operations(),
         "/health": {"get": _open_get("health", "Liveness, with the worker's counters", _HEALTH)},
         "/ready": {"get": _open_get("ready", "Readiness", _READY)},
         "/metrics": {
@@ -302,6 +470,213 @@ _OPENAPI = {
 }
 
 
+def _whole(pattern: str) -> str:
+    """A validator's pattern (matched whole, ``re.fullmatch``) as JSON Schema needs it: anchored
+    (a JSON Schema ``pattern`` matches anywhere in the string)."""
+    return pattern if pattern.startswith("^") else f"^(?:{pattern})$"
+
+
+def _anchored(schema: Any) -> Any:
+    """``schema`` with every ``pattern`` that is not anchored yet anchored at both ends (the end
+    of the string in every dialect, as ``shapes`` renders ``$``)."""
+    if isinstance(schema, dict):
+        return {
+            key: (
+                rf"^(?:{value})(?![\s\S])"
+                if key == "pattern" and isinstance(value, str) and not value.startswith("^")
+                else _anchored(value)
+            )
+            for key, value in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_anchored(value) for value in schema]
+    return schema
+
+
+_TIME = String(description="RFC 3339 time, UTC")
+_ENDPOINT_ID = String(_whole(ENDPOINT_ID_PATTERN), description="the endpoint's id")
+_EVENT_ID = String(
+    _whole(EVENT_ID_PATTERN),
+    description="the event's id: the same for every delivery and attempt of one change",
+)
+_ENDPOINT_FIELDS = (
+    Field("endpoint_id", _ENDPOINT_ID),
+    Field("url", String(description="where the events are POSTed")),
+    Field("created_at", _TIME),
+)
+WEBHOOK_ENDPOINT = Object(_ENDPOINT_FIELDS, description="A registered webhook endpoint.")
+WEBHOOK_ENDPOINT_CREATED = Object(
+    (
+        *_ENDPOINT_FIELDS,
+        Field(
+            "secret",
+            String(
+                r"^whsec_[0-9a-f]{64}$",
+                description="the endpoint's signing secret, shown only in this answer",
+            ),
+        ),
+    ),
+    description="The endpoint just registered, with its signing secret.",
+)
+WEBHOOK_ENDPOINTS = Object((Field("endpoints", Array(WEBHOOK_ENDPOINT)),))
+_ATTEMPT = Object(
+    (
+        Field("number", Integer(minimum=1, description="1 for the first POST of the delivery")),
+        Field("at", _TIME),
+        Field(
+            "status",
+            Integer(nullable=True, description="the receiver's HTTP status; null: no answer"),
+        ),
+        Field(
+            "error",
+            String(nullable=True, description="why there was no answer (timeout, refused, …)"),
+        ),
+        Field("duration_ms", Integer(minimum=0)),
+    )
+)
+_DELIVERY = Object(
+    (
+        Field("event_id", _EVENT_ID),
+        Field("type", String(description="order.<status> (order.paid, …) or order.updated")),
+        Field("sequence", Integer(minimum=1, description="the event's place among the order's")),
+        Field("endpoint_id", _ENDPOINT_ID),
+        Field("url", String(description="the endpoint's URL when the event was made")),
+        Field(
+            "state",
+            String(
+                allowed=frozenset({"PENDING", "DELIVERED", "FAILED"}),
+                description="PENDING: to be (re)sent; DELIVERED: a 2xx answer; FAILED: no 2xx "
+                "within the retry period (sent again only when asked)",
+            ),
+        ),
+        Field("attempt_count", Integer(minimum=0, description="every attempt made")),
+        Field("next_attempt_at", String(nullable=True, description="while PENDING")),
+        Field(
+            "attempts",
+            Array(_ATTEMPT, max_items=MAX_ATTEMPTS_KEPT, description="the last attempts"),
+        ),
+    ),
+    description="One event for one endpoint, and how its POSTs went.",
+)
+WEBHOOK_DELIVERIES = Object(
+    (Field("order_id", responses.ORDER_ID), Field("deliveries", Array(_DELIVERY))),
+    description="An order's webhook deliveries.",
+)
+WEBHOOK_RESENDING = Object(
+    (
+        Field("order_id", responses.ORDER_ID),
+        Field("resending", Integer(minimum=1, description="deliveries to be sent again")),
+        Field(
+            "event_id",
+            String(_whole(EVENT_ID_PATTERN), nullable=True, description="null: every event"),
+        ),
+    ),
+)
+ENDPOINT_NOT_FOUND = Object(
+    (
+        Field("error", String(allowed=frozenset({"not_found"}))),
+        Field("endpoint_id", String(description="the id asked for (at most 64 characters)")),
+    )
+)
+WEBHOOK_EVENT = Object(
+    (
+        Field("id", _EVENT_ID),
+        Field(
+            "type",
+            String(
+                description="order.<new status in lower case> (order.pending, order.paid, "
+                "order.payment_failed, order.cancelled, order.partially_refunded, "
+                "order.refunded), or order.updated when the status stayed the same"
+            ),
+        ),
+        Field(
+            "sequence",
+            Integer(minimum=1, description="1, 2, 3 … per order: apply the highest one seen"),
+        ),
+        Field("created_at", _TIME),
+        Field("data", Object((Field("order", responses.ORDER),))),
+    ),
+    description="The body of each webhook POST: one change of one order.",
+)
+
+
+def _webhook_schemas() -> dict[str, Any]:
+    event = WEBHOOK_EVENT.json_schema()
+    event["properties"]["data"]["properties"]["order"] = _ref("schemas", "Order")
+    return {
+        "WebhookEndpointRequest": _anchored(WEBHOOK_ENDPOINT_REQUEST.json_schema()),
+        "WebhookResendRequest": _anchored(WEBHOOK_RESEND_REQUEST.json_schema()),
+        "WebhookEndpoint": WEBHOOK_ENDPOINT.json_schema(),
+        "WebhookEndpointCreated": WEBHOOK_ENDPOINT_CREATED.json_schema(),
+        "WebhookEndpoints": WEBHOOK_ENDPOINTS.json_schema(),
+        "WebhookDeliveries": WEBHOOK_DELIVERIES.json_schema(),
+        "WebhookResending": WEBHOOK_RESENDING.json_schema(),
+        "EndpointNotFound": ENDPOINT_NOT_FOUND.json_schema(),
+        "WebhookEvent": event,
+    }
+
+
+def _header(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": True,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _webhooks() -> dict[str, Any]:
+    """The POST every registered endpoint receives (OpenAPI 3.1 ``webhooks``)."""
+    receive = {
+        "operationId": "orderEvent",
+        "summary": "What a registered endpoint receives: one change of one of the client's orders",
+        "description": "Each change of an order's public view is one event, POSTed to each "
+        "endpoint of the order's client at least once: until an answer is a 2xx, retried with "
+        "doubling waits (`ORDERFLOW_WEBHOOK_RETRY_FIRST` up to `_RETRY_CAP`) for "
+        "`ORDERFLOW_WEBHOOK_RETRY_PERIOD` (24 h by default) after the change, then FAILED "
+        "until `POST /orders/{order_id}/webhooks/resend`. Redirects are not followed.\n\n"
+        f"**Verify** `{SIGNATURE_HEADER}: t=<unix seconds>,v1=<hex>`: compute HMAC-SHA256 with "
+        "the endpoint's secret (`whsec_…`, as given at registration, the whole string as the "
+        "key) over `<t>.` followed by the raw body bytes, compare it in constant time with each "
+        "`v1`, and refuse a `t` more than 5 minutes from your clock (a replay).\n\n"
+        "**De-duplicate** by `Orderflow-Event-Id` (the body's `id`): a crash, a lost answer or "
+        "a resend delivers the same event again. **Order** by `sequence`: events of one order "
+        "may arrive out of order (a retried one after a later one); keep the order with the "
+        "highest `sequence` seen. Events of different orders are not ordered.",
+        "security": [],
+        "parameters": [
+            _header(
+                SIGNATURE_HEADER,
+                '`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`',
+                {"type": "string", "pattern": r"^t=[0-9]+,v1=[0-9a-f]{64}(?![\s\S])"},
+            ),
+            _header(
+                "Orderflow-Event-Id",
+                "the event's id, as the body's `id`: de-duplicate by it",
+                _EVENT_ID.json_schema(),
+            ),
+            _header(
+                "Orderflow-Delivery-Attempt",
+                "1 for the first POST of this event to this endpoint, then 2, 3, …",
+                {"type": "integer", "minimum": 1},
+            ),
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("schemas", "WebhookEvent")}},
+        },
+        "responses": {
+            "2XX": {"description": "Received: the delivery is DELIVERED."},
+            "default": {
+                "description": "Any other status, a redirect, or no answer within "
+                "`ORDERFLOW_WEBHOOK_TIMEOUT`: sent again later."
+            },
+        },
+    }
+    return {"orderEvent": {"post": receive}}
+
+
 def _components() -> dict[str, Any]:
     string = {"type": "string"}
     return {
@@ -317,6 +692,7 @@ def _components() -> dict[str, Any]:
             "Error": responses.ERROR.json_schema(),
             "Health": responses.HEALTH.json_schema(),
             "Ready": responses.READY.json_schema(),
+            **_webhook_schemas(),
         },
         "parameters": {
             "Idempotency-Key": {
@@ -337,7 +713,12 @@ def _components() -> dict[str, Any]:
             },
         },
         "headers": {
-            "Location": {"description": "`/orders/{order_id}`", "schema": string},
+            "Location": {
+                "description": "the resource: `/orders/{order_id}` (an order), "
+                "`/webhooks/{endpoint_id}` (an endpoint), `/orders/{order_id}/webhooks` (its "
+                "deliveries)",
+                "schema": string,
+            },
             "Retry-After": {"description": "seconds", "schema": {"type": "integer"}},
             "Idempotent-Replayed": {
                 "description": "`true` when a keyed POST was answered from the order stored before",
@@ -364,9 +745,12 @@ def openapi_document(
             "title": "orderflow",
             "version": version,
             "description": "Orders placed over HTTP, paid through the payment gateway, exact "
-            "with money. Money is an integer in the currency's minor unit.",
+            "with money. Money is an integer in the currency's minor unit. Clients register "
+            "webhook endpoints (`/webhooks`) to be told of each change of their orders: the "
+            "signed POST they receive is described under `webhooks`.",
         },
         "security": [{"bearerAuth": []}],
         "paths": _secure(_paths(), open_paths),
+        "webhooks": _webhooks(),
         "components": _components(),
     }
