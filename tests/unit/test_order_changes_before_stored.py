@@ -14,11 +14,13 @@ import pytest
 
 from orderflow.agents.dead_letters import DeadLetters
 from orderflow.agents.orders import OrderService, StalledOrders
+from orderflow.agents.webhooks import EndpointDirectory
 from orderflow.ports import InboundEvent
 from orderflow.topics import ORDER_COMMANDS
 from orderflow.watch import OrderWatch
 from orderflow.web.changes import OrderChanges
 from orderflow.web.orders import ApiResponse, OrderApi
+from orderflow.web.webhooks import WebhookApi
 from tests.fakes import (
     FakeOrderStore,
     FakePublisher,
@@ -184,3 +186,47 @@ async def test_a_change_of_an_order_never_placed_is_404_once_the_owner_has_read_
     assert response.status == 404, response.body
     assert stack.topic.catch_ups == 1
     assert stack.topic.sent == []
+
+
+async def test_the_webhook_deliveries_of_an_order_placed_but_not_read_are_503_never_404() -> None:
+    stack = Stack("held", caught_up="behind")
+    placed = await stack.place()
+    hooks = WebhookApi(
+        stack.api, EndpointDirectory(None), {}, stack.topic, stack.topic, b"k" * 32, False
+    )
+
+    response = await hooks.order_deliveries(FakeRequest(), placed.body["order_id"])
+
+    assert (response.status, response.headers.get("Retry-After")) == (503, "1"), response.body
+
+
+async def test_the_webhook_deliveries_of_an_order_read_meanwhile_are_answered() -> None:
+    stack = Stack("held", caught_up="reads")
+    placed = await stack.place()
+    hooks = WebhookApi(
+        stack.api, EndpointDirectory(None), {}, stack.topic, stack.topic, b"k" * 32, False
+    )
+
+    response = await hooks.order_deliveries(FakeRequest(), placed.body["order_id"])
+
+    assert response.status == 200, response.body
+    assert response.body == {"order_id": placed.body["order_id"], "deliveries": []}
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", ""])
+async def test_a_refund_or_webhook_registration_whose_body_is_not_declared_json_is_415(
+    content_type: str,
+) -> None:
+    stack = Stack("read", caught_up="reads")
+    placed = await stack.place()
+    hooks = WebhookApi(
+        stack.api, EndpointDirectory(None), {}, stack.topic, stack.topic, b"k" * 32, False
+    )
+    headers = {"Content-Type": content_type, "Idempotency-Key": "rk-1"}
+
+    refund = await stack.changes.refund(
+        FakeRequest({"amount": 10}, dict(headers)), placed.body["order_id"]
+    )
+    register = await hooks.register(FakeRequest({"url": "https://example.com/h"}, dict(headers)))
+
+    assert (refund.status, register.status) == (415, 415), (refund.body, register.body)

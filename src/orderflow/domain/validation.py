@@ -207,15 +207,15 @@ def validate_refund_request(body: Any) -> RefundRequestBody | list[Problem]:
     return RefundRequestBody(body["amount"], body.get("currency"), body.get("reason", ""))
 
 
-ENDPOINT_ID_PATTERN = r"we_[0-9a-f]{24}"
-EVENT_ID_PATTERN = r"evt_[0-9a-f]{24}"
+ENDPOINT_ID_PATTERN = r"^we_[0-9a-f]{24}$"
+EVENT_ID_PATTERN = r"^evt_[0-9a-f]{24}$"
 
 WEBHOOK_ENDPOINT_REQUEST = Object(
     (
         Field(
             "url",
             String(
-                r"https?://[\x21-\x7e]{1,2040}",
+                r"^https?://[\x21-\x7e]{1,2040}$",
                 description="where each change of the client's orders is POSTed (http or https)",
             ),
         ),

@@ -820,7 +820,7 @@ class OrderApi:
     ) -> tuple[Any, ApiResponse | None]:
         """The whole body (decoded), or the JSON 4xx that refuses it; never a bare 500.
 
-        ``optional``: an empty body is None; one that is not declared JSON is refused (415).
+        ``optional``: an empty body is None. A body not declared JSON is refused (415).
         """
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if encoding not in _DECODED_ENCODINGS:
@@ -836,12 +836,11 @@ class OrderApi:
         if isinstance(raw, ApiResponse):
             return None, raw
         request["raw_body"] = raw
-        if optional:
-            if not raw:
-                return None, None
-            refused = content_type_refusal(request)
-            if refused is not None:
-                return None, refused
+        if optional and not raw:
+            return None, None
+        refused = content_type_refusal(request)  # (a body, optional or not, is declared JSON)
+        if refused is not None:
+            return None, refused
         return _parse_json(raw)
 
     async def _read_raw(self, request: HttpRequest, encoding: str) -> bytes | ApiResponse:

@@ -186,7 +186,11 @@ class WebhookApi:
         if answered is not None:
             return answered
         if api.visible(api.orders.get(order_id), caller) is None:
-            return _order_not_found(order_id)
+            # Not stored here: answered as GET /orders/{id} answers it (503 while its POST may
+            # still land or the owner has not read it; 404 only after that).
+            found = await api.not_stored(order_id, caller)
+            if isinstance(found, ApiResponse):
+                return found
         return None
 
     async def _send(self, topic: CommandSender, key: bytes, value: bytes | None) -> bool:
