@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from orderflow.tools.localkafka import KafkaCluster
 from tests.harness import auth_headers, start_sandbox, start_worker
@@ -65,10 +66,46 @@ def counters(pid: int) -> dict[str, int]:
     return out
 
 
+class Receiver:
+    """A webhook endpoint answering 200 to every POST, in the load's loop (``--webhook``)."""
+
+    def __init__(self) -> None:
+        self.posts = 0
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.posts += 1
+        return web.Response(status=200)
+
+    async def start(self, port: int) -> None:
+        app = web.Application()
+        app.router.add_post("/hooks", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}/hooks"
+
+    async def register(self, session: aiohttp.ClientSession, worker_url: str) -> None:
+        """Register the endpoint for the load's client (the worker reads the topic first)."""
+        for _ in range(100):
+            async with session.post(f"{worker_url}/webhooks", json={"url": self.url}) as resp:
+                if resp.status == 201:
+                    return
+            await asyncio.sleep(0.2)
+        raise RuntimeError("POST /webhooks never answered 201")
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
 class Load:
-    def __init__(self, url: str, clients: int) -> None:
+    def __init__(self, url: str, clients: int, receiver: Receiver | None = None) -> None:
         self.url = url
         self.clients = clients
+        self.receiver = receiver
         self.done: list[tuple[float, float]] = []  # (end time, POST->terminal seconds)
         self.errors: dict[str, int] = {}
         self.stop = False
@@ -135,14 +172,18 @@ class Load:
             self.ticketer_task = asyncio.create_task(self.ticketer(rate))
         connector = aiohttp.TCPConnector(limit=self.clients * 2)
         async with aiohttp.ClientSession(connector=connector, headers=auth_headers()) as session:
+            if self.receiver is not None:
+                await self.receiver.register(session, self.url)
             tasks = [asyncio.create_task(self.client(session, n)) for n in range(self.clients)]
             await asyncio.sleep(warmup)
             t0, c0, n0 = time.monotonic(), cpu_s(pid), len(self.done)
+            posts0 = self.receiver.posts if self.receiver is not None else 0
             th0 = thread_cpu(pid)
             k0 = counters(pid)
             profiler = on_window()
             await asyncio.sleep(seconds)
             t1, c1 = time.monotonic(), cpu_s(pid)
+            posts1 = self.receiver.posts if self.receiver is not None else 0
             th1 = thread_cpu(pid)
             k1 = counters(pid)
             window = [lat for end, lat in self.done[n0:] if end <= t1]
@@ -162,6 +203,7 @@ class Load:
             "p50_ms": round(1000 * statistics.median(lat), 1) if lat else None,
             "p99_ms": round(1000 * lat[int(0.99 * (n - 1))], 1) if lat else None,
             "errors": self.errors,
+            "webhook_posts_per_order": round((posts1 - posts0) / max(n, 1), 2),
             "per_order": {k: round((k1[k] - k0[k]) / max(n, 1), 1) for k in k1},
             "threads_cpu_share": {
                 k: round((v - th0.get(k, 0.0)) / (t1 - t0), 3)
@@ -183,6 +225,9 @@ def main() -> int:
     parser.add_argument("--strace", default=None, help="strace -c output file")
     parser.add_argument("--label", default="")
     parser.add_argument("--rate", type=float, default=0.0, help="orders/s cap (0: closed loop)")
+    parser.add_argument(
+        "--webhook", action="store_true", help="register a webhook endpoint (200 to every POST)"
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-d-", dir=Path(".run").absolute()))
@@ -192,6 +237,8 @@ def main() -> int:
     try:
         sandbox = start_sandbox(tmp, port=args.base_port + 10, strict=False, key_ttl_s=86400)
         extra = dict(e.split("=", 1) for e in args.env)
+        if args.webhook:  # (the receiver is on 127.0.0.1)
+            extra.setdefault("ORDERFLOW_WEBHOOK_ALLOW_PRIVATE", "true")
         worker = start_worker(
             tmp, cluster.bootstrap, sandbox.meta["url"], port=args.base_port + 11, extra=extra
         )
@@ -238,11 +285,21 @@ def main() -> int:
                 cmd.append("--native")
             return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-        result = asyncio.run(
-            Load(worker.meta["url"], args.clients).run(
-                args.warmup, args.seconds, pid, on_window, args.rate
-            )
-        )
+        async def measure() -> dict[str, Any]:
+            receiver = Receiver() if args.webhook else None
+            if receiver is not None:
+                await receiver.start(args.base_port + 12)
+            try:
+                return await Load(worker_url, args.clients, receiver).run(
+                    args.warmup, args.seconds, pid, on_window, args.rate
+                )
+            finally:
+                if receiver is not None:
+                    await receiver.stop()
+
+        worker_url = worker.meta["url"]
+        result = asyncio.run(measure())
+        result["webhook"] = args.webhook
         result["rate"] = args.rate
         result["label"] = args.label
         result["env"] = extra

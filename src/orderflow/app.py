@@ -401,12 +401,13 @@ class Webhooks:
         app.task(self.directory.run)
         faust_glue.connect(app.on_before_shutdown, dispatcher.stop)
 
-        @app.timer(interval=WEBHOOK_TICK_S)
         async def send_due_webhooks() -> None:
-            await dispatcher.tick()
+            await dispatcher.run(WEBHOOK_TICK_S)
+
+        app.task(send_due_webhooks)
 
 
-WEBHOOK_TICK_S = 0.25  # how often due webhook deliveries are looked for
+WEBHOOK_TICK_S = 0.25  # how often due webhook deliveries are looked for, at least
 
 
 def _webhooks(parts: Parts, table: WebhookTable) -> Webhooks:

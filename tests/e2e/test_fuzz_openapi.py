@@ -37,6 +37,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.harness import TEST_API_KEY, ManagedProcess, start_sandbox, start_worker
+from tests.webhook_receiver import forget_endpoints
 
 # The test client's key (the harness configures it on every worker): the fuzz reaches past the
 # 401s into the order handling. ORDERFLOW_FUZZ_API_KEY overrides it.
@@ -76,6 +77,8 @@ def fuzzed(
         try:
             yield worker
         finally:
+            # The fuzz registers webhook endpoints for the test client: none may outlive it.
+            forget_endpoints(worker.meta["url"])
             worker.stop()
     finally:
         sandbox.stop()

@@ -34,6 +34,7 @@ from tests.webhook_receiver import (
     Received,
     WebhookReceiver,
     delete_all_endpoints,
+    forget_endpoints,
     list_endpoints,
 )
 
@@ -87,6 +88,8 @@ class Stack:
 
     def stop(self) -> None:
         try:
+            if self.worker is not None:  # (later tests' workers must not deliver to them)
+                forget_endpoints(str(self.worker.meta["url"]))
             self.stop_worker()
         finally:
             self.sandbox.stop()

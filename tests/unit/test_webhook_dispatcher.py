@@ -313,3 +313,25 @@ async def test_nothing_is_sent_before_the_endpoints_are_read() -> None:
     assert await hooks.dispatcher.tick() == 0
     assert hooks.receiver.posts == []
     assert hooks.delivery(order.order_id).state is DeliveryState.PENDING
+
+
+async def test_a_finished_post_makes_room_for_the_next_at_once_not_at_the_next_interval() -> None:
+    # One POST at a time and an interval far longer than the test: only the wake-ups (a delivery
+    # scheduled due, a POST finished) can send all three orders' events.
+    hooks = webhooks(200)
+    hooks.dispatcher.concurrency = 1
+    running = asyncio.create_task(hooks.dispatcher.run(interval=3600))
+    try:
+        for n in range(3):
+            order = pending_order(order_id=f"ord-{n}", client_id="client-a")
+            hooks.ours.add(order.order_id)
+            await hooks.outbox.observe(order)
+        await until(lambda: len(hooks.receiver.posts) == 3)
+        await until(
+            lambda: all(
+                hooks.delivery(f"ord-{n}").state is DeliveryState.DELIVERED for n in range(3)
+            )
+        )
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)

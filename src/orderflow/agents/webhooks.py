@@ -17,7 +17,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import heapq
 import hmac
 import ipaddress
 import logging
@@ -369,7 +371,9 @@ class WebhookDispatcher:
     in_flight_for: float = 60.0
     on_post: Callable[[int, int], None] = lambda status, duration_ms: None  # (the metrics)
     clock: Callable[[], float] = time.time
-    due_at: dict[str, float] = field(default_factory=dict)
+    due_at: dict[str, float] = field(default_factory=dict)  # order id -> when it is due
+    _heap: list[tuple[float, str]] = field(default_factory=list)  # the same, earliest first
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
     scan: PartitionScan = field(default_factory=PartitionScan)
     sent: int = 0
     # Each POST started and not yet seen recorded: its attempt number and when it started.
@@ -377,9 +381,20 @@ class WebhookDispatcher:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def schedule(self, order_id: str, at: float) -> None:
-        """``order_id`` has a delivery due at ``at`` (the earliest wins)."""
+        """``order_id`` has a delivery due at ``at`` (the earliest wins); one due now wakes the
+        dispatcher (``run``) at once."""
         known = self.due_at.get(order_id)
-        self.due_at[order_id] = at if known is None else min(known, at)
+        if known is None or at < known:
+            self._due(order_id, at)
+        if at <= self.clock():
+            self._wake.set()
+
+    def _due(self, order_id: str, at: float) -> None:
+        self.due_at[order_id] = at
+        heapq.heappush(self._heap, (at, order_id))
+        if len(self._heap) > 4 * len(self.due_at) + 1024:  # mostly stale entries: rebuild
+            self._heap = [(t, o) for o, t in self.due_at.items()]
+            heapq.heapify(self._heap)
 
     def assigned(self, owned: set[int], *, rescan_all: bool = False) -> None:
         self.scan.assigned(owned, rescan_all=rescan_all)
@@ -402,27 +417,57 @@ class WebhookDispatcher:
         if len(self._in_flight) > 10_000:
             self._prune(now)
         started = 0
-        for order_id in [o for o, at in self.due_at.items() if at <= now]:
-            if len(self._tasks) >= self.concurrency:
-                break
+        skipped: list[tuple[float, str]] = []  # not ours now: asked again at the next tick
+        while self._heap and self._heap[0][0] <= now and len(self._tasks) < self.concurrency:
+            at, order_id = heapq.heappop(self._heap)
+            if self.due_at.get(order_id) != at:
+                continue  # stale: rescheduled since, or forgotten
             if not self.owns(order_id):
-                continue  # moving, or a standby copy: asked again at the next tick
+                skipped.append((at, order_id))  # moving, or a standby copy
+                continue
             record = self.table.get(order_id)
             if record is None or not record.pending:
-                self.due_at.pop(order_id, None)
+                del self.due_at[order_id]
                 continue
-            self.due_at[order_id] = now + 1.0  # looked at again soon (outcomes reschedule it)
-            for delivery in due_deliveries(record, now):
-                if len(self._tasks) >= self.concurrency:
-                    break
-                if self._still_in_flight(delivery, now):
-                    continue
-                self._in_flight[delivery.key] = (delivery.attempt_count + 1, now)
-                task = asyncio.create_task(self._deliver(order_id, delivery))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                started += 1
+            started += self._start(order_id, record, now)
+        for entry in skipped:
+            heapq.heappush(self._heap, entry)
         return started
+
+    def _start(self, order_id: str, record: OrderWebhooks, now: float) -> int:
+        """Start the POSTs of the order's due deliveries, as many as the concurrency allows."""
+        started = 0
+        for delivery in due_deliveries(record, now):
+            if len(self._tasks) >= self.concurrency:
+                self._due(order_id, now)  # the rest as soon as POSTs finish
+                return started
+            if self._still_in_flight(delivery, now):
+                continue
+            self._in_flight[delivery.key] = (delivery.attempt_count + 1, now)
+            task = asyncio.create_task(self._deliver(order_id, delivery))
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
+            started += 1
+        self._due(order_id, now + 1.0)  # looked at again soon (its outcomes reschedule it)
+        return started
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wake.set()  # room for another POST
+
+    async def run(self, interval: float = 0.25) -> None:
+        """Start due POSTs whenever there is something due and room for it: at once when a
+        delivery is scheduled due or a POST finishes, else every ``interval`` (the worker's
+        task, until stop)."""
+        while True:
+            self._wake.clear()
+            try:
+                await self.tick()
+            except Exception:  # a bug or a table not readable now: logged, tried again
+                log.exception("webhook dispatcher: tick failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
 
     def _still_in_flight(self, delivery: Delivery, now: float) -> bool:
         """Whether a POST of ``delivery`` was started and its outcome is not in WebhookDB yet
