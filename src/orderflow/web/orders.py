@@ -397,20 +397,10 @@ class OrderApi:
         )
 
     async def create(self, request: HttpRequest) -> ApiResponse:
-        # A worker's signed forward is checked once its body is read; anyone else first.
-        caller = None if request.headers.get(FORWARDED_HEADER) else self.auth.caller(request)
-        if caller is None and not request.headers.get(FORWARDED_HEADER):
-            return UNAUTHORIZED
-        body: Any = None
-        refused = content_type_refusal(request)
-        if refused is None:
-            body, refused = await self.read_body(request)
-        if caller is None:
-            caller = self.auth.caller(request, request.get("raw_body", b""))
-            if caller is None:
-                return UNAUTHORIZED
-        if refused is not None:
-            return refused
+        read = await self.caller_and_body(request, optional_body=False)
+        if isinstance(read, ApiResponse):
+            return read
+        caller, body = read
         key = request.headers.get("Idempotency-Key")
         validated = _validated(body, key)
         if isinstance(validated, ApiResponse):
