@@ -7,6 +7,7 @@ import contextlib
 import json
 import random
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -30,6 +31,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     answered: int
+    at: float = 0.0  # time.time() when it arrived
 
     @property
     def event(self) -> dict[str, Any]:
@@ -56,7 +58,9 @@ class WebhookReceiver:
                 with receiver._lock:
                     unlucky = receiver._rng.random() < receiver.fail_rate
                     status = 503 if receiver.failing or unlucky else 200
-                    receiver.received.append(Received(dict(self.headers), body, status))
+                    receiver.received.append(
+                        Received(dict(self.headers), body, status, time.time())
+                    )
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -304,7 +304,7 @@ def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
             fail["orderdb_money_vs_ledger"].append(order_id)
         if status == "CANCELLED" and charged != given_back[order_id]:
             fail["cancelled_kept_money"].append(order_id)
-        if intent.refunds_accepted != final.get("refunded", 0) and status != "CANCELLED":
+        if final.get("refunded", 0) not in intent.refunded_possible() and status != "CANCELLED":
             fail["accepted_refunds_not_given_back"].append(order_id)
         if any(len(ids) > 1 for _, _, ids in intent.refunds.values()):
             fail["refund_retry_other_refund"].append(order_id)
@@ -486,14 +486,21 @@ def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
 def _expected(intent: Intent) -> set[str]:
     """The statuses the client's own actions call for: the token's outcome; CANCELLED once its
     cancel was accepted (either, when the client gave up before the answer); PARTIALLY_REFUNDED
-    or REFUNDED by the refunds it was told were accepted."""
+    or REFUNDED by the money its refunds may have given back (``Intent.refunded_possible``)."""
     if intent.cancel_status == 200:
         return {"CANCELLED"}
     if intent.follow_up == "cancel" and intent.cancel_status in (0, None):
         return {"CANCELLED", intent.expected}
-    if intent.expected != "PAID" or not intent.refunds_accepted:
+    if intent.expected != "PAID":
         return {intent.expected}
-    return {"REFUNDED" if intent.refunds_accepted >= intent.amount else "PARTIALLY_REFUNDED"}
+    return {
+        "PAID"
+        if not refunded
+        else "REFUNDED"
+        if refunded >= intent.amount
+        else "PARTIALLY_REFUNDED"
+        for refunded in intent.refunded_possible()
+    }
 
 
 def _count_final(ev: Evidence, accepted: Mapping[str, Intent], status: str) -> int:
@@ -525,6 +532,11 @@ def _order_story(ev: Evidence, order_id: str) -> dict[str, Any]:
             for r in ev.ledger
             if r.get("order_id") == order_id
         ],
+        "gateway_refunds": [
+            f"{r.get('id')} {r.get('status')} {r.get('amount')}"
+            for r in ev.refunds
+            if r.get("order_id") == order_id
+        ],
         "gateway_requests": [
             f"{r.get('kind')} {r.get('outcome')} delivered={r.get('delivered')}"
             + (f" VIOLATION {r['violation']}" if r.get("violation") else "")
@@ -532,6 +544,17 @@ def _order_story(ev: Evidence, order_id: str) -> dict[str, Any]:
             if r.get("order_id") == order_id
         ],
         "api": (ev.api.get(order_id) or {}).get("status"),
+        "client": next(
+            (
+                {
+                    "refunds": {k: [a, s, k in i.durable] for k, (a, s, _) in i.refunds.items()},
+                    "changes": i.change_trail,
+                }
+                for i in ev.intents
+                if i.order_id == order_id
+            ),
+            {},
+        ),
     }
 
 

@@ -89,6 +89,10 @@ class Intent:
     cancel_status: int | None = None  # the decided answer to its cancel (0: gave up)
     # Refund key -> (amount asked, the decided answers, the refund ids they named).
     refunds: dict[str, tuple[int, list[int], set[str]]] = field(default_factory=dict)
+    # Every answer its cancel and refund requests got, in order ("+12.3s refunds 202", "+13.0s
+    # TimeoutError"): how a change was decided, for the result file's examples.
+    change_trail: list[str] = field(default_factory=list)
+    durable: set[str] = field(default_factory=set)  # refund keys answered 202 at least once
 
     @property
     def expected(self) -> str:
@@ -100,10 +104,28 @@ class Intent:
 
     @property
     def refunds_accepted(self) -> int:
-        """The money the client's refunds were accepted for (201/200): all must come back."""
+        """The money the client's refunds were accepted for: all must come back. Accepted: a
+        refund answered 201/200, or one the client gave up on after a 202 (in Kafka, so it is
+        decided, and the load asks only for refunds the order can give)."""
         return sum(
-            amount for amount, answers, _ in self.refunds.values() if answers[-1:] in ([201], [200])
+            amount
+            for key, (amount, answers, _) in self.refunds.items()
+            if answers[-1:] in ([201], [200]) or (answers[-1:] == [0] and key in self.durable)
         )
+
+    def refunded_possible(self) -> set[int]:
+        """The money that may have come back: the accepted refunds', plus any subset of those
+        the client gave up on without ever hearing that Kafka had them (a 503 or a timeout may
+        still have been written)."""
+        unsure = [
+            amount
+            for key, (amount, answers, _) in self.refunds.items()
+            if answers[-1:] == [0] and key not in self.durable
+        ]
+        sums = {self.refunds_accepted}
+        for amount in unsure:
+            sums |= {total + amount for total in sums}
+        return sums
 
 
 def _weighted(rng: random.Random, table: tuple[tuple[str, int], ...]) -> str:
@@ -260,7 +282,7 @@ class LoadGenerator:
             if intent.follow_up == "cancel":
                 await asyncio.sleep(self.rng.random() * 0.3)  # before, during or after the charge
                 intent.cancel_status, _ = await self._change(
-                    session, f"/orders/{intent.order_id}/cancel", None, None
+                    session, intent, f"/orders/{intent.order_id}/cancel", None, None
                 )
             elif intent.follow_up == "refund":
                 await self._refund_when_paid(session, intent)
@@ -370,7 +392,7 @@ class LoadGenerator:
             ids: set[str] = set()
             for _ in range(2 if suffix == "r1" else 1):
                 status, body = await self._change(
-                    session, f"/orders/{intent.order_id}/refunds", {"amount": amount}, key
+                    session, intent, f"/orders/{intent.order_id}/refunds", {"amount": amount}, key
                 )
                 answers.append(status)
                 if isinstance(body, dict) and isinstance(body.get("refund"), dict):
@@ -398,6 +420,7 @@ class LoadGenerator:
     async def _change(
         self,
         session: aiohttp.ClientSession,
+        intent: Intent,
         path: str,
         body: dict[str, Any] | None,
         key: str | None,
@@ -417,15 +440,22 @@ class LoadGenerator:
                     status, text = response.status, await response.text()
                 kind = path.rsplit("/", 1)[-1]
                 self.statuses[f"{kind} {status}"] += 1
+                self._trail(intent, f"{kind} {key or ''} {status}")
                 if status >= 500 and status != 503:
                     self.bare_5xx.append({"url": url, "key": key, "status": status, "body": text})
+                if status == 202 and key is not None:
+                    intent.durable.add(key)
                 if status not in (202, 429, 503) and status < 500:
                     return status, _json_or_text(text)
-            except (aiohttp.ClientError, TimeoutError):
-                pass
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self._trail(intent, f"{path.rsplit('/', 1)[-1]} {key or ''} {type(exc).__name__}")
             await asyncio.sleep(backoff * (0.5 + self.rng.random()))
             backoff = min(backoff * 2, self.settings.backoff_max_s)
+        self._trail(intent, "gave up")
         return 0, None
+
+    def _trail(self, intent: Intent, what: str) -> None:
+        intent.change_trail.append(f"+{time.monotonic() - self.started_at:.1f}s {what}")
 
     def progress(self) -> str:
         top = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items()))

@@ -243,17 +243,24 @@ async def _drain_webhooks(
     deadline_s: float,
     clock: _Clock,
 ) -> WebhookCheck:
-    """Wait until every accepted order's final state reached the receiver (or the deadline)."""
+    """Wait until every accepted order's final state, and every event before it, reached the
+    receiver (or the deadline): an earlier event refused may still be waiting for its retry."""
     began = time.monotonic()
     while True:
         states = await asyncio.to_thread(order_states, rig.bootstrap)
         finals = {o: states[o][-1] for o in accepted if states.get(o)}
         check = WebhookCheck(receiver.snapshot(), secret, finals)
-        missing = check.undelivered()
-        if not missing or time.monotonic() - began > deadline_s:
-            clock.log(f"webhooks: {len(finals) - len(missing)} final state(s) delivered")
+        missing, gaps = check.undelivered(), check.gaps()
+        if not (missing or gaps) or time.monotonic() - began > deadline_s:
+            clock.log(
+                f"webhooks: {len(finals) - len(missing)} final state(s) delivered, "
+                f"{len(gaps)} order(s) with an event missing"
+            )
             return check
-        clock.log(f"webhooks: {len(missing)} order(s) whose final state is not delivered yet")
+        clock.log(
+            f"webhooks: {len(missing)} order(s) whose final state is not delivered yet, "
+            f"{len(gaps)} with an earlier event not delivered yet"
+        )
         await asyncio.sleep(3)
 
 
@@ -333,7 +340,10 @@ async def _run(cfg: ChaosConfig, rig: Rig, clock: _Clock, receiver: WebhookRecei
         figures=figures,
         failures=failures,
         worker_errors=error_messages,
-        examples=verdict.details,
+        examples={
+            **verdict.details,
+            **{f"webhooks {o}": hooks.gap_story(o) for o in hooks.gaps()[:5]},
+        },
         timings={
             "load_s": load_end,
             "last_fault_end_s": last_fault_end,

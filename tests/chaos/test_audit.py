@@ -333,6 +333,29 @@ def test_an_accepted_refund_the_order_never_got_back_is_caught() -> None:
     assert "accepted_refunds_not_given_back" in audit(ev).failures
 
 
+def test_a_refund_the_client_gave_up_on_after_a_202_must_come_back() -> None:
+    ev = _with_refunds(_clean(), 400, "PARTIALLY_REFUNDED")
+    ev.intents[0].refunds["k-0-r2"] = (600, [0], set())
+    ev.intents[0].durable.add("k-0-r2")  # answered 202: in Kafka, so decided
+    failures = audit(ev).failures
+    assert "accepted_refunds_not_given_back" in failures
+    assert "wrong_outcome" in failures
+
+
+def test_a_refund_the_client_gave_up_on_unheard_may_or_may_not_come_back() -> None:
+    for given_back, status in ((400, "PARTIALLY_REFUNDED"), (1000, "REFUNDED")):
+        ev = _with_refunds(_clean(), given_back, status)
+        ev.intents[0].refunds = {
+            "k-0-r1": (400, [201, 200], {"rf_1"}),
+            "k-0-r2": (600, [0], set()),  # only 503s and timeouts: maybe written, maybe not
+        }
+        verdict = audit(ev)
+        assert verdict.ok, (given_back, verdict.failures)
+    ev = _with_refunds(_clean(), 300, "PARTIALLY_REFUNDED")  # neither sum: caught
+    ev.intents[0].refunds = {"k-0-r1": (400, [201], {"rf_1"}), "k-0-r2": (600, [0], set())}
+    assert "accepted_refunds_not_given_back" in audit(ev).failures
+
+
 def test_a_refund_retry_naming_another_refund_is_caught() -> None:
     ev = _with_refunds(_clean(), 400, "PARTIALLY_REFUNDED")
     ev.intents[0].refunds["k-0-r1"] = (400, [201, 200], {"rf_1", "rf_9"})

@@ -82,11 +82,24 @@ class WebhookCheck:
 
     def gaps(self) -> list[str]:
         """Orders with an event sequence number never delivered (an event lost)."""
-        return [
-            order_id
-            for order_id in self.finals
-            if (seen := self.events.get(order_id)) and sorted(seen) != list(range(1, max(seen) + 1))
-        ]
+        return [order_id for order_id in self.finals if self.missing_sequences(order_id)]
+
+    def missing_sequences(self, order_id: str) -> list[int]:
+        seen = self.events.get(order_id)
+        return sorted(set(range(1, max(seen) + 1)) - set(seen)) if seen else []
+
+    def gap_story(self, order_id: str) -> dict[str, Any]:
+        """For a result file's example: each missing event's POSTs (answer, attempt, when)."""
+        missing = self.missing_sequences(order_id)
+        posts: dict[int, list[str]] = defaultdict(list)
+        for received in self.received:
+            event = received.event
+            if event["data"]["order"]["order_id"] == order_id and event["sequence"] in missing:
+                number = received.headers.get("Orderflow-Delivery-Attempt")
+                posts[event["sequence"]].append(
+                    f"{received.answered} #{number} at {received.at:.1f}"
+                )
+        return {"missing": missing, "posts": {str(k): v for k, v in posts.items()}}
 
     def bad_signatures(self) -> list[str]:
         now = self.now()
@@ -104,7 +117,40 @@ class WebhookCheck:
             "webhook_posts_refused_by_receiver": len(self.received) - len(accepted),
             "webhook_events_delivered": len(set(ids)),
             "webhook_duplicate_deliveries": len(ids) - len(set(ids)),
+            "webhook_duplicates_by_cause": self.duplicate_causes(),
             "webhook_orders_final_state_delivered": len(self.finals) - len(self.undelivered()),
+        }
+
+    def duplicate_causes(self) -> dict[str, Any]:
+        """How the duplicates came about. Each second acceptance of an event: whether it
+        carried the same attempt number as the first (its sender did not know of the first:
+        another worker, or one that forgot its POST) or a later one (the first's outcome
+        not applied when it was sent again), and the seconds between the two."""
+        first: dict[str, Received] = {}
+        same = later = 0
+        gaps: list[float] = []
+        for received in sorted(self.received, key=lambda r: r.at):
+            if received.answered != 200:
+                continue
+            event_id = received.headers.get("Orderflow-Event-Id", "?")
+            earlier = first.setdefault(event_id, received)
+            if earlier is received:
+                continue
+            number = received.headers.get("Orderflow-Delivery-Attempt")
+            same += number == earlier.headers.get("Orderflow-Delivery-Attempt")
+            later += number != earlier.headers.get("Orderflow-Delivery-Attempt")
+            gaps.append(received.at - earlier.at)
+        gaps.sort()
+
+        def at(share: float) -> float | None:
+            return round(gaps[min(len(gaps) - 1, int(share * len(gaps)))], 1) if gaps else None
+
+        return {
+            "same_attempt": same,
+            "later_attempt": later,
+            "gap_s_p10": at(0.1),
+            "gap_s_p50": at(0.5),
+            "gap_s_p90": at(0.9),
         }
 
     def failures(self) -> dict[str, list[str]]:

@@ -113,6 +113,14 @@ class Webhooks:
     # Set by a test to hold (or fail) the publication of outcomes.
     before_publish: Callable[[WebhookAttempt], object] | None = None
     gate: asyncio.Event = field(default_factory=asyncio.Event)
+    # False: outcomes are published (acknowledged) but wait here until ``apply_published``,
+    # as they wait on orderflow.webhook-attempts while the order service runs behind.
+    applying: bool = True
+    published: list[Message] = field(default_factory=list)
+
+    def apply_published(self) -> None:
+        while self.published:
+            self.outbox.handle(self.published.pop(0))
 
     def delivery(self, order_id: str) -> Delivery:
         record = self.store.get(order_id)
@@ -138,7 +146,11 @@ def webhooks(*statuses: int, endpoints: tuple[Endpoint, ...] = (ENDPOINT,)) -> W
         recorded.append(attempt)
         value = encode_attempts_record(attempt)
         offset = len(recorded)
-        hooks.outbox.handle(Message(WEBHOOK_ATTEMPTS, 0, offset, attempt.order_id.encode(), value))
+        hooks.published.append(
+            Message(WEBHOOK_ATTEMPTS, 0, offset, attempt.order_id.encode(), value)
+        )
+        if hooks.applying:
+            hooks.apply_published()
 
     dispatcher = WebhookDispatcher(
         store,
@@ -262,6 +274,45 @@ async def test_a_delivery_whose_outcome_was_lost_is_sent_again_only_after_in_fli
     assert len(hooks.receiver.posts) == 2
     assert [p.headers["Orderflow-Event-Id"] for p in hooks.receiver.posts] == [lost[0].event_id] * 2
     assert hooks.delivery(order.order_id).attempt_count == 1
+
+
+async def test_an_outcome_published_but_not_yet_applied_is_not_sent_again_however_late() -> None:
+    hooks = webhooks(200)
+    hooks.applying = False  # the order service runs far behind orderflow.webhook-attempts
+    order = await observed(hooks)
+
+    assert await hooks.dispatcher.tick() == 1
+    await until(lambda: len(hooks.recorded) == 1)
+    for _ in range(5):
+        hooks.clock.now += IN_FLIGHT_FOR
+        assert hooks.delivery(order.order_id).state is DeliveryState.PENDING  # due, in WebhookDB
+        assert await hooks.dispatcher.tick() == 0
+    assert len(hooks.receiver.posts) == 1
+
+    hooks.apply_published()
+    assert hooks.delivery(order.order_id).state is DeliveryState.DELIVERED
+    assert await hooks.dispatcher.tick() == 0
+    assert len(hooks.receiver.posts) == 1
+
+
+async def test_a_published_outcome_holds_its_delivery_while_the_partition_moves_and_returns() -> (
+    None
+):
+    hooks = webhooks(200)
+    hooks.applying = False
+    hooks.dispatcher.partitions = 1
+    order = await observed(hooks)
+    assert await hooks.dispatcher.tick() == 1
+    await until(lambda: len(hooks.recorded) == 1)
+
+    hooks.dispatcher.assigned(set())  # the partition moves away ...
+    hooks.dispatcher.assigned({0})  # ... and back before its outcome reached WebhookDB
+    hooks.clock.now += 2 * IN_FLIGHT_FOR
+    assert await hooks.dispatcher.tick() == 0  # found due again by the scan, but in flight
+    assert len(hooks.receiver.posts) == 1
+
+    hooks.apply_published()  # the outcome, read from the topic by the owner
+    assert hooks.delivery(order.order_id).state is DeliveryState.DELIVERED
 
 
 async def test_tick_skips_orders_it_does_not_own() -> None:

@@ -352,6 +352,16 @@ def _short_error(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+@dataclass
+class _Started:
+    """A POST the dispatcher started: its attempt number, when, and when its outcome was
+    published (None: not yet, or never: the publish failed)."""
+
+    number: int
+    at: float
+    published_at: float | None = None
+
+
 @dataclass(eq=False)
 class WebhookDispatcher:
     """Sends the due deliveries of the orders this worker owns, a bounded number at a time."""
@@ -367,8 +377,13 @@ class WebhookDispatcher:
     registered: Callable[[str], bool | None] = lambda endpoint_id: True
     concurrency: int = 32
     partitions: int | None = None
-    # A POST whose outcome was not recorded within this (its record lost) is sent again.
+    # A POST whose outcome was not published within this (the POST hung, or its record was
+    # lost) is sent again. One whose outcome is in Kafka waits for the outbox to apply it,
+    # however far behind the order service runs (up to ``applied_within``): sending it again
+    # meanwhile would only duplicate it, and under load each duplicate's outcome record puts
+    # the order service further behind.
     in_flight_for: float = 60.0
+    applied_within: float = 3600.0
     on_post: Callable[[int, int], None] = lambda status, duration_ms: None  # (the metrics)
     clock: Callable[[], float] = time.time
     due_at: dict[str, float] = field(default_factory=dict)  # order id -> when it is due
@@ -376,8 +391,8 @@ class WebhookDispatcher:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     scan: PartitionScan = field(default_factory=PartitionScan)
     sent: int = 0
-    # Each POST started and not yet seen recorded: its attempt number and when it started.
-    _in_flight: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
+    # Each POST started and not yet seen recorded (by delivery key).
+    _in_flight: dict[tuple[str, str], _Started] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def schedule(self, order_id: str, at: float) -> None:
@@ -400,6 +415,8 @@ class WebhookDispatcher:
         self.scan.assigned(owned, rescan_all=rescan_all)
         for order_id in elsewhere(self.due_at, owned, self.partitions):
             self.due_at.pop(order_id, None)
+        # (A POST in flight stays so: its outcome, once in Kafka, is applied by whoever owns
+        # the partition, this worker again if it comes back.)
 
     def _track(self, record: OrderWebhooks) -> None:
         due = record.next_due()
@@ -443,7 +460,7 @@ class WebhookDispatcher:
                 return started
             if self._still_in_flight(delivery, now):
                 continue
-            self._in_flight[delivery.key] = (delivery.attempt_count + 1, now)
+            self._in_flight[delivery.key] = _Started(delivery.attempt_count + 1, now)
             task = asyncio.create_task(self._deliver(order_id, delivery))
             self._tasks.add(task)
             task.add_done_callback(self._finished)
@@ -475,15 +492,19 @@ class WebhookDispatcher:
         started = self._in_flight.get(delivery.key)
         if started is None:
             return False
-        number, at = started
-        if delivery.attempt_count >= number or now - at >= self.in_flight_for:
+        if delivery.attempt_count >= started.number or self._expired(started, now):
             del self._in_flight[delivery.key]
             return False
         return True
 
+    def _expired(self, started: _Started, now: float) -> bool:
+        if started.published_at is None:
+            return now - started.at >= self.in_flight_for
+        return now - started.published_at >= self.applied_within
+
     def _prune(self, now: float) -> None:
-        for key, (_, at) in list(self._in_flight.items()):
-            if now - at >= self.in_flight_for:
+        for key, started in list(self._in_flight.items()):
+            if self._expired(started, now):
                 del self._in_flight[key]
 
     async def _deliver(self, order_id: str, delivery: Delivery) -> None:
@@ -534,6 +555,10 @@ class WebhookDispatcher:
             )
         except Exception as exc:  # the outcome's record not sent: sent again after in_flight_for
             log.warning("webhook %s: outcome not recorded (%r)", delivery.event_id, exc)
+            return
+        started = self._in_flight.get(delivery.key)
+        if started is not None and started.number == attempt.number:
+            started.published_at = self.clock()
 
     async def stop(self) -> None:
         for task in list(self._tasks):
