@@ -445,6 +445,7 @@ def _webhooks(parts: Parts, table: WebhookTable) -> Webhooks:
         policy,
         on_due=dispatcher.schedule,
         on_gave_up=parts.metrics.webhook_failed,
+        on_recorded=dispatcher.recorded,
     )
     return Webhooks(table, directory, outbox, dispatcher, key)
 

@@ -163,7 +163,14 @@ def webhooks(*statuses: int, endpoints: tuple[Endpoint, ...] = (ENDPOINT,)) -> W
         clock=clock,
     )
     policy = RetryPolicy(3600.0, Backoff(FIRST_RETRY, 300.0))
-    outbox = WebhookOutbox(store, directory, policy, on_due=dispatcher.schedule, clock=clock)
+    outbox = WebhookOutbox(
+        store,
+        directory,
+        policy,
+        on_due=dispatcher.schedule,
+        on_recorded=dispatcher.recorded,
+        clock=clock,
+    )
     hooks = Webhooks(store, receiver, clock, outbox, dispatcher, ours, recorded)
     hooks.gate.set()
     holder.append(hooks)
@@ -293,6 +300,25 @@ async def test_an_outcome_published_but_not_yet_applied_is_not_sent_again_howeve
     assert hooks.delivery(order.order_id).state is DeliveryState.DELIVERED
     assert await hooks.dispatcher.tick() == 0
     assert len(hooks.receiver.posts) == 1
+
+
+async def test_a_post_whose_outcome_is_applied_is_no_longer_tracked() -> None:
+    hooks = webhooks(503, 200)
+    hooks.applying = False
+    order = await observed(hooks)
+    assert await hooks.dispatcher.tick() == 1
+    await until(lambda: len(hooks.recorded) == 1)
+    assert hooks.dispatcher.in_flight == 1
+
+    hooks.apply_published()  # refused: due again after the backoff, no longer in flight
+    assert hooks.dispatcher.in_flight == 0
+    hooks.clock.now += FIRST_RETRY * 2
+    assert await hooks.dispatcher.tick() == 1
+    await until(lambda: len(hooks.recorded) == 2)
+    hooks.apply_published()
+
+    assert hooks.delivery(order.order_id).state is DeliveryState.DELIVERED
+    assert hooks.dispatcher.in_flight == 0  # nothing kept of a delivered delivery
 
 
 async def test_a_published_outcome_holds_its_delivery_while_the_partition_moves_and_returns() -> (

@@ -203,6 +203,8 @@ class WebhookOutbox:
     # Told of each order with something due (``WebhookDispatcher.schedule``).
     on_due: Callable[[str, float], None] = lambda order_id, at: None
     on_gave_up: Callable[[], None] = lambda: None  # a delivery FAILED (the metrics)
+    # Told of each outcome read, applied or not (``WebhookDispatcher.recorded``).
+    on_recorded: Callable[[tuple[str, str], int], None] = lambda key, number: None
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
 
@@ -240,6 +242,7 @@ class WebhookOutbox:
             log.info("webhook record for order %s, which has no webhooks: ignored", record.order_id)
             return
         if isinstance(record, WebhookAttempt):
+            self.on_recorded((record.event_id, record.endpoint_id), record.attempt.number)
             updated = record_attempt(
                 stored,
                 record.event_id,
@@ -394,6 +397,7 @@ class WebhookDispatcher:
     # Each POST started and not yet seen recorded (by delivery key).
     _in_flight: dict[tuple[str, str], _Started] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _pruned_at: float = 0.0
 
     def schedule(self, order_id: str, at: float) -> None:
         """``order_id`` has a delivery due at ``at`` (the earliest wins); one due now wakes the
@@ -431,8 +435,8 @@ class WebhookDispatcher:
         if self.registered("") is None:
             return 0  # the endpoints are not read yet: which ones were deleted is not known
         now = self.clock()
-        if len(self._in_flight) > 10_000:
-            self._prune(now)
+        if len(self._in_flight) > 10_000 and now - self._pruned_at >= 10.0:
+            self._prune(now)  # (many outcomes not applied yet: not at every tick)
         started = 0
         skipped: list[tuple[float, str]] = []  # not ours now: asked again at the next tick
         while self._heap and self._heap[0][0] <= now and len(self._tasks) < self.concurrency:
@@ -486,6 +490,18 @@ class WebhookDispatcher:
                 async with asyncio.timeout(interval):
                     await self._wake.wait()
 
+    @property
+    def in_flight(self) -> int:
+        """POSTs started whose outcome is not in WebhookDB yet."""
+        return len(self._in_flight)
+
+    def recorded(self, key: tuple[str, str], number: int) -> None:
+        """The outcome of attempt ``number`` of delivery ``key`` is in WebhookDB (or was found
+        not to matter): that POST is no longer in flight."""
+        started = self._in_flight.get(key)
+        if started is not None and number >= started.number:
+            del self._in_flight[key]
+
     def _still_in_flight(self, delivery: Delivery, now: float) -> bool:
         """Whether a POST of ``delivery`` was started and its outcome is not in WebhookDB yet
         (sending it again now would only duplicate it)."""
@@ -503,6 +519,7 @@ class WebhookDispatcher:
         return now - started.published_at >= self.applied_within
 
     def _prune(self, now: float) -> None:
+        self._pruned_at = now
         for key, started in list(self._in_flight.items()):
             if self._expired(started, now):
                 del self._in_flight[key]
