@@ -432,6 +432,15 @@ def audit(ev: Evidence, fail_on_violations: bool = False) -> Verdict:
                 ).items()
             )
         ),
+        "refunds_answered": dict(
+            sorted(
+                Counter(
+                    _refund_answer(answers, key in i.durable)
+                    for i in accepted.values()
+                    for key, (_, answers, _) in i.refunds.items()
+                ).items()
+            )
+        ),
         "orders_partially_refunded": _count_final(ev, accepted, "PARTIALLY_REFUNDED"),
         "orders_refunded": _count_final(ev, accepted, "REFUNDED"),
         "refunds_at_the_gateway": len([r for r in ev.refunds if r.get("status") == "succeeded"]),
@@ -501,6 +510,14 @@ def _expected(intent: Intent) -> set[str]:
         else "PARTIALLY_REFUNDED"
         for refunded in intent.refunded_possible()
     }
+
+
+def _refund_answer(answers: list[int], durable: bool) -> str:
+    """A refund request's last decided answer; for one given up on, whether Kafka had it."""
+    last = answers[-1] if answers else 0
+    if last == 0:
+        return "gave up after a 202" if durable else "gave up"
+    return str(last)
 
 
 def _count_final(ev: Evidence, accepted: Mapping[str, Intent], status: str) -> int:

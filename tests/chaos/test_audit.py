@@ -337,7 +337,9 @@ def test_a_refund_the_client_gave_up_on_after_a_202_must_come_back() -> None:
     ev = _with_refunds(_clean(), 400, "PARTIALLY_REFUNDED")
     ev.intents[0].refunds["k-0-r2"] = (600, [0], set())
     ev.intents[0].durable.add("k-0-r2")  # answered 202: in Kafka, so decided
-    failures = audit(ev).failures
+    verdict = audit(ev)
+    assert verdict.figures["refunds_answered"] == {"200": 1, "gave up after a 202": 1}
+    failures = verdict.failures
     assert "accepted_refunds_not_given_back" in failures
     assert "wrong_outcome" in failures
 
