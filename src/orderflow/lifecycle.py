@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from orderflow import faust_glue
@@ -24,6 +24,7 @@ from orderflow.consumer import RewindingConsumer
 from orderflow.fencing import Fence
 from orderflow.metrics import Metrics
 from orderflow.tables.recovery_check import RecoveryCheck
+from orderflow.tables.scan import HeldThroughout
 from orderflow.topics import ORDER_CHANGELOG, ORDER_TABLE
 from orderflow.watch import OrderWatch
 from orderflow.web.routing import OwnerLookup
@@ -50,9 +51,12 @@ class Lifecycle:
     topics: Iterable[Any]  # the worker's own topics, declared at the first assignment
     command_logs: Iterable[CommandLog]  # closed at stop
     # Told of the partitions owned once an assignment settles (the webhook dispatcher's index).
-    webhooks_assigned: Callable[..., None] = lambda owned, rescan_all: None
+    webhooks_assigned: Callable[..., None] = lambda owned, rescan_all, rescan: None
     declared: bool = False
     freezes_seen: int = 0  # the fence's freezes when the last assignment settled
+    # Which partitions were another worker's since the last settle: the safety nets read
+    # those again (``HeldThroughout``).
+    held: HeldThroughout = field(default_factory=HeldThroughout)
 
     def connect(self) -> None:
         """Connect to the app's signals; add the start-up tasks and the read-again timer."""
@@ -68,6 +72,10 @@ class Lifecycle:
     async def partitions_assigned(self) -> None:
         self.routing.mark_moving()  # until this assignment's tables are recovered
         self.metrics.rebalances.inc()
+        self.held.assigned(
+            self.app.consumer_generation_id,
+            faust_glue.assigned_actives(self.app, ORDER_CHANGELOG),
+        )
         # Faust declares the topics it consumes; the dead-letter topic is only written to, and
         # must exist before the first poison message (the broker's auto-create is off).
         if not self.declared:
@@ -85,9 +93,10 @@ class Lifecycle:
         fence = self.fence
         rescan_all = fence.freezes != self.freezes_seen
         self.freezes_seen = fence.freezes
-        self.unknown.assigned(owned, rescan_all=rescan_all)
-        self.stalled.assigned(owned, rescan_all=rescan_all)
-        self.webhooks_assigned(owned, rescan_all=rescan_all)
+        rescan = self.held.settled(owned)
+        self.unknown.assigned(owned, rescan_all=rescan_all, rescan=rescan)
+        self.stalled.assigned(owned, rescan_all=rescan_all, rescan=rescan)
+        self.webhooks_assigned(owned, rescan_all=rescan_all, rescan=rescan)
         fence.settled(owned)
         # How long this worker could not serve its partitions itself (POSTs were accepted
         # durably meanwhile): the rebalance and its table recovery (make chaos reports these).

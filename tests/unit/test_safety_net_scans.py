@@ -13,7 +13,7 @@ from orderflow.domain.events import rfc3339
 from orderflow.domain.order import Order, OrderStatus
 from orderflow.domain.payment import PaymentRecord, PaymentStatus
 from orderflow.domain.validation import LineItem
-from orderflow.tables.scan import PartitionScan, order_partition
+from orderflow.tables.scan import HeldThroughout, PartitionScan, order_partition
 from orderflow.watch import OrderWatch
 from tests.fakes import (
     FakeGateway,
@@ -122,6 +122,44 @@ def test_a_rebalance_keeps_due_times_and_reads_only_new_partitions() -> None:
     # Partition 0 was never read again; partition 1 once per time it came back.
     assert orders.reads - reads == 2 * 50
     assert orders.writes == 0  # a nudge never writes OrderDB
+
+
+def test_a_partition_held_at_every_generation_is_not_read_again() -> None:
+    held = HeldThroughout()
+    held.assigned(7, {0, 1})
+    assert held.settled({0, 1}) == {0, 1}  # the first assignment: everything is new
+    held.assigned(8, {0, 1, 2})
+    assert held.settled({0, 1, 2}) == {2}
+
+
+def test_a_partition_another_worker_held_between_two_settles_is_read_again() -> None:
+    held = HeldThroughout()
+    held.assigned(7, {0, 1})
+    held.settled({0, 1})
+    held.assigned(8, {0})  # partition 1 elsewhere; this assignment never settles ...
+    held.assigned(9, {0, 1})  # ... and it is back
+    assert held.settled({0, 1}) == {1}
+
+
+def test_a_missed_generation_makes_every_partition_suspect() -> None:
+    held = HeldThroughout()
+    held.assigned(7, {0, 1})
+    held.settled({0, 1})
+    # Generation 8 went on without this worker (it joined late, or was thrown out): its
+    # partitions were other workers' then, whatever it holds at 7 and 9.
+    held.assigned(9, {0, 1})
+    assert held.settled({0, 1}) == {0, 1}
+
+
+def test_a_rescan_reads_a_kept_partition_again() -> None:
+    scan = PartitionScan()
+    scan.assigned({0, 1})
+    asyncio.run(scan.run(lambda p: [], lambda raw: raw, lambda value: None))
+    assert scan.pending == set()
+    scan.assigned({0, 1})
+    assert scan.pending == set()  # kept: not read again ...
+    scan.assigned({0, 1}, rescan={1})
+    assert scan.pending == {1}  # ... unless another worker may have written it
 
 
 def test_nudges_skip_orders_of_other_owners_and_terminal_orders() -> None:

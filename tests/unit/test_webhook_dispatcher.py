@@ -370,6 +370,25 @@ async def test_a_newly_assigned_partition_is_scanned_for_due_deliveries() -> Non
     assert len(second.receiver.posts) == 1
 
 
+async def test_a_kept_partition_another_worker_wrote_meanwhile_is_read_again() -> None:
+    hooks = webhooks(200)
+    hooks.dispatcher.assigned({0})
+    assert await hooks.dispatcher.tick() == 0  # scanned: nothing yet
+    # Another worker held the partition for a while (this one missed a generation) and made
+    # an event: in WebhookDB, but this worker's dispatcher was never told.
+    other = webhooks(200)
+    other.store.rows = hooks.store.rows
+    await observed(other)
+    hooks.ours.add("ord-1")
+
+    hooks.dispatcher.assigned({0})  # an assignment that looks kept ...
+    assert await hooks.dispatcher.tick() == 0
+    hooks.dispatcher.assigned({0}, rescan={0})  # ... but was not held throughout
+    assert await hooks.dispatcher.tick() == 1
+    await until(lambda: hooks.delivery("ord-1").state is DeliveryState.DELIVERED)
+    assert other.receiver.posts == []
+
+
 async def test_a_delivery_to_a_deleted_endpoint_ends_failed_without_a_post() -> None:
     hooks = webhooks(200)
     order = await observed(hooks)

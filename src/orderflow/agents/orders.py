@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -108,9 +108,11 @@ class StalledOrders:
             since = now if written else _stored_time(order.updated_at, now)
             self.due_at.setdefault(order.order_id, min(now, since) + self.stall_after)
 
-    def assigned(self, owned: set[int], *, rescan_all: bool = False) -> None:
+    def assigned(
+        self, owned: set[int], *, rescan_all: bool = False, rescan: Iterable[int] = ()
+    ) -> None:
         """A new assignment: read the new partitions, forget the ones that moved away."""
-        self.scan.assigned(owned, rescan_all=rescan_all)
+        self.scan.assigned(owned, rescan_all=rescan_all, rescan=rescan)
         self.gates.forget(owned)
         for order_id in elsewhere(self.due_at, owned, self.partitions):
             self.forget(order_id)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 
 from orderflow.agents.refunds import PaymentRefunds
@@ -113,10 +113,12 @@ class UnknownPayments:
             self.due_at.pop(record.order_id, None)
             self.requested.pop(record.order_id, None)
 
-    def assigned(self, owned: set[int], *, rescan_all: bool = False) -> None:
+    def assigned(
+        self, owned: set[int], *, rescan_all: bool = False, rescan: Iterable[int] = ()
+    ) -> None:
         """A new assignment: read the new partitions, forget the ones that moved away (their
         owner reconciles them; kept here, they would be requested forever)."""
-        self.scan.assigned(owned, rescan_all=rescan_all)
+        self.scan.assigned(owned, rescan_all=rescan_all, rescan=rescan)
         for order_id in elsewhere(self.due_at, owned, self.partitions):
             del self.due_at[order_id]
             self.requested.pop(order_id, None)

@@ -415,8 +415,10 @@ class WebhookDispatcher:
             self._heap = [(t, o) for o, t in self.due_at.items()]
             heapq.heapify(self._heap)
 
-    def assigned(self, owned: set[int], *, rescan_all: bool = False) -> None:
-        self.scan.assigned(owned, rescan_all=rescan_all)
+    def assigned(
+        self, owned: set[int], *, rescan_all: bool = False, rescan: Iterable[int] = ()
+    ) -> None:
+        self.scan.assigned(owned, rescan_all=rescan_all, rescan=rescan)
         for order_id in elsewhere(self.due_at, owned, self.partitions):
             self.due_at.pop(order_id, None)
         # (A POST in flight stays so: its outcome, once in Kafka, is applied by whoever owns

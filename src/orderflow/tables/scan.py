@@ -1,9 +1,11 @@
 """Reading the rows of newly assigned partitions into an in-memory index, without stalling the loop.
 
 The safety-net timers (stalled orders, UNKNOWN payments) keep an index of the few rows that matter.
-After a rebalance only the partitions this worker did not hold before need reading: the rows of
-the partitions it kept have not changed except through its own writes, which update the index as
-they happen. The scan reads in chunks and yields to the event loop between them, so HTTP, the
+After a rebalance only the partitions this worker did not hold throughout need reading: the rows
+of the partitions it kept have not changed except through its own writes, which update the index
+as they happen. "Throughout" is ``HeldThroughout``'s to say: a partition held at two settled
+assignments was another worker's in between if an assignment between them lacked it, or if this
+worker missed a generation of the group (it joined late, or was thrown out and came back). The scan reads in chunks and yields to the event loop between them, so HTTP, the
 heartbeats and the agents keep running while a large table is read.
 """
 
@@ -15,7 +17,7 @@ from typing import Any, TypeVar
 
 from aiokafka.partitioner import murmur2
 
-__all__ = ["PartitionScan", "elsewhere", "order_partition", "partition_rows"]
+__all__ = ["HeldThroughout", "PartitionScan", "elsewhere", "order_partition", "partition_rows"]
 
 T = TypeVar("T")
 
@@ -52,6 +54,30 @@ def partition_rows(table: Any, partition: int) -> Iterable[tuple[bytes, bytes]]:
     return list(table.items()) if partition == 0 else ()  # unknown store: every row, once
 
 
+class HeldThroughout:
+    """The partitions this worker held at every assignment since its last settled one."""
+
+    def __init__(self) -> None:
+        self.held: set[int] = set()
+        self.last_generation: int | None = None
+
+    def assigned(self, generation: int, partitions: Iterable[int]) -> None:
+        """An assignment arrived (group ``generation``), settled or not."""
+        if self.last_generation is None or generation != self.last_generation + 1:
+            self.held = set()  # a generation missed: any partition may have been elsewhere
+        else:
+            self.held &= set(partitions)
+        self.last_generation = generation
+
+    def settled(self, owned: Iterable[int]) -> set[int]:
+        """The assignment ``owned`` is in place: those of its partitions not held throughout
+        (another worker's meanwhile: read them again, even if read before)."""
+        owned = set(owned)
+        changed = owned - self.held
+        self.held = owned
+        return changed
+
+
 class PartitionScan:
     """Which partitions an index has read, and which it still has to read."""
 
@@ -61,12 +87,15 @@ class PartitionScan:
         self.pending: set[int] = set()
         self.generation = 0  # bumped by each assignment: a scan in progress stops and restarts
 
-    def assigned(self, partitions: Iterable[int], *, rescan_all: bool = False) -> None:
-        """A new assignment is in place; ``rescan_all`` when kept partitions may have changed."""
+    def assigned(
+        self, partitions: Iterable[int], *, rescan_all: bool = False, rescan: Iterable[int] = ()
+    ) -> None:
+        """A new assignment is in place; ``rescan_all`` when kept partitions may have changed,
+        ``rescan`` those of them another worker may have written since they were read."""
         owned = set(partitions)
         if rescan_all:
             self.scanned.clear()
-        self.scanned &= owned
+        self.scanned &= owned - set(rescan)
         self.pending = owned - self.scanned
         self.generation += 1
 
