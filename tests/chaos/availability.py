@@ -47,7 +47,14 @@ from typing import Any
 
 from tests.chaos.load import Attempt
 
-__all__ = ["SETTLE_CAP_S", "FaultWindow", "availability", "is_failure", "render_availability"]
+__all__ = [
+    "SETTLE_CAP_S",
+    "FaultWindow",
+    "availability",
+    "is_failure",
+    "percentile",
+    "render_availability",
+]
 
 SETTLE_CAP_S = 30.0  # a fault's window ends at most this long after the fault ends
 
@@ -66,7 +73,8 @@ def is_failure(outcome: int | str) -> bool:
     return isinstance(outcome, str) or outcome >= 500
 
 
-def _percentile(values: Sequence[float], p: float) -> float:
+def percentile(values: Sequence[float], p: float) -> float:
+    """The nearest-rank ``p``-th percentile (0-100) of a non-empty sequence."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
@@ -140,8 +148,8 @@ def _latency_figures(orders: set[int], latency: Mapping[int, float | None]) -> d
     return {
         "orders": len(orders),
         "orders_without_2xx": len(orders) - len(values),
-        "post_p50_ms": round(_percentile(values, 50)) if values else None,
-        "post_p99_ms": round(_percentile(values, 99)) if values else None,
+        "post_p50_ms": round(percentile(values, 50)) if values else None,
+        "post_p99_ms": round(percentile(values, 99)) if values else None,
         "post_max_ms": round(max(values)) if values else None,
     }
 

@@ -107,25 +107,27 @@ class Intent:
         """The money the client's refunds were accepted for: all must come back. Accepted: a
         refund answered 201/200, or one the client gave up on after a 202 (in Kafka, so it is
         decided, and the load asks only for refunds the order can give)."""
-        return sum(
-            amount
-            for key, (amount, answers, _) in self.refunds.items()
-            if answers[-1:] in ([201], [200]) or (answers[-1:] == [0] and key in self.durable)
-        )
+        return sum(a for key, (a, _, _) in self.refunds.items() if self._heard(key) == "accepted")
 
     def refunded_possible(self) -> set[int]:
         """The money that may have come back: the accepted refunds', plus any subset of those
         the client gave up on without ever hearing that Kafka had them (a 503 or a timeout may
         still have been written)."""
-        unsure = [
-            amount
-            for key, (amount, answers, _) in self.refunds.items()
-            if answers[-1:] == [0] and key not in self.durable
-        ]
         sums = {self.refunds_accepted}
-        for amount in unsure:
-            sums |= {total + amount for total in sums}
+        for key, (amount, _, _) in self.refunds.items():
+            if self._heard(key) == "unsure":
+                sums |= {total + amount for total in sums}
         return sums
+
+    def _heard(self, key: str) -> str:
+        """What the client knows of refund ``key``: "accepted" (201/200, or given up on after a
+        202), "unsure" (given up on after only 503s and timeouts) or "refused"."""
+        last = self.refunds[key][1][-1:]
+        if last in ([201], [200]):
+            return "accepted"
+        if last == [0]:
+            return "accepted" if key in self.durable else "unsure"
+        return "refused"
 
 
 def _weighted(rng: random.Random, table: tuple[tuple[str, int], ...]) -> str:

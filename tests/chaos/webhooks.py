@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orderflow.domain.webhooks import SIGNATURE_HEADER, verify
+from tests.chaos.availability import percentile
 from tests.harness import auth_headers, http_json
 from tests.webhook_receiver import Received, WebhookReceiver
 
@@ -140,17 +141,12 @@ class WebhookCheck:
             same += number == earlier.headers.get("Orderflow-Delivery-Attempt")
             later += number != earlier.headers.get("Orderflow-Delivery-Attempt")
             gaps.append(received.at - earlier.at)
-        gaps.sort()
-
-        def at(share: float) -> float | None:
-            return round(gaps[min(len(gaps) - 1, int(share * len(gaps)))], 1) if gaps else None
-
         return {
             "same_attempt": same,
             "later_attempt": later,
-            "gap_s_p10": at(0.1),
-            "gap_s_p50": at(0.5),
-            "gap_s_p90": at(0.9),
+            **{
+                f"gap_s_p{p}": round(percentile(gaps, p), 1) if gaps else None for p in (10, 50, 90)
+            },
         }
 
     def failures(self) -> dict[str, list[str]]:
